@@ -1,0 +1,226 @@
+/*
+ * main.c - ledgerfs NODE_DIR MOUNTPOINT [-f] [-o opts]: mount a node.
+ *
+ * Without -f the process detaches itself, but only after the node is open,
+ * its unapplied tail replayed and the mount made, so that every error
+ * (foreign store, journal in use, bad option) reaches the terminal and the
+ * exit code.  The fork happens before the journal is opened because
+ * LevelDB's background thread would not survive it; the parent waits on a
+ * pipe for the child's verdict.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ledgerfs/fuse_ops.h"
+#include "ledgerfs/log.h"
+#include "ledgerfs/node.h"
+
+struct opts {
+	char *node_dir;
+	int show_help;
+	int show_version;
+};
+
+static const struct fuse_opt opt_spec[] = {
+	{"-h", offsetof(struct opts, show_help), 1},
+	{"--help", offsetof(struct opts, show_help), 1},
+	{"-V", offsetof(struct opts, show_version), 1},
+	{"--version", offsetof(struct opts, show_version), 1},
+	FUSE_OPT_END,
+};
+
+/* The first non-option argument is the node directory; the rest goes to libfuse. */
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct opts *o = data;
+
+	if (key == FUSE_OPT_KEY_NONOPT && !o->node_dir) {
+		o->node_dir = strdup(arg);
+		return o->node_dir ? 0 : -1;
+	}
+	return 1;
+}
+
+static void usage(void)
+{
+	printf("usage: ledgerfs NODE_DIR MOUNTPOINT [-f] [-o OPTIONS]\n"
+	       "\n"
+	       "Mount the ledgerfs node in NODE_DIR (made by 'ledgerctl init') at MOUNTPOINT.\n"
+	       "Every change through the mount is journaled in NODE_DIR/journal before it\n"
+	       "reaches NODE_DIR/store.\n"
+	       "\n"
+	       "  -f               stay in the foreground, log to stderr\n"
+	       "  -d               foreground with FUSE debug output\n"
+	       "  -s               single-threaded\n"
+	       "  -o OPTIONS       mount options: allow_other, entry_timeout=S, attr_timeout=S,\n"
+	       "                   max_idle_threads=N and the other libfuse options below\n"
+	       "  -h, --help       this help\n"
+	       "  -V, --version    version\n"
+	       "\n"
+	       "default_permissions is always on: the kernel checks modes and owners as on a\n"
+	       "local filesystem.  Unmount with 'fusermount3 -u MOUNTPOINT' or 'umount'.\n"
+	       "\n");
+}
+
+/* Report the result to the waiting parent (or nobody, in the foreground). */
+static void tell_parent(int fd, int status)
+{
+	unsigned char b = (unsigned char)status;
+
+	if (fd < 0)
+		return;
+	if (write(fd, &b, 1) != 1)
+		log_warn("cannot report start-up to the parent process: %s", strerror(errno));
+	close(fd);
+}
+
+/* Detach from the terminal: the child continues, the parent exits with its verdict. */
+static int detach(int *report_fd)
+{
+	int pfd[2];
+	pid_t pid;
+	unsigned char b = 1;
+
+	if (pipe(pfd) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		close(pfd[1]);
+		if (read(pfd[0], &b, 1) != 1)
+			b = 1;
+		_exit(b);
+	}
+	close(pfd[0]);
+	*report_fd = pfd[1];
+	if (setsid() < 0)
+		return -errno;
+	return 0;
+}
+
+static void quiet_stdio(void)
+{
+	int fd = open("/dev/null", O_RDWR);
+
+	if (fd < 0)
+		return;
+	dup2(fd, STDIN_FILENO);
+	dup2(fd, STDOUT_FILENO);
+	dup2(fd, STDERR_FILENO);
+	if (fd > STDERR_FILENO)
+		close(fd);
+}
+
+int main(int argc, char **argv)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts cmd = {0};
+	struct fuse_loop_config *loop = NULL;
+	struct opts o = {0};
+	struct node *n = NULL;
+	struct fuse *fuse = NULL;
+	char real[PATH_MAX], err[1024], fsname[PATH_MAX + 16];
+	int report = -1, mounted = 0, rc = 1, r;
+
+	log_init("ledgerfs", NULL);
+	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) < 0)
+		goto out;
+	if (o.show_help) {
+		usage();
+		fuse_lib_help(&args);
+		rc = 0;
+		goto out;
+	}
+	if (o.show_version) {
+		printf("ledgerfs 0.1.0 (libfuse %s)\n", fuse_pkgversion());
+		rc = 0;
+		goto out;
+	}
+	if (fuse_parse_cmdline(&args, &cmd) < 0)
+		goto out;
+	if (!o.node_dir || !cmd.mountpoint) {
+		fprintf(stderr, "ledgerfs: usage: ledgerfs NODE_DIR MOUNTPOINT [-f] [-o OPTIONS]\n");
+		rc = 2;
+		goto out;
+	}
+	if (!realpath(o.node_dir, real)) {
+		fprintf(stderr, "ledgerfs: %s: %s\n", o.node_dir, strerror(errno));
+		goto out;
+	}
+	snprintf(fsname, sizeof(fsname), "-ofsname=%s", real);
+	if (fuse_opt_add_arg(&args, "-odefault_permissions,subtype=ledgerfs") < 0 ||
+	    fuse_opt_add_arg(&args, fsname) < 0)
+		goto out;
+	/* The node's files keep exactly the modes their events carry. */
+	umask(0);
+	if (!cmd.foreground) {
+		r = detach(&report);
+		if (r < 0) {
+			fprintf(stderr, "ledgerfs: cannot detach: %s\n", strerror(-r));
+			goto out;
+		}
+	}
+	r = node_open(real, NODE_OPEN_MOUNT | NODE_OPEN_REPLAY, &n, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "ledgerfs: %s\n", err);
+		goto out;
+	}
+	log_init("ledgerfs", n->cfg.name);
+	fuse = fuse_new(&args, lfs_fuse_operations(), sizeof(struct fuse_operations), n);
+	if (!fuse)
+		goto out;
+	if (fuse_mount(fuse, cmd.mountpoint) < 0)
+		goto out;
+	mounted = 1;
+	if (fuse_set_signal_handlers(fuse_get_session(fuse)) < 0)
+		goto out;
+	log_info("%s mounted at %s", real, cmd.mountpoint);
+	if (!cmd.foreground) {
+		if (chdir("/") < 0)
+			log_warn("chdir /: %s", strerror(errno));
+		log_to_syslog();
+		quiet_stdio();
+		tell_parent(report, 0);
+		report = -1;
+	}
+	if (cmd.singlethread) {
+		r = fuse_loop(fuse);
+	} else {
+		loop = fuse_loop_cfg_create();
+		if (!loop)
+			goto out;
+		fuse_loop_cfg_set_clone_fd(loop, cmd.clone_fd);
+		if (cmd.max_threads > 0 && cmd.max_threads <= 1024)
+			fuse_loop_cfg_set_max_threads(loop, cmd.max_threads);
+		fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
+		r = fuse_loop_mt(fuse, loop);
+	}
+	fuse_remove_signal_handlers(fuse_get_session(fuse));
+	rc = r == 0 ? 0 : 1;
+out:
+	if (mounted)
+		fuse_unmount(fuse);
+	if (fuse)
+		fuse_destroy(fuse);
+	if (n) {
+		node_close(n, rc == 0);
+		log_info("%s unmounted%s", real, rc == 0 ? " cleanly" : "");
+	}
+	tell_parent(report, rc ? rc : 1);
+	fuse_loop_cfg_destroy(loop);
+	free(cmd.mountpoint);
+	free(o.node_dir);
+	fuse_opt_free_args(&args);
+	return rc;
+}

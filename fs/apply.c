@@ -1,0 +1,692 @@
+/*
+ * apply.c - the apply engine: the only code that changes the store.
+ *
+ * Each event names the fids it touches; before changing anything the engine
+ * checks that the store holds them where the event says.  That makes replay
+ * safe: an event that already reached the store before a crash is
+ * recognised (the new name already holds the fid, the version xattr already
+ * names the event) and skipped rather than applied twice.  Events built a
+ * moment ago under the node lock (ctx->fresh) skip those checks: the FUSE
+ * layer has just read the same state.
+ *
+ * Objects are reached through O_PATH descriptors opened beneath the root
+ * (path.c) and their parents' descriptors, never through a path string
+ * handed to a plain syscall, so no event can reach outside the store.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "ledgerfs/path.h"
+#include "ledgerfs/store.h"
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static int set_pair(int fd, const char *name, uint64_t a, uint64_t b)
+{
+	char proc[PATH_PROCFD_LEN];
+	uint8_t buf[16];
+
+	put_le64(buf, a);
+	put_le64(buf + 8, b);
+	if (setxattr(path_procfd(fd, proc), name, buf, sizeof(buf), 0) < 0)
+		return -errno;
+	return 0;
+}
+
+static int get_pair(int fd, const char *name, uint64_t *a, uint64_t *b)
+{
+	char proc[PATH_PROCFD_LEN];
+	uint8_t buf[16];
+	ssize_t n = getxattr(path_procfd(fd, proc), name, buf, sizeof(buf));
+
+	if (n < 0)
+		return errno == ERANGE ? -ENODATA : -errno;
+	if (n != (ssize_t)sizeof(buf))
+		return -ENODATA;
+	*a = get_le64(buf);
+	*b = get_le64(buf + 8);
+	return 0;
+}
+
+int store_get_ids(int fd, struct fid *fid, struct evid *ver)
+{
+	int r = get_pair(fd, STORE_XATTR_FID, &fid->origin, &fid->counter);
+
+	if (r < 0 || !ver)
+		return r;
+	r = get_pair(fd, STORE_XATTR_VER, &ver->origin, &ver->seq);
+	if (r == -ENODATA) {
+		ver->origin = ver->seq = 0;
+		r = 0;
+	}
+	return r;
+}
+
+int store_set_fid(int fd, const struct fid *fid)
+{
+	return set_pair(fd, STORE_XATTR_FID, fid->origin, fid->counter);
+}
+
+static int set_ver(int fd, const struct event *ev)
+{
+	return set_pair(fd, STORE_XATTR_VER, ev->origin, ev->seq);
+}
+
+int store_open(const char *dir, struct store **out)
+{
+	struct store *s = calloc(1, sizeof(*s));
+	int r = 0;
+
+	if (!s)
+		return -ENOMEM;
+	s->root = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (s->root < 0) {
+		r = -errno;
+		free(s);
+		goto out;
+	}
+	*out = s;
+out:
+	return r;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	close(s->root);
+	free(s);
+}
+
+int store_stamp(struct store *s, const uint8_t cluster[16])
+{
+	char proc[PATH_PROCFD_LEN];
+	struct fid root = STORE_ROOT_FID;
+	int r = store_set_fid(s->root, &root);
+
+	if (r < 0)
+		return r;
+	if (setxattr(path_procfd(s->root, proc), STORE_XATTR_NODE, cluster, 16, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+int store_check_stamp(struct store *s, const uint8_t cluster[16])
+{
+	char proc[PATH_PROCFD_LEN];
+	uint8_t buf[16];
+	ssize_t n = getxattr(path_procfd(s->root, proc), STORE_XATTR_NODE, buf, sizeof(buf));
+
+	if (n < 0)
+		return errno == ENODATA || errno == ERANGE ? -ENODATA : -errno;
+	if (n != 16 || memcmp(buf, cluster, 16) != 0)
+		return -ESTALE;
+	return 0;
+}
+
+/* The object at (dirfd, name) without following a final symlink; -ENOENT if absent. */
+static int open_entry(int dirfd, const char *name, int *fd)
+{
+	int r = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+
+	if (r < 0)
+		return -errno;
+	*fd = r;
+	return 0;
+}
+
+/* 1 if (dirfd, name) holds fid, 0 if it holds another object, -ENOENT if absent. */
+static int entry_holds(int dirfd, const char *name, struct fid fid)
+{
+	struct fid have;
+	int fd = -1, r;
+
+	r = open_entry(dirfd, name, &fd);
+	if (r < 0)
+		return r;
+	r = store_get_ids(fd, &have, NULL);
+	close(fd);
+	if (r == -ENODATA)
+		return 0;
+	if (r < 0)
+		return r;
+	return fid_eq(have, fid);
+}
+
+static int full_pwrite(int fd, const uint8_t *buf, size_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t n = pwrite(fd, buf, len, (off_t)off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		buf += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int set_mtime(int fd, const struct event *ev)
+{
+	struct timespec ts[2] = {
+		{.tv_nsec = UTIME_OMIT},
+		{.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
+	};
+
+	if (futimens(fd, ts) < 0)
+		return -errno;
+	return 0;
+}
+
+/* chmod through an O_PATH descriptor; symlinks have no mode of their own. */
+static int chmod_fd(int fd, mode_t mode)
+{
+	char proc[PATH_PROCFD_LEN];
+
+	if (chmod(path_procfd(fd, proc), mode & 07777) < 0)
+		return -errno;
+	return 0;
+}
+
+static int chown_fd(int fd, uint32_t uid, uint32_t gid)
+{
+	if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * Create the object of a create/mknod/mkdir/symlink event at (dirfd, name)
+ * and return an O_PATH descriptor of it (or a read-write one for EV_CREATE).
+ */
+static int make_object(const struct event *ev, const char *target, int dirfd, const char *name,
+		       int *fd)
+{
+	int r;
+
+	switch (ev->type) {
+	case EV_CREATE:
+		r = openat(dirfd, name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC,
+			   ev->mode & 07777);
+		if (r < 0)
+			return -errno;
+		*fd = r;
+		return 0;
+	case EV_MKNOD:
+		if (mknodat(dirfd, name, ev->mode, (dev_t)ev->rdev) < 0)
+			return -errno;
+		break;
+	case EV_MKDIR:
+		if (mkdirat(dirfd, name, ev->mode & 07777) < 0)
+			return -errno;
+		break;
+	case EV_SYMLINK:
+		if (symlinkat(target, dirfd, name) < 0)
+			return -errno;
+		break;
+	default:
+		return -EINVAL;
+	}
+	return open_entry(dirfd, name, fd);
+}
+
+static int apply_new(struct store *s, const struct event *ev, struct apply_ctx *ctx,
+		     const char **why)
+{
+	struct path_at at = {.dirfd = -1};
+	struct fid fid = fid_is_zero(ev->fid) ? (struct fid){ev->origin, ev->seq} : ev->fid;
+	char target[PATH_MAX];
+	int fd = -1, made = 0, r;
+
+	if (ev->type == EV_SYMLINK) {
+		if (ev->data_len == 0 || ev->data_len >= sizeof(target) ||
+		    memchr(ev->data, 0, ev->data_len)) {
+			*why = "bad symlink target";
+			return -EINVAL;
+		}
+		memcpy(target, ev->data, ev->data_len);
+		target[ev->data_len] = '\0';
+	}
+	r = path_at_open(s->root, ev->path, &at);
+	if (r < 0) {
+		*why = "resolve parent";
+		goto out;
+	}
+	if (!ctx->fresh) {
+		r = entry_holds(at.dirfd, at.base, fid);
+		if (r == 1) {
+			r = APPLY_SKIPPED;
+			goto out;
+		}
+		if (r == 0) {
+			*why = "name taken by another object";
+			r = -EEXIST;
+			goto out;
+		}
+		if (r != -ENOENT)
+			goto out;
+	}
+	r = make_object(ev, target, at.dirfd, at.base, &fd);
+	if (r < 0) {
+		*why = "create";
+		goto out;
+	}
+	made = 1;
+	r = chown_fd(fd, ev->uid, ev->gid);
+	if (r < 0) {
+		*why = "chown";
+		goto out;
+	}
+	/*
+	 * chown may clear set-id bits and mkdir ignores them; set the exact
+	 * mode the event carries so every node ends with the same bits.
+	 */
+	if (ev->type != EV_SYMLINK) {
+		r = chmod_fd(fd, ev->mode);
+		if (r < 0) {
+			*why = "chmod";
+			goto out;
+		}
+	}
+	r = store_set_fid(fd, &fid);
+	if (r == 0)
+		r = set_ver(fd, ev);
+	if (r < 0) {
+		*why = "set fid";
+		goto out;
+	}
+	if (ev->type == EV_CREATE || (ev->type == EV_MKNOD && S_ISREG(ev->mode))) {
+		struct timespec ts[2] = {
+			{.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
+			{.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
+		};
+
+		if (utimensat(at.dirfd, at.base, ts, AT_SYMLINK_NOFOLLOW) < 0) {
+			r = -errno;
+			*why = "set mtime";
+			goto out;
+		}
+	}
+	if (ev->type == EV_CREATE && ctx->want_fd) {
+		ctx->out_fd = fd;
+		fd = -1;
+	}
+	r = 0;
+out:
+	if (r < 0 && made)
+		unlinkat(at.dirfd, at.base, ev->type == EV_MKDIR ? AT_REMOVEDIR : 0);
+	if (fd >= 0)
+		close(fd);
+	path_at_release(&at);
+	return r;
+}
+
+static int apply_remove(struct store *s, const struct event *ev, struct apply_ctx *ctx,
+			const char **why)
+{
+	struct path_at at = {.dirfd = -1};
+	int r;
+
+	if (path_is_root(ev->path)) {
+		*why = "cannot remove the root";
+		return -EBUSY;
+	}
+	r = path_at_open(s->root, ev->path, &at);
+	if (r < 0) {
+		*why = "resolve parent";
+		goto out;
+	}
+	if (!ctx->fresh) {
+		r = entry_holds(at.dirfd, at.base, ev->fid);
+		if (r == -ENOENT) {
+			r = APPLY_SKIPPED;
+			goto out;
+		}
+		if (r < 0)
+			goto out;
+		if (r == 0) {
+			*why = "name holds another object";
+			r = -ESTALE;
+			goto out;
+		}
+	}
+	r = 0;
+	if (unlinkat(at.dirfd, at.base, ev->type == EV_RMDIR ? AT_REMOVEDIR : 0) < 0) {
+		r = -errno;
+		*why = ev->type == EV_RMDIR ? "rmdir" : "unlink";
+	}
+out:
+	path_at_release(&at);
+	return r;
+}
+
+static int apply_link(struct store *s, const struct event *ev, struct apply_ctx *ctx,
+		      const char **why)
+{
+	struct path_at from = {.dirfd = -1}, to = {.dirfd = -1};
+	int r;
+
+	r = path_at_open(s->root, ev->path, &from);
+	if (r == 0)
+		r = path_at_open(s->root, ev->path2, &to);
+	if (r < 0) {
+		*why = "resolve parent";
+		goto out;
+	}
+	if (!ctx->fresh) {
+		r = entry_holds(to.dirfd, to.base, ev->fid);
+		if (r == 1) {
+			r = APPLY_SKIPPED;
+			goto out;
+		}
+		if (r == 0) {
+			*why = "new name taken";
+			r = -EEXIST;
+			goto out;
+		}
+		if (r != -ENOENT)
+			goto out;
+		r = entry_holds(from.dirfd, from.base, ev->fid);
+		if (r != 1) {
+			*why = "link source does not hold the fid";
+			r = r < 0 ? r : -ESTALE;
+			goto out;
+		}
+	}
+	r = 0;
+	if (linkat(from.dirfd, from.base, to.dirfd, to.base, 0) < 0) {
+		r = -errno;
+		*why = "link";
+	}
+out:
+	path_at_release(&to);
+	path_at_release(&from);
+	return r;
+}
+
+/*
+ * Replay check for a rename: APPLY_SKIPPED if the names already show its
+ * result, 0 if they show the state it expects, -ESTALE/-EEXIST otherwise.
+ */
+static int rename_state(const struct event *ev, struct path_at *from, struct path_at *to,
+			const char **why)
+{
+	int exchange = (ev->op_flags & RENAME_EXCHANGE) != 0;
+	int src = entry_holds(from->dirfd, from->base, ev->fid);
+	int dst = entry_holds(to->dirfd, to->base, ev->fid);
+	int dst2;
+
+	if (src < 0 && src != -ENOENT)
+		return src;
+	if (dst < 0 && dst != -ENOENT)
+		return dst;
+	if (src != 1 && dst == 1) {
+		if (!exchange)
+			return APPLY_SKIPPED;
+		if (entry_holds(from->dirfd, from->base, ev->fid2) == 1)
+			return APPLY_SKIPPED;
+	}
+	if (src != 1) {
+		*why = "rename source does not hold the fid";
+		return -ESTALE;
+	}
+	if (fid_is_zero(ev->fid2)) {
+		if (dst != -ENOENT) {
+			*why = "rename target appeared";
+			return -EEXIST;
+		}
+		return 0;
+	}
+	dst2 = entry_holds(to->dirfd, to->base, ev->fid2);
+	if (dst2 != 1) {
+		*why = "rename target does not hold the expected fid";
+		return dst2 < 0 && dst2 != -ENOENT ? dst2 : -ESTALE;
+	}
+	return 0;
+}
+
+static int apply_rename(struct store *s, const struct event *ev, struct apply_ctx *ctx,
+			const char **why)
+{
+	struct path_at from = {.dirfd = -1}, to = {.dirfd = -1};
+	int r;
+
+	if (path_is_root(ev->path) || path_is_root(ev->path2)) {
+		*why = "cannot rename the root";
+		return -EBUSY;
+	}
+	r = path_at_open(s->root, ev->path, &from);
+	if (r == 0)
+		r = path_at_open(s->root, ev->path2, &to);
+	if (r < 0) {
+		*why = "resolve parent";
+		goto out;
+	}
+	if (!ctx->fresh) {
+		r = rename_state(ev, &from, &to, why);
+		if (r != 0)
+			goto out;
+	}
+	if (renameat2(from.dirfd, from.base, to.dirfd, to.base, ev->op_flags) < 0) {
+		r = -errno;
+		*why = "rename";
+	}
+out:
+	path_at_release(&to);
+	path_at_release(&from);
+	return r;
+}
+
+static int is_data_event(unsigned type)
+{
+	return type == EV_WRITE || type == EV_TRUNCATE || type == EV_FALLOCATE;
+}
+
+/*
+ * The descriptor an attribute or data event works on: the caller's open
+ * file, or the object at ev->path (read-write for data events, O_PATH
+ * otherwise).  *fd is -1 and APPLY_SKIPPED returned for an event about a
+ * file unlinked while open: on replay that file is gone with its data.
+ */
+static int target_fd(struct store *s, const struct event *ev, struct apply_ctx *ctx, int *fd,
+		     int *owned)
+{
+	int flags = is_data_event(ev->type) ? O_WRONLY : O_PATH;
+
+	*owned = 0;
+	if (ctx->fd >= 0) {
+		*fd = ctx->fd;
+		return 0;
+	}
+	if (!ev->path)
+		return APPLY_SKIPPED;
+	*owned = 1;
+	return path_open(s->root, ev->path, flags, 0, fd);
+}
+
+static int apply_change(struct store *s, const struct event *ev, int fd, const char **why)
+{
+	int r = 0;
+
+	switch (ev->type) {
+	case EV_WRITE:
+		*why = "write";
+		r = full_pwrite(fd, ev->data, ev->data_len, ev->offset);
+		if (r == 0)
+			r = set_mtime(fd, ev);
+		break;
+	case EV_TRUNCATE:
+		*why = "truncate";
+		if (ftruncate(fd, (off_t)ev->length) < 0)
+			r = -errno;
+		else
+			r = set_mtime(fd, ev);
+		break;
+	case EV_FALLOCATE:
+		*why = "fallocate";
+		if (fallocate(fd, (int)ev->op_flags, (off_t)ev->offset, (off_t)ev->length) < 0)
+			r = -errno;
+		else
+			r = set_mtime(fd, ev);
+		break;
+	case EV_CHMOD:
+		*why = "chmod";
+		r = chmod_fd(fd, ev->mode);
+		break;
+	case EV_CHOWN: {
+		struct stat st;
+
+		*why = "chown";
+		r = chown_fd(fd, ev->uid, ev->gid);
+		if (r == 0 && fstat(fd, &st) < 0)
+			r = -errno;
+		if (r == 0 && !S_ISLNK(st.st_mode) && (st.st_mode & 07777) != (ev->mode & 07777))
+			r = chmod_fd(fd, ev->mode);
+		break;
+	}
+	case EV_UTIMENS: {
+		struct timespec ts[2] = {
+			{.tv_sec = ev->atime_sec, .tv_nsec = ev->atime_nsec},
+			{.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
+		};
+
+		*why = "utimens";
+		if (utimensat(fd, "", ts, AT_EMPTY_PATH) < 0)
+			r = -errno;
+		break;
+	}
+	case EV_SETXATTR: {
+		char proc[PATH_PROCFD_LEN];
+
+		*why = "setxattr";
+		if (setxattr(path_procfd(fd, proc), ev->name, ev->data, ev->data_len,
+			      (int)ev->op_flags) < 0)
+			r = -errno;
+		break;
+	}
+	case EV_REMOVEXATTR: {
+		char proc[PATH_PROCFD_LEN];
+
+		*why = "removexattr";
+		if (removexattr(path_procfd(fd, proc), ev->name) < 0)
+			r = -errno;
+		break;
+	}
+	default:
+		*why = "unknown event type";
+		r = -EINVAL;
+	}
+	return r;
+}
+
+static int apply_existing(struct store *s, const struct event *ev, struct apply_ctx *ctx,
+			  const char **why)
+{
+	struct fid fid;
+	struct evid ver;
+	int fd = -1, owned = 0, r;
+
+	if ((ev->type == EV_SETXATTR || ev->type == EV_REMOVEXATTR) &&
+	    strncmp(ev->name, STORE_XATTR_PREFIX, strlen(STORE_XATTR_PREFIX)) == 0) {
+		*why = "xattr name reserved for ledgerfs";
+		return -EPERM;
+	}
+	r = target_fd(s, ev, ctx, &fd, &owned);
+	if (r != 0) {
+		*why = "open target";
+		goto out;
+	}
+	if (!ctx->fresh) {
+		r = store_get_ids(fd, &fid, &ver);
+		if (r < 0) {
+			*why = "read fid";
+			goto out;
+		}
+		if (!fid_eq(fid, ev->fid)) {
+			*why = "target does not hold the fid";
+			r = -ESTALE;
+			goto out;
+		}
+		if (ver.origin == ev->origin && ver.seq == ev->seq) {
+			r = APPLY_SKIPPED;
+			goto out;
+		}
+		if ((ev->base.origin || ev->base.seq) &&
+		    (ver.origin != ev->base.origin || ver.seq != ev->base.seq)) {
+			*why = "base version mismatch";
+			r = -ESTALE;
+			goto out;
+		}
+	}
+	r = apply_change(s, ev, fd, why);
+	if (r == 0) {
+		r = set_ver(fd, ev);
+		if (r < 0)
+			*why = "set version";
+	}
+out:
+	if (owned && fd >= 0)
+		close(fd);
+	return r;
+}
+
+int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx, const char **why)
+{
+	const char *dummy;
+	int r;
+
+	if (!why)
+		why = &dummy;
+	*why = NULL;
+	ctx->out_fd = -1;
+	if (!event_type_mutates(ev->type))
+		return 0;
+	if (ev->path && (r = path_check(ev->path, why)) < 0)
+		return r;
+	if (ev->path2 && (r = path_check(ev->path2, why)) < 0)
+		return r;
+	switch (ev->type) {
+	case EV_CREATE:
+	case EV_MKNOD:
+	case EV_MKDIR:
+	case EV_SYMLINK:
+		if (path_is_root(ev->path)) {
+			*why = "cannot create the root";
+			return -EEXIST;
+		}
+		return apply_new(s, ev, ctx, why);
+	case EV_UNLINK:
+	case EV_RMDIR:
+		return apply_remove(s, ev, ctx, why);
+	case EV_LINK:
+		return apply_link(s, ev, ctx, why);
+	case EV_RENAME:
+		return apply_rename(s, ev, ctx, why);
+	default:
+		return apply_existing(s, ev, ctx, why);
+	}
+}

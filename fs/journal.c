@@ -1,0 +1,1189 @@
+/*
+ * journal.c - the node's journal: events, applied marks, checkpoints and
+ * metadata in LevelDB, large write payloads in the value log (journal.h).
+ *
+ * Every change goes through one LevelDB write batch, so an event and the
+ * next seq that follows it are journaled together or not at all.  Writes
+ * are not synced; journal_sync() issues a single synced write that makes
+ * everything before it durable, which lets the caller group fsync(2)s into
+ * one disk flush.  Applied marks are kept in memory and ride along on
+ * whatever the journal writes next, so marking an event applied costs no
+ * write of its own.  Before any synced write the value log is synced first:
+ * a durable event must never reference a payload that a crash could lose.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <leveldb/c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ledgerfs/journal.h"
+#include "ledgerfs/log.h"
+#include "ledgerfs/vlog.h"
+
+/* Big enough that bursts of small events rarely stall on a memtable flush. */
+#define JOURNAL_WRITE_BUFFER   (32u << 20)
+#define JOURNAL_BLOCK_CACHE    (8u << 20)
+#define JOURNAL_MAX_OPEN_FILES 256
+/* Bloom filters make the point lookups of journal_get and put_remote cheap. */
+#define JOURNAL_BLOOM_BITS 10
+
+#define KEY_EVENT_LEN	18 /* e/ origin seq */
+#define KEY_APPLIED_LEN 10 /* a/ origin */
+#define KEY_CKPT_LEN	19 /* c/ peer / origin */
+#define META_NAME_MAX	64
+
+struct applied_mark {
+	uint64_t origin;
+	uint64_t seq;
+	int pending; /* not yet written to LevelDB */
+};
+
+struct journal {
+	char *dir;
+	leveldb_t *db;
+	leveldb_options_t *opts;
+	leveldb_cache_t *cache;
+	leveldb_filterpolicy_t *filter;
+	leveldb_readoptions_t *ropts;
+	leveldb_readoptions_t *scan_opts; /* iterators: do not evict hot blocks */
+	leveldb_writeoptions_t *wopts;
+	leveldb_writeoptions_t *wopts_sync;
+	struct vlog *vlog;
+	uint64_t node_id;
+	uint64_t next_seq;
+	uint64_t term;
+	uint64_t hlc_last; /* hlc of the newest local event */
+	int unsynced;	   /* LevelDB holds writes no synced write has covered yet */
+	struct applied_mark *marks;
+	size_t nmarks;
+	size_t marks_cap;
+	uint8_t *buf; /* encode buffer, reused so appends do not allocate */
+	size_t buf_cap;
+};
+
+struct journal_iter {
+	struct journal *j;
+	leveldb_iterator_t *it;
+	char kind;
+	int started;
+	int done;
+};
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void key_event(uint8_t *k, uint64_t origin, uint64_t seq)
+{
+	k[0] = 'e';
+	k[1] = '/';
+	put_be64(k + 2, origin);
+	put_be64(k + 10, seq);
+}
+
+static void key_applied(uint8_t *k, uint64_t origin)
+{
+	k[0] = 'a';
+	k[1] = '/';
+	put_be64(k + 2, origin);
+}
+
+static void key_ckpt(uint8_t *k, uint64_t peer, uint64_t origin)
+{
+	k[0] = 'c';
+	k[1] = '/';
+	put_be64(k + 2, peer);
+	k[10] = '/';
+	put_be64(k + 11, origin);
+}
+
+static int key_meta(char *k, const char *name, size_t *klen)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > META_NAME_MAX)
+		return -EINVAL;
+	k[0] = 'm';
+	k[1] = '/';
+	memcpy(k + 2, name, n);
+	*klen = n + 2;
+	return 0;
+}
+
+/* Log a LevelDB error with its message, which the static *why cannot carry. */
+static int db_fail(const struct journal *j, const char *what, char *err)
+{
+	log_err("journal %s: %s: %s", j->dir, what, err);
+	leveldb_free(err);
+	return -EIO;
+}
+
+/* The newest mark of origin, or NULL. */
+static struct applied_mark *mark_find(struct journal *j, uint64_t origin)
+{
+	for (size_t i = 0; i < j->nmarks; i++)
+		if (j->marks[i].origin == origin)
+			return &j->marks[i];
+	return NULL;
+}
+
+static int mark_set(struct journal *j, uint64_t origin, uint64_t seq, int pending)
+{
+	struct applied_mark *m = mark_find(j, origin);
+
+	if (!m) {
+		if (j->nmarks == j->marks_cap) {
+			size_t cap = j->marks_cap ? 2 * j->marks_cap : 8;
+			struct applied_mark *n = realloc(j->marks, cap * sizeof(*n));
+
+			if (!n)
+				return -ENOMEM;
+			j->marks = n;
+			j->marks_cap = cap;
+		}
+		m = &j->marks[j->nmarks++];
+		*m = (struct applied_mark){.origin = origin};
+	}
+	if (seq > m->seq) {
+		m->seq = seq;
+		m->pending = pending;
+	}
+	return 0;
+}
+
+static int marks_pending(const struct journal *j)
+{
+	for (size_t i = 0; i < j->nmarks; i++)
+		if (j->marks[i].pending)
+			return 1;
+	return 0;
+}
+
+/*
+ * Write batch b together with the pending applied marks.  A synced write
+ * syncs the value log first so that no durable event references a payload
+ * that is not.
+ */
+static int journal_write(struct journal *j, leveldb_writebatch_t *b, int sync, const char *what)
+{
+	uint8_t k[KEY_APPLIED_LEN], v[8];
+	char *err = NULL;
+	int ret;
+
+	if (sync) {
+		ret = vlog_sync(j->vlog);
+		if (ret < 0)
+			return ret;
+	}
+	for (size_t i = 0; i < j->nmarks; i++) {
+		if (!j->marks[i].pending)
+			continue;
+		key_applied(k, j->marks[i].origin);
+		put_le64(v, j->marks[i].seq);
+		leveldb_writebatch_put(b, (const char *)k, sizeof(k), (const char *)v, sizeof(v));
+	}
+	leveldb_write(j->db, sync ? j->wopts_sync : j->wopts, b, &err);
+	if (err)
+		return db_fail(j, what, err);
+	for (size_t i = 0; i < j->nmarks; i++)
+		j->marks[i].pending = 0;
+	j->unsynced = !sync;
+	return 0;
+}
+
+/*
+ * Raw value under key.  *val is LevelDB's allocation: leveldb_free().
+ * -ENOENT if absent.
+ */
+static int db_get(struct journal *j, const void *key, size_t klen, char **val, size_t *len)
+{
+	char *err = NULL;
+
+	*val = leveldb_get(j->db, j->ropts, key, klen, len, &err);
+	if (err)
+		return db_fail(j, "read", err);
+	return *val ? 0 : -ENOENT;
+}
+
+static int db_get_u64(struct journal *j, const void *key, size_t klen, uint64_t *out)
+{
+	char *val;
+	size_t len;
+	int ret;
+
+	ret = db_get(j, key, klen, &val, &len);
+	if (ret < 0)
+		return ret;
+	if (len == 8)
+		*out = get_le64((const uint8_t *)val);
+	else
+		ret = -EBADMSG;
+	leveldb_free(val);
+	return ret;
+}
+
+static uint64_t hlc_next(const struct journal *j)
+{
+	struct timespec ts;
+	uint64_t phys;
+
+	/* Without a clock the logical counter alone keeps hlc increasing. */
+	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
+		return j->hlc_last + 1;
+	phys = ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000) << 16;
+	return phys > j->hlc_last ? phys : j->hlc_last + 1;
+}
+
+/*
+ * Move a large write payload to the value log.  An event that arrives with
+ * a vref must carry its payload (journal_get with payload set): a vref into
+ * some other journal's value log means nothing here.
+ */
+static int payload_place(struct journal *j, struct event *ev)
+{
+	int ret;
+
+	if (ev->flags & EVENT_F_VREF) {
+		if (ev->data_len != ev->vref.len || (ev->data_len && !ev->data))
+			return -EINVAL;
+		ev->flags &= (uint16_t)~EVENT_F_VREF;
+		ev->vref = (struct vref){0};
+	}
+	if (ev->type != EV_WRITE || ev->data_len <= JOURNAL_INLINE_MAX)
+		return 0;
+	ret = vlog_append(j->vlog, ev->origin, ev->seq, ev->data, ev->data_len, &ev->vref);
+	if (ret < 0)
+		return ret;
+	ev->flags |= EVENT_F_VREF;
+	return 0;
+}
+
+/* Encode ev into j->buf, leaving out a payload that sits in the value log. */
+static int encode(struct journal *j, struct event *ev, size_t *len)
+{
+	uint8_t *data = ev->data;
+	uint32_t data_len = ev->data_len;
+	size_t need;
+	int ret;
+
+	if (ev->flags & EVENT_F_VREF) {
+		ev->data = NULL;
+		ev->data_len = 0;
+	}
+	need = event_encoded_len(ev);
+	if (need > j->buf_cap) {
+		uint8_t *n = realloc(j->buf, need);
+
+		if (!n) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		j->buf = n;
+		j->buf_cap = need;
+	}
+	ret = event_encode(ev, j->buf, j->buf_cap, len);
+out:
+	ev->data = data;
+	ev->data_len = data_len;
+	return ret;
+}
+
+/*
+ * Journal ev under its (origin, seq); with next_seq nonzero, m/next_seq is
+ * set to it in the same batch.
+ */
+static int event_store(struct journal *j, struct event *ev, uint64_t next_seq)
+{
+	leveldb_writebatch_t *b;
+	uint8_t k[KEY_EVENT_LEN], v[8];
+	char mk[2 + META_NAME_MAX];
+	size_t len, mklen;
+	int ret;
+
+	ret = payload_place(j, ev);
+	if (ret < 0)
+		return ret;
+	ret = encode(j, ev, &len);
+	if (ret < 0) {
+		log_err("journal %s: cannot encode %s event %llu/%llu: %s", j->dir,
+			event_type_name(ev->type), (unsigned long long)ev->origin,
+			(unsigned long long)ev->seq, strerror(-ret));
+		return ret;
+	}
+	b = leveldb_writebatch_create();
+	key_event(k, ev->origin, ev->seq);
+	leveldb_writebatch_put(b, (const char *)k, sizeof(k), (const char *)j->buf, len);
+	if (next_seq) {
+		key_meta(mk, JOURNAL_META_NEXT_SEQ, &mklen);
+		put_le64(v, next_seq);
+		leveldb_writebatch_put(b, mk, mklen, (const char *)v, sizeof(v));
+	}
+	ret = journal_write(j, b, 0, "write event");
+	leveldb_writebatch_destroy(b);
+	return ret;
+}
+
+/* Meta u64 at open; names the missing or damaged field in *why. */
+static int open_meta_u64(struct journal *j, const char *name, uint64_t *val, const char **why,
+			 const char *why_missing)
+{
+	char k[2 + META_NAME_MAX];
+	size_t klen;
+	int ret;
+
+	key_meta(k, name, &klen);
+	ret = db_get_u64(j, k, klen, val);
+	if (ret == -ENOENT || ret == -EBADMSG) {
+		*why = why_missing;
+		return -EBADMSG;
+	}
+	if (ret < 0)
+		*why = "cannot read journal metadata";
+	return ret;
+}
+
+static int open_create_meta(struct journal *j, uint64_t node_id, const char **why)
+{
+	const struct {
+		const char *name;
+		uint64_t val;
+	} fields[] = {
+	    {JOURNAL_META_NODE_ID, node_id},
+	    {JOURNAL_META_FORMAT, JOURNAL_FORMAT},
+	    {JOURNAL_META_NEXT_SEQ, 1},
+	    {JOURNAL_META_TERM, 0},
+	};
+	leveldb_writebatch_t *b = leveldb_writebatch_create();
+	char k[2 + META_NAME_MAX];
+	uint8_t v[8];
+	size_t klen;
+	int ret;
+
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		key_meta(k, fields[i].name, &klen);
+		put_le64(v, fields[i].val);
+		leveldb_writebatch_put(b, k, klen, (const char *)v, sizeof(v));
+	}
+	ret = journal_write(j, b, 1, "write initial metadata");
+	leveldb_writebatch_destroy(b);
+	if (ret < 0)
+		*why = "cannot write journal metadata";
+	return ret;
+}
+
+static int open_load_marks(struct journal *j, const char **why)
+{
+	struct journal_iter *it;
+	const uint8_t *val;
+	uint64_t origin;
+	size_t len;
+	int ret;
+
+	ret = journal_iter_new(j, JOURNAL_APPLIED, 0, 0, &it);
+	if (ret < 0)
+		goto out;
+	while ((ret = journal_iter_next(it, &origin, NULL, NULL, NULL, &val, &len)) > 0) {
+		if (len != 8) {
+			log_err("journal %s: applied mark of origin %llu has %zu bytes", j->dir,
+				(unsigned long long)origin, len);
+			ret = -EBADMSG;
+			break;
+		}
+		ret = mark_set(j, origin, get_le64(val), 0);
+		if (ret < 0)
+			break;
+	}
+	journal_iter_free(it);
+out:
+	if (ret < 0)
+		*why = "cannot load applied marks";
+	return ret;
+}
+
+/*
+ * Take the hlc and seq of the newest local event into account, so that
+ * hlc stays increasing across a reboot with a clock that went back, and a
+ * seq is never handed out twice even if m/next_seq were stale.
+ */
+static int open_load_last_local(struct journal *j)
+{
+	leveldb_iterator_t *it = leveldb_create_iterator(j->db, j->scan_opts);
+	uint8_t k[KEY_EVENT_LEN];
+	const char *key, *val;
+	const char *why;
+	struct event ev;
+	size_t klen, vlen;
+	char *err = NULL;
+	int ret = 0;
+
+	key_event(k, j->node_id, UINT64_MAX);
+	leveldb_iter_seek(it, (const char *)k, sizeof(k));
+	if (!leveldb_iter_valid(it))
+		leveldb_iter_seek_to_last(it);
+	else if (memcmp(leveldb_iter_key(it, &klen), k, sizeof(k)) != 0)
+		leveldb_iter_prev(it);
+	if (!leveldb_iter_valid(it)) {
+		leveldb_iter_get_error(it, &err);
+		if (err)
+			ret = db_fail(j, "find the last local event", err);
+		goto out;
+	}
+	key = leveldb_iter_key(it, &klen);
+	if (klen != KEY_EVENT_LEN || memcmp(key, k, 10) != 0)
+		goto out;
+	val = leveldb_iter_value(it, &vlen);
+	if (event_decode((const uint8_t *)val, vlen, &ev, NULL, &why) < 0) {
+		log_warn("journal %s: last local event does not decode (%s)", j->dir, why);
+		goto out;
+	}
+	if (ev.hlc > j->hlc_last)
+		j->hlc_last = ev.hlc;
+	if (ev.seq >= j->next_seq) {
+		log_warn("journal %s: next seq %llu is not past local event %llu, using %llu",
+			 j->dir, (unsigned long long)j->next_seq, (unsigned long long)ev.seq,
+			 (unsigned long long)ev.seq + 1);
+		j->next_seq = ev.seq + 1;
+	}
+	event_free(&ev);
+out:
+	leveldb_iter_destroy(it);
+	return ret;
+}
+
+/* Make the new journal directory's own name durable. */
+static int sync_parent(const char *dir)
+{
+	char *copy = strdup(dir), *slash;
+	int fd, ret = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	slash = strrchr(copy, '/');
+	if (!slash)
+		strcpy(copy, ".");
+	else if (slash == copy)
+		slash[1] = 0;
+	else
+		*slash = 0;
+	fd = open(copy, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0)
+		ret = -errno;
+	if (fd >= 0)
+		close(fd);
+	free(copy);
+	return ret;
+}
+
+/* Check dir for a journal (its CURRENT file) before LevelDB is asked to open it. */
+static int dir_has_journal(const char *dir, int *has)
+{
+	char *p;
+	int ret = 0;
+
+	if (asprintf(&p, "%s/CURRENT", dir) < 0)
+		return -ENOMEM;
+	*has = access(p, F_OK) == 0;
+	if (!*has && errno != ENOENT && errno != ENOTDIR)
+		ret = -errno;
+	free(p);
+	return ret;
+}
+
+static int open_prepare_dir(const char *dir, int create, const char **why)
+{
+	int has, ret;
+
+	if (create && mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		ret = -errno;
+		log_err("journal %s: mkdir: %s", dir, strerror(errno));
+		*why = "cannot make the journal directory";
+		return ret;
+	}
+	ret = dir_has_journal(dir, &has);
+	if (ret < 0) {
+		log_err("journal %s: %s", dir, strerror(-ret));
+		*why = "cannot look into the journal directory";
+		return ret;
+	}
+	if (create && has) {
+		*why = "directory already holds a journal";
+		return -EEXIST;
+	}
+	if (!create && !has) {
+		*why = "no journal in this directory";
+		return -ENOENT;
+	}
+	return 0;
+}
+
+static int open_db(struct journal *j, int create, const char **why)
+{
+	char *err = NULL;
+
+	j->opts = leveldb_options_create();
+	j->cache = leveldb_cache_create_lru(JOURNAL_BLOCK_CACHE);
+	j->filter = leveldb_filterpolicy_create_bloom(JOURNAL_BLOOM_BITS);
+	j->ropts = leveldb_readoptions_create();
+	j->scan_opts = leveldb_readoptions_create();
+	j->wopts = leveldb_writeoptions_create();
+	j->wopts_sync = leveldb_writeoptions_create();
+	leveldb_options_set_create_if_missing(j->opts, create);
+	leveldb_options_set_error_if_exists(j->opts, create);
+	leveldb_options_set_paranoid_checks(j->opts, 0);
+	leveldb_options_set_write_buffer_size(j->opts, JOURNAL_WRITE_BUFFER);
+	leveldb_options_set_max_open_files(j->opts, JOURNAL_MAX_OPEN_FILES);
+	leveldb_options_set_cache(j->opts, j->cache);
+	leveldb_options_set_filter_policy(j->opts, j->filter);
+	leveldb_readoptions_set_fill_cache(j->scan_opts, 0);
+	leveldb_writeoptions_set_sync(j->wopts, 0);
+	leveldb_writeoptions_set_sync(j->wopts_sync, 1);
+
+	j->db = leveldb_open(j->opts, j->dir, &err);
+	if (!err)
+		return 0;
+	/* LevelDB 1.23 says "IO error: lock <dir>/LOCK: <reason>" for a held lock. */
+	if (strstr(err, "lock ") && strstr(err, "/LOCK")) {
+		leveldb_free(err);
+		*why = "journal is in use by another process (is the node mounted?)";
+		return -EBUSY;
+	}
+	*why = "cannot open the journal database";
+	return db_fail(j, "open", err);
+}
+
+int journal_open(const char *dir, int create, uint64_t node_id, struct journal **out,
+		 const char **why)
+{
+	struct journal *j = NULL;
+	const char *dummy;
+	uint64_t format;
+	char *vdir = NULL;
+	int ret;
+
+	if (!why)
+		why = &dummy;
+	*out = NULL;
+	if (create && node_id == 0) {
+		*why = "node id 0 is not valid";
+		return -EINVAL;
+	}
+	ret = open_prepare_dir(dir, create, why);
+	if (ret < 0)
+		return ret;
+	j = calloc(1, sizeof(*j));
+	if (!j || !(j->dir = strdup(dir)) || asprintf(&vdir, "%s/vlog", dir) < 0) {
+		vdir = NULL;
+		ret = -ENOMEM;
+		*why = "out of memory";
+		goto out;
+	}
+	ret = open_db(j, create, why);
+	if (ret < 0)
+		goto out;
+	ret = vlog_open(vdir, VLOG_SEGMENT_MAX, &j->vlog, why);
+	if (ret < 0)
+		goto out;
+	if (create) {
+		ret = open_create_meta(j, node_id, why);
+		if (ret < 0)
+			goto out;
+		ret = sync_parent(dir);
+		if (ret < 0) {
+			log_err("journal %s: sync parent directory: %s", dir, strerror(-ret));
+			*why = "cannot sync the journal's parent directory";
+			goto out;
+		}
+	}
+	ret = open_meta_u64(j, JOURNAL_META_FORMAT, &format, why, "journal has no format version");
+	if (ret < 0)
+		goto out;
+	if (format != JOURNAL_FORMAT) {
+		log_err("journal %s: format %llu, this program reads %d", dir,
+			(unsigned long long)format, JOURNAL_FORMAT);
+		*why = "journal format version not supported";
+		ret = -EPROTO;
+		goto out;
+	}
+	ret = open_meta_u64(j, JOURNAL_META_NODE_ID, &j->node_id, why, "journal has no node id");
+	if (ret < 0)
+		goto out;
+	if (j->node_id == 0) {
+		*why = "journal has no node id";
+		ret = -EBADMSG;
+		goto out;
+	}
+	ret = open_meta_u64(j, JOURNAL_META_NEXT_SEQ, &j->next_seq, why, "journal has no next seq");
+	if (ret < 0)
+		goto out;
+	ret = open_meta_u64(j, JOURNAL_META_TERM, &j->term, why, "journal has no term");
+	if (ret < 0)
+		goto out;
+	ret = open_load_marks(j, why);
+	if (ret < 0)
+		goto out;
+	ret = open_load_last_local(j);
+	if (ret < 0) {
+		*why = "cannot read the journal";
+		goto out;
+	}
+	/* Recovered unsynced writes may still be only in the page cache. */
+	j->unsynced = 1;
+	*out = j;
+	j = NULL;
+out:
+	free(vdir);
+	if (j) {
+		/* Do not write marks or syncs into a journal we refused. */
+		j->nmarks = 0;
+		j->unsynced = 0;
+		journal_close(j);
+	}
+	return ret;
+}
+
+void journal_close(struct journal *j)
+{
+	int ret;
+
+	if (!j)
+		return;
+	if (j->db && j->vlog) {
+		ret = journal_sync(j);
+		if (ret < 0)
+			log_err("journal %s: final sync failed: %s", j->dir, strerror(-ret));
+	}
+	if (j->db)
+		leveldb_close(j->db);
+	vlog_close(j->vlog);
+	if (j->opts)
+		leveldb_options_destroy(j->opts);
+	if (j->cache)
+		leveldb_cache_destroy(j->cache);
+	if (j->filter)
+		leveldb_filterpolicy_destroy(j->filter);
+	if (j->ropts)
+		leveldb_readoptions_destroy(j->ropts);
+	if (j->scan_opts)
+		leveldb_readoptions_destroy(j->scan_opts);
+	if (j->wopts)
+		leveldb_writeoptions_destroy(j->wopts);
+	if (j->wopts_sync)
+		leveldb_writeoptions_destroy(j->wopts_sync);
+	free(j->marks);
+	free(j->buf);
+	free(j->dir);
+	free(j);
+}
+
+uint64_t journal_node_id(const struct journal *j)
+{
+	return j->node_id;
+}
+
+uint64_t journal_next_seq(const struct journal *j)
+{
+	return j->next_seq;
+}
+
+int journal_meta_get(struct journal *j, const char *name, void **val, size_t *len)
+{
+	char k[2 + META_NAME_MAX];
+	char *raw;
+	size_t klen;
+	int ret;
+
+	*val = NULL;
+	*len = 0;
+	ret = key_meta(k, name, &klen);
+	if (ret < 0)
+		return ret;
+	ret = db_get(j, k, klen, &raw, len);
+	if (ret < 0)
+		return ret;
+	/* Copied so that the caller frees with plain free(). */
+	*val = malloc(*len ? *len : 1);
+	if (*val)
+		memcpy(*val, raw, *len);
+	else
+		ret = -ENOMEM;
+	leveldb_free(raw);
+	return ret;
+}
+
+/*
+ * node_id and format describe the journal itself and are fixed at creation;
+ * next_seq and term are cached here, so a put of them updates the cache.
+ */
+int journal_meta_put(struct journal *j, const char *name, const void *val, size_t len, int sync)
+{
+	leveldb_writebatch_t *b;
+	char k[2 + META_NAME_MAX];
+	int is_seq = !strcmp(name, JOURNAL_META_NEXT_SEQ);
+	int is_term = !strcmp(name, JOURNAL_META_TERM);
+	size_t klen;
+	int ret;
+
+	if (!strcmp(name, JOURNAL_META_NODE_ID) || !strcmp(name, JOURNAL_META_FORMAT))
+		return -EPERM;
+	if ((is_seq || is_term) && len != 8)
+		return -EINVAL;
+	if (is_seq && get_le64(val) == 0)
+		return -EINVAL;
+	ret = key_meta(k, name, &klen);
+	if (ret < 0)
+		return ret;
+	b = leveldb_writebatch_create();
+	leveldb_writebatch_put(b, k, klen, val, len);
+	ret = journal_write(j, b, sync, "write metadata");
+	leveldb_writebatch_destroy(b);
+	if (ret < 0)
+		return ret;
+	if (is_seq)
+		j->next_seq = get_le64(val);
+	if (is_term)
+		j->term = get_le64(val);
+	return 0;
+}
+
+int journal_meta_get_u64(struct journal *j, const char *name, uint64_t *val)
+{
+	char k[2 + META_NAME_MAX];
+	size_t klen;
+	int ret;
+
+	ret = key_meta(k, name, &klen);
+	if (ret < 0)
+		return ret;
+	return db_get_u64(j, k, klen, val);
+}
+
+int journal_meta_put_u64(struct journal *j, const char *name, uint64_t val, int sync)
+{
+	uint8_t v[8];
+
+	put_le64(v, val);
+	return journal_meta_put(j, name, v, sizeof(v), sync);
+}
+
+int journal_append(struct journal *j, struct event *ev)
+{
+	uint64_t hlc = hlc_next(j);
+	int ret;
+
+	ev->origin = j->node_id;
+	ev->seq = j->next_seq;
+	ev->hlc = hlc;
+	ev->term = j->term;
+	ret = event_store(j, ev, j->next_seq + 1);
+	if (ret < 0)
+		return ret;
+	j->next_seq++;
+	j->hlc_last = hlc;
+	return 0;
+}
+
+/*
+ * An event of this node's own origin can come back from a peer when this
+ * node lost its unsynced tail; next_seq then moves past it so that the
+ * number is not given to a different event.
+ */
+int journal_put_remote(struct journal *j, struct event *ev)
+{
+	uint8_t k[KEY_EVENT_LEN];
+	uint64_t next = 0;
+	char *val;
+	size_t len;
+	int ret;
+
+	if (ev->origin == 0 || ev->seq == 0 || ev->seq == UINT64_MAX)
+		return -EINVAL;
+	key_event(k, ev->origin, ev->seq);
+	ret = db_get(j, k, sizeof(k), &val, &len);
+	if (ret == 0) {
+		leveldb_free(val);
+		return -EEXIST;
+	}
+	if (ret != -ENOENT)
+		return ret;
+	if (ev->origin == j->node_id && ev->seq >= j->next_seq)
+		next = ev->seq + 1;
+	ret = event_store(j, ev, next);
+	if (ret < 0)
+		return ret;
+	if (next) {
+		j->next_seq = next;
+		if (ev->hlc > j->hlc_last)
+			j->hlc_last = ev->hlc;
+	}
+	return 0;
+}
+
+/*
+ * A record that no longer decodes can still be voided (fsck does that);
+ * its hlc and term are then unknown and left 0.
+ */
+int journal_void(struct journal *j, uint64_t origin, uint64_t seq)
+{
+	struct event old, v = {.type = EV_VOID, .origin = origin, .seq = seq};
+	uint8_t k[KEY_EVENT_LEN];
+	const char *why;
+	char *val;
+	size_t len;
+	int ret;
+
+	key_event(k, origin, seq);
+	ret = db_get(j, k, sizeof(k), &val, &len);
+	if (ret < 0)
+		return ret;
+	if (event_decode((const uint8_t *)val, len, &old, NULL, &why) == 0) {
+		v.hlc = old.hlc;
+		v.term = old.term;
+		event_free(&old);
+	} else {
+		log_warn("journal %s: voiding event %llu/%llu that does not decode (%s)", j->dir,
+			 (unsigned long long)origin, (unsigned long long)seq, why);
+	}
+	leveldb_free(val);
+	return event_store(j, &v, 0);
+}
+
+int journal_delete(struct journal *j, uint64_t origin, uint64_t seq)
+{
+	leveldb_writebatch_t *b = leveldb_writebatch_create();
+	uint8_t k[KEY_EVENT_LEN];
+	int ret;
+
+	key_event(k, origin, seq);
+	leveldb_writebatch_delete(b, (const char *)k, sizeof(k));
+	ret = journal_write(j, b, 0, "delete event");
+	leveldb_writebatch_destroy(b);
+	return ret;
+}
+
+int journal_get(struct journal *j, uint64_t origin, uint64_t seq, int payload, struct event *ev,
+		const char **why)
+{
+	uint8_t k[KEY_EVENT_LEN];
+	const char *dummy;
+	size_t len, used;
+	char *val;
+	int ret;
+
+	if (!why)
+		why = &dummy;
+	memset(ev, 0, sizeof(*ev));
+	key_event(k, origin, seq);
+	ret = db_get(j, k, sizeof(k), &val, &len);
+	if (ret < 0) {
+		*why = ret == -ENOENT ? "no such event" : "journal read failed";
+		return ret;
+	}
+	ret = event_decode((const uint8_t *)val, len, ev, &used, why);
+	leveldb_free(val);
+	if (ret < 0)
+		return ret;
+	if (used != len) {
+		*why = "journal record has trailing bytes";
+		ret = -EBADMSG;
+	} else if (ev->origin != origin || ev->seq != seq) {
+		*why = "journal record does not match its key";
+		ret = -EBADMSG;
+	} else if (payload) {
+		ret = journal_load_payload(j, ev, why);
+	}
+	if (ret < 0)
+		event_free(ev);
+	return ret;
+}
+
+int journal_load_payload(struct journal *j, struct event *ev, const char **why)
+{
+	uint8_t *buf;
+	int ret;
+
+	if (!(ev->flags & EVENT_F_VREF) || ev->data)
+		return 0;
+	buf = malloc(ev->vref.len ? ev->vref.len : 1);
+	if (!buf) {
+		if (why)
+			*why = "out of memory";
+		return -ENOMEM;
+	}
+	ret = vlog_read(j->vlog, &ev->vref, ev->origin, ev->seq, buf, why);
+	if (ret < 0) {
+		free(buf);
+		return ret;
+	}
+	ev->data = buf;
+	ev->data_len = ev->vref.len;
+	return 0;
+}
+
+/* A mark that cannot be recorded (out of memory) is only lost work: apply is idempotent. */
+void journal_mark_applied(struct journal *j, uint64_t origin, uint64_t seq)
+{
+	if (mark_set(j, origin, seq, 1) < 0)
+		log_warn("journal %s: out of memory recording applied %llu/%llu", j->dir,
+			 (unsigned long long)origin, (unsigned long long)seq);
+}
+
+/* Every persisted mark was loaded at open, so memory is never behind the disk. */
+uint64_t journal_applied(struct journal *j, uint64_t origin)
+{
+	struct applied_mark *m = mark_find(j, origin);
+
+	return m ? m->seq : 0;
+}
+
+int journal_sync(struct journal *j)
+{
+	leveldb_writebatch_t *b;
+	char k[2 + META_NAME_MAX];
+	uint8_t v[8];
+	size_t klen;
+	int ret;
+
+	ret = vlog_sync(j->vlog);
+	if (ret < 0)
+		return ret;
+	if (!j->unsynced && !marks_pending(j))
+		return 0;
+	/* Rewriting next_seq gives the synced write something to carry. */
+	b = leveldb_writebatch_create();
+	key_meta(k, JOURNAL_META_NEXT_SEQ, &klen);
+	put_le64(v, j->next_seq);
+	leveldb_writebatch_put(b, k, klen, (const char *)v, sizeof(v));
+	ret = journal_write(j, b, 1, "sync");
+	leveldb_writebatch_destroy(b);
+	return ret;
+}
+
+int journal_checkpoint_get(struct journal *j, uint64_t peer, uint64_t origin, uint64_t *seq)
+{
+	uint8_t k[KEY_CKPT_LEN];
+	int ret;
+
+	key_ckpt(k, peer, origin);
+	ret = db_get_u64(j, k, sizeof(k), seq);
+	if (ret == -ENOENT) {
+		*seq = 0;
+		return 0;
+	}
+	if (ret == -EBADMSG)
+		log_err("journal %s: checkpoint of peer %llu origin %llu is damaged", j->dir,
+			(unsigned long long)peer, (unsigned long long)origin);
+	return ret;
+}
+
+int journal_checkpoint_put(struct journal *j, uint64_t peer, uint64_t origin, uint64_t seq)
+{
+	leveldb_writebatch_t *b;
+	uint8_t k[KEY_CKPT_LEN], v[8];
+	uint64_t cur;
+	int ret;
+
+	ret = journal_checkpoint_get(j, peer, origin, &cur);
+	if (ret < 0)
+		return ret;
+	if (seq <= cur)
+		return 0;
+	key_ckpt(k, peer, origin);
+	put_le64(v, seq);
+	b = leveldb_writebatch_create();
+	leveldb_writebatch_put(b, (const char *)k, sizeof(k), (const char *)v, sizeof(v));
+	ret = journal_write(j, b, 0, "write checkpoint");
+	leveldb_writebatch_destroy(b);
+	return ret;
+}
+
+int journal_iter_new(struct journal *j, enum journal_kind kind, uint64_t origin, uint64_t seq,
+		     struct journal_iter **out)
+{
+	struct journal_iter *it;
+	uint8_t k[KEY_EVENT_LEN];
+	size_t klen;
+
+	*out = NULL;
+	switch (kind) {
+	case JOURNAL_EVENTS:
+		key_event(k, origin, seq);
+		klen = KEY_EVENT_LEN;
+		break;
+	case JOURNAL_APPLIED:
+		key_applied(k, origin);
+		klen = KEY_APPLIED_LEN;
+		break;
+	case JOURNAL_CHECKPOINTS:
+		k[0] = 'c';
+		k[1] = '/';
+		/* origin carries the peer here: checkpoints are keyed peer first. */
+		put_be64(k + 2, origin);
+		klen = 10;
+		break;
+	case JOURNAL_META:
+		k[0] = 'm';
+		k[1] = '/';
+		klen = 2;
+		break;
+	default:
+		return -EINVAL;
+	}
+	it = calloc(1, sizeof(*it));
+	if (!it)
+		return -ENOMEM;
+	it->j = j;
+	it->kind = (char)kind;
+	it->it = leveldb_create_iterator(j->db, j->scan_opts);
+	leveldb_iter_seek(it->it, (const char *)k, klen);
+	*out = it;
+	return 0;
+}
+
+void journal_iter_free(struct journal_iter *it)
+{
+	if (!it)
+		return;
+	leveldb_iter_destroy(it->it);
+	free(it);
+}
+
+static int iter_bad_key(struct journal_iter *it, size_t klen)
+{
+	log_err("journal %s: key of kind '%c' has bad length %zu", it->j->dir, it->kind, klen);
+	return -EBADMSG;
+}
+
+int journal_iter_next(struct journal_iter *it, uint64_t *a, uint64_t *b, const char **name,
+		      size_t *name_len, const uint8_t **val, size_t *len)
+{
+	const uint8_t *k, *v;
+	uint64_t x = 0, y = 0;
+	size_t klen, vlen;
+	char *err = NULL;
+
+	if (it->done)
+		return 0;
+	if (it->started)
+		leveldb_iter_next(it->it);
+	it->started = 1;
+	if (!leveldb_iter_valid(it->it)) {
+		it->done = 1;
+		leveldb_iter_get_error(it->it, &err);
+		return err ? db_fail(it->j, "iterate", err) : 0;
+	}
+	k = (const uint8_t *)leveldb_iter_key(it->it, &klen);
+	if (klen < 2 || k[0] != (uint8_t)it->kind || k[1] != '/') {
+		it->done = 1;
+		return 0;
+	}
+	/* A bad key is reported; the next call moves past it. */
+	switch (it->kind) {
+	case JOURNAL_EVENTS:
+		if (klen != KEY_EVENT_LEN)
+			return iter_bad_key(it, klen);
+		x = get_be64(k + 2);
+		y = get_be64(k + 10);
+		break;
+	case JOURNAL_APPLIED:
+		if (klen != KEY_APPLIED_LEN)
+			return iter_bad_key(it, klen);
+		x = get_be64(k + 2);
+		break;
+	case JOURNAL_CHECKPOINTS:
+		if (klen != KEY_CKPT_LEN || k[10] != '/')
+			return iter_bad_key(it, klen);
+		x = get_be64(k + 2);
+		y = get_be64(k + 11);
+		break;
+	default:
+		break;
+	}
+	if (a)
+		*a = x;
+	if (b)
+		*b = y;
+	if (name)
+		*name = it->kind == JOURNAL_META ? (const char *)k + 2 : NULL;
+	if (name_len)
+		*name_len = it->kind == JOURNAL_META ? klen - 2 : 0;
+	v = (const uint8_t *)leveldb_iter_value(it->it, &vlen);
+	if (val)
+		*val = v;
+	if (len)
+		*len = vlen;
+	return 1;
+}
+
+/* Sum the sizes of the regular files directly in dir (LevelDB keeps no subdirectories). */
+static int dir_file_bytes(const char *dir, uint64_t *bytes)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	struct stat st;
+	int ret = 0;
+
+	*bytes = 0;
+	if (!d)
+		return -errno;
+	for (;;) {
+		errno = 0;
+		de = readdir(d);
+		if (!de) {
+			if (errno)
+				ret = -errno;
+			break;
+		}
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT)
+				continue;
+			ret = -errno;
+			break;
+		}
+		if (S_ISREG(st.st_mode))
+			*bytes += (uint64_t)st.st_size;
+	}
+	closedir(d);
+	return ret;
+}
+
+int journal_disk_usage(struct journal *j, uint64_t *leveldb_bytes, uint64_t *vlog_bytes)
+{
+	int ret;
+
+	ret = dir_file_bytes(j->dir, leveldb_bytes);
+	if (ret < 0)
+		return ret;
+	return vlog_disk_usage(j->vlog, vlog_bytes);
+}

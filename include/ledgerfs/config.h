@@ -1,0 +1,71 @@
+/*
+ * config.h - the node's INI configuration (NODE_DIR/ledgerfs.conf).
+ *
+ * Parsed with libinih.  Unknown sections or keys and malformed values are
+ * errors naming file, line and key, so a typo never silently falls back to
+ * a default.  Layout:
+ *
+ *   [node]
+ *   name = a                       ; 1-63 chars of [A-Za-z0-9._-]
+ *   id = 0123456789abcdef          ; 16 hex digits, never 0
+ *   cluster = <32 hex digits>
+ *   [replication]
+ *   listen = 127.0.0.1:7001        ; optional
+ *   batch_events = 256
+ *   batch_bytes = 1048576
+ *   batch_ms = 5
+ *   sync_peers = 0
+ *   [peer b]                       ; one section per peer
+ *   address = 127.0.0.1:7002
+ *   id = ...                       ; optional until the peer is first seen
+ */
+#ifndef LEDGERFS_CONFIG_H
+#define LEDGERFS_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_FILE "ledgerfs.conf"
+#define CONFIG_NAME_MAX 64
+#define CONFIG_ADDR_MAX 256
+#define CONFIG_MAX_PEERS 32
+
+struct config_peer {
+	char name[CONFIG_NAME_MAX];
+	char address[CONFIG_ADDR_MAX];
+	uint64_t id; /* 0 when not known yet */
+};
+
+struct config {
+	char name[CONFIG_NAME_MAX];
+	uint64_t node_id;
+	uint8_t cluster_id[16];
+	char listen[CONFIG_ADDR_MAX]; /* empty when the node does not listen */
+	uint32_t batch_events;
+	uint32_t batch_bytes;
+	uint32_t batch_ms;
+	uint32_t sync_peers;
+	unsigned npeers;
+	struct config_peer peers[CONFIG_MAX_PEERS];
+};
+
+/* Fill cfg with defaults (no name, no ids, no peers). */
+void config_defaults(struct config *cfg);
+
+/* True if name is a valid node or peer name. */
+int config_name_valid(const char *name);
+
+/*
+ * Load path into cfg (defaults first).  0, or a negative errno with a
+ * message naming the file, line and key written to err (errlen bytes).
+ * Required: node.name, node.id, node.cluster.
+ */
+int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
+
+/* Write cfg to path atomically (temp file, fsync, rename).  0 or -errno. */
+int config_save(const char *path, const struct config *cfg);
+
+/* Parse "16 hex digits" into *id; 0 or -EINVAL. */
+int config_parse_id(const char *s, uint64_t *id);
+
+#endif

@@ -1,0 +1,73 @@
+/*
+ * node.h - one node: its configuration, journal and store, and the lock
+ * that puts local events in seq order.
+ *
+ * NODE_DIR layout:
+ *   ledgerfs.conf   configuration (config.h)
+ *   journal/        LevelDB journal and value log (journal.h)
+ *   store/          the backing directory (store.h)
+ *
+ * Committing a local event is: take the lock, journal it, apply it, and
+ * either mark it applied or, when the apply failed, turn it into a void so
+ * it never counts.  The lock makes journal order equal apply order.
+ */
+#ifndef LEDGERFS_NODE_H
+#define LEDGERFS_NODE_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "ledgerfs/config.h"
+#include "ledgerfs/event.h"
+#include "ledgerfs/journal.h"
+#include "ledgerfs/store.h"
+
+#define NODE_JOURNAL_DIR "journal"
+#define NODE_STORE_DIR "store"
+
+struct node {
+	char *dir;
+	struct config cfg;
+	struct store *store;
+	pthread_mutex_t lock; /* guards journal and the order of store changes */
+	struct journal *journal; /* guarded by lock */
+	uint64_t sync_gen;	 /* guarded by lock: journal syncs completed */
+};
+
+/* Flags for node_open(). */
+#define NODE_OPEN_REPLAY 0x1 /* replay the unapplied tail before returning */
+#define NODE_OPEN_MOUNT 0x2  /* record an unclean state until node_close(clean) */
+
+/*
+ * Open NODE_DIR: config, journal, store; check that the store is this
+ * node's (refusing a missing, unstamped or foreign store when the journal
+ * holds events); with NODE_OPEN_REPLAY replay the unapplied tail.
+ * *out is the caller's: node_close().  On failure err (errlen bytes) says
+ * why, naming the path.
+ */
+int node_open(const char *dir, int flags, struct node **out, char *err, size_t errlen);
+
+/* Close; with clean set, record a clean shutdown.  NULL is allowed. */
+void node_close(struct node *n, int clean);
+
+/*
+ * Commit a local event with n->lock held: journal, apply (ctx->fresh is
+ * set), then mark applied or void it.  Returns 0 or the apply's negative
+ * errno, which the caller hands to the application.
+ */
+int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx);
+
+/* Make every event committed so far durable (group commit across callers). */
+int node_sync(struct node *n);
+
+/*
+ * Replay events of every origin above the applied seq, in order, through
+ * the apply engine.  Events whose apply fails are voided (and logged).
+ * *replayed and *skipped count applied and already-present events.
+ */
+int node_replay(struct node *n, uint64_t *replayed, uint64_t *skipped);
+
+/* Create NODE_DIR (must be absent or empty) with a fresh journal and store. */
+int node_create(const char *dir, const char *name, char *err, size_t errlen);
+
+#endif

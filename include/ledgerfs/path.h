@@ -1,0 +1,56 @@
+/*
+ * path.h - resolving event and request paths strictly beneath the store.
+ *
+ * Paths in events are relative to the store root: components separated by
+ * single slashes, no leading slash, no "." or ".." components, each at most
+ * NAME_MAX bytes, the whole shorter than PATH_MAX.  The root itself is ".".
+ * Resolution uses openat2(2) with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+ * RESOLVE_NO_MAGICLINKS, so neither a hostile event nor a symlink planted in
+ * the store can lead outside it: the kernel never sends us a path through a
+ * symlink, so refusing every symlink on the way costs nothing legitimate.
+ */
+#ifndef LEDGERFS_PATH_H
+#define LEDGERFS_PATH_H
+
+#include <sys/types.h>
+
+/* Path of the store root in events. */
+#define PATH_ROOT "."
+
+/*
+ * Check that rel is a valid store path.  0, -ENAMETOOLONG (component over
+ * NAME_MAX or path over PATH_MAX) or -EINVAL, with *why naming the problem.
+ */
+int path_check(const char *rel, const char **why);
+
+/* True if rel names the store root. */
+int path_is_root(const char *rel);
+
+/*
+ * Open rel beneath root with flags (O_NOFOLLOW is always added, so a final
+ * symlink can only be opened with O_PATH).  *fd is the caller's to close.
+ */
+int path_open(int root, const char *rel, int flags, mode_t mode, int *fd);
+
+/*
+ * The parent directory of rel and rel's last component.  at->dirfd is
+ * either root itself or an O_PATH descriptor released by path_at_release().
+ * at->base points into rel.  rel must not be the root.
+ */
+struct path_at {
+	int dirfd;
+	int owned;
+	const char *base;
+};
+
+int path_at_open(int root, const char *rel, struct path_at *at);
+void path_at_release(struct path_at *at);
+
+/*
+ * A /proc/self/fd path for fd, so the l*xattr calls can reach an O_PATH
+ * descriptor (symlinks included).  buf must hold PATH_PROCFD_LEN bytes.
+ */
+#define PATH_PROCFD_LEN 32
+const char *path_procfd(int fd, char *buf);
+
+#endif

@@ -1,0 +1,105 @@
+/*
+ * store.h - the backing directory and the one apply engine that changes it.
+ *
+ * Every change to the store goes through apply_event(): local writes from
+ * the FUSE layer, crash-tail replay, fsck and journal rebuilds (and, later,
+ * remote events).  Each object in the store carries two xattrs:
+ *   trusted.ledgerfs.fid  its fid (16 bytes: origin LE, counter LE); hard
+ *                         links share it since they share the inode
+ *   trusted.ledgerfs.ver  the (origin, seq) of the last event that changed it
+ * and the root also carries trusted.ledgerfs.node, the cluster id, so that a
+ * node never serves a directory that is not its store.  The trusted
+ * namespace needs CAP_SYS_ADMIN: ledgerfs runs as root, as a filesystem
+ * serving several users must.
+ *
+ * Fids: a new object's fid is (origin, seq of its creating event), unique
+ * without a separate counter.  The root's fid is STORE_ROOT_FID everywhere.
+ */
+#ifndef LEDGERFS_STORE_H
+#define LEDGERFS_STORE_H
+
+#include <stdint.h>
+
+#include "ledgerfs/event.h"
+
+#define STORE_XATTR_PREFIX "trusted.ledgerfs."
+#define STORE_XATTR_FID "trusted.ledgerfs.fid"
+#define STORE_XATTR_VER "trusted.ledgerfs.ver"
+#define STORE_XATTR_NODE "trusted.ledgerfs.node"
+
+#define STORE_ROOT_FID ((struct fid){0, 1})
+
+/* Returned by apply_event() when the store shows the event is already applied. */
+#define APPLY_SKIPPED 1
+
+struct store {
+	int root; /* O_PATH descriptor of the store directory */
+};
+
+/* Open the store directory.  *out is freed with store_close(). */
+int store_open(const char *dir, struct store **out);
+void store_close(struct store *s);
+
+/* Mark dir as the store of cluster (root fid and cluster id). */
+int store_stamp(struct store *s, const uint8_t cluster[16]);
+
+/*
+ * 0 if the store carries cluster's stamp, -ENODATA if it carries none
+ * (an empty mount point, a fresh directory), -ESTALE if another cluster's.
+ */
+int store_check_stamp(struct store *s, const uint8_t cluster[16]);
+
+/*
+ * Read the fid and version of the object open at fd (any kind of
+ * descriptor, O_PATH included).  ver may be NULL.  -ENODATA when the object
+ * has no fid; a missing version reads as zero.
+ */
+int store_get_ids(int fd, struct fid *fid, struct evid *ver);
+
+/* Set the fid xattr of the object open at fd. */
+int store_set_fid(int fd, const struct fid *fid);
+
+static inline int fid_eq(struct fid a, struct fid b)
+{
+	return a.origin == b.origin && a.counter == b.counter;
+}
+
+static inline int fid_is_zero(struct fid a)
+{
+	return a.origin == 0 && a.counter == 0;
+}
+
+struct apply_ctx {
+	/*
+	 * An open read-write descriptor of the file a data event concerns
+	 * (write, truncate, fallocate, utimens, xattrs), used instead of the
+	 * path; needed for files unlinked while open.  -1 when none.
+	 */
+	int fd;
+	/*
+	 * The event was just built under the node lock from the store's
+	 * current state, so the already-applied checks can be skipped.
+	 */
+	int fresh;
+	/*
+	 * EV_CREATE only: when set, out_fd receives a read-write descriptor
+	 * of the new file (the FUSE create handle).  Otherwise out_fd is -1.
+	 */
+	int want_fd;
+	int out_fd;
+};
+
+#define APPLY_CTX_INIT {.fd = -1, .fresh = 0, .want_fd = 0, .out_fd = -1}
+
+/*
+ * Apply ev to the store.  Returns 0 when applied, APPLY_SKIPPED when the
+ * store shows it was applied before (replay after a crash), or a negative
+ * errno, the store unchanged: -ESTALE when the store contradicts the event
+ * (fid or base version mismatch), -EINVAL for a path that does not pass
+ * path_check(), or what the kernel returned (-ENOSPC, -EEXIST, ...).
+ * *why, when non-NULL, names the failing step.
+ */
+int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx,
+		const char **why);
+
+#endif

@@ -1,0 +1,75 @@
+/*
+ * vlog.h - the journal's append-only value log for large write payloads.
+ *
+ * LevelDB rewrites every value it compacts, so megabyte payloads kept in it
+ * would be copied again and again.  The value log holds them once, in
+ * segment files <dir>/%08u.vlog, and the journaled event keeps a struct vref
+ * (segment, offset, length, CRC32C) pointing at them (WiscKey, FAST '16).
+ *
+ * Record (little-endian):
+ *   u32 payload_len, u32 crc32c(payload), u64 origin, u64 seq, payload
+ * vref.offset is the offset of the payload, VLOG_HEADER_LEN past the record.
+ * The header repeats the event's number so a reference that points at the
+ * wrong record is caught, not only a damaged payload.
+ *
+ * Every open appends to a fresh segment, so a record torn by a crash is
+ * never followed by good ones in the same file.  Records are not durable
+ * until vlog_sync(); the journal calls it before its LevelDB sync write,
+ * so a synced event never references a payload that could be lost.
+ *
+ * Thread safety: none; the journal's caller serialises access.
+ */
+#ifndef LEDGERFS_VLOG_H
+#define LEDGERFS_VLOG_H
+
+#include <stdint.h>
+
+#include "ledgerfs/event.h"
+
+#define VLOG_HEADER_LEN 24
+/* A segment is closed once appending would take it past this size. */
+#define VLOG_SEGMENT_MAX (256ull << 20)
+/* Largest payload accepted; the same bound as an inline event payload. */
+#define VLOG_MAX_PAYLOAD EVENT_MAX_DATA
+
+struct vlog;
+
+/*
+ * Open the value log in dir, making the directory if it is missing.
+ * segment_max is the roll-over size (VLOG_SEGMENT_MAX outside tests).
+ * On success *out is owned by the caller: vlog_close().
+ * Errors: negative errno; *why (may be NULL) names the problem.
+ */
+int vlog_open(const char *dir, uint64_t segment_max, struct vlog **out, const char **why);
+
+/* Closes without syncing (vlog_sync() first for durability).  NULL is allowed. */
+void vlog_close(struct vlog *v);
+
+/*
+ * Append the payload of event (origin, seq) and fill *ref.  On failure
+ * (-ENOSPC, -EIO, ...) nothing refers to the partial record and the next
+ * append starts where this one did.  Not durable until vlog_sync().
+ */
+int vlog_append(struct vlog *v, uint64_t origin, uint64_t seq, const void *data, uint32_t len,
+		struct vref *ref);
+
+/*
+ * fdatasync the segment being appended to if it has unsynced records.  A
+ * failed fdatasync is sticky: the page cache may have dropped the data, so
+ * every later append and sync fails with the same error.
+ */
+int vlog_sync(struct vlog *v);
+
+/*
+ * Read the payload ref points at into buf (ref->len bytes) and check it is
+ * the record of event (origin, seq) and matches its CRC.
+ * -EBADMSG with *why on a missing segment, short record, mismatched header
+ * or bad CRC; other negative errno on I/O errors.
+ */
+int vlog_read(struct vlog *v, const struct vref *ref, uint64_t origin, uint64_t seq, void *buf,
+	      const char **why);
+
+/* Sum of the segment file sizes. */
+int vlog_disk_usage(struct vlog *v, uint64_t *bytes);
+
+#endif

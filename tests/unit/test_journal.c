@@ -1,0 +1,829 @@
+/*
+ * test_journal.c - the journal (fs/journal.c) and its value log (fs/vlog.c).
+ *
+ * Each test works in its own mkdtemp directory, removed by the fixture.
+ * Crashes are simulated by forked children that _exit() without closing,
+ * which leaves exactly what a killed process leaves: what reached the
+ * kernel, nothing of what was only in memory.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <leveldb/c.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ledgerfs/journal.h"
+#include "ledgerfs/vlog.h"
+
+#define NODE 42
+
+static char tmp[64];
+static char jdir[96];
+
+static void setup(void)
+{
+	strcpy(tmp, "/tmp/test_journal.XXXXXX");
+	cr_assert_not_null(mkdtemp(tmp));
+	snprintf(jdir, sizeof(jdir), "%s/journal", tmp);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void teardown(void)
+{
+	nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(journal, .init = setup, .fini = teardown);
+
+static struct journal *jopen(int create)
+{
+	struct journal *j = NULL;
+	const char *why = NULL;
+	int ret = journal_open(jdir, create, NODE, &j, &why);
+
+	cr_assert_eq(ret, 0, "journal_open: %d (%s)", ret, why ? why : "");
+	return j;
+}
+
+static uint8_t *pattern(size_t len, unsigned seed)
+{
+	uint8_t *p = malloc(len);
+
+	cr_assert_not_null(p);
+	for (size_t i = 0; i < len; i++)
+		p[i] = (uint8_t)(i * 31 + seed + (i >> 12));
+	return p;
+}
+
+/* A write event whose data points at buf (not owned by the event). */
+static struct event write_event(uint8_t *buf, uint32_t len, uint64_t off)
+{
+	return (struct event){
+	    .type = EV_WRITE,
+	    .fid = {NODE, 7},
+	    .offset = off,
+	    .data = buf,
+	    .data_len = len,
+	    .mtime_sec = 1700000000,
+	};
+}
+
+static void append_small(struct journal *j, uint64_t *seq)
+{
+	uint8_t b[16] = "hello";
+	struct event ev = write_event(b, sizeof(b), 0);
+
+	cr_assert_eq(journal_append(j, &ev), 0);
+	if (seq)
+		*seq = ev.seq;
+}
+
+/*
+ * A child that plays a crash keeps its journal here, where a killed process
+ * would have held it, so leak checkers see it as reachable.
+ */
+static struct journal *volatile crashed;
+
+/* Run fn in a child and return its exit status (-1 if it did not exit). */
+static int in_child(int (*fn)(void))
+{
+	int status;
+	pid_t pid = fork();
+
+	cr_assert_neq(pid, -1);
+	if (pid == 0)
+		_exit(fn());
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+Test(journal, create_refuses_existing_and_open_refuses_missing)
+{
+	struct journal *j = NULL;
+	const char *why = NULL;
+
+	cr_assert_eq(journal_open(jdir, 0, 0, &j, &why), -ENOENT);
+	cr_assert_null(j);
+	cr_assert_not_null(why);
+	cr_assert_eq(journal_open(jdir, 1, 0, &j, &why), -EINVAL);
+	j = jopen(1);
+	journal_close(j);
+	why = NULL;
+	cr_assert_eq(journal_open(jdir, 1, NODE, &j, &why), -EEXIST);
+	cr_assert_str_eq(why, "directory already holds a journal");
+	j = jopen(0);
+	journal_close(j);
+}
+
+Test(journal, node_id_and_next_seq_persist)
+{
+	struct journal *j = jopen(1);
+	struct journal *k = NULL;
+	uint64_t v;
+
+	cr_assert_eq(journal_node_id(j), NODE);
+	cr_assert_eq(journal_next_seq(j), 1);
+	append_small(j, NULL);
+	append_small(j, NULL);
+	journal_close(j);
+	cr_assert_eq(journal_open(jdir, 0, 999, &k, NULL), 0);
+	cr_assert_eq(journal_node_id(k), NODE);
+	cr_assert_eq(journal_next_seq(k), 3);
+	cr_assert_eq(journal_meta_get_u64(k, JOURNAL_META_FORMAT, &v), 0);
+	cr_assert_eq(v, JOURNAL_FORMAT);
+	cr_assert_eq(journal_meta_get_u64(k, JOURNAL_META_TERM, &v), 0);
+	cr_assert_eq(v, 0);
+	journal_close(k);
+}
+
+Test(journal, inline_write_round_trip)
+{
+	struct journal *j = jopen(1);
+	uint8_t *buf = pattern(JOURNAL_INLINE_MAX, 1);
+	struct event ev = write_event(buf, JOURNAL_INLINE_MAX, 4096), got;
+	const char *why = NULL;
+
+	cr_assert_eq(event_set_path(&ev, "dir/file"), 0);
+	cr_assert_eq(journal_append(j, &ev), 0);
+	cr_assert_eq(ev.flags & EVENT_F_VREF, 0);
+	cr_assert_eq(journal_get(j, NODE, ev.seq, 1, &got, &why), 0, "%s", why);
+	cr_assert_eq(got.type, EV_WRITE);
+	cr_assert_eq(got.origin, NODE);
+	cr_assert_eq(got.seq, 1);
+	cr_assert_eq(got.hlc, ev.hlc);
+	cr_assert_eq(got.offset, 4096);
+	cr_assert_eq(got.fid.counter, 7);
+	cr_assert_str_eq(got.path, "dir/file");
+	cr_assert_eq(got.data_len, JOURNAL_INLINE_MAX);
+	cr_assert_arr_eq(got.data, buf, JOURNAL_INLINE_MAX);
+	event_free(&got);
+	free(ev.path);
+	free(buf);
+	journal_close(j);
+}
+
+Test(journal, large_write_goes_to_value_log)
+{
+	struct journal *j = jopen(1);
+	uint32_t len = 2u << 20;
+	uint8_t *buf = pattern(len, 2);
+	struct event ev = write_event(buf, len, 0), got;
+	const char *why = NULL;
+	uint64_t ldb, vbytes;
+	uint32_t seg;
+
+	cr_assert_eq(journal_append(j, &ev), 0);
+	cr_assert(ev.flags & EVENT_F_VREF);
+	cr_assert_eq(ev.data, buf, "the caller keeps its data");
+	cr_assert_eq(ev.data_len, len);
+	cr_assert_eq(ev.vref.len, len);
+
+	cr_assert_eq(journal_get(j, NODE, ev.seq, 0, &got, &why), 0, "%s", why);
+	cr_assert(got.flags & EVENT_F_VREF);
+	cr_assert_null(got.data);
+	cr_assert_eq(got.vref.len, len);
+	cr_assert_eq(journal_load_payload(j, &got, &why), 0, "%s", why);
+	cr_assert_eq(got.data_len, len);
+	cr_assert_arr_eq(got.data, buf, len);
+	event_free(&got);
+
+	cr_assert_eq(journal_disk_usage(j, &ldb, &vbytes), 0);
+	cr_assert_geq(vbytes, len);
+	cr_assert_lt(ldb, len, "the payload is not in LevelDB");
+	journal_close(j);
+
+	/* After reopen, appends go to a new segment and the old one is still read. */
+	j = jopen(0);
+	cr_assert_eq(journal_get(j, NODE, 1, 1, &got, &why), 0, "%s", why);
+	cr_assert_arr_eq(got.data, buf, len);
+	seg = got.vref.segment;
+	event_free(&got);
+	ev = write_event(buf, len, len);
+	cr_assert_eq(journal_append(j, &ev), 0);
+	cr_assert_eq(ev.vref.segment, seg + 1);
+	cr_assert_eq(journal_get(j, NODE, 2, 1, &got, &why), 0, "%s", why);
+	cr_assert_arr_eq(got.data, buf, len);
+	event_free(&got);
+	free(buf);
+	journal_close(j);
+}
+
+Test(journal, rename_round_trip)
+{
+	struct journal *j = jopen(1);
+	struct event ev = {.type = EV_RENAME, .fid = {NODE, 3}, .fid2 = {9, 4}, .op_flags = 1}, got;
+	const char *why = NULL;
+
+	cr_assert_eq(event_set_path(&ev, "a/old"), 0);
+	cr_assert_eq(event_set_path2(&ev, "b/new"), 0);
+	cr_assert_eq(journal_append(j, &ev), 0);
+	cr_assert_eq(journal_get(j, NODE, ev.seq, 1, &got, &why), 0, "%s", why);
+	cr_assert_eq(got.type, EV_RENAME);
+	cr_assert_str_eq(got.path, "a/old");
+	cr_assert_str_eq(got.path2, "b/new");
+	cr_assert_eq(got.fid2.origin, 9);
+	cr_assert_eq(got.fid2.counter, 4);
+	cr_assert_eq(got.op_flags, 1);
+	event_free(&got);
+	event_free(&ev);
+	journal_close(j);
+}
+
+Test(journal, seq_is_sequential_and_continues_after_reopen)
+{
+	struct journal *j = jopen(1);
+	uint64_t seq;
+
+	for (uint64_t i = 1; i <= 3; i++) {
+		append_small(j, &seq);
+		cr_assert_eq(seq, i);
+	}
+	journal_close(j);
+	j = jopen(0);
+	append_small(j, &seq);
+	cr_assert_eq(seq, 4);
+	cr_assert_eq(journal_next_seq(j), 5);
+	journal_close(j);
+}
+
+Test(journal, hlc_strictly_increasing_across_reopen)
+{
+	struct journal *j = jopen(1);
+	struct event got;
+	uint64_t prev = 0;
+
+	for (uint64_t i = 1; i <= 500; i++) {
+		append_small(j, NULL);
+		cr_assert_eq(journal_get(j, NODE, i, 0, &got, NULL), 0);
+		cr_assert_gt(got.hlc, prev);
+		prev = got.hlc;
+		event_free(&got);
+	}
+	journal_close(j);
+	j = jopen(0);
+	append_small(j, NULL);
+	cr_assert_eq(journal_get(j, NODE, 501, 0, &got, NULL), 0);
+	cr_assert_gt(got.hlc, prev);
+	event_free(&got);
+	journal_close(j);
+}
+
+/* Applied seq of origin as stored in LevelDB, 0 if no a/ key. */
+static uint64_t applied_on_disk(struct journal *j, uint64_t origin)
+{
+	struct journal_iter *it;
+	const uint8_t *val;
+	uint64_t a, seq = 0;
+	size_t len;
+
+	cr_assert_eq(journal_iter_new(j, JOURNAL_APPLIED, origin, 0, &it), 0);
+	if (journal_iter_next(it, &a, NULL, NULL, NULL, &val, &len) == 1 && a == origin) {
+		cr_assert_eq(len, 8);
+		for (int i = 7; i >= 0; i--)
+			seq = seq << 8 | val[i];
+	}
+	journal_iter_free(it);
+	return seq;
+}
+
+Test(journal, applied_marks_ride_on_next_write)
+{
+	struct journal *j = jopen(1);
+
+	journal_mark_applied(j, 7, 5);
+	cr_assert_eq(journal_applied(j, 7), 5);
+	cr_assert_eq(applied_on_disk(j, 7), 0, "a mark alone writes nothing");
+	journal_mark_applied(j, 7, 3);
+	cr_assert_eq(journal_applied(j, 7), 5, "marks do not move backwards");
+	append_small(j, NULL);
+	cr_assert_eq(applied_on_disk(j, 7), 5);
+	journal_mark_applied(j, 7, 6);
+	journal_mark_applied(j, 8, 1);
+	journal_close(j);
+	j = jopen(0);
+	cr_assert_eq(journal_applied(j, 7), 6);
+	cr_assert_eq(journal_applied(j, 8), 1);
+	cr_assert_eq(journal_applied(j, 9), 0);
+	journal_close(j);
+}
+
+static int child_mark_only(void)
+{
+	struct journal *j = NULL;
+
+	if (journal_open(jdir, 0, 0, &j, NULL) < 0)
+		return 10;
+	crashed = j;
+	journal_mark_applied(j, 7, 5);
+	return 0;
+}
+
+static int child_mark_then_append(void)
+{
+	uint8_t b[4] = "abc";
+	struct event ev = write_event(b, sizeof(b), 0);
+	struct journal *j = NULL;
+
+	if (journal_open(jdir, 0, 0, &j, NULL) < 0)
+		return 10;
+	crashed = j;
+	journal_mark_applied(j, 7, 9);
+	if (journal_append(j, &ev) < 0)
+		return 11;
+	return 0;
+}
+
+Test(journal, applied_mark_lost_in_crash_unless_written)
+{
+	struct journal *j = jopen(1);
+
+	journal_close(j);
+	cr_assert_eq(in_child(child_mark_only), 0);
+	j = jopen(0);
+	cr_assert_eq(journal_applied(j, 7), 0);
+	journal_close(j);
+	cr_assert_eq(in_child(child_mark_then_append), 0);
+	j = jopen(0);
+	cr_assert_eq(journal_applied(j, 7), 9);
+	cr_assert_eq(journal_next_seq(j), 2);
+	journal_close(j);
+}
+
+Test(journal, void_keeps_number_hlc_and_term)
+{
+	struct journal *j = jopen(1);
+	uint32_t len = 64 << 10;
+	uint8_t *buf = pattern(len, 3);
+	struct event ev = write_event(buf, len, 0), got;
+
+	cr_assert_eq(journal_meta_put_u64(j, JOURNAL_META_TERM, 3, 0), 0);
+	cr_assert_eq(journal_append(j, &ev), 0);
+	cr_assert_eq(ev.term, 3);
+	cr_assert_eq(journal_void(j, NODE, ev.seq), 0);
+	cr_assert_eq(journal_get(j, NODE, ev.seq, 1, &got, NULL), 0);
+	cr_assert_eq(got.type, EV_VOID);
+	cr_assert_eq(got.seq, ev.seq);
+	cr_assert_eq(got.hlc, ev.hlc);
+	cr_assert_eq(got.term, 3);
+	cr_assert_eq(got.flags, 0);
+	cr_assert_eq(got.data_len, 0);
+	event_free(&got);
+	cr_assert_eq(journal_void(j, NODE, 99), -ENOENT);
+	free(buf);
+	journal_close(j);
+}
+
+Test(journal, delete_removes_record)
+{
+	struct journal *j = jopen(1);
+	struct event got;
+	const char *why = NULL;
+
+	append_small(j, NULL);
+	append_small(j, NULL);
+	cr_assert_eq(journal_delete(j, NODE, 1), 0);
+	cr_assert_eq(journal_get(j, NODE, 1, 0, &got, &why), -ENOENT);
+	cr_assert_eq(journal_get(j, NODE, 2, 0, &got, &why), 0);
+	event_free(&got);
+	cr_assert_eq(journal_next_seq(j), 3, "deleting does not give numbers back");
+	journal_close(j);
+}
+
+Test(journal, put_remote_keeps_numbers_and_refuses_duplicate)
+{
+	struct journal *j = jopen(1);
+	struct event ev = {.type = EV_MKDIR, .origin = 7, .seq = 12, .hlc = 99, .term = 2}, got;
+	uint32_t len = 100000;
+	uint8_t *buf = pattern(len, 4);
+
+	cr_assert_eq(event_set_path(&ev, "d"), 0);
+	cr_assert_eq(journal_put_remote(j, &ev), 0);
+	cr_assert_eq(journal_put_remote(j, &ev), -EEXIST);
+	cr_assert_eq(journal_get(j, 7, 12, 0, &got, NULL), 0);
+	cr_assert_eq(got.hlc, 99);
+	cr_assert_eq(got.term, 2);
+	cr_assert_str_eq(got.path, "d");
+	event_free(&got);
+	event_free(&ev);
+	cr_assert_eq(journal_next_seq(j), 1, "remote events take no local numbers");
+
+	/* A large remote write lands in this node's value log. */
+	ev = write_event(buf, len, 0);
+	ev.origin = 7;
+	ev.seq = 13;
+	cr_assert_eq(journal_put_remote(j, &ev), 0);
+	cr_assert(ev.flags & EVENT_F_VREF);
+	cr_assert_eq(journal_get(j, 7, 13, 1, &got, NULL), 0);
+	cr_assert_arr_eq(got.data, buf, len);
+
+	/* A vref whose payload was not loaded cannot be journaled here. */
+	free(got.data);
+	got.data = NULL;
+	got.data_len = 0;
+	got.seq = 14;
+	cr_assert_eq(journal_put_remote(j, &got), -EINVAL);
+	event_free(&got);
+
+	/* This node's own lost event coming back moves next_seq past it. */
+	ev = (struct event){.type = EV_MKDIR, .origin = NODE, .seq = 5};
+	cr_assert_eq(event_set_path(&ev, "mine"), 0);
+	cr_assert_eq(journal_put_remote(j, &ev), 0);
+	cr_assert_eq(journal_next_seq(j), 6);
+	event_free(&ev);
+	free(buf);
+	journal_close(j);
+}
+
+Test(journal, checkpoints_never_move_backwards)
+{
+	struct journal *j = jopen(1);
+	uint64_t seq = 1;
+
+	cr_assert_eq(journal_checkpoint_get(j, 2, 7, &seq), 0);
+	cr_assert_eq(seq, 0);
+	cr_assert_eq(journal_checkpoint_put(j, 2, 7, 10), 0);
+	cr_assert_eq(journal_checkpoint_put(j, 2, 7, 4), 0);
+	cr_assert_eq(journal_checkpoint_get(j, 2, 7, &seq), 0);
+	cr_assert_eq(seq, 10);
+	cr_assert_eq(journal_checkpoint_put(j, 2, 7, 11), 0);
+	journal_close(j);
+	j = jopen(0);
+	cr_assert_eq(journal_checkpoint_get(j, 2, 7, &seq), 0);
+	cr_assert_eq(seq, 11);
+	cr_assert_eq(journal_checkpoint_get(j, 3, 7, &seq), 0);
+	cr_assert_eq(seq, 0);
+	journal_close(j);
+}
+
+static void put_remote_mkdir(struct journal *j, uint64_t origin, uint64_t seq)
+{
+	struct event ev = {.type = EV_MKDIR, .origin = origin, .seq = seq};
+
+	cr_assert_eq(event_set_path(&ev, "x"), 0);
+	cr_assert_eq(journal_put_remote(j, &ev), 0);
+	event_free(&ev);
+}
+
+Test(journal, iteration_in_key_order_and_stops_at_kind_end)
+{
+	struct journal *j = jopen(1);
+	struct journal_iter *it;
+	const uint64_t want[][2] = {{7, 1}, {7, 2}, {7, 300}, {NODE, 1}, {NODE, 2}};
+	const uint8_t *val;
+	const char *name;
+	uint64_t a, b;
+	size_t len, nlen;
+	struct event ev;
+	int n = 0;
+
+	put_remote_mkdir(j, 7, 300);
+	put_remote_mkdir(j, 7, 2);
+	append_small(j, NULL);
+	put_remote_mkdir(j, 7, 1);
+	append_small(j, NULL);
+	cr_assert_eq(journal_checkpoint_put(j, 2, 7, 1), 0);
+	cr_assert_eq(journal_checkpoint_put(j, 2, NODE, 1), 0);
+	cr_assert_eq(journal_checkpoint_put(j, 3, 7, 1), 0);
+	journal_mark_applied(j, 7, 2);
+	journal_mark_applied(j, NODE, 2);
+	cr_assert_eq(journal_sync(j), 0);
+
+	cr_assert_eq(journal_iter_new(j, JOURNAL_EVENTS, 0, 0, &it), 0);
+	while (journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) == 1) {
+		cr_assert_lt(n, 5, "iteration ran past the events");
+		cr_assert_eq(a, want[n][0]);
+		cr_assert_eq(b, want[n][1]);
+		cr_assert_eq(event_decode(val, len, &ev, NULL, NULL), 0);
+		cr_assert_eq(ev.seq, b);
+		event_free(&ev);
+		n++;
+	}
+	cr_assert_eq(n, 5);
+	cr_assert_eq(journal_iter_next(it, &a, &b, NULL, NULL, &val, &len), 0, "end is sticky");
+	journal_iter_free(it);
+
+	cr_assert_eq(journal_iter_new(j, JOURNAL_EVENTS, 7, 3, &it), 0);
+	cr_assert_eq(journal_iter_next(it, &a, &b, NULL, NULL, NULL, NULL), 1);
+	cr_assert_eq(a, 7);
+	cr_assert_eq(b, 300);
+	journal_iter_free(it);
+
+	n = 0;
+	cr_assert_eq(journal_iter_new(j, JOURNAL_CHECKPOINTS, 3, 0, &it), 0);
+	while (journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) == 1) {
+		cr_assert_eq(a, 3);
+		cr_assert_eq(b, 7);
+		cr_assert_eq(len, 8);
+		n++;
+	}
+	cr_assert_eq(n, 1);
+	journal_iter_free(it);
+
+	n = 0;
+	cr_assert_eq(journal_iter_new(j, JOURNAL_APPLIED, 0, 0, &it), 0);
+	while (journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) == 1)
+		n++;
+	cr_assert_eq(n, 2);
+	journal_iter_free(it);
+
+	n = 0;
+	cr_assert_eq(journal_iter_new(j, JOURNAL_META, 0, 0, &it), 0);
+	while (journal_iter_next(it, &a, &b, &name, &nlen, &val, &len) == 1) {
+		cr_assert_eq(a, 0);
+		if (nlen == strlen(JOURNAL_META_NODE_ID) &&
+		    !memcmp(name, JOURNAL_META_NODE_ID, nlen)) {
+			cr_assert_eq(len, 8);
+			cr_assert_eq(val[0], NODE);
+		}
+		n++;
+	}
+	cr_assert_geq(n, 4);
+	journal_iter_free(it);
+	journal_close(j);
+}
+
+Test(journal, meta_get_and_put)
+{
+	struct journal *j = jopen(1);
+	const uint8_t cid[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+	void *val;
+	size_t len;
+	uint64_t v;
+
+	cr_assert_eq(journal_meta_get(j, JOURNAL_META_CLUSTER_ID, &val, &len), -ENOENT);
+	cr_assert_eq(journal_meta_put(j, JOURNAL_META_CLUSTER_ID, cid, sizeof(cid), 1), 0);
+	cr_assert_eq(journal_meta_get(j, JOURNAL_META_CLUSTER_ID, &val, &len), 0);
+	cr_assert_eq(len, sizeof(cid));
+	cr_assert_arr_eq(val, cid, sizeof(cid));
+	free(val);
+	cr_assert_eq(journal_meta_get_u64(j, JOURNAL_META_CLUSTER_ID, &v), -EBADMSG);
+	cr_assert_eq(journal_meta_put_u64(j, JOURNAL_META_CLEAN, 1, 0), 0);
+	cr_assert_eq(journal_meta_put_u64(j, JOURNAL_META_NODE_ID, 5, 0), -EPERM);
+	cr_assert_eq(journal_meta_put_u64(j, JOURNAL_META_TERM, 4, 0), 0);
+	journal_close(j);
+	j = jopen(0);
+	cr_assert_eq(journal_meta_get_u64(j, JOURNAL_META_CLEAN, &v), 0);
+	cr_assert_eq(v, 1);
+	cr_assert_eq(journal_meta_get_u64(j, JOURNAL_META_TERM, &v), 0);
+	cr_assert_eq(v, 4);
+	cr_assert_eq(journal_node_id(j), NODE);
+	journal_close(j);
+}
+
+static void flip_byte(const char *path, off_t off)
+{
+	int fd = open(path, O_RDWR);
+	uint8_t c;
+
+	cr_assert_geq(fd, 0, "%s", path);
+	cr_assert_eq(pread(fd, &c, 1, off), 1);
+	c ^= 0x40;
+	cr_assert_eq(pwrite(fd, &c, 1, off), 1);
+	close(fd);
+}
+
+Test(journal, flipped_vlog_byte_is_bad_crc)
+{
+	struct journal *j = jopen(1);
+	uint32_t len = 100000;
+	uint8_t *buf = pattern(len, 5);
+	struct event ev = write_event(buf, len, 0), got;
+	const char *why = NULL;
+	char path[160];
+
+	cr_assert_eq(journal_append(j, &ev), 0);
+	snprintf(path, sizeof(path), "%s/vlog/%08u.vlog", jdir, ev.vref.segment);
+	flip_byte(path, (off_t)ev.vref.offset + 777);
+	cr_assert_eq(journal_get(j, NODE, ev.seq, 1, &got, &why), -EBADMSG);
+	cr_assert_str_eq(why, "value log payload bad crc");
+	cr_assert_null(got.data);
+	cr_assert_eq(journal_get(j, NODE, ev.seq, 0, &got, &why), 0, "the record itself is fine");
+	event_free(&got);
+	free(buf);
+	journal_close(j);
+}
+
+Test(journal, flipped_leveldb_value_caught_by_decode)
+{
+	struct journal *j = jopen(1);
+	leveldb_options_t *o = leveldb_options_create();
+	leveldb_readoptions_t *ro = leveldb_readoptions_create();
+	uint8_t key[18] = {'e', '/'};
+	struct event got;
+	const char *why = NULL;
+	char *err = NULL, *val;
+	size_t len;
+	leveldb_t *db;
+
+	append_small(j, NULL);
+	journal_close(j);
+
+	key[9] = NODE;
+	key[17] = 1;
+	db = leveldb_open(o, jdir, &err);
+	cr_assert_null(err, "%s", err);
+	val = leveldb_get(db, ro, (char *)key, sizeof(key), &len, &err);
+	cr_assert_not_null(val);
+	val[len - 2] ^= 1;
+	leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+	leveldb_put(db, wo, (char *)key, sizeof(key), val, len, &err);
+	cr_assert_null(err);
+	leveldb_free(val);
+	leveldb_writeoptions_destroy(wo);
+	leveldb_readoptions_destroy(ro);
+	leveldb_close(db);
+	leveldb_options_destroy(o);
+
+	j = jopen(0);
+	cr_assert_eq(journal_get(j, NODE, 1, 0, &got, &why), -EBADMSG);
+	cr_assert_str_eq(why, "bad crc");
+	journal_close(j);
+}
+
+static int child_append_100(void)
+{
+	struct journal *j = NULL;
+
+	if (journal_open(jdir, 0, 0, &j, NULL) < 0)
+		return 10;
+	crashed = j;
+	for (int i = 0; i < 100; i++) {
+		uint8_t b[32];
+		uint32_t len = i % 10 == 0 ? 20000 : sizeof(b);
+		uint8_t *big = i % 10 == 0 ? malloc(len) : b;
+		struct event ev = write_event(big, len, (uint64_t)i);
+
+		if (!big)
+			return 11;
+		memset(big, i, len);
+		if (journal_append(j, &ev) < 0)
+			return 12;
+		if (big != b)
+			free(big);
+	}
+	return 0;
+}
+
+Test(journal, crashed_writer_loses_nothing_written)
+{
+	struct journal *j = jopen(1);
+	struct event got;
+	const char *why = NULL;
+
+	journal_close(j);
+	cr_assert_eq(in_child(child_append_100), 0);
+	j = jopen(0);
+	cr_assert_eq(journal_next_seq(j), 101);
+	for (uint64_t s = 1; s <= 100; s++) {
+		cr_assert_eq(journal_get(j, NODE, s, 1, &got, &why), 0, "seq %lu: %s",
+			     (unsigned long)s, why);
+		cr_assert_eq(got.offset, s - 1);
+		cr_assert_eq(got.data[0], (uint8_t)(s - 1));
+		event_free(&got);
+	}
+	journal_close(j);
+}
+
+static int child_open(void)
+{
+	struct journal *j;
+	int ret = journal_open(jdir, 0, 0, &j, NULL);
+
+	return ret == -EBUSY ? 0 : 1;
+}
+
+Test(journal, second_open_is_busy)
+{
+	struct journal *j = jopen(1), *k = NULL;
+	const char *why = NULL;
+
+	cr_assert_eq(journal_open(jdir, 0, 0, &k, &why), -EBUSY);
+	cr_assert_str_eq(why, "journal is in use by another process (is the node mounted?)");
+	cr_assert_eq(in_child(child_open), 0, "another process is refused too");
+	journal_close(j);
+	j = jopen(0);
+	journal_close(j);
+}
+
+static int child_write_past_file_limit(void)
+{
+	struct rlimit rl;
+	struct journal *j;
+	uint32_t big = 2u << 20, small = 100000;
+	uint8_t *buf = malloc(big);
+	struct event ev, got;
+
+	if (!buf || journal_open(jdir, 0, 0, &j, NULL) < 0)
+		return 10;
+	memset(buf, 0xab, big);
+	signal(SIGXFSZ, SIG_IGN);
+	if (getrlimit(RLIMIT_FSIZE, &rl) < 0)
+		return 11;
+	rl.rlim_cur = 1u << 20;
+	if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+		return 11;
+	ev = write_event(buf, big, 0);
+	if (journal_append(j, &ev) != -EFBIG)
+		return 12;
+	if (journal_next_seq(j) != 1)
+		return 13;
+	memset(buf, 0xcd, small);
+	ev = write_event(buf, small, 0);
+	if (journal_append(j, &ev) < 0 || ev.seq != 1)
+		return 14;
+	if (ev.vref.offset != VLOG_HEADER_LEN)
+		return 15;
+	if (journal_get(j, NODE, 1, 1, &got, NULL) < 0)
+		return 16;
+	if (got.data_len != small || memcmp(got.data, buf, small) != 0)
+		return 17;
+	event_free(&got);
+	free(buf);
+	journal_close(j);
+	return 0;
+}
+
+/* A failing value-log write (EFBIG here, ENOSPC on a full disk) leaves no trace. */
+Test(journal, failed_vlog_write_leaves_next_append_right)
+{
+	struct journal *j = jopen(1);
+
+	journal_close(j);
+	cr_assert_eq(in_child(child_write_past_file_limit), 0);
+	j = jopen(0);
+	cr_assert_eq(journal_next_seq(j), 2);
+	journal_close(j);
+}
+
+Test(journal, sync_with_nothing_new_is_cheap_and_fine)
+{
+	struct journal *j = jopen(1);
+	uint32_t len = 50000;
+	uint8_t *buf = pattern(len, 6);
+	struct event ev = write_event(buf, len, 0);
+
+	cr_assert_eq(journal_sync(j), 0);
+	cr_assert_eq(journal_append(j, &ev), 0);
+	journal_mark_applied(j, NODE, 1);
+	cr_assert_eq(journal_sync(j), 0);
+	cr_assert_eq(applied_on_disk(j, NODE), 1);
+	cr_assert_eq(journal_sync(j), 0);
+	free(buf);
+	journal_close(j);
+}
+
+Test(journal, vlog_rolls_segments_and_reopens_on_a_new_one)
+{
+	char vdir[128];
+	struct vlog *v;
+	struct vref r[4];
+	uint8_t data[100], back[100];
+	const char *why = NULL;
+	uint64_t bytes;
+
+	snprintf(vdir, sizeof(vdir), "%s/vlog", tmp);
+	cr_assert_eq(vlog_open(vdir, 250, &v, &why), 0);
+	for (int i = 0; i < 3; i++) {
+		memset(data, i + 1, sizeof(data));
+		cr_assert_eq(vlog_append(v, 1, (uint64_t)i + 1, data, sizeof(data), &r[i]), 0);
+	}
+	cr_assert_eq(r[0].segment, 1);
+	cr_assert_eq(r[1].segment, 1);
+	cr_assert_eq(r[2].segment, 2);
+	cr_assert_eq(r[2].offset, VLOG_HEADER_LEN);
+	cr_assert_eq(vlog_sync(v), 0);
+	vlog_close(v);
+
+	cr_assert_eq(vlog_open(vdir, 250, &v, &why), 0);
+	memset(data, 9, sizeof(data));
+	cr_assert_eq(vlog_append(v, 1, 4, data, sizeof(data), &r[3]), 0);
+	cr_assert_eq(r[3].segment, 3);
+	for (int i = 0; i < 4; i++) {
+		cr_assert_eq(vlog_read(v, &r[i], 1, (uint64_t)i + 1, back, &why), 0, "%s", why);
+		cr_assert_eq(back[0], i < 3 ? i + 1 : 9);
+	}
+	cr_assert_eq(vlog_read(v, &r[0], 1, 2, back, &why), -EBADMSG, "wrong event number");
+	r[0].segment = 77;
+	cr_assert_eq(vlog_read(v, &r[0], 1, 1, back, &why), -EBADMSG);
+	cr_assert_str_eq(why, "value log segment missing");
+	r[3].offset += 1000;
+	cr_assert_eq(vlog_read(v, &r[3], 1, 4, back, &why), -EBADMSG);
+	cr_assert_str_eq(why, "value log record truncated");
+	cr_assert_eq(vlog_disk_usage(v, &bytes), 0);
+	cr_assert_eq(bytes, 4 * (VLOG_HEADER_LEN + sizeof(data)));
+	vlog_close(v);
+}
