@@ -10,7 +10,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <fuse.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <signal.h>
@@ -29,6 +28,8 @@ struct opts {
 	char *node_dir;
 	int show_help;
 	int show_version;
+	double entry_timeout;
+	double attr_timeout;
 };
 
 static const struct fuse_opt opt_spec[] = {
@@ -36,6 +37,8 @@ static const struct fuse_opt opt_spec[] = {
 	{"--help", offsetof(struct opts, show_help), 1},
 	{"-V", offsetof(struct opts, show_version), 1},
 	{"--version", offsetof(struct opts, show_version), 1},
+	{"entry_timeout=%lf", offsetof(struct opts, entry_timeout), 0},
+	{"attr_timeout=%lf", offsetof(struct opts, attr_timeout), 0},
 	FUSE_OPT_END,
 };
 
@@ -62,7 +65,8 @@ static void usage(void)
 	       "  -f               stay in the foreground, log to stderr\n"
 	       "  -d               foreground with FUSE debug output\n"
 	       "  -s               single-threaded\n"
-	       "  -o OPTIONS       mount options: allow_other, entry_timeout=S, attr_timeout=S,\n"
+	       "  -o OPTIONS       mount options: allow_other, entry_timeout=S and\n"
+	       "                   attr_timeout=S (kernel cache times, default 1 s),\n"
 	       "                   max_idle_threads=N and the other libfuse options below\n"
 	       "  -h, --help       this help\n"
 	       "  -V, --version    version\n"
@@ -127,9 +131,11 @@ int main(int argc, char **argv)
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts cmd = {0};
 	struct fuse_loop_config *loop = NULL;
-	struct opts o = {0};
+	struct opts o = {.entry_timeout = 1.0, .attr_timeout = 1.0};
 	struct node *n = NULL;
-	struct fuse *fuse = NULL;
+	struct fuse_session *se = NULL;
+	struct lfs_fs fs;
+	int fs_ready = 0;
 	char real[PATH_MAX], err[1024], fsname[PATH_MAX + 16];
 	int report = -1, mounted = 0, rc = 1, r;
 
@@ -138,7 +144,8 @@ int main(int argc, char **argv)
 		goto out;
 	if (o.show_help) {
 		usage();
-		fuse_lib_help(&args);
+		fuse_cmdline_help();
+		fuse_lowlevel_help();
 		rc = 0;
 		goto out;
 	}
@@ -177,13 +184,21 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	log_init("ledgerfs", n->cfg.name);
-	fuse = fuse_new(&args, lfs_fuse_operations(), sizeof(struct fuse_operations), n);
-	if (!fuse)
+	r = lfs_fs_init(&fs, n);
+	if (r < 0) {
+		fprintf(stderr, "ledgerfs: %s: %s\n", real, strerror(-r));
 		goto out;
-	if (fuse_mount(fuse, cmd.mountpoint) < 0)
+	}
+	fs_ready = 1;
+	fs.entry_timeout = o.entry_timeout;
+	fs.attr_timeout = o.attr_timeout;
+	se = fuse_session_new(&args, lfs_fuse_operations(), sizeof(struct fuse_lowlevel_ops), &fs);
+	if (!se)
+		goto out;
+	if (fuse_session_mount(se, cmd.mountpoint) < 0)
 		goto out;
 	mounted = 1;
-	if (fuse_set_signal_handlers(fuse_get_session(fuse)) < 0)
+	if (fuse_set_signal_handlers(se) < 0)
 		goto out;
 	log_info("%s mounted at %s", real, cmd.mountpoint);
 	if (!cmd.foreground) {
@@ -195,7 +210,7 @@ int main(int argc, char **argv)
 		report = -1;
 	}
 	if (cmd.singlethread) {
-		r = fuse_loop(fuse);
+		r = fuse_session_loop(se);
 	} else {
 		loop = fuse_loop_cfg_create();
 		if (!loop)
@@ -204,15 +219,17 @@ int main(int argc, char **argv)
 		if (cmd.max_threads > 0 && cmd.max_threads <= 1024)
 			fuse_loop_cfg_set_max_threads(loop, cmd.max_threads);
 		fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
-		r = fuse_loop_mt(fuse, loop);
+		r = fuse_session_loop_mt(se, loop);
 	}
-	fuse_remove_signal_handlers(fuse_get_session(fuse));
+	fuse_remove_signal_handlers(se);
 	rc = r == 0 ? 0 : 1;
 out:
 	if (mounted)
-		fuse_unmount(fuse);
-	if (fuse)
-		fuse_destroy(fuse);
+		fuse_session_unmount(se);
+	if (se)
+		fuse_session_destroy(se);
+	if (fs_ready)
+		lfs_fs_destroy(&fs);
 	if (n) {
 		node_close(n, rc == 0);
 		log_info("%s unmounted%s", real, rc == 0 ? " cleanly" : "");

@@ -1,16 +1,18 @@
 /*
- * fuse_ops.c - FUSE operations over a node's store (see fuse_ops.h).
+ * fuse_ops.c - FUSE low-level operations over a node's store.
  *
- * Reads (getattr, read, readdir, getxattr, ...) go straight to the store.
+ * Reads (lookup, getattr, read, readdir, getxattr, ...) go straight to the
+ * store through the O_PATH descriptor of each known object (inodes.c).
  * Each mutation is built into an event under the node lock from the
- * store's current state (fids, base version, owners), then committed:
- * journaled, applied through the apply engine, and only then answered.
+ * store's current state (path from the object's descriptor, fid, base
+ * version, owners), then committed: journaled, applied through the one
+ * apply engine, and only then answered.
  *
  * The kernel's writeback cache is on, so the kernel owns file sizes and
- * mtimes between flushes and writes arrive in large batches; open files
- * are therefore opened read-write in the store whatever the caller asked.
- * Files unlinked while open keep their store descriptor (hard_remove): libfuse
- * then hands us no path, their events carry none and replay skips them.
+ * mtimes between flushes and writes arrive in large batches; files are
+ * therefore opened read-write in the store whatever the caller asked.
+ * A file unlinked while open keeps its store descriptor: its path reads as
+ * gone, its events carry no path, and replay skips them.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -35,31 +37,22 @@
 
 struct lfs_file {
 	int fd;
-	struct fid fid;
 };
 
-static struct node *lfs_node(void)
+struct lfs_dir {
+	DIR *dp;
+	off_t offset;
+	struct dirent *entry;
+};
+
+static struct lfs_fs *req_fs(fuse_req_t req)
 {
-	return fuse_get_context()->private_data;
+	return fuse_req_userdata(req);
 }
 
-static struct lfs_file *lfs_fh(struct fuse_file_info *fi)
+static struct lfs_inode *req_inode(fuse_req_t req, fuse_ino_t ino)
 {
-	return fi ? (struct lfs_file *)(uintptr_t)fi->fh : NULL;
-}
-
-/*
- * The store-relative form of a kernel path: "/" is ".", "/a/b" is "a/b".
- * Checked like an event path so over-long names fail with ENAMETOOLONG.
- */
-static int rel_path(const char *path, const char **rel)
-{
-	const char *why;
-
-	if (!path)
-		return -ENOENT;
-	*rel = path[1] ? path + 1 : PATH_ROOT;
-	return path_check(*rel, &why);
+	return inodes_get(&req_fs(req)->inodes, ino);
 }
 
 static void now_ts(int64_t *sec, uint32_t *nsec)
@@ -71,47 +64,50 @@ static void now_ts(int64_t *sec, uint32_t *nsec)
 	*nsec = (uint32_t)ts.tv_nsec;
 }
 
-/* Open the object at rel as O_PATH and read its fid and version. */
-static int ids_at(struct node *n, const char *rel, struct fid *fid, struct evid *ver,
-		  struct stat *st)
+static int is_reserved_xattr(const char *name)
 {
-	int fd = -1, r;
+	return strncmp(name, STORE_XATTR_PREFIX, strlen(STORE_XATTR_PREFIX)) == 0;
+}
 
-	r = path_open(n->store->root, rel, O_PATH, 0, &fd);
-	if (r < 0)
-		return r;
-	if (st && fstat(fd, st) < 0) {
-		r = -errno;
-		goto out;
-	}
-	r = store_get_ids(fd, fid, ver);
-	if (r == -ENODATA) {
-		/* Placed in the store behind ledgerfs's back: fsck reports it. */
-		*fid = (struct fid){0, 0};
-		if (ver)
-			*ver = (struct evid){0, 0};
-		r = 0;
-	}
-out:
-	close(fd);
-	return r;
+/* Names the kernel may hand us that must never reach the store. */
+static int check_name(const char *name)
+{
+	if (strlen(name) > NAME_MAX)
+		return -ENAMETOOLONG;
+	if (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+		return -EINVAL;
+	return 0;
+}
+
+int lfs_fs_init(struct lfs_fs *fs, struct node *node)
+{
+	memset(fs, 0, sizeof(*fs));
+	fs->node = node;
+	fs->entry_timeout = 1.0;
+	fs->attr_timeout = 1.0;
+	return inodes_init(&fs->inodes, node->store->root);
+}
+
+void lfs_fs_destroy(struct lfs_fs *fs)
+{
+	inodes_destroy(&fs->inodes);
 }
 
 /*
  * Refuse growth that would eat the space the journal needs to record the
  * failure and the events after it.  statvfs runs only when the writes since
- * the last look could have used half the remaining margin.
+ * the last look could have used half the remaining margin.  Called with the
+ * node lock held.
  */
-static int space_check(struct node *n, uint64_t bytes)
+static int space_check(struct lfs_fs *fs, uint64_t bytes)
 {
-	static uint64_t margin, since;
 	struct statvfs sv;
 	uint64_t avail, reserve;
 
-	since += bytes;
-	if (since < margin / 2)
+	fs->space_since += bytes;
+	if (fs->space_since < fs->space_margin / 2)
 		return 0;
-	if (fstatvfs(n->store->root, &sv) < 0)
+	if (fstatvfs(fs->node->store->root, &sv) < 0)
 		return 0;
 	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
 	reserve = (uint64_t)sv.f_blocks * sv.f_frsize / 50;
@@ -119,296 +115,132 @@ static int space_check(struct node *n, uint64_t bytes)
 		reserve = 2u << 20;
 	if (reserve > (256u << 20))
 		reserve = 256u << 20;
-	since = 0;
-	margin = avail > reserve ? avail - reserve : 0;
+	fs->space_since = 0;
+	fs->space_margin = avail > reserve ? avail - reserve : 0;
 	return avail < reserve + bytes ? -ENOSPC : 0;
 }
 
-/*
- * Owner and mode of a new object: the caller's uid, and its gid unless the
- * parent directory is setgid, which passes on its group (and, to new
- * directories, the setgid bit), as on ext4.
- */
-static int new_owner(struct node *n, const char *rel, struct event *ev)
+/* Look name up beneath parent: count a lookup and fill e. */
+static int do_lookup(struct lfs_fs *fs, struct lfs_inode *parent, const char *name,
+		     struct fuse_entry_param *e)
 {
-	struct fuse_context *fc = fuse_get_context();
-	struct path_at at = {.dirfd = -1};
-	struct stat st;
-	int r;
+	struct lfs_inode *in;
+	int fd, r;
 
-	ev->uid = fc->uid;
-	ev->gid = fc->gid;
-	r = path_at_open(n->store->root, rel, &at);
+	memset(e, 0, sizeof(*e));
+	r = check_name(name);
 	if (r < 0)
 		return r;
-	if (fstat(at.dirfd, &st) < 0) {
+	fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &e->attr) < 0) {
 		r = -errno;
-		goto out;
-	}
-	if (st.st_mode & S_ISGID) {
-		ev->gid = st.st_gid;
-		if (S_ISDIR(ev->mode))
-			ev->mode |= S_ISGID;
-	}
-out:
-	path_at_release(&at);
-	return r;
-}
-
-static int lfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
-{
-	struct lfs_file *h = lfs_fh(fi);
-	const char *rel;
-	int fd = -1, r;
-
-	if (h)
-		return fstat(h->fd, st) < 0 ? -errno : 0;
-	r = rel_path(path, &rel);
-	if (r < 0)
-		return r;
-	r = path_open(lfs_node()->store->root, rel, O_PATH, 0, &fd);
-	if (r < 0)
-		return r;
-	if (fstat(fd, st) < 0)
-		r = -errno;
-	close(fd);
-	return r;
-}
-
-static int lfs_readlink(const char *path, char *buf, size_t size)
-{
-	struct path_at at = {.dirfd = -1};
-	const char *rel;
-	ssize_t len;
-	int r;
-
-	r = rel_path(path, &rel);
-	if (r == 0)
-		r = path_at_open(lfs_node()->store->root, rel, &at);
-	if (r < 0)
-		return r;
-	len = readlinkat(at.dirfd, at.base, buf, size - 1);
-	if (len < 0) {
-		r = -errno;
-	} else {
-		buf[len] = '\0';
-	}
-	path_at_release(&at);
-	return r;
-}
-
-/* Shared body of mknod, mkdir, symlink and create; ctx may be NULL. */
-static int make_new(const char *path, struct event *ev, struct apply_ctx *ctx)
-{
-	struct apply_ctx local = APPLY_CTX_INIT;
-	struct node *n = lfs_node();
-	const char *rel;
-	int r;
-
-	r = rel_path(path, &rel);
-	if (r < 0)
-		return r;
-	ev->path = (char *)rel;
-	now_ts(&ev->mtime_sec, &ev->mtime_nsec);
-	pthread_mutex_lock(&n->lock);
-	r = new_owner(n, rel, ev);
-	if (r == 0)
-		r = space_check(n, 0);
-	if (r == 0)
-		r = node_commit_locked(n, ev, ctx ? ctx : &local);
-	pthread_mutex_unlock(&n->lock);
-	return r;
-}
-
-static int lfs_mknod(const char *path, mode_t mode, dev_t rdev)
-{
-	struct event ev = {.type = EV_MKNOD, .mode = mode, .rdev = rdev};
-
-	return make_new(path, &ev, NULL);
-}
-
-static int lfs_mkdir(const char *path, mode_t mode)
-{
-	struct event ev = {.type = EV_MKDIR, .mode = (mode & 07777) | S_IFDIR};
-
-	return make_new(path, &ev, NULL);
-}
-
-static int lfs_symlink(const char *target, const char *path)
-{
-	struct event ev = {.type = EV_SYMLINK, .mode = S_IFLNK | 0777};
-	size_t len = strlen(target);
-
-	if (len >= PATH_MAX)
-		return -ENAMETOOLONG;
-	ev.data = (uint8_t *)target;
-	ev.data_len = (uint32_t)len;
-	return make_new(path, &ev, NULL);
-}
-
-static int lfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
-{
-	struct event ev = {.type = EV_CREATE, .mode = (mode & 07777) | S_IFREG};
-	struct apply_ctx ctx = APPLY_CTX_INIT;
-	struct lfs_file *h = malloc(sizeof(*h));
-	int r;
-
-	if (!h)
-		return -ENOMEM;
-	ctx.want_fd = 1;
-	r = make_new(path, &ev, &ctx);
-	if (r < 0) {
-		free(h);
+		close(fd);
 		return r;
 	}
-	h->fd = ctx.out_fd;
-	h->fid = (struct fid){ev.origin, ev.seq};
-	fi->fh = (uintptr_t)h;
+	r = inodes_lookup_fd(&fs->inodes, fd, &e->attr, &in);
+	if (r < 0)
+		return r;
+	e->ino = inodes_nodeid(&fs->inodes, in);
+	e->attr_timeout = fs->attr_timeout;
+	e->entry_timeout = fs->entry_timeout;
 	return 0;
 }
 
-/* Shared body of unlink and rmdir. */
-static int remove_entry(const char *path, unsigned type)
+static void lfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	struct node *n = lfs_node();
-	struct event ev = {.type = (uint8_t)type};
-	struct apply_ctx ctx = APPLY_CTX_INIT;
-	const char *rel;
-	int r;
+	struct fuse_entry_param e;
+	int r = do_lookup(req_fs(req), req_inode(req, parent), name, &e);
 
-	r = rel_path(path, &rel);
-	if (r < 0)
-		return r;
-	ev.path = (char *)rel;
-	pthread_mutex_lock(&n->lock);
-	r = ids_at(n, rel, &ev.fid, &ev.base, NULL);
-	if (r == 0)
-		r = node_commit_locked(n, &ev, &ctx);
-	pthread_mutex_unlock(&n->lock);
-	return r;
-}
-
-static int lfs_unlink(const char *path)
-{
-	return remove_entry(path, EV_UNLINK);
-}
-
-static int lfs_rmdir(const char *path)
-{
-	return remove_entry(path, EV_RMDIR);
-}
-
-static int lfs_rename(const char *from, const char *to, unsigned int flags)
-{
-	struct node *n = lfs_node();
-	struct event ev = {.type = EV_RENAME, .op_flags = flags};
-	struct apply_ctx ctx = APPLY_CTX_INIT;
-	struct evid ver;
-	const char *rel, *rel2 = NULL;
-	int r;
-
-	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE))
-		return -EINVAL;
-	r = rel_path(from, &rel);
-	if (r == 0)
-		r = rel_path(to, &rel2);
-	if (r < 0)
-		return r;
-	ev.path = (char *)rel;
-	ev.path2 = (char *)rel2;
-	pthread_mutex_lock(&n->lock);
-	r = ids_at(n, rel, &ev.fid, &ev.base, NULL);
-	if (r == 0) {
-		r = ids_at(n, rel2, &ev.fid2, &ver, NULL);
-		if (r == -ENOENT && !(flags & RENAME_EXCHANGE))
-			r = 0;
-		else if (r == 0 && (flags & RENAME_NOREPLACE))
-			r = -EEXIST;
+	if (r == -ENOENT) {
+		/* A negative entry the kernel may cache like a positive one. */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = req_fs(req)->entry_timeout;
+		fuse_reply_entry(req, &e);
+		return;
 	}
-	if (r == 0)
-		r = node_commit_locked(n, &ev, &ctx);
-	pthread_mutex_unlock(&n->lock);
-	return r;
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_entry(req, &e);
 }
 
-static int lfs_link(const char *from, const char *to)
+static void lfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	struct node *n = lfs_node();
-	struct event ev = {.type = EV_LINK};
-	struct apply_ctx ctx = APPLY_CTX_INIT;
-	const char *rel, *rel2 = NULL;
-	int r;
+	inodes_forget(&req_fs(req)->inodes, ino, nlookup);
+	fuse_reply_none(req);
+}
 
-	r = rel_path(from, &rel);
-	if (r == 0)
-		r = rel_path(to, &rel2);
-	if (r < 0)
-		return r;
-	ev.path = (char *)rel;
-	ev.path2 = (char *)rel2;
-	pthread_mutex_lock(&n->lock);
-	r = ids_at(n, rel, &ev.fid, &ev.base, NULL);
-	if (r == 0)
-		r = node_commit_locked(n, &ev, &ctx);
-	pthread_mutex_unlock(&n->lock);
-	return r;
+static void lfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		inodes_forget(&req_fs(req)->inodes, forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void lfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+	int fd = fi ? ((struct lfs_file *)(uintptr_t)fi->fh)->fd : req_inode(req, ino)->fd;
+
+	if (fstat(fd, &st) < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_attr(req, &st, req_fs(req)->attr_timeout);
 }
 
 /*
- * Shared body of the events that change an existing object.  Under the
- * lock: check space for grow bytes, read fid and base version from the open
- * handle or the path, let fill() derive fields from the current state, and
- * commit.
+ * Fill path, fid and base version of an event about an existing object,
+ * from an open file descriptor when there is one.  Node lock held.
+ * ev->path points into pathbuf, or is NULL for a file unlinked while open.
  */
-static int change_with_state(const char *path, struct fuse_file_info *fi, struct event *ev,
-			     int (*fill)(struct event *ev, const struct stat *st, void *arg),
-			     void *arg, uint64_t grow)
+static int fill_existing(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
+			 char *pathbuf, struct stat *st)
 {
-	struct node *n = lfs_node();
-	struct lfs_file *h = lfs_fh(fi);
-	struct apply_ctx ctx = APPLY_CTX_INIT;
-	struct stat st;
-	const char *rel = NULL;
 	int r;
 
-	if (path) {
-		r = rel_path(path, &rel);
-		if (r < 0)
-			return r;
-	} else if (!h) {
-		return -ENOENT;
-	}
-	ev->path = (char *)rel;
-	pthread_mutex_lock(&n->lock);
-	r = space_check(n, grow);
-	if (r < 0)
-		goto out;
-	if (h) {
-		ctx.fd = h->fd;
-		r = store_get_ids(h->fd, &ev->fid, &ev->base);
-		if (r == -ENODATA) {
-			ev->fid = h->fid;
-			r = 0;
-		}
-		if (r == 0 && fill && fstat(h->fd, &st) < 0)
-			r = -errno;
-	} else {
-		r = ids_at(n, rel, &ev->fid, &ev->base, &st);
-	}
-	if (r == 0 && fill)
-		r = fill(ev, &st, arg);
-	if (r == 0)
-		r = node_commit_locked(n, ev, &ctx);
-out:
-	pthread_mutex_unlock(&n->lock);
+	r = path_of_fd(&fs->inodes, fd >= 0 ? fd : in->fd, pathbuf);
+	if (r == -ENOENT && fd >= 0)
+		ev->path = NULL;
+	else if (r < 0)
+		return r;
+	else
+		ev->path = pathbuf;
+	r = store_get_ids(fd >= 0 ? fd : in->fd, &ev->fid, &ev->base);
+	if (r == -ENODATA)
+		r = 0;
+	if (r == 0 && st && fstat(fd >= 0 ? fd : in->fd, st) < 0)
+		r = -errno;
 	return r;
 }
 
-static int lfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+/* Commit one change to an existing object, under the node lock. */
+static int change_locked(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
+			 uint64_t grow)
 {
-	struct event ev = {.type = EV_CHMOD, .mode = mode & 07777};
+	struct apply_ctx ctx = APPLY_CTX_INIT;
+	char path[PATH_MAX];
+	int r;
 
-	return change_with_state(path, fi, &ev, NULL, NULL, 0);
+	r = space_check(fs, grow);
+	if (r == 0)
+		r = fill_existing(fs, in, fd, ev, path, NULL);
+	if (r < 0)
+		return r;
+	ctx.fd = fd;
+	return node_commit_locked(fs->node, ev, &ctx);
+}
+
+static int change(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
+		  uint64_t grow)
+{
+	int r;
+
+	pthread_mutex_lock(&fs->node->lock);
+	r = change_locked(fs, in, fd, ev, grow);
+	pthread_mutex_unlock(&fs->node->lock);
+	return r;
 }
 
 /*
@@ -416,405 +248,760 @@ static int lfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
  * the object will have: changing a regular file's owner clears set-user-ID
  * and, when group-executable, set-group-ID, as Linux does for every caller.
  */
-static int fill_chown(struct event *ev, const struct stat *st, void *arg)
+static int do_chown(struct lfs_fs *fs, struct lfs_inode *in, int fd, uid_t uid, gid_t gid)
 {
-	const uint32_t *ids = arg;
-	mode_t mode = st->st_mode & 07777;
+	struct event ev = {.type = EV_CHOWN};
+	struct apply_ctx ctx = APPLY_CTX_INIT;
+	char path[PATH_MAX];
+	struct stat st;
+	mode_t mode;
+	int r;
 
-	ev->uid = ids[0] == (uint32_t)-1 ? st->st_uid : ids[0];
-	ev->gid = ids[1] == (uint32_t)-1 ? st->st_gid : ids[1];
-	if (S_ISREG(st->st_mode) && (ids[0] != (uint32_t)-1 || ids[1] != (uint32_t)-1)) {
+	pthread_mutex_lock(&fs->node->lock);
+	r = fill_existing(fs, in, fd, &ev, path, &st);
+	if (r < 0)
+		goto out;
+	mode = st.st_mode & 07777;
+	ev.uid = uid == (uid_t)-1 ? st.st_uid : uid;
+	ev.gid = gid == (gid_t)-1 ? st.st_gid : gid;
+	if (S_ISREG(st.st_mode)) {
 		mode &= ~(mode_t)S_ISUID;
 		if (mode & S_IXGRP)
 			mode &= ~(mode_t)S_ISGID;
 	}
-	ev->mode = mode;
-	return 0;
+	ev.mode = mode;
+	ctx.fd = fd;
+	r = node_commit_locked(fs->node, &ev, &ctx);
+out:
+	pthread_mutex_unlock(&fs->node->lock);
+	return r;
 }
 
-static int lfs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
-{
-	struct event ev = {.type = EV_CHOWN};
-	uint32_t ids[2] = {uid, gid};
-
-	return change_with_state(path, fi, &ev, fill_chown, ids, 0);
-}
-
-static int lfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
-{
-	struct event ev = {.type = EV_TRUNCATE, .length = (uint64_t)size};
-
-	if (size < 0)
-		return -EINVAL;
-	now_ts(&ev.mtime_sec, &ev.mtime_nsec);
-	return change_with_state(path, fi, &ev, NULL, NULL, 0);
-}
-
-static int lfs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
+static int do_utimens(struct lfs_fs *fs, struct lfs_inode *in, int fd, const struct stat *attr,
+		      int valid)
 {
 	struct event ev = {.type = EV_UTIMENS};
-	struct timespec ts[2] = {tv[0], tv[1]};
 	int64_t sec;
 	uint32_t nsec;
 
-	/* UTIME_NOW is resolved here so that every node records the same instant. */
+	/* "Now" is resolved here so that every node records the same instant. */
 	now_ts(&sec, &nsec);
-	for (int i = 0; i < 2; i++) {
-		if (ts[i].tv_nsec == UTIME_NOW) {
-			ts[i].tv_sec = sec;
-			ts[i].tv_nsec = nsec;
-		}
+	ev.atime_nsec = UTIME_OMIT;
+	ev.mtime_nsec = UTIME_OMIT;
+	if (valid & FUSE_SET_ATTR_ATIME_NOW) {
+		ev.atime_sec = sec;
+		ev.atime_nsec = nsec;
+	} else if (valid & FUSE_SET_ATTR_ATIME) {
+		ev.atime_sec = attr->st_atim.tv_sec;
+		ev.atime_nsec = (uint32_t)attr->st_atim.tv_nsec;
 	}
-	ev.atime_sec = ts[0].tv_sec;
-	ev.atime_nsec = (uint32_t)ts[0].tv_nsec;
-	ev.mtime_sec = ts[1].tv_sec;
-	ev.mtime_nsec = (uint32_t)ts[1].tv_nsec;
-	return change_with_state(path, fi, &ev, NULL, NULL, 0);
+	if (valid & FUSE_SET_ATTR_MTIME_NOW) {
+		ev.mtime_sec = sec;
+		ev.mtime_nsec = nsec;
+	} else if (valid & FUSE_SET_ATTR_MTIME) {
+		ev.mtime_sec = attr->st_mtim.tv_sec;
+		ev.mtime_nsec = (uint32_t)attr->st_mtim.tv_nsec;
+	}
+	return change(fs, in, fd, &ev, 0);
 }
 
-static int lfs_open(const char *path, struct fuse_file_info *fi)
+/* A setattr becomes one event per kind of change, in the order chmod, chown, size, times. */
+static void lfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
+			struct fuse_file_info *fi)
 {
-	struct lfs_file *h;
-	const char *rel;
-	int flags = fi->flags, r;
+	struct lfs_fs *fs = req_fs(req);
+	struct lfs_inode *in = req_inode(req, ino);
+	int fd = fi ? ((struct lfs_file *)(uintptr_t)fi->fh)->fd : -1;
+	int r = 0;
 
-	r = rel_path(path, &rel);
+	if (valid & FUSE_SET_ATTR_MODE) {
+		struct event ev = {.type = EV_CHMOD, .mode = attr->st_mode & 07777};
+
+		r = change(fs, in, fd, &ev, 0);
+	}
+	if (r == 0 && (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
+		r = do_chown(fs, in, fd, (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1,
+			     (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1);
+	if (r == 0 && (valid & FUSE_SET_ATTR_SIZE)) {
+		struct event ev = {.type = EV_TRUNCATE, .length = (uint64_t)attr->st_size};
+
+		if (attr->st_size < 0)
+			r = -EINVAL;
+		now_ts(&ev.mtime_sec, &ev.mtime_nsec);
+		if (r == 0)
+			r = change(fs, in, fd, &ev, 0);
+	}
+	if (r == 0 && (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+				FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)))
+		r = do_utimens(fs, in, fd, attr, valid);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	lfs_getattr(req, ino, fi);
+}
+
+static void lfs_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[PATH_MAX];
+	ssize_t n = readlinkat(req_inode(req, ino)->fd, "", buf, sizeof(buf) - 1);
+
+	if (n < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	buf[n] = '\0';
+	fuse_reply_readlink(req, buf);
+}
+
+/*
+ * Owner and mode of a new object: the caller's uid, and its gid unless the
+ * parent directory is setgid, which passes on its group (and, to new
+ * directories, the setgid bit), as on ext4.
+ */
+static int new_owner(fuse_req_t req, struct lfs_inode *parent, struct event *ev)
+{
+	const struct fuse_ctx *fc = fuse_req_ctx(req);
+	struct stat st;
+
+	ev->uid = fc->uid;
+	ev->gid = fc->gid;
+	if (fstat(parent->fd, &st) < 0)
+		return -errno;
+	if (st.st_mode & S_ISGID) {
+		ev->gid = st.st_gid;
+		if (S_ISDIR(ev->mode))
+			ev->mode |= S_ISGID;
+	}
+	return 0;
+}
+
+/*
+ * Shared body of mknod, mkdir, symlink and create: commit the creating
+ * event, then look the new name up for the reply.  ctx may be NULL.
+ */
+static int make_new(fuse_req_t req, fuse_ino_t parent, const char *name, struct event *ev,
+		    struct apply_ctx *ctx, struct fuse_entry_param *e)
+{
+	struct apply_ctx local = APPLY_CTX_INIT;
+	struct lfs_fs *fs = req_fs(req);
+	struct lfs_inode *dir = req_inode(req, parent);
+	char path[PATH_MAX];
+	int r;
+
+	r = check_name(name);
 	if (r < 0)
 		return r;
-	h = malloc(sizeof(*h));
-	if (!h)
-		return -ENOMEM;
+	now_ts(&ev->mtime_sec, &ev->mtime_nsec);
+	pthread_mutex_lock(&fs->node->lock);
+	r = path_of_child(&fs->inodes, dir, name, path);
+	if (r == 0)
+		r = new_owner(req, dir, ev);
+	if (r == 0)
+		r = space_check(fs, 0);
+	if (r == 0) {
+		ev->path = path;
+		r = node_commit_locked(fs->node, ev, ctx ? ctx : &local);
+	}
+	pthread_mutex_unlock(&fs->node->lock);
+	if (r == 0)
+		r = do_lookup(fs, dir, name, e);
+	return r;
+}
+
+static void reply_entry_or_err(fuse_req_t req, int r, const struct fuse_entry_param *e)
+{
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_entry(req, e);
+}
+
+static void lfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      dev_t rdev)
+{
+	struct event ev = {.type = EV_MKNOD, .mode = mode, .rdev = rdev};
+	struct fuse_entry_param e;
+
+	reply_entry_or_err(req, make_new(req, parent, name, &ev, NULL, &e), &e);
+}
+
+static void lfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct event ev = {.type = EV_MKDIR, .mode = (mode & 07777) | S_IFDIR};
+	struct fuse_entry_param e;
+
+	reply_entry_or_err(req, make_new(req, parent, name, &ev, NULL, &e), &e);
+}
+
+static void lfs_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name)
+{
+	struct event ev = {.type = EV_SYMLINK, .mode = S_IFLNK | 0777};
+	struct fuse_entry_param e;
+	size_t len = strlen(target);
+
+	if (len >= PATH_MAX) {
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
+	ev.data = (uint8_t *)target;
+	ev.data_len = (uint32_t)len;
+	reply_entry_or_err(req, make_new(req, parent, name, &ev, NULL, &e), &e);
+}
+
+static void lfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		       struct fuse_file_info *fi)
+{
+	struct event ev = {.type = EV_CREATE, .mode = (mode & 07777) | S_IFREG};
+	struct apply_ctx ctx = APPLY_CTX_INIT;
+	struct fuse_entry_param e;
+	struct lfs_file *h = malloc(sizeof(*h));
+	int r;
+
+	if (!h) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ctx.want_fd = 1;
+	r = make_new(req, parent, name, &ev, &ctx, &e);
+	if (r < 0) {
+		if (ctx.out_fd >= 0)
+			close(ctx.out_fd);
+		free(h);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	h->fd = ctx.out_fd;
+	fi->fh = (uintptr_t)h;
+	fi->keep_cache = 1;
+	if (fuse_reply_create(req, &e, fi) < 0) {
+		close(h->fd);
+		free(h);
+	}
+}
+
+/* Fid and version of the entry name in dir; zero fid for an object without one. */
+static int ids_of_entry(struct lfs_inode *dir, const char *name, struct fid *fid, struct evid *ver)
+{
+	int fd = openat(dir->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC), r;
+
+	if (fd < 0)
+		return -errno;
+	r = store_get_ids(fd, fid, ver);
+	if (r == -ENODATA) {
+		/* Placed in the store behind ledgerfs's back: fsck reports it. */
+		*fid = (struct fid){0, 0};
+		*ver = (struct evid){0, 0};
+		r = 0;
+	}
+	close(fd);
+	return r;
+}
+
+/* Shared body of unlink and rmdir. */
+static void remove_entry(fuse_req_t req, fuse_ino_t parent, const char *name, unsigned type)
+{
+	struct lfs_fs *fs = req_fs(req);
+	struct lfs_inode *dir = req_inode(req, parent);
+	struct event ev = {.type = (uint8_t)type};
+	struct apply_ctx ctx = APPLY_CTX_INIT;
+	char path[PATH_MAX];
+	int r = check_name(name);
+
+	if (r == 0) {
+		pthread_mutex_lock(&fs->node->lock);
+		r = path_of_child(&fs->inodes, dir, name, path);
+		if (r == 0)
+			r = ids_of_entry(dir, name, &ev.fid, &ev.base);
+		if (r == 0) {
+			ev.path = path;
+			r = node_commit_locked(fs->node, &ev, &ctx);
+		}
+		pthread_mutex_unlock(&fs->node->lock);
+	}
+	fuse_reply_err(req, -r);
+}
+
+static void lfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	remove_entry(req, parent, name, EV_UNLINK);
+}
+
+static void lfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	remove_entry(req, parent, name, EV_RMDIR);
+}
+
+static void lfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		       const char *newname, unsigned int flags)
+{
+	struct lfs_fs *fs = req_fs(req);
+	struct lfs_inode *from = req_inode(req, parent), *to = req_inode(req, newparent);
+	struct event ev = {.type = EV_RENAME, .op_flags = flags};
+	struct apply_ctx ctx = APPLY_CTX_INIT;
+	char path[PATH_MAX], path2[PATH_MAX];
+	struct evid ver;
+	int r;
+
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	r = check_name(name);
+	if (r == 0)
+		r = check_name(newname);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	pthread_mutex_lock(&fs->node->lock);
+	r = path_of_child(&fs->inodes, from, name, path);
+	if (r == 0)
+		r = path_of_child(&fs->inodes, to, newname, path2);
+	if (r == 0)
+		r = ids_of_entry(from, name, &ev.fid, &ev.base);
+	if (r == 0) {
+		r = ids_of_entry(to, newname, &ev.fid2, &ver);
+		if (r == -ENOENT && !(flags & RENAME_EXCHANGE))
+			r = 0;
+		else if (r == 0 && (flags & RENAME_NOREPLACE))
+			r = -EEXIST;
+	}
+	if (r == 0) {
+		ev.path = path;
+		ev.path2 = path2;
+		r = node_commit_locked(fs->node, &ev, &ctx);
+	}
+	pthread_mutex_unlock(&fs->node->lock);
+	fuse_reply_err(req, -r);
+}
+
+static void lfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct lfs_fs *fs = req_fs(req);
+	struct lfs_inode *in = req_inode(req, ino), *dir = req_inode(req, newparent);
+	struct event ev = {.type = EV_LINK};
+	struct apply_ctx ctx = APPLY_CTX_INIT;
+	struct fuse_entry_param e;
+	char path[PATH_MAX], path2[PATH_MAX];
+	int r = check_name(newname);
+
+	if (r == 0) {
+		pthread_mutex_lock(&fs->node->lock);
+		r = fill_existing(fs, in, -1, &ev, path, NULL);
+		if (r == 0)
+			r = path_of_child(&fs->inodes, dir, newname, path2);
+		if (r == 0) {
+			ev.path2 = path2;
+			r = node_commit_locked(fs->node, &ev, &ctx);
+		}
+		pthread_mutex_unlock(&fs->node->lock);
+	}
+	if (r == 0)
+		r = do_lookup(fs, dir, newname, &e);
+	reply_entry_or_err(req, r, &e);
+}
+
+static void lfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	char proc[PATH_PROCFD_LEN];
+	struct lfs_file *h;
+	int flags = fi->flags, fd;
+
 	/*
 	 * The writeback cache reads pages of files opened write-only and
 	 * computes append offsets itself; truncation arrives as a setattr.
 	 */
-	flags &= ~(O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_NOCTTY | O_ACCMODE);
-	flags |= O_RDWR;
-	r = path_open(lfs_node()->store->root, rel, flags, 0, &h->fd);
-	if (r == -EISDIR || r == -EACCES || r == -EPERM || r == -ETXTBSY || r == -EROFS)
-		r = path_open(lfs_node()->store->root, rel, (flags & ~O_ACCMODE) | O_RDONLY, 0,
-			      &h->fd);
-	if (r < 0) {
-		free(h);
-		return r;
+	flags &= ~(O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_NOCTTY | O_ACCMODE | O_NOFOLLOW);
+	path_procfd(req_inode(req, ino)->fd, proc);
+	fd = open(proc, flags | O_RDWR | O_CLOEXEC);
+	if (fd < 0 && (errno == EISDIR || errno == EACCES || errno == EPERM || errno == EROFS ||
+		       errno == ETXTBSY))
+		fd = open(proc, flags | O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fuse_reply_err(req, errno);
+		return;
 	}
-	r = store_get_ids(h->fd, &h->fid, NULL);
-	if (r == -ENODATA) {
-		h->fid = (struct fid){0, 0};
-		r = 0;
+	h = malloc(sizeof(*h));
+	if (!h) {
+		close(fd);
+		fuse_reply_err(req, ENOMEM);
+		return;
 	}
-	if (r < 0) {
-		close(h->fd);
-		free(h);
-		return r;
-	}
+	h->fd = fd;
 	fi->fh = (uintptr_t)h;
+	/* This node is the only writer of its store, so cached pages stay true. */
 	fi->keep_cache = 1;
-	return 0;
+	if (fuse_reply_open(req, fi) < 0) {
+		close(fd);
+		free(h);
+	}
 }
 
-static int lfs_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
-			struct fuse_file_info *fi)
+static void lfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
 {
-	struct fuse_bufvec *bv = malloc(sizeof(*bv));
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 
-	if (!bv)
-		return -ENOMEM;
-	*bv = FUSE_BUFVEC_INIT(size);
-	bv->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	bv->buf[0].fd = lfs_fh(fi)->fd;
-	bv->buf[0].pos = off;
-	*bufp = bv;
-	return 0;
+	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	bv.buf[0].fd = ((struct lfs_file *)(uintptr_t)fi->fh)->fd;
+	bv.buf[0].pos = off;
+	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 }
 
-/* One write event carrying buf; returns size or a negative errno. */
-static int write_event(const char *path, struct fuse_file_info *fi, const void *buf, size_t size,
-		       off_t off)
+/* One write event carrying buf; returns the bytes written or a negative errno. */
+static ssize_t write_event(struct lfs_fs *fs, struct lfs_inode *in, int fd, const void *buf,
+			   size_t size, off_t off)
 {
 	struct event ev = {.type = EV_WRITE, .offset = (uint64_t)off};
 	int r;
 
+	if (off < 0)
+		return -EINVAL;
 	if (size > EVENT_MAX_DATA)
 		size = EVENT_MAX_DATA;
 	ev.data = (uint8_t *)buf;
 	ev.data_len = (uint32_t)size;
 	now_ts(&ev.mtime_sec, &ev.mtime_nsec);
-	r = change_with_state(path, fi, &ev, NULL, NULL, size);
-	return r < 0 ? r : (int)size;
+	r = change(fs, in, fd, &ev, size);
+	return r < 0 ? r : (ssize_t)size;
 }
 
-static int lfs_write(const char *path, const char *buf, size_t size, off_t off,
-		     struct fuse_file_info *fi)
+static void lfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		      struct fuse_file_info *fi)
 {
-	return write_event(path, fi, buf, size, off);
+	ssize_t r = write_event(req_fs(req), req_inode(req, ino),
+				((struct lfs_file *)(uintptr_t)fi->fh)->fd, buf, size, off);
+
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_write(req, (size_t)r);
 }
 
-static int lfs_statfs(const char *path, struct statvfs *sv)
+static void lfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	return fstatvfs(lfs_node()->store->root, sv) < 0 ? -errno : 0;
+	fuse_reply_err(req, 0);
 }
 
-static int lfs_release(const char *path, struct fuse_file_info *fi)
+static void lfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct lfs_file *h = lfs_fh(fi);
+	struct lfs_file *h = (struct lfs_file *)(uintptr_t)fi->fh;
 
 	close(h->fd);
 	free(h);
-	return 0;
+	fuse_reply_err(req, 0);
 }
 
 /*
  * fsync makes the journal durable first (it can rebuild the store), then
- * the store file, so a crash after we answer loses neither.
+ * the store object, so a crash after we answer loses neither.
  */
-static int lfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+static void sync_fd(fuse_req_t req, int fd, int datasync)
 {
-	struct lfs_file *h = lfs_fh(fi);
-	int r = node_sync(lfs_node());
+	int r = node_sync(req_fs(req)->node);
 
-	if (r < 0)
-		return r;
-	if ((datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0)
-		return -errno;
-	return 0;
+	if (r == 0 && (datasync ? fdatasync(fd) : fsync(fd)) < 0)
+		r = -errno;
+	fuse_reply_err(req, -r);
 }
 
-static int lfs_setxattr(const char *path, const char *name, const char *value, size_t size,
-			int flags)
+static void lfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	struct event ev = {.type = EV_SETXATTR, .op_flags = (uint32_t)flags};
-
-	if (strncmp(name, STORE_XATTR_PREFIX, strlen(STORE_XATTR_PREFIX)) == 0)
-		return -EPERM;
-	if (strlen(name) > XATTR_NAME_MAX)
-		return -ERANGE;
-	if (size > XATTR_SIZE_MAX)
-		return -E2BIG;
-	ev.name = (char *)name;
-	ev.data = (uint8_t *)value;
-	ev.data_len = (uint32_t)size;
-	return change_with_state(path, NULL, &ev, NULL, NULL, size);
+	sync_fd(req, ((struct lfs_file *)(uintptr_t)fi->fh)->fd, datasync);
 }
 
-static int lfs_removexattr(const char *path, const char *name)
-{
-	struct event ev = {.type = EV_REMOVEXATTR};
-
-	if (strncmp(name, STORE_XATTR_PREFIX, strlen(STORE_XATTR_PREFIX)) == 0)
-		return -ENODATA;
-	ev.name = (char *)name;
-	return change_with_state(path, NULL, &ev, NULL, NULL, 0);
-}
-
-static int lfs_getxattr(const char *path, const char *name, char *value, size_t size)
+static void lfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	char proc[PATH_PROCFD_LEN];
-	const char *rel;
-	ssize_t len;
-	int fd = -1, r;
+	struct lfs_dir *d = calloc(1, sizeof(*d));
+	int fd;
 
-	if (strncmp(name, STORE_XATTR_PREFIX, strlen(STORE_XATTR_PREFIX)) == 0)
-		return -ENODATA;
-	r = rel_path(path, &rel);
-	if (r == 0)
-		r = path_open(lfs_node()->store->root, rel, O_PATH, 0, &fd);
-	if (r < 0)
-		return r;
-	len = getxattr(path_procfd(fd, proc), name, value, size);
-	r = len < 0 ? -errno : (int)len;
-	close(fd);
-	return r;
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fd = open(path_procfd(req_inode(req, ino)->fd, proc), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || !(d->dp = fdopendir(fd))) {
+		int e = errno;
+
+		if (fd >= 0)
+			close(fd);
+		free(d);
+		fuse_reply_err(req, e);
+		return;
+	}
+	fi->fh = (uintptr_t)d;
+	if (fuse_reply_open(req, fi) < 0) {
+		closedir(d->dp);
+		free(d);
+	}
+}
+
+static void lfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			struct fuse_file_info *fi)
+{
+	struct lfs_dir *d = (struct lfs_dir *)(uintptr_t)fi->fh;
+	char *buf = malloc(size), *p = buf;
+	size_t left = size;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (off != d->offset) {
+		seekdir(d->dp, off);
+		d->entry = NULL;
+		d->offset = off;
+	}
+	for (;;) {
+		struct stat st = {0};
+		size_t n;
+
+		if (!d->entry) {
+			errno = 0;
+			d->entry = readdir(d->dp);
+			if (!d->entry) {
+				if (errno && p == buf) {
+					free(buf);
+					fuse_reply_err(req, errno);
+					return;
+				}
+				break;
+			}
+		}
+		st.st_ino = d->entry->d_ino;
+		st.st_mode = (mode_t)DTTOIF(d->entry->d_type);
+		n = fuse_add_direntry(req, p, left, d->entry->d_name, &st, d->entry->d_off);
+		if (n > left)
+			break;
+		p += n;
+		left -= n;
+		d->offset = d->entry->d_off;
+		d->entry = NULL;
+	}
+	fuse_reply_buf(req, buf, (size_t)(p - buf));
+	free(buf);
+}
+
+static void lfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct lfs_dir *d = (struct lfs_dir *)(uintptr_t)fi->fh;
+
+	closedir(d->dp);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+static void lfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	sync_fd(req, dirfd(((struct lfs_dir *)(uintptr_t)fi->fh)->dp), datasync);
+}
+
+static void lfs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+
+	if (fstatvfs(req_fs(req)->node->store->root, &sv) < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_statfs(req, &sv);
+}
+
+static void lfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			 size_t size, int flags)
+{
+	struct event ev = {.type = EV_SETXATTR, .op_flags = (uint32_t)flags};
+	int r = 0;
+
+	if (is_reserved_xattr(name))
+		r = -EPERM;
+	else if (strlen(name) > XATTR_NAME_MAX)
+		r = -ERANGE;
+	else if (size > XATTR_SIZE_MAX)
+		r = -E2BIG;
+	if (r == 0) {
+		ev.name = (char *)name;
+		ev.data = (uint8_t *)value;
+		ev.data_len = (uint32_t)size;
+		r = change(req_fs(req), req_inode(req, ino), -1, &ev, size);
+	}
+	fuse_reply_err(req, -r);
+}
+
+static void lfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct event ev = {.type = EV_REMOVEXATTR};
+	int r = -ENODATA;
+
+	if (!is_reserved_xattr(name)) {
+		ev.name = (char *)name;
+		r = change(req_fs(req), req_inode(req, ino), -1, &ev, 0);
+	}
+	fuse_reply_err(req, -r);
+}
+
+/* Answer an xattr query of size bytes with what len/buf hold (or an error). */
+static void reply_xattr(fuse_req_t req, size_t size, ssize_t len, const char *buf)
+{
+	if (len < 0)
+		fuse_reply_err(req, (int)-len);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)len);
+	else if ((size_t)len > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, buf, (size_t)len);
+}
+
+static void lfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	char proc[PATH_PROCFD_LEN];
+	char *buf = NULL;
+	ssize_t len;
+
+	if (is_reserved_xattr(name)) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	if (size && !(buf = malloc(size))) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	len = getxattr(path_procfd(req_inode(req, ino)->fd, proc), name, buf, size);
+	reply_xattr(req, size, len < 0 ? -errno : len, buf);
+	free(buf);
 }
 
 /* The object's xattr names without ledgerfs's own. */
-static int lfs_listxattr(const char *path, char *list, size_t size)
+static void lfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	char proc[PATH_PROCFD_LEN];
-	const char *rel;
-	char *all = NULL;
+	char *all = NULL, *out = NULL;
+	size_t plen = strlen(STORE_XATTR_PREFIX), used = 0;
 	ssize_t len;
-	size_t out = 0, plen = strlen(STORE_XATTR_PREFIX);
-	int fd = -1, r;
 
-	r = rel_path(path, &rel);
-	if (r == 0)
-		r = path_open(lfs_node()->store->root, rel, O_PATH, 0, &fd);
-	if (r < 0)
-		return r;
-	path_procfd(fd, proc);
+	path_procfd(req_inode(req, ino)->fd, proc);
 	for (;;) {
 		len = listxattr(proc, NULL, 0);
-		if (len < 0) {
-			r = -errno;
-			goto out;
-		}
+		if (len < 0)
+			goto fail;
 		free(all);
 		all = malloc((size_t)len + 1);
 		if (!all) {
-			r = -ENOMEM;
-			goto out;
+			errno = ENOMEM;
+			goto fail;
 		}
 		len = listxattr(proc, all, (size_t)len);
 		if (len >= 0)
 			break;
-		if (errno != ERANGE) {
-			r = -errno;
-			goto out;
-		}
+		if (errno != ERANGE)
+			goto fail;
+	}
+	out = malloc((size_t)len + 1);
+	if (!out) {
+		errno = ENOMEM;
+		goto fail;
 	}
 	for (char *p = all; p < all + len; p += strlen(p) + 1) {
 		size_t n = strlen(p) + 1;
 
 		if (strncmp(p, STORE_XATTR_PREFIX, plen) == 0)
 			continue;
-		if (size) {
-			if (out + n > size) {
-				r = -ERANGE;
-				goto out;
-			}
-			memcpy(list + out, p, n);
-		}
-		out += n;
+		memcpy(out + used, p, n);
+		used += n;
 	}
-	r = (int)out;
-out:
+	reply_xattr(req, size, (ssize_t)used, out);
+	free(out);
 	free(all);
-	close(fd);
-	return r;
+	return;
+fail:
+	fuse_reply_err(req, errno);
+	free(all);
 }
 
-static int lfs_opendir(const char *path, struct fuse_file_info *fi)
-{
-	const char *rel;
-	DIR *dp;
-	int fd = -1, r;
-
-	r = rel_path(path, &rel);
-	if (r == 0)
-		r = path_open(lfs_node()->store->root, rel, O_RDONLY | O_DIRECTORY, 0, &fd);
-	if (r < 0)
-		return r;
-	dp = fdopendir(fd);
-	if (!dp) {
-		r = -errno;
-		close(fd);
-		return r;
-	}
-	fi->fh = (uintptr_t)dp;
-	return 0;
-}
-
-static int lfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
-		       struct fuse_file_info *fi, enum fuse_readdir_flags flags)
-{
-	DIR *dp = (DIR *)(uintptr_t)fi->fh;
-	struct dirent *de;
-
-	if (off == 0)
-		rewinddir(dp);
-	else
-		seekdir(dp, off);
-	for (;;) {
-		struct stat st = {0};
-
-		errno = 0;
-		de = readdir(dp);
-		if (!de)
-			return errno ? -errno : 0;
-		st.st_ino = de->d_ino;
-		st.st_mode = (mode_t)DTTOIF(de->d_type);
-		if (filler(buf, de->d_name, &st, telldir(dp), 0))
-			return 0;
-	}
-}
-
-static int lfs_releasedir(const char *path, struct fuse_file_info *fi)
-{
-	closedir((DIR *)(uintptr_t)fi->fh);
-	return 0;
-}
-
-static int lfs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
-{
-	DIR *dp = (DIR *)(uintptr_t)fi->fh;
-	int r = node_sync(lfs_node());
-
-	if (r < 0)
-		return r;
-	return fsync(dirfd(dp)) < 0 ? -errno : 0;
-}
-
-static int lfs_fallocate(const char *path, int mode, off_t off, off_t len,
-			 struct fuse_file_info *fi)
+static void lfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			  struct fuse_file_info *fi)
 {
 	struct event ev = {.type = EV_FALLOCATE, .op_flags = (uint32_t)mode};
+	int r = -EINVAL;
 
-	if (off < 0 || len <= 0)
-		return -EINVAL;
-	ev.offset = (uint64_t)off;
-	ev.length = (uint64_t)len;
-	now_ts(&ev.mtime_sec, &ev.mtime_nsec);
-	return change_with_state(path, fi, &ev, NULL, NULL,
-				 mode & FALLOC_FL_PUNCH_HOLE ? 0 : (uint64_t)len);
+	if (off >= 0 && len > 0) {
+		ev.offset = (uint64_t)off;
+		ev.length = (uint64_t)len;
+		now_ts(&ev.mtime_sec, &ev.mtime_nsec);
+		r = change(req_fs(req), req_inode(req, ino),
+			   ((struct lfs_file *)(uintptr_t)fi->fh)->fd, &ev,
+			   mode & FALLOC_FL_PUNCH_HOLE ? 0 : (uint64_t)len);
+	}
+	fuse_reply_err(req, -r);
 }
 
 /*
  * A copy becomes a write event carrying the bytes read from the source, so
  * that replaying it never depends on the source's later state.
  */
-static ssize_t lfs_copy_file_range(const char *path_in, struct fuse_file_info *fi_in,
-				   off_t off_in, const char *path_out,
-				   struct fuse_file_info *fi_out, off_t off_out, size_t len,
-				   int flags)
+static void lfs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+				struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+				struct fuse_file_info *fi_out, size_t len, int flags)
 {
 	size_t want = len < COPY_CHUNK ? len : COPY_CHUNK;
 	char *buf;
-	ssize_t got;
-	int r;
+	ssize_t got, r;
 
-	if (flags)
-		return -EINVAL;
-	buf = malloc(want ? want : 1);
-	if (!buf)
-		return -ENOMEM;
-	got = pread(lfs_fh(fi_in)->fd, buf, want, off_in);
-	if (got < 0) {
-		r = -errno;
-	} else if (got == 0) {
-		r = 0;
-	} else {
-		r = write_event(path_out, fi_out, buf, (size_t)got, off_out);
+	if (flags) {
+		fuse_reply_err(req, EINVAL);
+		return;
 	}
+	buf = malloc(want ? want : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	got = pread(((struct lfs_file *)(uintptr_t)fi_in->fh)->fd, buf, want, off_in);
+	if (got < 0)
+		r = -errno;
+	else if (got == 0)
+		r = 0;
+	else
+		r = write_event(req_fs(req), req_inode(req, ino_out),
+				((struct lfs_file *)(uintptr_t)fi_out->fh)->fd, buf, (size_t)got,
+				off_out);
 	free(buf);
-	return r;
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_write(req, (size_t)r);
 }
 
-static off_t lfs_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi)
+static void lfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		      struct fuse_file_info *fi)
 {
-	off_t r = lseek(lfs_fh(fi)->fd, off, whence);
+	off_t r = lseek(((struct lfs_file *)(uintptr_t)fi->fh)->fd, off, whence);
 
-	return r < 0 ? -errno : r;
+	if (r < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_lseek(req, r);
 }
 
-static void *lfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+static void lfs_init(void *userdata, struct fuse_conn_info *conn)
 {
-	cfg->use_ino = 1;
-	cfg->readdir_ino = 1;
-	cfg->hard_remove = 1;
-	cfg->kernel_cache = 1;
 	if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
-	/* O_TRUNC must arrive as a truncate so it becomes an event. */
+	/* O_TRUNC must arrive as a setattr so that it becomes an event. */
 	conn->want &= ~(unsigned)FUSE_CAP_ATOMIC_O_TRUNC;
-	return fuse_get_context()->private_data;
 }
 
-static const struct fuse_operations lfs_ops = {
+static const struct fuse_lowlevel_ops lfs_ops = {
 	.init = lfs_init,
+	.lookup = lfs_lookup,
+	.forget = lfs_forget,
+	.forget_multi = lfs_forget_multi,
 	.getattr = lfs_getattr,
+	.setattr = lfs_setattr,
 	.readlink = lfs_readlink,
 	.mknod = lfs_mknod,
 	.mkdir = lfs_mkdir,
@@ -823,31 +1010,28 @@ static const struct fuse_operations lfs_ops = {
 	.symlink = lfs_symlink,
 	.rename = lfs_rename,
 	.link = lfs_link,
-	.chmod = lfs_chmod,
-	.chown = lfs_chown,
-	.truncate = lfs_truncate,
 	.open = lfs_open,
-	.read_buf = lfs_read_buf,
+	.read = lfs_read,
 	.write = lfs_write,
-	.statfs = lfs_statfs,
+	.flush = lfs_flush,
 	.release = lfs_release,
 	.fsync = lfs_fsync,
-	.setxattr = lfs_setxattr,
-	.getxattr = lfs_getxattr,
-	.listxattr = lfs_listxattr,
-	.removexattr = lfs_removexattr,
 	.opendir = lfs_opendir,
 	.readdir = lfs_readdir,
 	.releasedir = lfs_releasedir,
 	.fsyncdir = lfs_fsyncdir,
+	.statfs = lfs_statfs,
+	.setxattr = lfs_setxattr,
+	.getxattr = lfs_getxattr,
+	.listxattr = lfs_listxattr,
+	.removexattr = lfs_removexattr,
 	.create = lfs_create,
-	.utimens = lfs_utimens,
 	.fallocate = lfs_fallocate,
 	.copy_file_range = lfs_copy_file_range,
 	.lseek = lfs_lseek,
 };
 
-const struct fuse_operations *lfs_fuse_operations(void)
+const struct fuse_lowlevel_ops *lfs_fuse_operations(void)
 {
 	return &lfs_ops;
 }

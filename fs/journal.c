@@ -129,17 +129,17 @@ static void key_ckpt(uint8_t *k, uint64_t peer, uint64_t origin)
 	put_be64(k + 11, origin);
 }
 
-static int key_meta(char *k, const char *name, size_t *klen)
+/* Key of meta name in k (2 + META_NAME_MAX bytes); its length, 0 for a bad name. */
+static size_t key_meta(char *k, const char *name)
 {
 	size_t n = strlen(name);
 
 	if (n == 0 || n > META_NAME_MAX)
-		return -EINVAL;
+		return 0;
 	k[0] = 'm';
 	k[1] = '/';
 	memcpy(k + 2, name, n);
-	*klen = n + 2;
-	return 0;
+	return n + 2;
 }
 
 /* Log a LevelDB error with its message, which the static *why cannot carry. */
@@ -346,7 +346,7 @@ static int event_store(struct journal *j, struct event *ev, uint64_t next_seq)
 	key_event(k, ev->origin, ev->seq);
 	leveldb_writebatch_put(b, (const char *)k, sizeof(k), (const char *)j->buf, len);
 	if (next_seq) {
-		key_meta(mk, JOURNAL_META_NEXT_SEQ, &mklen);
+		mklen = key_meta(mk, JOURNAL_META_NEXT_SEQ);
 		put_le64(v, next_seq);
 		leveldb_writebatch_put(b, mk, mklen, (const char *)v, sizeof(v));
 	}
@@ -363,7 +363,7 @@ static int open_meta_u64(struct journal *j, const char *name, uint64_t *val, con
 	size_t klen;
 	int ret;
 
-	key_meta(k, name, &klen);
+	klen = key_meta(k, name);
 	ret = db_get_u64(j, k, klen, val);
 	if (ret == -ENOENT || ret == -EBADMSG) {
 		*why = why_missing;
@@ -392,7 +392,7 @@ static int open_create_meta(struct journal *j, uint64_t node_id, const char **wh
 	int ret;
 
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-		key_meta(k, fields[i].name, &klen);
+		klen = key_meta(k, fields[i].name);
 		put_le64(v, fields[i].val);
 		leveldb_writebatch_put(b, k, klen, (const char *)v, sizeof(v));
 	}
@@ -726,9 +726,9 @@ int journal_meta_get(struct journal *j, const char *name, void **val, size_t *le
 
 	*val = NULL;
 	*len = 0;
-	ret = key_meta(k, name, &klen);
-	if (ret < 0)
-		return ret;
+	klen = key_meta(k, name);
+	if (!klen)
+		return -EINVAL;
 	ret = db_get(j, k, klen, &raw, len);
 	if (ret < 0)
 		return ret;
@@ -761,9 +761,9 @@ int journal_meta_put(struct journal *j, const char *name, const void *val, size_
 		return -EINVAL;
 	if (is_seq && get_le64(val) == 0)
 		return -EINVAL;
-	ret = key_meta(k, name, &klen);
-	if (ret < 0)
-		return ret;
+	klen = key_meta(k, name);
+	if (!klen)
+		return -EINVAL;
 	b = leveldb_writebatch_create();
 	leveldb_writebatch_put(b, k, klen, val, len);
 	ret = journal_write(j, b, sync, "write metadata");
@@ -780,12 +780,10 @@ int journal_meta_put(struct journal *j, const char *name, const void *val, size_
 int journal_meta_get_u64(struct journal *j, const char *name, uint64_t *val)
 {
 	char k[2 + META_NAME_MAX];
-	size_t klen;
-	int ret;
+	size_t klen = key_meta(k, name);
 
-	ret = key_meta(k, name, &klen);
-	if (ret < 0)
-		return ret;
+	if (!klen)
+		return -EINVAL;
 	return db_get_u64(j, k, klen, val);
 }
 
@@ -982,7 +980,7 @@ int journal_sync(struct journal *j)
 		return 0;
 	/* Rewriting next_seq gives the synced write something to carry. */
 	b = leveldb_writebatch_create();
-	key_meta(k, JOURNAL_META_NEXT_SEQ, &klen);
+	klen = key_meta(k, JOURNAL_META_NEXT_SEQ);
 	put_le64(v, j->next_seq);
 	leveldb_writebatch_put(b, k, klen, (const char *)v, sizeof(v));
 	ret = journal_write(j, b, 1, "sync");

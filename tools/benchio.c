@@ -16,14 +16,14 @@
  * page written is stamped with a unique counter and the buffer is filled with
  * pseudo-random bytes, so neither compression (LevelDB's snappy) nor
  * deduplication makes a store look cheaper than it is. Every return value is
- * checked; errors name the path and go to stderr, and the exit code is 1.
+ * checked; errors name the path and go to stderr, and the exit code is 1
+ * (2 for a usage error).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,18 +1,32 @@
 /*
- * fuse_ops.h - the FUSE operations of a mounted node.
+ * fuse_ops.h - the FUSE low-level operations of a mounted node.
  *
- * libfuse's high-level API hands us paths, which are what events record.
- * Reads go straight to the store; every mutation becomes one event that is
- * journaled and then applied under the node lock (node_commit_locked()).
+ * Reads go straight to the store through per-object O_PATH descriptors;
+ * every mutation becomes one event that is journaled and then applied under
+ * the node lock (node_commit_locked()).
  */
 #ifndef LEDGERFS_FUSE_OPS_H
 #define LEDGERFS_FUSE_OPS_H
 
-#include <fuse.h>
+#include <fuse_lowlevel.h>
 
+#include "ledgerfs/inodes.h"
 #include "ledgerfs/node.h"
 
-/* The operations table; private_data passed to fuse_new() is the struct node. */
-const struct fuse_operations *lfs_fuse_operations(void);
+/* What the operations share; passed as userdata to fuse_session_new(). */
+struct lfs_fs {
+	struct node *node;
+	struct inode_table inodes;
+	double entry_timeout; /* seconds the kernel may cache names */
+	double attr_timeout;  /* seconds the kernel may cache attributes */
+	uint64_t space_margin; /* guarded by node->lock: bytes writable before statvfs again */
+	uint64_t space_since;  /* guarded by node->lock: bytes committed since then */
+};
+
+/* Set up fs around an open node.  0 or a negative errno. */
+int lfs_fs_init(struct lfs_fs *fs, struct node *node);
+void lfs_fs_destroy(struct lfs_fs *fs);
+
+const struct fuse_lowlevel_ops *lfs_fuse_operations(void);
 
 #endif

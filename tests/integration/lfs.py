@@ -192,6 +192,8 @@ def unmount_all_under(base):
 
 def cleanup():
     """Unmount what this process mounted, stop its daemons, remove its dirs."""
+    for node in _nodes:   # logs may live on a tmpfs about to go away
+        node.saved_tail = node.log_tail(200)
     for mp in reversed(_mounts):
         try:
             force_unmount(mp)
@@ -284,6 +286,7 @@ class Node:
         self.logfile = Path(root) / f"{name}.log"
         self.proc = None
         self.opts = None
+        self.saved_tail = "(no log)"
         _nodes.append(self)
 
     @property
@@ -410,7 +413,7 @@ class Node:
         try:
             data = self.logfile.read_text(errors="replace").splitlines()
         except OSError:
-            return "(no log)"
+            return "\n".join(self.saved_tail.splitlines()[-lines:])
         return "\n".join(data[-lines:])
 
 
@@ -433,13 +436,14 @@ def simplify(events, keep_utimens=False):
     """Reduce events to [(type, path)] for order checks.
 
     Consecutive writes to one path merge into one (the kernel's writeback
-    cache may split or join them), and utimens events the kernel sends on
-    its own are dropped unless `keep_utimens`.
+    cache may split or join them), utimens events the kernel sends on its
+    own are dropped unless `keep_utimens`, and void events (a refused
+    operation's placeholder, which never counts) are dropped.
     """
     out = []
     for e in events:
         t, p = e["type"], rel(e.get("path"))
-        if t == "utimens" and not keep_utimens:
+        if t == "void" or (t == "utimens" and not keep_utimens):
             continue
         if t == "write" and out and out[-1] == ("write", p):
             continue

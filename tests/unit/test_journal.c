@@ -203,6 +203,7 @@ Test(journal, large_write_goes_to_value_log)
 
 	cr_assert_eq(journal_disk_usage(j, &ldb, &vbytes), 0);
 	cr_assert_geq(vbytes, len);
+	cr_assert_gt(ldb, 0);
 	cr_assert_lt(ldb, len, "the payload is not in LevelDB");
 	journal_close(j);
 
@@ -573,6 +574,7 @@ Test(journal, meta_get_and_put)
 	cr_assert_eq(journal_meta_get_u64(j, JOURNAL_META_CLUSTER_ID, &v), -EBADMSG);
 	cr_assert_eq(journal_meta_put_u64(j, JOURNAL_META_CLEAN, 1, 0), 0);
 	cr_assert_eq(journal_meta_put_u64(j, JOURNAL_META_NODE_ID, 5, 0), -EPERM);
+	cr_assert_eq(journal_meta_put_u64(j, "", 5, 0), -EINVAL);
 	cr_assert_eq(journal_meta_put_u64(j, JOURNAL_META_TERM, 4, 0), 0);
 	journal_close(j);
 	j = jopen(0);
