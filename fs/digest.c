@@ -11,7 +11,8 @@
  * (path, entry hash) pairs in walk order: names sorted byte-wise within a
  * directory, a directory's entries right after the directory itself.
  *
- * Symlinks are never followed: entries are opened relative to their parent
+ * Symlinks below the root are never followed (the root itself is opened as
+ * given, so a symlink naming a tree works): entries are opened relative to their parent
  * with O_NOFOLLOW, and xattrs of entries without an open fd are read with
  * l*xattr() through /proc/self/fd/PARENT/NAME.  To keep one directory fd open
  * however deep the tree, the walk closes a directory before descending and

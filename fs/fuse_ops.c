@@ -277,12 +277,25 @@ out:
 	return r;
 }
 
+static int same_time(int64_t sec, uint32_t nsec, const struct timespec *ts)
+{
+	return nsec == UTIME_OMIT || (ts->tv_sec == sec && (uint32_t)ts->tv_nsec == nsec);
+}
+
+/*
+ * The writeback cache sends the kernel's idea of the times whenever the
+ * inode was dirtied; those that change nothing are not worth an event.
+ */
 static int do_utimens(struct lfs_fs *fs, struct lfs_inode *in, int fd, const struct stat *attr,
 		      int valid)
 {
 	struct event ev = {.type = EV_UTIMENS};
+	struct apply_ctx ctx = APPLY_CTX_INIT;
+	char path[PATH_MAX];
+	struct stat st;
 	int64_t sec;
 	uint32_t nsec;
+	int r;
 
 	/* "Now" is resolved here so that every node records the same instant. */
 	now_ts(&sec, &nsec);
@@ -302,7 +315,16 @@ static int do_utimens(struct lfs_fs *fs, struct lfs_inode *in, int fd, const str
 		ev.mtime_sec = attr->st_mtim.tv_sec;
 		ev.mtime_nsec = (uint32_t)attr->st_mtim.tv_nsec;
 	}
-	return change(fs, in, fd, &ev, 0);
+	pthread_mutex_lock(&fs->node->lock);
+	r = fill_existing(fs, in, fd, &ev, path, &st);
+	if (r < 0 || (same_time(ev.atime_sec, ev.atime_nsec, &st.st_atim) &&
+		      same_time(ev.mtime_sec, ev.mtime_nsec, &st.st_mtim)))
+		goto out;
+	ctx.fd = fd;
+	r = node_commit_locked(fs->node, &ev, &ctx);
+out:
+	pthread_mutex_unlock(&fs->node->lock);
+	return r;
 }
 
 /* A setattr becomes one event per kind of change, in the order chmod, chown, size, times. */

@@ -13,11 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "cmd.h"
 #include "ledgerfs/config.h"
-#include "ledgerfs/journal.h"
+#include "ledgerfs/journal_snapshot.h"
 
 struct log_opts {
 	int json;
@@ -81,6 +82,15 @@ static int has_size(unsigned type)
 	return type == EV_WRITE || type == EV_TRUNCATE || type == EV_FALLOCATE;
 }
 
+/* A time as seconds with nanoseconds, or null when the event leaves it alone. */
+static void print_time_json(const char *key, int64_t sec, uint32_t nsec)
+{
+	if (nsec == UTIME_OMIT)
+		printf(",\"%s\":null", key);
+	else
+		printf(",\"%s\":%" PRId64 ".%09" PRIu32, key, sec, nsec);
+}
+
 static void print_json(const struct event *ev)
 {
 	char when[48];
@@ -124,9 +134,10 @@ static void print_json(const struct event *ev)
 		printf(",\"target\":");
 		json_str(stdout, (const char *)ev->data);
 	}
-	if (ev->type == EV_UTIMENS)
-		printf(",\"atime\":%" PRId64 ".%09" PRIu32 ",\"mtime\":%" PRId64 ".%09" PRIu32,
-		       ev->atime_sec, ev->atime_nsec, ev->mtime_sec, ev->mtime_nsec);
+	if (ev->type == EV_UTIMENS) {
+		print_time_json("atime", ev->atime_sec, ev->atime_nsec);
+		print_time_json("mtime", ev->mtime_sec, ev->mtime_nsec);
+	}
 	if (ev->type == EV_SETXATTR)
 		printf(",\"length\":%" PRIu32, ev->data_len);
 	printf("}\n");
@@ -210,7 +221,7 @@ int cmd_log(int argc, char **argv)
 	struct log_opts o = {0};
 	char path[PATH_MAX], err[1024], *end;
 	struct config cfg;
-	struct journal *j = NULL;
+	struct journal_snapshot snap = {0};
 	const char *why = NULL;
 	int c, r, rc = 1;
 
@@ -254,18 +265,18 @@ int cmd_log(int argc, char **argv)
 		goto out;
 	}
 	snprintf(path, sizeof(path), "%s/journal", argv[optind]);
-	r = journal_open(path, 0, cfg.node_id, &j, &why);
+	r = journal_snapshot_open(path, JOURNAL_SNAPSHOT_IF_BUSY, &snap, &why);
 	if (r < 0) {
 		fprintf(stderr, "ledgerctl: log: %s: %s\n", path, why ? why : strerror(-r));
 		goto out;
 	}
-	r = log_list(j, &o);
+	r = log_list(snap.journal, &o);
 	if (r < 0) {
 		fprintf(stderr, "ledgerctl: log: %s: %s\n", path, strerror(-r));
 		goto out;
 	}
 	rc = 0;
 out:
-	journal_close(j);
+	journal_snapshot_close(&snap);
 	return rc;
 }

@@ -16,7 +16,7 @@
 
 #include "cmd.h"
 #include "ledgerfs/config.h"
-#include "ledgerfs/journal.h"
+#include "ledgerfs/journal_snapshot.h"
 #include "ledgerfs/store.h"
 
 static void rebuild_usage(FILE *out)
@@ -73,7 +73,7 @@ int cmd_rebuild(int argc, char **argv)
 	};
 	char path[PATH_MAX], err[1024];
 	struct config cfg;
-	struct journal *j = NULL;
+	struct journal_snapshot snap = {0};
 	struct store *s = NULL;
 	const char *why = NULL;
 	uint64_t count = 0;
@@ -98,7 +98,7 @@ int cmd_rebuild(int argc, char **argv)
 		goto out;
 	}
 	snprintf(path, sizeof(path), "%s/journal", argv[optind]);
-	r = journal_open(path, 0, cfg.node_id, &j, &why);
+	r = journal_snapshot_open(path, JOURNAL_SNAPSHOT_IF_BUSY, &snap, &why);
 	if (r < 0) {
 		fprintf(stderr, "ledgerctl: rebuild: %s: %s\n", path, why ? why : strerror(-r));
 		goto out;
@@ -114,12 +114,12 @@ int cmd_rebuild(int argc, char **argv)
 		fprintf(stderr, "ledgerctl: rebuild: %s: %s\n", argv[optind + 1], strerror(-r));
 		goto out;
 	}
-	if (rebuild_apply_all(j, s, &count) < 0)
+	if (rebuild_apply_all(snap.journal, s, &count) < 0)
 		goto out;
 	printf("replayed %" PRIu64 " events into %s\n", count, argv[optind + 1]);
 	rc = 0;
 out:
 	store_close(s);
-	journal_close(j);
+	journal_snapshot_close(&snap);
 	return rc;
 }
