@@ -200,7 +200,6 @@ int main(int argc, char **argv)
 	mounted = 1;
 	if (fuse_set_signal_handlers(se) < 0)
 		goto out;
-	log_info("%s mounted at %s", real, cmd.mountpoint);
 	if (!cmd.foreground) {
 		if (chdir("/") < 0)
 			log_warn("chdir /: %s", strerror(errno));
@@ -209,6 +208,7 @@ int main(int argc, char **argv)
 		tell_parent(report, 0);
 		report = -1;
 	}
+	log_info("%s mounted at %s", real, cmd.mountpoint);
 	if (cmd.singlethread) {
 		r = fuse_session_loop(se);
 	} else {
