@@ -150,7 +150,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (o.show_version) {
-		printf("ledgerfs 0.1.0 (libfuse %s)\n", fuse_pkgversion());
+		printf("ledgerfs %s (libfuse %s)\n", LEDGERFS_VERSION, fuse_pkgversion());
 		rc = 0;
 		goto out;
 	}

@@ -49,7 +49,7 @@ TestSuite(digest, .init = setup, .fini = teardown);
 
 static void at(char *out, const char *root, const char *rel)
 {
-	snprintf(out, PATH_MAX, "%s/%s", root, rel);
+	cr_assert_lt(snprintf(out, PATH_MAX, "%s/%s", root, rel), PATH_MAX);
 }
 
 static void put_file(const char *root, const char *rel, const char *data)
