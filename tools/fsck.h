@@ -116,4 +116,7 @@ int fsck_copy_new(int src_dir, const char *src_name, const struct stat *st, int 
  */
 int fsck_move_lost(struct fsck *f, int store_root, const char *rel);
 
+/* Copy store entry rel to NODE_DIR/lost+found/<time>/rel, before it is overwritten. */
+int fsck_save_lost(struct fsck *f, int store_root, const char *rel);
+
 #endif

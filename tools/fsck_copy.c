@@ -13,7 +13,9 @@
  *
  * Objects are reached through O_PATH descriptors opened without following
  * a final symlink, and their xattrs and modes through /proc/self/fd, as the
- * apply engine does, so a symlink planted in the store leads nowhere.
+ * apply engine does, so a symlink planted in the store leads nowhere.  The
+ * xattr calls are the following kind: the l* ones would look at the
+ * /proc/self/fd link itself, which has none.
  * Nothing is ever deleted from a store: entries in the way go to
  * lost+found.
  */
@@ -40,7 +42,7 @@ static int xattr_names(int fd, char **names, ssize_t *len)
 
 	*names = NULL;
 	for (;;) {
-		n = llistxattr(path_procfd(fd, proc), NULL, 0);
+		n = listxattr(path_procfd(fd, proc), NULL, 0);
 		if (n < 0 && errno == ENOTSUP) {
 			*len = 0;
 			return 0;
@@ -51,7 +53,7 @@ static int xattr_names(int fd, char **names, ssize_t *len)
 		*names = malloc((size_t)n + 1);
 		if (!*names)
 			return -ENOMEM;
-		n = llistxattr(proc, *names, (size_t)n);
+		n = listxattr(proc, *names, (size_t)n);
 		if (n >= 0)
 			break;
 		if (errno != ERANGE)
@@ -84,10 +86,10 @@ static int copy_xattrs(int src, int dst)
 	if (r == 0)
 		r = xattr_names(dst, &dnames, &dlen);
 	for (p = dnames; r == 0 && p < dnames + dlen; p += strlen(p) + 1)
-		if (!has_name(snames, slen, p) && lremovexattr(dproc, p) < 0 && errno != ENODATA)
+		if (!has_name(snames, slen, p) && removexattr(dproc, p) < 0 && errno != ENODATA)
 			r = -errno;
 	for (p = snames; r == 0 && p < snames + slen; p += strlen(p) + 1) {
-		vlen = lgetxattr(sproc, p, NULL, 0);
+		vlen = getxattr(sproc, p, NULL, 0);
 		if (vlen < 0) {
 			r = -errno;
 			break;
@@ -98,8 +100,8 @@ static int copy_xattrs(int src, int dst)
 			r = -ENOMEM;
 			break;
 		}
-		vlen = lgetxattr(sproc, p, val, (size_t)vlen);
-		if (vlen < 0 || lsetxattr(dproc, p, val, (size_t)vlen, 0) < 0)
+		vlen = getxattr(sproc, p, val, (size_t)vlen);
+		if (vlen < 0 || setxattr(dproc, p, val, (size_t)vlen, 0) < 0)
 			r = -errno;
 	}
 	free(val);
@@ -275,47 +277,83 @@ static int lost_dir(struct fsck *f)
 	return -EEXIST;
 }
 
-int fsck_move_lost(struct fsck *f, int store_root, const char *rel)
+/*
+ * Open the directory of rel's parent inside this run's lost+found, making
+ * it and the directories on the way, so that an entry keeps its place in
+ * the tree.  *dir is the caller's to close; *base points into rel.
+ */
+static int lost_parent(struct fsck *f, const char *rel, int *dir, const char **base)
 {
-	struct path_at at = {.dirfd = -1};
 	const char *p = rel, *slash;
-	int dir = -1, r;
+	int fd, r;
 
 	if (!f->lost && (r = lost_dir(f)) < 0)
 		return r;
-	dir = open(f->lost, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (dir < 0)
+	fd = open(f->lost, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
 		return -errno;
-	/* The entry keeps its place in the tree: make its parent directories here. */
 	while ((slash = strchr(p, '/'))) {
 		char name[NAME_MAX + 1];
 		size_t n = (size_t)(slash - p);
 		int next;
 
 		if (n > NAME_MAX) {
-			r = -ENAMETOOLONG;
-			goto out;
+			close(fd);
+			return -ENAMETOOLONG;
 		}
 		memcpy(name, p, n);
 		name[n] = '\0';
-		if (mkdirat(dir, name, 0700) < 0 && errno != EEXIST) {
+		if (mkdirat(fd, name, 0700) < 0 && errno != EEXIST) {
 			r = -errno;
-			goto out;
+			close(fd);
+			return r;
 		}
-		next = openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (next < 0) {
-			r = -errno;
-			goto out;
-		}
-		close(dir);
-		dir = next;
+		next = openat(fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		r = -errno;
+		close(fd);
+		if (next < 0)
+			return r;
+		fd = next;
 		p = slash + 1;
 	}
-	r = path_at_open(store_root, rel, &at);
-	if (r == 0 && renameat(at.dirfd, at.base, dir, p) < 0)
+	*dir = fd;
+	*base = p;
+	return 0;
+}
+
+int fsck_move_lost(struct fsck *f, int store_root, const char *rel)
+{
+	struct path_at at = {.dirfd = -1};
+	const char *base;
+	int dir = -1, r;
+
+	r = lost_parent(f, rel, &dir, &base);
+	if (r == 0)
+		r = path_at_open(store_root, rel, &at);
+	if (r == 0 && renameat(at.dirfd, at.base, dir, base) < 0)
 		r = -errno;
-out:
 	path_at_release(&at);
-	close(dir);
+	if (dir >= 0)
+		close(dir);
+	return r;
+}
+
+int fsck_save_lost(struct fsck *f, int store_root, const char *rel)
+{
+	struct path_at at = {.dirfd = -1};
+	const char *base;
+	struct stat st;
+	int dir = -1, r;
+
+	r = lost_parent(f, rel, &dir, &base);
+	if (r == 0)
+		r = path_at_open(store_root, rel, &at);
+	if (r == 0 && fstatat(at.dirfd, at.base, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		r = -errno;
+	if (r == 0)
+		r = fsck_copy_new(at.dirfd, at.base, &st, dir, base);
+	path_at_release(&at);
+	if (dir >= 0)
+		close(dir);
 	return r;
 }

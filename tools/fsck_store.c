@@ -230,6 +230,18 @@ static int ref_apply(struct fsck *f, struct store *ref, uint64_t origin, uint64_
 		return 0;
 	}
 	r = apply_event(ref, &ev, &ctx, &why);
+	if (r == -ESTALE) {
+		/*
+		 * The file is not at the version the event expects: an earlier
+		 * event of it was voided (a bad record).  The node applied this
+		 * one all the same, so the reference does too.
+		 */
+		fsck_info(f, "journal: event %016" PRIx64 ":%" PRIu64 " (%s %s): %s; applied anyway",
+			  origin, seq, event_type_name(ev.type), ev.path ? ev.path : "", why);
+		ctx = (struct apply_ctx)APPLY_CTX_INIT;
+		ctx.fresh = 1;
+		r = apply_event(ref, &ev, &ctx, &why);
+	}
 	if (r < 0) {
 		*failed = 1;
 		fsck_problem(f, NULL,
@@ -520,7 +532,10 @@ static int replace(struct fsck *f, struct tree *store, struct tree *ref, const s
 		ret = fsck_move_lost(f, store->store->root, s->path);
 		return ret < 0 ? ret : copy_in(store, ref, r);
 	}
-	ret = path_at_open(ref->store->root, r->path, &src);
+	/* The store's version may be the only copy of something: keep it. */
+	ret = type == S_IFREG ? fsck_save_lost(f, store->store->root, s->path) : 0;
+	if (ret == 0)
+		ret = path_at_open(ref->store->root, r->path, &src);
 	if (ret == 0)
 		ret = path_at_open(store->store->root, s->path, &dst);
 	if (ret == 0)
@@ -575,7 +590,8 @@ static void merge_both(struct fsck *f, struct tree *store, struct tree *ref, str
 	if (!fid && !strcmp(s->attrs, r->attrs))
 		return;
 	describe(s, r, fid, what, sizeof(what));
-	if (!fsck_problem(f, fix ? "replace it with the journal's version" : NULL,
+	if (!fsck_problem(f, fix ? "replace it with the journal's version (a regular file's old version is "
+			"kept in " FSCK_LOST_FOUND ")" : NULL,
 			  "store: %s: differs from the journal (%s)", s->esc, what))
 		return;
 	ret = replace(f, store, ref, s, r);

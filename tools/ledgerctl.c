@@ -10,10 +10,6 @@
 #include "cmd.h"
 #include "ledgerfs/log.h"
 
-#ifndef LEDGERFS_VERSION
-#define LEDGERFS_VERSION "0.1.0"
-#endif
-
 struct command {
 	const char *name;
 	int (*run)(int argc, char **argv);
