@@ -207,11 +207,35 @@ static int fill_existing(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct
 		return r;
 	else
 		ev->path = pathbuf;
-	r = store_get_ids(fd >= 0 ? fd : in->fd, &ev->fid, &ev->base);
-	if (r == -ENODATA)
-		r = 0;
-	if (r == 0 && st && fstat(fd >= 0 ? fd : in->fd, st) < 0)
-		r = -errno;
+	if (!in->ids_cached) {
+		r = store_get_ids(in->fd, &in->fid, &in->ver);
+		if (r == -ENODATA) {
+			/* Placed in the store behind ledgerfs's back: fsck reports it. */
+			in->fid = (struct fid){0, 0};
+			in->ver = (struct evid){0, 0};
+			r = 0;
+		}
+		if (r < 0)
+			return r;
+		in->ids_cached = 1;
+	}
+	ev->fid = in->fid;
+	ev->base = in->ver;
+	if (st && fstat(fd >= 0 ? fd : in->fd, st) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Commit an event about the existing object in; its cached version follows. */
+static int commit_existing(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev)
+{
+	struct apply_ctx ctx = APPLY_CTX_INIT;
+	int r;
+
+	ctx.fd = fd;
+	r = node_commit_locked(fs->node, ev, &ctx);
+	if (r == 0)
+		in->ver = (struct evid){ev->origin, ev->seq};
 	return r;
 }
 
@@ -219,7 +243,6 @@ static int fill_existing(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct
 static int change_locked(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
 			 uint64_t grow)
 {
-	struct apply_ctx ctx = APPLY_CTX_INIT;
 	char path[PATH_MAX];
 	int r;
 
@@ -228,8 +251,7 @@ static int change_locked(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct
 		r = fill_existing(fs, in, fd, ev, path, NULL);
 	if (r < 0)
 		return r;
-	ctx.fd = fd;
-	return node_commit_locked(fs->node, ev, &ctx);
+	return commit_existing(fs, in, fd, ev);
 }
 
 static int change(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
@@ -251,7 +273,6 @@ static int change(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event 
 static int do_chown(struct lfs_fs *fs, struct lfs_inode *in, int fd, uid_t uid, gid_t gid)
 {
 	struct event ev = {.type = EV_CHOWN};
-	struct apply_ctx ctx = APPLY_CTX_INIT;
 	char path[PATH_MAX];
 	struct stat st;
 	mode_t mode;
@@ -270,8 +291,7 @@ static int do_chown(struct lfs_fs *fs, struct lfs_inode *in, int fd, uid_t uid, 
 			mode &= ~(mode_t)S_ISGID;
 	}
 	ev.mode = mode;
-	ctx.fd = fd;
-	r = node_commit_locked(fs->node, &ev, &ctx);
+	r = commit_existing(fs, in, fd, &ev);
 out:
 	pthread_mutex_unlock(&fs->node->lock);
 	return r;
@@ -290,7 +310,6 @@ static int do_utimens(struct lfs_fs *fs, struct lfs_inode *in, int fd, const str
 		      int valid)
 {
 	struct event ev = {.type = EV_UTIMENS};
-	struct apply_ctx ctx = APPLY_CTX_INIT;
 	char path[PATH_MAX];
 	struct stat st;
 	int64_t sec;
@@ -320,8 +339,7 @@ static int do_utimens(struct lfs_fs *fs, struct lfs_inode *in, int fd, const str
 	if (r < 0 || (same_time(ev.atime_sec, ev.atime_nsec, &st.st_atim) &&
 		      same_time(ev.mtime_sec, ev.mtime_nsec, &st.st_mtim)))
 		goto out;
-	ctx.fd = fd;
-	r = node_commit_locked(fs->node, &ev, &ctx);
+	r = commit_existing(fs, in, fd, &ev);
 out:
 	pthread_mutex_unlock(&fs->node->lock);
 	return r;

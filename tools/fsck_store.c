@@ -500,9 +500,9 @@ static int copy_in(struct tree *store, struct tree *ref, const struct entry *r)
 			const struct entry *o = &ref->v[i];
 			struct entry tmp = {.path = o->path};
 
-			if (o == r || !same_inode(o, r) || path_cmp(o->path, r->path) > 0)
+			if (o == r || !same_inode(o, r))
 				continue;
-			/* An earlier name of the same file, already in place: link to it. */
+			/* Another name of the same file, in the store already: link to it. */
 			if (entry_load(store, &tmp) < 0 || !tmp.has_fid || !fid_eq(tmp.fid, r->fid) ||
 			    !S_ISREG(tmp.st.st_mode) || path_at_open(store->store->root, o->path, &other) < 0)
 				continue;

@@ -23,6 +23,13 @@ struct lfs_inode {
 	dev_t dev;
 	int fd;		  /* O_PATH descriptor of the object in the store */
 	uint64_t nlookup; /* guarded by the table lock */
+	/*
+	 * The object's fid and version xattrs, read once and then kept up to
+	 * date by the FUSE layer as it commits events; guarded by the node lock.
+	 */
+	int ids_cached;
+	struct fid fid;
+	struct evid ver;
 };
 
 struct inode_table {
