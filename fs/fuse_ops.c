@@ -266,35 +266,51 @@ static int change(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event 
 }
 
 /*
+ * Commit an event whose fields depend on the object's current state:
+ * fill() sees the state under the node lock and returns 0 to commit, 1 when
+ * the change would change nothing (no event is worth journaling), or a
+ * negative errno.
+ */
+static int change_state(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
+			int (*fill)(struct event *ev, const struct stat *st))
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int r;
+
+	pthread_mutex_lock(&fs->node->lock);
+	r = fill_existing(fs, in, fd, ev, path, &st);
+	if (r == 0)
+		r = fill(ev, &st);
+	if (r == 0)
+		r = commit_existing(fs, in, fd, ev);
+	pthread_mutex_unlock(&fs->node->lock);
+	return r < 0 ? r : 0;
+}
+
+static int fill_chmod(struct event *ev, const struct stat *st)
+{
+	return (st->st_mode & 07777) == (ev->mode & 07777);
+}
+
+/*
  * chown resolves "unchanged" (-1) to the current owner and records the mode
  * the object will have: changing a regular file's owner clears set-user-ID
  * and, when group-executable, set-group-ID, as Linux does for every caller.
  */
-static int do_chown(struct lfs_fs *fs, struct lfs_inode *in, int fd, uid_t uid, gid_t gid)
+static int fill_chown(struct event *ev, const struct stat *st)
 {
-	struct event ev = {.type = EV_CHOWN};
-	char path[PATH_MAX];
-	struct stat st;
-	mode_t mode;
-	int r;
+	mode_t mode = st->st_mode & 07777;
 
-	pthread_mutex_lock(&fs->node->lock);
-	r = fill_existing(fs, in, fd, &ev, path, &st);
-	if (r < 0)
-		goto out;
-	mode = st.st_mode & 07777;
-	ev.uid = uid == (uid_t)-1 ? st.st_uid : uid;
-	ev.gid = gid == (gid_t)-1 ? st.st_gid : gid;
-	if (S_ISREG(st.st_mode)) {
+	ev->uid = ev->uid == (uint32_t)-1 ? st->st_uid : ev->uid;
+	ev->gid = ev->gid == (uint32_t)-1 ? st->st_gid : ev->gid;
+	if (S_ISREG(st->st_mode)) {
 		mode &= ~(mode_t)S_ISUID;
 		if (mode & S_IXGRP)
 			mode &= ~(mode_t)S_ISGID;
 	}
-	ev.mode = mode;
-	r = commit_existing(fs, in, fd, &ev);
-out:
-	pthread_mutex_unlock(&fs->node->lock);
-	return r;
+	ev->mode = mode;
+	return ev->uid == st->st_uid && ev->gid == st->st_gid && mode == (st->st_mode & 07777);
 }
 
 static int same_time(int64_t sec, uint32_t nsec, const struct timespec *ts)
@@ -302,19 +318,19 @@ static int same_time(int64_t sec, uint32_t nsec, const struct timespec *ts)
 	return nsec == UTIME_OMIT || (ts->tv_sec == sec && (uint32_t)ts->tv_nsec == nsec);
 }
 
-/*
- * The writeback cache sends the kernel's idea of the times whenever the
- * inode was dirtied; those that change nothing are not worth an event.
- */
+/* The writeback cache resends the kernel's times whenever the inode was dirtied. */
+static int fill_utimens(struct event *ev, const struct stat *st)
+{
+	return same_time(ev->atime_sec, ev->atime_nsec, &st->st_atim) &&
+	       same_time(ev->mtime_sec, ev->mtime_nsec, &st->st_mtim);
+}
+
 static int do_utimens(struct lfs_fs *fs, struct lfs_inode *in, int fd, const struct stat *attr,
 		      int valid)
 {
 	struct event ev = {.type = EV_UTIMENS};
-	char path[PATH_MAX];
-	struct stat st;
 	int64_t sec;
 	uint32_t nsec;
-	int r;
 
 	/* "Now" is resolved here so that every node records the same instant. */
 	now_ts(&sec, &nsec);
@@ -334,15 +350,7 @@ static int do_utimens(struct lfs_fs *fs, struct lfs_inode *in, int fd, const str
 		ev.mtime_sec = attr->st_mtim.tv_sec;
 		ev.mtime_nsec = (uint32_t)attr->st_mtim.tv_nsec;
 	}
-	pthread_mutex_lock(&fs->node->lock);
-	r = fill_existing(fs, in, fd, &ev, path, &st);
-	if (r < 0 || (same_time(ev.atime_sec, ev.atime_nsec, &st.st_atim) &&
-		      same_time(ev.mtime_sec, ev.mtime_nsec, &st.st_mtim)))
-		goto out;
-	r = commit_existing(fs, in, fd, &ev);
-out:
-	pthread_mutex_unlock(&fs->node->lock);
-	return r;
+	return change_state(fs, in, fd, &ev, fill_utimens);
 }
 
 /* A setattr becomes one event per kind of change, in the order chmod, chown, size, times. */
@@ -357,11 +365,15 @@ static void lfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int v
 	if (valid & FUSE_SET_ATTR_MODE) {
 		struct event ev = {.type = EV_CHMOD, .mode = attr->st_mode & 07777};
 
-		r = change(fs, in, fd, &ev, 0);
+		r = change_state(fs, in, fd, &ev, fill_chmod);
 	}
-	if (r == 0 && (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
-		r = do_chown(fs, in, fd, (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1,
-			     (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1);
+	if (r == 0 && (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
+		struct event ev = {.type = EV_CHOWN};
+
+		ev.uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uint32_t)-1;
+		ev.gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (uint32_t)-1;
+		r = change_state(fs, in, fd, &ev, fill_chown);
+	}
 	if (r == 0 && (valid & FUSE_SET_ATTR_SIZE)) {
 		struct event ev = {.type = EV_TRUNCATE, .length = (uint64_t)attr->st_size};
 
@@ -703,7 +715,8 @@ static ssize_t write_event(struct lfs_fs *fs, struct lfs_inode *in, int fd, cons
 	ev.data = (uint8_t *)buf;
 	ev.data_len = (uint32_t)size;
 	now_ts(&ev.mtime_sec, &ev.mtime_nsec);
-	r = change(fs, in, fd, &ev, size);
+	/* The payload lands twice: in the journal and in the store. */
+	r = change(fs, in, fd, &ev, 2 * (uint64_t)size);
 	return r < 0 ? r : (ssize_t)size;
 }
 
