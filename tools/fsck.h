@@ -11,6 +11,7 @@
  *   fsck_journal.c  records, seq continuity, applied marks, checkpoints,
  *                   the unapplied tail
  *   fsck_store.c    the reference store, fids, the store against it
+ *   fsck_tree.c     a tree as a sorted list of digest lines, stats and fids
  *   fsck_copy.c     copying one entry from the reference into the store and
  *                   moving entries aside to lost+found
  */
@@ -23,6 +24,7 @@
 
 #include "ledgerfs/config.h"
 #include "ledgerfs/journal.h"
+#include "ledgerfs/store.h"
 
 /* Exit codes, as e2fsck's. */
 #define FSCK_EXIT_CLEAN	    0
@@ -46,22 +48,22 @@ struct fsck_origin {
 };
 
 struct fsck {
-	const char *dir;      /* NODE_DIR as given, for messages */
-	char real[PATH_MAX];  /* its real path */
+	const char *dir;     /* NODE_DIR as given, for messages */
+	char real[PATH_MAX]; /* its real path */
 	enum fsck_mode mode;
 	int verbose;
-	int progress;	      /* stderr is a terminal: show progress lines */
+	int progress; /* stderr is a terminal: show progress lines */
 	struct config cfg;
-	struct journal *j;    /* NODE_DIR's journal, or under -n a copy of it */
-	char *tmp;	      /* private directory under $TMPDIR, removed at the end */
+	struct journal *j;	     /* NODE_DIR's journal, or under -n a copy of it */
+	char *tmp;		     /* private directory under $TMPDIR, removed at the end */
 	struct fsck_origin *origins; /* sorted by origin */
 	size_t norigins;
-	uint64_t events;      /* records in the journal */
-	int tail_left;	      /* events above the applied marks were not replayed */
-	int replay_blocked;   /* bad records or gaps left that a replay cannot pass */
-	char *lost;	      /* NODE_DIR/lost+found/<time>, made on first use */
-	unsigned long found;  /* problems found */
-	unsigned long fixed;  /* of those, fixed */
+	uint64_t events;     /* records in the journal */
+	int tail_left;	     /* events above the applied marks were not replayed */
+	int replay_blocked;  /* bad records or gaps left that a replay cannot pass */
+	char *lost;	     /* NODE_DIR/lost+found/<time>, made on first use */
+	unsigned long found; /* problems found */
+	unsigned long fixed; /* of those, fixed */
 };
 
 /*
@@ -94,6 +96,45 @@ int fsck_check_tail(struct fsck *f);
 
 /* Checks 5-6: store fids and the store against a replay of the journal. */
 int fsck_check_store(struct fsck *f);
+
+/* Trees as lists of entries (fsck_tree.c). */
+
+/* One entry of a tree: a line of its digest listing, with its stat and fid. */
+struct fsck_entry {
+	char *path;	   /* relative, unescaped, "." for the root; owned */
+	const char *esc;   /* path as the listing escapes it, for messages; in tree.buf */
+	const char *attrs; /* "HASH TYPE MODE UID:GID SIZE MTIME"; in tree.buf */
+	struct stat st;
+	struct fid fid;
+	int has_fid;
+	int fid_reported; /* check 5 spoke about its fid already */
+};
+
+/* A tree: a store or the reference.  dir, store and the entries are owned. */
+struct fsck_tree {
+	char *dir;
+	struct store *store;
+	struct fsck_entry *v;
+	size_t n;
+	char *buf; /* the listing, cut into the fields entries point at */
+	size_t len;
+};
+
+/*
+ * List every entry of t (t->dir, open as t->store) with its digest line,
+ * stat and fid, sorted with fsck_path_cmp().  Freed with fsck_tree_free().
+ */
+int fsck_tree_load(struct fsck *f, struct fsck_tree *t);
+void fsck_tree_free(struct fsck_tree *t);
+
+/* The entry of t at path, or NULL. */
+struct fsck_entry *fsck_tree_find(struct fsck_tree *t, const char *path);
+
+/* Fill e's stat and fid from the object at e->path beneath t's root. */
+int fsck_entry_load(struct fsck_tree *t, struct fsck_entry *e);
+
+/* The digest's walk order: the root first, then bytes with '/' lowest. */
+int fsck_path_cmp(const char *a, const char *b);
 
 /* Copying from the reference into the store (fsck_copy.c). */
 

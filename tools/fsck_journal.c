@@ -137,7 +137,9 @@ static int check_events(struct fsck *f)
 		if (r == -EBADMSG)
 			r = bad_add(&bad, &nbad, origin, seq, why);
 		else if (r < 0)
-			fprintf(stderr, "fsck.ledgerfs: journal: event %016" PRIx64 ":%" PRIu64 ": %s: %s\n",
+			fprintf(stderr,
+				"fsck.ledgerfs: journal: event %016" PRIx64 ":%" PRIu64
+				": %s: %s\n",
 				origin, seq, why, strerror(-r));
 	}
 	journal_iter_free(it);
@@ -145,11 +147,11 @@ static int check_events(struct fsck *f)
 	for (i = 0; r == 0 && i < nbad; i++) {
 		struct bad_record *b = &bad[i];
 
-		if (fsck_problem(f,
-				 "replace it with a void event; warning: its change is lost from the "
-				 "journal, the store keeps what it had",
-				 "journal: event %016" PRIx64 ":%" PRIu64 ": %s", b->origin, b->seq,
-				 b->why))
+		if (fsck_problem(
+			f,
+			"replace it with a void event; warning: its change is lost from the "
+			"journal, the store keeps what it had",
+			"journal: event %016" PRIx64 ":%" PRIu64 ": %s", b->origin, b->seq, b->why))
 			fsck_fix_done(f, journal_void(f->j, b->origin, b->seq));
 		else if (b->seq > journal_applied(f->j, b->origin))
 			f->replay_blocked = 1;
@@ -180,7 +182,9 @@ static int check_applied(struct fsck *f)
 		if (r <= 0)
 			break;
 		if (len != 8) {
-			fsck_problem(f, NULL, "journal: origin %016" PRIx64 ": applied mark has %zu bytes, not 8",
+			fsck_problem(f, NULL,
+				     "journal: origin %016" PRIx64
+				     ": applied mark has %zu bytes, not 8",
 				     origin, len);
 			continue;
 		}
@@ -216,8 +220,9 @@ static int check_next_seq(struct fsck *f)
 	}
 	if (next > o->last)
 		return 0;
-	if (fsck_problem(f, "raise it", "journal: next seq %" PRIu64 " is not past local event %" PRIu64,
-			 next, o->last))
+	if (fsck_problem(f, "raise it",
+			 "journal: next seq %" PRIu64 " is not past local event %" PRIu64, next,
+			 o->last))
 		fsck_fix_done(f, journal_meta_put_u64(f->j, JOURNAL_META_NEXT_SEQ, o->last + 1, 1));
 	return 0;
 }
@@ -245,8 +250,8 @@ static int check_checkpoints(struct fsck *f)
 			break;
 		if (len != 8) {
 			fsck_problem(f, NULL,
-				     "journal: checkpoint of peer %016" PRIx64 " for origin %016" PRIx64
-				     " has %zu bytes, not 8",
+				     "journal: checkpoint of peer %016" PRIx64
+				     " for origin %016" PRIx64 " has %zu bytes, not 8",
 				     peer, origin, len);
 			continue;
 		}
@@ -258,8 +263,9 @@ static int check_checkpoints(struct fsck *f)
 		seq = get_le64(val);
 		if (seq > o->last)
 			fsck_problem(f, NULL,
-				     "journal: checkpoint of peer %016" PRIx64 " for origin %016" PRIx64
-				     " is at %" PRIu64 ", past the journal's last event %" PRIu64
+				     "journal: checkpoint of peer %016" PRIx64
+				     " for origin %016" PRIx64 " is at %" PRIu64
+				     ", past the journal's last event %" PRIu64
 				     " (this version cannot lower a checkpoint)",
 				     peer, origin, seq, o->last);
 	}

@@ -29,184 +29,13 @@
 #include <unistd.h>
 
 #include "fsck.h"
-#include "ledgerfs/digest.h"
 #include "ledgerfs/node.h"
 #include "ledgerfs/path.h"
 #include "ledgerfs/store.h"
 
 #define PROGRESS_EVERY 4096
 
-/* One line of a digest listing. */
-struct entry {
-	char *path;	/* relative, unescaped, "." for the root; owned */
-	const char *esc; /* path as the listing escapes it, for messages; in tree.buf */
-	const char *attrs; /* "HASH TYPE MODE UID:GID SIZE MTIME"; in tree.buf */
-	struct stat st;
-	struct fid fid;
-	int has_fid;
-	int fid_reported; /* check 5 spoke about its fid already */
-};
-
-struct tree {
-	char *dir;
-	struct store *store;
-	struct entry *v;
-	size_t n;
-	char *buf; /* the listing, cut into the fields entries point at */
-	size_t len;
-};
-
-static void tree_free(struct tree *t)
-{
-	for (size_t i = 0; i < t->n; i++)
-		free(t->v[i].path);
-	free(t->v);
-	free(t->buf);
-	store_close(t->store);
-	free(t->dir);
-}
-
-/* Byte order with '/' lowest and the root first: the digest's walk order. */
-static int path_cmp(const char *a, const char *b)
-{
-	int ra = !strcmp(a, "."), rb = !strcmp(b, ".");
-
-	if (ra || rb)
-		return rb - ra;
-	for (;; a++, b++) {
-		int ca = *a == '/' ? 1 : *a ? (unsigned char)*a + 1 : 0;
-		int cb = *b == '/' ? 1 : *b ? (unsigned char)*b + 1 : 0;
-
-		if (ca != cb || !ca)
-			return ca - cb;
-	}
-}
-
-static int entry_cmp(const void *a, const void *b)
-{
-	return path_cmp(((const struct entry *)a)->path, ((const struct entry *)b)->path);
-}
-
-static struct entry *tree_find(struct tree *t, const char *path)
-{
-	struct entry key = {.path = (char *)path};
-
-	return bsearch(&key, t->v, t->n, sizeof(key), entry_cmp);
-}
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
-/* Undo the listing's escapes (\n, \\, \xNN).  The result is malloc'd. */
-static char *unescape(const char *s)
-{
-	char *out = malloc(strlen(s) + 1), *o = out;
-
-	if (!out)
-		return NULL;
-	while (*s) {
-		if (s[0] == '\\' && s[1] == 'n') {
-			*o++ = '\n';
-			s += 2;
-		} else if (s[0] == '\\' && s[1] == 'x' && hexval(s[2]) >= 0 && hexval(s[3]) >= 0) {
-			*o++ = (char)(hexval(s[2]) << 4 | hexval(s[3]));
-			s += 4;
-		} else if (s[0] == '\\' && s[1] == '\\') {
-			*o++ = '\\';
-			s += 2;
-		} else {
-			*o++ = *s++;
-		}
-	}
-	*o = '\0';
-	return out;
-}
-
-/* Stat and fid of e, looked up beneath the tree's root. */
-static int entry_load(struct tree *t, struct entry *e)
-{
-	int fd = -1, r;
-
-	r = path_open(t->store->root, e->path, O_PATH, 0, &fd);
-	if (r < 0)
-		return r;
-	if (fstat(fd, &e->st) < 0) {
-		r = -errno;
-		goto out;
-	}
-	r = store_get_ids(fd, &e->fid, NULL);
-	e->has_fid = r == 0;
-	if (r == -ENODATA)
-		r = 0;
-out:
-	close(fd);
-	return r;
-}
-
-/* Cut one listing line (NUL-terminated) into an entry. */
-static int entry_parse(struct tree *t, char *line)
-{
-	struct entry *e;
-	char *p = line;
-	int spaces = 0, r;
-
-	while (*p && spaces < 6)
-		if (*p++ == ' ')
-			spaces++;
-	if (spaces < 6 || !*p) {
-		fprintf(stderr, "fsck.ledgerfs: %s: unexpected digest line '%s'\n", t->dir, line);
-		return -EPROTO;
-	}
-	p[-1] = '\0';
-	e = &t->v[t->n];
-	*e = (struct entry){.esc = p, .attrs = line, .path = unescape(p)};
-	if (!e->path)
-		return -ENOMEM;
-	t->n++;
-	r = entry_load(t, e);
-	if (r < 0)
-		fprintf(stderr, "fsck.ledgerfs: %s/%s: %s\n", t->dir, e->esc, strerror(-r));
-	return r;
-}
-
-/* List every entry of the tree with its digest line, stat and fid, sorted by path. */
-static int tree_load(struct fsck *f, struct tree *t)
-{
-	unsigned char d[DIGEST_LEN];
-	size_t lines = 0, i;
-	FILE *ms;
-	char *p, *nl;
-	int r;
-
-	fsck_progress(f, "reading %s", t->dir);
-	ms = open_memstream(&t->buf, &t->len);
-	if (!ms)
-		return -errno;
-	r = digest_tree(t->dir, d, ms);
-	if (fclose(ms) != 0 && r == 0)
-		r = -errno;
-	if (r < 0)
-		return r;
-	for (i = 0; i < t->len; i++)
-		lines += t->buf[i] == '\n';
-	t->v = calloc(lines ? lines : 1, sizeof(*t->v));
-	if (!t->v)
-		return -ENOMEM;
-	for (p = t->buf; r == 0 && (nl = strchr(p, '\n')); p = nl + 1) {
-		*nl = '\0';
-		r = entry_parse(t, p);
-	}
-	qsort(t->v, t->n, sizeof(*t->v), entry_cmp);
-	return r;
-}
-
-static void fid_str(const struct entry *e, char *buf, size_t len)
+static void fid_str(const struct fsck_entry *e, char *buf, size_t len)
 {
 	if (e->has_fid)
 		snprintf(buf, len, "%016" PRIx64 ":%" PRIu64, e->fid.origin, e->fid.counter);
@@ -236,7 +65,8 @@ static int ref_apply(struct fsck *f, struct store *ref, uint64_t origin, uint64_
 		 * event of it was voided (a bad record).  The node applied this
 		 * one all the same, so the reference does too.
 		 */
-		fsck_info(f, "journal: event %016" PRIx64 ":%" PRIu64 " (%s %s): %s; applied anyway",
+		fsck_info(f,
+			  "journal: event %016" PRIx64 ":%" PRIu64 " (%s %s): %s; applied anyway",
 			  origin, seq, event_type_name(ev.type), ev.path ? ev.path : "", why);
 		ctx = (struct apply_ctx)APPLY_CTX_INIT;
 		ctx.fresh = 1;
@@ -259,7 +89,7 @@ static int ref_apply(struct fsck *f, struct store *ref, uint64_t origin, uint64_
  * directory whose root starts with the store root's owner and mode (the
  * journal has no event that made the root).
  */
-static int ref_build(struct fsck *f, struct tree *store, struct tree *ref, int *failed)
+static int ref_build(struct fsck *f, struct fsck_tree *store, struct fsck_tree *ref, int *failed)
 {
 	char proc[PATH_PROCFD_LEN];
 	struct journal_iter *it = NULL;
@@ -299,8 +129,8 @@ static int ref_build(struct fsck *f, struct tree *store, struct tree *ref, int *
 		if (r <= 0)
 			break;
 		if (++n % PROGRESS_EVERY == 0)
-			fsck_progress(f, "replaying the journal into a reference: %" PRIu64 " events",
-				      n);
+			fsck_progress(
+			    f, "replaying the journal into a reference: %" PRIu64 " events", n);
 		if (seq <= journal_applied(f->j, origin))
 			r = ref_apply(f, ref->store, origin, seq, val, len, failed);
 	}
@@ -310,7 +140,7 @@ static int ref_build(struct fsck *f, struct tree *store, struct tree *ref, int *
 }
 
 /* Set e's fid from the reference's entry r. */
-static int fid_fix(struct tree *store, struct entry *e, const struct entry *r)
+static int fid_fix(struct fsck_tree *store, struct fsck_entry *e, const struct fsck_entry *r)
 {
 	int fd = -1, ret;
 
@@ -327,7 +157,7 @@ static int fid_fix(struct tree *store, struct entry *e, const struct entry *r)
 }
 
 /* Replace store path e by a hard link to keep (both named in the store). */
-static int link_fix(struct fsck *f, struct tree *store, const char *keep, const char *e)
+static int link_fix(struct fsck *f, struct fsck_tree *store, const char *keep, const char *e)
 {
 	struct path_at from = {.dirfd = -1}, to = {.dirfd = -1};
 	int r;
@@ -346,16 +176,17 @@ static int link_fix(struct fsck *f, struct tree *store, const char *keep, const 
 
 static int fid_order(const void *a, const void *b)
 {
-	const struct entry *x = *(const struct entry *const *)a, *y = *(const struct entry *const *)b;
+	const struct fsck_entry *x = *(const struct fsck_entry *const *)a,
+				*y = *(const struct fsck_entry *const *)b;
 
 	if (x->fid.origin != y->fid.origin)
 		return x->fid.origin < y->fid.origin ? -1 : 1;
 	if (x->fid.counter != y->fid.counter)
 		return x->fid.counter < y->fid.counter ? -1 : 1;
-	return path_cmp(x->path, y->path);
+	return fsck_path_cmp(x->path, y->path);
 }
 
-static int same_inode(const struct entry *a, const struct entry *b)
+static int same_inode(const struct fsck_entry *a, const struct fsck_entry *b)
 {
 	return a->st.st_dev == b->st.st_dev && a->st.st_ino == b->st.st_ino;
 }
@@ -366,10 +197,10 @@ static int same_inode(const struct entry *a, const struct entry *b)
  * several different files keep the fid, the reference holds them as hard
  * links of one file, and so must the store.
  */
-static void check_fid_group(struct fsck *f, struct tree *store, struct tree *ref, int fix,
-			    struct entry **group, size_t n)
+static void check_fid_group(struct fsck *f, struct fsck_tree *store, struct fsck_tree *ref, int fix,
+			    struct fsck_entry **group, size_t n)
 {
-	const struct entry *keep = NULL;
+	const struct fsck_entry *keep = NULL;
 	char have[48], want[48];
 	size_t i;
 
@@ -379,7 +210,7 @@ static void check_fid_group(struct fsck *f, struct tree *store, struct tree *ref
 		return;
 	fid_str(group[0], have, sizeof(have));
 	for (i = 0; i < n; i++) {
-		struct entry *e = group[i], *r = tree_find(ref, e->path);
+		struct fsck_entry *e = group[i], *r = fsck_tree_find(ref, e->path);
 
 		if (!r || (r->st.st_mode & S_IFMT) != (e->st.st_mode & S_IFMT))
 			continue;
@@ -388,17 +219,23 @@ static void check_fid_group(struct fsck *f, struct tree *store, struct tree *ref
 				keep = e;
 			} else if (!same_inode(keep, e)) {
 				e->fid_reported = 1;
-				if (fsck_problem(f, fix ? "make it a hard link of that file again, moving this copy to lost+found" : NULL,
-						 "store: %s: shares fid %s with %s but is another file", e->esc, have, keep->esc))
+				if (fsck_problem(
+					f,
+					fix ? "make it a hard link of that file again, moving this "
+					      "copy to lost+found"
+					    : NULL,
+					"store: %s: shares fid %s with %s but is another file",
+					e->esc, have, keep->esc))
 					fsck_fix_done(f, link_fix(f, store, keep->path, e->path));
 			}
 			continue;
 		}
 		e->fid_reported = 1;
 		fid_str(r, want, sizeof(want));
-		if (fsck_problem(f, fix ? "set it from the journal" : NULL,
-				 "store: %s: fid %s is also held by another file (the journal says %s)",
-				 e->esc, have, want))
+		if (fsck_problem(
+			f, fix ? "set it from the journal" : NULL,
+			"store: %s: fid %s is also held by another file (the journal says %s)",
+			e->esc, have, want))
 			fsck_fix_done(f, fid_fix(store, e, r));
 	}
 }
@@ -407,22 +244,22 @@ static void check_fid_group(struct fsck *f, struct tree *store, struct tree *ref
  * Check 5: every object has a fid, no two files share one.  Entries the
  * reference does not have are left to check 6, which moves them aside.
  */
-static int check_fids(struct fsck *f, struct tree *store, struct tree *ref, int fix)
+static int check_fids(struct fsck *f, struct fsck_tree *store, struct fsck_tree *ref, int fix)
 {
-	struct entry **byfid = calloc(store->n ? store->n : 1, sizeof(*byfid));
+	struct fsck_entry **byfid = calloc(store->n ? store->n : 1, sizeof(*byfid));
 	char want[48];
 	size_t n = 0, i, j;
 
 	if (!byfid)
 		return -ENOMEM;
 	for (i = 0; i < store->n; i++) {
-		struct entry *e = &store->v[i], *r;
+		struct fsck_entry *e = &store->v[i], *r;
 
 		if (e->has_fid) {
 			byfid[n++] = e;
 			continue;
 		}
-		r = tree_find(ref, e->path);
+		r = fsck_tree_find(ref, e->path);
 		if (!r || !r->has_fid || (r->st.st_mode & S_IFMT) != (e->st.st_mode & S_IFMT))
 			continue;
 		e->fid_reported = 1;
@@ -443,7 +280,8 @@ static int check_fids(struct fsck *f, struct tree *store, struct tree *ref, int 
 }
 
 /* What differs between two listing lines, for the report. */
-static void describe(const struct entry *s, const struct entry *r, int fid, char *buf, size_t len)
+static void describe(const struct fsck_entry *s, const struct fsck_entry *r, int fid, char *buf,
+		     size_t len)
 {
 	static const char *const field[] = {"hash", "type", "mode", "owner", "size", "mtime"};
 	const char *a = s->attrs, *b = r->attrs;
@@ -485,7 +323,7 @@ struct merge {
 };
 
 /* Copy reference entry r into the store where it is absent, as a hard link where it is one. */
-static int copy_in(struct tree *store, struct tree *ref, const struct entry *r)
+static int copy_in(struct fsck_tree *store, struct fsck_tree *ref, const struct fsck_entry *r)
 {
 	struct path_at src = {.dirfd = -1}, dst = {.dirfd = -1}, other = {.dirfd = -1};
 	int ret;
@@ -497,14 +335,15 @@ static int copy_in(struct tree *store, struct tree *ref, const struct entry *r)
 		goto out;
 	if (S_ISREG(r->st.st_mode) && r->st.st_nlink > 1) {
 		for (size_t i = 0; i < ref->n; i++) {
-			const struct entry *o = &ref->v[i];
-			struct entry tmp = {.path = o->path};
+			const struct fsck_entry *o = &ref->v[i];
+			struct fsck_entry tmp = {.path = o->path};
 
 			if (o == r || !same_inode(o, r))
 				continue;
 			/* Another name of the same file, in the store already: link to it. */
-			if (entry_load(store, &tmp) < 0 || !tmp.has_fid || !fid_eq(tmp.fid, r->fid) ||
-			    !S_ISREG(tmp.st.st_mode) || path_at_open(store->store->root, o->path, &other) < 0)
+			if (fsck_entry_load(store, &tmp) < 0 || !tmp.has_fid ||
+			    !fid_eq(tmp.fid, r->fid) || !S_ISREG(tmp.st.st_mode) ||
+			    path_at_open(store->store->root, o->path, &other) < 0)
 				continue;
 			if (linkat(other.dirfd, other.base, dst.dirfd, dst.base, 0) == 0) {
 				path_at_release(&other);
@@ -521,8 +360,8 @@ out:
 }
 
 /* Make store entry s equal to reference entry r, in place where the type allows. */
-static int replace(struct fsck *f, struct tree *store, struct tree *ref, const struct entry *s,
-		   const struct entry *r)
+static int replace(struct fsck *f, struct fsck_tree *store, struct fsck_tree *ref,
+		   const struct fsck_entry *s, const struct fsck_entry *r)
 {
 	struct path_at src = {.dirfd = -1}, dst = {.dirfd = -1};
 	mode_t type = s->st.st_mode & S_IFMT;
@@ -545,19 +384,20 @@ static int replace(struct fsck *f, struct tree *store, struct tree *ref, const s
 	return ret;
 }
 
-static void merge_extra(struct fsck *f, struct tree *store, struct merge *m, const struct entry *s,
-			int fix)
+static void merge_extra(struct fsck *f, struct fsck_tree *store, struct merge *m,
+			const struct fsck_entry *s, int fix)
 {
 	if (below(s->path, m->gone))
 		return;
 	m->gone = s->path;
-	if (fsck_problem(f, fix ? "move it to " FSCK_LOST_FOUND : NULL, "store: %s: not in the journal%s",
-			 s->esc, S_ISDIR(s->st.st_mode) ? " (nor anything below it)" : ""))
+	if (fsck_problem(f, fix ? "move it to " FSCK_LOST_FOUND : NULL,
+			 "store: %s: not in the journal%s", s->esc,
+			 S_ISDIR(s->st.st_mode) ? " (nor anything below it)" : ""))
 		fsck_fix_done(f, fsck_move_lost(f, store->store->root, s->path));
 }
 
-static void merge_missing(struct fsck *f, struct tree *store, struct tree *ref, struct merge *m,
-			  const struct entry *r, int fix)
+static void merge_missing(struct fsck *f, struct fsck_tree *store, struct fsck_tree *ref,
+			  struct merge *m, const struct fsck_entry *r, int fix)
 {
 	int ret;
 
@@ -566,8 +406,8 @@ static void merge_missing(struct fsck *f, struct tree *store, struct tree *ref, 
 			return;
 		ret = copy_in(store, ref, r);
 		if (ret < 0)
-			fsck_problem(f, NULL, "store: %s: cannot be copied from the journal: %s", r->esc,
-				     strerror(-ret));
+			fsck_problem(f, NULL, "store: %s: cannot be copied from the journal: %s",
+				     r->esc, strerror(-ret));
 		return;
 	}
 	m->copied = r->path;
@@ -580,8 +420,8 @@ static void merge_missing(struct fsck *f, struct tree *store, struct tree *ref, 
 	}
 }
 
-static void merge_both(struct fsck *f, struct tree *store, struct tree *ref, struct merge *m,
-		       struct entry *s, const struct entry *r, int fix)
+static void merge_both(struct fsck *f, struct fsck_tree *store, struct fsck_tree *ref,
+		       struct merge *m, struct fsck_entry *s, const struct fsck_entry *r, int fix)
 {
 	int fid = !s->fid_reported && (s->has_fid != r->has_fid || !fid_eq(s->fid, r->fid));
 	char what[128];
@@ -590,9 +430,12 @@ static void merge_both(struct fsck *f, struct tree *store, struct tree *ref, str
 	if (!fid && !strcmp(s->attrs, r->attrs))
 		return;
 	describe(s, r, fid, what, sizeof(what));
-	if (!fsck_problem(f, fix ? "replace it with the journal's version (a regular file's old version is "
-			"kept in " FSCK_LOST_FOUND ")" : NULL,
-			  "store: %s: differs from the journal (%s)", s->esc, what))
+	if (!fsck_problem(
+		f,
+		fix ? "replace it with the journal's version (a regular file's old version is "
+		      "kept in " FSCK_LOST_FOUND ")"
+		    : NULL,
+		"store: %s: differs from the journal (%s)", s->esc, what))
 		return;
 	ret = replace(f, store, ref, s, r);
 	if ((s->st.st_mode & S_IFMT) != (r->st.st_mode & S_IFMT) ||
@@ -606,13 +449,15 @@ static void merge_both(struct fsck *f, struct tree *store, struct tree *ref, str
 }
 
 /* Check 6: one merge of the two sorted listings. */
-static void check_tree(struct fsck *f, struct tree *store, struct tree *ref, int fix)
+static void check_tree(struct fsck *f, struct fsck_tree *store, struct fsck_tree *ref, int fix)
 {
 	struct merge m = {0};
 	size_t i = 0, k = 0;
 
 	while (i < store->n || k < ref->n) {
-		int c = i == store->n ? 1 : k == ref->n ? -1 : path_cmp(store->v[i].path, ref->v[k].path);
+		int c = i == store->n ? 1
+			: k == ref->n ? -1
+				      : fsck_path_cmp(store->v[i].path, ref->v[k].path);
 
 		if (c < 0)
 			merge_extra(f, store, &m, &store->v[i++], fix);
@@ -624,14 +469,15 @@ static void check_tree(struct fsck *f, struct tree *store, struct tree *ref, int
 }
 
 /* The store must be this cluster's before anything in it is compared, let alone changed. */
-static int check_stamp(struct fsck *f, struct tree *store)
+static int check_stamp(struct fsck *f, struct fsck_tree *store)
 {
 	int r;
 
 	r = store_check_stamp(store->store, f->cfg.cluster_id);
 	if (r == -ENODATA)
-		fsck_problem(f, NULL, "store: %s has no ledgerfs stamp; is its disk mounted? "
-				      "not checking it",
+		fsck_problem(f, NULL,
+			     "store: %s has no ledgerfs stamp; is its disk mounted? "
+			     "not checking it",
 			     store->dir);
 	else if (r == -ESTALE)
 		fsck_problem(f, NULL, "store: %s belongs to another cluster; not checking it",
@@ -644,7 +490,7 @@ static int check_stamp(struct fsck *f, struct tree *store)
 
 int fsck_check_store(struct fsck *f)
 {
-	struct tree store = {0}, ref = {0};
+	struct fsck_tree store = {0}, ref = {0};
 	int failed = 0, fix, r;
 
 	if (asprintf(&store.dir, "%s/%s", f->real, NODE_STORE_DIR) < 0) {
@@ -674,11 +520,12 @@ int fsck_check_store(struct fsck *f)
 		       "the journal up to its applied marks; the store may hold some of those "
 		       "events already\n");
 	if (failed)
-		printf("note: the journal does not replay cleanly, so the store is compared with an "
-		       "incomplete reference and nothing in it is repaired\n");
-	r = tree_load(f, &store);
+		printf(
+		    "note: the journal does not replay cleanly, so the store is compared with an "
+		    "incomplete reference and nothing in it is repaired\n");
+	r = fsck_tree_load(f, &store);
 	if (r == 0)
-		r = tree_load(f, &ref);
+		r = fsck_tree_load(f, &ref);
 	fsck_progress_end(f);
 	if (r < 0)
 		goto out;
@@ -688,7 +535,7 @@ int fsck_check_store(struct fsck *f)
 	if (r == 0)
 		check_tree(f, &store, &ref, fix);
 out:
-	tree_free(&ref);
-	tree_free(&store);
+	fsck_tree_free(&ref);
+	fsck_tree_free(&store);
 	return r;
 }

@@ -77,6 +77,17 @@ def expect_errno(want, func, *args, **kwargs):
 
 # ---------------------------------------------------------------- processes
 
+def excerpt(text, size=2000):
+    """The part of a command's output worth showing: a sanitizer report from
+    its first line (where the stack is), else the tail."""
+    for marker in ("==ERROR: ", "runtime error: ", "ERROR SUMMARY"):
+        i = text.find(marker)
+        if i >= 0:
+            start = text.rfind("\n", 0, i) + 1
+            return text[start:start + 2 * size]
+    return text[-size:]
+
+
 def run(argv, timeout=CMD_TIMEOUT, check=True, cwd=None, env=None, input=None):
     """Run argv, capture its output as text, and return the CompletedProcess.
 
@@ -93,7 +104,7 @@ def run(argv, timeout=CMD_TIMEOUT, check=True, cwd=None, env=None, input=None):
         raise Failure(f"timed out after {timeout}s: {' '.join(argv)}")
     if check and cp.returncode != 0:
         raise Failure(f"exit {cp.returncode}: {' '.join(argv)}\n"
-                      f"stdout: {cp.stdout[-2000:]}\nstderr: {cp.stderr[-2000:]}")
+                      f"stdout: {excerpt(cp.stdout)}\nstderr: {excerpt(cp.stderr)}")
     return cp
 
 
@@ -386,7 +397,7 @@ class Node:
                 self.mount(opts=opts)
         if cp.returncode != 0:
             raise Failure(f"ledgerctl log {self.dir} --json {' '.join(args)}: exit "
-                          f"{cp.returncode}: {cp.stderr[-1500:]}")
+                          f"{cp.returncode}: {excerpt(cp.stderr)}")
         out = cp.stdout
         events = []
         for i, line in enumerate(out.splitlines()):
@@ -409,11 +420,15 @@ class Node:
         return [e for e in self.events() if e["seq"] > seq]
 
     def log_tail(self, lines=40):
-        """The last lines of the daemon's log file."""
+        """The last lines of the daemon's log file, or its first sanitizer
+        report (with the stack) if it has one."""
         try:
             data = self.logfile.read_text(errors="replace").splitlines()
         except OSError:
             return "\n".join(self.saved_tail.splitlines()[-lines:])
+        for i, line in enumerate(data):
+            if "==ERROR: " in line or "runtime error: " in line:
+                return "\n".join(data[i:i + 60])
         return "\n".join(data[-lines:])
 
 
