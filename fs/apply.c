@@ -155,7 +155,15 @@ static int open_entry(int dirfd, const char *name, int *fd)
 	return 0;
 }
 
-/* 1 if (dirfd, name) holds fid, 0 if it holds another object, -ENOENT if absent. */
+/* What entry_holds() found at a name besides the fid asked for or nothing. */
+#define HOLDS_OTHER 0
+#define HOLDS_FID 1
+#define HOLDS_NO_FID 2
+
+/*
+ * HOLDS_FID if (dirfd, name) holds fid, HOLDS_OTHER if it holds an object
+ * with another fid, HOLDS_NO_FID if one without a fid, -ENOENT if absent.
+ */
 static int entry_holds(int dirfd, const char *name, struct fid fid)
 {
 	struct fid have;
@@ -167,10 +175,10 @@ static int entry_holds(int dirfd, const char *name, struct fid fid)
 	r = store_get_ids(fd, &have, NULL);
 	close(fd);
 	if (r == -ENODATA)
-		return 0;
+		return HOLDS_NO_FID;
 	if (r < 0)
 		return r;
-	return fid_eq(have, fid);
+	return fid_eq(have, fid) ? HOLDS_FID : HOLDS_OTHER;
 }
 
 static int full_pwrite(int fd, const uint8_t *buf, size_t len, uint64_t off)
@@ -254,13 +262,94 @@ static int make_object(const struct event *ev, const char *target, int dirfd, co
 	return open_entry(dirfd, name, fd);
 }
 
+/*
+ * The object a crash left half made: the creation reached the store but
+ * the fid, which apply_new() sets last, did not.  Adopted only if it is of
+ * the kind the event makes.
+ */
+static int adopt_object(const struct event *ev, const char *target, int dirfd, const char *name,
+			int *fd)
+{
+	char have[PATH_MAX];
+	struct stat st;
+	mode_t want;
+	ssize_t n;
+	int r;
+
+	want = ev->type == EV_CREATE  ? S_IFREG
+	       : ev->type == EV_MKDIR ? S_IFDIR
+	       : ev->type == EV_SYMLINK ? S_IFLNK
+				       : (ev->mode & S_IFMT);
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if ((st.st_mode & S_IFMT) != want)
+		return -EEXIST;
+	if (ev->type == EV_SYMLINK) {
+		n = readlinkat(dirfd, name, have, sizeof(have) - 1);
+		if (n < 0 || (size_t)n != strlen(target) || memcmp(have, target, (size_t)n))
+			return -EEXIST;
+	}
+	if (ev->type == EV_CREATE) {
+		r = openat(dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		if (r < 0)
+			return -errno;
+		*fd = r;
+		return 0;
+	}
+	return open_entry(dirfd, name, fd);
+}
+
+/*
+ * Give a new object its owner, exact mode, times and version, and last its
+ * fid: a fid in the store means the creation is complete.
+ */
+static int finish_object(const struct event *ev, int dirfd, const char *name, int fd,
+			 struct fid fid, const char **why)
+{
+	int r;
+
+	r = chown_fd(fd, ev->uid, ev->gid);
+	if (r < 0) {
+		*why = "chown";
+		return r;
+	}
+	/*
+	 * chown may clear set-id bits and mkdir ignores them; set the exact
+	 * mode the event carries so every node ends with the same bits.
+	 */
+	if (ev->type != EV_SYMLINK) {
+		r = chmod_fd(fd, ev->mode);
+		if (r < 0) {
+			*why = "chmod";
+			return r;
+		}
+	}
+	if (ev->type == EV_CREATE || (ev->type == EV_MKNOD && S_ISREG(ev->mode))) {
+		struct timespec ts[2] = {
+			{.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
+			{.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
+		};
+
+		if (utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0) {
+			*why = "set mtime";
+			return -errno;
+		}
+	}
+	r = set_ver(fd, ev);
+	if (r == 0)
+		r = store_set_fid(fd, &fid);
+	if (r < 0)
+		*why = "set fid";
+	return r;
+}
+
 static int apply_new(struct store *s, const struct event *ev, struct apply_ctx *ctx,
 		     const char **why)
 {
 	struct path_at at = {.dirfd = -1};
 	struct fid fid = fid_is_zero(ev->fid) ? (struct fid){ev->origin, ev->seq} : ev->fid;
-	char target[PATH_MAX];
-	int fd = -1, made = 0, r;
+	char target[PATH_MAX] = "";
+	int fd = -1, made = 0, adopted = 0, r;
 
 	if (ev->type == EV_SYMLINK) {
 		if (ev->data_len == 0 || ev->data_len >= sizeof(target) ||
@@ -278,64 +367,38 @@ static int apply_new(struct store *s, const struct event *ev, struct apply_ctx *
 	}
 	if (!ctx->fresh) {
 		r = entry_holds(at.dirfd, at.base, fid);
-		if (r == 1) {
+		if (r == HOLDS_FID) {
 			r = APPLY_SKIPPED;
 			goto out;
 		}
-		if (r == 0) {
-			*why = "name taken by another object";
+		if (r == HOLDS_NO_FID) {
+			r = adopt_object(ev, target, at.dirfd, at.base, &fd);
+			adopted = r == 0;
+		} else if (r == HOLDS_OTHER) {
 			r = -EEXIST;
-			goto out;
+		} else if (r == -ENOENT) {
+			r = 0;
 		}
-		if (r != -ENOENT)
-			goto out;
-	}
-	r = make_object(ev, target, at.dirfd, at.base, &fd);
-	if (r < 0) {
-		*why = "create";
-		goto out;
-	}
-	made = 1;
-	r = chown_fd(fd, ev->uid, ev->gid);
-	if (r < 0) {
-		*why = "chown";
-		goto out;
-	}
-	/*
-	 * chown may clear set-id bits and mkdir ignores them; set the exact
-	 * mode the event carries so every node ends with the same bits.
-	 */
-	if (ev->type != EV_SYMLINK) {
-		r = chmod_fd(fd, ev->mode);
 		if (r < 0) {
-			*why = "chmod";
+			*why = "name taken by another object";
 			goto out;
 		}
 	}
-	r = store_set_fid(fd, &fid);
-	if (r == 0)
-		r = set_ver(fd, ev);
-	if (r < 0) {
-		*why = "set fid";
+	if (!adopted) {
+		r = make_object(ev, target, at.dirfd, at.base, &fd);
+		if (r < 0) {
+			*why = "create";
+			goto out;
+		}
+		made = 1;
+	}
+	r = finish_object(ev, at.dirfd, at.base, fd, fid, why);
+	if (r < 0)
 		goto out;
-	}
-	if (ev->type == EV_CREATE || (ev->type == EV_MKNOD && S_ISREG(ev->mode))) {
-		struct timespec ts[2] = {
-			{.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
-			{.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
-		};
-
-		if (utimensat(at.dirfd, at.base, ts, AT_SYMLINK_NOFOLLOW) < 0) {
-			r = -errno;
-			*why = "set mtime";
-			goto out;
-		}
-	}
 	if (ev->type == EV_CREATE && ctx->want_fd) {
 		ctx->out_fd = fd;
 		fd = -1;
 	}
-	r = 0;
 out:
 	if (r < 0 && made)
 		unlinkat(at.dirfd, at.base, ev->type == EV_MKDIR ? AT_REMOVEDIR : 0);
@@ -356,6 +419,11 @@ static int apply_remove(struct store *s, const struct event *ev, struct apply_ct
 		return -EBUSY;
 	}
 	r = path_at_open(s->root, ev->path, &at);
+	if (r == -ENOENT && !ctx->fresh) {
+		/* A later event removed the parent, and with it this entry. */
+		r = APPLY_SKIPPED;
+		goto out;
+	}
 	if (r < 0) {
 		*why = "resolve parent";
 		goto out;
@@ -368,7 +436,7 @@ static int apply_remove(struct store *s, const struct event *ev, struct apply_ct
 		}
 		if (r < 0)
 			goto out;
-		if (r == 0) {
+		if (r != HOLDS_FID) {
 			*why = "name holds another object";
 			r = -ESTALE;
 			goto out;
@@ -399,11 +467,11 @@ static int apply_link(struct store *s, const struct event *ev, struct apply_ctx 
 	}
 	if (!ctx->fresh) {
 		r = entry_holds(to.dirfd, to.base, ev->fid);
-		if (r == 1) {
+		if (r == HOLDS_FID) {
 			r = APPLY_SKIPPED;
 			goto out;
 		}
-		if (r == 0) {
+		if (r >= 0) {
 			*why = "new name taken";
 			r = -EEXIST;
 			goto out;
@@ -411,7 +479,7 @@ static int apply_link(struct store *s, const struct event *ev, struct apply_ctx 
 		if (r != -ENOENT)
 			goto out;
 		r = entry_holds(from.dirfd, from.base, ev->fid);
-		if (r != 1) {
+		if (r != HOLDS_FID) {
 			*why = "link source does not hold the fid";
 			r = r < 0 ? r : -ESTALE;
 			goto out;
@@ -444,13 +512,13 @@ static int rename_state(const struct event *ev, struct path_at *from, struct pat
 		return src;
 	if (dst < 0 && dst != -ENOENT)
 		return dst;
-	if (src != 1 && dst == 1) {
+	if (src != HOLDS_FID && dst == HOLDS_FID) {
 		if (!exchange)
 			return APPLY_SKIPPED;
-		if (entry_holds(from->dirfd, from->base, ev->fid2) == 1)
+		if (entry_holds(from->dirfd, from->base, ev->fid2) == HOLDS_FID)
 			return APPLY_SKIPPED;
 	}
-	if (src != 1) {
+	if (src != HOLDS_FID) {
 		*why = "rename source does not hold the fid";
 		return -ESTALE;
 	}
@@ -462,7 +530,7 @@ static int rename_state(const struct event *ev, struct path_at *from, struct pat
 		return 0;
 	}
 	dst2 = entry_holds(to->dirfd, to->base, ev->fid2);
-	if (dst2 != 1) {
+	if (dst2 != HOLDS_FID) {
 		*why = "rename target does not hold the expected fid";
 		return dst2 < 0 && dst2 != -ENOENT ? dst2 : -ESTALE;
 	}
@@ -515,7 +583,9 @@ static int is_data_event(unsigned type)
 static int target_fd(struct store *s, const struct event *ev, struct apply_ctx *ctx, int *fd,
 		     int *owned)
 {
-	int flags = is_data_event(ev->type) ? O_WRONLY : O_PATH;
+	char proc[PATH_PROCFD_LEN];
+	struct stat st;
+	int opath = -1, r;
 
 	*owned = 0;
 	if (ctx->fd >= 0) {
@@ -524,8 +594,30 @@ static int target_fd(struct store *s, const struct event *ev, struct apply_ctx *
 	}
 	if (!ev->path)
 		return APPLY_SKIPPED;
+	r = path_open(s->root, ev->path, O_PATH, 0, &opath);
+	if (r < 0 || !is_data_event(ev->type)) {
+		*fd = opath;
+		*owned = r == 0;
+		return r;
+	}
+	/*
+	 * Data goes to regular files only: opening a device node or a fifo
+	 * for writing would reach a device or block the engine.
+	 */
+	if (fstat(opath, &st) < 0) {
+		r = -errno;
+	} else if (!S_ISREG(st.st_mode)) {
+		r = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+	} else {
+		r = open(path_procfd(opath, proc), O_WRONLY | O_CLOEXEC);
+		r = r < 0 ? -errno : r;
+	}
+	close(opath);
+	if (r < 0)
+		return r;
+	*fd = r;
 	*owned = 1;
-	return path_open(s->root, ev->path, flags, 0, fd);
+	return 0;
 }
 
 static int apply_change(struct store *s, const struct event *ev, int fd, const char **why)
@@ -631,7 +723,11 @@ static int apply_existing(struct store *s, const struct event *ev, struct apply_
 			r = -ESTALE;
 			goto out;
 		}
-		if (ver.origin == ev->origin && ver.seq == ev->seq) {
+		/*
+		 * A version from this origin at or after the event means the
+		 * event, and maybe later ones, already changed the object.
+		 */
+		if (ver.origin == ev->origin && ver.seq >= ev->seq) {
 			r = APPLY_SKIPPED;
 			goto out;
 		}

@@ -274,6 +274,8 @@ int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx)
 		if (rv < 0)
 			log_err("seq %" PRIu64 ": cannot void failed %s: %s", ev->seq,
 				event_type_name(ev->type), strerror(-rv));
+		else
+			journal_mark_applied(n->journal, ev->origin, ev->seq);
 		return r;
 	}
 	journal_mark_applied(n->journal, ev->origin, ev->seq);

@@ -14,7 +14,8 @@ node log tails of a failed test) and ends with
 
     run.py [-k PATTERN] [--timeout SECONDS] [--list]
 
-Binaries are taken from $LEDGERFS_BUILD (default <repo>/build).
+Binaries are taken from $LEDGERFS_BUILD (default <repo>/build); temp
+directories go under $TMPDIR (default /tmp).
 """
 
 import argparse
@@ -35,11 +36,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
+BROKEN = {}   # "module:import" -> traceback of a test module that does not import
+
+
 def discover(pattern=None):
     """Return ['module:function', ...] for every test, in file and source order."""
     names = []
     for f in sorted(HERE.glob("test_*.py")):
-        mod = importlib.import_module(f.stem)
+        try:
+            mod = importlib.import_module(f.stem)
+        except Exception:   # a broken module is one failed test, not a dead runner
+            BROKEN[f"{f.stem}:import"] = traceback.format_exc()
+            if pattern is None or pattern in f.stem:
+                names.append(f"{f.stem}:import")
+            continue
         funcs = [(obj.__code__.co_firstlineno, name) for name, obj in vars(mod).items()
                  if name.startswith("test_") and inspect.isfunction(obj)
                  and obj.__module__ == mod.__name__]
@@ -176,7 +186,10 @@ def main():
         return 1
     passed = failed = 0
     for target in tests:
-        ok, secs, reason, report = run_one(target, args.timeout, args.keep)
+        if target in BROKEN:
+            ok, secs, reason, report = False, 0.0, "module does not import", BROKEN[target]
+        else:
+            ok, secs, reason, report = run_one(target, args.timeout, args.keep)
         name = target.replace(":", ".")
         if ok:
             passed += 1
