@@ -200,7 +200,7 @@ static int fill_existing(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct
 {
 	int r;
 
-	r = path_of_fd(&fs->inodes, fd >= 0 ? fd : in->fd, pathbuf);
+	r = path_of_fd(&fs->inodes, in->fd, pathbuf);
 	if (r == -ENOENT && fd >= 0)
 		ev->path = NULL;
 	else if (r < 0)

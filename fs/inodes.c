@@ -6,6 +6,7 @@
  * hash on the store's inode number finds an object already known when
  * another name of it is looked up.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -112,6 +113,33 @@ static void grow(struct inode_table *t)
 	t->buckets = nb;
 }
 
+/* True if the name the descriptor was opened through has been removed. */
+static int name_gone(int fd)
+{
+	char proc[PATH_PROCFD_LEN], buf[PATH_MAX];
+	size_t slen = strlen(DELETED_SUFFIX);
+	ssize_t n = readlink(path_procfd(fd, proc), buf, sizeof(buf) - 1);
+
+	if (n < 0)
+		return 0;
+	buf[n] = '\0';
+	return (size_t)n > slen && strcmp(buf + n - slen, DELETED_SUFFIX) == 0;
+}
+
+/*
+ * A hard-linked object whose descriptor was opened through a name that has
+ * since been removed can no longer tell its path; a fresh lookup through
+ * another name gives it a live descriptor again.  dup2() swaps it in place
+ * so that no reader ever sees the number closed.  Consumes fd.
+ */
+static void refresh_fd(struct inode_table *t, struct lfs_inode *in, int fd,
+		       const struct stat *st)
+{
+	if (st->st_nlink > 1 && name_gone(in->fd))
+		dup2(fd, in->fd);
+	close(fd);
+}
+
 int inodes_lookup_fd(struct inode_table *t, int fd, const struct stat *st,
 		     struct lfs_inode **out)
 {
@@ -130,7 +158,7 @@ int inodes_lookup_fd(struct inode_table *t, int fd, const struct stat *st,
 			break;
 	if (in) {
 		in->nlookup++;
-		close(fd);
+		refresh_fd(t, in, fd, st);
 	} else {
 		in = calloc(1, sizeof(*in));
 		if (!in) {
@@ -196,6 +224,78 @@ static int strip_root(struct inode_table *t, const char *abs, char *buf)
 	return 0;
 }
 
+/*
+ * Depth-first search beneath dir (whose store path is the first len bytes
+ * of buf) for a name of inode ino; on success buf holds its path.
+ */
+static int find_ino(int dir, ino_t ino, char *buf, size_t len, int depth)
+{
+	int fd = openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct dirent *de;
+	DIR *d;
+	int r = -ENOENT;
+
+	if (fd < 0 || depth > PATH_MAX / 2)
+		return fd < 0 ? -errno : -ENOENT;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while (r == -ENOENT && (de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+		int sub;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (len + n + 2 >= PATH_MAX)
+			continue;
+		if (len)
+			buf[len] = '/';
+		memcpy(buf + len + (len ? 1 : 0), de->d_name, n + 1);
+		if (de->d_ino == ino) {
+			r = 0;
+			break;
+		}
+		if (de->d_type != DT_DIR)
+			continue;
+		sub = openat(dirfd(d), de->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0)
+			continue;
+		r = find_ino(sub, ino, buf, len + n + (len ? 1 : 0), depth + 1);
+		close(sub);
+	}
+	closedir(d);
+	if (r < 0)
+		buf[len] = '\0';
+	return r;
+}
+
+/*
+ * The object at fd lost the name it was opened through but still has
+ * others: find one in the store and make fd refer to it.
+ */
+static int relink_fd(struct inode_table *t, int fd, char *buf)
+{
+	struct stat st;
+	int nfd, r;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (st.st_nlink == 0)
+		return -ENOENT;
+	buf[0] = '\0';
+	r = find_ino(t->root.fd, st.st_ino, buf, 0, 0);
+	if (r < 0)
+		return r;
+	nfd = openat(t->root.fd, buf, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (nfd < 0)
+		return -errno;
+	dup2(nfd, fd);
+	close(nfd);
+	return 0;
+}
+
 int path_of_fd(struct inode_table *t, int fd, char *buf)
 {
 	char proc[PATH_PROCFD_LEN];
@@ -219,7 +319,7 @@ int path_of_fd(struct inode_table *t, int fd, char *buf)
 		if (fstat(fd, &a) < 0 || a.st_nlink == 0)
 			return -ENOENT;
 		if (lstat(buf, &b) < 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev)
-			return -ENOENT;
+			return relink_fd(t, fd, buf);
 	}
 	r = strip_root(t, buf, buf);
 	return r;

@@ -66,9 +66,11 @@ int inodes_lookup_fd(struct inode_table *t, int fd, const struct stat *st,
 void inodes_forget(struct inode_table *t, uint64_t nodeid, uint64_t n);
 
 /*
- * The store-relative path of the object open at fd, into buf (PATH_MAX):
- * "." for the root.  -ENOENT when the object has no name any more (a file
- * unlinked while open), -ENAMETOOLONG past PATH_MAX.
+ * The store-relative path of the object whose O_PATH descriptor is fd (an
+ * lfs_inode's), into buf (PATH_MAX): "." for the root.  -ENOENT when the
+ * object has no name any more (a file unlinked while open), -ENAMETOOLONG
+ * past PATH_MAX.  When the name fd was opened through is gone but the object
+ * has other links, the store is searched for one and fd is pointed at it.
  */
 int path_of_fd(struct inode_table *t, int fd, char *buf);
 
