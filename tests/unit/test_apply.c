@@ -12,7 +12,10 @@
  * link, rename (plain, replace, noreplace, exchange), the data and
  * attribute events (write, truncate, fallocate, chmod, chown, utimens,
  * setxattr, removexattr), path validation, events that change nothing,
- * symlinks planted in the store, and the stamp and id helpers.
+ * symlinks planted in the store, data events aimed at fifos and device
+ * nodes, the replay of a whole tail of applied events (node_replay() replays
+ * everything since the last sync, not just the last event), and the stamp
+ * and id helpers.
  *
  * "Nothing changed" is checked with a snapshot of the whole temporary
  * tree (store and outside): per entry its type, mode, owner, inode, link
