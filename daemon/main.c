@@ -69,7 +69,8 @@ static void usage(void)
 	       "  -d               foreground with FUSE debug output\n"
 	       "  -s               single-threaded\n"
 	       "  -o OPTIONS       mount options: allow_other, entry_timeout=S and\n"
-	       "                   attr_timeout=S (kernel cache times, default 1 s),\n"
+	       "                   attr_timeout=S (kernel cache times, default 1 day:\n"
+	       "                   only this node changes its store),\n"
 	       "                   max_idle_threads=N and the other libfuse options below\n"
 	       "  -h, --help       this help\n"
 	       "  -V, --version    version\n"
@@ -134,7 +135,7 @@ int main(int argc, char **argv)
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts cmd = {0};
 	struct fuse_loop_config *loop = NULL;
-	struct opts o = {.entry_timeout = 1.0, .attr_timeout = 1.0};
+	struct opts o = {.entry_timeout = LFS_CACHE_TIMEOUT, .attr_timeout = LFS_CACHE_TIMEOUT};
 	struct node *n = NULL;
 	struct fuse_session *se = NULL;
 	struct lfs_fs fs;

@@ -83,8 +83,8 @@ int lfs_fs_init(struct lfs_fs *fs, struct node *node)
 {
 	memset(fs, 0, sizeof(*fs));
 	fs->node = node;
-	fs->entry_timeout = 1.0;
-	fs->attr_timeout = 1.0;
+	fs->entry_timeout = LFS_CACHE_TIMEOUT;
+	fs->attr_timeout = LFS_CACHE_TIMEOUT;
 	return inodes_init(&fs->inodes, node->store->root);
 }
 

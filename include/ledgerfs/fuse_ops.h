@@ -13,6 +13,13 @@
 #include "ledgerfs/inodes.h"
 #include "ledgerfs/node.h"
 
+/*
+ * Seconds the kernel may cache names and attributes by default.  Only this
+ * node changes its store, through the mount, so nothing goes stale; a
+ * replica that applies remote events invalidates what they touch.
+ */
+#define LFS_CACHE_TIMEOUT 86400.0
+
 /* What the operations share; passed as userdata to fuse_session_new(). */
 struct lfs_fs {
 	struct node *node;

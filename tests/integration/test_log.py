@@ -2,6 +2,7 @@
 sequence, and the --from and --origin filters."""
 
 import datetime
+import json
 import os
 import re
 
@@ -131,5 +132,5 @@ def test_log_readable_while_mounted():
         cp = lfs.ctl("log", n.dir, "--json", check=False)
         check_eq(cp.returncode, 0, f"exit code of ledgerctl log on a mounted node "
                                    f"(stderr: {cp.stderr.strip()})")
-        types = [lfs.json.loads(line)["type"] for line in cp.stdout.splitlines() if line]
+        types = [json.loads(line)["type"] for line in cp.stdout.splitlines() if line]
         check("create" in types, f"the create is listed: {types}")

@@ -547,6 +547,60 @@ Test(apply, create_on_name_without_fid_is_eexist)
 	expect_refused(&ev, -EEXIST);
 }
 
+/* A crash between making an object and setting its fid (set last) leaves it without one. */
+Test(apply, create_replay_adopts_half_made_file)
+{
+	struct event ev = ev_make(EV_CREATE, "f");
+	struct stat st;
+
+	cr_assert_eq(close(open(sp("f"), O_CREAT | O_WRONLY | O_CLOEXEC, 0600)), 0);
+	ev.mode = S_IFREG | 02750;
+	ev.uid = 33;
+	ev.gid = 44;
+	ev.mtime_sec = 1400000000;
+	expect_apply(&ev, 0);
+	st = lstat_of("f");
+	cr_assert_eq(st.st_mode & 07777, 02750, "mode %o", st.st_mode & 07777);
+	cr_assert_eq(st.st_uid, 33);
+	cr_assert_eq(st.st_mtim.tv_sec, 1400000000);
+	expect_fid("f", fid_of(ev.seq));
+	expect_ver("f", ev.seq);
+}
+
+Test(apply, mkdir_replay_adopts_half_made_directory)
+{
+	struct event ev = ev_make(EV_MKDIR, "d");
+
+	cr_assert_eq(mkdir(sp("d"), 0700), 0);
+	ev.mode = S_IFDIR | 01777;
+	expect_apply(&ev, 0);
+	cr_assert_eq(lstat_of("d").st_mode & 07777, 01777);
+	expect_fid("d", fid_of(ev.seq));
+}
+
+Test(apply, symlink_replay_adopts_only_a_link_with_the_same_target)
+{
+	struct event same = ev_make(EV_SYMLINK, "same");
+	struct event other = ev_make(EV_SYMLINK, "other");
+
+	cr_assert_eq(symlink("target", sp("same")), 0);
+	cr_assert_eq(symlink("elsewhere", sp("other")), 0);
+	same.data = other.data = (uint8_t *)"target";
+	same.data_len = other.data_len = 6;
+	expect_apply(&same, 0);
+	expect_fid("same", fid_of(same.seq));
+	expect_refused(&other, -EEXIST);
+}
+
+Test(apply, mknod_replay_does_not_adopt_another_kind)
+{
+	struct event ev = ev_make(EV_MKNOD, "f");
+
+	cr_assert_eq(close(open(sp("f"), O_CREAT | O_WRONLY | O_CLOEXEC, 0600)), 0);
+	ev.mode = S_IFIFO | 0600;
+	expect_refused(&ev, -EEXIST);
+}
+
 Test(apply, create_with_missing_parent_is_enoent)
 {
 	struct event ev = ev_make(EV_CREATE, "nodir/f");
@@ -1367,6 +1421,33 @@ Test(apply, change_with_zero_base_version_is_unchecked)
 
 		expect_apply(&ev, 0);
 	}
+}
+
+/* Events of one origin apply in seq order: a later version of it means this one is done. */
+Test(apply, change_replay_after_later_version_of_same_origin_is_skipped)
+{
+	struct fid fid = make_target("f");
+
+	for (size_t i = 0; i < sizeof(change_types); i++) {
+		struct event ev = change_event(change_types[i], "f", fid);
+		struct event later = change_event(EV_CHMOD, "f", fid);
+
+		expect_apply(&later, 0);
+		expect_refused(&ev, APPLY_SKIPPED);
+	}
+}
+
+Test(apply, version_from_another_origin_does_not_count_as_applied)
+{
+	struct fid fid = make_target("f");
+	struct event other = change_event(EV_CHMOD, "f", fid);
+	struct event ev = change_event(EV_WRITE, "f", fid);
+
+	other.origin = ORIGIN + 1;
+	other.seq = 1000;
+	expect_apply(&other, 0);
+	expect_apply(&ev, 0);
+	expect_ver("f", ev.seq);
 }
 
 Test(apply, change_without_path_or_descriptor_is_skipped)
