@@ -92,6 +92,31 @@ static int set_ver(int fd, const struct event *ev)
 	return set_pair(fd, STORE_XATTR_VER, ev->origin, ev->seq);
 }
 
+/*
+ * Events of one origin reach the store one at a time in seq order, so a
+ * directory whose version names this event, or a later one of the same
+ * origin, proves that the event was applied.  Namespace events stamp the
+ * directories they change for this reason; a name alone cannot tell "made
+ * and then moved away" from "never made".
+ */
+static int dir_says_applied(int dirfd, const struct event *ev)
+{
+	uint64_t origin, seq;
+
+	return get_pair(dirfd, STORE_XATTR_VER, &origin, &seq) == 0 && origin == ev->origin &&
+	       seq >= ev->seq;
+}
+
+/*
+ * Stamp a directory the event changed.  The change itself is done; a failed
+ * stamp only weakens the replay evidence, so it must not fail the event.
+ */
+static void stamp_dir(int dirfd, const struct event *ev)
+{
+	if (set_ver(dirfd, ev) < 0)
+		return;
+}
+
 int store_open(const char *dir, struct store **out)
 {
 	struct store *s = calloc(1, sizeof(*s));
@@ -367,7 +392,7 @@ static int apply_new(struct store *s, const struct event *ev, struct apply_ctx *
 	}
 	if (!ctx->fresh) {
 		r = entry_holds(at.dirfd, at.base, fid);
-		if (r == HOLDS_FID) {
+		if (r == HOLDS_FID || dir_says_applied(at.dirfd, ev)) {
 			r = APPLY_SKIPPED;
 			goto out;
 		}
@@ -395,6 +420,7 @@ static int apply_new(struct store *s, const struct event *ev, struct apply_ctx *
 	r = finish_object(ev, at.dirfd, at.base, fd, fid, why);
 	if (r < 0)
 		goto out;
+	stamp_dir(at.dirfd, ev);
 	if (ev->type == EV_CREATE && ctx->want_fd) {
 		ctx->out_fd = fd;
 		fd = -1;
@@ -430,7 +456,7 @@ static int apply_remove(struct store *s, const struct event *ev, struct apply_ct
 	}
 	if (!ctx->fresh) {
 		r = entry_holds(at.dirfd, at.base, ev->fid);
-		if (r == -ENOENT) {
+		if (r == -ENOENT || dir_says_applied(at.dirfd, ev)) {
 			r = APPLY_SKIPPED;
 			goto out;
 		}
@@ -446,9 +472,31 @@ static int apply_remove(struct store *s, const struct event *ev, struct apply_ct
 	if (unlinkat(at.dirfd, at.base, ev->type == EV_RMDIR ? AT_REMOVEDIR : 0) < 0) {
 		r = -errno;
 		*why = ev->type == EV_RMDIR ? "rmdir" : "unlink";
+	} else {
+		stamp_dir(at.dirfd, ev);
 	}
 out:
 	path_at_release(&at);
+	return r;
+}
+
+/*
+ * Open the parents of a two-name event.  On replay, a source parent that a
+ * later event removed is not an error yet: the target side may show the
+ * event applied (from->dirfd is then -1).
+ */
+static int open_two(struct store *s, const struct event *ev, struct apply_ctx *ctx,
+		    struct path_at *from, struct path_at *to)
+{
+	int r = path_at_open(s->root, ev->path2, to);
+
+	if (r < 0)
+		return r;
+	r = path_at_open(s->root, ev->path, from);
+	if (r == -ENOENT && !ctx->fresh) {
+		from->dirfd = -1;
+		return 0;
+	}
 	return r;
 }
 
@@ -458,16 +506,14 @@ static int apply_link(struct store *s, const struct event *ev, struct apply_ctx 
 	struct path_at from = {.dirfd = -1}, to = {.dirfd = -1};
 	int r;
 
-	r = path_at_open(s->root, ev->path, &from);
-	if (r == 0)
-		r = path_at_open(s->root, ev->path2, &to);
+	r = open_two(s, ev, ctx, &from, &to);
 	if (r < 0) {
 		*why = "resolve parent";
 		goto out;
 	}
 	if (!ctx->fresh) {
 		r = entry_holds(to.dirfd, to.base, ev->fid);
-		if (r == HOLDS_FID) {
+		if (r == HOLDS_FID || dir_says_applied(to.dirfd, ev)) {
 			r = APPLY_SKIPPED;
 			goto out;
 		}
@@ -478,7 +524,7 @@ static int apply_link(struct store *s, const struct event *ev, struct apply_ctx 
 		}
 		if (r != -ENOENT)
 			goto out;
-		r = entry_holds(from.dirfd, from.base, ev->fid);
+		r = from.dirfd < 0 ? -ENOENT : entry_holds(from.dirfd, from.base, ev->fid);
 		if (r != HOLDS_FID) {
 			*why = "link source does not hold the fid";
 			r = r < 0 ? r : -ESTALE;
@@ -489,6 +535,8 @@ static int apply_link(struct store *s, const struct event *ev, struct apply_ctx 
 	if (linkat(from.dirfd, from.base, to.dirfd, to.base, 0) < 0) {
 		r = -errno;
 		*why = "link";
+	} else {
+		stamp_dir(to.dirfd, ev);
 	}
 out:
 	path_at_release(&to);
@@ -504,9 +552,12 @@ static int rename_state(const struct event *ev, struct path_at *from, struct pat
 			const char **why)
 {
 	int exchange = (ev->op_flags & RENAME_EXCHANGE) != 0;
-	int src = entry_holds(from->dirfd, from->base, ev->fid);
+	int src = from->dirfd < 0 ? -ENOENT : entry_holds(from->dirfd, from->base, ev->fid);
 	int dst = entry_holds(to->dirfd, to->base, ev->fid);
 	int dst2;
+
+	if (dir_says_applied(to->dirfd, ev) || (from->dirfd >= 0 && dir_says_applied(from->dirfd, ev)))
+		return APPLY_SKIPPED;
 
 	if (src < 0 && src != -ENOENT)
 		return src;
@@ -515,7 +566,7 @@ static int rename_state(const struct event *ev, struct path_at *from, struct pat
 	if (src != HOLDS_FID && dst == HOLDS_FID) {
 		if (!exchange)
 			return APPLY_SKIPPED;
-		if (entry_holds(from->dirfd, from->base, ev->fid2) == HOLDS_FID)
+		if (from->dirfd >= 0 && entry_holds(from->dirfd, from->base, ev->fid2) == HOLDS_FID)
 			return APPLY_SKIPPED;
 	}
 	if (src != HOLDS_FID) {
@@ -547,9 +598,7 @@ static int apply_rename(struct store *s, const struct event *ev, struct apply_ct
 		*why = "cannot rename the root";
 		return -EBUSY;
 	}
-	r = path_at_open(s->root, ev->path, &from);
-	if (r == 0)
-		r = path_at_open(s->root, ev->path2, &to);
+	r = open_two(s, ev, ctx, &from, &to);
 	if (r < 0) {
 		*why = "resolve parent";
 		goto out;
@@ -562,6 +611,9 @@ static int apply_rename(struct store *s, const struct event *ev, struct apply_ct
 	if (renameat2(from.dirfd, from.base, to.dirfd, to.base, ev->op_flags) < 0) {
 		r = -errno;
 		*why = "rename";
+	} else {
+		stamp_dir(from.dirfd, ev);
+		stamp_dir(to.dirfd, ev);
 	}
 out:
 	path_at_release(&to);

@@ -61,8 +61,59 @@ int path_check(const char *rel, const char **why)
 	}
 }
 
+/*
+ * The same resolution one component at a time, for kernels (and tools such
+ * as valgrind 3.19) without openat2: every component is opened with
+ * O_NOFOLLOW relative to the previous one, and "." / ".." are refused, so
+ * the walk can neither follow a symlink nor climb out of root.
+ */
+static int walk_beneath(int root, const char *rel, int flags, mode_t mode)
+{
+	char comp[NAME_MAX + 1];
+	const char *p = rel, *slash;
+	int dir = root, fd, r = 0;
+	size_t n;
+
+	if (path_is_root(rel)) {
+		fd = openat(root, ".", flags | O_CLOEXEC);
+		return fd < 0 ? -errno : fd;
+	}
+	for (;;) {
+		slash = strchr(p, '/');
+		n = slash ? (size_t)(slash - p) : strlen(p);
+		if (n == 0 || n > NAME_MAX) {
+			r = n ? -ENAMETOOLONG : -EINVAL;
+			break;
+		}
+		memcpy(comp, p, n);
+		comp[n] = '\0';
+		if (!strcmp(comp, ".") || !strcmp(comp, "..")) {
+			r = -EXDEV;
+			break;
+		}
+		if (slash)
+			fd = openat(dir, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		else
+			fd = openat(dir, comp, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+		if (fd < 0) {
+			r = -errno;
+			break;
+		}
+		if (dir != root)
+			close(dir);
+		dir = fd;
+		if (!slash)
+			return fd;
+		p = slash + 1;
+	}
+	if (dir != root)
+		close(dir);
+	return r;
+}
+
 static int openat2_beneath(int root, const char *rel, int flags, mode_t mode)
 {
+	static int no_openat2;
 	struct open_how how = {
 		.flags = (unsigned long long)(flags | O_NOFOLLOW | O_CLOEXEC),
 		.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
@@ -70,9 +121,15 @@ static int openat2_beneath(int root, const char *rel, int flags, mode_t mode)
 	};
 	long fd;
 
+	if (no_openat2)
+		return walk_beneath(root, rel, flags, mode);
 	do
 		fd = syscall(SYS_openat2, root, rel, &how, sizeof(how));
 	while (fd < 0 && errno == EAGAIN);
+	if (fd < 0 && errno == ENOSYS) {
+		no_openat2 = 1;
+		return walk_beneath(root, rel, flags, mode);
+	}
 	return fd < 0 ? -errno : (int)fd;
 }
 
