@@ -160,6 +160,8 @@ static int node_check_store(struct node *n, char *err, size_t errlen)
 	return r;
 }
 
+static void *node_syncer(void *arg);
+
 int node_open(const char *dir, int flags, struct node **out, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
@@ -176,6 +178,8 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&n->lock, NULL);
+	pthread_cond_init(&n->sync_wanted, NULL);
+	pthread_cond_init(&n->sync_done, NULL);
 	snprintf(path, sizeof(path), "%s/%s", dir, CONFIG_FILE);
 	r = config_load(path, &n->cfg, err, errlen);
 	if (r < 0)
@@ -224,6 +228,12 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 			log_info("%s: replayed %" PRIu64 " events, %" PRIu64 " already in the store",
 				 dir, replayed, skipped);
 	}
+	r = -pthread_create(&n->syncer, NULL, node_syncer, n);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot start the journal syncer: %s", strerror(-r));
+		goto fail;
+	}
+	n->syncer_running = 1;
 	free(cluster);
 	*out = n;
 	return 0;
@@ -237,6 +247,13 @@ void node_close(struct node *n, int clean)
 {
 	if (!n)
 		return;
+	if (n->syncer_running) {
+		pthread_mutex_lock(&n->lock);
+		n->stopping = 1;
+		pthread_cond_signal(&n->sync_wanted);
+		pthread_mutex_unlock(&n->lock);
+		pthread_join(n->syncer, NULL);
+	}
 	if (n->journal && clean) {
 		int r = journal_sync(n->journal);
 
@@ -247,6 +264,8 @@ void node_close(struct node *n, int clean)
 	}
 	journal_close(n->journal);
 	store_close(n->store);
+	pthread_cond_destroy(&n->sync_done);
+	pthread_cond_destroy(&n->sync_wanted);
 	pthread_mutex_destroy(&n->lock);
 	free(n->dir);
 	free(n);
@@ -276,23 +295,66 @@ int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx)
 				event_type_name(ev->type), strerror(-rv));
 		else
 			journal_mark_applied(n->journal, ev->origin, ev->seq);
+		n->committed++;
 		return r;
 	}
 	journal_mark_applied(n->journal, ev->origin, ev->seq);
+	n->committed++;
 	return 0;
 }
 
-int node_sync(struct node *n)
+/* The syncer thread: one journal sync for everything committed when it wakes. */
+static void *node_syncer(void *arg)
 {
+	struct node *n = arg;
+	uint64_t target;
 	int r;
 
 	pthread_mutex_lock(&n->lock);
-	r = journal_sync(n->journal);
-	if (r == 0)
-		n->sync_gen++;
+	for (;;) {
+		while (!n->stopping && n->want <= n->synced)
+			pthread_cond_wait(&n->sync_wanted, &n->lock);
+		if (n->stopping)
+			break;
+		target = n->committed;
+		r = journal_sync(n->journal);
+		if (r < 0) {
+			log_err("%s: journal sync failed: %s", n->dir, strerror(-r));
+			n->sync_error = r;
+		} else {
+			n->synced = target;
+		}
+		pthread_cond_broadcast(&n->sync_done);
+	}
 	pthread_mutex_unlock(&n->lock);
-	if (r < 0)
-		log_err("journal sync failed: %s", strerror(-r));
+	return NULL;
+}
+
+uint64_t node_sync_start(struct node *n)
+{
+	uint64_t ticket;
+
+	pthread_mutex_lock(&n->lock);
+	ticket = n->committed;
+	if (ticket > n->synced && ticket > n->want) {
+		n->want = ticket;
+		n->sync_error = 0;
+		pthread_cond_signal(&n->sync_wanted);
+	}
+	pthread_mutex_unlock(&n->lock);
+	return ticket;
+}
+
+int node_sync_wait(struct node *n, uint64_t ticket)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&n->lock);
+	while (n->synced < ticket && !n->sync_error)
+		pthread_cond_wait(&n->sync_done, &n->lock);
+	if (n->synced < ticket)
+		r = n->sync_error;
+	pthread_mutex_unlock(&n->lock);
 	return r;
 }
 

@@ -31,7 +31,20 @@ struct node {
 	struct store *store;
 	pthread_mutex_t lock; /* guards journal and the order of store changes */
 	struct journal *journal; /* guarded by lock */
-	uint64_t sync_gen;	 /* guarded by lock: journal syncs completed */
+	/*
+	 * Group commit: a syncer thread makes the journal durable while the
+	 * fsync caller flushes its store file, so the two flushes overlap,
+	 * and one journal sync serves every caller waiting at that moment.
+	 */
+	pthread_t syncer;
+	int syncer_running;
+	pthread_cond_t sync_wanted; /* signalled when want > synced or on stop */
+	pthread_cond_t sync_done;   /* broadcast when synced advances */
+	uint64_t committed;	    /* guarded by lock: local events committed */
+	uint64_t want;		    /* guarded by lock: committed count callers wait for */
+	uint64_t synced;	    /* guarded by lock: committed count known durable */
+	int sync_error;		    /* guarded by lock: last journal sync error */
+	int stopping;		    /* guarded by lock */
 };
 
 /* Flags for node_open(). */
@@ -57,8 +70,15 @@ void node_close(struct node *n, int clean);
  */
 int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx);
 
-/* Make every event committed so far durable (group commit across callers). */
-int node_sync(struct node *n);
+/*
+ * Ask for every event committed so far to be made durable; returns a
+ * ticket for node_sync_wait().  Between the two the caller can flush its
+ * own store file while the journal is synced.
+ */
+uint64_t node_sync_start(struct node *n);
+
+/* Wait until the journal is durable up to ticket.  0 or a negative errno. */
+int node_sync_wait(struct node *n, uint64_t ticket);
 
 /*
  * Replay events of every origin above the applied seq, in order, through
