@@ -39,11 +39,11 @@ static void log_usage(FILE *out)
 		     "  -h, --help    this help\n");
 }
 
-/* A string as JSON: control bytes and bytes >= 0x80 escaped so output stays ASCII. */
-static void json_str(FILE *out, const char *s)
+/* len bytes as a JSON string: control bytes and bytes >= 0x80 escaped so output stays ASCII. */
+static void json_bytes(FILE *out, const uint8_t *s, size_t len)
 {
 	fputc('"', out);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+	for (const unsigned char *p = s; p < s + len; p++) {
 		if (*p == '"' || *p == '\\')
 			fprintf(out, "\\%c", *p);
 		else if (*p < 0x20 || *p >= 0x7f)
@@ -52,6 +52,11 @@ static void json_str(FILE *out, const char *s)
 			fputc(*p, out);
 	}
 	fputc('"', out);
+}
+
+static void json_str(FILE *out, const char *s)
+{
+	json_bytes(out, (const uint8_t *)s, strlen(s));
 }
 
 /* A path for a terminal: non-printable bytes as \xNN. */
@@ -132,7 +137,7 @@ static void print_json(const struct event *ev)
 		printf(",\"uid\":%" PRIu32 ",\"gid\":%" PRIu32, ev->uid, ev->gid);
 	if (ev->type == EV_SYMLINK && ev->data) {
 		printf(",\"target\":");
-		json_str(stdout, (const char *)ev->data);
+		json_bytes(stdout, ev->data, ev->data_len);
 	}
 	if (ev->type == EV_UTIMENS) {
 		print_time_json("atime", ev->atime_sec, ev->atime_nsec);
