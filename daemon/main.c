@@ -80,6 +80,32 @@ static void usage(void)
 	       "\n");
 }
 
+/*
+ * The sysfs readahead knob of our mount's backing device, found through
+ * mountinfo: a stat of the mountpoint would wait for this very process.
+ */
+static void find_readahead_knob(const char *mountpoint, char *knob, size_t len)
+{
+	char line[4096], mnt[PATH_MAX], dev[64];
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+
+	knob[0] = '\0';
+	if (!f)
+		return;
+	if (realpath(mountpoint, mnt)) {
+		while (fgets(line, sizeof(line), f)) {
+			char point[4096];
+
+			if (sscanf(line, "%*s %*s %63s %*s %4095s", dev, point) == 2 &&
+			    !strcmp(point, mnt) && strstr(line, " - fuse.ledgerfs ")) {
+				snprintf(knob, len, "/sys/class/bdi/%s/read_ahead_kb", dev);
+				break;
+			}
+		}
+	}
+	fclose(f);
+}
+
 /* Report the result to the waiting parent (or nobody, in the foreground). */
 static void tell_parent(int fd, int status)
 {
@@ -202,6 +228,7 @@ int main(int argc, char **argv)
 	if (fuse_session_mount(se, cmd.mountpoint) < 0)
 		goto out;
 	mounted = 1;
+	find_readahead_knob(cmd.mountpoint, fs.readahead_knob, sizeof(fs.readahead_knob));
 	if (fuse_set_signal_handlers(se) < 0)
 		goto out;
 	if (!cmd.foreground) {

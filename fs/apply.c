@@ -41,6 +41,11 @@ static uint64_t get_le64(const uint8_t *p)
 	return v;
 }
 
+/*
+ * The f*xattr and fchmod calls refuse O_PATH descriptors (EBADF); those are
+ * reached through /proc/self/fd instead, which costs a path walk, so the
+ * direct call is tried first.
+ */
 static int set_pair(int fd, const char *name, uint64_t a, uint64_t b)
 {
 	char proc[PATH_PROCFD_LEN];
@@ -48,7 +53,9 @@ static int set_pair(int fd, const char *name, uint64_t a, uint64_t b)
 
 	put_le64(buf, a);
 	put_le64(buf + 8, b);
-	if (setxattr(path_procfd(fd, proc), name, buf, sizeof(buf), 0) < 0)
+	if (fsetxattr(fd, name, buf, sizeof(buf), 0) == 0)
+		return 0;
+	if (errno != EBADF || setxattr(path_procfd(fd, proc), name, buf, sizeof(buf), 0) < 0)
 		return -errno;
 	return 0;
 }
@@ -57,8 +64,10 @@ static int get_pair(int fd, const char *name, uint64_t *a, uint64_t *b)
 {
 	char proc[PATH_PROCFD_LEN];
 	uint8_t buf[16];
-	ssize_t n = getxattr(path_procfd(fd, proc), name, buf, sizeof(buf));
+	ssize_t n = fgetxattr(fd, name, buf, sizeof(buf));
 
+	if (n < 0 && errno == EBADF)
+		n = getxattr(path_procfd(fd, proc), name, buf, sizeof(buf));
 	if (n < 0)
 		return errno == ERANGE ? -ENODATA : -errno;
 	if (n != (ssize_t)sizeof(buf))
@@ -235,12 +244,14 @@ static int set_mtime(int fd, const struct event *ev)
 	return 0;
 }
 
-/* chmod through an O_PATH descriptor; symlinks have no mode of their own. */
+/* chmod through any descriptor, O_PATH included; symlinks have no mode of their own. */
 static int chmod_fd(int fd, mode_t mode)
 {
 	char proc[PATH_PROCFD_LEN];
 
-	if (chmod(path_procfd(fd, proc), mode & 07777) < 0)
+	if (fchmod(fd, mode & 07777) == 0)
+		return 0;
+	if (errno != EBADF || chmod(path_procfd(fd, proc), mode & 07777) < 0)
 		return -errno;
 	return 0;
 }

@@ -28,6 +28,8 @@ struct lfs_fs {
 	double attr_timeout;  /* seconds the kernel may cache attributes */
 	uint64_t space_margin; /* guarded by node->lock: bytes writable before statvfs again */
 	uint64_t space_since;  /* guarded by node->lock: bytes committed since then */
+	char readahead_knob[128]; /* sysfs read_ahead_kb of the mount, or empty */
+	int readahead_set;	  /* atomic: the knob was written */
 };
 
 /* Set up fs around an open node.  0 or a negative errno. */
