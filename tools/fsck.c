@@ -11,9 +11,7 @@
  * node, so it looks for the node's FUSE mount and for a process holding
  * the journal's lock before it touches anything.  And -n must write
  * nothing inside NODE_DIR, while LevelDB writes on every open; so under -n
- * the journal's LevelDB files are copied into a private temp directory and
- * the copy is opened, with its vlog/ a symlink to the real value log, which
- * the journal only reads until it appends.
+ * fsck reads a private copy of the journal (journal_snapshot.h).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -247,94 +245,6 @@ static int journal_locked(const char *journal_dir)
 	return r;
 }
 
-static int copy_file(const char *from, const char *to)
-{
-	char buf[65536];
-	int in, out = -1, r = 0;
-
-	in = open(from, O_RDONLY | O_CLOEXEC);
-	if (in < 0)
-		return -errno;
-	out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (out < 0) {
-		r = -errno;
-		goto out;
-	}
-	for (;;) {
-		ssize_t n = read(in, buf, sizeof(buf)), w = 0;
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : 0;
-			break;
-		}
-		while (w < n) {
-			ssize_t k = write(out, buf + w, (size_t)(n - w));
-
-			if (k < 0 && errno == EINTR)
-				continue;
-			if (k < 0) {
-				r = -errno;
-				goto out;
-			}
-			w += k;
-		}
-	}
-out:
-	if (out >= 0 && close(out) < 0 && r == 0)
-		r = -errno;
-	close(in);
-	return r;
-}
-
-/*
- * Copy the LevelDB files of journal_dir into copy_dir (made here) and make
- * copy_dir/vlog a symlink to the real value log.  LOCK is left behind: the
- * copy gets its own.
- */
-static int journal_copy(const char *journal_dir, const char *copy_dir)
-{
-	char from[PATH_MAX], to[PATH_MAX];
-	struct dirent *de;
-	struct stat st;
-	DIR *d;
-	int r = 0;
-
-	if (mkdir(copy_dir, 0700) < 0)
-		return -errno;
-	d = opendir(journal_dir);
-	if (!d)
-		return -errno;
-	while (r == 0) {
-		errno = 0;
-		de = readdir(d);
-		if (!de) {
-			r = -errno;
-			break;
-		}
-		if (!strcmp(de->d_name, "LOCK") || !strcmp(de->d_name, "vlog"))
-			continue;
-		r = join(from, journal_dir, de->d_name);
-		if (r == 0)
-			r = join(to, copy_dir, de->d_name);
-		if (r == 0 && lstat(from, &st) < 0)
-			r = -errno;
-		if (r < 0)
-			break;
-		if (S_ISREG(st.st_mode))
-			r = copy_file(from, to);
-	}
-	closedir(d);
-	if (r < 0)
-		return r;
-	if (join(from, journal_dir, "vlog") < 0 || join(to, copy_dir, "vlog") < 0)
-		return -ENAMETOOLONG;
-	if (symlink(from, to) < 0)
-		return -errno;
-	return 0;
-}
-
 static int remove_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
 	(void)st;
@@ -379,24 +289,21 @@ static int make_tmp(struct fsck *f)
 /* Open the journal, or under -n a private copy of it.  Messages go to stderr. */
 static int open_journal(struct fsck *f)
 {
-	char dir[PATH_MAX], copy[PATH_MAX];
+	char dir[PATH_MAX];
 	const char *why = NULL;
 	int r;
 
 	r = join(dir, f->real, NODE_JOURNAL_DIR);
-	if (r == 0 && f->mode == FSCK_MODE_NO) {
-		r = join(copy, f->tmp, NODE_JOURNAL_DIR);
-		if (r == 0)
-			r = journal_copy(dir, copy);
-		if (r == 0)
-			fsck_info(f, "reading a copy of the journal in %s", copy);
-	}
-	if (r < 0) {
-		fprintf(stderr, PROG ": cannot copy %s/%s to %s: %s\n", f->dir, NODE_JOURNAL_DIR,
-			f->tmp, strerror(-r));
+	if (r < 0)
 		return r;
+	if (f->mode == FSCK_MODE_NO) {
+		r = journal_snapshot_open(dir, 0, &f->snap, &why);
+		f->j = f->snap.journal;
+		if (r == 0)
+			fsck_info(f, "reading a copy of the journal in %s", f->snap.dir);
+	} else {
+		r = journal_open(dir, 0, 0, &f->j, &why);
 	}
-	r = journal_open(f->mode == FSCK_MODE_NO ? copy : dir, 0, 0, &f->j, &why);
 	if (r == -EBUSY)
 		fprintf(stderr, BUSY_FMT, f->dir);
 	else if (r < 0)
@@ -540,7 +447,10 @@ int main(int argc, char **argv)
 	if (parse_args(&f, argc, argv) < 0)
 		return FSCK_EXIT_OPERATION;
 	r = run(&f);
-	journal_close(f.j);
+	if (f.snap.journal)
+		journal_snapshot_close(&f.snap);
+	else
+		journal_close(f.j);
 	tmp_remove(f.tmp);
 	fsck_progress_end(&f);
 	if (r < 0) {

@@ -23,7 +23,7 @@
 #include <sys/stat.h>
 
 #include "ledgerfs/config.h"
-#include "ledgerfs/journal.h"
+#include "ledgerfs/journal_snapshot.h"
 #include "ledgerfs/store.h"
 
 /* Exit codes, as e2fsck's. */
@@ -54,7 +54,8 @@ struct fsck {
 	int verbose;
 	int progress; /* stderr is a terminal: show progress lines */
 	struct config cfg;
-	struct journal *j;	     /* NODE_DIR's journal, or under -n a copy of it */
+	struct journal *j;	     /* NODE_DIR's journal, or under -n snap's copy of it */
+	struct journal_snapshot snap; /* under -n: the private copy of the journal */
 	char *tmp;		     /* private directory under $TMPDIR, removed at the end */
 	struct fsck_origin *origins; /* sorted by origin */
 	size_t norigins;
