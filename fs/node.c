@@ -104,7 +104,7 @@ int node_create(const char *dir, const char *name, char *err, size_t errlen)
 		goto out;
 	}
 	snprintf(path, sizeof(path), "%s/%s", dir, NODE_STORE_DIR);
-	if (mkdir(path, 0755) < 0) {
+	if (mkdir(path, 0755) < 0 || chmod(path, 0755) < 0) {
 		r = -errno;
 		snprintf(err, errlen, "%s: %s", path, strerror(-r));
 		goto out;

@@ -6,6 +6,7 @@
  * journal is right.  The crash tests and fsck compare against it with
  * 'ledgerctl digest'.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -17,6 +18,7 @@
 #include "cmd.h"
 #include "ledgerfs/config.h"
 #include "ledgerfs/journal_snapshot.h"
+#include "ledgerfs/replay.h"
 #include "ledgerfs/store.h"
 
 static void rebuild_usage(FILE *out)
@@ -30,39 +32,33 @@ static void rebuild_usage(FILE *out)
 		     "  -h, --help   this help\n");
 }
 
-/* Apply every journaled event to s; counts applied events, stops at the first error. */
-static int rebuild_apply_all(struct journal *j, struct store *s, uint64_t *count)
+/* 1 if dir has no entries, 0 if it has, -errno if it cannot be read. */
+static int dir_empty(const char *dir)
 {
-	struct journal_iter *it = NULL;
-	const uint8_t *val;
-	uint64_t origin, seq;
-	size_t len;
-	int r;
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int empty = 1;
 
-	r = journal_iter_new(j, JOURNAL_EVENTS, 0, 0, &it);
-	while (r == 0 && (r = journal_iter_next(it, &origin, &seq, NULL, NULL, &val, &len)) == 1) {
-		struct apply_ctx ctx = APPLY_CTX_INIT;
-		struct event ev;
-		const char *why = NULL;
+	if (!d)
+		return -errno;
+	while (empty && (de = readdir(d)))
+		empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+	closedir(d);
+	return empty;
+}
 
-		r = event_decode(val, len, &ev, NULL, &why);
-		if (r == 0)
-			r = journal_load_payload(j, &ev, &why);
-		if (r == 0) {
-			r = apply_event(s, &ev, &ctx, &why);
-			if (r == APPLY_SKIPPED)
-				r = 0;
-		}
-		if (r < 0)
-			fprintf(stderr, "ledgerctl: rebuild: event %016" PRIx64 ":%" PRIu64 " (%s %s): %s%s%s\n",
-				origin, seq, event_type_name(ev.type), ev.path ? ev.path : "",
-				why ? why : "", why ? ": " : "", strerror(-r));
-		else
-			(*count)++;
-		event_free(&ev);
-	}
-	journal_iter_free(it);
-	return r < 0 ? r : 0;
+static void rebuild_forced(void *arg, const struct event *ev, const char *why)
+{
+	fprintf(stderr, "ledgerctl: rebuild: event %016" PRIx64 ":%" PRIu64 " (%s %s): %s; applied anyway\n",
+		ev->origin, ev->seq, event_type_name(ev->type), ev->path ? ev->path : "", why);
+}
+
+static void rebuild_failed(void *arg, const struct event *ev, const char *why, int err)
+{
+	(*(uint64_t *)arg)++;
+	fprintf(stderr, "ledgerctl: rebuild: event %016" PRIx64 ":%" PRIu64 " (%s %s): %s%s%s\n",
+		ev->origin, ev->seq, ev->type ? event_type_name(ev->type) : "corrupt record",
+		ev->path ? ev->path : "", why ? why : "", why ? ": " : "", strerror(-err));
 }
 
 int cmd_rebuild(int argc, char **argv)
@@ -76,7 +72,9 @@ int cmd_rebuild(int argc, char **argv)
 	struct journal_snapshot snap = {0};
 	struct store *s = NULL;
 	const char *why = NULL;
-	uint64_t count = 0;
+	uint64_t count = 0, failed = 0, problems = 0;
+	struct replay_hooks hooks = {.arg = &problems, .forced = rebuild_forced,
+				     .failed = rebuild_failed};
 	int c, r, rc = 1;
 
 	optind = 1;
@@ -107,6 +105,17 @@ int cmd_rebuild(int argc, char **argv)
 		fprintf(stderr, "ledgerctl: rebuild: %s: %s\n", argv[optind + 1], strerror(errno));
 		goto out;
 	}
+	r = dir_empty(argv[optind + 1]);
+	if (r <= 0) {
+		fprintf(stderr, "ledgerctl: rebuild: %s: %s\n", argv[optind + 1],
+			r ? strerror(-r) : "not empty; rebuild needs an empty directory");
+		goto out;
+	}
+	/* The same root mode as 'ledgerctl init' gives a store, whatever the umask. */
+	if (chmod(argv[optind + 1], 0755) < 0) {
+		fprintf(stderr, "ledgerctl: rebuild: %s: %s\n", argv[optind + 1], strerror(errno));
+		goto out;
+	}
 	r = store_open(argv[optind + 1], &s);
 	if (r == 0)
 		r = store_stamp(s, cfg.cluster_id);
@@ -114,9 +123,17 @@ int cmd_rebuild(int argc, char **argv)
 		fprintf(stderr, "ledgerctl: rebuild: %s: %s\n", argv[optind + 1], strerror(-r));
 		goto out;
 	}
-	if (rebuild_apply_all(snap.journal, s, &count) < 0)
+	r = replay_journal(snap.journal, s, &hooks, &count, &failed);
+	if (r < 0) {
+		fprintf(stderr, "ledgerctl: rebuild: %s: %s\n", path, strerror(-r));
 		goto out;
+	}
 	printf("replayed %" PRIu64 " events into %s\n", count, argv[optind + 1]);
+	if (problems) {
+		fprintf(stderr, "ledgerctl: rebuild: %" PRIu64 " events did not apply or decode\n",
+			problems);
+		goto out;
+	}
 	rc = 0;
 out:
 	store_close(s);

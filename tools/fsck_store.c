@@ -31,9 +31,8 @@
 #include "fsck.h"
 #include "ledgerfs/node.h"
 #include "ledgerfs/path.h"
+#include "ledgerfs/replay.h"
 #include "ledgerfs/store.h"
-
-#define PROGRESS_EVERY 4096
 
 static void fid_str(const struct fsck_entry *e, char *buf, size_t len)
 {
@@ -43,45 +42,27 @@ static void fid_str(const struct fsck_entry *e, char *buf, size_t len)
 		snprintf(buf, len, "none");
 }
 
-/* Apply one journaled event to the reference; decoding problems were check 1's to report. */
-static int ref_apply(struct fsck *f, struct store *ref, uint64_t origin, uint64_t seq,
-		     const uint8_t *val, size_t len, int *failed)
+static void ref_forced(void *arg, const struct event *ev, const char *why)
 {
-	struct apply_ctx ctx = APPLY_CTX_INIT;
-	const char *why = NULL;
-	struct event ev;
-	int r;
+	fsck_info(arg, "journal: event %016" PRIx64 ":%" PRIu64 " (%s %s): %s; applied anyway",
+		  ev->origin, ev->seq, event_type_name(ev->type), ev->path ? ev->path : "", why);
+}
 
-	if (event_decode(val, len, &ev, NULL, &why) < 0)
-		return 0;
-	if (ev.origin != origin || ev.seq != seq || journal_load_payload(f->j, &ev, &why) < 0) {
-		event_free(&ev);
-		return 0;
-	}
-	r = apply_event(ref, &ev, &ctx, &why);
-	if (r == -ESTALE) {
-		/*
-		 * The file is not at the version the event expects: an earlier
-		 * event of it was voided (a bad record).  The node applied this
-		 * one all the same, so the reference does too.
-		 */
-		fsck_info(f,
-			  "journal: event %016" PRIx64 ":%" PRIu64 " (%s %s): %s; applied anyway",
-			  origin, seq, event_type_name(ev.type), ev.path ? ev.path : "", why);
-		ctx = (struct apply_ctx)APPLY_CTX_INIT;
-		ctx.fresh = 1;
-		r = apply_event(ref, &ev, &ctx, &why);
-	}
-	if (r < 0) {
-		*failed = 1;
-		fsck_problem(f, NULL,
-			     "journal: event %016" PRIx64 ":%" PRIu64
-			     " (%s %s) does not apply to a replay from empty (%s%s%s)",
-			     origin, seq, event_type_name(ev.type), ev.path ? ev.path : "",
-			     why ? why : "", why ? ": " : "", strerror(-r));
-	}
-	event_free(&ev);
-	return r == -ENOMEM ? r : 0;
+/* Records that do not decode (type 0) were check 1's to report. */
+static void ref_failed(void *arg, const struct event *ev, const char *why, int err)
+{
+	if (!ev->type)
+		return;
+	fsck_problem(arg, NULL,
+		     "journal: event %016" PRIx64 ":%" PRIu64
+		     " (%s %s) does not apply to a replay from empty (%s%s%s)",
+		     ev->origin, ev->seq, event_type_name(ev->type), ev->path ? ev->path : "",
+		     why ? why : "", why ? ": " : "", strerror(-err));
+}
+
+static void ref_progress(void *arg, uint64_t n)
+{
+	fsck_progress(arg, "replaying the journal into a reference: %" PRIu64 " events", n);
 }
 
 /*
@@ -91,12 +72,11 @@ static int ref_apply(struct fsck *f, struct store *ref, uint64_t origin, uint64_
  */
 static int ref_build(struct fsck *f, struct fsck_tree *store, struct fsck_tree *ref, int *failed)
 {
+	struct replay_hooks hooks = {.arg = f, .upto_applied = 1, .forced = ref_forced,
+				     .failed = ref_failed, .progress = ref_progress};
 	char proc[PATH_PROCFD_LEN];
-	struct journal_iter *it = NULL;
-	uint64_t origin, seq, n = 0;
-	const uint8_t *val;
+	uint64_t applied, nfailed;
 	struct stat st;
-	size_t len;
 	int r;
 
 	if (asprintf(&ref->dir, "%s/reference", f->tmp) < 0) {
@@ -119,24 +99,11 @@ static int ref_build(struct fsck *f, struct fsck_tree *store, struct fsck_tree *
 			ref->dir, strerror(-r));
 		return r;
 	}
-	r = journal_iter_new(f->j, JOURNAL_EVENTS, 0, 0, &it);
-	while (r >= 0) {
-		r = journal_iter_next(it, &origin, &seq, NULL, NULL, &val, &len);
-		if (r == -EBADMSG) {
-			r = 0;
-			continue;
-		}
-		if (r <= 0)
-			break;
-		if (++n % PROGRESS_EVERY == 0)
-			fsck_progress(
-			    f, "replaying the journal into a reference: %" PRIu64 " events", n);
-		if (seq <= journal_applied(f->j, origin))
-			r = ref_apply(f, ref->store, origin, seq, val, len, failed);
-	}
-	journal_iter_free(it);
+	r = replay_journal(f->j, ref->store, &hooks, &applied, &nfailed);
 	fsck_progress_end(f);
-	return r < 0 ? r : 0;
+	if (nfailed)
+		*failed = 1;
+	return r;
 }
 
 /* Set e's fid from the reference's entry r. */
