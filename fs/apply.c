@@ -23,23 +23,9 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "ledgerfs/bytes.h"
 #include "ledgerfs/path.h"
 #include "ledgerfs/store.h"
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
-}
 
 /*
  * The f*xattr and fchmod calls refuse O_PATH descriptors (EBADF); those are

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ledgerfs/bytes.h"
 #include "ledgerfs/crc32c.h"
 #include "ledgerfs/event.h"
 
@@ -92,47 +93,6 @@ struct event_tail {
 static void put_u8(uint8_t *p, uint8_t v)
 {
 	p[0] = v;
-}
-
-static void put_u16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get_u16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	uint32_t v = 0;
-
-	for (int i = 3; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
 }
 
 /* An absent field is NULL with length 0, which memchr() must not be given. */
@@ -333,36 +293,36 @@ static void put_header(uint8_t *buf, const struct event *ev, const struct event_
 {
 	put_u8(buf + OFF_VERSION, EVENT_VERSION);
 	put_u8(buf + OFF_TYPE, ev->type);
-	put_u16(buf + OFF_FLAGS, ev->flags);
-	put_u64(buf + OFF_ORIGIN, ev->origin);
-	put_u64(buf + OFF_SEQ, ev->seq);
-	put_u64(buf + OFF_HLC, ev->hlc);
-	put_u64(buf + OFF_TERM, ev->term);
-	put_u64(buf + OFF_FID_ORIGIN, ev->fid.origin);
-	put_u64(buf + OFF_FID_COUNTER, ev->fid.counter);
-	put_u64(buf + OFF_FID2_ORIGIN, ev->fid2.origin);
-	put_u64(buf + OFF_FID2_COUNTER, ev->fid2.counter);
-	put_u64(buf + OFF_BASE_ORIGIN, ev->base.origin);
-	put_u64(buf + OFF_BASE_SEQ, ev->base.seq);
-	put_u64(buf + OFF_OFFSET, ev->offset);
-	put_u64(buf + OFF_LENGTH, ev->length);
-	put_u64(buf + OFF_RDEV, ev->rdev);
-	put_u32(buf + OFF_MODE, ev->mode);
-	put_u32(buf + OFF_UID, ev->uid);
-	put_u32(buf + OFF_GID, ev->gid);
-	put_u32(buf + OFF_OP_FLAGS, ev->op_flags);
-	put_u64(buf + OFF_ATIME_SEC, (uint64_t)ev->atime_sec);
-	put_u32(buf + OFF_ATIME_NSEC, ev->atime_nsec);
-	put_u64(buf + OFF_MTIME_SEC, (uint64_t)ev->mtime_sec);
-	put_u32(buf + OFF_MTIME_NSEC, ev->mtime_nsec);
-	put_u32(buf + OFF_VREF_SEGMENT, ev->vref.segment);
-	put_u64(buf + OFF_VREF_OFFSET, ev->vref.offset);
-	put_u32(buf + OFF_VREF_LEN, ev->vref.len);
-	put_u32(buf + OFF_VREF_CRC, ev->vref.crc);
-	put_u16(buf + OFF_PATH_LEN, (uint16_t)t->path_len);
-	put_u16(buf + OFF_PATH2_LEN, (uint16_t)t->path2_len);
-	put_u16(buf + OFF_NAME_LEN, (uint16_t)t->name_len);
-	put_u32(buf + OFF_DATA_LEN, (uint32_t)t->data_len);
+	put_le16(buf + OFF_FLAGS, ev->flags);
+	put_le64(buf + OFF_ORIGIN, ev->origin);
+	put_le64(buf + OFF_SEQ, ev->seq);
+	put_le64(buf + OFF_HLC, ev->hlc);
+	put_le64(buf + OFF_TERM, ev->term);
+	put_le64(buf + OFF_FID_ORIGIN, ev->fid.origin);
+	put_le64(buf + OFF_FID_COUNTER, ev->fid.counter);
+	put_le64(buf + OFF_FID2_ORIGIN, ev->fid2.origin);
+	put_le64(buf + OFF_FID2_COUNTER, ev->fid2.counter);
+	put_le64(buf + OFF_BASE_ORIGIN, ev->base.origin);
+	put_le64(buf + OFF_BASE_SEQ, ev->base.seq);
+	put_le64(buf + OFF_OFFSET, ev->offset);
+	put_le64(buf + OFF_LENGTH, ev->length);
+	put_le64(buf + OFF_RDEV, ev->rdev);
+	put_le32(buf + OFF_MODE, ev->mode);
+	put_le32(buf + OFF_UID, ev->uid);
+	put_le32(buf + OFF_GID, ev->gid);
+	put_le32(buf + OFF_OP_FLAGS, ev->op_flags);
+	put_le64(buf + OFF_ATIME_SEC, (uint64_t)ev->atime_sec);
+	put_le32(buf + OFF_ATIME_NSEC, ev->atime_nsec);
+	put_le64(buf + OFF_MTIME_SEC, (uint64_t)ev->mtime_sec);
+	put_le32(buf + OFF_MTIME_NSEC, ev->mtime_nsec);
+	put_le32(buf + OFF_VREF_SEGMENT, ev->vref.segment);
+	put_le64(buf + OFF_VREF_OFFSET, ev->vref.offset);
+	put_le32(buf + OFF_VREF_LEN, ev->vref.len);
+	put_le32(buf + OFF_VREF_CRC, ev->vref.crc);
+	put_le16(buf + OFF_PATH_LEN, (uint16_t)t->path_len);
+	put_le16(buf + OFF_PATH2_LEN, (uint16_t)t->path2_len);
+	put_le16(buf + OFF_NAME_LEN, (uint16_t)t->name_len);
+	put_le32(buf + OFF_DATA_LEN, (uint32_t)t->data_len);
 }
 
 /* Appends n bytes at *p; memcpy must not see a NULL source even for n == 0. */
@@ -396,8 +356,8 @@ int event_encode(const struct event *ev, uint8_t *buf, size_t cap, size_t *len)
 	put_bytes(&p, t.path2, t.path2_len);
 	put_bytes(&p, t.name, t.name_len);
 	put_bytes(&p, t.data, t.data_len);
-	put_u32(buf + OFF_RECORD_LEN, (uint32_t)need);
-	put_u32(buf + OFF_CRC, crc32c(0, buf + CRC_START, need - CRC_START));
+	put_le32(buf + OFF_RECORD_LEN, (uint32_t)need);
+	put_le32(buf + OFF_CRC, crc32c(0, buf + CRC_START, need - CRC_START));
 	*len = need;
 	return 0;
 }
@@ -405,32 +365,32 @@ int event_encode(const struct event *ev, uint8_t *buf, size_t cap, size_t *len)
 static void get_header(const uint8_t *buf, struct event *ev)
 {
 	ev->type = buf[OFF_TYPE];
-	ev->flags = get_u16(buf + OFF_FLAGS);
-	ev->origin = get_u64(buf + OFF_ORIGIN);
-	ev->seq = get_u64(buf + OFF_SEQ);
-	ev->hlc = get_u64(buf + OFF_HLC);
-	ev->term = get_u64(buf + OFF_TERM);
-	ev->fid.origin = get_u64(buf + OFF_FID_ORIGIN);
-	ev->fid.counter = get_u64(buf + OFF_FID_COUNTER);
-	ev->fid2.origin = get_u64(buf + OFF_FID2_ORIGIN);
-	ev->fid2.counter = get_u64(buf + OFF_FID2_COUNTER);
-	ev->base.origin = get_u64(buf + OFF_BASE_ORIGIN);
-	ev->base.seq = get_u64(buf + OFF_BASE_SEQ);
-	ev->offset = get_u64(buf + OFF_OFFSET);
-	ev->length = get_u64(buf + OFF_LENGTH);
-	ev->rdev = get_u64(buf + OFF_RDEV);
-	ev->mode = get_u32(buf + OFF_MODE);
-	ev->uid = get_u32(buf + OFF_UID);
-	ev->gid = get_u32(buf + OFF_GID);
-	ev->op_flags = get_u32(buf + OFF_OP_FLAGS);
-	ev->atime_sec = (int64_t)get_u64(buf + OFF_ATIME_SEC);
-	ev->atime_nsec = get_u32(buf + OFF_ATIME_NSEC);
-	ev->mtime_sec = (int64_t)get_u64(buf + OFF_MTIME_SEC);
-	ev->mtime_nsec = get_u32(buf + OFF_MTIME_NSEC);
-	ev->vref.segment = get_u32(buf + OFF_VREF_SEGMENT);
-	ev->vref.offset = get_u64(buf + OFF_VREF_OFFSET);
-	ev->vref.len = get_u32(buf + OFF_VREF_LEN);
-	ev->vref.crc = get_u32(buf + OFF_VREF_CRC);
+	ev->flags = get_le16(buf + OFF_FLAGS);
+	ev->origin = get_le64(buf + OFF_ORIGIN);
+	ev->seq = get_le64(buf + OFF_SEQ);
+	ev->hlc = get_le64(buf + OFF_HLC);
+	ev->term = get_le64(buf + OFF_TERM);
+	ev->fid.origin = get_le64(buf + OFF_FID_ORIGIN);
+	ev->fid.counter = get_le64(buf + OFF_FID_COUNTER);
+	ev->fid2.origin = get_le64(buf + OFF_FID2_ORIGIN);
+	ev->fid2.counter = get_le64(buf + OFF_FID2_COUNTER);
+	ev->base.origin = get_le64(buf + OFF_BASE_ORIGIN);
+	ev->base.seq = get_le64(buf + OFF_BASE_SEQ);
+	ev->offset = get_le64(buf + OFF_OFFSET);
+	ev->length = get_le64(buf + OFF_LENGTH);
+	ev->rdev = get_le64(buf + OFF_RDEV);
+	ev->mode = get_le32(buf + OFF_MODE);
+	ev->uid = get_le32(buf + OFF_UID);
+	ev->gid = get_le32(buf + OFF_GID);
+	ev->op_flags = get_le32(buf + OFF_OP_FLAGS);
+	ev->atime_sec = (int64_t)get_le64(buf + OFF_ATIME_SEC);
+	ev->atime_nsec = get_le32(buf + OFF_ATIME_NSEC);
+	ev->mtime_sec = (int64_t)get_le64(buf + OFF_MTIME_SEC);
+	ev->mtime_nsec = get_le32(buf + OFF_MTIME_NSEC);
+	ev->vref.segment = get_le32(buf + OFF_VREF_SEGMENT);
+	ev->vref.offset = get_le64(buf + OFF_VREF_OFFSET);
+	ev->vref.len = get_le32(buf + OFF_VREF_LEN);
+	ev->vref.crc = get_le32(buf + OFF_VREF_CRC);
 }
 
 /* A NUL-terminated malloc'd copy of n bytes, NULL for n == 0.  0 or -ENOMEM. */
@@ -467,10 +427,10 @@ static int tail_of_record(const uint8_t *buf, uint32_t record_len, struct event_
 	uint64_t sum;
 	const uint8_t *p = buf + EVENT_HEADER_LEN;
 
-	t->path_len = get_u16(buf + OFF_PATH_LEN);
-	t->path2_len = get_u16(buf + OFF_PATH2_LEN);
-	t->name_len = get_u16(buf + OFF_NAME_LEN);
-	t->data_len = get_u32(buf + OFF_DATA_LEN);
+	t->path_len = get_le16(buf + OFF_PATH_LEN);
+	t->path2_len = get_le16(buf + OFF_PATH2_LEN);
+	t->name_len = get_le16(buf + OFF_NAME_LEN);
+	t->data_len = get_le32(buf + OFF_DATA_LEN);
 	sum = (uint64_t)t->path_len + t->path2_len + t->name_len + t->data_len;
 	if (sum > record_len - EVENT_HEADER_LEN) {
 		*why = "lengths overrun record";
@@ -505,7 +465,7 @@ int event_decode(const uint8_t *buf, size_t len, struct event *ev, size_t *used,
 		*why = "truncated header";
 		return -EBADMSG;
 	}
-	record_len = get_u32(buf + OFF_RECORD_LEN);
+	record_len = get_le32(buf + OFF_RECORD_LEN);
 	if (record_len < EVENT_HEADER_LEN) {
 		*why = "record length smaller than header";
 		return -EBADMSG;
@@ -518,7 +478,7 @@ int event_decode(const uint8_t *buf, size_t len, struct event *ev, size_t *used,
 		*why = "truncated record";
 		return -EBADMSG;
 	}
-	if (crc32c(0, buf + CRC_START, record_len - CRC_START) != get_u32(buf + OFF_CRC)) {
+	if (crc32c(0, buf + CRC_START, record_len - CRC_START) != get_le32(buf + OFF_CRC)) {
 		*why = "bad crc";
 		return -EBADMSG;
 	}
@@ -529,7 +489,7 @@ int event_decode(const uint8_t *buf, size_t len, struct event *ev, size_t *used,
 	ret = tail_of_record(buf, record_len, &t, why);
 	if (ret < 0)
 		return ret;
-	ret = event_check(buf[OFF_TYPE], get_u16(buf + OFF_FLAGS), &t, why);
+	ret = event_check(buf[OFF_TYPE], get_le16(buf + OFF_FLAGS), &t, why);
 	if (ret < 0)
 		return ret;
 

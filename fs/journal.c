@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ledgerfs/bytes.h"
 #include "ledgerfs/journal.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/vlog.h"
@@ -74,36 +75,6 @@ struct journal_iter {
 	int started;
 	int done;
 };
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
 
 static void key_event(uint8_t *k, uint64_t origin, uint64_t seq)
 {

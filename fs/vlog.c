@@ -20,6 +20,7 @@
 
 #include "ledgerfs/crc32c.h"
 #include "ledgerfs/log.h"
+#include "ledgerfs/bytes.h"
 #include "ledgerfs/vlog.h"
 
 /* Read-only descriptors kept open for segments other than the current one. */
@@ -42,36 +43,6 @@ struct vlog {
 	struct vlog_rfd rfd[VLOG_READ_FDS];
 	unsigned rfd_next; /* slot reused next, round robin */
 };
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	uint32_t v = 0;
-
-	for (int i = 3; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
 
 /* Segment number of a file name "%08u.vlog", or 0 if it is not one. */
 static uint32_t segment_of_name(const char *name)

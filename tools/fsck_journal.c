@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ledgerfs/bytes.h"
 #include "fsck.h"
 #include "ledgerfs/event.h"
 #include "ledgerfs/node.h"
@@ -36,15 +37,6 @@ struct bad_record {
 	uint64_t seq;
 	const char *why;
 };
-
-static uint64_t get_le64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
 
 /*
  * 0 if the record under (origin, seq) is sound, -EBADMSG with *why if it is
