@@ -36,13 +36,13 @@ struct opts {
 };
 
 static const struct fuse_opt opt_spec[] = {
-	{"-h", offsetof(struct opts, show_help), 1},
-	{"--help", offsetof(struct opts, show_help), 1},
-	{"-V", offsetof(struct opts, show_version), 1},
-	{"--version", offsetof(struct opts, show_version), 1},
-	{"entry_timeout=%lf", offsetof(struct opts, entry_timeout), 0},
-	{"attr_timeout=%lf", offsetof(struct opts, attr_timeout), 0},
-	FUSE_OPT_END,
+    {"-h", offsetof(struct opts, show_help), 1},
+    {"--help", offsetof(struct opts, show_help), 1},
+    {"-V", offsetof(struct opts, show_version), 1},
+    {"--version", offsetof(struct opts, show_version), 1},
+    {"entry_timeout=%lf", offsetof(struct opts, entry_timeout), 0},
+    {"attr_timeout=%lf", offsetof(struct opts, attr_timeout), 0},
+    FUSE_OPT_END,
 };
 
 /* The first non-option argument is the node directory; the rest goes to libfuse. */
@@ -187,7 +187,8 @@ int main(int argc, char **argv)
 	if (fuse_parse_cmdline(&args, &cmd) < 0)
 		goto out;
 	if (!o.node_dir || !cmd.mountpoint) {
-		fprintf(stderr, "ledgerfs: usage: ledgerfs NODE_DIR MOUNTPOINT [-f] [-o OPTIONS]\n");
+		fprintf(stderr,
+			"ledgerfs: usage: ledgerfs NODE_DIR MOUNTPOINT [-f] [-o OPTIONS]\n");
 		rc = 2;
 		goto out;
 	}
@@ -253,8 +254,8 @@ int main(int argc, char **argv)
 		 * threads write 3 times faster than libfuse's default 10).
 		 */
 		fuse_loop_cfg_set_max_threads(loop, cmd.max_threads > 0 && cmd.max_threads <= 1024
-							    ? cmd.max_threads
-							    : DEFAULT_MAX_THREADS);
+							? cmd.max_threads
+							: DEFAULT_MAX_THREADS);
 		if (cmd.max_idle_threads != UINT_MAX)
 			fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
 		r = fuse_session_loop_mt(se, loop);

@@ -176,8 +176,8 @@ static int open_entry(int dirfd, const char *name, int *fd)
 }
 
 /* What entry_holds() found at a name besides the fid asked for or nothing. */
-#define HOLDS_OTHER 0
-#define HOLDS_FID 1
+#define HOLDS_OTHER  0
+#define HOLDS_FID    1
 #define HOLDS_NO_FID 2
 
 /*
@@ -221,8 +221,8 @@ static int full_pwrite(int fd, const uint8_t *buf, size_t len, uint64_t off)
 static int set_mtime(int fd, const struct event *ev)
 {
 	struct timespec ts[2] = {
-		{.tv_nsec = UTIME_OMIT},
-		{.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
+	    {.tv_nsec = UTIME_OMIT},
+	    {.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
 	};
 
 	if (futimens(fd, ts) < 0)
@@ -298,10 +298,10 @@ static int adopt_object(const struct event *ev, const char *target, int dirfd, c
 	ssize_t n;
 	int r;
 
-	want = ev->type == EV_CREATE  ? S_IFREG
-	       : ev->type == EV_MKDIR ? S_IFDIR
+	want = ev->type == EV_CREATE	? S_IFREG
+	       : ev->type == EV_MKDIR	? S_IFDIR
 	       : ev->type == EV_SYMLINK ? S_IFLNK
-				       : (ev->mode & S_IFMT);
+					: (ev->mode & S_IFMT);
 	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	if ((st.st_mode & S_IFMT) != want)
@@ -348,8 +348,8 @@ static int finish_object(const struct event *ev, int dirfd, const char *name, in
 	}
 	if (ev->type == EV_CREATE || (ev->type == EV_MKNOD && S_ISREG(ev->mode))) {
 		struct timespec ts[2] = {
-			{.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
-			{.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
+		    {.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
+		    {.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
 		};
 
 		if (utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -553,7 +553,8 @@ static int rename_state(const struct event *ev, struct path_at *from, struct pat
 	int dst = entry_holds(to->dirfd, to->base, ev->fid);
 	int dst2;
 
-	if (dir_says_applied(to->dirfd, ev) || (from->dirfd >= 0 && dir_says_applied(from->dirfd, ev)))
+	if (dir_says_applied(to->dirfd, ev) ||
+	    (from->dirfd >= 0 && dir_says_applied(from->dirfd, ev)))
 		return APPLY_SKIPPED;
 
 	if (src < 0 && src != -ENOENT)
@@ -711,8 +712,8 @@ static int apply_change(struct store *s, const struct event *ev, int fd, const c
 	}
 	case EV_UTIMENS: {
 		struct timespec ts[2] = {
-			{.tv_sec = ev->atime_sec, .tv_nsec = ev->atime_nsec},
-			{.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
+		    {.tv_sec = ev->atime_sec, .tv_nsec = ev->atime_nsec},
+		    {.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
 		};
 
 		*why = "utimens";
@@ -725,7 +726,7 @@ static int apply_change(struct store *s, const struct event *ev, int fd, const c
 
 		*why = "setxattr";
 		if (setxattr(path_procfd(fd, proc), ev->name, ev->data, ev->data_len,
-			      (int)ev->op_flags) < 0)
+			     (int)ev->op_flags) < 0)
 			r = -errno;
 		break;
 	}

@@ -254,8 +254,7 @@ static int change_locked(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct
 	return commit_existing(fs, in, fd, ev);
 }
 
-static int change(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
-		  uint64_t grow)
+static int change(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev, uint64_t grow)
 {
 	int r;
 
@@ -469,8 +468,7 @@ static void reply_entry_or_err(fuse_req_t req, int r, const struct fuse_entry_pa
 		fuse_reply_entry(req, e);
 }
 
-static void lfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		      dev_t rdev)
+static void lfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	struct event ev = {.type = EV_MKNOD, .mode = mode, .rdev = rdev};
 	struct fuse_entry_param e;
@@ -1079,39 +1077,39 @@ static void lfs_init(void *userdata, struct fuse_conn_info *conn)
 }
 
 static const struct fuse_lowlevel_ops lfs_ops = {
-	.init = lfs_init,
-	.lookup = lfs_lookup,
-	.forget = lfs_forget,
-	.forget_multi = lfs_forget_multi,
-	.getattr = lfs_getattr,
-	.setattr = lfs_setattr,
-	.readlink = lfs_readlink,
-	.mknod = lfs_mknod,
-	.mkdir = lfs_mkdir,
-	.unlink = lfs_unlink,
-	.rmdir = lfs_rmdir,
-	.symlink = lfs_symlink,
-	.rename = lfs_rename,
-	.link = lfs_link,
-	.open = lfs_open,
-	.read = lfs_read,
-	.write = lfs_write,
-	.flush = lfs_flush,
-	.release = lfs_release,
-	.fsync = lfs_fsync,
-	.opendir = lfs_opendir,
-	.readdir = lfs_readdir,
-	.releasedir = lfs_releasedir,
-	.fsyncdir = lfs_fsyncdir,
-	.statfs = lfs_statfs,
-	.setxattr = lfs_setxattr,
-	.getxattr = lfs_getxattr,
-	.listxattr = lfs_listxattr,
-	.removexattr = lfs_removexattr,
-	.create = lfs_create,
-	.fallocate = lfs_fallocate,
-	.copy_file_range = lfs_copy_file_range,
-	.lseek = lfs_lseek,
+    .init = lfs_init,
+    .lookup = lfs_lookup,
+    .forget = lfs_forget,
+    .forget_multi = lfs_forget_multi,
+    .getattr = lfs_getattr,
+    .setattr = lfs_setattr,
+    .readlink = lfs_readlink,
+    .mknod = lfs_mknod,
+    .mkdir = lfs_mkdir,
+    .unlink = lfs_unlink,
+    .rmdir = lfs_rmdir,
+    .symlink = lfs_symlink,
+    .rename = lfs_rename,
+    .link = lfs_link,
+    .open = lfs_open,
+    .read = lfs_read,
+    .write = lfs_write,
+    .flush = lfs_flush,
+    .release = lfs_release,
+    .fsync = lfs_fsync,
+    .opendir = lfs_opendir,
+    .readdir = lfs_readdir,
+    .releasedir = lfs_releasedir,
+    .fsyncdir = lfs_fsyncdir,
+    .statfs = lfs_statfs,
+    .setxattr = lfs_setxattr,
+    .getxattr = lfs_getxattr,
+    .listxattr = lfs_listxattr,
+    .removexattr = lfs_removexattr,
+    .create = lfs_create,
+    .fallocate = lfs_fallocate,
+    .copy_file_range = lfs_copy_file_range,
+    .lseek = lfs_lseek,
 };
 
 const struct fuse_lowlevel_ops *lfs_fuse_operations(void)

@@ -132,16 +132,14 @@ static int name_gone(int fd)
  * another name gives it a live descriptor again.  dup2() swaps it in place
  * so that no reader ever sees the number closed.  Consumes fd.
  */
-static void refresh_fd(struct inode_table *t, struct lfs_inode *in, int fd,
-		       const struct stat *st)
+static void refresh_fd(struct inode_table *t, struct lfs_inode *in, int fd, const struct stat *st)
 {
 	if (st->st_nlink > 1 && name_gone(in->fd))
 		dup2(fd, in->fd);
 	close(fd);
 }
 
-int inodes_lookup_fd(struct inode_table *t, int fd, const struct stat *st,
-		     struct lfs_inode **out)
+int inodes_lookup_fd(struct inode_table *t, int fd, const struct stat *st, struct lfs_inode **out)
 {
 	struct lfs_inode *in;
 	size_t b;

@@ -99,8 +99,7 @@ out:
 	return r;
 }
 
-int journal_snapshot_open(const char *dir, int flags, struct journal_snapshot *s,
-			  const char **why)
+int journal_snapshot_open(const char *dir, int flags, struct journal_snapshot *s, const char **why)
 {
 	char vlog[PATH_MAX], link[PATH_MAX + 8], *abs = NULL;
 	const char *tmp = getenv("TMPDIR");
@@ -119,7 +118,8 @@ int journal_snapshot_open(const char *dir, int flags, struct journal_snapshot *s
 	}
 	snprintf(vlog, sizeof(vlog), "%s/vlog", abs);
 	for (int i = 0; i < SNAPSHOT_TRIES; i++) {
-		snprintf(s->dir, sizeof(s->dir), "%s/ledgerfs-journal-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+		snprintf(s->dir, sizeof(s->dir), "%s/ledgerfs-journal-XXXXXX",
+			 tmp && *tmp ? tmp : "/tmp");
 		if (!mkdtemp(s->dir)) {
 			r = -errno;
 			*why = "cannot make a temporary directory for the journal copy";

@@ -191,7 +191,8 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 		goto fail;
 	}
 	if (journal_node_id(n->journal) != n->cfg.node_id) {
-		snprintf(err, errlen, "%s: journal belongs to node %016" PRIx64 ", config says %016" PRIx64,
+		snprintf(err, errlen,
+			 "%s: journal belongs to node %016" PRIx64 ", config says %016" PRIx64,
 			 path, journal_node_id(n->journal), n->cfg.node_id);
 		r = -ESTALE;
 		goto fail;
@@ -213,7 +214,8 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 			log_warn("%s: last stop was not clean; replaying the unapplied tail", dir);
 		r = journal_meta_put_u64(n->journal, JOURNAL_META_CLEAN, 0, 1);
 		if (r < 0) {
-			snprintf(err, errlen, "%s: cannot record mount state: %s", path, strerror(-r));
+			snprintf(err, errlen, "%s: cannot record mount state: %s", path,
+				 strerror(-r));
 			goto fail;
 		}
 	}
@@ -225,7 +227,8 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 			goto fail;
 		}
 		if (replayed || skipped)
-			log_info("%s: replayed %" PRIu64 " events, %" PRIu64 " already in the store",
+			log_info("%s: replayed %" PRIu64 " events, %" PRIu64
+				 " already in the store",
 				 dir, replayed, skipped);
 	}
 	r = -pthread_create(&n->syncer, NULL, node_syncer, n);
@@ -375,7 +378,8 @@ static int replay_one(struct node *n, struct event *ev, uint64_t *replayed, uint
 	if (r == APPLY_SKIPPED) {
 		(*skipped)++;
 	} else if (r < 0) {
-		log_warn("replay: event %016" PRIx64 ":%" PRIu64 " (%s %s) does not apply (%s: %s); "
+		log_warn("replay: event %016" PRIx64 ":%" PRIu64
+			 " (%s %s) does not apply (%s: %s); "
 			 "voiding it",
 			 ev->origin, ev->seq, event_type_name(ev->type), ev->path ? ev->path : "",
 			 why ? why : "", strerror(-r));
@@ -430,7 +434,8 @@ int node_replay(struct node *n, uint64_t *replayed, uint64_t *skipped)
 		}
 		r = event_decode(val, len, &ev, NULL, &why);
 		if (r < 0) {
-			log_err("replay: event %016" PRIx64 ":%" PRIu64 " is corrupt (%s); run fsck.ledgerfs",
+			log_err("replay: event %016" PRIx64 ":%" PRIu64
+				" is corrupt (%s); run fsck.ledgerfs",
 				a, b, why);
 			break;
 		}

@@ -115,9 +115,9 @@ static int openat2_beneath(int root, const char *rel, int flags, mode_t mode)
 {
 	static int no_openat2;
 	struct open_how how = {
-		.flags = (unsigned long long)(flags | O_NOFOLLOW | O_CLOEXEC),
-		.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
-		.resolve = PATH_RESOLVE,
+	    .flags = (unsigned long long)(flags | O_NOFOLLOW | O_CLOEXEC),
+	    .mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
+	    .resolve = PATH_RESOLVE,
 	};
 	long fd;
 

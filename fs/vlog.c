@@ -18,9 +18,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "ledgerfs/bytes.h"
 #include "ledgerfs/crc32c.h"
 #include "ledgerfs/log.h"
-#include "ledgerfs/bytes.h"
 #include "ledgerfs/vlog.h"
 
 /* Read-only descriptors kept open for segments other than the current one. */

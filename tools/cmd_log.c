@@ -217,11 +217,11 @@ static int log_list(struct journal *j, const struct log_opts *o)
 int cmd_log(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"origin", required_argument, NULL, 'o'},
-		{"from", required_argument, NULL, 'f'},
-		{"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"origin", required_argument, NULL, 'o'},
+	    {"from", required_argument, NULL, 'f'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	struct log_opts o = {0};
 	char path[PATH_MAX], err[1024], *end;
@@ -245,7 +245,8 @@ int cmd_log(int argc, char **argv)
 			errno = 0;
 			o.from = strtoull(optarg, &end, 10);
 			if (errno || *end || end == optarg) {
-				fprintf(stderr, "ledgerctl: log: --from %s: not a number\n", optarg);
+				fprintf(stderr, "ledgerctl: log: --from %s: not a number\n",
+					optarg);
 				return 2;
 			}
 			break;

@@ -49,7 +49,9 @@ static int dir_empty(const char *dir)
 
 static void rebuild_forced(void *arg, const struct event *ev, const char *why)
 {
-	fprintf(stderr, "ledgerctl: rebuild: event %016" PRIx64 ":%" PRIu64 " (%s %s): %s; applied anyway\n",
+	fprintf(stderr,
+		"ledgerctl: rebuild: event %016" PRIx64 ":%" PRIu64
+		" (%s %s): %s; applied anyway\n",
 		ev->origin, ev->seq, event_type_name(ev->type), ev->path ? ev->path : "", why);
 }
 
@@ -64,8 +66,8 @@ static void rebuild_failed(void *arg, const struct event *ev, const char *why, i
 int cmd_rebuild(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	char path[PATH_MAX], err[1024];
 	struct config cfg;
@@ -73,8 +75,8 @@ int cmd_rebuild(int argc, char **argv)
 	struct store *s = NULL;
 	const char *why = NULL;
 	uint64_t count = 0, failed = 0, problems = 0;
-	struct replay_hooks hooks = {.arg = &problems, .forced = rebuild_forced,
-				     .failed = rebuild_failed};
+	struct replay_hooks hooks = {
+	    .arg = &problems, .forced = rebuild_forced, .failed = rebuild_failed};
 	int c, r, rc = 1;
 
 	optind = 1;

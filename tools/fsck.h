@@ -54,10 +54,10 @@ struct fsck {
 	int verbose;
 	int progress; /* stderr is a terminal: show progress lines */
 	struct config cfg;
-	struct journal *j;	     /* NODE_DIR's journal, or under -n snap's copy of it */
+	struct journal *j;	      /* NODE_DIR's journal, or under -n snap's copy of it */
 	struct journal_snapshot snap; /* under -n: the private copy of the journal */
-	char *tmp;		     /* private directory under $TMPDIR, removed at the end */
-	struct fsck_origin *origins; /* sorted by origin */
+	char *tmp;		      /* private directory under $TMPDIR, removed at the end */
+	struct fsck_origin *origins;  /* sorted by origin */
 	size_t norigins;
 	uint64_t events;     /* records in the journal */
 	int tail_left;	     /* events above the applied marks were not replayed */

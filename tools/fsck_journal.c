@@ -23,8 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ledgerfs/bytes.h"
 #include "fsck.h"
+#include "ledgerfs/bytes.h"
 #include "ledgerfs/event.h"
 #include "ledgerfs/node.h"
 

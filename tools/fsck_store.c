@@ -72,8 +72,11 @@ static void ref_progress(void *arg, uint64_t n)
  */
 static int ref_build(struct fsck *f, struct fsck_tree *store, struct fsck_tree *ref, int *failed)
 {
-	struct replay_hooks hooks = {.arg = f, .upto_applied = 1, .forced = ref_forced,
-				     .failed = ref_failed, .progress = ref_progress};
+	struct replay_hooks hooks = {.arg = f,
+				     .upto_applied = 1,
+				     .forced = ref_forced,
+				     .failed = ref_failed,
+				     .progress = ref_progress};
 	char proc[PATH_PROCFD_LEN];
 	uint64_t applied, nfailed;
 	struct stat st;

@@ -25,9 +25,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CONFIG_FILE "ledgerfs.conf"
-#define CONFIG_NAME_MAX 64
-#define CONFIG_ADDR_MAX 256
+#define CONFIG_FILE	 "ledgerfs.conf"
+#define CONFIG_NAME_MAX	 64
+#define CONFIG_ADDR_MAX	 256
 #define CONFIG_MAX_PEERS 32
 
 struct config_peer {

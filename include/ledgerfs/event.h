@@ -32,30 +32,30 @@
 /* Bytes before the variable-length tail; see the layout above. */
 #define EVENT_HEADER_LEN 186
 /* Largest inline payload an encoder accepts (write data, xattr value, link). */
-#define EVENT_MAX_DATA (16u << 20)
+#define EVENT_MAX_DATA	 (16u << 20)
 #define EVENT_MAX_RECORD (EVENT_HEADER_LEN + 3 * 4096 + EVENT_MAX_DATA)
 
 enum event_type {
-	EV_CREATE = 1,	    /* path, fid, mode, uid, gid, mtime */
-	EV_MKNOD = 2,	    /* path, fid, mode, rdev, uid, gid, mtime */
-	EV_MKDIR = 3,	    /* path, fid, mode, uid, gid */
-	EV_SYMLINK = 4,	    /* path, fid, data = target, uid, gid */
-	EV_LINK = 5,	    /* path = existing, path2 = new name, fid */
-	EV_UNLINK = 6,	    /* path, fid */
-	EV_RMDIR = 7,	    /* path, fid */
-	EV_RENAME = 8,	    /* path -> path2, fid, fid2 = entry replaced/exchanged, op_flags */
-	EV_WRITE = 9,	    /* path, fid, offset, data or vref, mtime */
-	EV_TRUNCATE = 10,   /* path, fid, length = new size, mtime */
-	EV_FALLOCATE = 11,  /* path, fid, op_flags = mode, offset, length, mtime */
-	EV_CHMOD = 12,	    /* path, fid, mode */
-	EV_CHOWN = 13,	    /* path, fid, uid, gid, mode = mode after the change */
-	EV_UTIMENS = 14,    /* path, fid, atime, mtime (nsec may be UTIME_OMIT) */
-	EV_SETXATTR = 15,   /* path, fid, name, data = value, op_flags */
-	EV_REMOVEXATTR = 16,/* path, fid, name */
-	EV_VOID = 17,	    /* an event whose apply failed: keeps seq continuity, does nothing */
-	EV_OUTAGE = 32,	    /* node state: this node found it was down or cut off */
-	EV_RECOVERED = 33,  /* node state: base = (origin, first seq), length = last seq fetched */
-	EV_ROLE = 34,	    /* node state: promotion/demotion, op_flags = role, term */
+	EV_CREATE = 1,	     /* path, fid, mode, uid, gid, mtime */
+	EV_MKNOD = 2,	     /* path, fid, mode, rdev, uid, gid, mtime */
+	EV_MKDIR = 3,	     /* path, fid, mode, uid, gid */
+	EV_SYMLINK = 4,	     /* path, fid, data = target, uid, gid */
+	EV_LINK = 5,	     /* path = existing, path2 = new name, fid */
+	EV_UNLINK = 6,	     /* path, fid */
+	EV_RMDIR = 7,	     /* path, fid */
+	EV_RENAME = 8,	     /* path -> path2, fid, fid2 = entry replaced/exchanged, op_flags */
+	EV_WRITE = 9,	     /* path, fid, offset, data or vref, mtime */
+	EV_TRUNCATE = 10,    /* path, fid, length = new size, mtime */
+	EV_FALLOCATE = 11,   /* path, fid, op_flags = mode, offset, length, mtime */
+	EV_CHMOD = 12,	     /* path, fid, mode */
+	EV_CHOWN = 13,	     /* path, fid, uid, gid, mode = mode after the change */
+	EV_UTIMENS = 14,     /* path, fid, atime, mtime (nsec may be UTIME_OMIT) */
+	EV_SETXATTR = 15,    /* path, fid, name, data = value, op_flags */
+	EV_REMOVEXATTR = 16, /* path, fid, name */
+	EV_VOID = 17,	     /* an event whose apply failed: keeps seq continuity, does nothing */
+	EV_OUTAGE = 32,	     /* node state: this node found it was down or cut off */
+	EV_RECOVERED = 33,   /* node state: base = (origin, first seq), length = last seq fetched */
+	EV_ROLE = 34,	     /* node state: promotion/demotion, op_flags = role, term */
 };
 
 /* The payload of an EV_WRITE lives in the value log instead of inline. */
@@ -135,8 +135,7 @@ int event_encode(const struct event *ev, uint8_t *buf, size_t cap, size_t *len);
  * string naming the problem ("truncated header", "bad crc", ...).  *ev is
  * left zeroed on failure.  *used receives the record length when non-NULL.
  */
-int event_decode(const uint8_t *buf, size_t len, struct event *ev, size_t *used,
-		 const char **why);
+int event_decode(const uint8_t *buf, size_t len, struct event *ev, size_t *used, const char **why);
 
 /* Frees what event_decode() or the event_set_* helpers allocated; zeroes *ev. */
 void event_free(struct event *ev);

@@ -24,10 +24,10 @@
 struct lfs_fs {
 	struct node *node;
 	struct inode_table inodes;
-	double entry_timeout; /* seconds the kernel may cache names */
-	double attr_timeout;  /* seconds the kernel may cache attributes */
-	uint64_t space_margin; /* guarded by node->lock: bytes writable before statvfs again */
-	uint64_t space_since;  /* guarded by node->lock: bytes committed since then */
+	double entry_timeout;	  /* seconds the kernel may cache names */
+	double attr_timeout;	  /* seconds the kernel may cache attributes */
+	uint64_t space_margin;	  /* guarded by node->lock: bytes writable before statvfs again */
+	uint64_t space_since;	  /* guarded by node->lock: bytes committed since then */
 	char readahead_knob[128]; /* sysfs read_ahead_kb of the mount, or empty */
 	int readahead_set;	  /* atomic: the knob was written */
 };

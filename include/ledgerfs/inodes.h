@@ -59,8 +59,7 @@ uint64_t inodes_nodeid(struct inode_table *t, struct lfs_inode *in);
  * Find the object open at fd (with stat st) or add it, and count one
  * lookup.  Takes ownership of fd: it is either kept or closed.
  */
-int inodes_lookup_fd(struct inode_table *t, int fd, const struct stat *st,
-		     struct lfs_inode **out);
+int inodes_lookup_fd(struct inode_table *t, int fd, const struct stat *st, struct lfs_inode **out);
 
 /* Drop n lookups; the object is freed when none remain. */
 void inodes_forget(struct inode_table *t, uint64_t nodeid, uint64_t n);

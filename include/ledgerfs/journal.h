@@ -31,13 +31,13 @@
 #define JOURNAL_INLINE_MAX 8192
 
 /* Metadata names under m/. */
-#define JOURNAL_META_NODE_ID "node_id"	     /* u64 */
+#define JOURNAL_META_NODE_ID	"node_id"    /* u64 */
 #define JOURNAL_META_CLUSTER_ID "cluster_id" /* 16 bytes */
-#define JOURNAL_META_FORMAT "format"	     /* u64 */
-#define JOURNAL_META_NEXT_SEQ "next_seq"     /* u64: seq the next local event gets */
-#define JOURNAL_META_TERM "term"	     /* u64 */
-#define JOURNAL_META_CLEAN "clean"	     /* u64: 1 after a clean unmount */
-#define JOURNAL_FORMAT 1
+#define JOURNAL_META_FORMAT	"format"     /* u64 */
+#define JOURNAL_META_NEXT_SEQ	"next_seq"   /* u64: seq the next local event gets */
+#define JOURNAL_META_TERM	"term"	     /* u64 */
+#define JOURNAL_META_CLEAN	"clean"	     /* u64: 1 after a clean unmount */
+#define JOURNAL_FORMAT		1
 
 struct journal;
 
@@ -61,8 +61,7 @@ uint64_t journal_next_seq(const struct journal *j);
 
 /* Metadata as raw bytes.  *val is malloc'd, freed by the caller. -ENOENT if absent. */
 int journal_meta_get(struct journal *j, const char *name, void **val, size_t *len);
-int journal_meta_put(struct journal *j, const char *name, const void *val, size_t len,
-		     int sync);
+int journal_meta_put(struct journal *j, const char *name, const void *val, size_t len, int sync);
 int journal_meta_get_u64(struct journal *j, const char *name, uint64_t *val);
 int journal_meta_put_u64(struct journal *j, const char *name, uint64_t val, int sync);
 
@@ -93,8 +92,8 @@ int journal_delete(struct journal *j, uint64_t origin, uint64_t seq);
  * into ev->data and checked against its CRC.  The caller frees with
  * event_free().  -ENOENT if absent; -EBADMSG with *why on a bad record.
  */
-int journal_get(struct journal *j, uint64_t origin, uint64_t seq, int payload,
-		struct event *ev, const char **why);
+int journal_get(struct journal *j, uint64_t origin, uint64_t seq, int payload, struct event *ev,
+		const char **why);
 
 /* Load the value-log payload of ev into ev->data (no-op when inline). */
 int journal_load_payload(struct journal *j, struct event *ev, const char **why);

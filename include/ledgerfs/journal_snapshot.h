@@ -32,8 +32,7 @@ struct journal_snapshot {
  * holds it (s->dir then stays empty).  On success the caller owns s:
  * journal_snapshot_close().  On failure *why names the step.
  */
-int journal_snapshot_open(const char *dir, int flags, struct journal_snapshot *s,
-			  const char **why);
+int journal_snapshot_open(const char *dir, int flags, struct journal_snapshot *s, const char **why);
 
 /* Close the copy and remove it.  Safe on a zeroed or failed snapshot. */
 void journal_snapshot_close(struct journal_snapshot *s);

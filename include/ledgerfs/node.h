@@ -23,13 +23,13 @@
 #include "ledgerfs/store.h"
 
 #define NODE_JOURNAL_DIR "journal"
-#define NODE_STORE_DIR "store"
+#define NODE_STORE_DIR	 "store"
 
 struct node {
 	char *dir;
 	struct config cfg;
 	struct store *store;
-	pthread_mutex_t lock; /* guards journal and the order of store changes */
+	pthread_mutex_t lock;	 /* guards journal and the order of store changes */
 	struct journal *journal; /* guarded by lock */
 	/*
 	 * Group commit: a syncer thread makes the journal durable while the
@@ -49,7 +49,7 @@ struct node {
 
 /* Flags for node_open(). */
 #define NODE_OPEN_REPLAY 0x1 /* replay the unapplied tail before returning */
-#define NODE_OPEN_MOUNT 0x2  /* record an unclean state until node_close(clean) */
+#define NODE_OPEN_MOUNT	 0x2 /* record an unclean state until node_close(clean) */
 
 /*
  * Open NODE_DIR: config, journal, store; check that the store is this

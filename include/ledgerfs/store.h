@@ -23,9 +23,9 @@
 #include "ledgerfs/event.h"
 
 #define STORE_XATTR_PREFIX "trusted.ledgerfs."
-#define STORE_XATTR_FID "trusted.ledgerfs.fid"
-#define STORE_XATTR_VER "trusted.ledgerfs.ver"
-#define STORE_XATTR_NODE "trusted.ledgerfs.node"
+#define STORE_XATTR_FID	   "trusted.ledgerfs.fid"
+#define STORE_XATTR_VER	   "trusted.ledgerfs.ver"
+#define STORE_XATTR_NODE   "trusted.ledgerfs.node"
 
 #define STORE_ROOT_FID ((struct fid){0, 1})
 
@@ -89,7 +89,10 @@ struct apply_ctx {
 	int out_fd;
 };
 
-#define APPLY_CTX_INIT {.fd = -1, .fresh = 0, .want_fd = 0, .out_fd = -1}
+#define APPLY_CTX_INIT                                                                             \
+	{                                                                                          \
+		.fd = -1, .fresh = 0, .want_fd = 0, .out_fd = -1                                   \
+	}
 
 /*
  * Apply ev to the store.  Returns 0 when applied, APPLY_SKIPPED when the
@@ -99,7 +102,6 @@ struct apply_ctx {
  * path_check(), or what the kernel returned (-ENOSPC, -EEXIST, ...).
  * *why, when non-NULL, names the failing step.
  */
-int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx,
-		const char **why);
+int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx, const char **why);
 
 #endif
