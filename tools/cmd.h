@@ -6,6 +6,7 @@
 #ifndef LEDGERFS_TOOLS_CMD_H
 #define LEDGERFS_TOOLS_CMD_H
 
+int cmd_ca(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_log(int argc, char **argv);
 int cmd_digest(int argc, char **argv);

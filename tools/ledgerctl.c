@@ -17,6 +17,7 @@ struct command {
 };
 
 static const struct command commands[] = {
+    {"ca", cmd_ca, "create the cluster CA (ca init CA_DIR)"},
     {"init", cmd_init, "create a node"},
     {"log", cmd_log, "list journaled events"},
     {"digest", cmd_digest, "tree digest of a directory"},
