@@ -56,18 +56,18 @@ static int dir_is_empty(const char *dir)
 	return empty;
 }
 
-int node_create(const char *dir, const char *name, char *err, size_t errlen)
+int node_create(const char *dir, struct config *cfg, char *err, size_t errlen)
 {
+	static const uint8_t zero[16];
 	char path[PATH_MAX];
-	struct config cfg;
 	struct journal *j = NULL;
 	struct store *s = NULL;
 	const char *why = NULL;
 	int r;
 
-	config_defaults(&cfg);
-	if (!config_name_valid(name)) {
-		snprintf(err, errlen, "invalid node name '%s' (1-63 of A-Z a-z 0-9 . _ -)", name);
+	if (!config_name_valid(cfg->name)) {
+		snprintf(err, errlen, "invalid node name '%s' (1-63 of A-Z a-z 0-9 . _ -)",
+			 cfg->name);
 		return -EINVAL;
 	}
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
@@ -83,20 +83,19 @@ int node_create(const char *dir, const char *name, char *err, size_t errlen)
 					 : strerror(-r));
 		return r;
 	}
-	snprintf(cfg.name, sizeof(cfg.name), "%s", name);
 	do {
-		r = random_bytes(&cfg.node_id, sizeof(cfg.node_id));
-	} while (r == 0 && cfg.node_id == 0);
-	if (r == 0)
-		r = random_bytes(cfg.cluster_id, sizeof(cfg.cluster_id));
+		r = random_bytes(&cfg->node_id, sizeof(cfg->node_id));
+	} while (r == 0 && cfg->node_id == 0);
+	if (r == 0 && !memcmp(cfg->cluster_id, zero, sizeof(zero)))
+		r = random_bytes(cfg->cluster_id, sizeof(cfg->cluster_id));
 	if (r < 0) {
 		snprintf(err, errlen, "getrandom: %s", strerror(-r));
 		return r;
 	}
 	snprintf(path, sizeof(path), "%s/%s", dir, NODE_JOURNAL_DIR);
-	r = journal_open(path, 1, cfg.node_id, &j, &why);
+	r = journal_open(path, 1, cfg->node_id, &j, &why);
 	if (r == 0)
-		r = journal_meta_put(j, JOURNAL_META_CLUSTER_ID, cfg.cluster_id, 16, 0);
+		r = journal_meta_put(j, JOURNAL_META_CLUSTER_ID, cfg->cluster_id, 16, 0);
 	if (r == 0)
 		r = journal_meta_put_u64(j, JOURNAL_META_CLEAN, 1, 1);
 	if (r < 0) {
@@ -111,14 +110,14 @@ int node_create(const char *dir, const char *name, char *err, size_t errlen)
 	}
 	r = store_open(path, &s);
 	if (r == 0)
-		r = store_stamp(s, cfg.cluster_id);
+		r = store_stamp(s, cfg->cluster_id);
 	if (r < 0) {
 		snprintf(err, errlen, "%s: cannot stamp the store: %s%s", path, strerror(-r),
 			 r == -EPERM ? " (trusted xattrs need root)" : "");
 		goto out;
 	}
 	snprintf(path, sizeof(path), "%s/%s", dir, CONFIG_FILE);
-	r = config_save(path, &cfg);
+	r = config_save(path, cfg);
 	if (r < 0)
 		snprintf(err, errlen, "%s: %s", path, strerror(-r));
 out:

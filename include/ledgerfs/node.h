@@ -87,7 +87,13 @@ int node_sync_wait(struct node *n, uint64_t ticket);
  */
 int node_replay(struct node *n, uint64_t *replayed, uint64_t *skipped);
 
-/* Create NODE_DIR (must be absent or empty) with a fresh journal and store. */
-int node_create(const char *dir, const char *name, char *err, size_t errlen);
+/*
+ * Create NODE_DIR (must be absent or empty) with a fresh journal and store,
+ * and write cfg as its configuration.  cfg->name and the replication
+ * settings come from the caller; a new node id is drawn into cfg->node_id,
+ * and a cluster id into cfg->cluster_id unless one is given (all zero
+ * means none, as for a node that joins no CA's cluster).
+ */
+int node_create(const char *dir, struct config *cfg, char *err, size_t errlen);
 
 #endif
