@@ -7,7 +7,6 @@
  * secure-heap memory BIOs, which OpenSSL wipes when they grow or are freed,
  * and reach disk only through an atomic write with mode 0600.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -24,6 +23,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "ledgerfs/files.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/tls.h"
 
@@ -122,74 +122,18 @@ static int path_join(char *out, size_t len, const char *dir, const char *name)
 	return 0;
 }
 
-static int write_all(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0)
-		r = -errno;
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
-	return r;
-}
-
 /* Write dir/name with mode, atomically: temp file, fsync, rename, fsync of dir. */
 static int write_file_atomic(const char *dir, const char *name, const char *data, size_t len,
 			     mode_t mode)
 {
-	char path[PATH_MAX], tmp[PATH_MAX];
-	int fd, r;
+	char path[PATH_MAX];
+	int r;
 
 	if ((r = path_join(path, sizeof(path), dir, name)) < 0)
 		return r;
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
-		log_err("%s.tmp: path too long", path);
-		return -ENAMETOOLONG;
-	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-	if (fd < 0) {
-		r = -errno;
-		log_err("%s: %s", tmp, strerror(-r));
-		return r;
-	}
-	/* A leftover temp file keeps its old mode through O_TRUNC; a key must not. */
-	r = fchmod(fd, mode) < 0 ? -errno : 0;
-	if (r == 0)
-		r = write_all(fd, data, len);
-	if (r == 0 && fsync(fd) < 0)
-		r = -errno;
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
-	if (r == 0 && rename(tmp, path) < 0)
-		r = -errno;
-	if (r < 0) {
-		log_err("%s: %s", path, strerror(-r));
-		if (unlink(tmp) < 0 && errno != ENOENT)
-			log_warn("%s: cannot remove: %s", tmp, strerror(errno));
-		return r;
-	}
-	r = sync_dir(dir);
+	r = file_write_atomic(path, data, len, mode);
 	if (r < 0)
-		log_err("%s: cannot sync: %s", dir, strerror(-r));
+		log_err("%s: %s", path, strerror(-r));
 	return r;
 }
 
@@ -315,38 +259,21 @@ static int load_key(const char *dir, const char *name, EVP_PKEY **out)
 /* Make dir (0700) or accept it if it exists and is empty; -ENOTEMPTY otherwise. */
 static int dir_prepare_empty(const char *dir)
 {
-	struct dirent *de;
-	DIR *d;
-	int r = 0;
+	int r;
 
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
 		r = -errno;
 		log_err("%s: %s", dir, strerror(-r));
 		return r;
 	}
-	d = opendir(dir);
-	if (!d) {
-		r = -errno;
+	r = dir_is_empty(dir);
+	if (r == 0) {
+		log_err("%s: directory is not empty; refusing to create a CA there", dir);
+		return -ENOTEMPTY;
+	}
+	if (r < 0)
 		log_err("%s: %s", dir, strerror(-r));
-		return r;
-	}
-	errno = 0;
-	while ((de = readdir(d))) {
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-			r = -ENOTEMPTY;
-			log_err("%s: directory is not empty; refusing to create a CA there", dir);
-			break;
-		}
-	}
-	if (r == 0 && errno) {
-		r = -errno;
-		log_err("%s: %s", dir, strerror(-r));
-	}
-	if (closedir(d) < 0 && r == 0) {
-		r = -errno;
-		log_err("%s: %s", dir, strerror(-r));
-	}
-	return r;
+	return r < 0 ? r : 0;
 }
 
 static int set_random_serial(X509 *x)

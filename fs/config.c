@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "ledgerfs/config.h"
+#include "ledgerfs/files.h"
 
 #define DEFAULT_BATCH_EVENTS 256
 #define DEFAULT_BATCH_BYTES  1048576
@@ -676,56 +677,11 @@ out:
 	return rc;
 }
 
-static int write_all(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* fsync the directory holding path, so that a rename in it is durable. */
-static int sync_parent_dir(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	char *dir;
-	int fd, rc = 0;
-
-	if (!slash)
-		dir = strdup(".");
-	else if (slash == path)
-		dir = strdup("/");
-	else
-		dir = strndup(path, (size_t)(slash - path));
-	if (!dir)
-		return -ENOMEM;
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) {
-		rc = -errno;
-		goto out;
-	}
-	if (fsync(fd) < 0)
-		rc = -errno;
-	if (close(fd) < 0 && rc == 0)
-		rc = -errno;
-out:
-	free(dir);
-	return rc;
-}
-
 int config_save(const char *path, const struct config *cfg)
 {
-	char *text = NULL, *tmp = NULL;
+	char *text = NULL;
 	size_t len;
-	int fd = -1, rc;
+	int rc;
 
 	if (cfg->npeers > CONFIG_MAX_PEERS)
 		return -EINVAL;
@@ -735,30 +691,8 @@ int config_save(const char *path, const struct config *cfg)
 	rc = check_round_trip(cfg, text, len);
 	if (rc)
 		goto out;
-	if (asprintf(&tmp, "%s.tmp", path) < 0) {
-		tmp = NULL;
-		rc = -ENOMEM;
-		goto out;
-	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-	if (fd < 0) {
-		rc = -errno;
-		goto out;
-	}
-	rc = write_all(fd, text, len);
-	if (rc == 0 && fsync(fd) < 0)
-		rc = -errno;
-	if (close(fd) < 0 && rc == 0)
-		rc = -errno;
-	if (rc == 0 && rename(tmp, path) < 0)
-		rc = -errno;
-	if (rc) {
-		unlink(tmp);
-		goto out;
-	}
-	rc = sync_parent_dir(path);
+	rc = file_write_atomic(path, text, len, 0644);
 out:
-	free(tmp);
 	free(text);
 	return rc;
 }

@@ -5,7 +5,6 @@
  * unmounted disk or a wrong fstab path from being served as an empty tree,
  * whose deletes would otherwise replicate.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -17,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ledgerfs/files.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/node.h"
 
@@ -35,25 +35,6 @@ static int random_bytes(void *buf, size_t len)
 		done += (size_t)n;
 	}
 	return 0;
-}
-
-/* 1 if dir has no entries, 0 if it has some, -errno (ENOENT if absent). */
-static int dir_is_empty(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	int empty = 1;
-
-	if (!d)
-		return -errno;
-	while ((de = readdir(d))) {
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-			empty = 0;
-			break;
-		}
-	}
-	closedir(d);
-	return empty;
 }
 
 int node_create(const char *dir, struct config *cfg, char *err, size_t errlen)

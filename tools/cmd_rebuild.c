@@ -6,7 +6,6 @@
  * journal is right.  The crash tests and fsck compare against it with
  * 'ledgerctl digest'.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -17,6 +16,7 @@
 
 #include "cmd.h"
 #include "ledgerfs/config.h"
+#include "ledgerfs/files.h"
 #include "ledgerfs/journal_snapshot.h"
 #include "ledgerfs/replay.h"
 #include "ledgerfs/store.h"
@@ -30,21 +30,6 @@ static void rebuild_usage(FILE *out)
 		     "must not be mounted.\n"
 		     "\n"
 		     "  -h, --help   this help\n");
-}
-
-/* 1 if dir has no entries, 0 if it has, -errno if it cannot be read. */
-static int dir_empty(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	int empty = 1;
-
-	if (!d)
-		return -errno;
-	while (empty && (de = readdir(d)))
-		empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
-	closedir(d);
-	return empty;
 }
 
 static void rebuild_forced(void *arg, const struct event *ev, const char *why)
@@ -107,7 +92,7 @@ int cmd_rebuild(int argc, char **argv)
 		fprintf(stderr, "ledgerctl: rebuild: %s: %s\n", argv[optind + 1], strerror(errno));
 		goto out;
 	}
-	r = dir_empty(argv[optind + 1]);
+	r = dir_is_empty(argv[optind + 1]);
 	if (r <= 0) {
 		fprintf(stderr, "ledgerctl: rebuild: %s: %s\n", argv[optind + 1],
 			r ? strerror(-r) : "not empty; rebuild needs an empty directory");
