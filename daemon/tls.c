@@ -83,36 +83,6 @@ static void hex_format(const uint8_t *b, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
-static int hex_digit(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Exactly 2 * n hex digits (s is not NUL-terminated) into out[n], not all zero; 0 or -EINVAL. */
-static int hex_parse(const unsigned char *s, size_t len, uint8_t *out, size_t n)
-{
-	uint8_t any = 0;
-	size_t i;
-
-	if (len != 2 * n)
-		return -EINVAL;
-	for (i = 0; i < n; i++) {
-		int hi = hex_digit(s[2 * i]), lo = hex_digit(s[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return -EINVAL;
-		out[i] = (uint8_t)(hi << 4 | lo);
-		any |= out[i];
-	}
-	return any ? 0 : -EINVAL;
-}
-
 static int path_join(char *out, size_t len, const char *dir, const char *name)
 {
 	if ((size_t)snprintf(out, len, "%s/%s", dir, name) >= len) {
@@ -196,29 +166,39 @@ out:
 	return r;
 }
 
+/* Open dir/name for reading; path (PATH_MAX bytes) receives the name for messages. */
+static int pem_open(const char *dir, const char *name, char *path, FILE **f)
+{
+	int r = path_join(path, PATH_MAX, dir, name);
+
+	if (r < 0)
+		return r;
+	*f = fopen(path, "re");
+	if (!*f) {
+		r = -errno;
+		log_err("%s: %s", path, strerror(-r));
+	}
+	return r;
+}
+
+/* A read-only stream has nothing to lose on close; a failure is only worth a line. */
+static void pem_close(FILE *f, const char *path)
+{
+	if (fclose(f) != 0)
+		log_warn("%s: %s", path, strerror(errno));
+}
+
 /* Read the PEM certificate dir/name; *out freed by the caller with X509_free(). */
 static int load_cert(const char *dir, const char *name, X509 **out)
 {
 	char path[PATH_MAX];
 	FILE *f;
-	int r;
+	int r = pem_open(dir, name, path, &f);
 
-	if ((r = path_join(path, sizeof(path), dir, name)) < 0)
+	if (r < 0)
 		return r;
-	f = fopen(path, "re");
-	if (!f) {
-		r = -errno;
-		log_err("%s: %s", path, strerror(-r));
-		return r;
-	}
 	*out = PEM_read_X509(f, NULL, no_passphrase, NULL);
-	if (fclose(f) != 0 && *out) {
-		r = -errno;
-		log_err("%s: %s", path, strerror(-r));
-		X509_free(*out);
-		*out = NULL;
-		return r;
-	}
+	pem_close(f, path);
 	if (!*out) {
 		log_ssl("%s: not a PEM certificate", path);
 		return -EINVAL;
@@ -231,24 +211,12 @@ static int load_key(const char *dir, const char *name, EVP_PKEY **out)
 {
 	char path[PATH_MAX];
 	FILE *f;
-	int r;
+	int r = pem_open(dir, name, path, &f);
 
-	if ((r = path_join(path, sizeof(path), dir, name)) < 0)
+	if (r < 0)
 		return r;
-	f = fopen(path, "re");
-	if (!f) {
-		r = -errno;
-		log_err("%s: %s", path, strerror(-r));
-		return r;
-	}
 	*out = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
-	if (fclose(f) != 0 && *out) {
-		r = -errno;
-		log_err("%s: %s", path, strerror(-r));
-		EVP_PKEY_free(*out);
-		*out = NULL;
-		return r;
-	}
+	pem_close(f, path);
 	if (!*out) {
 		log_ssl("%s: not an unencrypted PEM private key", path);
 		return -EINVAL;
@@ -400,7 +368,7 @@ static int cert_uri_hex(X509 *x, const char *prefix, uint8_t *out, size_t n, con
 		*why = "certificate carries no ledgerfs id URI in its subjectAltName";
 	else if (count > 1)
 		*why = "certificate carries more than one ledgerfs id URI";
-	else if (hex_parse(found, flen, out, n) < 0)
+	else if (config_parse_hex((const char *)found, flen, out, n) < 0)
 		*why = "certificate's ledgerfs id URI is malformed";
 	GENERAL_NAMES_free(names);
 	return count == 1 && *why == NULL ? 0 : -EACCES;

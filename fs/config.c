@@ -137,12 +137,12 @@ static int hex_value(char c)
 }
 
 /* Exactly 2 * n hex digits into out[n], not all zero; 0 or -EINVAL. */
-static int parse_hex_bytes(const char *s, uint8_t *out, size_t n)
+int config_parse_hex(const char *s, size_t len, uint8_t *out, size_t n)
 {
 	uint8_t any = 0;
 	size_t i;
 
-	if (strlen(s) != 2 * n)
+	if (len != 2 * n)
 		return -EINVAL;
 	for (i = 0; i < n; i++) {
 		int hi = hex_value(s[2 * i]), lo = hex_value(s[2 * i + 1]);
@@ -161,7 +161,7 @@ int config_parse_id(const char *s, uint64_t *id)
 	uint64_t v = 0;
 	int i, err;
 
-	err = parse_hex_bytes(s, b, sizeof(b));
+	err = config_parse_hex(s, strlen(s), b, sizeof(b));
 	if (err)
 		return err;
 	for (i = 0; i < 8; i++)
@@ -365,7 +365,7 @@ static int parse_value(const struct config_key *k, const char *value, char *base
 		}
 		return 0;
 	case KIND_CLUSTER:
-		if (parse_hex_bytes(value, dst, 16)) {
+		if (config_parse_hex(value, strlen(value), dst, 16)) {
 			snprintf(what, whatlen,
 				 "invalid cluster id \"%s\" (32 hex digits, not all zero)", value);
 			return -EINVAL;

@@ -65,6 +65,12 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
 /* Write cfg to path atomically (temp file, fsync, rename).  0 or -errno. */
 int config_save(const char *path, const struct config *cfg);
 
+/*
+ * Exactly 2 * n hex digits (len bytes of s, no terminator needed) into
+ * out[n], not all zero; 0 or -EINVAL.  Ids and cluster ids are written so.
+ */
+int config_parse_hex(const char *s, size_t len, uint8_t *out, size_t n);
+
 /* Parse "16 hex digits" into *id; 0 or -EINVAL. */
 int config_parse_id(const char *s, uint64_t *id);
 
