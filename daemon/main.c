@@ -1,5 +1,6 @@
 /*
- * main.c - ledgerfs NODE_DIR MOUNTPOINT [-f] [-o opts]: mount a node.
+ * main.c - ledgerfs NODE_DIR MOUNTPOINT [-f] [-o opts]: mount a node and
+ * run its replication; ledgerfs --serve NODE_DIR [-f]: replication alone.
  *
  * Without -f the process detaches itself, but only after the node is open,
  * its unapplied tail replayed and the mount made, so that every error
@@ -21,8 +22,10 @@
 #include <unistd.h>
 
 #include "ledgerfs/fuse_ops.h"
+#include "ledgerfs/inval.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/node.h"
+#include "ledgerfs/repl.h"
 
 /* Worker threads when -o max_threads is not given. */
 #define DEFAULT_MAX_THREADS 4
@@ -60,10 +63,15 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 static void usage(void)
 {
 	printf("usage: ledgerfs NODE_DIR MOUNTPOINT [-f] [-o OPTIONS]\n"
+	       "       ledgerfs --serve NODE_DIR [-f]\n"
 	       "\n"
 	       "Mount the ledgerfs node in NODE_DIR (made by 'ledgerctl init') at MOUNTPOINT.\n"
 	       "Every change through the mount is journaled in NODE_DIR/journal before it\n"
-	       "reaches NODE_DIR/store.\n"
+	       "reaches NODE_DIR/store, and the same process replicates with the peers in\n"
+	       "NODE_DIR/ledgerfs.conf.  With --serve the node replicates without a mount:\n"
+	       "a backup or relay node that journals, applies and serves events.\n"
+	       "A replica's mount is read-only (EROFS); 'ledgerctl status NODE_DIR' shows\n"
+	       "the links.\n"
 	       "\n"
 	       "  -f               stay in the foreground, log to stderr\n"
 	       "  -d               foreground with FUSE debug output\n"
@@ -143,6 +151,17 @@ static int detach(int *report_fd)
 	return 0;
 }
 
+/* Repl hooks: invalidate the kernel's caches for what each remote event touches. */
+static void hook_before(void *arg, const struct event *ev, void **cookie)
+{
+	inval_before(arg, ev, (struct inval_note **)cookie);
+}
+
+static void hook_after(void *arg, const struct event *ev, int result, void *cookie)
+{
+	inval_after(arg, cookie);
+}
+
 static void quiet_stdio(void)
 {
 	int fd = open("/dev/null", O_RDWR);
@@ -156,6 +175,87 @@ static void quiet_stdio(void)
 		close(fd);
 }
 
+/* Leave the terminal for syslog once start-up succeeded. */
+static void go_background(int *report)
+{
+	if (chdir("/") < 0)
+		log_warn("chdir /: %s", strerror(errno));
+	log_to_syslog();
+	quiet_stdio();
+	tell_parent(*report, 0);
+	*report = -1;
+}
+
+/* ledgerfs --serve NODE_DIR [-f]: replicate until SIGINT, SIGTERM or SIGHUP. */
+static int serve_main(int argc, char **argv)
+{
+	const char *dir = NULL;
+	char real[PATH_MAX], err[1024];
+	struct node *n = NULL;
+	struct repl *repl = NULL;
+	int foreground = 0, report = -1, rc = 1, r, sig, i;
+	sigset_t set;
+
+	for (i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--serve"))
+			continue;
+		if (!strcmp(argv[i], "-f"))
+			foreground = 1;
+		else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			usage();
+			return 0;
+		} else if (argv[i][0] != '-' && !dir)
+			dir = argv[i];
+		else {
+			fprintf(stderr, "ledgerfs: usage: ledgerfs --serve NODE_DIR [-f]\n");
+			return 2;
+		}
+	}
+	if (!dir) {
+		fprintf(stderr, "ledgerfs: usage: ledgerfs --serve NODE_DIR [-f]\n");
+		return 2;
+	}
+	if (!realpath(dir, real)) {
+		fprintf(stderr, "ledgerfs: %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	umask(0);
+	if (!foreground && (r = detach(&report)) < 0) {
+		fprintf(stderr, "ledgerfs: cannot detach: %s\n", strerror(-r));
+		return 1;
+	}
+	/* Threads inherit the mask, so the signals reach sigwait() below. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	r = node_open(real, NODE_OPEN_MOUNT | NODE_OPEN_REPLAY, &n, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "ledgerfs: %s\n", err);
+		goto out;
+	}
+	log_init("ledgerfs", n->cfg.name);
+	r = repl_start(n, NULL, &repl);
+	if (r < 0) {
+		fprintf(stderr, "ledgerfs: %s: cannot start replication: %s\n", real, strerror(-r));
+		goto out;
+	}
+	if (!foreground)
+		go_background(&report);
+	log_info("%s serving (no mount)", real);
+	sigwait(&set, &sig);
+	log_info("stopping on signal %d", sig);
+	rc = 0;
+out:
+	repl_stop(repl);
+	if (n)
+		node_close(n, rc == 0);
+	tell_parent(report, rc ? rc : 1);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -164,12 +264,17 @@ int main(int argc, char **argv)
 	struct opts o = {.entry_timeout = LFS_CACHE_TIMEOUT, .attr_timeout = LFS_CACHE_TIMEOUT};
 	struct node *n = NULL;
 	struct fuse_session *se = NULL;
+	struct repl *repl = NULL;
+	struct repl_hooks hooks;
 	struct lfs_fs fs;
 	int fs_ready = 0;
 	char real[PATH_MAX], err[1024], fsname[PATH_MAX + 16];
 	int report = -1, mounted = 0, rc = 1, r;
 
 	log_init("ledgerfs", NULL);
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--serve"))
+			return serve_main(argc, argv);
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) < 0)
 		goto out;
 	if (o.show_help) {
@@ -232,14 +337,16 @@ int main(int argc, char **argv)
 	find_readahead_knob(cmd.mountpoint, fs.readahead_knob, sizeof(fs.readahead_knob));
 	if (fuse_set_signal_handlers(se) < 0)
 		goto out;
-	if (!cmd.foreground) {
-		if (chdir("/") < 0)
-			log_warn("chdir /: %s", strerror(errno));
-		log_to_syslog();
-		quiet_stdio();
-		tell_parent(report, 0);
-		report = -1;
+	signal(SIGPIPE, SIG_IGN);
+	fs.se = se;
+	hooks = (struct repl_hooks){.arg = &fs, .before = hook_before, .after = hook_after};
+	r = repl_start(n, &hooks, &repl);
+	if (r < 0) {
+		fprintf(stderr, "ledgerfs: %s: cannot start replication: %s\n", real, strerror(-r));
+		goto out;
 	}
+	if (!cmd.foreground)
+		go_background(&report);
 	log_info("%s mounted at %s", real, cmd.mountpoint);
 	if (cmd.singlethread) {
 		r = fuse_session_loop(se);
@@ -263,6 +370,7 @@ int main(int argc, char **argv)
 	fuse_remove_signal_handlers(se);
 	rc = r == 0 ? 0 : 1;
 out:
+	repl_stop(repl);
 	if (mounted)
 		fuse_session_unmount(se);
 	if (se)

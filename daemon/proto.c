@@ -24,8 +24,8 @@
 
 /* The u32 length field alone; the length it holds counts what follows. */
 #define LEN_FIELD 4
-/* HELLO before the vector: version, cluster id, node id, term, count. */
-#define HELLO_FIXED (2 + PROTO_CLUSTER_ID_LEN + 8 + 8 + 4)
+/* HELLO before the vector: version, cluster id, node id, term, primary, count. */
+#define HELLO_FIXED (2 + PROTO_CLUSTER_ID_LEN + 8 + 8 + 8 + 4)
 #define HELLO_ENTRY 16
 /* EVENTS before the first record: the count. */
 #define EVENTS_FIXED 4
@@ -303,6 +303,7 @@ static int parse_hello(struct cursor *c, struct proto_hello *h, const char **why
 	take_copy(c, h->cluster_id, PROTO_CLUSTER_ID_LEN);
 	h->node_id = take64(c);
 	h->term = take64(c);
+	h->primary = take64(c);
 	h->count = take32(c);
 	if (h->count > PROTO_MAX_VECTOR) {
 		*why = "applied vector too long";
@@ -587,8 +588,9 @@ int proto_put_hello(struct pbuf *b, const struct proto_hello *hello)
 	p += 2 + PROTO_CLUSTER_ID_LEN;
 	put_le64(p, hello->node_id);
 	put_le64(p + 8, hello->term);
-	put_le32(p + 16, hello->count);
-	p += 20;
+	put_le64(p + 16, hello->primary);
+	put_le32(p + 24, hello->count);
+	p += 28;
 	for (uint32_t i = 0; i < hello->count; i++, p += HELLO_ENTRY) {
 		put_le64(p, hello->applied[i].origin);
 		put_le64(p + 8, hello->applied[i].seq);

@@ -637,6 +637,19 @@ int tls_peer_node_id(SSL *ssl, uint64_t *id, const char **why)
 	return 0;
 }
 
+int tls_peer_name(SSL *ssl, char *buf, size_t len)
+{
+	X509 *peer = SSL_get0_peer_certificate(ssl);
+	int n;
+
+	if (!peer || SSL_get_verify_result(ssl) != X509_V_OK || len == 0)
+		return -EACCES;
+	n = X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, buf, (int)len);
+	if (n <= 0 || (size_t)n >= len || !config_name_valid(buf))
+		return -EACCES;
+	return 0;
+}
+
 int tls_check_member(const struct config *cfg, uint64_t id, const char **name)
 {
 	unsigned i;

@@ -682,6 +682,11 @@ static void lfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct lfs_file *h;
 	int flags = fi->flags, fd;
 
+	if (((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) &&
+	    !__atomic_load_n(&req_fs(req)->node->primary, __ATOMIC_RELAXED)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
 	/*
 	 * The writeback cache reads pages of files opened write-only and
 	 * computes append offsets itself; truncation arrives as a setattr.
@@ -705,7 +710,10 @@ static void lfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h->fd = fd;
 	fi->fh = (uintptr_t)h;
 	raise_readahead(req_fs(req));
-	/* This node is the only writer of its store, so cached pages stay true. */
+	/*
+	 * Cached pages stay true: the primary is the only writer of its store,
+	 * and a replica invalidates what each applied remote event touched.
+	 */
 	fi->keep_cache = 1;
 	if (fuse_reply_open(req, fi) < 0) {
 		close(fd);
@@ -1068,8 +1076,18 @@ static void lfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 
 static void lfs_init(void *userdata, struct fuse_conn_info *conn)
 {
-	if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+	struct lfs_fs *fs = userdata;
+
+	/*
+	 * With the writeback cache the kernel owns a cached file's size and
+	 * ignores the one we report, so a replica, whose files change behind
+	 * the kernel's back, must go without it; it does not write anyway.
+	 */
+	if ((conn->capable & FUSE_CAP_WRITEBACK_CACHE) &&
+	    __atomic_load_n(&fs->node->primary, __ATOMIC_RELAXED))
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	else
+		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
 	/* O_TRUNC must arrive as a setattr so that it becomes an event. */

@@ -139,6 +139,27 @@ static void refresh_fd(struct inode_table *t, struct lfs_inode *in, int fd, cons
 	close(fd);
 }
 
+int inodes_touch(struct inode_table *t, const struct stat *st, uint64_t *nodeid)
+{
+	struct lfs_inode *in;
+
+	if (st->st_ino == t->root.ino && st->st_dev == t->root.dev) {
+		t->root.ids_cached = 0;
+		*nodeid = FUSE_ROOT_ID;
+		return 0;
+	}
+	pthread_mutex_lock(&t->lock);
+	for (in = t->buckets[bucket_of(t, st->st_ino, st->st_dev)]; in; in = in->next)
+		if (in->ino == st->st_ino && in->dev == st->st_dev)
+			break;
+	if (in) {
+		in->ids_cached = 0;
+		*nodeid = inodes_nodeid(t, in);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return in ? 0 : -ENOENT;
+}
+
 int inodes_lookup_fd(struct inode_table *t, int fd, const struct stat *st, struct lfs_inode **out)
 {
 	struct lfs_inode *in;

@@ -19,6 +19,7 @@
 #include "ledgerfs/files.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/node.h"
+#include "ledgerfs/path.h"
 
 static int random_bytes(void *buf, size_t len)
 {
@@ -37,7 +38,7 @@ static int random_bytes(void *buf, size_t len)
 	return 0;
 }
 
-int node_create(const char *dir, struct config *cfg, char *err, size_t errlen)
+int node_create(const char *dir, struct config *cfg, int primary, char *err, size_t errlen)
 {
 	static const uint8_t zero[16];
 	char path[PATH_MAX];
@@ -77,6 +78,10 @@ int node_create(const char *dir, struct config *cfg, char *err, size_t errlen)
 	r = journal_open(path, 1, cfg->node_id, &j, &why);
 	if (r == 0)
 		r = journal_meta_put(j, JOURNAL_META_CLUSTER_ID, cfg->cluster_id, 16, 0);
+	if (r == 0)
+		r = journal_meta_put_u64(j, JOURNAL_META_ROLE, primary ? 1 : 0, 0);
+	if (r == 0)
+		r = journal_meta_put_u64(j, JOURNAL_META_TERM, 1, 0);
 	if (r == 0)
 		r = journal_meta_put_u64(j, JOURNAL_META_CLEAN, 1, 1);
 	if (r < 0) {
@@ -149,7 +154,7 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 	const char *why = NULL;
 	void *cluster = NULL;
 	size_t len = 0;
-	uint64_t clean = 1, replayed = 0, skipped = 0;
+	uint64_t clean = 1, replayed = 0, skipped = 0, role = 1;
 	int r;
 
 	if (!n || !(n->dir = strdup(dir))) {
@@ -187,6 +192,12 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 	r = node_check_store(n, err, errlen);
 	if (r < 0)
 		goto fail;
+	/* Nodes made before roles existed were single primaries of term 1. */
+	if (journal_meta_get_u64(n->journal, JOURNAL_META_ROLE, &role) < 0)
+		role = 1;
+	n->primary = role == 1;
+	if (journal_meta_get_u64(n->journal, JOURNAL_META_TERM, &n->term) < 0 || n->term == 0)
+		n->term = 1;
 	if (flags & NODE_OPEN_MOUNT) {
 		if (journal_meta_get_u64(n->journal, JOURNAL_META_CLEAN, &clean) < 0)
 			clean = 0;
@@ -211,6 +222,8 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 				 " already in the store",
 				 dir, replayed, skipped);
 	}
+	/* What the journal held at open survived a restart: it is on disk. */
+	n->synced_seq = journal_next_seq(n->journal) - 1;
 	r = -pthread_create(&n->syncer, NULL, node_syncer, n);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot start the journal syncer: %s", strerror(-r));
@@ -259,6 +272,9 @@ int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx)
 	const char *why = NULL;
 	int r, rv;
 
+	/* Only the primary changes the store on its own; replicas follow it. */
+	if (!n->primary && event_type_mutates(ev->type))
+		return -EROFS;
 	/* A new object's fid is the number of the event that creates it. */
 	if (ev->type == EV_CREATE || ev->type == EV_MKNOD || ev->type == EV_MKDIR ||
 	    ev->type == EV_SYMLINK)
@@ -279,18 +295,82 @@ int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx)
 		else
 			journal_mark_applied(n->journal, ev->origin, ev->seq);
 		n->committed++;
+		if (n->on_commit)
+			n->on_commit(n->on_commit_arg);
 		return r;
 	}
 	journal_mark_applied(n->journal, ev->origin, ev->seq);
 	n->committed++;
+	if (n->on_commit)
+		n->on_commit(n->on_commit_arg);
 	return 0;
+}
+
+int node_apply_remote(struct node *n, const struct event *ev, const char **why)
+{
+	struct apply_ctx ctx = APPLY_CTX_INIT;
+	struct event copy;
+	uint64_t applied;
+	int r;
+
+	*why = NULL;
+	pthread_mutex_lock(&n->lock);
+	if (ev->origin == journal_node_id(n->journal) && ev->seq >= journal_next_seq(n->journal)) {
+		*why = "event claims to come from this node but this node never made it";
+		r = -EPROTO;
+		goto out;
+	}
+	applied = journal_applied(n->journal, ev->origin);
+	if (ev->seq <= applied) {
+		r = 1;
+		goto out;
+	}
+	if (ev->seq != applied + 1) {
+		*why = "events of this origin skip a seq";
+		r = -EPROTO;
+		goto out;
+	}
+	/* Refuse an escaping path before it is journaled, not only when applied. */
+	if ((ev->path && path_check(ev->path, why) < 0) ||
+	    (ev->path2 && path_check(ev->path2, why) < 0)) {
+		r = -EINVAL;
+		goto out;
+	}
+	/* journal_put_remote() may point the copy at the value log; ev stays the caller's. */
+	copy = *ev;
+	r = journal_put_remote(n->journal, &copy);
+	if (r == -EEXIST) {
+		/* Journaled by an earlier attempt whose apply failed: apply it now. */
+		r = 0;
+	} else if (r < 0) {
+		*why = "cannot journal it";
+		goto out;
+	}
+	r = apply_event(n->store, ev, &ctx, why);
+	if (r < 0)
+		goto out;
+	journal_mark_applied(n->journal, ev->origin, ev->seq);
+	if (ev->term > n->term)
+		n->term = ev->term;
+	n->committed++;
+	if (n->on_commit)
+		n->on_commit(n->on_commit_arg);
+	r = 0;
+out:
+	pthread_mutex_unlock(&n->lock);
+	return r;
+}
+
+int node_sync(struct node *n)
+{
+	return node_sync_wait(n, node_sync_start(n));
 }
 
 /* The syncer thread: one journal sync for everything committed when it wakes. */
 static void *node_syncer(void *arg)
 {
 	struct node *n = arg;
-	uint64_t target;
+	uint64_t target, seq;
 	int r;
 
 	pthread_mutex_lock(&n->lock);
@@ -300,12 +380,14 @@ static void *node_syncer(void *arg)
 		if (n->stopping)
 			break;
 		target = n->committed;
+		seq = journal_next_seq(n->journal) - 1;
 		r = journal_sync(n->journal);
 		if (r < 0) {
 			log_err("%s: journal sync failed: %s", n->dir, strerror(-r));
 			n->sync_error = r;
 		} else {
 			n->synced = target;
+			n->synced_seq = seq;
 		}
 		pthread_cond_broadcast(&n->sync_done);
 	}
@@ -341,7 +423,13 @@ int node_sync_wait(struct node *n, uint64_t ticket)
 	return r;
 }
 
-/* Apply one journaled event during replay; voids it if the store refuses it. */
+/* replay_one(): a peer's event that does not apply was left as it is. */
+#define REPLAY_LEFT 2
+
+/*
+ * Apply one journaled event during replay.  A local event the store refuses
+ * is voided; a peer's is left unapplied (REPLAY_LEFT).
+ */
 static int replay_one(struct node *n, struct event *ev, uint64_t *replayed, uint64_t *skipped)
 {
 	struct apply_ctx ctx = APPLY_CTX_INIT;
@@ -357,6 +445,13 @@ static int replay_one(struct node *n, struct event *ev, uint64_t *replayed, uint
 	r = apply_event(n->store, ev, &ctx, &why);
 	if (r == APPLY_SKIPPED) {
 		(*skipped)++;
+	} else if (r < 0 && ev->origin != journal_node_id(n->journal)) {
+		/* Its origin applied it: leave it for the receiver to retry, never void it. */
+		log_err("replay: event %016" PRIx64 ":%" PRIu64 " (%s %s) from a peer does not "
+			"apply (%s: %s); leaving this origin's tail unapplied",
+			ev->origin, ev->seq, event_type_name(ev->type), ev->path ? ev->path : "",
+			why ? why : "", strerror(-r));
+		return REPLAY_LEFT;
 	} else if (r < 0) {
 		log_warn("replay: event %016" PRIx64 ":%" PRIu64
 			 " (%s %s) does not apply (%s: %s); "
@@ -425,6 +520,12 @@ int node_replay(struct node *n, uint64_t *replayed, uint64_t *skipped)
 			break;
 		origin = a;
 		seq = b + 1;
+		if (r == REPLAY_LEFT) {
+			r = 0;
+			if (++origin == 0)
+				break;
+			seq = 0;
+		}
 	}
 	journal_iter_free(it);
 	if (r == 0 && (*replayed || *skipped))

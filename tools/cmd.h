@@ -11,5 +11,8 @@ int cmd_init(int argc, char **argv);
 int cmd_log(int argc, char **argv);
 int cmd_digest(int argc, char **argv);
 int cmd_rebuild(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_metrics(int argc, char **argv);
+int cmd_peer(int argc, char **argv);
 
 #endif

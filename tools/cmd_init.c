@@ -9,79 +9,62 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
-#include <string.h>
 
 #include "cmd.h"
 #include "ledgerfs/node.h"
 #include "ledgerfs/tls.h"
+#include "peer_arg.h"
 
 static void init_usage(FILE *out)
 {
-	fprintf(out, "usage: ledgerctl init NODE_DIR --name NAME [--ca CA_DIR]\n"
-		     "                      [--listen HOST:PORT] [--peer NAME=HOST:PORT ...]\n"
-		     "\n"
-		     "Create a node in NODE_DIR (absent or empty): its configuration\n"
-		     "(ledgerfs.conf), journal (journal/) and store (store/).  Mount it with\n"
-		     "'ledgerfs NODE_DIR MOUNTPOINT'.\n"
-		     "\n"
-		     "  -n, --name NAME          node name (1-63 of A-Z a-z 0-9 . _ -)\n"
-		     "  -c, --ca CA_DIR          join the cluster of the CA made by 'ledgerctl ca\n"
-		     "                           init': node key and certificate in NODE_DIR\n"
-		     "  -l, --listen HOST:PORT   address peers connect to\n"
-		     "  -p, --peer NAME=HOST:PORT  a peer node (repeat for each)\n"
-		     "  -h, --help               this help\n");
+	fprintf(out,
+		"usage: ledgerctl init NODE_DIR --name NAME [--ca CA_DIR]\n"
+		"                      [--listen HOST:PORT] [--peer NAME=HOST:PORT ...]\n"
+		"                      [--primary | --replica]\n"
+		"\n"
+		"Create a node in NODE_DIR (absent or empty): its configuration\n"
+		"(ledgerfs.conf), journal (journal/) and store (store/).  Mount it with\n"
+		"'ledgerfs NODE_DIR MOUNTPOINT'.\n"
+		"\n"
+		"  -n, --name NAME          node name (1-63 of A-Z a-z 0-9 . _ -)\n"
+		"  -c, --ca CA_DIR          join the cluster of the CA made by 'ledgerctl ca\n"
+		"                           init': node key and certificate in NODE_DIR\n"
+		"  -l, --listen HOST:PORT   address peers connect to\n"
+		"  -p, --peer NAME=HOST:PORT  a peer node (repeat for each)\n"
+		"      --primary            this node accepts writes through its mount\n"
+		"                           (the default for a node without peers)\n"
+		"      --replica            this node follows the primary; its mount is\n"
+		"                           read-only (with --peer, one of the two is needed)\n"
+		"  -h, --help               this help\n");
 }
 
 /* "NAME=HOST:PORT" into the next peer slot of cfg; a message on stderr when wrong. */
 static int add_peer(struct config *cfg, const char *arg)
 {
-	const char *eq = strchr(arg, '='), *colon;
-	struct config_peer *p;
-	size_t nlen;
+	struct config_peer p;
+	char why[512];
 
-	if (cfg->npeers >= CONFIG_MAX_PEERS) {
-		fprintf(stderr, "ledgerctl: init: more than %d peers\n", CONFIG_MAX_PEERS);
+	if (peer_arg_parse(arg, &p, why, sizeof(why)) < 0 ||
+	    peer_arg_check(cfg, &p, why, sizeof(why)) < 0) {
+		fprintf(stderr, "ledgerctl: init: --peer %s: %s\n", arg, why);
 		return -1;
 	}
-	p = &cfg->peers[cfg->npeers];
-	nlen = eq ? (size_t)(eq - arg) : 0;
-	colon = eq ? strrchr(eq, ':') : NULL;
-	if (!eq || nlen == 0 || nlen >= sizeof(p->name) || !colon || colon == eq + 1 ||
-	    !colon[1] || strlen(eq + 1) >= sizeof(p->address)) {
-		fprintf(stderr, "ledgerctl: init: --peer %s: want NAME=HOST:PORT\n", arg);
-		return -1;
-	}
-	memcpy(p->name, arg, nlen);
-	p->name[nlen] = '\0';
-	if (!config_name_valid(p->name) || !strcmp(p->name, cfg->name)) {
-		fprintf(stderr, "ledgerctl: init: --peer %s: bad or own name '%s'\n", arg, p->name);
-		return -1;
-	}
-	for (unsigned i = 0; i < cfg->npeers; i++) {
-		if (!strcmp(cfg->peers[i].name, p->name)) {
-			fprintf(stderr, "ledgerctl: init: --peer %s: peer '%s' given twice\n", arg,
-				p->name);
-			return -1;
-		}
-	}
-	snprintf(p->address, sizeof(p->address), "%s", eq + 1);
-	cfg->npeers++;
+	cfg->peers[cfg->npeers++] = p;
 	return 0;
 }
 
 int cmd_init(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"name", required_argument, NULL, 'n'},
-		{"ca", required_argument, NULL, 'c'},
-		{"listen", required_argument, NULL, 'l'},
-		{"peer", required_argument, NULL, 'p'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"name", required_argument, NULL, 'n'},   {"ca", required_argument, NULL, 'c'},
+	    {"listen", required_argument, NULL, 'l'}, {"peer", required_argument, NULL, 'p'},
+	    {"primary", no_argument, NULL, 'P'},      {"replica", no_argument, NULL, 'R'},
+	    {"help", no_argument, NULL, 'h'},	      {0},
 	};
 	const char *name = NULL, *ca = NULL, *listen = NULL;
 	const char *peers[CONFIG_MAX_PEERS + 1];
 	unsigned npeers = 0;
+	int role = -1; /* 1 primary, 0 replica, -1 not said */
 	struct config cfg;
 	char err[1024];
 	int c;
@@ -102,6 +85,15 @@ int cmd_init(int argc, char **argv)
 			if (npeers <= CONFIG_MAX_PEERS)
 				peers[npeers++] = optarg;
 			break;
+		case 'P':
+		case 'R':
+			if (role >= 0 && role != (c == 'P')) {
+				fprintf(stderr, "ledgerctl: init: --primary and --replica exclude "
+						"each other\n");
+				return 2;
+			}
+			role = c == 'P';
+			break;
 		case 'h':
 			init_usage(stdout);
 			return 0;
@@ -117,8 +109,8 @@ int cmd_init(int argc, char **argv)
 	config_defaults(&cfg);
 	snprintf(cfg.name, sizeof(cfg.name), "%s", name);
 	if (listen) {
-		if (strlen(listen) >= sizeof(cfg.listen) || !strchr(listen, ':')) {
-			fprintf(stderr, "ledgerctl: init: --listen %s: want HOST:PORT\n", listen);
+		if (peer_arg_address(listen, err, sizeof(err)) < 0) {
+			fprintf(stderr, "ledgerctl: init: --listen %s: %s\n", listen, err);
 			return 2;
 		}
 		snprintf(cfg.listen, sizeof(cfg.listen), "%s", listen);
@@ -126,21 +118,30 @@ int cmd_init(int argc, char **argv)
 	for (unsigned i = 0; i < npeers; i++)
 		if (add_peer(&cfg, peers[i]) < 0)
 			return 2;
+	/* Two primaries would both take writes: with peers the role must be chosen. */
+	if (role < 0 && npeers > 0) {
+		fprintf(stderr,
+			"ledgerctl: init: a node with peers needs --primary or --replica\n");
+		return 2;
+	}
+	if (role < 0)
+		role = 1;
 	if (ca && tls_ca_cluster_id(ca, cfg.cluster_id) < 0) {
 		fprintf(stderr, "ledgerctl: init: %s: not a cluster CA (see 'ledgerctl ca init')\n",
 			ca);
 		return 1;
 	}
-	if (node_create(argv[optind], &cfg, err, sizeof(err)) < 0) {
+	if (node_create(argv[optind], &cfg, role, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ledgerctl: init: %s\n", err);
 		return 1;
 	}
-	if (ca && tls_node_cert_issue(ca, argv[optind], cfg.name, cfg.node_id, cfg.cluster_id) < 0) {
+	if (ca &&
+	    tls_node_cert_issue(ca, argv[optind], cfg.name, cfg.node_id, cfg.cluster_id) < 0) {
 		fprintf(stderr, "ledgerctl: init: %s: cannot issue the node certificate\n",
 			argv[optind]);
 		return 1;
 	}
-	printf("created node %s (id %016" PRIx64 ") in %s%s\n", name, cfg.node_id, argv[optind],
-	       ca ? ", certified by the cluster CA" : "");
+	printf("created %s node %s (id %016" PRIx64 ") in %s%s\n", role ? "primary" : "replica",
+	       name, cfg.node_id, argv[optind], ca ? ", certified by the cluster CA" : "");
 	return 0;
 }

@@ -145,6 +145,10 @@ static void print_json(const struct event *ev)
 	}
 	if (ev->type == EV_SETXATTR)
 		printf(",\"length\":%" PRIu32, ev->data_len);
+	if (ev->type == EV_RECOVERED)
+		printf(",\"first_origin\":\"%016" PRIx64 "\",\"first_seq\":%" PRIu64
+		       ",\"last_seq\":%" PRIu64,
+		       ev->base.origin, ev->base.seq, ev->length);
 	printf("}\n");
 }
 
@@ -155,7 +159,11 @@ static void print_text(const struct event *ev)
 	hlc_time(ev->hlc, when, sizeof(when));
 	printf("%8" PRIu64 "  %016" PRIx64 "  %s  %-11s ", ev->seq, ev->origin, when,
 	       event_type_name(ev->type));
-	text_str(stdout, ev->path ? ev->path : "(unlinked file)");
+	if (ev->type == EV_RECOVERED)
+		printf("fetched %016" PRIx64 ":%" PRIu64 "..%" PRIu64, ev->base.origin,
+		       ev->base.seq, ev->length);
+	else if (event_type_mutates(ev->type))
+		text_str(stdout, ev->path ? ev->path : "(unlinked file)");
 	if (ev->path2) {
 		printf(" -> ");
 		text_str(stdout, ev->path2);

@@ -22,6 +22,9 @@ static const struct command commands[] = {
     {"log", cmd_log, "list journaled events"},
     {"digest", cmd_digest, "tree digest of a directory"},
     {"rebuild", cmd_rebuild, "replay a node's journal into an empty directory"},
+    {"status", cmd_status, "replication status of a running node"},
+    {"metrics", cmd_metrics, "a running node's figures for Prometheus"},
+    {"peer", cmd_peer, "add, remove or list a node's peers"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

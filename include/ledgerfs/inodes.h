@@ -61,6 +61,13 @@ uint64_t inodes_nodeid(struct inode_table *t, struct lfs_inode *in);
  */
 int inodes_lookup_fd(struct inode_table *t, int fd, const struct stat *st, struct lfs_inode **out);
 
+/*
+ * For an object changed behind the kernel's back (a remote event): its
+ * FUSE inode number in *nodeid if the kernel knows it, and its cached ids
+ * dropped.  Call with the node lock held.  0, or -ENOENT if unknown.
+ */
+int inodes_touch(struct inode_table *t, const struct stat *st, uint64_t *nodeid);
+
 /* Drop n lookups; the object is freed when none remain. */
 void inodes_forget(struct inode_table *t, uint64_t nodeid, uint64_t n);
 

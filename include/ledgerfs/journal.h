@@ -37,6 +37,7 @@
 #define JOURNAL_META_NEXT_SEQ	"next_seq"   /* u64: seq the next local event gets */
 #define JOURNAL_META_TERM	"term"	     /* u64 */
 #define JOURNAL_META_CLEAN	"clean"	     /* u64: 1 after a clean unmount */
+#define JOURNAL_META_ROLE	"role"	     /* u64: 1 primary, 0 replica */
 #define JOURNAL_FORMAT		1
 
 struct journal;

@@ -43,8 +43,18 @@ struct node {
 	uint64_t committed;	    /* guarded by lock: local events committed */
 	uint64_t want;		    /* guarded by lock: committed count callers wait for */
 	uint64_t synced;	    /* guarded by lock: committed count known durable */
+	uint64_t synced_seq;	    /* guarded by lock: local seqs up to this are durable */
 	int sync_error;		    /* guarded by lock: last journal sync error */
 	int stopping;		    /* guarded by lock */
+	int primary;   /* written under lock, read atomically: this node accepts writes */
+	uint64_t term; /* guarded by lock: highest term this node has seen */
+	/*
+	 * Called with lock held after every event journaled and applied
+	 * (local or remote), so the replication shippers can wake up.
+	 * Must not block.  NULL when nobody listens.
+	 */
+	void (*on_commit)(void *arg);
+	void *on_commit_arg;
 };
 
 /* Flags for node_open(). */
@@ -71,6 +81,21 @@ void node_close(struct node *n, int clean);
 int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx);
 
 /*
+ * Journal and apply an event received from a peer, taking the lock.
+ * Events of one origin are taken strictly in seq order: returns 1 (nothing
+ * done) for a seq already applied here, -EPROTO for one beyond the next
+ * expected (a gap), 0 when applied.  An apply failure returns its negative
+ * errno with *why set and leaves the event journaled but unapplied, so a
+ * retry (or the replay at the next start) takes it up again: a remote
+ * event is never voided here, since its origin applied it.  The event's
+ * payload must be inline.
+ */
+int node_apply_remote(struct node *n, const struct event *ev, const char **why);
+
+/* Make every journaled event durable now (a group commit); 0 or negative errno. */
+int node_sync(struct node *n);
+
+/*
  * Ask for every event committed so far to be made durable; returns a
  * ticket for node_sync_wait().  Between the two the caller can flush its
  * own store file while the journal is synced.
@@ -92,8 +117,9 @@ int node_replay(struct node *n, uint64_t *replayed, uint64_t *skipped);
  * and write cfg as its configuration.  cfg->name and the replication
  * settings come from the caller; a new node id is drawn into cfg->node_id,
  * and a cluster id into cfg->cluster_id unless one is given (all zero
- * means none, as for a node that joins no CA's cluster).
+ * means none, as for a node that joins no CA's cluster).  primary sets the
+ * starting role (term 1); otherwise the node is a replica.
  */
-int node_create(const char *dir, struct config *cfg, char *err, size_t errlen);
+int node_create(const char *dir, struct config *cfg, int primary, char *err, size_t errlen);
 
 #endif

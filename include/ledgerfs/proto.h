@@ -17,6 +17,7 @@
  *
  * Bodies:
  *   HELLO   u16 version, u8[16] cluster id, u64 node id, u64 term,
+ *           u64 primary (the node id the sender knows as primary, 0 if none),
  *           u32 count, count x (u64 origin, u64 seq)   applied vector
  *   EVENTS  u32 count, count x (u32 len, len bytes)    event records (event.h)
  *   ACK     u64 origin, u64 seq
@@ -120,6 +121,7 @@ struct proto_hello {
 	uint8_t cluster_id[PROTO_CLUSTER_ID_LEN];
 	uint64_t node_id;
 	uint64_t term;
+	uint64_t primary; /* node id the sender knows as primary; 0 if none */
 	uint32_t count;
 	struct evid *applied; /* per origin, the highest contiguous seq applied */
 };

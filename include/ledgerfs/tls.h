@@ -83,6 +83,14 @@ int tls_ctx_new(const char *node_dir, int server, SSL_CTX **out);
 int tls_peer_node_id(SSL *ssl, uint64_t *id, const char **why);
 
 /*
+ * The node name (subject CN) of the verified peer certificate into buf
+ * (len bytes).  The CA signs it together with the id, which is what lets
+ * a node learn a configured peer's id on first contact.  -EACCES if there
+ * is no verified certificate or its CN is not a valid node name.
+ */
+int tls_peer_name(SSL *ssl, char *buf, size_t len);
+
+/*
  * 0 and *name (pointing into cfg) if id is a configured peer's id, else
  * -EACCES.  This node's own id and 0 are never members: a peer whose id is
  * not known yet (0 in the config) is matched by nothing.

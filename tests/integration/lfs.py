@@ -40,6 +40,7 @@ CMD_TIMEOUT = float(os.environ.get("LFS_CMD_TIMEOUT", "120"))
 _mounts = []      # mountpoints (str) this process mounted, in mount order
 _children = []    # Popen objects of daemons this process started
 _workdirs = []    # Workdir objects not yet removed
+_cleanup_hooks = []  # callables cleanup() runs first (see on_cleanup())
 
 
 class Failure(AssertionError):
@@ -201,8 +202,20 @@ def unmount_all_under(base):
         force_unmount(mp)
 
 
+def on_cleanup(func):
+    """Have cleanup() call func() before it unmounts anything, e.g. to resume
+    a daemon stopped with SIGSTOP, which an unmount could wait on.  Errors
+    from func are ignored: cleanup must go on."""
+    _cleanup_hooks.append(func)
+
+
 def cleanup():
     """Unmount what this process mounted, stop its daemons, remove its dirs."""
+    for hook in list(_cleanup_hooks):
+        try:
+            hook()
+        except Exception:   # cleanup must go on whatever one step does
+            pass
     for node in _nodes:   # logs may live on a tmpfs about to go away
         node.saved_tail = node.log_tail(200)
     for mp in reversed(_mounts):

@@ -28,7 +28,8 @@ def test_node_joins_the_ca_cluster_with_a_signed_certificate():
         for name, port in (("a", 7101), ("b", 7102)):
             lfs.ctl("init", wd / name, "--name", name, "--ca", ca,
                     "--listen", f"127.0.0.1:{port}",
-                    "--peer", f"{'b' if name == 'a' else 'a'}=127.0.0.1:{7203 - port}")
+                    "--peer", f"{'b' if name == 'a' else 'a'}=127.0.0.1:{7203 - port}",
+                    "--primary" if name == "a" else "--replica")
             conf = (wd / name / "ledgerfs.conf").read_text()
             ids[name] = re.search(r"^id = ([0-9a-f]{16})$", conf, re.M).group(1)
             check(f"listen = 127.0.0.1:{port}" in conf, f"listen address in {name}'s config")

@@ -101,7 +101,7 @@ static void put_sample_events(struct pbuf *b)
 
 static void sample_frame(int which, struct pbuf *b)
 {
-	struct proto_hello hello = {.node_id = 0x1122334455667788ull, .term = 9};
+	struct proto_hello hello = {.node_id = 0x1122334455667788ull, .term = 9, .primary = 0x77};
 
 	memcpy(hello.cluster_id, cluster, sizeof(cluster));
 	hello.count = N_VECTOR;
@@ -176,6 +176,7 @@ Test(proto, hello_round_trip)
 	cr_assert_eq(memcmp(msg.hello.cluster_id, cluster, sizeof(cluster)), 0);
 	cr_assert_eq(msg.hello.node_id, 0x1122334455667788ull);
 	cr_assert_eq(msg.hello.term, 9);
+	cr_assert_eq(msg.hello.primary, 0x77);
 	cr_assert_eq(msg.hello.count, N_VECTOR);
 	for (size_t i = 0; i < N_VECTOR; i++) {
 		cr_assert_eq(msg.hello.applied[i].origin, vector[i].origin);
@@ -192,7 +193,7 @@ Test(proto, hello_with_empty_vector_round_trips)
 	struct proto_msg msg;
 
 	cr_assert_eq(proto_put_hello(&b, &hello), 0);
-	cr_assert_eq(b.len, PROTO_HEADER_LEN + 38);
+	cr_assert_eq(b.len, PROTO_HEADER_LEN + 46);
 	parse_ok(&b, &msg);
 	cr_assert_eq(msg.hello.count, 0);
 	cr_assert_null(msg.hello.applied);
@@ -209,7 +210,7 @@ Test(proto, hello_wire_layout)
 
 	sample_frame(S_HELLO, &b);
 	p = b.data;
-	cr_assert_eq(b.len, 4 + 1 + 2 + 16 + 8 + 8 + 4 + 16 * N_VECTOR);
+	cr_assert_eq(b.len, 4 + 1 + 2 + 16 + 8 + 8 + 8 + 4 + 16 * N_VECTOR);
 	cr_assert_eq(p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24, b.len - 4);
 	cr_assert_eq(p[4], PROTO_HELLO);
 	cr_assert_eq(p[5] | p[6] << 8, PROTO_VERSION);
@@ -217,9 +218,10 @@ Test(proto, hello_wire_layout)
 	cr_assert_eq(p[23], 0x88);
 	cr_assert_eq(p[30], 0x11);
 	cr_assert_eq(p[31], 9);
-	cr_assert_eq(p[39], N_VECTOR);
-	cr_assert_eq(p[43], 1);	  /* first origin */
-	cr_assert_eq(p[51], 100); /* its seq */
+	cr_assert_eq(p[39], 0x77); /* primary */
+	cr_assert_eq(p[47], N_VECTOR);
+	cr_assert_eq(p[51], 1);	  /* first origin */
+	cr_assert_eq(p[59], 100); /* its seq */
 	pbuf_free(&b);
 }
 
@@ -507,7 +509,7 @@ Test(proto, peek_refuses_length_its_type_cannot_need)
 		uint8_t type;
 		uint32_t max;
 	} types[] = {
-	    {PROTO_HELLO, 1 + 38 + 16 * PROTO_MAX_VECTOR},
+	    {PROTO_HELLO, 1 + 46 + 16 * PROTO_MAX_VECTOR},
 	    {PROTO_ACK, 17},
 	    {PROTO_FETCH, 17},
 	    {PROTO_PING, 9},
@@ -617,11 +619,11 @@ Test(proto, hello_vector_over_bound_refused)
 	/* Forged by hand: the count alone must stop it, whatever follows. */
 	hello.count = 1;
 	cr_assert_eq(proto_put_hello(&b, &hello), 0);
-	put_le(b.data + PROTO_HEADER_LEN + 34, PROTO_MAX_VECTOR + 1, 4);
+	put_le(b.data + PROTO_HEADER_LEN + 42, PROTO_MAX_VECTOR + 1, 4);
 	expect_reject(b.data, b.len, -EBADMSG, "applied vector too long");
-	put_le(b.data + PROTO_HEADER_LEN + 34, 0xffffffffu, 4);
+	put_le(b.data + PROTO_HEADER_LEN + 42, 0xffffffffu, 4);
 	expect_reject(b.data, b.len, -EBADMSG, "applied vector too long");
-	put_le(b.data + PROTO_HEADER_LEN + 34, 2, 4);
+	put_le(b.data + PROTO_HEADER_LEN + 42, 2, 4);
 	expect_reject(b.data, b.len, -EBADMSG, "applied vector overruns frame");
 	free(big);
 	pbuf_free(&b);
@@ -638,12 +640,12 @@ Test(proto, hello_vector_must_be_in_origin_order)
 	cr_assert_eq(proto_put_hello(&b, &hello), -EINVAL, "duplicate origin accepted");
 	v[1].origin = 6;
 	cr_assert_eq(proto_put_hello(&b, &hello), 0);
-	/* Swap the origins on the wire: entries start after the 38 fixed bytes. */
-	put_le(b.data + PROTO_HEADER_LEN + 38, 6, 8);
-	put_le(b.data + PROTO_HEADER_LEN + 38 + 16, 5, 8);
+	/* Swap the origins on the wire: entries start after the 46 fixed bytes. */
+	put_le(b.data + PROTO_HEADER_LEN + 46, 6, 8);
+	put_le(b.data + PROTO_HEADER_LEN + 46 + 16, 5, 8);
 	expect_reject(b.data, b.len, -EBADMSG, "applied vector not in origin order");
-	put_le(b.data + PROTO_HEADER_LEN + 38, 5, 8);
-	put_le(b.data + PROTO_HEADER_LEN + 38 + 16, 5, 8);
+	put_le(b.data + PROTO_HEADER_LEN + 46, 5, 8);
+	put_le(b.data + PROTO_HEADER_LEN + 46 + 16, 5, 8);
 	expect_reject(b.data, b.len, -EBADMSG, "applied vector not in origin order");
 	pbuf_free(&b);
 }

@@ -1,0 +1,478 @@
+/*
+ * receive.c - the outbound link to one peer, over which we receive events.
+ *
+ * The thread dials the peer, says HELLO with our applied vector, and
+ * subscribes (FETCH) to every origin this peer should feed us: the origin
+ * itself while its link is up, otherwise the connected peer that holds the
+ * most of it (relay).  The choice is re-made whenever a link comes or goes,
+ * so a catch-up switches source mid-way; progress is our applied vector, so
+ * nothing is fetched twice and nothing is skipped.  Events are applied one
+ * by one in (origin, seq) order through node_apply_remote(), then the
+ * journal is synced and ACKs go back: an ACK means durable and applied.
+ *
+ * Finding a peer that holds events we lack right after a start or a lost
+ * link is an outage: we journal an OUTAGE event then, and a RECOVERED event
+ * per origin with the range fetched once we hold what the peers had.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "ledgerfs/log.h"
+#include "repl_int.h"
+
+struct receiver {
+	struct repl *r;
+	struct repl_peer *p;
+	struct link *l;
+	char name[CONFIG_NAME_MAX];
+	int subscribed[REPL_MAX_ORIGINS];
+	uint64_t acked[REPL_MAX_ORIGINS]; /* highest seq acked on this link, per origin */
+	int64_t last_in, last_out;	  /* monotonic ms of the last frame each way */
+	uint64_t ping_nonce;
+};
+
+/* Journal a node-state event of our own (OUTAGE, RECOVERED). */
+static void commit_state_event(struct repl *r, struct event *ev)
+{
+	struct apply_ctx ctx = APPLY_CTX_INIT;
+	int rv;
+
+	pthread_mutex_lock(&r->n->lock);
+	rv = node_commit_locked(r->n, ev, &ctx);
+	pthread_mutex_unlock(&r->n->lock);
+	if (rv < 0) {
+		log_err("cannot journal the %s event: %s", event_type_name(ev->type),
+			strerror(-rv));
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	repl_note(r, ev);
+	pthread_mutex_unlock(&r->lock);
+}
+
+/*
+ * The peer holds events of the primary that we lack, found right after a
+ * start or a lost link: we were away.  Other origins only make node-state
+ * events, which a peer that restarted always has a few new of.
+ */
+static void maybe_outage(struct receiver *rc)
+{
+	struct repl *r = rc->r;
+	struct event ev = {.type = EV_OUTAGE};
+	uint64_t self = r->cfg.node_id;
+	int behind = -1;
+	unsigned i;
+
+	if (__atomic_load_n(&r->n->primary, __ATOMIC_RELAXED))
+		return;
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < r->norigins; i++)
+		if (r->origins[i] == r->primary_id && r->origins[i] != self &&
+		    rc->p->vec[i] > r->applied[i])
+			behind = (int)i;
+	if (behind < 0) {
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
+	if (r->recovering) {
+		/* A second source only raises what there is to fetch. */
+		if (rc->p->vec[behind] > r->rec_target[behind])
+			r->rec_target[behind] = rc->p->vec[behind];
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
+	r->recovering = 1;
+	memset(r->rec_target, 0, sizeof(r->rec_target));
+	r->rec_first[behind] = r->applied[behind] + 1;
+	r->rec_target[behind] = rc->p->vec[behind];
+	pthread_mutex_unlock(&r->lock);
+	log_warn("peer %s holds events of the primary this node lacks: recording an outage and "
+		 "catching up",
+		 rc->name);
+	commit_state_event(r, &ev);
+}
+
+/* Once we hold everything the peers advertised, journal RECOVERED per origin. */
+static void maybe_recovered(struct repl *r)
+{
+	struct evid first[REPL_MAX_ORIGINS];
+	uint64_t last[REPL_MAX_ORIGINS];
+	unsigned i, k = 0;
+
+	pthread_mutex_lock(&r->lock);
+	if (!r->recovering) {
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
+	for (i = 0; i < r->norigins; i++) {
+		if (r->rec_target[i] && r->applied[i] < r->rec_target[i]) {
+			pthread_mutex_unlock(&r->lock);
+			return;
+		}
+	}
+	for (i = 0; i < r->norigins; i++) {
+		if (r->rec_target[i] && r->rec_target[i] >= r->rec_first[i]) {
+			first[k] = (struct evid){r->origins[i], r->rec_first[i]};
+			last[k++] = r->applied[i];
+		}
+	}
+	r->recovering = 0;
+	pthread_mutex_unlock(&r->lock);
+	for (i = 0; i < k; i++) {
+		struct event ev = {.type = EV_RECOVERED, .base = first[i], .length = last[i]};
+
+		log_info("recovered: fetched events %016" PRIx64 ":%" PRIu64 "..%" PRIu64,
+			 first[i].origin, first[i].seq, last[i]);
+		commit_state_event(r, &ev);
+	}
+}
+
+/*
+ * Should this peer feed us origin i?  The origin itself while connected;
+ * otherwise the connected peer advertising the most of it.  r->lock held.
+ */
+static int is_source(struct repl *r, struct repl_peer *p, unsigned i)
+{
+	uint64_t origin = r->origins[i], best = 0;
+	struct repl_peer *pick = NULL;
+	unsigned k;
+
+	if (origin == r->cfg.node_id)
+		return 0;
+	for (k = 0; k < r->npeers; k++) {
+		struct repl_peer *q = r->peers[k];
+
+		if (q->state != REPL_PEER_CONNECTED)
+			continue;
+		if (q->cfg.id == origin)
+			return q == p;
+		if (!pick || q->vec[i] > best) {
+			pick = q;
+			best = q->vec[i];
+		}
+	}
+	return pick == p;
+}
+
+/* Send FETCH to start or stop the origins whose source choice changed. */
+static int update_subscriptions(struct receiver *rc)
+{
+	struct repl *r = rc->r;
+	unsigned i;
+	int r2 = 0;
+
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < r->norigins && r2 == 0; i++) {
+		int want = is_source(r, rc->p, i);
+
+		if (want == rc->subscribed[i])
+			continue;
+		r2 = proto_put_fetch(&rc->l->out, r->origins[i], want ? r->applied[i] + 1 : 0);
+		if (r2 == 0) {
+			rc->subscribed[i] = want;
+			if (want && r->applied[i] < rc->p->vec[i])
+				log_info("fetching events of %016" PRIx64 " from %" PRIu64
+					 " from %s",
+					 r->origins[i], r->applied[i] + 1, rc->name);
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	return r2;
+}
+
+/* ACK every origin whose applied seq moved since this link last said. */
+static int send_acks(struct receiver *rc)
+{
+	struct repl *r = rc->r;
+	uint64_t seqs[REPL_MAX_ORIGINS], origins[REPL_MAX_ORIGINS];
+	unsigned i, n, k = 0;
+	int rv;
+
+	pthread_mutex_lock(&r->lock);
+	n = r->norigins;
+	for (i = 0; i < n; i++) {
+		origins[i] = r->origins[i];
+		seqs[i] = r->applied[i];
+		if (seqs[i] > rc->acked[i])
+			k++;
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (k == 0)
+		return 0;
+	/* An ACK promises durability. */
+	rv = node_sync(r->n);
+	if (rv < 0) {
+		snprintf(rc->l->why, sizeof(rc->l->why), "journal sync failed: %s", strerror(-rv));
+		return rv;
+	}
+	for (i = 0; i < n; i++) {
+		if (seqs[i] <= rc->acked[i])
+			continue;
+		rv = proto_put_ack(&rc->l->out, origins[i], seqs[i]);
+		if (rv < 0)
+			return rv;
+		rc->acked[i] = seqs[i];
+	}
+	return 0;
+}
+
+/* Apply one EVENTS frame.  0, or a negative errno with l->why set. */
+static int take_events(struct receiver *rc, const struct proto_msg *m)
+{
+	struct repl *r = rc->r;
+	struct proto_events_iter it;
+	const uint8_t *rec;
+	size_t len;
+	uint64_t n = 0, bytes = 0;
+	int rv = 0;
+
+	proto_events_iter_init(&it, &m->events);
+	while (proto_events_next(&it, &rec, &len)) {
+		struct event ev;
+		const char *why = NULL;
+		void *cookie = NULL;
+		int idx;
+
+		rv = proto_event_decode(rec, len, &ev, &why);
+		if (rv < 0) {
+			snprintf(rc->l->why, sizeof(rc->l->why), "malformed event: %s", why);
+			repl_send_error(rc->l, PROTO_ERR_MALFORMED, rc->l->why);
+			return rv;
+		}
+		if (r->hooks.before && event_type_mutates(ev.type))
+			r->hooks.before(r->hooks.arg, &ev, &cookie);
+		rv = node_apply_remote(r->n, &ev, &why);
+		if (r->hooks.after && event_type_mutates(ev.type))
+			r->hooks.after(r->hooks.arg, &ev, rv, cookie);
+		if (rv < 0) {
+			snprintf(rc->l->why, sizeof(rc->l->why),
+				 "event %016" PRIx64 ":%" PRIu64 " (%s %s) refused: %s%s%s",
+				 ev.origin, ev.seq, event_type_name(ev.type),
+				 ev.path ? ev.path : "", why ? why : "", why ? ": " : "",
+				 strerror(-rv));
+			repl_send_error(rc->l, PROTO_ERR_EVENT, rc->l->why);
+			event_free(&ev);
+			return rv;
+		}
+		pthread_mutex_lock(&r->lock);
+		idx = repl_origin_index(r, ev.origin);
+		if (idx >= 0 && ev.seq > r->applied[idx])
+			r->applied[idx] = ev.seq;
+		if (rv == 0 && (ev.type == EV_OUTAGE || ev.type == EV_RECOVERED))
+			repl_note(r, &ev);
+		pthread_mutex_unlock(&r->lock);
+		n++;
+		bytes += len;
+		event_free(&ev);
+	}
+	pthread_mutex_lock(&r->lock);
+	rc->p->events_received += n;
+	rc->p->bytes_received += bytes;
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
+/* Handle one frame from the peer.  0 or a negative errno with l->why set. */
+static int take_frame(struct receiver *rc, const struct proto_msg *m)
+{
+	switch (m->type) {
+	case PROTO_EVENTS:
+		return take_events(rc, m);
+	case PROTO_PING:
+		return proto_put_pong(&rc->l->out, m->nonce);
+	case PROTO_PONG:
+		return 0;
+	case PROTO_ERROR:
+		snprintf(rc->l->why, sizeof(rc->l->why), "peer refused us: %s: %.180s",
+			 proto_error_name(m->error.code), m->error.msg);
+		return m->error.code == PROTO_ERR_MEMBER || m->error.code == PROTO_ERR_CLUSTER ||
+			       m->error.code == PROTO_ERR_VERSION
+			   ? -EACCES
+			   : -ECONNRESET;
+	default:
+		snprintf(rc->l->why, sizeof(rc->l->why), "unexpected %s frame",
+			 proto_type_name(m->type));
+		repl_send_error(rc->l, PROTO_ERR_MALFORMED, rc->l->why);
+		return -EPROTO;
+	}
+}
+
+/* Dial, identify and exchange HELLOs.  0, or negative errno with why. */
+static int connect_peer(struct receiver *rc, char *why, size_t whylen)
+{
+	struct repl *r = rc->r;
+	struct repl_peer *who = NULL;
+	struct proto_msg m;
+	char addr[CONFIG_ADDR_MAX];
+	const char *reason = NULL;
+	int rv, code;
+
+	pthread_mutex_lock(&r->lock);
+	snprintf(addr, sizeof(addr), "%s", rc->p->cfg.address);
+	pthread_mutex_unlock(&r->lock);
+	rv = link_dial(addr, r->client_ctx, REPL_DIAL_TIMEOUT_MS, &rc->l, why, whylen);
+	if (rv < 0)
+		return rv;
+	rv = repl_identify(r, rc->l, rc->p, &who, why, whylen);
+	if (rv < 0)
+		return rv;
+	rv = repl_put_hello(r, rc->l);
+	if (rv == 0)
+		rv = link_flush(rc->l, REPL_SEND_TIMEOUT_MS);
+	if (rv == 0)
+		rv = link_recv(rc->l, REPL_HELLO_TIMEOUT_MS, &m);
+	if (rv < 0) {
+		/* TLS 1.3: the server's verdict on our certificate arrives here. */
+		snprintf(why, whylen, "%s", rv == -EAGAIN ? "no HELLO from the peer" : rc->l->why);
+		return rv == -EAGAIN ? -ETIMEDOUT : rv;
+	}
+	if (m.type == PROTO_ERROR) {
+		snprintf(why, whylen, "peer refused us: %s: %.180s", proto_error_name(m.error.code),
+			 m.error.msg);
+		proto_msg_free(&m);
+		return -EACCES;
+	}
+	if (m.type != PROTO_HELLO) {
+		snprintf(why, whylen, "peer sent %s before HELLO", proto_type_name(m.type));
+		proto_msg_free(&m);
+		return -EPROTO;
+	}
+	code = repl_take_hello(r, rc->p, &m, &reason);
+	proto_msg_free(&m);
+	if (code) {
+		snprintf(why, whylen, "bad HELLO: %s", reason);
+		repl_send_error(rc->l, (unsigned)code, reason);
+		return -EACCES;
+	}
+	return 0;
+}
+
+/* Run one connected link until it fails or we stop.  Returns the failure. */
+static int run_link(struct receiver *rc)
+{
+	struct repl *r = rc->r;
+	int rv = 0;
+
+	memset(rc->subscribed, 0, sizeof(rc->subscribed));
+	memset(rc->acked, 0, sizeof(rc->acked));
+	rc->last_in = rc->last_out = link_now_ms();
+	for (;;) {
+		struct proto_msg m;
+		int64_t now;
+		int mask, stop;
+
+		pthread_mutex_lock(&r->lock);
+		stop = r->stopping || rc->p->gone;
+		pthread_mutex_unlock(&r->lock);
+		if (stop) {
+			repl_send_error(rc->l, PROTO_ERR_SHUTDOWN, "node stopping");
+			return 0;
+		}
+		rv = update_subscriptions(rc);
+		while (rv == 0 && (rv = link_recv(rc->l, 0, &m)) == 0) {
+			rc->last_in = link_now_ms();
+			rv = take_frame(rc, &m);
+			proto_msg_free(&m);
+		}
+		if (rv != -EAGAIN)
+			return rv;
+		rv = send_acks(rc);
+		if (rv < 0)
+			return rv;
+		maybe_recovered(r);
+		now = link_now_ms();
+		if (rc->l->out.len == 0 && now - rc->last_out >= REPL_PING_MS)
+			rv = proto_put_ping(&rc->l->out, ++rc->ping_nonce);
+		if (rv == 0 && rc->l->out.len) {
+			rv = link_flush(rc->l, REPL_SEND_TIMEOUT_MS);
+			rc->last_out = now;
+		}
+		if (rv < 0)
+			return rv;
+		if (now - rc->last_in > REPL_SILENT_MS) {
+			snprintf(rc->l->why, sizeof(rc->l->why), "peer silent for %d s",
+				 REPL_SILENT_MS / 1000);
+			return -ETIMEDOUT;
+		}
+		mask = link_wait(rc->l, rc->p->wake_fd, 200);
+		if (mask & 2)
+			repl_drain(rc->p->wake_fd);
+	}
+}
+
+/* Capped exponential backoff with jitter (0.5x to 1.5x). */
+static int64_t backoff_ms(unsigned failures)
+{
+	int64_t d = REPL_BACKOFF_MIN_MS;
+	uint32_t rnd = 0;
+
+	while (failures-- > 1 && d < REPL_BACKOFF_MAX_MS)
+		d *= 2;
+	if (d > REPL_BACKOFF_MAX_MS)
+		d = REPL_BACKOFF_MAX_MS;
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+		rnd = (uint32_t)link_now_ms();
+	return d / 2 + (int64_t)(rnd % (uint32_t)(d + 1));
+}
+
+void *repl_receiver_main(void *arg)
+{
+	struct repl_peer *p = arg;
+	struct repl *r = p->r;
+	struct receiver rc = {.r = r, .p = p};
+	unsigned failures = 0;
+
+	for (;;) {
+		char why[REPL_WHY_MAX] = "";
+		int64_t delay;
+		int rv, stop;
+
+		pthread_mutex_lock(&r->lock);
+		stop = r->stopping || p->gone;
+		snprintf(rc.name, sizeof(rc.name), "%s", p->cfg.name);
+		pthread_mutex_unlock(&r->lock);
+		if (stop)
+			break;
+		rv = connect_peer(&rc, why, sizeof(why));
+		if (rv == 0) {
+			failures = 0;
+			pthread_mutex_lock(&r->lock);
+			p->connects++;
+			repl_peer_set_state(p, REPL_PEER_CONNECTED, NULL);
+			repl_wake_receivers(r);
+			pthread_mutex_unlock(&r->lock);
+			maybe_outage(&rc);
+			rv = run_link(&rc);
+			snprintf(why, sizeof(why), "%s", rc.l->why[0] ? rc.l->why : "link closed");
+		}
+		link_close(rc.l);
+		rc.l = NULL;
+		failures++;
+		delay = backoff_ms(failures);
+		pthread_mutex_lock(&r->lock);
+		stop = r->stopping || p->gone;
+		if (!stop) {
+			p->retry_at = link_now_ms() + delay;
+			repl_peer_set_state(
+			    p, rv == -EACCES ? REPL_PEER_REFUSED : REPL_PEER_RETRYING, why);
+			repl_wake_receivers(r);
+		}
+		pthread_mutex_unlock(&r->lock);
+		/* Wake-ups (other links coming and going) do not cut the backoff short. */
+		delay += link_now_ms();
+		while (!stop && link_now_ms() < delay) {
+			if (link_wait_fd(p->wake_fd, (int)(delay - link_now_ms())))
+				repl_drain(p->wake_fd);
+			pthread_mutex_lock(&r->lock);
+			stop = r->stopping || p->gone;
+			pthread_mutex_unlock(&r->lock);
+		}
+		if (stop)
+			break;
+	}
+	return NULL;
+}

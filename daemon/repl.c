@@ -1,0 +1,821 @@
+/*
+ * repl.c - starting and stopping replication, the listener, the
+ * supervisor, peer identity, HELLO, and status (see repl.h).
+ *
+ * The supervisor re-reads the configuration file when it changes, so
+ * `ledgerctl peer add|remove` takes effect on a running node: a removed
+ * peer's links are dropped and it is refused from then on, an added one is
+ * dialled.  It also reaps finished inbound links.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ledgerfs/log.h"
+#include "ledgerfs/tls.h"
+#include "repl_int.h"
+
+/* The supervisor looks at the config file and finished links this often. */
+#define REPL_SUPERVISE_MS 500
+
+int64_t repl_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void repl_wake(int fd)
+{
+	uint64_t one = 1;
+
+	if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_warn("eventfd write: %s", strerror(errno));
+}
+
+void repl_drain(int fd)
+{
+	uint64_t v;
+
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_warn("eventfd read: %s", strerror(errno));
+}
+
+int repl_origin_index(struct repl *r, uint64_t origin)
+{
+	unsigned i;
+
+	/* Append-only: threads keep per-origin state by index. */
+	for (i = 0; i < r->norigins; i++)
+		if (r->origins[i] == origin)
+			return (int)i;
+	if (r->norigins == REPL_MAX_ORIGINS) {
+		log_warn("more than %d origins; ignoring %016" PRIx64, REPL_MAX_ORIGINS, origin);
+		return -1;
+	}
+	r->origins[r->norigins] = origin;
+	r->applied[r->norigins] = 0;
+	return (int)r->norigins++;
+}
+
+static const char *state_name(enum repl_peer_state st)
+{
+	switch (st) {
+	case REPL_PEER_CONNECTING:
+		return "connecting";
+	case REPL_PEER_CONNECTED:
+		return "connected";
+	case REPL_PEER_RETRYING:
+		return "retrying";
+	case REPL_PEER_REFUSED:
+		return "refused";
+	}
+	return "unknown";
+}
+
+void repl_peer_set_state(struct repl_peer *p, enum repl_peer_state st, const char *why)
+{
+	int changed = st != p->state || strcmp(p->why, why ? why : "") != 0;
+
+	if (st != p->state)
+		p->since_ms = repl_wall_ms();
+	if (changed) {
+		if (st == REPL_PEER_CONNECTED)
+			log_info("peer %s (%s): connected", p->cfg.name, p->cfg.address);
+		else
+			log_warn("peer %s (%s): %s%s%s", p->cfg.name, p->cfg.address,
+				 state_name(st), why ? ": " : "", why ? why : "");
+	}
+	p->state = st;
+	snprintf(p->why, sizeof(p->why), "%s", why ? why : "");
+}
+
+void repl_wake_receivers(struct repl *r)
+{
+	unsigned i;
+
+	for (i = 0; i < r->npeers; i++)
+		repl_wake(r->peers[i]->wake_fd);
+}
+
+void repl_on_commit(void *arg)
+{
+	struct repl *r = arg;
+	struct repl_shipper *s;
+
+	pthread_mutex_lock(&r->lock);
+	for (s = r->shippers; s; s = s->next)
+		if (__atomic_exchange_n(&s->sleeping, 0, __ATOMIC_SEQ_CST))
+			repl_wake(s->wake_fd);
+	pthread_mutex_unlock(&r->lock);
+}
+
+void repl_send_error(struct link *l, unsigned code, const char *msg)
+{
+	char clean[PROTO_MAX_ERROR_MSG + 1];
+	size_t i, k = 0;
+
+	/* The wire wants printable UTF-8; our reasons may quote anything. */
+	for (i = 0; msg && msg[i] && k < PROTO_MAX_ERROR_MSG; i++)
+		clean[k++] = (msg[i] >= 0x20 && msg[i] < 0x7f) ? msg[i] : '?';
+	clean[k] = '\0';
+	pbuf_reset(&l->out);
+	if (proto_put_error(&l->out, (uint16_t)code, clean) == 0)
+		link_flush(l, 1000);
+}
+
+void repl_note(struct repl *r, const struct event *ev)
+{
+	struct repl_note *nt;
+
+	if (ev->type != EV_OUTAGE && ev->type != EV_RECOVERED)
+		return;
+	if (ev->type == EV_OUTAGE)
+		r->outages++;
+	if (r->nnotes == REPL_MAX_NOTES) {
+		memmove(&r->notes[0], &r->notes[1], sizeof(r->notes[0]) * (REPL_MAX_NOTES - 1));
+		r->nnotes--;
+	}
+	nt = &r->notes[r->nnotes++];
+	*nt = (struct repl_note){
+	    .type = ev->type,
+	    .origin = ev->origin,
+	    .seq = ev->seq,
+	    .time_ms = (int64_t)(ev->hlc >> 16),
+	    .first = ev->base,
+	    .last_seq = ev->length,
+	};
+}
+
+/* Learn a configured peer's id from its CA-signed name, and save it.  r->lock held. */
+static int learn_id(struct repl *r, struct repl_peer *p, uint64_t id)
+{
+	unsigned i;
+	int rv;
+
+	struct config disk;
+	char err[512];
+
+	p->cfg.id = id;
+	for (i = 0; i < r->cfg.npeers; i++)
+		if (!strcmp(r->cfg.peers[i].name, p->cfg.name))
+			r->cfg.peers[i].id = id;
+	/* Edit the file as it is now: a 'peer add' may have changed it since we read it. */
+	rv = config_load(r->conf_path, &disk, err, sizeof(err));
+	for (i = 0; rv == 0 && i < disk.npeers; i++)
+		if (!strcmp(disk.peers[i].name, p->cfg.name) && !disk.peers[i].id)
+			disk.peers[i].id = id;
+	if (rv == 0)
+		rv = config_save(r->conf_path, &disk);
+	if (rv < 0)
+		log_warn("%s: cannot save the id of peer %s: %s", r->conf_path, p->cfg.name,
+			 strerror(-rv));
+	log_info("peer %s is node %016" PRIx64 " (learned from its certificate)", p->cfg.name, id);
+	return 0;
+}
+
+int repl_identify(struct repl *r, struct link *l, struct repl_peer *expect, struct repl_peer **out,
+		  char *why, size_t whylen)
+{
+	char name[CONFIG_NAME_MAX] = "";
+	const char *reason = NULL;
+	struct repl_peer *match = NULL;
+	uint64_t id = 0;
+	unsigned i;
+	int rv;
+
+	rv = tls_peer_node_id(l->ssl, &id, &reason);
+	if (rv < 0) {
+		snprintf(why, whylen, "%s", reason);
+		return -EACCES;
+	}
+	if (tls_peer_name(l->ssl, name, sizeof(name)) < 0)
+		name[0] = '\0';
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < r->npeers && !match; i++) {
+		struct repl_peer *p = r->peers[i];
+
+		if (p->gone)
+			continue;
+		if (p->cfg.id ? p->cfg.id == id : !strcmp(p->cfg.name, name))
+			match = p;
+	}
+	if (!match) {
+		snprintf(why, whylen, "node %016" PRIx64 " (%s) is not a member of this cluster",
+			 id, name[0] ? name : "no name");
+		rv = -EACCES;
+	} else if (expect && match != expect) {
+		snprintf(why, whylen, "%s answered as node %016" PRIx64 " (%s), not as peer %s",
+			 l->addr, id, name, expect->cfg.name);
+		rv = -EACCES;
+	} else {
+		if (!match->cfg.id)
+			learn_id(r, match, id);
+		*out = match;
+		rv = 0;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return rv;
+}
+
+static int evid_cmp(const void *a, const void *b)
+{
+	const struct evid *x = a, *y = b;
+
+	return x->origin < y->origin ? -1 : x->origin > y->origin;
+}
+
+int repl_put_hello(struct repl *r, struct link *l)
+{
+	struct proto_hello h = {0};
+	struct evid vec[REPL_MAX_ORIGINS];
+	unsigned i;
+	int rv;
+
+	pthread_mutex_lock(&r->n->lock);
+	h.term = r->n->term;
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < r->norigins; i++) {
+		vec[i].origin = r->origins[i];
+		vec[i].seq = journal_applied(r->n->journal, r->origins[i]);
+	}
+	h.count = r->norigins;
+	h.primary = r->primary_id;
+	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_unlock(&r->n->lock);
+	qsort(vec, h.count, sizeof(vec[0]), evid_cmp);
+	memcpy(h.cluster_id, r->cfg.cluster_id, sizeof(h.cluster_id));
+	h.node_id = r->cfg.node_id;
+	h.applied = vec;
+	rv = proto_put_hello(&l->out, &h);
+	return rv;
+}
+
+int repl_take_hello(struct repl *r, struct repl_peer *p, const struct proto_msg *m,
+		    const char **why)
+{
+	const struct proto_hello *h = &m->hello;
+	uint32_t i;
+	int code = 0;
+
+	pthread_mutex_lock(&r->lock);
+	if (memcmp(h->cluster_id, r->cfg.cluster_id, sizeof(h->cluster_id)) != 0) {
+		*why = "HELLO names another cluster";
+		code = PROTO_ERR_CLUSTER;
+	} else if (h->node_id != p->cfg.id) {
+		*why = "HELLO node id differs from the certificate's";
+		code = PROTO_ERR_MEMBER;
+	}
+	/* A peer's word on itself beats hearsay; hearsay beats not knowing. */
+	if (code == 0 && h->primary && (h->primary == h->node_id || !r->primary_id) &&
+	    r->primary_id != r->cfg.node_id)
+		r->primary_id = h->primary;
+	for (i = 0; code == 0 && i < h->count; i++) {
+		int idx = repl_origin_index(r, h->applied[i].origin);
+
+		if (idx >= 0)
+			p->vec[idx] = h->applied[i].seq;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return code;
+}
+
+/* ---- the listener ---------------------------------------------------- */
+
+struct accepted {
+	struct repl *r;
+	int fd;
+};
+
+static void start_shipper(struct repl *r, int fd)
+{
+	struct repl_shipper *s = calloc(1, sizeof(*s));
+	char why[LINK_WHY_MAX];
+	int rv;
+
+	if (!s) {
+		close(fd);
+		return;
+	}
+	s->r = r;
+	s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (s->wake_fd < 0) {
+		close(fd);
+		free(s);
+		return;
+	}
+	/* The handshake runs here: a slow client delays only other handshakes, for at most 5 s. */
+	rv = link_accept(fd, r->server_ctx, REPL_DIAL_TIMEOUT_MS, &s->link, why, sizeof(why));
+	if (rv < 0) {
+		log_warn("refused inbound connection: %s", why);
+		close(s->wake_fd);
+		free(s);
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	rv = -pthread_create(&s->thread, NULL, repl_shipper_main, s);
+	if (rv == 0) {
+		s->next = r->shippers;
+		r->shippers = s;
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (rv < 0) {
+		log_err("cannot start a thread for %s: %s", s->link->addr, strerror(-rv));
+		link_close(s->link);
+		close(s->wake_fd);
+		free(s);
+	}
+}
+
+static void *listener_main(void *arg)
+{
+	struct repl *r = arg;
+
+	for (;;) {
+		struct pollfd p[2] = {{.fd = r->listen_fd, .events = POLLIN},
+				      {.fd = r->stop_fd, .events = POLLIN}};
+		int fd;
+
+		if (poll(p, 2, -1) < 0 && errno != EINTR) {
+			log_err("listener poll: %s", strerror(errno));
+			break;
+		}
+		if (p[1].revents)
+			break;
+		if (!p[0].revents)
+			continue;
+		fd = accept4(r->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				log_warn("accept on %s: %s", r->cfg.listen, strerror(errno));
+			continue;
+		}
+		start_shipper(r, fd);
+	}
+	return NULL;
+}
+
+static int open_listener(struct repl *r)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res = NULL;
+	char host[CONFIG_ADDR_MAX], *port;
+	int fd = -1, one = 1, g, rv;
+
+	snprintf(host, sizeof(host), "%s", r->cfg.listen);
+	port = strrchr(host, ':');
+	if (!port)
+		return -EINVAL;
+	*port++ = '\0';
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	g = getaddrinfo(host[0] && strcmp(host, "*") ? host : NULL, port, &hints, &res);
+	if (g != 0) {
+		log_err("listen %s: %s", r->cfg.listen, gai_strerror(g));
+		return -EINVAL;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+		rv = -errno;
+		log_err("listen %s: %s", r->cfg.listen, strerror(-rv));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(res);
+		return rv;
+	}
+	freeaddrinfo(res);
+	r->listen_fd = fd;
+	return 0;
+}
+
+/* ---- peers and the supervisor ---------------------------------------- */
+
+/* Add a peer and start its receiver.  r->lock held. */
+static int add_peer(struct repl *r, const struct config_peer *cp)
+{
+	struct repl_peer *p = calloc(1, sizeof(*p));
+	int rv;
+
+	if (!p)
+		return -ENOMEM;
+	p->r = r;
+	p->cfg = *cp;
+	p->state = REPL_PEER_CONNECTING;
+	p->since_ms = repl_wall_ms();
+	p->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (p->wake_fd < 0) {
+		rv = -errno;
+		free(p);
+		return rv;
+	}
+	if (cp->id)
+		repl_origin_index(r, cp->id);
+	r->peers[r->npeers++] = p;
+	rv = -pthread_create(&p->thread, NULL, repl_receiver_main, p);
+	if (rv < 0) {
+		r->npeers--;
+		close(p->wake_fd);
+		free(p);
+		return rv;
+	}
+	p->thread_running = 1;
+	return 0;
+}
+
+static void free_peer(struct repl_peer *p)
+{
+	if (p->thread_running)
+		pthread_join(p->thread, NULL);
+	close(p->wake_fd);
+	free(p);
+}
+
+/* Apply a changed membership: drop removed peers, start added ones. */
+static void reload_config(struct repl *r)
+{
+	struct config cfg;
+	struct repl_peer *gone[CONFIG_MAX_PEERS];
+	unsigned i, j, ngone = 0, k = 0;
+	char err[512];
+
+	if (config_load(r->conf_path, &cfg, err, sizeof(err)) < 0) {
+		log_warn("configuration not reloaded: %s", err);
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < r->npeers; i++) {
+		struct repl_peer *p = r->peers[i];
+		int keep = 0;
+
+		for (j = 0; j < cfg.npeers; j++) {
+			if (!strcmp(cfg.peers[j].name, p->cfg.name)) {
+				keep = 1;
+				snprintf(p->cfg.address, sizeof(p->cfg.address), "%s",
+					 cfg.peers[j].address);
+				if (cfg.peers[j].id)
+					p->cfg.id = cfg.peers[j].id;
+			}
+		}
+		if (keep) {
+			r->peers[k++] = p;
+		} else {
+			log_info("peer %s removed from the configuration", p->cfg.name);
+			p->gone = 1;
+			repl_wake(p->wake_fd);
+			gone[ngone++] = p;
+		}
+	}
+	r->npeers = k;
+	r->cfg.npeers = cfg.npeers;
+	memcpy(r->cfg.peers, cfg.peers, sizeof(cfg.peers));
+	for (j = 0; j < cfg.npeers; j++) {
+		int known = 0;
+
+		for (i = 0; i < r->npeers; i++)
+			known |= !strcmp(r->peers[i]->cfg.name, cfg.peers[j].name);
+		if (!known) {
+			log_info("peer %s added to the configuration", cfg.peers[j].name);
+			if (add_peer(r, &cfg.peers[j]) < 0)
+				log_err("cannot start a link to peer %s", cfg.peers[j].name);
+		}
+	}
+	/* Inbound links of removed peers notice p->gone through their peer pointer. */
+	for (struct repl_shipper *s = r->shippers; s; s = s->next)
+		repl_wake(s->wake_fd);
+	pthread_mutex_unlock(&r->lock);
+	for (i = 0; i < ngone; i++)
+		free_peer(gone[i]);
+}
+
+/* Join inbound links whose thread finished.  With all set, wait for every one. */
+static void reap_shippers(struct repl *r, int all)
+{
+	for (;;) {
+		struct repl_shipper **pp, *s = NULL;
+
+		pthread_mutex_lock(&r->lock);
+		for (pp = &r->shippers; *pp; pp = &(*pp)->next) {
+			if ((*pp)->done || all) {
+				s = *pp;
+				*pp = s->next;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&r->lock);
+		if (!s)
+			return;
+		pthread_join(s->thread, NULL);
+		link_close(s->link);
+		close(s->wake_fd);
+		free(s);
+	}
+}
+
+static void *supervisor_main(void *arg)
+{
+	struct repl *r = arg;
+	struct stat st;
+	struct timespec seen = {0};
+
+	if (stat(r->conf_path, &st) == 0)
+		seen = st.st_mtim;
+	for (;;) {
+		struct pollfd p = {.fd = r->stop_fd, .events = POLLIN};
+
+		if (poll(&p, 1, REPL_SUPERVISE_MS) > 0)
+			break;
+		reap_shippers(r, 0);
+		if (stat(r->conf_path, &st) == 0 &&
+		    (st.st_mtim.tv_sec != seen.tv_sec || st.st_mtim.tv_nsec != seen.tv_nsec)) {
+			seen = st.st_mtim;
+			reload_config(r);
+		}
+	}
+	return NULL;
+}
+
+/* ---- status ---------------------------------------------------------- */
+
+/* Size and age of the events of origin after seq that a peer has not confirmed. */
+static void measure_lag(struct repl *r, uint64_t origin, uint64_t from, uint64_t to,
+			uint64_t *bytes, int64_t *oldest_ms)
+{
+	struct journal_iter *it = NULL;
+	uint64_t a, b, scanned = 0;
+	const uint8_t *val;
+	size_t len;
+
+	if (from > to || journal_iter_new(r->n->journal, JOURNAL_EVENTS, origin, from, &it) < 0)
+		return;
+	/* Status must stay cheap: sample the first 2,000 and scale. */
+	while (scanned < 2000 && journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) > 0 &&
+	       a == origin && b <= to) {
+		struct event ev;
+		const char *why;
+
+		if (event_decode(val, len, &ev, NULL, &why) == 0) {
+			if (scanned == 0 && (!*oldest_ms || (int64_t)(ev.hlc >> 16) < *oldest_ms))
+				*oldest_ms = (int64_t)(ev.hlc >> 16);
+			*bytes += len + ((ev.flags & EVENT_F_VREF) ? ev.vref.len : 0);
+			event_free(&ev);
+		}
+		scanned++;
+	}
+	if (scanned && to - from + 1 > scanned)
+		*bytes = *bytes / scanned * (to - from + 1);
+	journal_iter_free(it);
+}
+
+static void peer_status(struct repl *r, struct repl_peer *p, unsigned norigins,
+			const uint64_t *origins, const uint64_t *applied,
+			struct repl_peer_status *ps, int64_t now_wall)
+{
+	int64_t oldest = 0;
+	unsigned i;
+
+	for (i = 0; i < norigins; i++) {
+		uint64_t ck = 0;
+
+		if (p->cfg.id)
+			journal_checkpoint_get(r->n->journal, p->cfg.id, origins[i], &ck);
+		if (origins[i] == p->cfg.id)
+			ck = applied[i] > ck ? applied[i] : ck;
+		if (ck)
+			ps->checkpoints[ps->ncheckpoints++] = (struct evid){origins[i], ck};
+		if (applied[i] > ck && origins[i] != p->cfg.id) {
+			ps->lag_events += applied[i] - ck;
+			measure_lag(r, origins[i], ck + 1, applied[i], &ps->lag_bytes, &oldest);
+		}
+	}
+	if (ps->lag_events && oldest)
+		ps->lag_seconds = oldest < now_wall ? (double)(now_wall - oldest) / 1000.0 : 0.0;
+}
+
+int repl_status(struct repl *r, struct repl_status *st)
+{
+	uint64_t origins[REPL_MAX_ORIGINS], applied[REPL_MAX_ORIGINS];
+	struct repl_peer_status *ps;
+	unsigned i, k, norigins;
+	int in_sync = 1;
+	int64_t now_mono = link_now_ms();
+
+	memset(st, 0, sizeof(*st));
+	st->now_ms = repl_wall_ms();
+	pthread_mutex_lock(&r->n->lock);
+	st->primary = r->n->primary;
+	st->term = r->n->term;
+	pthread_mutex_lock(&r->lock);
+	snprintf(st->name, sizeof(st->name), "%s", r->cfg.name);
+	snprintf(st->listen, sizeof(st->listen), "%s", r->cfg.listen);
+	st->node_id = r->cfg.node_id;
+	norigins = r->norigins;
+	for (i = 0; i < norigins; i++) {
+		origins[i] = r->origins[i];
+		applied[i] = journal_applied(r->n->journal, origins[i]);
+		st->applied[i] = (struct evid){origins[i], applied[i]};
+	}
+	st->norigins = norigins;
+	st->npeers = r->npeers;
+	for (k = 0; k < r->npeers; k++) {
+		struct repl_peer *p = r->peers[k];
+
+		ps = &st->peers[k];
+		snprintf(ps->name, sizeof(ps->name), "%s", p->cfg.name);
+		snprintf(ps->address, sizeof(ps->address), "%s", p->cfg.address);
+		snprintf(ps->why, sizeof(ps->why), "%s", p->why);
+		ps->id = p->cfg.id;
+		ps->state = p->state;
+		ps->since_ms = p->since_ms;
+		ps->retry_in_ms = p->state == REPL_PEER_RETRYING && p->retry_at > now_mono
+				      ? (uint64_t)(p->retry_at - now_mono)
+				      : 0;
+		ps->inbound = p->inbound > 0;
+		ps->events_sent = p->events_sent;
+		ps->bytes_sent = p->bytes_sent;
+		ps->events_received = p->events_received;
+		ps->bytes_received = p->bytes_received;
+		ps->connects = p->connects;
+		peer_status(r, p, norigins, origins, applied, ps, st->now_ms);
+		if (p->state != REPL_PEER_CONNECTED || !ps->inbound || ps->lag_events)
+			in_sync = 0;
+		for (i = 0; i < norigins; i++)
+			if (p->vec[i] > applied[i])
+				in_sync = 0;
+	}
+	st->nnotes = r->nnotes;
+	st->outages = r->outages;
+	memcpy(st->notes, r->notes, sizeof(r->notes[0]) * r->nnotes);
+	st->in_sync = in_sync;
+	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_unlock(&r->n->lock);
+	return 0;
+}
+
+static int status_snapshot(void *arg, struct repl_status *st)
+{
+	return repl_status(arg, st);
+}
+
+/* ---- start and stop -------------------------------------------------- */
+
+/* Origins the journal knows, and the OUTAGE/RECOVERED events it holds.  Node lock held. */
+static int load_journal_state(struct repl *r)
+{
+	struct journal_iter *it = NULL;
+	uint64_t a, b;
+	const uint8_t *val;
+	size_t len;
+	int rv;
+
+	repl_origin_index(r, r->cfg.node_id);
+	rv = journal_iter_new(r->n->journal, JOURNAL_APPLIED, 0, 0, &it);
+	while (rv == 0 && journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) > 0)
+		repl_origin_index(r, a);
+	journal_iter_free(it);
+	it = NULL;
+	if (rv == 0)
+		rv = journal_iter_new(r->n->journal, JOURNAL_EVENTS, 0, 0, &it);
+	/* The type byte sits at offset 9; only the few state events are decoded. */
+	while (rv == 0 && journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) > 0) {
+		struct event ev;
+		const char *why;
+
+		if (len > 9 && (val[9] == EV_OUTAGE || val[9] == EV_RECOVERED) &&
+		    event_decode(val, len, &ev, NULL, &why) == 0) {
+			repl_note(r, &ev);
+			event_free(&ev);
+		}
+	}
+	journal_iter_free(it);
+	return rv;
+}
+
+int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out)
+{
+	struct repl *r = calloc(1, sizeof(*r));
+	char sock[4096 + 32], crt[4096 + 32];
+	unsigned i;
+	int rv = 0, tls = 0;
+
+	if (!r)
+		return -ENOMEM;
+	r->n = n;
+	r->listen_fd = -1;
+	if (hooks)
+		r->hooks = *hooks;
+	pthread_mutex_init(&r->lock, NULL);
+	snprintf(r->conf_path, sizeof(r->conf_path), "%s/%s", n->dir, CONFIG_FILE);
+	r->cfg = n->cfg;
+	r->primary_id = n->primary ? n->cfg.node_id : 0;
+	r->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (r->stop_fd < 0) {
+		rv = -errno;
+		goto fail;
+	}
+	pthread_mutex_lock(&n->lock);
+	rv = load_journal_state(r);
+	for (i = 0; rv == 0 && i < r->norigins; i++)
+		r->applied[i] = journal_applied(n->journal, r->origins[i]);
+	pthread_mutex_unlock(&n->lock);
+	if (rv < 0)
+		goto fail;
+	snprintf(crt, sizeof(crt), "%s/%s", n->dir, TLS_NODE_CERT);
+	tls = access(crt, R_OK) == 0;
+	if ((r->cfg.listen[0] || r->cfg.npeers) && !tls) {
+		log_err("%s: no node certificate (%s); replication needs 'ledgerctl init --ca'",
+			n->dir, crt);
+		rv = -ENOENT;
+		goto fail;
+	}
+	if (tls) {
+		rv = tls_ctx_new(n->dir, 0, &r->client_ctx);
+		if (rv == 0)
+			rv = tls_ctx_new(n->dir, 1, &r->server_ctx);
+		if (rv < 0)
+			goto fail;
+	}
+	snprintf(sock, sizeof(sock), "%s/%s", n->dir, CONTROL_SOCKET);
+	rv = control_start(sock, status_snapshot, r, &r->control);
+	if (rv < 0) {
+		log_err("%s: cannot serve the control socket: %s", sock, strerror(-rv));
+		goto fail;
+	}
+	if (r->cfg.listen[0]) {
+		rv = open_listener(r);
+		if (rv < 0)
+			goto fail;
+		rv = -pthread_create(&r->listener, NULL, listener_main, r);
+		if (rv < 0)
+			goto fail;
+		r->listener_running = 1;
+		log_info("listening for peers on %s", r->cfg.listen);
+	}
+	pthread_mutex_lock(&n->lock);
+	n->on_commit_arg = r;
+	n->on_commit = repl_on_commit;
+	pthread_mutex_unlock(&n->lock);
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; rv == 0 && i < r->cfg.npeers; i++)
+		rv = add_peer(r, &r->cfg.peers[i]);
+	pthread_mutex_unlock(&r->lock);
+	if (rv < 0)
+		goto fail;
+	rv = -pthread_create(&r->supervisor, NULL, supervisor_main, r);
+	if (rv < 0)
+		goto fail;
+	r->supervisor_running = 1;
+	*out = r;
+	return 0;
+fail:
+	repl_stop(r);
+	return rv;
+}
+
+void repl_stop(struct repl *r)
+{
+	unsigned i;
+
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->n->lock);
+	r->n->on_commit = NULL;
+	r->n->on_commit_arg = NULL;
+	pthread_mutex_unlock(&r->n->lock);
+	pthread_mutex_lock(&r->lock);
+	r->stopping = 1;
+	repl_wake_receivers(r);
+	for (struct repl_shipper *s = r->shippers; s; s = s->next)
+		repl_wake(s->wake_fd);
+	pthread_mutex_unlock(&r->lock);
+	if (r->stop_fd >= 0)
+		repl_wake(r->stop_fd);
+	if (r->supervisor_running)
+		pthread_join(r->supervisor, NULL);
+	if (r->listener_running)
+		pthread_join(r->listener, NULL);
+	for (i = 0; i < r->npeers; i++)
+		free_peer(r->peers[i]);
+	reap_shippers(r, 1);
+	control_stop(r->control);
+	if (r->listen_fd >= 0)
+		close(r->listen_fd);
+	if (r->stop_fd >= 0)
+		close(r->stop_fd);
+	SSL_CTX_free(r->client_ctx);
+	SSL_CTX_free(r->server_ctx);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}

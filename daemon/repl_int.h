@@ -1,0 +1,149 @@
+/*
+ * repl_int.h - what the replication threads share (daemon/repl*.c, ship.c,
+ * receive.c); not a public interface.
+ *
+ * Lock order: the node lock (node.h) before r->lock, never the other way,
+ * because node_commit_locked() calls repl_on_commit() with the node lock
+ * held.
+ */
+#ifndef LEDGERFS_REPL_INT_H
+#define LEDGERFS_REPL_INT_H
+
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "ledgerfs/control.h"
+#include "ledgerfs/link.h"
+#include "ledgerfs/repl.h"
+
+#define REPL_DIAL_TIMEOUT_MS  5000
+#define REPL_HELLO_TIMEOUT_MS 10000
+#define REPL_SEND_TIMEOUT_MS  15000
+#define REPL_PING_MS	      1000 /* a quiet link sends a PING this often */
+#define REPL_SILENT_MS	      6000 /* a link that said nothing for this long is dead */
+#define REPL_BACKOFF_MIN_MS   100
+#define REPL_BACKOFF_MAX_MS   5000
+#define REPL_WINDOW	      8 /* unacknowledged batches in flight on one link */
+
+/* One configured peer and our outbound (receiving) link to it. */
+struct repl_peer {
+	struct repl *r;
+	struct config_peer cfg; /* guarded by r->lock */
+	int gone;		/* guarded by r->lock: removed from the config, thread exits */
+	pthread_t thread;
+	int thread_running;
+	int wake_fd; /* eventfd: source choices changed, or stop */
+
+	/* Guarded by r->lock. */
+	enum repl_peer_state state;
+	int64_t since_ms; /* wall clock */
+	char why[REPL_WHY_MAX];
+	int64_t retry_at; /* monotonic ms of the next attempt */
+	int inbound;	  /* its links to us that are up */
+	/* The peer's applied seq per origin (index into r->origins): from HELLO and ACKs. */
+	uint64_t vec[REPL_MAX_ORIGINS];
+	uint64_t events_sent, bytes_sent, events_received, bytes_received, connects;
+};
+
+/* One inbound link: a peer that subscribed to events we ship. */
+struct repl_shipper {
+	struct repl *r;
+	struct repl_shipper *next; /* guarded by r->lock */
+	struct link *link;
+	pthread_t thread;
+	int done;     /* guarded by r->lock: the thread has finished */
+	int wake_fd;  /* eventfd: new events committed, or stop */
+	int sleeping; /* atomic: the thread waits for wake_fd */
+	uint64_t peer_id;
+	char name[CONFIG_NAME_MAX];
+};
+
+struct repl {
+	struct node *n;
+	struct repl_hooks hooks;
+	char conf_path[4096];
+	SSL_CTX *client_ctx, *server_ctx;
+	int listen_fd;
+	pthread_t listener, supervisor;
+	int listener_running, supervisor_running;
+	int stop_fd; /* eventfd, readable once stopping */
+	struct control *control;
+
+	pthread_mutex_t lock;
+	int stopping;				   /* guarded by lock */
+	struct config cfg;			   /* guarded by lock: membership as last loaded */
+	struct repl_peer *peers[CONFIG_MAX_PEERS]; /* guarded by lock */
+	unsigned npeers;			   /* guarded by lock */
+	struct repl_shipper *shippers;		   /* guarded by lock */
+	/* Known origins, in the order first seen; applied[] mirrors the journal. */
+	unsigned norigins;		    /* guarded by lock */
+	uint64_t origins[REPL_MAX_ORIGINS]; /* guarded by lock */
+	uint64_t applied[REPL_MAX_ORIGINS]; /* guarded by lock */
+	uint64_t primary_id; /* guarded by lock: the primary as we know it, 0 if unknown */
+	/* Catch-up after an outage: see receive.c. */
+	int recovering;				/* guarded by lock */
+	uint64_t rec_first[REPL_MAX_ORIGINS];	/* guarded by lock */
+	uint64_t rec_target[REPL_MAX_ORIGINS];	/* guarded by lock */
+	unsigned nnotes;			/* guarded by lock */
+	struct repl_note notes[REPL_MAX_NOTES]; /* guarded by lock */
+	uint64_t outages;			/* guarded by lock: OUTAGE events seen */
+};
+
+/* Wall-clock ms since the epoch. */
+int64_t repl_wall_ms(void);
+
+/*
+ * Index of origin in r->origins, adding it; -1 when the table is full.
+ * Indexes never change, so threads keep per-origin arrays by them.
+ * r->lock held.
+ */
+int repl_origin_index(struct repl *r, uint64_t origin);
+
+/* Set a peer's link state and reason (why may be NULL), logging changes.  r->lock held. */
+void repl_peer_set_state(struct repl_peer *p, enum repl_peer_state st, const char *why);
+
+/* Wake every receiver so it reconsiders its subscriptions.  r->lock held. */
+void repl_wake_receivers(struct repl *r);
+
+/* Write one to an eventfd; errors only mean it is already pending. */
+void repl_wake(int fd);
+
+/* Drain an eventfd. */
+void repl_drain(int fd);
+
+/*
+ * Identify the verified peer of link l: its id from the certificate,
+ * matched against the membership; a configured peer whose id is not known
+ * yet is learned from the CA-signed name and saved.  expect (NULL for
+ * inbound links) is the peer we dialled.  0 with *out, or -EACCES with
+ * why filled.  Takes r->lock.
+ */
+int repl_identify(struct repl *r, struct link *l, struct repl_peer *expect, struct repl_peer **out,
+		  char *why, size_t whylen);
+
+/* Our HELLO (applied vector) into l->out.  Takes the node lock, then r->lock. */
+int repl_put_hello(struct repl *r, struct link *l);
+
+/*
+ * Check a peer's HELLO: cluster, node id equal to the certificate's,
+ * vector entries.  Records the vector into p->vec.  0 or a proto error
+ * code (PROTO_ERR_*) with *why.
+ */
+int repl_take_hello(struct repl *r, struct repl_peer *p, const struct proto_msg *m,
+		    const char **why);
+
+/* Record an OUTAGE/RECOVERED event seen in the journal or on the wire.  r->lock held. */
+void repl_note(struct repl *r, const struct event *ev);
+
+/* Send an ERROR frame (best effort) before dropping a link. */
+void repl_send_error(struct link *l, unsigned code, const char *msg);
+
+/* The commit hook (node.h on_commit): wakes sleeping shippers. */
+void repl_on_commit(void *arg);
+
+/* Thread bodies. */
+void *repl_receiver_main(void *arg);
+void *repl_shipper_main(void *arg);
+
+#endif

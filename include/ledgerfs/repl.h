@@ -1,0 +1,114 @@
+/*
+ * repl.h - the replication daemon of one node: peer links, shipping,
+ * receiving, catch-up, and the figures `ledgerctl status` shows.
+ *
+ * Every node dials every configured peer and subscribes, over that link,
+ * to the origins the peer should feed it (the origin itself while it is
+ * reachable, otherwise any peer that holds the events: relay).  The
+ * dialled side ships the events of each subscribed origin from the seq the
+ * subscriber asked for, in batches, and persists the checkpoints the
+ * subscriber acknowledges.  So a pair of nodes has two TLS connections, each
+ * carrying events one way and acknowledgements the other.
+ *
+ * Threads: one per outbound link (receiver), one per inbound link
+ * (shipper), one listener and one supervisor that re-reads the
+ * configuration.  The node lock (node.h) serialises every journal access.
+ */
+#ifndef LEDGERFS_REPL_H
+#define LEDGERFS_REPL_H
+
+#include <stdint.h>
+
+#include "ledgerfs/config.h"
+#include "ledgerfs/event.h"
+#include "ledgerfs/node.h"
+
+struct repl;
+
+/*
+ * Called by a receiver thread for each remote event it applies, without
+ * the node lock: `before` runs just before the apply, `after` just after
+ * it (with the apply's result), so a mount can note which kernel inodes
+ * and entries the event touches and invalidate them once it is applied.
+ * cookie carries state from before to after.  Either may be NULL.
+ */
+struct repl_hooks {
+	void *arg;
+	void (*before)(void *arg, const struct event *ev, void **cookie);
+	void (*after)(void *arg, const struct event *ev, int result, void *cookie);
+};
+
+/*
+ * Start replication for an open node (NODE_DIR is n->dir): listen on the
+ * configured address, dial every peer, serve the control socket
+ * NODE_DIR/control.sock.  *out is the caller's: repl_stop().  A node with
+ * no listen address and no peers still gets a control socket.
+ */
+int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out);
+
+/* Stop every thread, close every link.  NULL is allowed. */
+void repl_stop(struct repl *r);
+
+/* ---- status ---------------------------------------------------------- */
+
+enum repl_peer_state {
+	REPL_PEER_CONNECTING = 0, /* first attempt not finished yet */
+	REPL_PEER_CONNECTED = 1,  /* the outbound link is up (handshake done) */
+	REPL_PEER_RETRYING = 2,	  /* the last attempt failed; why says how */
+	REPL_PEER_REFUSED = 3,	  /* the peer refused us or we refused it; why says why */
+};
+
+#define REPL_MAX_ORIGINS (CONFIG_MAX_PEERS + 1)
+#define REPL_MAX_NOTES	 16
+#define REPL_WHY_MAX	 256
+
+struct repl_peer_status {
+	char name[CONFIG_NAME_MAX];
+	char address[CONFIG_ADDR_MAX];
+	uint64_t id;		    /* 0 until first seen */
+	enum repl_peer_state state; /* of our outbound link to it */
+	int64_t since_ms;	    /* wall clock (ms since epoch) of the last state change */
+	char why[REPL_WHY_MAX];	    /* reason for RETRYING or REFUSED, else empty */
+	uint64_t retry_in_ms;	    /* RETRYING: until the next attempt */
+	int inbound;		    /* the peer's link to us is up */
+	uint64_t lag_events;	    /* events we hold that it has not confirmed */
+	uint64_t lag_bytes;	    /* their encoded size, payloads included */
+	double lag_seconds;	    /* age of the oldest of them, 0 when none */
+	unsigned ncheckpoints;	    /* entries in checkpoints[] */
+	struct evid checkpoints[REPL_MAX_ORIGINS]; /* per origin: highest seq it confirmed */
+	uint64_t events_sent, bytes_sent;	   /* to it, since start */
+	uint64_t events_received, bytes_received;  /* from it, since start */
+	uint64_t connects;			   /* outbound links made since start */
+};
+
+/* An OUTAGE or RECOVERED event found in the journal (any origin). */
+struct repl_note {
+	uint8_t type; /* EV_OUTAGE or EV_RECOVERED */
+	uint64_t origin, seq;
+	int64_t time_ms;   /* physical part of the event's hlc */
+	struct evid first; /* RECOVERED: origin and first seq fetched */
+	uint64_t last_seq; /* RECOVERED: last seq fetched */
+};
+
+struct repl_status {
+	char name[CONFIG_NAME_MAX];
+	uint64_t node_id;
+	int primary; /* 1 primary, 0 replica */
+	uint64_t term;
+	int64_t now_ms;
+	char listen[CONFIG_ADDR_MAX]; /* empty when not listening */
+	unsigned norigins;
+	struct evid applied[REPL_MAX_ORIGINS]; /* applied vector, by origin */
+	unsigned npeers;
+	struct repl_peer_status peers[CONFIG_MAX_PEERS];
+	unsigned nnotes;
+	struct repl_note notes[REPL_MAX_NOTES]; /* most recent last */
+	uint64_t outages;			/* OUTAGE events in the journal, all of them */
+	int in_sync; /* every peer connected both ways and confirmed all we hold, and we lack
+			nothing it advertised */
+};
+
+/* Fill *st with a consistent snapshot.  0 or a negative errno. */
+int repl_status(struct repl *r, struct repl_status *st);
+
+#endif
