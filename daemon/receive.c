@@ -21,6 +21,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "ledgerfs/hello.h"
 #include "ledgerfs/log.h"
 #include "repl_int.h"
 
@@ -243,6 +244,14 @@ static int take_events(struct receiver *rc, const struct proto_msg *m)
 			repl_send_error(rc->l, PROTO_ERR_MALFORMED, rc->l->why);
 			return rv;
 		}
+		if (hello_check_event(&ev, &why)) {
+			snprintf(rc->l->why, sizeof(rc->l->why),
+				 "event %016" PRIx64 ":%" PRIu64 " (%s) refused: %s", ev.origin,
+				 ev.seq, event_type_name(ev.type), why);
+			repl_send_error(rc->l, PROTO_ERR_EVENT, rc->l->why);
+			event_free(&ev);
+			return -EBADMSG;
+		}
 		if (r->hooks.before && event_type_mutates(ev.type))
 			r->hooks.before(r->hooks.arg, &ev, &cookie);
 		rv = node_apply_remote(r->n, &ev, &why);
@@ -335,11 +344,6 @@ static int connect_peer(struct receiver *rc, char *why, size_t whylen)
 			 m.error.msg);
 		proto_msg_free(&m);
 		return -EACCES;
-	}
-	if (m.type != PROTO_HELLO) {
-		snprintf(why, whylen, "peer sent %s before HELLO", proto_type_name(m.type));
-		proto_msg_free(&m);
-		return -EPROTO;
 	}
 	code = repl_take_hello(r, rc->p, &m, &reason);
 	proto_msg_free(&m);

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ledgerfs/hello.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/tls.h"
 #include "repl_int.h"
@@ -69,21 +70,6 @@ int repl_origin_index(struct repl *r, uint64_t origin)
 	return (int)r->norigins++;
 }
 
-static const char *state_name(enum repl_peer_state st)
-{
-	switch (st) {
-	case REPL_PEER_CONNECTING:
-		return "connecting";
-	case REPL_PEER_CONNECTED:
-		return "connected";
-	case REPL_PEER_RETRYING:
-		return "retrying";
-	case REPL_PEER_REFUSED:
-		return "refused";
-	}
-	return "unknown";
-}
-
 void repl_peer_set_state(struct repl_peer *p, enum repl_peer_state st, const char *why)
 {
 	int changed = st != p->state || strcmp(p->why, why ? why : "") != 0;
@@ -95,7 +81,7 @@ void repl_peer_set_state(struct repl_peer *p, enum repl_peer_state st, const cha
 			log_info("peer %s (%s): connected", p->cfg.name, p->cfg.address);
 		else
 			log_warn("peer %s (%s): %s%s%s", p->cfg.name, p->cfg.address,
-				 state_name(st), why ? ": " : "", why ? why : "");
+				 repl_peer_state_name(st), why ? ": " : "", why ? why : "");
 	}
 	p->state = st;
 	snprintf(p->why, sizeof(p->why), "%s", why ? why : "");
@@ -267,16 +253,10 @@ int repl_take_hello(struct repl *r, struct repl_peer *p, const struct proto_msg 
 {
 	const struct proto_hello *h = &m->hello;
 	uint32_t i;
-	int code = 0;
+	int code;
 
 	pthread_mutex_lock(&r->lock);
-	if (memcmp(h->cluster_id, r->cfg.cluster_id, sizeof(h->cluster_id)) != 0) {
-		*why = "HELLO names another cluster";
-		code = PROTO_ERR_CLUSTER;
-	} else if (h->node_id != p->cfg.id) {
-		*why = "HELLO node id differs from the certificate's";
-		code = PROTO_ERR_MEMBER;
-	}
+	code = hello_check(r->cfg.cluster_id, p->cfg.id, m, why);
 	/* A peer's word on itself beats hearsay; hearsay beats not knowing. */
 	if (code == 0 && h->primary && (h->primary == h->node_id || !r->primary_id) &&
 	    r->primary_id != r->cfg.node_id)
@@ -496,8 +476,19 @@ static void reload_config(struct repl *r)
 	for (struct repl_shipper *s = r->shippers; s; s = s->next)
 		repl_wake(s->wake_fd);
 	pthread_mutex_unlock(&r->lock);
-	for (i = 0; i < ngone; i++)
-		free_peer(gone[i]);
+	/*
+	 * Inbound links may still point at a removed peer until they notice
+	 * it is gone, so its memory is kept until repl_stop().
+	 */
+	for (i = 0; i < ngone; i++) {
+		if (gone[i]->thread_running)
+			pthread_join(gone[i]->thread, NULL);
+		gone[i]->thread_running = 0;
+		pthread_mutex_lock(&r->lock);
+		gone[i]->retired_next = r->retired;
+		r->retired = gone[i];
+		pthread_mutex_unlock(&r->lock);
+	}
 }
 
 /* Join inbound links whose thread finished.  With all set, wait for every one. */
@@ -809,6 +800,12 @@ void repl_stop(struct repl *r)
 	for (i = 0; i < r->npeers; i++)
 		free_peer(r->peers[i]);
 	reap_shippers(r, 1);
+	while (r->retired) {
+		struct repl_peer *p = r->retired;
+
+		r->retired = p->retired_next;
+		free_peer(p);
+	}
 	control_stop(r->control);
 	if (r->listen_fd >= 0)
 		close(r->listen_fd);

@@ -31,6 +31,7 @@ struct repl_peer {
 	struct repl *r;
 	struct config_peer cfg; /* guarded by r->lock */
 	int gone;		/* guarded by r->lock: removed from the config, thread exits */
+	struct repl_peer *retired_next; /* guarded by r->lock: list of removed peers */
 	pthread_t thread;
 	int thread_running;
 	int wake_fd; /* eventfd: source choices changed, or stop */
@@ -57,6 +58,7 @@ struct repl_shipper {
 	int sleeping; /* atomic: the thread waits for wake_fd */
 	uint64_t peer_id;
 	char name[CONFIG_NAME_MAX];
+	struct repl_peer *peer; /* guarded by r->lock: set once identified */
 };
 
 struct repl {
@@ -76,6 +78,7 @@ struct repl {
 	struct repl_peer *peers[CONFIG_MAX_PEERS]; /* guarded by lock */
 	unsigned npeers;			   /* guarded by lock */
 	struct repl_shipper *shippers;		   /* guarded by lock */
+	struct repl_peer *retired;		   /* guarded by lock: removed, freed at stop */
 	/* Known origins, in the order first seen; applied[] mirrors the journal. */
 	unsigned norigins;		    /* guarded by lock */
 	uint64_t origins[REPL_MAX_ORIGINS]; /* guarded by lock */

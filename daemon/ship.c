@@ -300,6 +300,7 @@ static int greet(struct ship *sh)
 	pthread_mutex_lock(&r->lock);
 	snprintf(sh->s->name, sizeof(sh->s->name), "%s", sh->p->cfg.name);
 	sh->s->peer_id = sh->p->cfg.id;
+	sh->s->peer = sh->p;
 	pthread_mutex_unlock(&r->lock);
 	rv = link_recv(l, REPL_HELLO_TIMEOUT_MS, &m);
 	if (rv < 0) {
@@ -308,12 +309,6 @@ static int greet(struct ship *sh)
 				 REPL_HELLO_TIMEOUT_MS / 1000);
 		repl_send_error(l, PROTO_ERR_MALFORMED, l->why);
 		return rv == -EAGAIN ? -ETIMEDOUT : rv;
-	}
-	if (m.type != PROTO_HELLO) {
-		snprintf(l->why, sizeof(l->why), "%s frame before HELLO", proto_type_name(m.type));
-		repl_send_error(l, PROTO_ERR_MALFORMED, l->why);
-		proto_msg_free(&m);
-		return -EPROTO;
 	}
 	code = repl_take_hello(r, sh->p, &m, &reason);
 	proto_msg_free(&m);

@@ -163,7 +163,7 @@ static int check_counts(const struct repl_status *st)
 	return 0;
 }
 
-static const char *state_name(enum repl_peer_state state)
+const char *repl_peer_state_name(enum repl_peer_state state)
 {
 	switch (state) {
 	case REPL_PEER_CONNECTING:
@@ -276,7 +276,7 @@ static void put_text_peer(struct out *o, const struct repl_status *st,
 		put(o, " (id not yet known) ");
 	put_escaped(o, p->address, sizeof(p->address), ESC_TEXT);
 
-	put(o, "\n  link: %s for ", state_name(p->state));
+	put(o, "\n  link: %s for ", repl_peer_state_name(p->state));
 	put_duration(o, st->now_ms - p->since_ms);
 	if (p->why[0]) {
 		put(o, " (");
@@ -383,7 +383,7 @@ static void put_json_peer(struct out *o, const struct repl_peer_status *p)
 		put(o, ",\"id\":\"%016" PRIx64 "\"", p->id);
 	else
 		put(o, ",\"id\":null");
-	put(o, ",\"state\":\"%s\",\"since_ms\":%" PRId64 ",\"why\":", state_name(p->state),
+	put(o, ",\"state\":\"%s\",\"since_ms\":%" PRId64 ",\"why\":", repl_peer_state_name(p->state),
 	    p->since_ms);
 	put_json_string(o, p->why, sizeof(p->why));
 	/* JSON has no NaN or infinity; a lag that cannot be measured reads as none. */

@@ -108,6 +108,9 @@ struct repl_status {
 			nothing it advertised */
 };
 
+/* "connecting", "connected", "retrying", "refused" (daemon/status_fmt.c). */
+const char *repl_peer_state_name(enum repl_peer_state state);
+
 /* Fill *st with a consistent snapshot.  0 or a negative errno. */
 int repl_status(struct repl *r, struct repl_status *st);
 

@@ -15,6 +15,11 @@
  * framing and its CRC made right.  That copy reaches the body and event
  * checks.
  *
+ * The same stream is also put through the handshake's rules (daemon/hello.c)
+ * as a node applies them to a peer that dialled it: the first frame must be
+ * an acceptable HELLO, and each event after it must pass the receiver's
+ * checks; every refusal must say why.
+ *
  * Built with -DFUZZ_WRITE_SEEDS instead, the file is a small program that
  * writes one valid frame of each type, and a stream of all of them, into
  * the directory given as its argument: the seed corpus tools/fuzz uses.
@@ -27,7 +32,12 @@
 #include "ledgerfs/bytes.h"
 #include "ledgerfs/crc32c.h"
 #include "ledgerfs/event.h"
+#include "ledgerfs/hello.h"
 #include "ledgerfs/proto.h"
+
+/* The cluster and peer id the seed HELLO carries, so seeds pass the handshake. */
+#define SEED_CLUSTER_BYTE 0xab
+#define SEED_PEER_ID	  2
 
 /* Re-encodes a parsed message into b; aborts if the encoder refuses what the decoder took. */
 static void reencode(const struct proto_msg *msg, struct pbuf *b)
@@ -157,6 +167,55 @@ static void check_stream(const uint8_t *data, size_t size)
 	}
 }
 
+/* The handshake's rules over one frame; returns 0 while the link would stay up. */
+static int handshake_frame(const uint8_t *frame, size_t len, int first)
+{
+	uint8_t cluster[PROTO_CLUSTER_ID_LEN];
+	struct proto_events_iter it;
+	struct proto_msg msg;
+	const char *why = NULL;
+	const uint8_t *rec;
+	size_t rec_len;
+	int code = 0;
+
+	if (proto_parse(frame, len, &msg, &why) != 0)
+		return -1;
+	memset(cluster, SEED_CLUSTER_BYTE, sizeof(cluster));
+	if (first) {
+		code = hello_check(cluster, SEED_PEER_ID, &msg, &why);
+	} else if (msg.type == PROTO_EVENTS) {
+		proto_events_iter_init(&it, &msg.events);
+		while (!code && proto_events_next(&it, &rec, &rec_len)) {
+			struct event ev;
+
+			if (proto_event_decode(rec, rec_len, &ev, &why) != 0) {
+				code = -1;
+				break;
+			}
+			why = NULL;
+			code = hello_check_event(&ev, &why);
+			event_free(&ev);
+		}
+	}
+	if (code > 0 && !why)
+		abort();
+	proto_msg_free(&msg);
+	return code;
+}
+
+/* Reads data as a peer's stream, from its first frame, until the link would drop. */
+static void check_handshake(const uint8_t *data, size_t size)
+{
+	size_t off = 0, frame_len;
+	const char *why;
+
+	while (off < size && proto_frame_peek(data + off, size - off, &frame_len, &why) == 0) {
+		if (handshake_frame(data + off, frame_len, off == 0) != 0)
+			return;
+		off += frame_len;
+	}
+}
+
 /* Makes the framing of data (size bytes) consistent, as described at the top. */
 static void seal(uint8_t *data, size_t size)
 {
@@ -193,6 +252,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t *sealed;
 
 	check_stream(data, size);
+	check_handshake(data, size);
 	check_frame(data, size);
 	if (size < PROTO_HEADER_LEN || size - 4 > PROTO_MAX_FRAME)
 		return 0;
@@ -273,10 +333,11 @@ static void put_vref_events(struct pbuf *b)
 static void put_sample(int which, struct pbuf *b)
 {
 	struct evid vector[] = {{1, 10}, {2, 20}, {3, 0}};
-	struct proto_hello hello = {.node_id = 2, .term = 1, .count = 3, .applied = vector};
+	struct proto_hello hello = {
+	    .node_id = SEED_PEER_ID, .term = 1, .count = 3, .applied = vector};
 	int err = 0;
 
-	memset(hello.cluster_id, 0xab, sizeof(hello.cluster_id));
+	memset(hello.cluster_id, SEED_CLUSTER_BYTE, sizeof(hello.cluster_id));
 	switch (which) {
 	case 0:
 		err = proto_put_hello(b, &hello);

@@ -518,3 +518,31 @@ def test_replica_cache_invalidated_when_events_apply():
             os.close(fd_f)
             os.close(fd_g)
         cl.wait_in_sync()
+
+
+def test_running_node_takes_peer_remove_and_add_from_its_config():
+    """`ledgerctl peer remove` on a running primary drops the peer's links and
+    refuses it from then on (nothing more reaches it); `peer add` brings it back
+    and it catches up."""
+    with lfs.Workdir() as wd:
+        cl = Cluster(wd, ["a", "b"])
+        a, b = cl["a"], cl["b"]
+        lfs.write_file(a.m("before"), b"1\n", fsync=True)
+        cl.wait_in_sync()
+        mark = a.log_mark()
+        lfs.ctl("peer", "remove", a.dir, "b")
+
+        def b_refused():
+            peers = {p["name"]: p for p in b.status()["peers"]}
+            return peers["a"]["state"] == "refused" and "not a member" in peers["a"]["why"]
+        lfs.wait_until(b_refused, 30, "b to be refused by a after peer remove")
+        check("b" not in [p["name"] for p in a.status()["peers"]], "a no longer lists b")
+        check("not a member" in a.log_since(mark), "a logs the refusal")
+        seq = cl.seq("a")
+        lfs.write_file(a.m("after"), b"2\n", fsync=True)
+        lfs.wait_until(lambda: cl.seq("a") > seq, 10, "a to journal the write")
+        check(not os.path.exists(b.m("after")), "a removed peer receives nothing")
+
+        lfs.ctl("peer", "add", a.dir, f"b={b.address}")
+        cl.wait_in_sync()
+        check_eq(lfs.read_file(b.m("after")), b"2\n", "b caught up after peer add")
