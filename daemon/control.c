@@ -49,6 +49,7 @@ struct control {
 	ino_t ino;
 	pthread_t thread;
 	int (*snapshot)(void *arg, struct repl_status *st);
+	int (*action)(void *arg, const char *req, char *reply, size_t len);
 	void *arg;
 	/* Here rather than on the thread's stack: a status is tens of kilobytes. */
 	struct repl_status st;
@@ -169,6 +170,12 @@ static void build_reply(struct control *c, char *req, size_t req_len, char *msg,
 		render = status_fmt_json;
 	else if (request_is(req, req_len, "metrics"))
 		render = status_fmt_prometheus;
+	if (!render && c->action) {
+		ret = c->action(c->arg, req, msg, msg_size);
+		if (ret != -ENOENT)
+			goto out;
+		msg[0] = '\0';
+	}
 	if (!render) {
 		/* The echo must stay one printable line whatever the client sent. */
 		for (i = 0; i < req_len; i++)
@@ -381,7 +388,8 @@ out:
 	return ret;
 }
 
-int control_start(const char *path, int (*snapshot)(void *arg, struct repl_status *st), void *arg,
+int control_start(const char *path, int (*snapshot)(void *arg, struct repl_status *st),
+		  int (*action)(void *arg, const char *req, char *reply, size_t len), void *arg,
 		  struct control **out)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -405,6 +413,7 @@ int control_start(const char *path, int (*snapshot)(void *arg, struct repl_statu
 	c->listen_fd = -1;
 	c->stop_pipe[0] = c->stop_pipe[1] = -1;
 	c->snapshot = snapshot;
+	c->action = action;
 	c->arg = arg;
 	c->path = strdup(path);
 	if (!c->path) {

@@ -231,7 +231,8 @@ static int serve_main(int argc, char **argv)
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	r = node_open(real, NODE_OPEN_MOUNT | NODE_OPEN_REPLAY, &n, err, sizeof(err));
+	r = node_open(real, NODE_OPEN_MOUNT | NODE_OPEN_REPLAY | NODE_OPEN_REBUILD, &n, err,
+		      sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "ledgerfs: %s\n", err);
 		goto out;
@@ -314,7 +315,8 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	r = node_open(real, NODE_OPEN_MOUNT | NODE_OPEN_REPLAY, &n, err, sizeof(err));
+	r = node_open(real, NODE_OPEN_MOUNT | NODE_OPEN_REPLAY | NODE_OPEN_REBUILD, &n, err,
+		      sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "ledgerfs: %s\n", err);
 		goto out;

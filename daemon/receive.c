@@ -263,11 +263,14 @@ static int take_events(struct receiver *rc, const struct proto_msg *m)
 				 ev.origin, ev.seq, event_type_name(ev.type),
 				 ev.path ? ev.path : "", why ? why : "", why ? ": " : "",
 				 strerror(-rv));
-			repl_send_error(rc->l, PROTO_ERR_EVENT, rc->l->why);
+			repl_send_error(rc->l, rv == -EPERM ? PROTO_ERR_TERM : PROTO_ERR_EVENT,
+					rc->l->why);
 			event_free(&ev);
 			return rv;
 		}
 		pthread_mutex_lock(&r->lock);
+		if (rv == 0 && ev.type == EV_ROLE && (ev.op_flags & 1))
+			r->primary_id = ev.origin;
 		idx = repl_origin_index(r, ev.origin);
 		if (idx >= 0 && ev.seq > r->applied[idx])
 			r->applied[idx] = ev.seq;
@@ -298,8 +301,10 @@ static int take_frame(struct receiver *rc, const struct proto_msg *m)
 	case PROTO_ERROR:
 		snprintf(rc->l->why, sizeof(rc->l->why), "peer refused us: %s: %.180s",
 			 proto_error_name(m->error.code), m->error.msg);
+		/* Refusals that retrying will not cure show as "refused". */
 		return m->error.code == PROTO_ERR_MEMBER || m->error.code == PROTO_ERR_CLUSTER ||
-			       m->error.code == PROTO_ERR_VERSION
+			       m->error.code == PROTO_ERR_VERSION ||
+			       m->error.code == PROTO_ERR_TRIMMED || m->error.code == PROTO_ERR_TERM
 			   ? -EACCES
 			   : -ECONNRESET;
 	default:

@@ -28,6 +28,8 @@
 
 /* The supervisor looks at the config file and finished links this often. */
 #define REPL_SUPERVISE_MS 500
+/* And trims the journal this often (cheap when nothing is due). */
+#define REPL_TRIM_MS 2000
 
 int64_t repl_wall_ms(void)
 {
@@ -237,7 +239,7 @@ int repl_put_hello(struct repl *r, struct link *l)
 		vec[i].seq = journal_applied(r->n->journal, r->origins[i]);
 	}
 	h.count = r->norigins;
-	h.primary = r->primary_id;
+	h.primary = r->n->role_origin;
 	pthread_mutex_unlock(&r->lock);
 	pthread_mutex_unlock(&r->n->lock);
 	qsort(vec, h.count, sizeof(vec[0]), evid_cmp);
@@ -257,10 +259,6 @@ int repl_take_hello(struct repl *r, struct repl_peer *p, const struct proto_msg 
 
 	pthread_mutex_lock(&r->lock);
 	code = hello_check(r->cfg.cluster_id, p->cfg.id, m, why);
-	/* A peer's word on itself beats hearsay; hearsay beats not knowing. */
-	if (code == 0 && h->primary && (h->primary == h->node_id || !r->primary_id) &&
-	    r->primary_id != r->cfg.node_id)
-		r->primary_id = h->primary;
 	for (i = 0; code == 0 && i < h->count; i++) {
 		int idx = repl_origin_index(r, h->applied[i].origin);
 
@@ -268,6 +266,19 @@ int repl_take_hello(struct repl *r, struct repl_peer *p, const struct proto_msg 
 			p->vec[idx] = h->applied[i].seq;
 	}
 	pthread_mutex_unlock(&r->lock);
+	/* Terms: adopt a higher one (a primary steps down), refuse a second primary. */
+	if (code == 0 && node_see_term(r->n, h->term, h->primary) < 0) {
+		*why = "two primaries claim the same term";
+		code = PROTO_ERR_TERM;
+	}
+	if (code == 0) {
+		pthread_mutex_lock(&r->n->lock);
+		pthread_mutex_lock(&r->lock);
+		if (r->n->role_origin)
+			r->primary_id = r->n->role_origin;
+		pthread_mutex_unlock(&r->lock);
+		pthread_mutex_unlock(&r->n->lock);
+	}
 	return code;
 }
 
@@ -481,6 +492,7 @@ static void reload_config(struct repl *r)
 	 * it is gone, so its memory is kept until repl_stop().
 	 */
 	for (i = 0; i < ngone; i++) {
+		node_peer_forget(r->n, gone[i]->cfg.id);
 		if (gone[i]->thread_running)
 			pthread_join(gone[i]->thread, NULL);
 		gone[i]->thread_running = 0;
@@ -515,11 +527,68 @@ static void reap_shippers(struct repl *r, int all)
 	}
 }
 
+/*
+ * Trim each origin's events that every member confirmed, outside the
+ * retention window, and never a kept-aside tail.  Node lock held.
+ */
+static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origin)
+{
+	struct node *n = r->n;
+	uint64_t confirmed = journal_applied(n->journal, origin), ck, upto = 0, count = 0;
+	unsigned i;
+	int rv = 0;
+
+	for (i = 0; i < cfg->npeers && rv == 0; i++) {
+		/* A member never seen has confirmed nothing. */
+		ck = 0;
+		if (cfg->peers[i].id)
+			rv = journal_checkpoint_get(n->journal, cfg->peers[i].id, origin, &ck);
+		if (cfg->peers[i].id == origin)
+			continue;
+		if (ck < confirmed)
+			confirmed = ck;
+	}
+	for (i = 0; i < n->ntails; i++)
+		if (n->tails[i].origin == origin && n->tails[i].first - 1 < confirmed)
+			confirmed = n->tails[i].first - 1;
+	if (rv == 0 && confirmed)
+		rv =
+		    journal_trim_point(n->journal, origin, confirmed, cfg->retain_bytes,
+				       cfg->retain_age_sec * 1000, (uint64_t)repl_wall_ms(), &upto);
+	if (rv == 0 && upto)
+		rv = journal_trim(n->journal, origin, upto, &count);
+	if (rv < 0)
+		log_warn("cannot trim the events of %016" PRIx64 ": %s", origin, strerror(-rv));
+	else if (count)
+		log_info("trimmed %" PRIu64 " events of %016" PRIx64 " up to seq %" PRIu64
+			 ", confirmed by every member",
+			 count, origin, upto);
+}
+
+static void trim_journal(struct repl *r)
+{
+	uint64_t origins[REPL_MAX_ORIGINS];
+	struct config cfg;
+	unsigned i, norigins;
+
+	pthread_mutex_lock(&r->lock);
+	cfg = r->cfg;
+	norigins = r->norigins;
+	memcpy(origins, r->origins, sizeof(origins[0]) * norigins);
+	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_lock(&r->n->lock);
+	for (i = 0; i < norigins; i++)
+		trim_origin(r, &cfg, origins[i]);
+	pthread_mutex_unlock(&r->n->lock);
+}
+
 static void *supervisor_main(void *arg)
 {
 	struct repl *r = arg;
 	struct stat st;
 	struct timespec seen = {0};
+
+	int64_t next_trim = link_now_ms() + REPL_TRIM_MS;
 
 	if (stat(r->conf_path, &st) == 0)
 		seen = st.st_mtim;
@@ -529,6 +598,10 @@ static void *supervisor_main(void *arg)
 		if (poll(&p, 1, REPL_SUPERVISE_MS) > 0)
 			break;
 		reap_shippers(r, 0);
+		if (link_now_ms() >= next_trim) {
+			trim_journal(r);
+			next_trim = link_now_ms() + REPL_TRIM_MS;
+		}
 		if (stat(r->conf_path, &st) == 0 &&
 		    (st.st_mtim.tv_sec != seen.tv_sec || st.st_mtim.tv_nsec != seen.tv_nsec)) {
 			seen = st.st_mtim;
@@ -600,6 +673,7 @@ int repl_status(struct repl *r, struct repl_status *st)
 	uint64_t origins[REPL_MAX_ORIGINS], applied[REPL_MAX_ORIGINS];
 	struct repl_peer_status *ps;
 	unsigned i, k, norigins;
+	uint64_t vlog_bytes = 0;
 	int in_sync = 1;
 	int64_t now_mono = link_now_ms();
 
@@ -608,6 +682,13 @@ int repl_status(struct repl *r, struct repl_status *st)
 	pthread_mutex_lock(&r->n->lock);
 	st->primary = r->n->primary;
 	st->term = r->n->term;
+	st->sync_peers = r->n->cfg.sync_peers;
+	st->degraded = r->n->degraded;
+	st->ntails = r->n->ntails;
+	memcpy(st->tails, r->n->tails, sizeof(st->tails[0]) * r->n->ntails);
+	st->rebuild_needed = r->n->rebuild_needed;
+	journal_disk_usage(r->n->journal, &st->journal_bytes, &vlog_bytes);
+	st->journal_bytes += vlog_bytes;
 	pthread_mutex_lock(&r->lock);
 	snprintf(st->name, sizeof(st->name), "%s", r->cfg.name);
 	snprintf(st->listen, sizeof(st->listen), "%s", r->cfg.listen);
@@ -617,6 +698,8 @@ int repl_status(struct repl *r, struct repl_status *st)
 		origins[i] = r->origins[i];
 		applied[i] = journal_applied(r->n->journal, origins[i]);
 		st->applied[i] = (struct evid){origins[i], applied[i]};
+		st->oldest[i].origin = origins[i];
+		journal_oldest(r->n->journal, origins[i], &st->oldest[i].seq);
 	}
 	st->norigins = norigins;
 	st->npeers = r->npeers;
@@ -640,6 +723,12 @@ int repl_status(struct repl *r, struct repl_status *st)
 		ps->bytes_received = p->bytes_received;
 		ps->connects = p->connects;
 		peer_status(r, p, norigins, origins, applied, ps, st->now_ms);
+		for (i = 0; i < norigins; i++)
+			if (origins[i] == r->cfg.node_id)
+				for (unsigned c = 0; c < ps->ncheckpoints; c++)
+					if (ps->checkpoints[c].origin == origins[i] &&
+					    ps->checkpoints[c].seq >= applied[i])
+						ps->synchronous = p->state == REPL_PEER_CONNECTED;
 		if (p->state != REPL_PEER_CONNECTED || !ps->inbound || ps->lag_events)
 			in_sync = 0;
 		for (i = 0; i < norigins; i++)
@@ -658,6 +747,34 @@ int repl_status(struct repl *r, struct repl_status *st)
 static int status_snapshot(void *arg, struct repl_status *st)
 {
 	return repl_status(arg, st);
+}
+
+/* Control requests that change the node: promote, demote. */
+static int control_action(void *arg, const char *req, char *reply, size_t len)
+{
+	struct repl *r = arg;
+	uint64_t term = 0;
+	int rv;
+
+	if (!strcmp(req, "promote")) {
+		rv = node_promote(r->n, &term);
+		if (rv == 0) {
+			pthread_mutex_lock(&r->lock);
+			r->primary_id = r->cfg.node_id;
+			pthread_mutex_unlock(&r->lock);
+			snprintf(reply, len, "ok: %s is primary of term %" PRIu64 "\n", r->cfg.name,
+				 term);
+		}
+	} else if (!strcmp(req, "demote")) {
+		rv = node_demote(r->n, "demoted by ledgerctl");
+		if (rv == 0)
+			snprintf(reply, len, "ok: %s is a replica\n", r->cfg.name);
+	} else {
+		return -ENOENT;
+	}
+	if (rv < 0)
+		snprintf(reply, len, "error: %s: %s\n", req, strerror(-rv));
+	return 0;
 }
 
 /* ---- start and stop -------------------------------------------------- */
@@ -739,7 +856,7 @@ int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out
 			goto fail;
 	}
 	snprintf(sock, sizeof(sock), "%s/%s", n->dir, CONTROL_SOCKET);
-	rv = control_start(sock, status_snapshot, r, &r->control);
+	rv = control_start(sock, status_snapshot, control_action, r, &r->control);
 	if (rv < 0) {
 		log_err("%s: cannot serve the control socket: %s", sock, strerror(-rv));
 		goto fail;

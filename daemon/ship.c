@@ -57,16 +57,26 @@ static void window_drop_origin(struct ship *sh, uint64_t origin)
 	window_ack(sh, origin, UINT64_MAX);
 }
 
-/* Append one journal record to the batch, inlining a value-log payload. */
-static int add_record(struct repl *r, struct link *l, struct proto_batch *b, const uint8_t *val,
-		      size_t len, const char **why)
+/*
+ * Append one journal record to the batch, inlining a value-log payload.
+ * Node lock held.
+ */
+static int add_record(struct repl *r, struct link *l, struct proto_batch *b, uint64_t origin,
+		      uint64_t seq, const uint8_t *val, size_t len, const char **why)
 {
 	struct event ev;
+	uint64_t tail_term;
 	int rv;
 
 	if (len < EVENT_HEADER_LEN) {
 		*why = "journal record too short";
 		return -EBADMSG;
+	}
+	if (node_in_tail_locked(r->n, origin, seq, &tail_term)) {
+		/* Kept aside beyond a promotion: peers get the number, never the change. */
+		struct event v = {.type = EV_VOID, .origin = origin, .seq = seq, .term = tail_term};
+
+		return proto_put_events_add_event(&l->out, b, &v);
 	}
 	if (!(get_le16(val + EVENT_FLAGS_OFFSET) & EVENT_F_VREF))
 		return proto_put_events_add(&l->out, b, val, len);
@@ -139,7 +149,9 @@ static int build_batch(struct ship *sh, int *wait_ms)
 	}
 	if (!sh->ready_since)
 		sh->ready_since = now;
-	if (total < n->cfg.batch_events && now - sh->ready_since < (int64_t)n->cfg.batch_ms) {
+	/* An fsync waiting for peers must not wait for a batch to fill too. */
+	if (total < n->cfg.batch_events && now - sh->ready_since < (int64_t)n->cfg.batch_ms &&
+	    !n->sync_waiting) {
 		*wait_ms = (int)(n->cfg.batch_ms - (now - sh->ready_since));
 		goto out;
 	}
@@ -178,7 +190,7 @@ static int build_batch(struct ship *sh, int *wait_ms)
 				rv = rv < 0 ? rv : -ENOENT;
 				break;
 			}
-			rv = add_record(r, l, &b, val, len, &why);
+			rv = add_record(r, l, &b, origins[i], want, val, len, &why);
 			if (rv == -EMSGSIZE && count > 0) {
 				rv = 0;
 				break;
@@ -224,6 +236,8 @@ static int take_ack(struct ship *sh, const struct proto_ack *ack)
 	pthread_mutex_lock(&r->n->lock);
 	rv = journal_checkpoint_put(r->n->journal, sh->s->peer_id, ack->origin, ack->seq);
 	pthread_mutex_unlock(&r->n->lock);
+	if (rv == 0 && ack->origin == r->cfg.node_id)
+		node_peer_confirmed(r->n, sh->s->peer_id, ack->seq);
 	if (rv < 0) {
 		snprintf(sh->s->link->why, sizeof(sh->s->link->why), "cannot record checkpoint: %s",
 			 strerror(-rv));
@@ -243,7 +257,22 @@ static int take_ack(struct ship *sh, const struct proto_ack *ack)
 static int take_fetch(struct ship *sh, const struct proto_fetch *f)
 {
 	struct repl *r = sh->r;
+	uint64_t trimmed = 0;
 	int idx;
+
+	if (f->from_seq) {
+		pthread_mutex_lock(&r->n->lock);
+		journal_trimmed(r->n->journal, f->origin, &trimmed);
+		pthread_mutex_unlock(&r->n->lock);
+	}
+	if (f->from_seq && f->from_seq <= trimmed) {
+		snprintf(sh->s->link->why, sizeof(sh->s->link->why),
+			 "peer asks for events of %016" PRIx64 " from %" PRIu64
+			 " but they are trimmed up to %" PRIu64 ": it needs a snapshot resync",
+			 f->origin, f->from_seq, trimmed);
+		repl_send_error(sh->s->link, PROTO_ERR_TRIMMED, sh->s->link->why);
+		return -ESTALE;
+	}
 
 	pthread_mutex_lock(&r->lock);
 	idx = repl_origin_index(r, f->origin);

@@ -155,7 +155,7 @@ static int check_counts(const struct repl_status *st)
 	unsigned i;
 
 	if (st->norigins > REPL_MAX_ORIGINS || st->npeers > CONFIG_MAX_PEERS ||
-	    st->nnotes > REPL_MAX_NOTES)
+	    st->nnotes > REPL_MAX_NOTES || st->ntails > NODE_MAX_FENCES)
 		return -EINVAL;
 	for (i = 0; i < st->npeers; i++)
 		if (st->peers[i].ncheckpoints > REPL_MAX_ORIGINS)
@@ -287,7 +287,8 @@ static void put_text_peer(struct out *o, const struct repl_status *st,
 		put(o, ", next try in ");
 		put_duration(o, (int64_t)(p->retry_in_ms > INT64_MAX ? INT64_MAX : p->retry_in_ms));
 	}
-	put(o, "; inbound: %s\n", p->inbound ? "up" : "down");
+	put(o, "; inbound: %s%s\n", p->inbound ? "up" : "down",
+	    p->synchronous ? "; synchronous" : "");
 
 	put(o, "  lag: %" PRIu64 " event%s, ", p->lag_events, p->lag_events == 1 ? "" : "s");
 	put_bytes(o, p->lag_bytes);
@@ -343,6 +344,22 @@ int status_fmt_text(const struct repl_status *st, struct pbuf *b)
 	put(&o, "applied:");
 	put_vector(&o, st, st->applied, st->norigins);
 	put(&o, "in sync: %s\n", st->in_sync ? "yes" : "no");
+	put(&o, "journal: ");
+	put_bytes(&o, st->journal_bytes);
+	put(&o, ", oldest held:");
+	put_vector(&o, st, st->oldest, st->norigins);
+	if (st->sync_peers)
+		put(&o, "synchronous replication: fsync waits for %" PRIu32 " peer%s%s\n",
+		    st->sync_peers, st->sync_peers == 1 ? "" : "s",
+		    st->degraded ? "; DEGRADED to asynchronous" : "");
+	for (i = 0; i < st->ntails; i++)
+		put(&o,
+		    "kept aside: events %016" PRIx64 ":%" PRIu64 "..%" PRIu64
+		    " beyond the promotion of term %" PRIu64 " (ledgerctl tail-export)\n",
+		    st->tails[i].origin, st->tails[i].first, st->tails[i].last, st->tails[i].term);
+	if (st->rebuild_needed)
+		put(&o,
+		    "the store still holds kept-aside events: restart the node to rebuild it\n");
 	for (i = 0; i < st->npeers; i++)
 		put_text_peer(&o, st, &st->peers[i]);
 	if (st->nnotes)
@@ -383,7 +400,8 @@ static void put_json_peer(struct out *o, const struct repl_peer_status *p)
 		put(o, ",\"id\":\"%016" PRIx64 "\"", p->id);
 	else
 		put(o, ",\"id\":null");
-	put(o, ",\"state\":\"%s\",\"since_ms\":%" PRId64 ",\"why\":", repl_peer_state_name(p->state),
+	put(o,
+	    ",\"state\":\"%s\",\"since_ms\":%" PRId64 ",\"why\":", repl_peer_state_name(p->state),
 	    p->since_ms);
 	put_json_string(o, p->why, sizeof(p->why));
 	/* JSON has no NaN or infinity; a lag that cannot be measured reads as none. */
@@ -395,8 +413,9 @@ static void put_json_peer(struct out *o, const struct repl_peer_status *p)
 	put_json_vector(o, p->checkpoints, p->ncheckpoints);
 	put(o,
 	    ",\"events_sent\":%" PRIu64 ",\"bytes_sent\":%" PRIu64 ",\"events_received\":%" PRIu64
-	    ",\"bytes_received\":%" PRIu64 ",\"connects\":%" PRIu64 "}",
-	    p->events_sent, p->bytes_sent, p->events_received, p->bytes_received, p->connects);
+	    ",\"bytes_received\":%" PRIu64 ",\"connects\":%" PRIu64 ",\"synchronous\":%s}",
+	    p->events_sent, p->bytes_sent, p->events_received, p->bytes_received, p->connects,
+	    p->synchronous ? "true" : "false");
 }
 
 static void put_json_note(struct out *o, const struct repl_note *n)
@@ -438,6 +457,16 @@ int status_fmt_json(const struct repl_status *st, struct pbuf *b)
 		put(&o, i ? "," : "");
 		put_json_peer(&o, &st->peers[i]);
 	}
+	put(&o, "],\"journal_bytes\":%" PRIu64 ",\"oldest\":", st->journal_bytes);
+	put_json_vector(&o, st->oldest, st->norigins);
+	put(&o, ",\"sync_peers\":%" PRIu32 ",\"degraded\":%s,\"rebuild_needed\":%s,\"tails\":[",
+	    st->sync_peers, st->degraded ? "true" : "false", st->rebuild_needed ? "true" : "false");
+	for (i = 0; i < st->ntails; i++)
+		put(&o,
+		    "%s{\"origin\":\"%016" PRIx64 "\",\"first\":%" PRIu64 ",\"last\":%" PRIu64
+		    ",\"term\":%" PRIu64 "}",
+		    i ? "," : "", st->tails[i].origin, st->tails[i].first, st->tails[i].last,
+		    st->tails[i].term);
 	put(&o, "],\"notes\":[");
 	for (i = 0; i < st->nnotes; i++) {
 		put(&o, i ? "," : "");
@@ -545,6 +574,7 @@ int status_fmt_prometheus(const struct repl_status *st, struct pbuf *b)
 {
 	struct out o = {b, check_counts(st)};
 	unsigned i;
+	uint64_t kept = 0;
 
 	/* A bad count would walk past its array; render nothing. */
 	if (o.err)
@@ -569,6 +599,27 @@ int status_fmt_prometheus(const struct repl_status *st, struct pbuf *b)
 		    st->applied[i].seq);
 	}
 	prom_peers(&o, st);
+	prom_family(&o, "ledgerfs_journal_bytes", "gauge",
+		    "Bytes of the journal on disk (LevelDB and value log).");
+	prom_open(&o, "ledgerfs_journal_bytes", st);
+	put(&o, "} %" PRIu64 "\n", st->journal_bytes);
+	prom_family(&o, "ledgerfs_oldest_seq", "gauge",
+		    "Oldest seq of each origin the journal still holds (0: none).");
+	for (i = 0; i < st->norigins; i++) {
+		prom_open(&o, "ledgerfs_oldest_seq", st);
+		put(&o, ",origin=\"%016" PRIx64 "\"} %" PRIu64 "\n", st->oldest[i].origin,
+		    st->oldest[i].seq);
+	}
+	prom_family(&o, "ledgerfs_degraded", "gauge",
+		    "1 if fewer than sync_peers peers confirm and fsync runs asynchronously.");
+	prom_open(&o, "ledgerfs_degraded", st);
+	put(&o, "} %d\n", st->degraded ? 1 : 0);
+	prom_family(&o, "ledgerfs_kept_aside_events", "gauge",
+		    "Events held beyond a promotion's fence, kept aside for tail-export.");
+	prom_open(&o, "ledgerfs_kept_aside_events", st);
+	for (i = 0; i < st->ntails; i++)
+		kept += st->tails[i].last - st->tails[i].first + 1;
+	put(&o, "} %" PRIu64 "\n", kept);
 	prom_family(&o, "ledgerfs_outages_total", "counter",
 		    "OUTAGE events in the journal, of any node.");
 	prom_open(&o, "ledgerfs_outages_total", st);

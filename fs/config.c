@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ini.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -34,12 +35,24 @@
 #define DEFAULT_BATCH_EVENTS 256
 #define DEFAULT_BATCH_BYTES  1048576
 #define DEFAULT_BATCH_MS     5
+#define DEFAULT_SYNC_TIMEOUT 5000  /* ms */
+#define DEFAULT_RETAIN_AGE   86400 /* seconds: one day */
+/* A century; also keeps retain_age in milliseconds far from overflowing. */
+#define RETAIN_AGE_MAX 3153600000u
 
 enum config_section {
 	SEC_NONE,
 	SEC_NODE,
 	SEC_REPL,
+	SEC_JOURNAL,
 	SEC_PEER,
+};
+
+/* Names of the sections that appear once, indexed by enum config_section. */
+static const char *const section_names[] = {
+    [SEC_NODE] = "node",
+    [SEC_REPL] = "replication",
+    [SEC_JOURNAL] = "journal",
 };
 
 enum config_kind {
@@ -48,6 +61,9 @@ enum config_kind {
 	KIND_CLUSTER, /* uint8_t[16], not all zero */
 	KIND_ADDR,    /* char[CONFIG_ADDR_MAX], HOST:PORT */
 	KIND_U32,     /* uint32_t within [min, max] */
+	KIND_BOOL,    /* bool, "yes" or "no" */
+	KIND_SIZE,    /* uint64_t bytes, optional K/M/G/T suffix (powers of 1024), <= max */
+	KIND_SECONDS, /* uint64_t seconds, optional s/m/h/d suffix, <= max */
 };
 
 struct config_key {
@@ -55,7 +71,7 @@ struct config_key {
 	const char *name;
 	enum config_kind kind;
 	size_t offset; /* into struct config, or struct config_peer for SEC_PEER */
-	uint32_t min, max;
+	uint64_t min, max;
 	bool required;
 };
 
@@ -72,6 +88,13 @@ static const struct config_key config_keys[] = {
     {SEC_REPL, "batch_ms", KIND_U32, offsetof(struct config, batch_ms), 0, 60000, false},
     {SEC_REPL, "sync_peers", KIND_U32, offsetof(struct config, sync_peers), 0, CONFIG_MAX_PEERS,
      false},
+    {SEC_REPL, "sync_timeout", KIND_U32, offsetof(struct config, sync_timeout_ms), 1, 3600000,
+     false},
+    {SEC_REPL, "sync_degrade", KIND_BOOL, offsetof(struct config, sync_degrade), 0, 0, false},
+    {SEC_JOURNAL, "retain_bytes", KIND_SIZE, offsetof(struct config, retain_bytes), 0, UINT64_MAX,
+     false},
+    {SEC_JOURNAL, "retain_age", KIND_SECONDS, offsetof(struct config, retain_age_sec), 0,
+     RETAIN_AGE_MAX, false},
     {SEC_PEER, "address", KIND_ADDR, offsetof(struct config_peer, address), 0, 0, true},
     {SEC_PEER, "id", KIND_ID, offsetof(struct config_peer, id), 0, 0, false},
 };
@@ -88,8 +111,8 @@ struct config_parse {
 	enum config_section sec;  /* section of the lines being read */
 	struct config_peer *peer; /* the current peer when sec == SEC_PEER */
 	char section[INI_MAX_LINE];
-	unsigned sections_seen; /* bit (1 << SEC_*) for [node] and [replication] */
-	/* Bit i set when config_keys[i] was given: [0] node and replication, [1 + p] peer p. */
+	unsigned sections_seen; /* bit (1 << SEC_*) for [node], [replication] and [journal] */
+	/* Bit i set when config_keys[i] was given: [0] the single sections, [1 + p] peer p. */
 	unsigned keys_seen[1 + CONFIG_MAX_PEERS];
 	unsigned peer_line[CONFIG_MAX_PEERS];
 	bool failed;
@@ -104,6 +127,10 @@ void config_defaults(struct config *cfg)
 	cfg->batch_bytes = DEFAULT_BATCH_BYTES;
 	cfg->batch_ms = DEFAULT_BATCH_MS;
 	cfg->sync_peers = 0;
+	cfg->sync_timeout_ms = DEFAULT_SYNC_TIMEOUT;
+	cfg->sync_degrade = false;
+	cfg->retain_bytes = 0;
+	cfg->retain_age_sec = DEFAULT_RETAIN_AGE;
 }
 
 int config_name_valid(const char *name)
@@ -188,6 +215,55 @@ static int parse_u32(const char *s, uint32_t *out)
 	return 0;
 }
 
+/* Unit letters of sizes and durations and what each multiplies by. */
+static const char size_units[] = "KMGT";
+static const uint64_t size_scale[] = {1ull << 10, 1ull << 20, 1ull << 30, 1ull << 40};
+static const char time_units[] = "smhd";
+static const uint64_t time_scale[] = {1, 60, 3600, 86400};
+
+/*
+ * Decimal digits, then at most one letter of units (scale[i] for units[i]).
+ * -EINVAL if malformed, -ERANGE past UINT64_MAX.
+ */
+static int parse_scaled(const char *s, const char *units, const uint64_t *scale, uint64_t *out)
+{
+	const char *u;
+	uint64_t v = 0, d;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		d = (uint64_t)(*s - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -ERANGE;
+		v = v * 10 + d;
+	}
+	if (*s) {
+		u = strchr(units, *s);
+		if (!u || s[1])
+			return -EINVAL;
+		if (v > UINT64_MAX / scale[u - units])
+			return -ERANGE;
+		v *= scale[u - units];
+	}
+	*out = v;
+	return 0;
+}
+
+/* v with the largest unit (scale above 1) that divides it exactly; plain digits otherwise. */
+static void write_scaled(FILE *f, uint64_t v, const char *units, const uint64_t *scale)
+{
+	size_t i = strlen(units);
+
+	while (i-- > 0) {
+		if (scale[i] > 1 && v && v % scale[i] == 0) {
+			fprintf(f, "%" PRIu64 "%c\n", v / scale[i], units[i]);
+			return;
+		}
+	}
+	fprintf(f, "%" PRIu64 "\n", v);
+}
+
 /*
  * HOST:PORT with a port 1..65535; an IPv6 host is bracketed ("[::1]:7001").
  * The host is resolved later; here it only must not contain what would
@@ -242,8 +318,10 @@ static void begin_section(struct config_parse *p, const char *name)
 
 	snprintf(p->section, sizeof(p->section), "%s", name);
 	p->peer = NULL;
-	if (!strcmp(name, "node") || !strcmp(name, "replication")) {
-		p->sec = name[0] == 'n' ? SEC_NODE : SEC_REPL;
+	for (i = SEC_NODE; i < SEC_PEER; i++) {
+		if (strcmp(name, section_names[i]))
+			continue;
+		p->sec = (enum config_section)i;
 		if (p->sections_seen & (1u << p->sec))
 			parse_fail(p, "[%s]: section appears twice", name);
 		p->sections_seen |= 1u << p->sec;
@@ -251,8 +329,9 @@ static void begin_section(struct config_parse *p, const char *name)
 	}
 	if (strncmp(name, "peer ", 5)) {
 		p->sec = SEC_NONE;
-		parse_fail(p, "[%s]: unknown section (expected node, replication or peer NAME)",
-			   name);
+		parse_fail(
+		    p, "[%s]: unknown section (expected node, replication, journal or peer NAME)",
+		    name);
 		return;
 	}
 	p->sec = SEC_PEER;
@@ -345,7 +424,9 @@ static int parse_value(const struct config_key *k, const char *value, char *base
 		       size_t whatlen)
 {
 	void *dst = base + k->offset;
+	uint64_t v64;
 	uint32_t v;
+	bool yes;
 	int err;
 
 	switch (k->kind) {
@@ -386,11 +467,40 @@ static int parse_value(const struct config_key *k, const char *value, char *base
 			return err;
 		}
 		if (err || v < k->min || v > k->max) {
-			snprintf(what, whatlen, "%s is out of range (%u to %u)", value, k->min,
-				 k->max);
+			snprintf(what, whatlen, "%s is out of range (%" PRIu64 " to %" PRIu64 ")",
+				 value, k->min, k->max);
 			return -ERANGE;
 		}
 		memcpy(dst, &v, sizeof(v));
+		return 0;
+	case KIND_BOOL:
+		if (strcmp(value, "yes") && strcmp(value, "no")) {
+			snprintf(what, whatlen, "\"%s\" is not yes or no", value);
+			return -EINVAL;
+		}
+		yes = value[0] == 'y';
+		memcpy(dst, &yes, sizeof(yes));
+		return 0;
+	case KIND_SIZE:
+	case KIND_SECONDS:
+		if (k->kind == KIND_SIZE)
+			err = parse_scaled(value, size_units, size_scale, &v64);
+		else
+			err = parse_scaled(value, time_units, time_scale, &v64);
+		if (err == -EINVAL) {
+			snprintf(
+			    what, whatlen, "\"%s\" is not %s", value,
+			    k->kind == KIND_SIZE
+				? "a size (a number of bytes, optionally followed by K, M, G or T)"
+				: "a duration (seconds, optionally followed by s, m, h or d)");
+			return err;
+		}
+		if (err || v64 < k->min || v64 > k->max) {
+			snprintf(what, whatlen, "%s is out of range (%" PRIu64 " to %" PRIu64 "%s)",
+				 value, k->min, k->max, k->kind == KIND_SECONDS ? " seconds" : "");
+			return -ERANGE;
+		}
+		memcpy(dst, &v64, sizeof(v64));
 		return 0;
 	}
 	return -EINVAL;
@@ -444,8 +554,7 @@ static void check_complete(struct config_parse *p)
 			continue;
 		if (!(p->keys_seen[0] & (1u << k))) {
 			parse_fail(p, "[%s] %s: missing (required)",
-				   config_keys[k].sec == SEC_NODE ? "node" : "replication",
-				   config_keys[k].name);
+				   section_names[config_keys[k].sec], config_keys[k].name);
 			return;
 		}
 	}
@@ -541,8 +650,9 @@ static void write_value(FILE *f, const struct config_key *k, const char *base)
 {
 	const void *src = base + k->offset;
 	const uint8_t *b = src;
-	uint64_t id;
+	uint64_t id, v64;
 	uint32_t v;
+	bool yes;
 	int i;
 
 	switch (k->kind) {
@@ -565,6 +675,20 @@ static void write_value(FILE *f, const struct config_key *k, const char *base)
 	case KIND_U32:
 		memcpy(&v, src, sizeof(v));
 		fprintf(f, "%s = %u\n", k->name, v);
+		break;
+	case KIND_BOOL:
+		memcpy(&yes, src, sizeof(yes));
+		fprintf(f, "%s = %s\n", k->name, yes ? "yes" : "no");
+		break;
+	case KIND_SIZE:
+		memcpy(&v64, src, sizeof(v64));
+		fprintf(f, "%s = ", k->name);
+		write_scaled(f, v64, size_units, size_scale);
+		break;
+	case KIND_SECONDS:
+		memcpy(&v64, src, sizeof(v64));
+		fprintf(f, "%s = ", k->name);
+		write_scaled(f, v64, time_units, time_scale);
 		break;
 	}
 }
@@ -616,6 +740,8 @@ static int render(const struct config *cfg, char **text, size_t *len)
 	write_section(f, SEC_NODE, (const char *)cfg);
 	fputs("\n[replication]\n", f);
 	write_section(f, SEC_REPL, (const char *)cfg);
+	fputs("\n[journal]\n", f);
+	write_section(f, SEC_JOURNAL, (const char *)cfg);
 	for (i = 0; i < n; i++) {
 		fprintf(f, "\n[peer %.*s]\n", CONFIG_NAME_MAX, cfg->peers[i].name);
 		write_section(f, SEC_PEER, (const char *)&cfg->peers[i]);
@@ -642,7 +768,9 @@ static bool config_equal(const struct config *a, const struct config *b)
 	    memcmp(a->cluster_id, b->cluster_id, sizeof(a->cluster_id)) ||
 	    strncmp(a->listen, b->listen, CONFIG_ADDR_MAX) || a->batch_events != b->batch_events ||
 	    a->batch_bytes != b->batch_bytes || a->batch_ms != b->batch_ms ||
-	    a->sync_peers != b->sync_peers || a->npeers != b->npeers)
+	    a->sync_peers != b->sync_peers || a->sync_timeout_ms != b->sync_timeout_ms ||
+	    a->sync_degrade != b->sync_degrade || a->retain_bytes != b->retain_bytes ||
+	    a->retain_age_sec != b->retain_age_sec || a->npeers != b->npeers)
 		return false;
 	for (i = 0; i < a->npeers; i++)
 		if (strncmp(a->peers[i].name, b->peers[i].name, CONFIG_NAME_MAX) ||

@@ -779,7 +779,8 @@ static void lfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 
 /*
  * fsync makes both the journal and the store object durable before it
- * answers, so a crash afterwards loses neither.  The journal is synced by
+ * answers, so a crash afterwards loses neither, and with sync_peers also
+ * waits for that many peers to confirm (node_wait_peers()).  The journal is synced by
  * the node's syncer thread while this thread flushes the store file: the
  * two flushes overlap instead of adding up.
  */
@@ -792,6 +793,8 @@ static void sync_fd(fuse_req_t req, int fd, int datasync)
 	if ((datasync ? fdatasync(fd) : fsync(fd)) < 0)
 		r = -errno;
 	rj = node_sync_wait(n, ticket);
+	if (r == 0 && rj == 0)
+		rj = node_wait_peers(n);
 	fuse_reply_err(req, r < 0 ? -r : -rj);
 }
 

@@ -10,10 +10,20 @@
  * whatever the journal writes next, so marking an event applied costs no
  * write of its own.  Before any synced write the value log is synced first:
  * a durable event must never reference a payload that a crash could lose.
+ *
+ * Trimming deletes keys in bounded batches, each raising the trimmed mark,
+ * because one batch per trim would hold every deleted key in memory at
+ * once.  Scans start past the trimmed mark: LevelDB keeps deleted keys as
+ * tombstones until a compaction, and a scan from seq 0 would wade through
+ * them.  Value-log segments are reclaimed whole, by a per-segment list of
+ * the highest seq per origin they hold (journal.h): a reference count would
+ * need every trim, void and delete to decode the event it drops, while the
+ * highest seq only grows at append time and is checked against marks.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <leveldb/c.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,11 +48,17 @@
 #define KEY_APPLIED_LEN 10 /* a/ origin */
 #define KEY_CKPT_LEN	19 /* c/ peer / origin */
 #define META_NAME_MAX	64
+/* Meta names the journal keeps itself; journal_meta_put() refuses them. */
+#define META_TRIMMED "trimmed/"
+#define META_VSEG    "vseg/"
+#define VSEG_ENTRY   16 /* u64 origin, u64 highest seq, little-endian */
 
-struct applied_mark {
+/* What the journal remembers per origin; both marks only rise. */
+struct origin_mark {
 	uint64_t origin;
-	uint64_t seq;
-	int pending; /* not yet written to LevelDB */
+	uint64_t applied; /* a/<origin> */
+	int pending;	  /* applied not yet written to LevelDB */
+	uint64_t trimmed; /* m/trimmed/<origin>, always written at once */
 };
 
 struct journal {
@@ -61,11 +77,20 @@ struct journal {
 	uint64_t term;
 	uint64_t hlc_last; /* hlc of the newest local event */
 	int unsynced;	   /* LevelDB holds writes no synced write has covered yet */
-	struct applied_mark *marks;
+	struct origin_mark *marks;
 	size_t nmarks;
 	size_t marks_cap;
 	uint8_t *buf; /* encode buffer, reused so appends do not allocate */
 	size_t buf_cap;
+	/*
+	 * The m/vseg/ list of the segment appends go to, as stored: 16-byte
+	 * (origin, highest seq) entries.  Rewritten whole with each event whose
+	 * payload goes there, so appending never reads it back.
+	 */
+	uint32_t vseg; /* segment vseg_list describes, 0 before the first payload */
+	uint8_t *vseg_list;
+	size_t vseg_len;
+	size_t vseg_cap;
 };
 
 struct journal_iter {
@@ -113,6 +138,37 @@ static size_t key_meta(char *k, const char *name)
 	return n + 2;
 }
 
+static size_t key_trimmed(char *k, uint64_t origin)
+{
+	char name[32];
+
+	snprintf(name, sizeof(name), META_TRIMMED "%016" PRIx64, origin);
+	return key_meta(k, name);
+}
+
+static size_t key_vseg(char *k, uint32_t segment)
+{
+	char name[32];
+
+	snprintf(name, sizeof(name), META_VSEG "%08" PRIu32, segment);
+	return key_meta(k, name);
+}
+
+/* The number in len bytes of s (a key's name, not terminated); 0 or -EINVAL. */
+static int name_number(const char *s, size_t len, int base, uint64_t *out)
+{
+	char buf[24], *end;
+
+	if (len == 0 || len >= sizeof(buf) ||
+	    !((s[0] >= '0' && s[0] <= '9') || (base == 16 && s[0] >= 'a' && s[0] <= 'f')))
+		return -EINVAL;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	errno = 0;
+	*out = strtoull(buf, &end, base);
+	return errno || *end ? -EINVAL : 0;
+}
+
 /* Log a LevelDB error with its message, which the static *why cannot carry. */
 static int db_fail(const struct journal *j, const char *what, char *err)
 {
@@ -121,8 +177,8 @@ static int db_fail(const struct journal *j, const char *what, char *err)
 	return -EIO;
 }
 
-/* The newest mark of origin, or NULL. */
-static struct applied_mark *mark_find(struct journal *j, uint64_t origin)
+/* The marks of origin, or NULL. */
+static struct origin_mark *mark_find(struct journal *j, uint64_t origin)
 {
 	for (size_t i = 0; i < j->nmarks; i++)
 		if (j->marks[i].origin == origin)
@@ -130,28 +186,45 @@ static struct applied_mark *mark_find(struct journal *j, uint64_t origin)
 	return NULL;
 }
 
+/* The marks of origin, made (all 0) if there are none yet; NULL if out of memory. */
+static struct origin_mark *mark_get(struct journal *j, uint64_t origin)
+{
+	struct origin_mark *m = mark_find(j, origin);
+
+	if (m)
+		return m;
+	if (j->nmarks == j->marks_cap) {
+		size_t cap = j->marks_cap ? 2 * j->marks_cap : 8;
+		struct origin_mark *n = realloc(j->marks, cap * sizeof(*n));
+
+		if (!n)
+			return NULL;
+		j->marks = n;
+		j->marks_cap = cap;
+	}
+	m = &j->marks[j->nmarks++];
+	*m = (struct origin_mark){.origin = origin};
+	return m;
+}
+
 static int mark_set(struct journal *j, uint64_t origin, uint64_t seq, int pending)
 {
-	struct applied_mark *m = mark_find(j, origin);
+	struct origin_mark *m = mark_get(j, origin);
 
-	if (!m) {
-		if (j->nmarks == j->marks_cap) {
-			size_t cap = j->marks_cap ? 2 * j->marks_cap : 8;
-			struct applied_mark *n = realloc(j->marks, cap * sizeof(*n));
-
-			if (!n)
-				return -ENOMEM;
-			j->marks = n;
-			j->marks_cap = cap;
-		}
-		m = &j->marks[j->nmarks++];
-		*m = (struct applied_mark){.origin = origin};
-	}
-	if (seq > m->seq) {
-		m->seq = seq;
+	if (!m)
+		return -ENOMEM;
+	if (seq > m->applied) {
+		m->applied = seq;
 		m->pending = pending;
 	}
 	return 0;
+}
+
+static uint64_t mark_trimmed(struct journal *j, uint64_t origin)
+{
+	struct origin_mark *m = mark_find(j, origin);
+
+	return m ? m->trimmed : 0;
 }
 
 static int marks_pending(const struct journal *j)
@@ -182,7 +255,7 @@ static int journal_write(struct journal *j, leveldb_writebatch_t *b, int sync, c
 		if (!j->marks[i].pending)
 			continue;
 		key_applied(k, j->marks[i].origin);
-		put_le64(v, j->marks[i].seq);
+		put_le64(v, j->marks[i].applied);
 		leveldb_writebatch_put(b, (const char *)k, sizeof(k), (const char *)v, sizeof(v));
 	}
 	leveldb_write(j->db, sync ? j->wopts_sync : j->wopts, b, &err);
@@ -222,6 +295,40 @@ static int db_get_u64(struct journal *j, const void *key, size_t klen, uint64_t 
 	else
 		ret = -EBADMSG;
 	leveldb_free(val);
+	return ret;
+}
+
+/*
+ * Called by meta_each() with the rest of a matching name (not terminated)
+ * and the raw value.  Nonzero stops the scan and is what meta_each returns.
+ */
+typedef int (*meta_fn)(struct journal *j, const char *rest, size_t rest_len, const uint8_t *val,
+		       size_t len, void *arg);
+
+/* Call fn for each meta key whose name starts with prefix, in key order. */
+static int meta_each(struct journal *j, const char *prefix, meta_fn fn, void *arg)
+{
+	leveldb_iterator_t *it = leveldb_create_iterator(j->db, j->scan_opts);
+	char k[2 + META_NAME_MAX];
+	size_t klen = key_meta(k, prefix), len, vlen;
+	const char *key, *val;
+	char *err = NULL;
+	int ret = 0;
+
+	for (leveldb_iter_seek(it, k, klen); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+		key = leveldb_iter_key(it, &len);
+		if (len < klen || memcmp(key, k, klen) != 0)
+			break;
+		val = leveldb_iter_value(it, &vlen);
+		ret = fn(j, key + klen, len - klen, (const uint8_t *)val, vlen, arg);
+		if (ret)
+			goto out;
+	}
+	leveldb_iter_get_error(it, &err);
+	if (err)
+		ret = db_fail(j, "scan metadata", err);
+out:
+	leveldb_iter_destroy(it);
 	return ret;
 }
 
@@ -292,8 +399,48 @@ out:
 }
 
 /*
+ * Raise ev's entry in the m/vseg/ list of the segment its payload just went
+ * to, and put the list in batch b.  If b is then not written, the entry
+ * stays raised in memory: that only keeps the segment until that seq is
+ * trimmed too.
+ */
+static int vseg_note(struct journal *j, leveldb_writebatch_t *b, const struct event *ev)
+{
+	char k[2 + META_NAME_MAX];
+	size_t i, klen;
+
+	if (ev->vref.segment != j->vseg) {
+		j->vseg = ev->vref.segment;
+		j->vseg_len = 0;
+	}
+	for (i = 0; i < j->vseg_len; i += VSEG_ENTRY)
+		if (get_le64(j->vseg_list + i) == ev->origin)
+			break;
+	if (i == j->vseg_len) {
+		if (j->vseg_len == j->vseg_cap) {
+			size_t cap = j->vseg_cap ? 2 * j->vseg_cap : 8 * VSEG_ENTRY;
+			uint8_t *n = realloc(j->vseg_list, cap);
+
+			if (!n)
+				return -ENOMEM;
+			j->vseg_list = n;
+			j->vseg_cap = cap;
+		}
+		put_le64(j->vseg_list + i, ev->origin);
+		put_le64(j->vseg_list + i + 8, 0);
+		j->vseg_len += VSEG_ENTRY;
+	}
+	if (ev->seq > get_le64(j->vseg_list + i + 8))
+		put_le64(j->vseg_list + i + 8, ev->seq);
+	klen = key_vseg(k, j->vseg);
+	leveldb_writebatch_put(b, k, klen, (const char *)j->vseg_list, j->vseg_len);
+	return 0;
+}
+
+/*
  * Journal ev under its (origin, seq); with next_seq nonzero, m/next_seq is
- * set to it in the same batch.
+ * set to it in the same batch, and so is the m/vseg/ list of the segment
+ * that took its payload.
  */
 static int event_store(struct journal *j, struct event *ev, uint64_t next_seq)
 {
@@ -321,7 +468,13 @@ static int event_store(struct journal *j, struct event *ev, uint64_t next_seq)
 		put_le64(v, next_seq);
 		leveldb_writebatch_put(b, mk, mklen, (const char *)v, sizeof(v));
 	}
+	if (ev->flags & EVENT_F_VREF) {
+		ret = vseg_note(j, b, ev);
+		if (ret < 0)
+			goto out;
+	}
 	ret = journal_write(j, b, 0, "write event");
+out:
 	leveldb_writebatch_destroy(b);
 	return ret;
 }
@@ -400,6 +553,34 @@ static int open_load_marks(struct journal *j, const char **why)
 out:
 	if (ret < 0)
 		*why = "cannot load applied marks";
+	return ret;
+}
+
+static int load_trimmed_one(struct journal *j, const char *rest, size_t rest_len,
+			    const uint8_t *val, size_t len, void *arg)
+{
+	struct origin_mark *m;
+	uint64_t origin;
+
+	(void)arg;
+	if (rest_len != 16 || name_number(rest, rest_len, 16, &origin) < 0 || len != 8) {
+		log_err("journal %s: trimmed mark \"%.*s\" is damaged", j->dir, (int)rest_len,
+			rest);
+		return -EBADMSG;
+	}
+	m = mark_get(j, origin);
+	if (!m)
+		return -ENOMEM;
+	m->trimmed = get_le64(val);
+	return 0;
+}
+
+static int open_load_trimmed(struct journal *j, const char **why)
+{
+	int ret = meta_each(j, META_TRIMMED, load_trimmed_one, NULL);
+
+	if (ret < 0)
+		*why = "cannot load trimmed marks";
 	return ret;
 }
 
@@ -624,6 +805,9 @@ int journal_open(const char *dir, int create, uint64_t node_id, struct journal *
 	ret = open_load_marks(j, why);
 	if (ret < 0)
 		goto out;
+	ret = open_load_trimmed(j, why);
+	if (ret < 0)
+		goto out;
 	ret = open_load_last_local(j);
 	if (ret < 0) {
 		*why = "cannot read the journal";
@@ -674,6 +858,7 @@ void journal_close(struct journal *j)
 		leveldb_writeoptions_destroy(j->wopts_sync);
 	free(j->marks);
 	free(j->buf);
+	free(j->vseg_list);
 	free(j->dir);
 	free(j);
 }
@@ -716,6 +901,7 @@ int journal_meta_get(struct journal *j, const char *name, void **val, size_t *le
 /*
  * node_id and format describe the journal itself and are fixed at creation;
  * next_seq and term are cached here, so a put of them updates the cache.
+ * Trimmed marks and segment lists change only through trimming and appends.
  */
 int journal_meta_put(struct journal *j, const char *name, const void *val, size_t len, int sync)
 {
@@ -726,7 +912,9 @@ int journal_meta_put(struct journal *j, const char *name, const void *val, size_
 	size_t klen;
 	int ret;
 
-	if (!strcmp(name, JOURNAL_META_NODE_ID) || !strcmp(name, JOURNAL_META_FORMAT))
+	if (!strcmp(name, JOURNAL_META_NODE_ID) || !strcmp(name, JOURNAL_META_FORMAT) ||
+	    !strncmp(name, META_TRIMMED, strlen(META_TRIMMED)) ||
+	    !strncmp(name, META_VSEG, strlen(META_VSEG)))
 		return -EPERM;
 	if ((is_seq || is_term) && len != 8)
 		return -EINVAL;
@@ -798,6 +986,9 @@ int journal_put_remote(struct journal *j, struct event *ev)
 
 	if (ev->origin == 0 || ev->seq == 0 || ev->seq == UINT64_MAX)
 		return -EINVAL;
+	/* Only applied events are trimmed, so this one was had and applied before. */
+	if (ev->seq <= mark_trimmed(j, ev->origin))
+		return -EEXIST;
 	key_event(k, ev->origin, ev->seq);
 	ret = db_get(j, k, sizeof(k), &val, &len);
 	if (ret == 0) {
@@ -873,6 +1064,10 @@ int journal_get(struct journal *j, uint64_t origin, uint64_t seq, int payload, s
 	if (!why)
 		why = &dummy;
 	memset(ev, 0, sizeof(*ev));
+	if (seq > 0 && seq <= mark_trimmed(j, origin)) {
+		*why = "event was trimmed";
+		return -ESTALE;
+	}
 	key_event(k, origin, seq);
 	ret = db_get(j, k, sizeof(k), &val, &len);
 	if (ret < 0) {
@@ -931,9 +1126,9 @@ void journal_mark_applied(struct journal *j, uint64_t origin, uint64_t seq)
 /* Every persisted mark was loaded at open, so memory is never behind the disk. */
 uint64_t journal_applied(struct journal *j, uint64_t origin)
 {
-	struct applied_mark *m = mark_find(j, origin);
+	struct origin_mark *m = mark_find(j, origin);
 
-	return m ? m->seq : 0;
+	return m ? m->applied : 0;
 }
 
 int journal_sync(struct journal *j)
@@ -1155,4 +1350,312 @@ int journal_disk_usage(struct journal *j, uint64_t *leveldb_bytes, uint64_t *vlo
 	if (ret < 0)
 		return ret;
 	return vlog_disk_usage(j->vlog, vlog_bytes);
+}
+
+/*
+ * Step it over keys under origin's prefix that are not event keys (only a
+ * bug makes them; journal_iter_next() reports them), then: 1 with *seq when
+ * it is at an event of origin, 0 past them, negative errno on an error.
+ */
+static int iter_origin_seq(struct journal *j, leveldb_iterator_t *it, uint64_t origin,
+			   uint64_t *seq)
+{
+	uint8_t prefix[KEY_EVENT_LEN];
+	const char *key;
+	size_t klen;
+	char *err = NULL;
+
+	key_event(prefix, origin, 0);
+	for (; leveldb_iter_valid(it); leveldb_iter_next(it)) {
+		key = leveldb_iter_key(it, &klen);
+		if (klen < 10 || memcmp(key, prefix, 10) != 0)
+			return 0;
+		if (klen == KEY_EVENT_LEN) {
+			*seq = get_be64((const uint8_t *)key + 10);
+			return 1;
+		}
+	}
+	leveldb_iter_get_error(it, &err);
+	return err ? db_fail(j, "iterate", err) : 0;
+}
+
+/* An iterator at origin's oldest event not trimmed, seeking past the trimmed tombstones. */
+static leveldb_iterator_t *iter_oldest(struct journal *j, uint64_t origin)
+{
+	leveldb_iterator_t *it = leveldb_create_iterator(j->db, j->scan_opts);
+	uint8_t k[KEY_EVENT_LEN];
+
+	key_event(k, origin, mark_trimmed(j, origin) + 1);
+	leveldb_iter_seek(it, (const char *)k, sizeof(k));
+	return it;
+}
+
+/* Write b with m's trimmed mark raised to mark, then empty b for the next batch. */
+static int trim_write(struct journal *j, leveldb_writebatch_t *b, struct origin_mark *m,
+		      uint64_t mark)
+{
+	char k[2 + META_NAME_MAX];
+	size_t klen = key_trimmed(k, m->origin);
+	uint8_t v[8];
+	int ret;
+
+	put_le64(v, mark);
+	leveldb_writebatch_put(b, k, klen, (const char *)v, sizeof(v));
+	ret = journal_write(j, b, 0, "trim");
+	leveldb_writebatch_clear(b);
+	if (ret == 0)
+		m->trimmed = mark;
+	return ret;
+}
+
+/* Segments found deletable by vseg_check(); segs is malloc'd. */
+struct vseg_dead {
+	uint32_t *segs;
+	size_t n;
+	size_t cap;
+};
+
+/* Add the segment of one m/vseg/ key to the dead ones if no event can reference it. */
+static int vseg_check(struct journal *j, const char *rest, size_t rest_len, const uint8_t *val,
+		      size_t len, void *arg)
+{
+	struct vseg_dead *d = arg;
+	uint64_t seg;
+
+	if (name_number(rest, rest_len, 10, &seg) < 0 || seg == 0 || seg > UINT32_MAX ||
+	    len % VSEG_ENTRY != 0) {
+		log_warn("journal %s: value-log list \"%.*s\" is damaged: its segment is kept",
+			 j->dir, (int)rest_len, rest);
+		return 0;
+	}
+	if (seg == vlog_segment(j->vlog))
+		return 0;
+	for (size_t i = 0; i < len; i += VSEG_ENTRY)
+		if (mark_trimmed(j, get_le64(val + i)) < get_le64(val + i + 8))
+			return 0;
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? 2 * d->cap : 16;
+		uint32_t *n = realloc(d->segs, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		d->segs = n;
+		d->cap = cap;
+	}
+	d->segs[d->n++] = (uint32_t)seg;
+	return 0;
+}
+
+/* Make the removal of segs durable, then drop their m/vseg/ keys. */
+static int vseg_forget(struct journal *j, const uint32_t *segs, size_t n)
+{
+	leveldb_writebatch_t *b;
+	char k[2 + META_NAME_MAX];
+	size_t klen;
+	int ret;
+
+	ret = vlog_sync_dir(j->vlog);
+	if (ret < 0)
+		return ret;
+	b = leveldb_writebatch_create();
+	for (size_t i = 0; i < n; i++) {
+		klen = key_vseg(k, segs[i]);
+		leveldb_writebatch_delete(b, k, klen);
+	}
+	ret = journal_write(j, b, 0, "forget value-log segments");
+	leveldb_writebatch_destroy(b);
+	return ret;
+}
+
+/*
+ * Delete every value-log segment no journaled event can reference any
+ * more.  Order makes a crash harmless: the trims are made durable first,
+ * then the files go, then (once that is durable) their keys.
+ */
+static int vseg_reclaim(struct journal *j)
+{
+	struct vseg_dead d = {0};
+	size_t removed = 0;
+	int ret, ret2;
+
+	ret = meta_each(j, META_VSEG, vseg_check, &d);
+	if (ret < 0 || d.n == 0)
+		goto out;
+	ret = journal_sync(j);
+	if (ret < 0)
+		goto out;
+	for (; removed < d.n; removed++) {
+		ret = vlog_remove(j->vlog, d.segs[removed]);
+		if (ret < 0)
+			break;
+	}
+	if (removed > 0) {
+		ret2 = vseg_forget(j, d.segs, removed);
+		if (ret == 0)
+			ret = ret2;
+		log_info("journal %s: deleted %zu value-log segment(s) no event references", j->dir,
+			 removed);
+	}
+out:
+	free(d.segs);
+	return ret;
+}
+
+/* Delete m's events up to upto in bounded batches; *deleted counts what was written. */
+static int trim_events(struct journal *j, struct origin_mark *m, uint64_t upto, uint64_t *deleted)
+{
+	leveldb_writebatch_t *b = leveldb_writebatch_create();
+	leveldb_iterator_t *it = iter_oldest(j, m->origin);
+	uint8_t k[KEY_EVENT_LEN];
+	uint64_t seq = 0, n = 0;
+	unsigned inbatch = 0;
+	int ret, more = 1;
+
+	while (more) {
+		ret = iter_origin_seq(j, it, m->origin, &seq);
+		if (ret < 0)
+			goto out;
+		more = ret > 0 && seq <= upto;
+		if (more) {
+			key_event(k, m->origin, seq);
+			leveldb_writebatch_delete(b, (const char *)k, sizeof(k));
+			inbatch++;
+			n++;
+			leveldb_iter_next(it);
+		}
+		if (!more || inbatch == JOURNAL_TRIM_BATCH) {
+			ret = trim_write(j, b, m, more ? seq : upto);
+			if (ret < 0)
+				goto out;
+			*deleted = n;
+			inbatch = 0;
+		}
+	}
+out:
+	leveldb_iter_destroy(it);
+	leveldb_writebatch_destroy(b);
+	return ret;
+}
+
+int journal_trim(struct journal *j, uint64_t origin, uint64_t upto, uint64_t *trimmed)
+{
+	struct origin_mark *m;
+	uint64_t deleted = 0;
+	int ret;
+
+	if (trimmed)
+		*trimmed = 0;
+	if (origin == 0 || upto == UINT64_MAX || upto > journal_applied(j, origin))
+		return -EINVAL;
+	m = mark_find(j, origin);
+	if (m && upto > m->trimmed) {
+		ret = trim_events(j, m, upto, &deleted);
+		if (ret < 0)
+			goto out;
+	}
+	ret = vseg_reclaim(j);
+out:
+	if (trimmed)
+		*trimmed = deleted;
+	return ret;
+}
+
+int journal_trimmed(struct journal *j, uint64_t origin, uint64_t *seq)
+{
+	*seq = mark_trimmed(j, origin);
+	return 0;
+}
+
+int journal_oldest(struct journal *j, uint64_t origin, uint64_t *seq)
+{
+	leveldb_iterator_t *it = iter_oldest(j, origin);
+	int ret;
+
+	ret = iter_origin_seq(j, it, origin, seq);
+	if (ret == 0)
+		*seq = 0;
+	leveldb_iter_destroy(it);
+	return ret < 0 ? ret : 0;
+}
+
+/*
+ * Bytes event (the record at it) holds: key, record and value-log record;
+ * *phys_ms its hlc's physical part.  -EBADMSG if it does not decode.
+ */
+static int trim_measure(struct journal *j, leveldb_iterator_t *it, uint64_t origin, uint64_t seq,
+			uint64_t *bytes, uint64_t *phys_ms)
+{
+	struct event ev;
+	const char *val, *why;
+	size_t len;
+	int ret;
+
+	val = leveldb_iter_value(it, &len);
+	ret = event_decode((const uint8_t *)val, len, &ev, NULL, &why);
+	if (ret < 0) {
+		log_warn("journal %s: event %016" PRIx64 ":%" PRIu64
+			 " does not decode (%s): trimming stops before it",
+			 j->dir, origin, seq, why);
+		return ret;
+	}
+	*bytes = KEY_EVENT_LEN + len;
+	if (ev.flags & EVENT_F_VREF)
+		*bytes += VLOG_HEADER_LEN + (uint64_t)ev.vref.len;
+	*phys_ms = ev.hlc >> 16;
+	event_free(&ev);
+	return 0;
+}
+
+int journal_trim_point(struct journal *j, uint64_t origin, uint64_t confirmed,
+		       uint64_t retain_bytes, uint64_t retain_age_ms, uint64_t now_ms,
+		       uint64_t *upto)
+{
+	leveldb_iterator_t *it = NULL;
+	uint64_t limit = confirmed, applied = journal_applied(j, origin);
+	uint64_t total = 0, ldb, vbytes, passed = 0, seq, bytes, phys;
+	int ret = 0;
+
+	*upto = mark_trimmed(j, origin);
+	if (limit > applied)
+		limit = applied;
+	/* Nothing can be older than the epoch. */
+	if (limit <= *upto || (retain_age_ms && now_ms < retain_age_ms))
+		return 0;
+	if (retain_bytes) {
+		ret = journal_disk_usage(j, &ldb, &vbytes);
+		if (ret < 0)
+			return ret;
+		total = ldb + vbytes;
+	}
+	it = iter_oldest(j, origin);
+	for (unsigned n = 0; n < JOURNAL_TRIM_SCAN_MAX; n++) {
+		ret = iter_origin_seq(j, it, origin, &seq);
+		if (ret < 0)
+			goto out;
+		if (ret == 0 || seq > limit) {
+			/* No event left up to limit: all of it may go. */
+			*upto = limit;
+			ret = 0;
+			goto out;
+		}
+		if (retain_bytes || retain_age_ms) {
+			ret = trim_measure(j, it, origin, seq, &bytes, &phys);
+			if (ret < 0) {
+				ret = 0;
+				goto out;
+			}
+			if (retain_age_ms && phys > now_ms - retain_age_ms)
+				goto out;
+			if (retain_bytes &&
+			    (passed + bytes > total || total - passed - bytes < retain_bytes))
+				goto out;
+			passed += bytes;
+		}
+		*upto = seq;
+		leveldb_iter_next(it);
+	}
+	ret = 0;
+out:
+	leveldb_iter_destroy(it);
+	return ret;
 }

@@ -14,12 +14,15 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "ledgerfs/bytes.h"
 #include "ledgerfs/files.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/node.h"
 #include "ledgerfs/path.h"
+#include "ledgerfs/rebuild.h"
 
 static int random_bytes(void *buf, size_t len)
 {
@@ -146,6 +149,7 @@ static int node_check_store(struct node *n, char *err, size_t errlen)
 }
 
 static void *node_syncer(void *arg);
+static int load_failover(struct node *n);
 
 int node_open(const char *dir, int flags, struct node **out, char *err, size_t errlen)
 {
@@ -165,6 +169,7 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 	pthread_mutex_init(&n->lock, NULL);
 	pthread_cond_init(&n->sync_wanted, NULL);
 	pthread_cond_init(&n->sync_done, NULL);
+	pthread_cond_init(&n->confirmed_cond, NULL);
 	snprintf(path, sizeof(path), "%s/%s", dir, CONFIG_FILE);
 	r = config_load(path, &n->cfg, err, errlen);
 	if (r < 0)
@@ -189,15 +194,32 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 		r = r < 0 ? r : -ESTALE;
 		goto fail;
 	}
-	r = node_check_store(n, err, errlen);
-	if (r < 0)
-		goto fail;
 	/* Nodes made before roles existed were single primaries of term 1. */
 	if (journal_meta_get_u64(n->journal, JOURNAL_META_ROLE, &role) < 0)
 		role = 1;
 	n->primary = role == 1;
 	if (journal_meta_get_u64(n->journal, JOURNAL_META_TERM, &n->term) < 0 || n->term == 0)
 		n->term = 1;
+	if (n->primary) {
+		n->role_origin = n->cfg.node_id;
+		n->role_term = n->term;
+	}
+	r = load_failover(n);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: failover state unreadable: %s", path, strerror(-r));
+		goto fail;
+	}
+	/* Before the store is checked: a crash mid-rebuild can leave no store/ yet. */
+	if ((flags & NODE_OPEN_REBUILD) && n->rebuild_needed) {
+		r = rebuild_store(n, err, errlen);
+		if (r < 0)
+			goto fail;
+		store_close(n->store);
+		n->store = NULL;
+	}
+	r = node_check_store(n, err, errlen);
+	if (r < 0)
+		goto fail;
 	if (flags & NODE_OPEN_MOUNT) {
 		if (journal_meta_get_u64(n->journal, JOURNAL_META_CLEAN, &clean) < 0)
 			clean = 0;
@@ -262,6 +284,7 @@ void node_close(struct node *n, int clean)
 	store_close(n->store);
 	pthread_cond_destroy(&n->sync_done);
 	pthread_cond_destroy(&n->sync_wanted);
+	pthread_cond_destroy(&n->confirmed_cond);
 	pthread_mutex_destroy(&n->lock);
 	free(n->dir);
 	free(n);
@@ -306,6 +329,296 @@ int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx)
 	return 0;
 }
 
+/* ---- failover: roles, terms, fences, kept-aside tails ------------------- */
+
+/* Write fences, tails and the rebuild flag.  Lock held. */
+static int save_failover(struct node *n)
+{
+	uint8_t buf[NODE_MAX_FENCES * 32];
+	unsigned i;
+	int r;
+
+	for (i = 0; i < n->nfences; i++) {
+		put_le64(buf + i * 24, n->fences[i].origin);
+		put_le64(buf + i * 24 + 8, n->fences[i].term);
+		put_le64(buf + i * 24 + 16, n->fences[i].seq);
+	}
+	r = journal_meta_put(n->journal, JOURNAL_META_FENCES, buf, (size_t)n->nfences * 24, 0);
+	for (i = 0; r == 0 && i < n->ntails; i++) {
+		put_le64(buf + i * 32, n->tails[i].origin);
+		put_le64(buf + i * 32 + 8, n->tails[i].first);
+		put_le64(buf + i * 32 + 16, n->tails[i].last);
+		put_le64(buf + i * 32 + 24, n->tails[i].term);
+	}
+	if (r == 0)
+		r = journal_meta_put(n->journal, JOURNAL_META_TAILS, buf, (size_t)n->ntails * 32,
+				     0);
+	if (r == 0)
+		r = journal_meta_put_u64(n->journal, JOURNAL_META_REBUILD, n->rebuild_needed, 1);
+	if (r < 0)
+		log_err("%s: cannot record the failover state: %s", n->dir, strerror(-r));
+	return r;
+}
+
+/* Read fences, tails and the rebuild flag (absent means none). */
+static int load_failover(struct node *n)
+{
+	void *val = NULL;
+	size_t len = 0, i;
+	uint64_t rebuild = 0;
+	int r;
+
+	r = journal_meta_get(n->journal, JOURNAL_META_FENCES, &val, &len);
+	if (r == 0) {
+		for (i = 0; i + 24 <= len && n->nfences < NODE_MAX_FENCES; i += 24)
+			n->fences[n->nfences++] = (struct node_fence){
+			    get_le64((uint8_t *)val + i), get_le64((uint8_t *)val + i + 8),
+			    get_le64((uint8_t *)val + i + 16)};
+		free(val);
+	} else if (r != -ENOENT) {
+		return r;
+	}
+	r = journal_meta_get(n->journal, JOURNAL_META_TAILS, &val, &len);
+	if (r == 0) {
+		for (i = 0; i + 32 <= len && n->ntails < NODE_MAX_FENCES; i += 32)
+			n->tails[n->ntails++] = (struct node_tail){
+			    get_le64((uint8_t *)val + i), get_le64((uint8_t *)val + i + 8),
+			    get_le64((uint8_t *)val + i + 16), get_le64((uint8_t *)val + i + 24)};
+		free(val);
+	} else if (r != -ENOENT) {
+		return r;
+	}
+	if (journal_meta_get_u64(n->journal, JOURNAL_META_REBUILD, &rebuild) == 0)
+		n->rebuild_needed = rebuild != 0;
+	return 0;
+}
+
+int node_in_tail_locked(struct node *n, uint64_t origin, uint64_t seq, uint64_t *term)
+{
+	unsigned i;
+
+	for (i = 0; i < n->ntails; i++) {
+		if (n->tails[i].origin == origin && seq >= n->tails[i].first &&
+		    seq <= n->tails[i].last) {
+			*term = n->tails[i].term;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Set role and term in memory and the journal.  Lock held. */
+static int set_role(struct node *n, int primary, uint64_t term)
+{
+	int r;
+
+	r = journal_meta_put_u64(n->journal, JOURNAL_META_TERM, term, 0);
+	if (r == 0)
+		r = journal_meta_put_u64(n->journal, JOURNAL_META_ROLE, primary ? 1 : 0, 1);
+	if (r < 0)
+		return r;
+	n->term = term;
+	__atomic_store_n(&n->primary, primary, __ATOMIC_RELAXED);
+	if (primary) {
+		n->role_origin = journal_node_id(n->journal);
+		n->role_term = term;
+	}
+	return 0;
+}
+
+/* Journal a node-state event of our own.  Lock held. */
+static int commit_role_event(struct node *n, int primary, const uint8_t *vec, uint32_t len)
+{
+	struct apply_ctx ctx = APPLY_CTX_INIT;
+	struct event ev = {.type = EV_ROLE, .op_flags = primary ? 1 : 0};
+	int r;
+
+	ev.data = (uint8_t *)vec;
+	ev.data_len = len;
+	r = node_commit_locked(n, &ev, &ctx);
+	if (r == 0)
+		r = journal_sync(n->journal);
+	return r;
+}
+
+int node_promote(struct node *n, uint64_t *term)
+{
+	uint8_t vec[2 * 8 * 256];
+	struct journal_iter *it = NULL;
+	uint64_t a, b;
+	const uint8_t *val;
+	size_t len, k = 0;
+	int r;
+
+	pthread_mutex_lock(&n->lock);
+	/* Pending applied marks ride on this sync, so the a/ keys list every origin. */
+	r = journal_sync(n->journal);
+	if (r == 0)
+		r = journal_iter_new(n->journal, JOURNAL_APPLIED, 0, 0, &it);
+	while (r == 0 && k + 16 <= sizeof(vec) &&
+	       journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) > 0) {
+		put_le64(vec + k, a);
+		put_le64(vec + k + 8, journal_applied(n->journal, a));
+		k += 16;
+	}
+	journal_iter_free(it);
+	if (r == 0)
+		r = set_role(n, 1, n->term + 1);
+	if (r == 0)
+		r = commit_role_event(n, 1, vec, (uint32_t)k);
+	if (r == 0) {
+		*term = n->term;
+		log_info("%s: promoted to primary of term %" PRIu64, n->dir, n->term);
+	} else {
+		log_err("%s: promotion failed: %s", n->dir, strerror(-r));
+	}
+	pthread_mutex_unlock(&n->lock);
+	return r;
+}
+
+/* Demote with the lock held. */
+static int demote_locked(struct node *n, const char *why)
+{
+	int r = set_role(n, 0, n->term);
+
+	if (r == 0)
+		r = commit_role_event(n, 0, NULL, 0);
+	if (r == 0)
+		log_warn("%s: now a replica of term %" PRIu64 ": %s", n->dir, n->term, why);
+	else
+		log_err("%s: demotion failed: %s", n->dir, strerror(-r));
+	return r;
+}
+
+int node_demote(struct node *n, const char *why)
+{
+	int r;
+
+	pthread_mutex_lock(&n->lock);
+	r = demote_locked(n, why);
+	pthread_mutex_unlock(&n->lock);
+	return r;
+}
+
+int node_see_term(struct node *n, uint64_t term, uint64_t primary)
+{
+	uint64_t self = journal_node_id(n->journal);
+	int r = 0;
+
+	pthread_mutex_lock(&n->lock);
+	if (term > n->term) {
+		if (n->primary) {
+			char why[96];
+
+			snprintf(why, sizeof(why), "a peer has seen term %" PRIu64, term);
+			n->term = term;
+			demote_locked(n, why);
+		} else {
+			journal_meta_put_u64(n->journal, JOURNAL_META_TERM, term, 1);
+			n->term = term;
+		}
+	}
+	if (primary && term >= n->role_term) {
+		if (term == n->role_term && n->role_origin && primary != n->role_origin) {
+			log_err("%s: two primaries claim term %" PRIu64 ": %016" PRIx64
+				" and %016" PRIx64 "; refusing the second",
+				n->dir, term, n->role_origin, primary);
+			r = -EPERM;
+		} else if (primary != self || term > n->role_term) {
+			n->role_origin = primary;
+			n->role_term = term;
+		}
+	}
+	pthread_mutex_unlock(&n->lock);
+	return r;
+}
+
+/* Add or raise a fence.  Lock held. */
+static void add_fence(struct node *n, uint64_t origin, uint64_t term, uint64_t seq)
+{
+	unsigned i;
+
+	for (i = 0; i < n->nfences; i++) {
+		if (n->fences[i].origin == origin) {
+			if (term > n->fences[i].term)
+				n->fences[i] = (struct node_fence){origin, term, seq};
+			return;
+		}
+	}
+	if (n->nfences < NODE_MAX_FENCES)
+		n->fences[n->nfences++] = (struct node_fence){origin, term, seq};
+}
+
+/*
+ * A peer's promotion (EV_ROLE, primary) was applied: adopt its term, step
+ * down if we were primary, fence every origin at the new primary's applied
+ * seq, and keep aside what we hold beyond a fence.  Lock held.
+ */
+static void take_promotion(struct node *n, const struct event *ev)
+{
+	uint64_t self = journal_node_id(n->journal);
+	uint32_t i;
+
+	if (ev->term > n->term) {
+		journal_meta_put_u64(n->journal, JOURNAL_META_TERM, ev->term, 0);
+		n->term = ev->term;
+	}
+	if (n->primary && ev->origin != self) {
+		char why[96];
+
+		snprintf(why, sizeof(why), "node %016" PRIx64 " was promoted at term %" PRIu64,
+			 ev->origin, ev->term);
+		demote_locked(n, why);
+	}
+	n->role_origin = ev->origin;
+	n->role_term = ev->term;
+	for (i = 0; i + 16 <= ev->data_len; i += 16) {
+		uint64_t origin = get_le64(ev->data + i), seq = get_le64(ev->data + i + 8);
+		uint64_t held = origin == self ? journal_next_seq(n->journal) - 1
+					       : journal_applied(n->journal, origin);
+
+		if (origin == ev->origin)
+			continue;
+		add_fence(n, origin, ev->term, seq);
+		if (held > seq && n->ntails < NODE_MAX_FENCES) {
+			n->tails[n->ntails++] = (struct node_tail){origin, seq + 1, held, ev->term};
+			n->rebuild_needed = 1;
+			log_err("%s: events %016" PRIx64 ":%" PRIu64 "..%" PRIu64
+				" are beyond the promotion of term %" PRIu64
+				": kept aside (ledgerctl tail-export); the store will be rebuilt "
+				"without them at the next start",
+				n->dir, origin, seq + 1, held, ev->term);
+		}
+	}
+	save_failover(n);
+}
+
+/* Refuse an event a promotion fenced off, or one from a second primary.  Lock held. */
+static int check_term(struct node *n, const struct event *ev, const char **why)
+{
+	uint64_t self = journal_node_id(n->journal);
+	unsigned i;
+
+	for (i = 0; i < n->nfences; i++) {
+		if (n->fences[i].origin == ev->origin && ev->term < n->fences[i].term &&
+		    ev->seq > n->fences[i].seq) {
+			*why = "event of a lower term beyond the promotion that fenced its origin";
+			return -EPERM;
+		}
+	}
+	if (event_type_mutates(ev->type) && ev->origin != self) {
+		if (n->primary && ev->term >= n->term) {
+			*why = "another node made changes at this primary's term";
+			return -EPERM;
+		}
+		if (n->role_origin && ev->term == n->role_term && ev->origin != n->role_origin) {
+			*why = "changes from a node that is not the primary of their term";
+			return -EPERM;
+		}
+	}
+	return 0;
+}
+
 int node_apply_remote(struct node *n, const struct event *ev, const char **why)
 {
 	struct apply_ctx ctx = APPLY_CTX_INIT;
@@ -330,6 +643,9 @@ int node_apply_remote(struct node *n, const struct event *ev, const char **why)
 		r = -EPROTO;
 		goto out;
 	}
+	r = check_term(n, ev, why);
+	if (r < 0)
+		goto out;
 	/* Refuse an escaping path before it is journaled, not only when applied. */
 	if ((ev->path && path_check(ev->path, why) < 0) ||
 	    (ev->path2 && path_check(ev->path2, why) < 0)) {
@@ -350,12 +666,107 @@ int node_apply_remote(struct node *n, const struct event *ev, const char **why)
 	if (r < 0)
 		goto out;
 	journal_mark_applied(n->journal, ev->origin, ev->seq);
-	if (ev->term > n->term)
-		n->term = ev->term;
+	if (ev->type == EV_ROLE && (ev->op_flags & 1))
+		take_promotion(n, ev);
 	n->committed++;
 	if (n->on_commit)
 		n->on_commit(n->on_commit_arg);
 	r = 0;
+out:
+	pthread_mutex_unlock(&n->lock);
+	return r;
+}
+
+/* Peers that confirmed seq.  Lock held. */
+static unsigned peers_confirmed(struct node *n, uint64_t seq)
+{
+	unsigned i, k = 0;
+
+	for (i = 0; i < CONFIG_MAX_PEERS; i++)
+		k += n->confirmed_peer[i] && n->confirmed_seq[i] >= seq;
+	return k;
+}
+
+void node_peer_confirmed(struct node *n, uint64_t peer, uint64_t seq)
+{
+	unsigned i, slot = CONFIG_MAX_PEERS;
+
+	pthread_mutex_lock(&n->lock);
+	for (i = 0; i < CONFIG_MAX_PEERS; i++) {
+		if (n->confirmed_peer[i] == peer) {
+			slot = i;
+			break;
+		}
+		if (!n->confirmed_peer[i] && slot == CONFIG_MAX_PEERS)
+			slot = i;
+	}
+	if (slot < CONFIG_MAX_PEERS && seq > n->confirmed_seq[slot]) {
+		n->confirmed_peer[slot] = peer;
+		n->confirmed_seq[slot] = seq;
+		pthread_cond_broadcast(&n->confirmed_cond);
+	}
+	/* Caught up again: the next fsync waits for peers as configured. */
+	if (n->degraded &&
+	    peers_confirmed(n, journal_next_seq(n->journal) - 1) >= n->cfg.sync_peers) {
+		n->degraded = 0;
+		log_info("%s: %u peers confirm everything again: synchronous replication restored",
+			 n->dir, n->cfg.sync_peers);
+	}
+	pthread_mutex_unlock(&n->lock);
+}
+
+void node_peer_forget(struct node *n, uint64_t peer)
+{
+	unsigned i;
+
+	pthread_mutex_lock(&n->lock);
+	for (i = 0; i < CONFIG_MAX_PEERS; i++) {
+		if (n->confirmed_peer[i] == peer) {
+			n->confirmed_peer[i] = 0;
+			n->confirmed_seq[i] = 0;
+		}
+	}
+	pthread_mutex_unlock(&n->lock);
+}
+
+int node_wait_peers(struct node *n)
+{
+	struct timespec deadline;
+	uint64_t tail;
+	int r = 0, w = 0;
+
+	if (n->cfg.sync_peers == 0)
+		return 0;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += n->cfg.sync_timeout_ms / 1000;
+	deadline.tv_nsec += (long)(n->cfg.sync_timeout_ms % 1000) * 1000000;
+	if (deadline.tv_nsec >= 1000000000) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&n->lock);
+	tail = journal_next_seq(n->journal) - 1;
+	if (n->degraded)
+		goto out;
+	n->sync_waiting++;
+	if (n->on_commit)
+		n->on_commit(n->on_commit_arg);
+	while (peers_confirmed(n, tail) < n->cfg.sync_peers && w != ETIMEDOUT && !n->stopping)
+		w = pthread_cond_timedwait(&n->confirmed_cond, &n->lock, &deadline);
+	n->sync_waiting--;
+	if (peers_confirmed(n, tail) >= n->cfg.sync_peers)
+		goto out;
+	if (n->cfg.sync_degrade) {
+		n->degraded = 1;
+		log_warn("%s: fewer than %u peers confirmed within %u ms: degraded to asynchronous "
+			 "replication",
+			 n->dir, n->cfg.sync_peers, n->cfg.sync_timeout_ms);
+	} else {
+		log_err("%s: fewer than %u peers confirmed seq %" PRIu64
+			" within %u ms: fsync fails",
+			n->dir, n->cfg.sync_peers, tail, n->cfg.sync_timeout_ms);
+		r = -EIO;
+	}
 out:
 	pthread_mutex_unlock(&n->lock);
 	return r;

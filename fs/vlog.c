@@ -407,6 +407,49 @@ int vlog_read(struct vlog *v, const struct vref *ref, uint64_t origin, uint64_t 
 	return 0;
 }
 
+uint32_t vlog_segment(const struct vlog *v)
+{
+	return v->segment;
+}
+
+/*
+ * The cached read descriptor goes too: it would keep the deleted file's
+ * space allocated for as long as it stayed in the cache.
+ */
+int vlog_remove(struct vlog *v, uint32_t segment)
+{
+	char name[32];
+	int ret;
+
+	if (segment == v->segment)
+		return -EBUSY;
+	for (int i = 0; i < VLOG_READ_FDS; i++) {
+		if (v->rfd[i].segment == segment) {
+			close(v->rfd[i].fd);
+			v->rfd[i].segment = 0;
+		}
+	}
+	snprintf(name, sizeof(name), "%08u.vlog", segment);
+	if (unlinkat(v->dirfd, name, 0) < 0 && errno != ENOENT) {
+		ret = -errno;
+		log_err("value log %s/%s: unlink: %s", v->dir, name, strerror(errno));
+		return ret;
+	}
+	return 0;
+}
+
+int vlog_sync_dir(struct vlog *v)
+{
+	int ret;
+
+	if (fsync(v->dirfd) < 0) {
+		ret = -errno;
+		log_err("value log %s: fsync directory: %s", v->dir, strerror(errno));
+		return ret;
+	}
+	return 0;
+}
+
 int vlog_disk_usage(struct vlog *v, uint64_t *bytes)
 {
 	DIR *d;

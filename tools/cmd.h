@@ -6,6 +6,10 @@
 #ifndef LEDGERFS_TOOLS_CMD_H
 #define LEDGERFS_TOOLS_CMD_H
 
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
 int cmd_ca(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_log(int argc, char **argv);
@@ -14,5 +18,15 @@ int cmd_rebuild(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);
 int cmd_peer(int argc, char **argv);
+int cmd_promote(int argc, char **argv);
+int cmd_demote(int argc, char **argv);
+int cmd_tail_export(int argc, char **argv);
+
+/*
+ * One journal record (event (origin, seq), raw value val/len) as the line
+ * 'ledgerctl log --json' prints, newline included; a record that does not
+ * decode gets a "corrupt" line.  In cmd_log.c, shared with tail-export.
+ */
+void cmd_log_json_record(FILE *out, uint64_t origin, uint64_t seq, const uint8_t *val, size_t len);
 
 #endif

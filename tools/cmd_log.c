@@ -88,68 +88,86 @@ static int has_size(unsigned type)
 }
 
 /* A time as seconds with nanoseconds, or null when the event leaves it alone. */
-static void print_time_json(const char *key, int64_t sec, uint32_t nsec)
+static void print_time_json(FILE *out, const char *key, int64_t sec, uint32_t nsec)
 {
 	if (nsec == UTIME_OMIT)
-		printf(",\"%s\":null", key);
+		fprintf(out, ",\"%s\":null", key);
 	else
-		printf(",\"%s\":%" PRId64 ".%09" PRIu32, key, sec, nsec);
+		fprintf(out, ",\"%s\":%" PRId64 ".%09" PRIu32, key, sec, nsec);
 }
 
-static void print_json(const struct event *ev)
+static void print_json(FILE *out, const struct event *ev)
 {
 	char when[48];
 
 	hlc_time(ev->hlc, when, sizeof(when));
-	printf("{\"origin\":\"%016" PRIx64 "\",\"seq\":%" PRIu64 ",\"hlc\":%" PRIu64
-	       ",\"time\":\"%s\",\"term\":%" PRIu64 ",\"type\":\"%s\"",
-	       ev->origin, ev->seq, ev->hlc, when, ev->term, event_type_name(ev->type));
+	fprintf(out,
+		"{\"origin\":\"%016" PRIx64 "\",\"seq\":%" PRIu64 ",\"hlc\":%" PRIu64
+		",\"time\":\"%s\",\"term\":%" PRIu64 ",\"type\":\"%s\"",
+		ev->origin, ev->seq, ev->hlc, when, ev->term, event_type_name(ev->type));
 	if (ev->path) {
-		printf(",\"path\":");
-		json_str(stdout, ev->path);
+		fprintf(out, ",\"path\":");
+		json_str(out, ev->path);
 	}
 	if (ev->path2) {
-		printf(",\"path2\":");
-		json_str(stdout, ev->path2);
+		fprintf(out, ",\"path2\":");
+		json_str(out, ev->path2);
 	}
 	if (ev->name) {
-		printf(",\"name\":");
-		json_str(stdout, ev->name);
+		fprintf(out, ",\"name\":");
+		json_str(out, ev->name);
 	}
-	printf(",\"fid\":\"%016" PRIx64 ":%" PRIu64 "\"", ev->fid.origin, ev->fid.counter);
+	fprintf(out, ",\"fid\":\"%016" PRIx64 ":%" PRIu64 "\"", ev->fid.origin, ev->fid.counter);
 	if (ev->fid2.origin || ev->fid2.counter)
-		printf(",\"fid2\":\"%016" PRIx64 ":%" PRIu64 "\"", ev->fid2.origin,
-		       ev->fid2.counter);
+		fprintf(out, ",\"fid2\":\"%016" PRIx64 ":%" PRIu64 "\"", ev->fid2.origin,
+			ev->fid2.counter);
 	if (ev->type == EV_WRITE)
-		printf(",\"offset\":%" PRIu64 ",\"length\":%" PRIu32 ",\"vlog\":%s", ev->offset,
-		       (ev->flags & EVENT_F_VREF) ? ev->vref.len : ev->data_len,
-		       (ev->flags & EVENT_F_VREF) ? "true" : "false");
+		fprintf(out, ",\"offset\":%" PRIu64 ",\"length\":%" PRIu32 ",\"vlog\":%s",
+			ev->offset, (ev->flags & EVENT_F_VREF) ? ev->vref.len : ev->data_len,
+			(ev->flags & EVENT_F_VREF) ? "true" : "false");
 	if (ev->type == EV_TRUNCATE)
-		printf(",\"size\":%" PRIu64, ev->length);
+		fprintf(out, ",\"size\":%" PRIu64, ev->length);
 	if (ev->type == EV_FALLOCATE)
-		printf(",\"offset\":%" PRIu64 ",\"length\":%" PRIu64 ",\"flags\":%" PRIu32,
-		       ev->offset, ev->length, ev->op_flags);
+		fprintf(out, ",\"offset\":%" PRIu64 ",\"length\":%" PRIu64 ",\"flags\":%" PRIu32,
+			ev->offset, ev->length, ev->op_flags);
 	if (ev->type == EV_RENAME)
-		printf(",\"flags\":%" PRIu32, ev->op_flags);
+		fprintf(out, ",\"flags\":%" PRIu32, ev->op_flags);
 	if (ev->type <= EV_MKDIR || ev->type == EV_CHMOD || ev->type == EV_CHOWN)
-		printf(",\"mode\":\"%04o\"", ev->mode & 07777);
+		fprintf(out, ",\"mode\":\"%04o\"", ev->mode & 07777);
 	if (ev->type <= EV_SYMLINK || ev->type == EV_CHOWN)
-		printf(",\"uid\":%" PRIu32 ",\"gid\":%" PRIu32, ev->uid, ev->gid);
+		fprintf(out, ",\"uid\":%" PRIu32 ",\"gid\":%" PRIu32, ev->uid, ev->gid);
 	if (ev->type == EV_SYMLINK && ev->data) {
-		printf(",\"target\":");
-		json_bytes(stdout, ev->data, ev->data_len);
+		fprintf(out, ",\"target\":");
+		json_bytes(out, ev->data, ev->data_len);
 	}
 	if (ev->type == EV_UTIMENS) {
-		print_time_json("atime", ev->atime_sec, ev->atime_nsec);
-		print_time_json("mtime", ev->mtime_sec, ev->mtime_nsec);
+		print_time_json(out, "atime", ev->atime_sec, ev->atime_nsec);
+		print_time_json(out, "mtime", ev->mtime_sec, ev->mtime_nsec);
 	}
 	if (ev->type == EV_SETXATTR)
-		printf(",\"length\":%" PRIu32, ev->data_len);
+		fprintf(out, ",\"length\":%" PRIu32, ev->data_len);
 	if (ev->type == EV_RECOVERED)
-		printf(",\"first_origin\":\"%016" PRIx64 "\",\"first_seq\":%" PRIu64
-		       ",\"last_seq\":%" PRIu64,
-		       ev->base.origin, ev->base.seq, ev->length);
-	printf("}\n");
+		fprintf(out,
+			",\"first_origin\":\"%016" PRIx64 "\",\"first_seq\":%" PRIu64
+			",\"last_seq\":%" PRIu64,
+			ev->base.origin, ev->base.seq, ev->length);
+	fprintf(out, "}\n");
+}
+
+void cmd_log_json_record(FILE *out, uint64_t origin, uint64_t seq, const uint8_t *val, size_t len)
+{
+	const char *why = NULL;
+	struct event ev;
+
+	if (event_decode(val, len, &ev, NULL, &why) < 0) {
+		fprintf(out,
+			"{\"origin\":\"%016" PRIx64 "\",\"seq\":%" PRIu64
+			",\"type\":\"corrupt\",\"error\":\"%s\"}\n",
+			origin, seq, why);
+		return;
+	}
+	print_json(out, &ev);
+	event_free(&ev);
 }
 
 static void print_text(const struct event *ev)
@@ -202,20 +220,16 @@ static int log_list(struct journal *j, const struct log_opts *o)
 			break;
 		if (seq < o->from)
 			continue;
-		if (event_decode(val, len, &ev, NULL, &why) < 0) {
-			if (o->json)
-				printf("{\"origin\":\"%016" PRIx64 "\",\"seq\":%" PRIu64
-				       ",\"type\":\"corrupt\",\"error\":\"%s\"}\n",
-				       origin, seq, why);
-			else
-				printf("%8" PRIu64 "  %016" PRIx64 "  corrupt record: %s\n", seq,
-				       origin, why);
+		if (o->json) {
+			cmd_log_json_record(stdout, origin, seq, val, len);
 			continue;
 		}
-		if (o->json)
-			print_json(&ev);
-		else
-			print_text(&ev);
+		if (event_decode(val, len, &ev, NULL, &why) < 0) {
+			printf("%8" PRIu64 "  %016" PRIx64 "  corrupt record: %s\n", seq, origin,
+			       why);
+			continue;
+		}
+		print_text(&ev);
 		event_free(&ev);
 	}
 	journal_iter_free(it);

@@ -4,7 +4,8 @@
  *
  * The result is the reference store: what the store must look like if the
  * journal is right.  The crash tests and fsck compare against it with
- * 'ledgerctl digest'.
+ * 'ledgerctl digest'.  Kept-aside tails are left out once the node rebuilt
+ * its store without them, and kept in while its store still holds them.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -57,6 +58,7 @@ int cmd_rebuild(int argc, char **argv)
 	char path[PATH_MAX], err[1024];
 	struct config cfg;
 	struct journal_snapshot snap = {0};
+	struct replay_tails tails = {0};
 	struct store *s = NULL;
 	const char *why = NULL;
 	uint64_t count = 0, failed = 0, problems = 0;
@@ -87,6 +89,16 @@ int cmd_rebuild(int argc, char **argv)
 	if (r < 0) {
 		fprintf(stderr, "ledgerctl: rebuild: %s: %s\n", path, why ? why : strerror(-r));
 		goto out;
+	}
+	r = replay_tails_load(snap.journal, &tails);
+	if (r < 0) {
+		fprintf(stderr, "ledgerctl: rebuild: %s: kept-aside tails unreadable: %s\n", path,
+			strerror(-r));
+		goto out;
+	}
+	if (!tails.in_store) {
+		hooks.skip = replay_tails_skip;
+		hooks.skip_arg = &tails;
 	}
 	if (mkdir(argv[optind + 1], 0755) < 0 && errno != EEXIST) {
 		fprintf(stderr, "ledgerctl: rebuild: %s: %s\n", argv[optind + 1], strerror(errno));
@@ -124,6 +136,7 @@ int cmd_rebuild(int argc, char **argv)
 	rc = 0;
 out:
 	store_close(s);
+	replay_tails_free(&tails);
 	journal_snapshot_close(&snap);
 	return rc;
 }

@@ -155,6 +155,8 @@ struct fsck_origin *fsck_origin_get(struct fsck *f, uint64_t origin)
 	memmove(&o[i + 1], &o[i], (f->norigins - i) * sizeof(*o));
 	f->norigins++;
 	o[i] = (struct fsck_origin){.origin = origin};
+	/* A trimmed prefix is retention, not a gap: checking starts after it. */
+	journal_trimmed(f->j, origin, &o[i].last);
 	return &o[i];
 }
 

@@ -25,6 +25,9 @@ static const struct command commands[] = {
     {"status", cmd_status, "replication status of a running node"},
     {"metrics", cmd_metrics, "a running node's figures for Prometheus"},
     {"peer", cmd_peer, "add, remove or list a node's peers"},
+    {"promote", cmd_promote, "make a node the primary of a new term"},
+    {"demote", cmd_demote, "make a node a replica"},
+    {"tail-export", cmd_tail_export, "write out the events a failover kept aside"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -38,7 +41,7 @@ static void usage(FILE *f)
 	      "Commands:\n",
 	      f);
 	for (i = 0; i < NCOMMANDS; i++)
-		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+		fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
 	fputs("\n"
 	      "\"ledgerctl help COMMAND\" or \"ledgerctl COMMAND --help\" describes a command.\n",
 	      f);

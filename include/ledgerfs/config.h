@@ -15,6 +15,11 @@
  *   batch_bytes = 1048576
  *   batch_ms = 5
  *   sync_peers = 0
+ *   sync_timeout = 5000            ; ms an fsync waits for sync_peers confirmations
+ *   sync_degrade = no              ; yes: after the timeout go asynchronous instead of failing
+ *   [journal]                      ; retention: events every peer confirmed are trimmed
+ *   retain_bytes = 0               ; but the newest this many bytes are kept (K/M/G/T = 1024^n)
+ *   retain_age = 1d                ; and events younger than this (seconds, or s/m/h/d)
  *   [peer b]                       ; one section per peer
  *   address = 127.0.0.1:7002
  *   id = ...                       ; optional until the peer is first seen
@@ -22,6 +27,7 @@
 #ifndef LEDGERFS_CONFIG_H
 #define LEDGERFS_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,6 +51,10 @@ struct config {
 	uint32_t batch_bytes;
 	uint32_t batch_ms;
 	uint32_t sync_peers;
+	uint32_t sync_timeout_ms;
+	bool sync_degrade;
+	uint64_t retain_bytes;	 /* 0: no size floor */
+	uint64_t retain_age_sec; /* 0: no age floor */
 	unsigned npeers;
 	struct config_peer peers[CONFIG_MAX_PEERS];
 };

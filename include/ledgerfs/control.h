@@ -29,12 +29,16 @@ struct control;
 /*
  * Serve the control socket at path.  snapshot(arg, st) fills *st for each
  * request, on the control thread; it returns 0 or a negative errno, which
- * the client gets as "error: ...".  A leftover socket file at path is
+ * the client gets as "error: ...".  Any other request goes to action
+ * (may be NULL): it writes the reply line (starting "ok: " or "error: ")
+ * into reply and returns 0, or -ENOENT for a request it does not know.
+ * A leftover socket file at path is
  * replaced, unless a process still answers on it (-EADDRINUSE); any other
  * kind of file there is left alone (-EEXIST).  Failures are logged with
  * the path.  *out is the caller's, released with control_stop().
  */
-int control_start(const char *path, int (*snapshot)(void *arg, struct repl_status *st), void *arg,
+int control_start(const char *path, int (*snapshot)(void *arg, struct repl_status *st),
+		  int (*action)(void *arg, const char *req, char *reply, size_t len), void *arg,
 		  struct control **out);
 
 /*

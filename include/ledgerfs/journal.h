@@ -5,7 +5,10 @@
  *   e/<origin:8><seq:8>   -> encoded event (payload may sit in the value log)
  *   a/<origin:8>          -> applied seq for that origin, u64 LE
  *   c/<peer:8>/<origin:8> -> checkpoint: highest seq the peer confirmed, u64 LE
- *   m/<name>              -> node metadata
+ *   m/<name>              -> node metadata, and two kinds the journal keeps itself:
+ *   m/trimmed/<origin:16 hex> -> highest trimmed seq of origin, u64 LE (see Trimming)
+ *   m/vseg/<segment:08u>  -> per value-log segment, the (origin, highest seq) of the
+ *                            events whose payloads it holds: u64 LE pairs
  *
  * Large write payloads go to an append-only value log (journal/vlog/) and
  * the event keeps a reference, so LevelDB compactions never rewrite them
@@ -15,6 +18,21 @@
  * memory and it rides on the next LevelDB write (append, sync or close).  A
  * crash can therefore leave the applied seq one event behind per origin;
  * the apply engine recognises such an event as already applied.
+ *
+ * Trimming.  journal_trim() deletes an origin's events up to a seq once
+ * the caller (the daemon) decided every member confirmed them and the
+ * retention window let them go (journal_trim_point()).  The trimmed mark
+ * only rises, so a trimmed event is told apart from one that never
+ * existed: journal_get() returns -ESTALE for it, not -ENOENT.  A
+ * value-log segment is deleted once, for each (origin, seq) listed under
+ * its m/vseg/ key, the origin's trimmed mark is >= seq: then every event
+ * that could reference it is gone.  The segment appends go to is never
+ * deleted.  The list is written in the same batch as each event whose
+ * payload goes to the segment, so it always covers every journaled
+ * reference.  Segments written before this list existed have none and are
+ * kept.  A segment file is deleted only after a synced write made the trim
+ * durable, and its key only after the deletion is (directory fsync), so a
+ * crash in between leaves a key that the next journal_trim() acts on again.
  *
  * Thread safety: none.  The caller serialises access (fs/node.c holds the
  * node's apply lock around every call).
@@ -38,7 +56,21 @@
 #define JOURNAL_META_TERM	"term"	     /* u64 */
 #define JOURNAL_META_CLEAN	"clean"	     /* u64: 1 after a clean unmount */
 #define JOURNAL_META_ROLE	"role"	     /* u64: 1 primary, 0 replica */
-#define JOURNAL_FORMAT		1
+/*
+ * Failover state (fs/node.c):
+ *   fences:  n x (u64 origin, u64 term, u64 seq) LE: events of origin with a
+ *            term below term and a seq above seq are refused (a promotion
+ *            at term cut that origin's history there)
+ *   tails:   n x (u64 origin, u64 first, u64 last, u64 term) LE: events of
+ *            origin first..last this node holds beyond a fence: kept aside,
+ *            never applied again, shipped to peers as voids
+ *   rebuild: u64 1: the store still holds kept-aside events; the next open
+ *            moves it aside and rebuilds it from the journal without them
+ */
+#define JOURNAL_META_FENCES  "fences"
+#define JOURNAL_META_TAILS   "tails"
+#define JOURNAL_META_REBUILD "rebuild"
+#define JOURNAL_FORMAT	     1
 
 struct journal;
 
@@ -60,7 +92,11 @@ uint64_t journal_node_id(const struct journal *j);
 /* Seq the next local event will get (first event is seq 1). */
 uint64_t journal_next_seq(const struct journal *j);
 
-/* Metadata as raw bytes.  *val is malloc'd, freed by the caller. -ENOENT if absent. */
+/*
+ * Metadata as raw bytes.  *val is malloc'd, freed by the caller. -ENOENT if
+ * absent.  Names under trimmed/ and vseg/ belong to the journal: put
+ * refuses them with -EPERM.
+ */
 int journal_meta_get(struct journal *j, const char *name, void **val, size_t *len);
 int journal_meta_put(struct journal *j, const char *name, const void *val, size_t len, int sync);
 int journal_meta_get_u64(struct journal *j, const char *name, uint64_t *val);
@@ -78,7 +114,7 @@ int journal_append(struct journal *j, struct event *ev);
 /*
  * Journal an event made elsewhere (origin != this node), keeping its
  * origin, seq, hlc and term.  Same value-log rule as journal_append().
- * -EEXIST if (origin, seq) is already journaled.
+ * -EEXIST if (origin, seq) is already journaled or was trimmed.
  */
 int journal_put_remote(struct journal *j, struct event *ev);
 
@@ -91,7 +127,8 @@ int journal_delete(struct journal *j, uint64_t origin, uint64_t seq);
 /*
  * Read event (origin, seq).  With payload set, a value-log payload is read
  * into ev->data and checked against its CRC.  The caller frees with
- * event_free().  -ENOENT if absent; -EBADMSG with *why on a bad record.
+ * event_free().  -ESTALE if it was trimmed (seq <= journal_trimmed()),
+ * -ENOENT if otherwise absent; -EBADMSG with *why on a bad record.
  */
 int journal_get(struct journal *j, uint64_t origin, uint64_t seq, int payload, struct event *ev,
 		const char **why);
@@ -147,5 +184,60 @@ int journal_iter_next(struct journal_iter *it, uint64_t *a, uint64_t *b, const c
 
 /* Bytes in the value log and in LevelDB's files, for benchmarks and status. */
 int journal_disk_usage(struct journal *j, uint64_t *leveldb_bytes, uint64_t *vlog_bytes);
+
+/* Events deleted per LevelDB write batch while trimming. */
+#define JOURNAL_TRIM_BATCH 1000
+/* Events journal_trim_point() examines at most per call. */
+#define JOURNAL_TRIM_SCAN_MAX 100000
+
+/*
+ * Delete the events of origin with seq <= upto and raise its trimmed mark
+ * to upto, then delete the value-log segments no remaining event can
+ * reference (see Trimming above), including any a crash left behind.
+ * Deletes go in batches of JOURNAL_TRIM_BATCH, each raising the mark to its
+ * last seq, so a crash leaves a shorter trim, never a hole.  upto at or
+ * below the mark deletes nothing (and still looks for segments to delete).
+ * -EINVAL for origin 0 or upto above journal_applied(origin): an event is
+ * trimmed only after this node applied it.  *trimmed (may be NULL) gets
+ * the number of event records deleted, also when deleting a segment fails
+ * afterwards (that error is returned; the next call retries).  The cost is
+ * one LevelDB delete per event: bound upto with journal_trim_point().
+ */
+int journal_trim(struct journal *j, uint64_t origin, uint64_t upto, uint64_t *trimmed);
+
+/* Highest trimmed seq of origin: every event <= it is gone.  0 if none. */
+int journal_trimmed(struct journal *j, uint64_t origin, uint64_t *seq);
+
+/* Oldest seq of origin still journaled; 0 if the journal holds none. */
+int journal_oldest(struct journal *j, uint64_t origin, uint64_t *seq);
+
+/*
+ * The highest seq of origin that may be trimmed now, into *upto: at most
+ * confirmed (the lowest seq every member confirmed, from the caller) and
+ * journal_applied(origin), and never an event that the retention window
+ * keeps:
+ *   - retain_age_ms (0: none): an event is kept until now_ms is at least
+ *     retain_age_ms past the physical part of its hlc (ms since the epoch,
+ *     the clock of the node that made it);
+ *   - retain_bytes (0: none): the walk stops before the journal would keep
+ *     less than retain_bytes.
+ * The walk goes oldest first from the oldest retained event and stops at
+ * the first event either rule keeps, so retention holds a contiguous
+ * suffix.  Bytes are approximate: what the journal keeps is taken as its
+ * disk usage (LevelDB files + value-log segments, journal_disk_usage())
+ * minus what the walk passed, counted as key + record + value-log record
+ * per event.  Disk usage lags behind trims (LevelDB frees space at
+ * compaction, the value log a whole segment at a time), so right after a
+ * trim the journal looks larger than what it keeps and a following call
+ * can trim somewhat below the floor; LevelDB compression errs the other
+ * way.  An event that does not decode stops the walk (fsck repairs it).
+ * At most JOURNAL_TRIM_SCAN_MAX events are examined per call (each is
+ * decoded, CRC included, when a floor is set), so one call bounds the work
+ * of the journal_trim() it leads to; the next call goes on from there.
+ * *upto is journal_trimmed(origin) when nothing may be trimmed.
+ */
+int journal_trim_point(struct journal *j, uint64_t origin, uint64_t confirmed,
+		       uint64_t retain_bytes, uint64_t retain_age_ms, uint64_t now_ms,
+		       uint64_t *upto);
 
 #endif

@@ -25,6 +25,18 @@
 #define NODE_JOURNAL_DIR "journal"
 #define NODE_STORE_DIR	 "store"
 
+#define NODE_MAX_FENCES 64
+
+/* Events of origin with a term below term and a seq above seq are refused. */
+struct node_fence {
+	uint64_t origin, term, seq;
+};
+
+/* Events first..last of origin, held here beyond a fence of term: kept aside. */
+struct node_tail {
+	uint64_t origin, first, last, term;
+};
+
 struct node {
 	char *dir;
 	struct config cfg;
@@ -55,11 +67,30 @@ struct node {
 	 */
 	void (*on_commit)(void *arg);
 	void *on_commit_arg;
+	/*
+	 * Synchronous replication (DRBD protocol C): with cfg.sync_peers set,
+	 * fsync returns only once that many peers confirmed this node's events
+	 * up to it.  Peers' confirmations of our own origin, by peer id.
+	 */
+	uint64_t confirmed_peer[CONFIG_MAX_PEERS]; /* guarded by lock: peer ids, 0 = free */
+	uint64_t confirmed_seq[CONFIG_MAX_PEERS];  /* guarded by lock */
+	pthread_cond_t confirmed_cond;		   /* broadcast when a confirmation moves */
+	unsigned sync_waiting; /* guarded by lock: fsyncs waiting for peers (ship now) */
+	int degraded;	       /* guarded by lock: sync_peers not met, running asynchronously */
+	/* Failover (journal.h has the formats). */
+	uint64_t role_origin; /* guarded by lock: primary of role_term, 0 unknown */
+	uint64_t role_term;   /* guarded by lock */
+	struct node_fence fences[NODE_MAX_FENCES]; /* guarded by lock */
+	unsigned nfences;			   /* guarded by lock */
+	struct node_tail tails[NODE_MAX_FENCES];   /* guarded by lock */
+	unsigned ntails;			   /* guarded by lock */
+	int rebuild_needed; /* guarded by lock: the store holds kept-aside events */
 };
 
 /* Flags for node_open(). */
-#define NODE_OPEN_REPLAY 0x1 /* replay the unapplied tail before returning */
-#define NODE_OPEN_MOUNT	 0x2 /* record an unclean state until node_close(clean) */
+#define NODE_OPEN_REPLAY  0x1 /* replay the unapplied tail before returning */
+#define NODE_OPEN_MOUNT	  0x2 /* record an unclean state until node_close(clean) */
+#define NODE_OPEN_REBUILD 0x4 /* rebuild a store that holds kept-aside events (rebuild.h) */
 
 /*
  * Open NODE_DIR: config, journal, store; check that the store is this
@@ -91,6 +122,44 @@ int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx);
  * payload must be inline.
  */
 int node_apply_remote(struct node *n, const struct event *ev, const char **why);
+
+/*
+ * Make this node the primary of a new term (the highest term seen plus
+ * one), journaling an EV_ROLE event whose data is the applied vector
+ * (n x u64 origin, u64 seq): every node that applies it fences each origin
+ * there, so a returning old primary's later events of a lower term are
+ * refused everywhere.  *term receives the new term.
+ */
+int node_promote(struct node *n, uint64_t *term);
+
+/* Make this node a replica, journaling an EV_ROLE event; why goes to the log. */
+int node_demote(struct node *n, const char *why);
+
+/*
+ * A peer says it has seen term, with primary (0 if it does not know): a
+ * higher term than ours is adopted, and a primary of a lower term demotes
+ * itself.  Returns -EPERM if primary claims our own term while we are its
+ * primary (two primaries: refuse the link), else 0.
+ */
+int node_see_term(struct node *n, uint64_t term, uint64_t primary);
+
+/* 1 and *term if (origin, seq) is in a kept-aside tail, else 0.  Lock held. */
+int node_in_tail_locked(struct node *n, uint64_t origin, uint64_t seq, uint64_t *term);
+
+/* Peer (by id) confirmed our own events up to seq: durable and applied there. */
+void node_peer_confirmed(struct node *n, uint64_t peer, uint64_t seq);
+
+/* Forget a peer's confirmations (it was removed from the membership). */
+void node_peer_forget(struct node *n, uint64_t peer);
+
+/*
+ * With cfg.sync_peers = N > 0: wait until N peers confirmed every local
+ * event committed so far.  After cfg.sync_timeout_ms without that, either
+ * fail with -EIO or, with cfg.sync_degrade, log once, mark the node
+ * degraded and return 0 (and keep returning at once until N peers catch
+ * up again).  0 at once when sync_peers is 0.
+ */
+int node_wait_peers(struct node *n);
 
 /* Make every journaled event durable now (a group commit); 0 or negative errno. */
 int node_sync(struct node *n);

@@ -79,6 +79,7 @@ struct repl_peer_status {
 	uint64_t events_sent, bytes_sent;	   /* to it, since start */
 	uint64_t events_received, bytes_received;  /* from it, since start */
 	uint64_t connects;			   /* outbound links made since start */
+	int synchronous; /* it confirmed every event of ours: counts for sync_peers */
 };
 
 /* An OUTAGE or RECOVERED event found in the journal (any origin). */
@@ -104,6 +105,13 @@ struct repl_status {
 	unsigned nnotes;
 	struct repl_note notes[REPL_MAX_NOTES]; /* most recent last */
 	uint64_t outages;			/* OUTAGE events in the journal, all of them */
+	uint32_t sync_peers;			/* peers an fsync waits for (0: asynchronous) */
+	int degraded;				/* fewer than sync_peers confirm: running async */
+	unsigned ntails;			/* kept-aside event ranges (after a promotion) */
+	struct node_tail tails[NODE_MAX_FENCES];
+	int rebuild_needed;	/* the store still holds kept-aside events: restart rebuilds it */
+	uint64_t journal_bytes; /* LevelDB and value log on disk */
+	struct evid oldest[REPL_MAX_ORIGINS]; /* per origin (as applied[]): oldest seq held */
 	int in_sync; /* every peer connected both ways and confirmed all we hold, and we lack
 			nothing it advertised */
 };

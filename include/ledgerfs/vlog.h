@@ -13,7 +13,9 @@
  * wrong record is caught, not only a damaged payload.
  *
  * Every open appends to a fresh segment, so a record torn by a crash is
- * never followed by good ones in the same file.  Records are not durable
+ * never followed by good ones in the same file.  Space comes back a whole
+ * segment at a time: the journal knows which events reference a segment
+ * and calls vlog_remove() once none is left (journal.h, trimming).  Records are not durable
  * until vlog_sync(); the journal calls it before its LevelDB sync write,
  * so a synced event never references a payload that could be lost.
  *
@@ -68,6 +70,19 @@ int vlog_sync(struct vlog *v);
  */
 int vlog_read(struct vlog *v, const struct vref *ref, uint64_t origin, uint64_t seq, void *buf,
 	      const char **why);
+
+/* Number of the segment appends go to (its file may not exist yet). */
+uint32_t vlog_segment(const struct vlog *v);
+
+/*
+ * Delete the file of segment.  -EBUSY for the segment appends go to.  A
+ * missing file is success, so a removal cut short by a crash can simply be
+ * repeated.  Not durable until vlog_sync_dir().
+ */
+int vlog_remove(struct vlog *v, uint32_t segment);
+
+/* fsync the directory, making earlier removals durable. */
+int vlog_sync_dir(struct vlog *v);
 
 /* Sum of the segment file sizes. */
 int vlog_disk_usage(struct vlog *v, uint64_t *bytes);

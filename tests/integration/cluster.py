@@ -236,9 +236,10 @@ class Cluster:
     serve: names started as `ledgerfs --serve` instead of a mount.
     opts:  {name: mount options}.
     start: start every node now (else call start(name) for each).
+    primaries: names made --primary (default: the first only).
     """
 
-    def __init__(self, wd, names=("a", "b"), serve=(), opts=None, start=True):
+    def __init__(self, wd, names=("a", "b"), serve=(), opts=None, start=True, primaries=None):
         self.wd = wd
         self.root = wd.path
         self.ca = self.root / "ca"
@@ -255,7 +256,8 @@ class Cluster:
             for other in self.names:
                 if other != name:
                     argv += ["--peer", f"{other}={self.nodes[other].address}"]
-            argv.append("--primary" if i == 0 else "--replica")
+            primary = name in primaries if primaries is not None else i == 0
+            argv.append("--primary" if primary else "--replica")
             lfs.ctl(*argv)
             n.load_ids()
         self.by_id = {n.id: name for name, n in self.nodes.items()}

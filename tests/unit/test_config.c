@@ -80,6 +80,12 @@ Test(config, loads_a_full_example)
 		   "batch_bytes = 4096\n"
 		   "batch_ms = 60000\n"
 		   "sync_peers = 2\n"
+		   "sync_timeout = 250\n"
+		   "sync_degrade = yes\n"
+		   "\n"
+		   "[journal]\n"
+		   "retain_bytes = 1G\n"
+		   "retain_age = 90m\n"
 		   "\n"
 		   "[peer b]\n"
 		   "address = [::1]:7002\n"
@@ -96,6 +102,10 @@ Test(config, loads_a_full_example)
 	cr_expect_eq(cfg.batch_bytes, 4096);
 	cr_expect_eq(cfg.batch_ms, 60000);
 	cr_expect_eq(cfg.sync_peers, 2);
+	cr_expect_eq(cfg.sync_timeout_ms, 250);
+	cr_expect(cfg.sync_degrade);
+	cr_expect_eq(cfg.retain_bytes, 1ull << 30);
+	cr_expect_eq(cfg.retain_age_sec, 90 * 60);
 	cr_assert_eq(cfg.npeers, 2);
 	cr_expect_str_eq(cfg.peers[0].name, "b");
 	cr_expect_str_eq(cfg.peers[0].address, "[::1]:7002");
@@ -117,6 +127,10 @@ Test(config, missing_optional_keys_take_defaults)
 	cr_expect_eq(cfg.batch_bytes, 1048576);
 	cr_expect_eq(cfg.batch_ms, 5);
 	cr_expect_eq(cfg.sync_peers, 0);
+	cr_expect_eq(cfg.sync_timeout_ms, 5000);
+	cr_expect_not(cfg.sync_degrade);
+	cr_expect_eq(cfg.retain_bytes, 0, "no size floor");
+	cr_expect_eq(cfg.retain_age_sec, 86400, "a day");
 	cr_expect_eq(cfg.batch_events, def.batch_events);
 	cr_expect_str_empty(cfg.listen);
 	cr_expect_eq(cfg.npeers, 0);
@@ -157,6 +171,35 @@ static const struct rejection rejections[] = {
      ":6: [replication] batch_ms: 60001 is out of range (0 to 60000)"},
     {NODE "[replication]\nsync_peers = 33\n",
      ":6: [replication] sync_peers: 33 is out of range (0 to 32)"},
+    {NODE "[replication]\nsync_timeout = 0\n",
+     ":6: [replication] sync_timeout: 0 is out of range (1 to 3600000)"},
+    {NODE "[replication]\nsync_timeout = 5s\n",
+     ":6: [replication] sync_timeout: \"5s\" is not a decimal number"},
+    {NODE "[replication]\nsync_degrade = true\n",
+     ":6: [replication] sync_degrade: \"true\" is not yes or no"},
+    {NODE "[replication]\nsync_degrade = Yes\n", ":6: [replication] sync_degrade: \"Yes\" is not"},
+    {NODE "[journal]\nretain_bytes = 1g\n",
+     ":6: [journal] retain_bytes: \"1g\" is not a size (a number of bytes, optionally followed "
+     "by K, M, G or T)"},
+    {NODE "[journal]\nretain_bytes = 1GB\n", ":6: [journal] retain_bytes: \"1GB\" is not a size"},
+    {NODE "[journal]\nretain_bytes = G\n", ":6: [journal] retain_bytes: \"G\" is not a size"},
+    {NODE "[journal]\nretain_bytes = -1\n", ":6: [journal] retain_bytes: \"-1\" is not a size"},
+    {NODE "[journal]\nretain_bytes = 1 G\n", ":6: [journal] retain_bytes: \"1 G\" is not a size"},
+    {NODE "[journal]\nretain_bytes = 16777216T\n",
+     ":6: [journal] retain_bytes: 16777216T is out of range (0 to 18446744073709551615)"},
+    {NODE "[journal]\nretain_bytes = 18446744073709551616\n",
+     ":6: [journal] retain_bytes: 18446744073709551616 is out of range"},
+    {NODE "[journal]\nretain_age = 1w\n",
+     ":6: [journal] retain_age: \"1w\" is not a duration (seconds, optionally followed by s, m, "
+     "h or d)"},
+    {NODE "[journal]\nretain_age = 1D\n", ":6: [journal] retain_age: \"1D\" is not a duration"},
+    {NODE "[journal]\nretain_age = 36501d\n",
+     ":6: [journal] retain_age: 36501d is out of range (0 to 3153600000 seconds)"},
+    {NODE "[journal]\nretain = 1\n", ":6: [journal] retain: unknown key"},
+    {NODE "[journal]\nbatch_ms = 1\n", ":6: [journal] batch_ms: unknown key"},
+    {NODE "[journal]\n[journal]\n", ":6: [journal]: section appears twice"},
+    {NODE "[journal]\nretain_age = 1d\nretain_age = 2d\n",
+     ":7: [journal] retain_age: duplicate key"},
     {"[node]\nname = a\nid = 0123456789abcde\n", ":3: [node] id: invalid id \"0123456789abcde\""},
     {"[node]\nname = a\nid = 0123456789abcdeg\n", ":3: [node] id: invalid id"},
     {"[node]\nname = a\nid = 0000000000000000\n", ":3: [node] id: invalid id"},
@@ -277,6 +320,10 @@ static void full_config(struct config *cfg)
 	cfg->batch_bytes = 4096;
 	cfg->batch_ms = 0;
 	cfg->sync_peers = 32;
+	cfg->sync_timeout_ms = 3600000;
+	cfg->sync_degrade = true;
+	cfg->retain_bytes = 1536;
+	cfg->retain_age_sec = 3153600000u;
 	for (i = 0; i < CONFIG_MAX_PEERS; i++) {
 		snprintf(cfg->peers[i].name, CONFIG_NAME_MAX, "peer-%02d", i);
 		snprintf(cfg->peers[i].address, CONFIG_ADDR_MAX, "10.0.0.%d:%d", i, 7000 + i);
@@ -326,6 +373,12 @@ Test(config, saved_file_reads_as_documented)
 					 "batch_bytes = 1048576\n"
 					 "batch_ms = 5\n"
 					 "sync_peers = 0\n"
+					 "sync_timeout = 5000\n"
+					 "sync_degrade = no\n"
+					 "\n"
+					 "[journal]\n"
+					 "retain_bytes = 0\n"
+					 "retain_age = 1d\n"
 					 "\n"
 					 "[peer b]\n"
 					 "address = 127.0.0.1:7002\n"),
@@ -334,6 +387,74 @@ Test(config, saved_file_reads_as_documented)
 	cr_assert_eq(config_load(conf, &cfg, err, sizeof(err)), 0, "%s", err);
 	cr_assert_eq(config_save(conf, &cfg), 0);
 	cr_expect_str_eq(read_conf(), first);
+}
+
+Test(config, parses_sizes_and_durations)
+{
+	static const struct {
+		const char *bytes;
+		uint64_t bytes_want;
+		const char *age;
+		uint64_t age_want;
+	} cases[] = {
+	    {"0", 0, "0", 0},
+	    {"5", 5, "30", 30},
+	    {"1K", 1024, "30s", 30},
+	    {"3M", 3ull << 20, "2m", 120},
+	    {"1G", 1ull << 30, "3h", 10800},
+	    {"16T", 16ull << 40, "1d", 86400},
+	    {"16777215T", 16777215ull << 40, "36500d", 3153600000u},
+	    {"18446744073709551615", UINT64_MAX, "0d", 0},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config cfg;
+		char text[512], err[512] = "";
+
+		snprintf(text, sizeof(text), NODE "[journal]\nretain_bytes = %s\nretain_age = %s\n",
+			 cases[i].bytes, cases[i].age);
+		write_conf(text);
+		cr_assert_eq(config_load(conf, &cfg, err, sizeof(err)), 0, "case %zu: %s", i, err);
+		cr_expect_eq(cfg.retain_bytes, cases[i].bytes_want, "case %zu", i);
+		cr_expect_eq(cfg.retain_age_sec, cases[i].age_want, "case %zu", i);
+	}
+}
+
+Test(config, sizes_and_durations_round_trip_in_their_largest_exact_unit)
+{
+	static const struct {
+		uint64_t bytes;
+		const char *bytes_text;
+		uint64_t age;
+		const char *age_text;
+	} cases[] = {
+	    {0, "retain_bytes = 0\n", 0, "retain_age = 0\n"},
+	    {1023, "retain_bytes = 1023\n", 59, "retain_age = 59\n"},
+	    {1536, "retain_bytes = 1536\n", 90, "retain_age = 90\n"},
+	    {3 << 20, "retain_bytes = 3M\n", 120, "retain_age = 2m\n"},
+	    {1ull << 30, "retain_bytes = 1G\n", 7200, "retain_age = 2h\n"},
+	    {1025ull << 30, "retain_bytes = 1025G\n", 86401, "retain_age = 86401\n"},
+	    {UINT64_MAX, "retain_bytes = 18446744073709551615\n", 3153600000u,
+	     "retain_age = 36500d\n"},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config cfg, back;
+		char err[512] = "";
+		const char *text;
+
+		full_config(&cfg);
+		cfg.retain_bytes = cases[i].bytes;
+		cfg.retain_age_sec = cases[i].age;
+		cr_assert_eq(config_save(conf, &cfg), 0, "case %zu", i);
+		text = read_conf();
+		cr_expect_not_null(strstr(text, cases[i].bytes_text), "case %zu:\n%s", i, text);
+		cr_expect_not_null(strstr(text, cases[i].age_text), "case %zu:\n%s", i, text);
+		cr_assert_eq(config_load(conf, &back, err, sizeof(err)), 0, "case %zu: %s", i, err);
+		cr_expect_eq(memcmp(&cfg, &back, sizeof(cfg)), 0, "case %zu", i);
+	}
 }
 
 Test(config, save_refuses_what_would_not_load_back)
@@ -352,6 +473,12 @@ Test(config, save_refuses_what_would_not_load_back)
 	cr_expect_eq(config_save(conf, &cfg), -EINVAL);
 	full_config(&cfg);
 	cfg.node_id = 0;
+	cr_expect_eq(config_save(conf, &cfg), -EINVAL);
+	full_config(&cfg);
+	cfg.sync_timeout_ms = 0;
+	cr_expect_eq(config_save(conf, &cfg), -EINVAL);
+	full_config(&cfg);
+	cfg.retain_age_sec = 3153600001u;
 	cr_expect_eq(config_save(conf, &cfg), -EINVAL);
 	full_config(&cfg);
 	cfg.npeers = CONFIG_MAX_PEERS + 1;

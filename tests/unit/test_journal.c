@@ -829,3 +829,413 @@ Test(journal, vlog_rolls_segments_and_reopens_on_a_new_one)
 	cr_assert_eq(bytes, 4 * (VLOG_HEADER_LEN + sizeof(data)));
 	vlog_close(v);
 }
+
+/* ---- trimming -------------------------------------------------------- */
+
+static int segment_exists(uint32_t segment)
+{
+	char path[160];
+
+	snprintf(path, sizeof(path), "%s/vlog/%08u.vlog", jdir, segment);
+	return access(path, F_OK) == 0;
+}
+
+/* n small local events, all marked applied. */
+static void append_applied(struct journal *j, int n)
+{
+	uint64_t seq = 0;
+
+	for (int i = 0; i < n; i++)
+		append_small(j, &seq);
+	journal_mark_applied(j, NODE, seq);
+}
+
+/* A remote event of origin with a payload of len bytes and the given hlc, marked applied. */
+static void put_remote_write(struct journal *j, uint64_t origin, uint64_t seq, uint32_t len,
+			     uint64_t hlc)
+{
+	uint8_t *buf = pattern(len, (unsigned)seq);
+	struct event ev = write_event(buf, len, 0);
+
+	ev.origin = origin;
+	ev.seq = seq;
+	ev.hlc = hlc;
+	cr_assert_eq(journal_put_remote(j, &ev), 0);
+	journal_mark_applied(j, origin, seq);
+	free(buf);
+}
+
+/* A large local write (to the value log), marked applied; its segment. */
+static uint32_t append_big(struct journal *j)
+{
+	uint32_t len = 64 << 10;
+	uint8_t *buf = pattern(len, 9);
+	struct event ev = write_event(buf, len, 0);
+
+	cr_assert_eq(journal_append(j, &ev), 0);
+	cr_assert(ev.flags & EVENT_F_VREF);
+	journal_mark_applied(j, NODE, ev.seq);
+	free(buf);
+	return ev.vref.segment;
+}
+
+static uint64_t trimmed_of(struct journal *j, uint64_t origin)
+{
+	uint64_t seq = 77;
+
+	cr_assert_eq(journal_trimmed(j, origin, &seq), 0);
+	return seq;
+}
+
+static uint64_t oldest_of(struct journal *j, uint64_t origin)
+{
+	uint64_t seq = 77;
+
+	cr_assert_eq(journal_oldest(j, origin, &seq), 0);
+	return seq;
+}
+
+Test(journal, trim_deletes_exactly_the_range)
+{
+	struct journal *j = jopen(1);
+	const char *why = NULL;
+	uint64_t n = 99;
+	struct event got;
+
+	append_applied(j, 10);
+	put_remote_mkdir(j, 7, 1);
+	put_remote_mkdir(j, 7, 2);
+	journal_mark_applied(j, 7, 2);
+	cr_assert_eq(trimmed_of(j, NODE), 0);
+	cr_assert_eq(oldest_of(j, NODE), 1);
+	cr_assert_eq(journal_trim(j, NODE, 4, &n), 0);
+	cr_assert_eq(n, 4);
+	cr_assert_eq(trimmed_of(j, NODE), 4);
+	cr_assert_eq(oldest_of(j, NODE), 5);
+	for (uint64_t s = 1; s <= 4; s++) {
+		cr_assert_eq(journal_get(j, NODE, s, 0, &got, &why), -ESTALE, "seq %lu",
+			     (unsigned long)s);
+		cr_assert_str_eq(why, "event was trimmed");
+	}
+	for (uint64_t s = 5; s <= 10; s++) {
+		cr_assert_eq(journal_get(j, NODE, s, 1, &got, &why), 0, "seq %lu: %s",
+			     (unsigned long)s, why);
+		event_free(&got);
+	}
+	cr_assert_eq(journal_get(j, NODE, 11, 0, &got, &why), -ENOENT, "never existed");
+	cr_assert_eq(journal_get(j, NODE, 0, 0, &got, &why), -ENOENT);
+	cr_assert_eq(trimmed_of(j, 7), 0, "other origins are untouched");
+	cr_assert_eq(oldest_of(j, 7), 1);
+	cr_assert_eq(journal_get(j, 7, 1, 0, &got, &why), 0);
+	event_free(&got);
+	cr_assert_eq(oldest_of(j, 9), 0, "no events of an unknown origin");
+	cr_assert_eq(journal_next_seq(j), 11, "trimming gives no numbers back");
+	journal_close(j);
+}
+
+Test(journal, trimmed_mark_never_moves_back)
+{
+	struct journal *j = jopen(1);
+	uint64_t n = 99;
+
+	append_applied(j, 8);
+	cr_assert_eq(journal_trim(j, NODE, 6, &n), 0);
+	cr_assert_eq(n, 6);
+	cr_assert_eq(journal_trim(j, NODE, 3, &n), 0);
+	cr_assert_eq(n, 0);
+	cr_assert_eq(journal_trim(j, NODE, 6, &n), 0);
+	cr_assert_eq(n, 0);
+	cr_assert_eq(trimmed_of(j, NODE), 6);
+	cr_assert_eq(oldest_of(j, NODE), 7);
+	cr_assert_eq(journal_trim(j, NODE, 8, NULL), 0);
+	cr_assert_eq(trimmed_of(j, NODE), 8);
+	cr_assert_eq(oldest_of(j, NODE), 0, "everything is trimmed");
+	journal_close(j);
+}
+
+Test(journal, trim_above_applied_is_refused)
+{
+	struct journal *j = jopen(1);
+	struct event got;
+	uint64_t n = 99;
+
+	append_applied(j, 5);
+	append_small(j, NULL);
+	cr_assert_eq(journal_trim(j, NODE, 6, &n), -EINVAL);
+	cr_assert_eq(n, 0);
+	cr_assert_eq(journal_trim(j, 0, 1, &n), -EINVAL);
+	cr_assert_eq(journal_trim(j, 7, 1, &n), -EINVAL, "nothing of origin 7 is applied");
+	cr_assert_eq(journal_trim(j, 7, 0, &n), 0);
+	cr_assert_eq(trimmed_of(j, NODE), 0);
+	cr_assert_eq(journal_get(j, NODE, 1, 0, &got, NULL), 0);
+	event_free(&got);
+	cr_assert_eq(journal_trim(j, NODE, 5, &n), 0);
+	cr_assert_eq(n, 5);
+	journal_close(j);
+}
+
+Test(journal, trim_goes_in_batches_and_tolerates_gaps)
+{
+	struct journal *j = jopen(1);
+	uint64_t n = 0, total = 2 * JOURNAL_TRIM_BATCH + 500;
+	struct journal_iter *it;
+	uint64_t a, b;
+
+	append_applied(j, (int)total);
+	cr_assert_eq(journal_delete(j, NODE, 1500), 0);
+	cr_assert_eq(journal_trim(j, NODE, total - 100, &n), 0);
+	cr_assert_eq(n, total - 101, "every event up to the point but the missing one");
+	cr_assert_eq(trimmed_of(j, NODE), total - 100);
+	cr_assert_eq(oldest_of(j, NODE), total - 99);
+	cr_assert_eq(journal_iter_new(j, JOURNAL_EVENTS, NODE, 0, &it), 0);
+	cr_assert_eq(journal_iter_next(it, &a, &b, NULL, NULL, NULL, NULL), 1);
+	cr_assert_eq(a, NODE);
+	cr_assert_eq(b, total - 99, "iteration starts at the oldest retained event");
+	journal_iter_free(it);
+	journal_close(j);
+}
+
+Test(journal, trim_survives_reopen)
+{
+	struct journal *j = jopen(1);
+	struct event ev = {.type = EV_MKDIR, .origin = 7, .seq = 2}, got;
+	uint64_t seq;
+
+	append_applied(j, 6);
+	put_remote_mkdir(j, 7, 1);
+	put_remote_mkdir(j, 7, 2);
+	put_remote_mkdir(j, 7, 3);
+	journal_mark_applied(j, 7, 3);
+	cr_assert_eq(journal_trim(j, NODE, 4, NULL), 0);
+	cr_assert_eq(journal_trim(j, 7, 2, NULL), 0);
+	journal_close(j);
+
+	j = jopen(0);
+	cr_assert_eq(trimmed_of(j, NODE), 4);
+	cr_assert_eq(trimmed_of(j, 7), 2);
+	cr_assert_eq(oldest_of(j, NODE), 5);
+	cr_assert_eq(oldest_of(j, 7), 3);
+	cr_assert_eq(journal_get(j, NODE, 2, 0, &got, NULL), -ESTALE);
+	cr_assert_eq(journal_get(j, 7, 3, 0, &got, NULL), 0);
+	event_free(&got);
+	cr_assert_eq(journal_applied(j, NODE), 6);
+	cr_assert_eq(event_set_path(&ev, "again"), 0);
+	cr_assert_eq(journal_put_remote(j, &ev), -EEXIST, "a trimmed event is not taken again");
+	cr_assert_eq(journal_get(j, 7, 2, 0, &got, NULL), -ESTALE);
+	event_free(&ev);
+	append_small(j, &seq);
+	cr_assert_eq(seq, 7);
+	cr_assert_eq(journal_trim(j, NODE, 7, NULL), -EINVAL, "7 is not applied");
+	journal_mark_applied(j, NODE, 7);
+	cr_assert_eq(journal_trim(j, NODE, 7, NULL), 0);
+	journal_close(j);
+}
+
+Test(journal, trim_marks_are_not_plain_metadata)
+{
+	struct journal *j = jopen(1);
+
+	cr_assert_eq(journal_meta_put_u64(j, "trimmed/000000000000002a", 5, 0), -EPERM);
+	cr_assert_eq(journal_meta_put_u64(j, "vseg/00000001", 5, 0), -EPERM);
+	journal_close(j);
+}
+
+/*
+ * Each open appends to a new segment, so three sessions make three: 1 holds
+ * local 1-2 and remote 7:1, 2 holds local 3-4, 3 (appended to) local 5.
+ */
+Test(journal, value_log_segment_goes_once_nothing_references_it)
+{
+	struct journal *j = jopen(1);
+	uint64_t ldb, vbytes, vbefore;
+	struct event got;
+	const char *why = NULL;
+
+	cr_assert_eq(append_big(j), 1);
+	cr_assert_eq(append_big(j), 1);
+	put_remote_write(j, 7, 1, 64 << 10, 1);
+	journal_close(j);
+	j = jopen(0);
+	cr_assert_eq(append_big(j), 2);
+	cr_assert_eq(append_big(j), 2);
+	journal_close(j);
+	j = jopen(0);
+	cr_assert_eq(append_big(j), 3);
+	cr_assert(segment_exists(1) && segment_exists(2) && segment_exists(3));
+	cr_assert_eq(journal_disk_usage(j, &ldb, &vbefore), 0);
+
+	cr_assert_eq(journal_trim(j, NODE, 1, NULL), 0);
+	cr_assert(segment_exists(1), "local 2 still references it");
+	cr_assert_eq(journal_trim(j, NODE, 2, NULL), 0);
+	cr_assert(segment_exists(1), "remote 7:1 still references it");
+	cr_assert_eq(journal_trim(j, 7, 1, NULL), 0);
+	cr_assert_not(segment_exists(1));
+	cr_assert(segment_exists(2));
+	cr_assert_eq(journal_disk_usage(j, &ldb, &vbytes), 0);
+	cr_assert_lt(vbytes, vbefore);
+
+	cr_assert_eq(journal_get(j, NODE, 3, 1, &got, &why), 0, "%s", why);
+	cr_assert_eq(got.data_len, 64 << 10);
+	event_free(&got);
+	cr_assert_eq(journal_trim(j, NODE, 3, NULL), 0);
+	cr_assert(segment_exists(2), "local 4 still references it");
+	cr_assert_eq(journal_get(j, NODE, 4, 1, &got, &why), 0, "%s", why);
+	event_free(&got);
+	cr_assert_eq(journal_trim(j, NODE, 5, NULL), 0);
+	cr_assert_not(segment_exists(2));
+	cr_assert(segment_exists(3), "the segment appended to is never deleted");
+	journal_close(j);
+
+	/* Reopened, segment 3 is no longer appended to: the next trim takes it. */
+	j = jopen(0);
+	cr_assert(segment_exists(3));
+	cr_assert_eq(journal_trim(j, NODE, 5, NULL), 0);
+	cr_assert_not(segment_exists(3));
+	cr_assert_eq(journal_disk_usage(j, &ldb, &vbytes), 0);
+	cr_assert_eq(vbytes, 0);
+	cr_assert_eq(append_big(j), 4, "segment numbers go on");
+	journal_close(j);
+}
+
+Test(journal, void_and_delete_do_not_keep_a_segment_alive)
+{
+	struct journal *j = jopen(1);
+
+	cr_assert_eq(append_big(j), 1);
+	cr_assert_eq(append_big(j), 1);
+	journal_close(j);
+	j = jopen(0);
+	append_applied(j, 1);
+	cr_assert_eq(journal_void(j, NODE, 1), 0);
+	cr_assert_eq(journal_delete(j, NODE, 2), 0);
+	cr_assert_eq(journal_trim(j, NODE, 1, NULL), 0);
+	cr_assert(segment_exists(1), "listed up to seq 2, which is not trimmed yet");
+	cr_assert_eq(journal_trim(j, NODE, 2, NULL), 0);
+	cr_assert_not(segment_exists(1));
+	journal_close(j);
+}
+
+/* Two value-log writes into segment 1, trimmed while it is still appended to, then a crash. */
+static int child_trim_then_crash(void)
+{
+	uint32_t len = 64 << 10;
+	uint8_t *buf = malloc(len);
+	struct journal *j = NULL;
+	struct event ev;
+
+	if (!buf || journal_open(jdir, 0, 0, &j, NULL) < 0)
+		return 10;
+	crashed = j;
+	memset(buf, 1, len);
+	for (int i = 0; i < 2; i++) {
+		ev = write_event(buf, len, 0);
+		if (journal_append(j, &ev) < 0 || ev.vref.segment != 1)
+			return 11;
+	}
+	free(buf);
+	journal_mark_applied(j, NODE, 2);
+	if (journal_trim(j, NODE, 2, NULL) < 0)
+		return 12;
+	return segment_exists(1) ? 0 : 13;
+}
+
+/*
+ * The state a crash leaves between a durable trim and the deletion of its
+ * segment: the next trim finishes the job.
+ */
+Test(journal, segment_left_behind_goes_at_the_next_trim)
+{
+	struct journal *j = jopen(1);
+	uint64_t n = 99;
+
+	journal_close(j);
+	cr_assert_eq(in_child(child_trim_then_crash), 0);
+	j = jopen(0);
+	cr_assert_eq(trimmed_of(j, NODE), 2);
+	cr_assert(segment_exists(1), "opening deletes nothing");
+	cr_assert_eq(journal_trim(j, NODE, 2, &n), 0);
+	cr_assert_eq(n, 0);
+	cr_assert_not(segment_exists(1));
+	journal_close(j);
+}
+
+static uint64_t trim_point(struct journal *j, uint64_t origin, uint64_t confirmed,
+			   uint64_t retain_bytes, uint64_t retain_age_ms, uint64_t now_ms)
+{
+	uint64_t upto = 77;
+
+	cr_assert_eq(
+	    journal_trim_point(j, origin, confirmed, retain_bytes, retain_age_ms, now_ms, &upto),
+	    0);
+	return upto;
+}
+
+Test(journal, trim_point_stays_within_confirmed_and_applied)
+{
+	struct journal *j = jopen(1);
+
+	append_applied(j, 10);
+	append_small(j, NULL);
+	cr_assert_eq(trim_point(j, NODE, 6, 0, 0, 0), 6);
+	cr_assert_eq(trim_point(j, NODE, 20, 0, 0, 0), 10, "11 is not applied");
+	cr_assert_eq(trim_point(j, NODE, 0, 0, 0, 0), 0);
+	cr_assert_eq(trim_point(j, 7, 5, 0, 0, 0), 0, "nothing of origin 7");
+	cr_assert_eq(journal_trim(j, NODE, 4, NULL), 0);
+	cr_assert_eq(trim_point(j, NODE, 3, 0, 0, 0), 4, "nothing to do: the trimmed mark");
+	cr_assert_eq(trim_point(j, NODE, 8, 0, 0, 0), 8);
+	journal_close(j);
+}
+
+/* Remote events 1-10 of origin 7 made at 1 s, 2 s, ... 10 s after the epoch. */
+Test(journal, trim_point_keeps_events_younger_than_retain_age)
+{
+	struct journal *j = jopen(1);
+
+	for (uint64_t s = 1; s <= 10; s++)
+		put_remote_write(j, 7, s, 100, (1000 * s) << 16 | 5);
+	cr_assert_eq(trim_point(j, 7, 10, 0, 5500, 10000), 4);
+	cr_assert_eq(trim_point(j, 7, 10, 0, 6000, 10000), 4, "4 s is exactly old enough");
+	cr_assert_eq(trim_point(j, 7, 3, 0, 5500, 10000), 3);
+	cr_assert_eq(trim_point(j, 7, 10, 0, 0, 10000), 10, "no age floor");
+	cr_assert_eq(trim_point(j, 7, 10, 0, 10000, 10000), 0);
+	cr_assert_eq(trim_point(j, 7, 10, 0, 20000, 10000), 0, "now is before the window");
+	cr_assert_eq(trim_point(j, 7, 10, 0, 1000, UINT64_MAX), 10);
+	cr_assert_eq(journal_trim(j, 7, 2, NULL), 0);
+	cr_assert_eq(trim_point(j, 7, 10, 0, 5500, 10000), 4, "the walk starts past the trim");
+	cr_assert_eq(trim_point(j, 7, 10, 0, 5500, 11000), 5);
+	journal_close(j);
+}
+
+/*
+ * Ten 1 MiB value-log payloads make up nearly all of the journal: keeping
+ * 3.5 MiB lets the oldest six go, the seventh would leave about 3 MiB.
+ */
+Test(journal, trim_point_keeps_the_newest_retain_bytes)
+{
+	struct journal *j = jopen(1);
+	uint64_t ldb, vbytes;
+
+	for (uint64_t s = 1; s <= 10; s++)
+		put_remote_write(j, 7, s, 1 << 20, (1000 * s) << 16);
+	cr_assert_eq(journal_disk_usage(j, &ldb, &vbytes), 0);
+	cr_assert_lt(ldb, 256 << 10, "the test needs the value log to dominate");
+	cr_assert_eq(trim_point(j, 7, 10, 7 << 19, 0, 0), 6);
+	cr_assert_eq(trim_point(j, 7, 4, 7 << 19, 0, 0), 4);
+	cr_assert_eq(trim_point(j, 7, 10, 7 << 19, 7000, 10000), 3, "age and bytes: the stricter");
+	cr_assert_eq(trim_point(j, 7, 10, 100 << 20, 0, 0), 0, "the journal is smaller than that");
+	cr_assert_eq(trim_point(j, 7, 10, 1, 0, 0), 10);
+	journal_close(j);
+}
+
+Test(journal, trim_point_examines_a_bounded_number_of_events)
+{
+	struct journal *j = jopen(1);
+	uint64_t upto;
+
+	append_applied(j, JOURNAL_TRIM_SCAN_MAX + 10);
+	upto = trim_point(j, NODE, UINT64_MAX, 0, 1, UINT64_MAX);
+	cr_assert_eq(upto, JOURNAL_TRIM_SCAN_MAX);
+	cr_assert_eq(journal_trim(j, NODE, upto, NULL), 0);
+	cr_assert_eq(trim_point(j, NODE, UINT64_MAX, 0, 1, UINT64_MAX), JOURNAL_TRIM_SCAN_MAX + 10);
+	journal_close(j);
+}

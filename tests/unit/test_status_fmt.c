@@ -46,6 +46,10 @@ static void sample_status(struct repl_status *st)
 	st->now_ms = NOW_MS;
 	strcpy(st->listen, "127.0.0.1:7001");
 	st->norigins = 3;
+	st->journal_bytes = 3u << 20;
+	st->oldest[0] = (struct evid){ID_A, 1000};
+	st->oldest[1] = (struct evid){ID_B, 1};
+	st->oldest[2] = (struct evid){ID_C, 1};
 	st->applied[0] = (struct evid){ID_A, 1234};
 	st->applied[1] = (struct evid){ID_B, 3};
 	st->applied[2] = (struct evid){ID_C, 2};
@@ -121,6 +125,7 @@ Test(status_fmt, text_shows_connected_and_retrying_peers)
 	    out, "node a (0123456789abcdef), primary, term 1, listening on 127.0.0.1:7001\n"
 		 "applied: a=1234 b=3 c=2\n"
 		 "in sync: no\n"
+		 "journal: 3.0 MiB, oldest held: a=1000 b=1 c=1\n"
 		 "peer b (89abcdef01234567) 127.0.0.1:7002\n"
 		 "  link: connected for 5m3s; inbound: up\n"
 		 "  lag: 0 events, 0 B, 0.0 s\n"
@@ -222,18 +227,23 @@ Test(status_fmt, json_follows_the_schema)
 		   "\"lag\":{\"events\":0,\"bytes\":0,\"seconds\":0.000},"
 		   "\"checkpoints\":{\"0123456789abcdef\":1234,\"89abcdef01234567\":3,"
 		   "\"fedcba9876543210\":2},\"events_sent\":1234,\"bytes_sent\":5347738,"
-		   "\"events_received\":3,\"bytes_received\":1229,\"connects\":1}");
+		   "\"events_received\":3,\"bytes_received\":1229,\"connects\":1,"
+		   "\"synchronous\":false}");
 	assert_has(out, ",{\"name\":\"c\",\"address\":\"127.0.0.1:7003\","
 			"\"id\":\"fedcba9876543210\",\"state\":\"retrying\","
 			"\"since_ms\":1795421588000,\"why\":\"connect: Connection refused\","
 			"\"retry_in_ms\":1600,\"inbound\":false,"
 			"\"lag\":{\"events\":5,\"bytes\":2048,\"seconds\":12.500},"
 			"\"checkpoints\":{\"0123456789abcdef\":1229},");
-	assert_has(out, "],\"notes\":[{\"type\":\"outage\",\"origin\":\"fedcba9876543210\","
-			"\"seq\":7,\"time_ms\":1795421521000},"
-			"{\"type\":\"recovered\",\"origin\":\"fedcba9876543210\",\"seq\":8,"
-			"\"time_ms\":1795421522000,\"first_origin\":\"0123456789abcdef\","
-			"\"first_seq\":1201,\"last_seq\":1234}]}\n");
+	assert_has(out,
+		   "],\"journal_bytes\":3145728,\"oldest\":{\"0123456789abcdef\":1000,"
+		   "\"89abcdef01234567\":1,\"fedcba9876543210\":1},"
+		   "\"sync_peers\":0,\"degraded\":false,\"rebuild_needed\":false,"
+		   "\"tails\":[],\"notes\":[{\"type\":\"outage\",\"origin\":\"fedcba9876543210\","
+		   "\"seq\":7,\"time_ms\":1795421521000},"
+		   "{\"type\":\"recovered\",\"origin\":\"fedcba9876543210\",\"seq\":8,"
+		   "\"time_ms\":1795421522000,\"first_origin\":\"0123456789abcdef\","
+		   "\"first_seq\":1201,\"last_seq\":1234}]}\n");
 	free(out);
 }
 
@@ -350,6 +360,37 @@ Test(status_fmt, prometheus_escapes_label_values)
 	free(out);
 }
 
+Test(status_fmt, sync_and_kept_aside_tails_are_shown)
+{
+	struct repl_status st;
+	char *out;
+
+	sample_status(&st);
+	st.sync_peers = 1;
+	st.degraded = 1;
+	st.ntails = 1;
+	st.tails[0] = (struct node_tail){0x0123456789abcdefull, 1230, 1234, 2};
+	st.rebuild_needed = 1;
+	st.peers[0].synchronous = 1;
+	out = render(status_fmt_text, &st);
+	assert_has(out, "synchronous replication: fsync waits for 1 peer; DEGRADED to "
+			"asynchronous\n");
+	assert_has(out, "kept aside: events 0123456789abcdef:1230..1234 beyond the promotion of "
+			"term 2 (ledgerctl tail-export)\n");
+	assert_has(out, "restart the node to rebuild it\n");
+	assert_has(out, "; inbound: up; synchronous\n");
+	free(out);
+	out = render(status_fmt_json, &st);
+	assert_has(out, "\"sync_peers\":1,\"degraded\":true,\"rebuild_needed\":true,"
+			"\"tails\":[{\"origin\":\"0123456789abcdef\",\"first\":1230,"
+			"\"last\":1234,\"term\":2}]");
+	free(out);
+	out = render(status_fmt_prometheus, &st);
+	assert_has(out, "ledgerfs_degraded{node=\"a\"} 1\n");
+	assert_has(out, "ledgerfs_kept_aside_events{node=\"a\"} 5\n");
+	free(out);
+}
+
 Test(status_fmt, empty_status_renders_in_every_format)
 {
 	struct repl_status st;
@@ -362,13 +403,16 @@ Test(status_fmt, empty_status_renders_in_every_format)
 	out = render(status_fmt_text, &st);
 	cr_assert_str_eq(out, "node z (000000000000002a), replica, term 0, not listening\n"
 			      "applied: none\n"
-			      "in sync: no\n");
+			      "in sync: no\n"
+			      "journal: 0 B, oldest held: none\n");
 	free(out);
 	out = render(status_fmt_json, &st);
 	cr_assert_str_eq(out,
 			 "{\"name\":\"z\",\"node_id\":\"000000000000002a\",\"role\":\"replica\","
 			 "\"term\":0,\"listen\":\"\",\"now_ms\":1000,\"in_sync\":false,"
-			 "\"applied\":{},\"peers\":[],\"notes\":[]}\n");
+			 "\"applied\":{},\"peers\":[],\"journal_bytes\":0,\"oldest\":{},"
+			 "\"sync_peers\":0,\"degraded\":false,"
+			 "\"rebuild_needed\":false,\"tails\":[],\"notes\":[]}\n");
 	free(out);
 	out = render(status_fmt_prometheus, &st);
 	assert_has(out, "ledgerfs_primary{node=\"z\"} 0\n");
@@ -448,7 +492,7 @@ static struct control *start(void)
 {
 	struct control *c = NULL;
 
-	cr_assert_eq(control_start(sock_path, fake_snapshot, &snapshot_calls, &c), 0);
+	cr_assert_eq(control_start(sock_path, fake_snapshot, NULL, &snapshot_calls, &c), 0);
 	cr_assert_not_null(c);
 	return c;
 }
@@ -656,7 +700,8 @@ Test(control, live_socket_is_not_taken_over)
 	struct control *c = start(), *c2 = NULL;
 	char *got;
 
-	cr_assert_eq(control_start(sock_path, fake_snapshot, &snapshot_calls, &c2), -EADDRINUSE);
+	cr_assert_eq(control_start(sock_path, fake_snapshot, NULL, &snapshot_calls, &c2),
+		     -EADDRINUSE);
 	cr_assert_null(c2);
 	got = ask("status\n");
 	cr_assert_eq(strncmp(got, "node a ", 7), 0);
@@ -671,7 +716,7 @@ Test(control, other_files_are_left_alone)
 
 	cr_assert_not_null(f);
 	fclose(f);
-	cr_assert_eq(control_start(sock_path, fake_snapshot, &snapshot_calls, &c), -EEXIST);
+	cr_assert_eq(control_start(sock_path, fake_snapshot, NULL, &snapshot_calls, &c), -EEXIST);
 	cr_assert_null(c);
 	cr_assert_eq(access(sock_path, F_OK), 0);
 }
@@ -683,6 +728,6 @@ Test(control, path_too_long_for_a_socket_is_refused)
 
 	memset(path, 'p', sizeof(path) - 1);
 	path[sizeof(path) - 1] = '\0';
-	cr_assert_eq(control_start(path, fake_snapshot, &snapshot_calls, &c), -ENAMETOOLONG);
+	cr_assert_eq(control_start(path, fake_snapshot, NULL, &snapshot_calls, &c), -ENAMETOOLONG);
 	cr_assert_null(c);
 }
