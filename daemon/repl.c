@@ -796,12 +796,13 @@ static int load_journal_state(struct repl *r)
 	it = NULL;
 	if (rv == 0)
 		rv = journal_iter_new(r->n->journal, JOURNAL_EVENTS, 0, 0, &it);
-	/* The type byte sits at offset 9; only the few state events are decoded. */
+	/* Only the few state events are decoded. */
 	while (rv == 0 && journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) > 0) {
 		struct event ev;
 		const char *why;
 
-		if (len > 9 && (val[9] == EV_OUTAGE || val[9] == EV_RECOVERED) &&
+		if (len > EVENT_OFF_TYPE &&
+		    (val[EVENT_OFF_TYPE] == EV_OUTAGE || val[EVENT_OFF_TYPE] == EV_RECOVERED) &&
 		    event_decode(val, len, &ev, NULL, &why) == 0) {
 			repl_note(r, &ev);
 			event_free(&ev);

@@ -21,9 +21,6 @@
 #include "ledgerfs/log.h"
 #include "repl_int.h"
 
-/* Offset of the u16 flags in an encoded event (event.h layout). */
-#define EVENT_FLAGS_OFFSET 10
-
 struct inflight {
 	uint64_t origin, last;
 };
@@ -78,7 +75,7 @@ static int add_record(struct repl *r, struct link *l, struct proto_batch *b, uin
 
 		return proto_put_events_add_event(&l->out, b, &v);
 	}
-	if (!(get_le16(val + EVENT_FLAGS_OFFSET) & EVENT_F_VREF))
+	if (!(get_le16(val + EVENT_OFF_FLAGS) & EVENT_F_VREF))
 		return proto_put_events_add(&l->out, b, val, len);
 	rv = event_decode(val, len, &ev, NULL, why);
 	if (rv < 0)

@@ -441,6 +441,22 @@ static int commit_role_event(struct node *n, int primary, const uint8_t *vec, ui
 	return r;
 }
 
+/* Add or raise a fence.  Lock held. */
+static void add_fence(struct node *n, uint64_t origin, uint64_t term, uint64_t seq)
+{
+	unsigned i;
+
+	for (i = 0; i < n->nfences; i++) {
+		if (n->fences[i].origin == origin) {
+			if (term > n->fences[i].term)
+				n->fences[i] = (struct node_fence){origin, term, seq};
+			return;
+		}
+	}
+	if (n->nfences < NODE_MAX_FENCES)
+		n->fences[n->nfences++] = (struct node_fence){origin, term, seq};
+}
+
 int node_promote(struct node *n, uint64_t *term)
 {
 	uint8_t vec[2 * 8 * 256];
@@ -464,6 +480,12 @@ int node_promote(struct node *n, uint64_t *term)
 	journal_iter_free(it);
 	if (r == 0)
 		r = set_role(n, 1, n->term + 1);
+	/* This node enforces its own fences too: an old primary may dial in at once. */
+	for (size_t i = 0; r == 0 && i < k; i += 16)
+		if (get_le64(vec + i) != journal_node_id(n->journal))
+			add_fence(n, get_le64(vec + i), n->term, get_le64(vec + i + 8));
+	if (r == 0)
+		r = save_failover(n);
 	if (r == 0)
 		r = commit_role_event(n, 1, vec, (uint32_t)k);
 	if (r == 0) {
@@ -533,20 +555,28 @@ int node_see_term(struct node *n, uint64_t term, uint64_t primary)
 	return r;
 }
 
-/* Add or raise a fence.  Lock held. */
-static void add_fence(struct node *n, uint64_t origin, uint64_t term, uint64_t seq)
+/*
+ * The last seq of origin after fence that this node holds with a term
+ * below term: what the promotion cuts off.  Events of the new term that
+ * follow (an old primary's own demotion, say) are not part of it.  Lock held.
+ */
+static uint64_t last_of_older_term(struct node *n, uint64_t origin, uint64_t fence, uint64_t term)
 {
-	unsigned i;
+	uint64_t self = journal_node_id(n->journal), last = fence, a, b;
+	uint64_t held =
+	    origin == self ? journal_next_seq(n->journal) - 1 : journal_applied(n->journal, origin);
+	struct journal_iter *it = NULL;
+	const uint8_t *val;
+	size_t len;
 
-	for (i = 0; i < n->nfences; i++) {
-		if (n->fences[i].origin == origin) {
-			if (term > n->fences[i].term)
-				n->fences[i] = (struct node_fence){origin, term, seq};
-			return;
-		}
-	}
-	if (n->nfences < NODE_MAX_FENCES)
-		n->fences[n->nfences++] = (struct node_fence){origin, term, seq};
+	if (held <= fence ||
+	    journal_iter_new(n->journal, JOURNAL_EVENTS, origin, fence + 1, &it) < 0)
+		return fence;
+	while (journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) > 0 && a == origin &&
+	       b <= held && len >= EVENT_HEADER_LEN && get_le64(val + EVENT_OFF_TERM) < term)
+		last = b;
+	journal_iter_free(it);
+	return last;
 }
 
 /*
@@ -574,8 +604,7 @@ static void take_promotion(struct node *n, const struct event *ev)
 	n->role_term = ev->term;
 	for (i = 0; i + 16 <= ev->data_len; i += 16) {
 		uint64_t origin = get_le64(ev->data + i), seq = get_le64(ev->data + i + 8);
-		uint64_t held = origin == self ? journal_next_seq(n->journal) - 1
-					       : journal_applied(n->journal, origin);
+		uint64_t held = last_of_older_term(n, origin, seq, ev->term);
 
 		if (origin == ev->origin)
 			continue;
@@ -593,6 +622,17 @@ static void take_promotion(struct node *n, const struct event *ev)
 	save_failover(n);
 }
 
+/* Is origin fenced by a promotion of at least term?  Lock held. */
+static int fenced_at(struct node *n, uint64_t origin, uint64_t term)
+{
+	unsigned i;
+
+	for (i = 0; i < n->nfences; i++)
+		if (n->fences[i].origin == origin && n->fences[i].term >= term)
+			return 1;
+	return 0;
+}
+
 /* Refuse an event a promotion fenced off, or one from a second primary.  Lock held. */
 static int check_term(struct node *n, const struct event *ev, const char **why)
 {
@@ -607,6 +647,17 @@ static int check_term(struct node *n, const struct event *ev, const char **why)
 		}
 	}
 	if (event_type_mutates(ev->type) && ev->origin != self) {
+		/*
+		 * A change from an older term than we know may be history or an
+		 * old primary's fenced tail: only the promotion's fence tells,
+		 * so wait for it (it comes in the new primary's stream).
+		 */
+		if (ev->term < n->term && ev->origin != n->role_origin &&
+		    !fenced_at(n, ev->origin, n->term)) {
+			*why = "change of an older term, held back until this term's promotion "
+			       "is known";
+			return -EAGAIN;
+		}
 		if (n->primary && ev->term >= n->term) {
 			*why = "another node made changes at this primary's term";
 			return -EPERM;
@@ -735,7 +786,8 @@ int node_wait_peers(struct node *n)
 	uint64_t tail;
 	int r = 0, w = 0;
 
-	if (n->cfg.sync_peers == 0)
+	/* Only the primary's changes need peers; a replica's fsync has nothing to wait for. */
+	if (n->cfg.sync_peers == 0 || !__atomic_load_n(&n->primary, __ATOMIC_RELAXED))
 		return 0;
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += n->cfg.sync_timeout_ms / 1000;

@@ -29,6 +29,11 @@
 #include <stdint.h>
 
 #define EVENT_VERSION 1
+/* Header fields that readers of raw journal records peek at without decoding. */
+#define EVENT_OFF_TYPE	9
+#define EVENT_OFF_FLAGS 10
+#define EVENT_OFF_TERM	36
+
 /* Bytes before the variable-length tail; see the layout above. */
 #define EVENT_HEADER_LEN 186
 /* Largest inline payload an encoder accepts (write data, xattr value, link). */
