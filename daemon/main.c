@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -175,6 +176,22 @@ static void quiet_stdio(void)
 		close(fd);
 }
 
+/*
+ * The inode table keeps a descriptor per object the kernel has looked up,
+ * so the usual soft limit of 1024 open files would be reached by a modest
+ * tree: take the hard limit.
+ */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("cannot raise the open files limit: %s", strerror(errno));
+	}
+}
+
 /* Leave the terminal for syslog once start-up succeeded. */
 static void go_background(int *report)
 {
@@ -220,6 +237,7 @@ static int serve_main(int argc, char **argv)
 		return 1;
 	}
 	umask(0);
+	raise_nofile();
 	if (!foreground && (r = detach(&report)) < 0) {
 		fprintf(stderr, "ledgerfs: cannot detach: %s\n", strerror(-r));
 		return 1;
@@ -308,6 +326,7 @@ int main(int argc, char **argv)
 		goto out;
 	/* The node's files keep exactly the modes their events carry. */
 	umask(0);
+	raise_nofile();
 	if (!cmd.foreground) {
 		r = detach(&report);
 		if (r < 0) {

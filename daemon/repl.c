@@ -97,14 +97,18 @@ void repl_wake_receivers(struct repl *r)
 		repl_wake(r->peers[i]->wake_fd);
 }
 
-void repl_on_commit(void *arg)
+void repl_on_commit(void *arg, uint64_t origin)
 {
 	struct repl *r = arg;
 	struct repl_shipper *s;
+	unsigned i;
 
 	pthread_mutex_lock(&r->lock);
-	for (s = r->shippers; s; s = s->next)
-		if (__atomic_exchange_n(&s->sleeping, 0, __ATOMIC_SEQ_CST))
+	/* No wake-ups for links that do not ship this origin: most of a replica's. */
+	for (i = 0; i < r->norigins && r->origins[i] != origin; i++)
+		;
+	for (s = r->shippers; i < r->norigins && s; s = s->next)
+		if (s->sub[i] && __atomic_exchange_n(&s->sleeping, 0, __ATOMIC_SEQ_CST))
 			repl_wake(s->wake_fd);
 	pthread_mutex_unlock(&r->lock);
 }

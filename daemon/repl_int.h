@@ -58,7 +58,8 @@ struct repl_shipper {
 	int sleeping; /* atomic: the thread waits for wake_fd */
 	uint64_t peer_id;
 	char name[CONFIG_NAME_MAX];
-	struct repl_peer *peer; /* guarded by r->lock: set once identified */
+	struct repl_peer *peer;	       /* guarded by r->lock: set once identified */
+	uint8_t sub[REPL_MAX_ORIGINS]; /* guarded by r->lock: origins (by index) it ships */
 };
 
 struct repl {
@@ -142,8 +143,8 @@ void repl_note(struct repl *r, const struct event *ev);
 /* Send an ERROR frame (best effort) before dropping a link. */
 void repl_send_error(struct link *l, unsigned code, const char *msg);
 
-/* The commit hook (node.h on_commit): wakes sleeping shippers. */
-void repl_on_commit(void *arg);
+/* The commit hook (node.h on_commit): wakes the sleeping shippers of origin. */
+void repl_on_commit(void *arg, uint64_t origin);
 
 /* Thread bodies. */
 void *repl_receiver_main(void *arg);

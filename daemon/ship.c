@@ -273,6 +273,8 @@ static int take_fetch(struct ship *sh, const struct proto_fetch *f)
 
 	pthread_mutex_lock(&r->lock);
 	idx = repl_origin_index(r, f->origin);
+	if (idx >= 0)
+		sh->s->sub[idx] = f->from_seq != 0;
 	pthread_mutex_unlock(&r->lock);
 	if (idx < 0) {
 		snprintf(sh->s->link->why, sizeof(sh->s->link->why), "too many origins");

@@ -319,13 +319,13 @@ int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx)
 			journal_mark_applied(n->journal, ev->origin, ev->seq);
 		n->committed++;
 		if (n->on_commit)
-			n->on_commit(n->on_commit_arg);
+			n->on_commit(n->on_commit_arg, ev->origin);
 		return r;
 	}
 	journal_mark_applied(n->journal, ev->origin, ev->seq);
 	n->committed++;
 	if (n->on_commit)
-		n->on_commit(n->on_commit_arg);
+		n->on_commit(n->on_commit_arg, ev->origin);
 	return 0;
 }
 
@@ -721,7 +721,7 @@ int node_apply_remote(struct node *n, const struct event *ev, const char **why)
 		take_promotion(n, ev);
 	n->committed++;
 	if (n->on_commit)
-		n->on_commit(n->on_commit_arg);
+		n->on_commit(n->on_commit_arg, ev->origin);
 	r = 0;
 out:
 	pthread_mutex_unlock(&n->lock);
@@ -802,7 +802,7 @@ int node_wait_peers(struct node *n)
 		goto out;
 	n->sync_waiting++;
 	if (n->on_commit)
-		n->on_commit(n->on_commit_arg);
+		n->on_commit(n->on_commit_arg, journal_node_id(n->journal));
 	while (peers_confirmed(n, tail) < n->cfg.sync_peers && w != ETIMEDOUT && !n->stopping)
 		w = pthread_cond_timedwait(&n->confirmed_cond, &n->lock, &deadline);
 	n->sync_waiting--;

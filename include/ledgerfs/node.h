@@ -62,10 +62,10 @@ struct node {
 	uint64_t term; /* guarded by lock: highest term this node has seen */
 	/*
 	 * Called with lock held after every event journaled and applied
-	 * (local or remote), so the replication shippers can wake up.
-	 * Must not block.  NULL when nobody listens.
+	 * (local or remote), with its origin, so the replication shippers of
+	 * that origin can wake up.  Must not block.  NULL when nobody listens.
 	 */
-	void (*on_commit)(void *arg);
+	void (*on_commit)(void *arg, uint64_t origin);
 	void *on_commit_arg;
 	/*
 	 * Synchronous replication (DRBD protocol C): with cfg.sync_peers set,
