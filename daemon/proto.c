@@ -16,10 +16,13 @@
  * can journal a record's bytes as they came.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ledgerfs/bytes.h"
+#include "ledgerfs/path.h"
 #include "ledgerfs/proto.h"
 
 /* The u32 length field alone; the length it holds counts what follows. */
@@ -31,6 +34,14 @@
 #define EVENTS_FIXED 4
 /* ERROR before the text: code and text length. */
 #define ERROR_FIXED 4
+/* SNAP_INFO / SNAP_END before the vector: round, entries, count. */
+#define SNAP_VEC_FIXED (8 + 8 + 4)
+/* A path field at its longest: length and bytes. */
+#define PATH_FIELD_MAX (2 + PATH_MAX)
+/* SNAP_ENTRY's fixed fields: id, status, mode, uid, gid, size, mtime, rdev. */
+#define SNAP_ENTRY_FIXED (4 + 1 + 4 + 4 + 4 + 8 + 8 + 4 + 8)
+/* SNAP_DATA before the contents: id, offset. */
+#define SNAP_DATA_FIXED (4 + 8)
 
 _Static_assert(PROTO_MAX_FRAME >= 1 + EVENTS_FIXED + 4 + (uint64_t)EVENT_MAX_RECORD,
 	       "an EVENTS frame must hold the largest event record");
@@ -108,6 +119,24 @@ const char *proto_type_name(unsigned type)
 		return "pong";
 	case PROTO_ERROR:
 		return "error";
+	case PROTO_SNAP_BEGIN:
+		return "snapshot-begin";
+	case PROTO_SNAP_INFO:
+		return "snapshot-info";
+	case PROTO_SNAP_LIST:
+		return "snapshot-list";
+	case PROTO_SNAP_DIR:
+		return "snapshot-dir";
+	case PROTO_SNAP_GET:
+		return "snapshot-get";
+	case PROTO_SNAP_ENTRY:
+		return "snapshot-entry";
+	case PROTO_SNAP_DATA:
+		return "snapshot-data";
+	case PROTO_SNAP_DONE:
+		return "snapshot-done";
+	case PROTO_SNAP_END:
+		return "snapshot-end";
 	default:
 		return "unknown";
 	}
@@ -190,6 +219,20 @@ static size_t type_max_len(unsigned type)
 		return 1 + 8;
 	case PROTO_ERROR:
 		return 1 + ERROR_FIXED + PROTO_MAX_ERROR_MSG;
+	case PROTO_SNAP_BEGIN:
+	case PROTO_SNAP_DONE:
+		return 1 + 8;
+	case PROTO_SNAP_INFO:
+	case PROTO_SNAP_END:
+		return 1 + SNAP_VEC_FIXED + (size_t)HELLO_ENTRY * PROTO_MAX_VECTOR;
+	case PROTO_SNAP_LIST:
+	case PROTO_SNAP_GET:
+		return 1 + 4 + PATH_FIELD_MAX;
+	case PROTO_SNAP_DATA:
+		return 1 + SNAP_DATA_FIXED + PROTO_SNAP_DATA_MAX;
+	case PROTO_SNAP_DIR:
+	case PROTO_SNAP_ENTRY:
+		return PROTO_MAX_FRAME;
 	default:
 		return 0;
 	}
@@ -426,6 +469,208 @@ static int parse_error(struct cursor *c, struct proto_error *e, const char **why
 	return 0;
 }
 
+static int parse_snap_vec(struct cursor *c, struct proto_snap_vec *v, const char **why)
+{
+	if (c->left < SNAP_VEC_FIXED) {
+		*why = "truncated snapshot vector";
+		return -EBADMSG;
+	}
+	v->round = take64(c);
+	v->entries = take64(c);
+	v->count = take32(c);
+	if (v->count > PROTO_MAX_VECTOR) {
+		*why = "snapshot vector too long";
+		return -EBADMSG;
+	}
+	if (c->left != (size_t)v->count * HELLO_ENTRY) {
+		*why = "snapshot vector does not fill the frame";
+		return -EBADMSG;
+	}
+	if (v->count == 0)
+		return 0;
+	/* Owned by the message: proto_msg_free(). */
+	v->vec = malloc((size_t)v->count * sizeof(*v->vec));
+	if (!v->vec) {
+		*why = "out of memory";
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < v->count; i++) {
+		v->vec[i].origin = take64(c);
+		v->vec[i].seq = take64(c);
+	}
+	if (!vector_sorted(v->vec, v->count)) {
+		*why = "snapshot vector not in origin order";
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+/* A u16-prefixed store path into *out (malloc'd, NUL-terminated), checked by path_check(). */
+static int parse_path(struct cursor *c, char **out, const char **why)
+{
+	const uint8_t *p;
+	uint16_t n;
+
+	if (c->left < 2) {
+		*why = "truncated path";
+		return -EBADMSG;
+	}
+	n = take16(c);
+	if (n == 0 || n >= PATH_MAX || take(c, n, &p) < 0) {
+		*why = n == 0 || n >= PATH_MAX ? "path length out of range" : "path overruns frame";
+		return -EBADMSG;
+	}
+	if (memchr(p, 0, n)) {
+		*why = "NUL byte in path";
+		return -EBADMSG;
+	}
+	*out = malloc((size_t)n + 1);
+	if (!*out) {
+		*why = "out of memory";
+		return -ENOMEM;
+	}
+	memcpy(*out, p, n);
+	(*out)[n] = '\0';
+	return path_check(*out, why) < 0 ? -EBADMSG : 0;
+}
+
+static int parse_snap_path(struct cursor *c, uint8_t type, struct proto_snap_path *sp,
+			   const char **why)
+{
+	int ret;
+
+	if (type == PROTO_SNAP_GET) {
+		if (c->left < 4) {
+			*why = "truncated snapshot request";
+			return -EBADMSG;
+		}
+		sp->id = take32(c);
+	}
+	ret = parse_path(c, &sp->path, why);
+	if (ret < 0)
+		return ret;
+	if (type == PROTO_SNAP_DIR) {
+		sp->listing = c->p;
+		sp->listing_len = c->left;
+		c->left = 0;
+	}
+	if (c->left != 0) {
+		*why = "trailing bytes after path";
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+/* A mode a snapshot entry may have: one known type, no bits beyond 07777. */
+static int snap_mode_valid(uint32_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG:
+	case S_IFDIR:
+	case S_IFLNK:
+	case S_IFCHR:
+	case S_IFBLK:
+	case S_IFIFO:
+	case S_IFSOCK:
+		return (mode & ~(uint32_t)(S_IFMT | 07777)) == 0;
+	default:
+		return 0;
+	}
+}
+
+static int parse_snap_entry(struct cursor *c, struct proto_snap_entry *e, const char **why)
+{
+	struct snap_meta *m = &e->meta;
+	const uint8_t *p;
+	uint16_t tlen;
+	uint32_t xlen;
+
+	if (c->left < SNAP_ENTRY_FIXED + 2) {
+		*why = "truncated snapshot entry";
+		return -EBADMSG;
+	}
+	e->id = take32(c);
+	take_copy(c, &e->status, 1);
+	m->mode = take32(c);
+	m->uid = take32(c);
+	m->gid = take32(c);
+	m->size = take64(c);
+	m->mtime_sec = (int64_t)take64(c);
+	m->mtime_nsec = take32(c);
+	m->rdev = take64(c);
+	tlen = take16(c);
+	if (e->status > SNAP_ENTRY_CHANGED) {
+		*why = "unknown snapshot entry status";
+		return -EBADMSG;
+	}
+	if (e->status == SNAP_ENTRY_OK && !snap_mode_valid(m->mode)) {
+		*why = "bad mode in snapshot entry";
+		return -EBADMSG;
+	}
+	if (m->mtime_nsec >= 1000000000u) {
+		*why = "bad mtime in snapshot entry";
+		return -EBADMSG;
+	}
+	if (take(c, tlen, &p) < 0) {
+		*why = "symlink target overruns frame";
+		return -EBADMSG;
+	}
+	if (S_ISLNK(m->mode) != (tlen != 0) ||
+	    (tlen && (tlen >= PATH_MAX || memchr(p, 0, tlen) || m->size != tlen))) {
+		*why = "bad symlink target in snapshot entry";
+		return -EBADMSG;
+	}
+	if (tlen) {
+		/* Owned by the message: proto_msg_free(). */
+		m->target = malloc((size_t)tlen + 1);
+		if (!m->target) {
+			*why = "out of memory";
+			return -ENOMEM;
+		}
+		memcpy(m->target, p, tlen);
+		m->target[tlen] = '\0';
+	}
+	if (c->left < 4) {
+		*why = "truncated snapshot entry xattrs";
+		return -EBADMSG;
+	}
+	xlen = take32(c);
+	if (c->left != xlen) {
+		*why = "snapshot entry xattrs do not fill the frame";
+		return -EBADMSG;
+	}
+	if (xlen) {
+		if (snap_xattrs_check(c->p, xlen, &m->fid, &m->ver, why) < 0)
+			return -EBADMSG;
+		m->xattrs = malloc(xlen);
+		if (!m->xattrs) {
+			*why = "out of memory";
+			return -ENOMEM;
+		}
+		take_copy(c, m->xattrs, xlen);
+		m->xattrs_len = xlen;
+	}
+	return 0;
+}
+
+static int parse_snap_data(struct cursor *c, struct proto_snap_data *d, const char **why)
+{
+	if (c->left < SNAP_DATA_FIXED) {
+		*why = "truncated snapshot data";
+		return -EBADMSG;
+	}
+	d->id = take32(c);
+	d->offset = take64(c);
+	if (c->left > PROTO_SNAP_DATA_MAX || d->offset > UINT64_MAX - c->left) {
+		*why = "snapshot data out of range";
+		return -EBADMSG;
+	}
+	d->data = c->p;
+	d->len = c->left;
+	c->left = 0;
+	return 0;
+}
+
 int proto_parse(const uint8_t *frame, size_t len, struct proto_msg *out, const char **why)
 {
 	const char *unused_why;
@@ -484,6 +729,30 @@ int proto_parse(const uint8_t *frame, size_t len, struct proto_msg *out, const c
 	case PROTO_ERROR:
 		ret = parse_error(&c, &out->error, why);
 		break;
+	case PROTO_SNAP_BEGIN:
+	case PROTO_SNAP_DONE:
+		ret = parse_u64s(&c, v, 1, why);
+		out->round = v[0];
+		break;
+	case PROTO_SNAP_INFO:
+	case PROTO_SNAP_END:
+		ret = parse_snap_vec(&c, &out->snap_vec, why);
+		if (ret == 0 && out->type == PROTO_SNAP_END && out->snap_vec.entries) {
+			*why = "snapshot end with entries";
+			ret = -EBADMSG;
+		}
+		break;
+	case PROTO_SNAP_LIST:
+	case PROTO_SNAP_DIR:
+	case PROTO_SNAP_GET:
+		ret = parse_snap_path(&c, out->type, &out->snap_path, why);
+		break;
+	case PROTO_SNAP_ENTRY:
+		ret = parse_snap_entry(&c, &out->snap_entry, why);
+		break;
+	case PROTO_SNAP_DATA:
+		ret = parse_snap_data(&c, &out->snap_data, why);
+		break;
 	default:
 		*why = "unknown frame type";
 		ret = -EPROTO;
@@ -496,8 +765,23 @@ int proto_parse(const uint8_t *frame, size_t len, struct proto_msg *out, const c
 
 void proto_msg_free(struct proto_msg *msg)
 {
-	if (msg->type == PROTO_HELLO)
+	switch (msg->type) {
+	case PROTO_HELLO:
 		free(msg->hello.applied);
+		break;
+	case PROTO_SNAP_INFO:
+	case PROTO_SNAP_END:
+		free(msg->snap_vec.vec);
+		break;
+	case PROTO_SNAP_LIST:
+	case PROTO_SNAP_DIR:
+	case PROTO_SNAP_GET:
+		free(msg->snap_path.path);
+		break;
+	case PROTO_SNAP_ENTRY:
+		snap_meta_free(&msg->snap_entry.meta);
+		break;
+	}
 	memset(msg, 0, sizeof(*msg));
 }
 
@@ -648,6 +932,138 @@ int proto_put_error(struct pbuf *b, uint16_t code, const char *msg)
 	put_le16(p, code);
 	put_le16(p + 2, (uint16_t)n);
 	memcpy(p + ERROR_FIXED, msg, n);
+	return 0;
+}
+
+int proto_put_snap_round(struct pbuf *b, uint8_t type, uint64_t round)
+{
+	if (type != PROTO_SNAP_BEGIN && type != PROTO_SNAP_DONE)
+		return -EINVAL;
+	return put_u64s(b, type, &round, 1);
+}
+
+int proto_put_snap_vec(struct pbuf *b, uint8_t type, uint64_t round, uint64_t entries,
+		       const struct evid *vec, uint32_t count)
+{
+	uint8_t *p;
+	int ret;
+
+	if ((type != PROTO_SNAP_INFO && type != PROTO_SNAP_END) ||
+	    (type == PROTO_SNAP_END && entries) || count > PROTO_MAX_VECTOR || (count && !vec) ||
+	    !vector_sorted(vec, count))
+		return -EINVAL;
+	ret = put_frame(b, type, SNAP_VEC_FIXED + (size_t)count * HELLO_ENTRY, &p);
+	if (ret < 0)
+		return ret;
+	put_le64(p, round);
+	put_le64(p + 8, entries);
+	put_le32(p + 16, count);
+	p += SNAP_VEC_FIXED;
+	for (uint32_t i = 0; i < count; i++, p += HELLO_ENTRY) {
+		put_le64(p, vec[i].origin);
+		put_le64(p + 8, vec[i].seq);
+	}
+	return 0;
+}
+
+/* Room for a frame of type holding id (if with_id), a path and extra more bytes. */
+static int put_path_frame(struct pbuf *b, uint8_t type, int with_id, uint32_t id, const char *path,
+			  size_t extra, uint8_t **rest)
+{
+	const char *why;
+	size_t n = strlen(path), head = (with_id ? 4 : 0) + 2 + n;
+	uint8_t *p;
+	int ret;
+
+	if (path_check(path, &why) < 0 || n >= PATH_MAX)
+		return -EINVAL;
+	ret = put_frame(b, type, head + extra, &p);
+	if (ret < 0)
+		return ret;
+	if (with_id) {
+		put_le32(p, id);
+		p += 4;
+	}
+	put_le16(p, (uint16_t)n);
+	memcpy(p + 2, path, n);
+	*rest = p + 2 + n;
+	return 0;
+}
+
+int proto_put_snap_path(struct pbuf *b, uint8_t type, uint32_t id, const char *path)
+{
+	uint8_t *rest;
+
+	if (type != PROTO_SNAP_LIST && type != PROTO_SNAP_GET)
+		return -EINVAL;
+	return put_path_frame(b, type, type == PROTO_SNAP_GET, id, path, 0, &rest);
+}
+
+int proto_put_snap_dir(struct pbuf *b, const char *path, const uint8_t *listing, size_t len)
+{
+	uint8_t *rest;
+	int ret;
+
+	if (len > PROTO_MAX_FRAME - 1 - 2 - strlen(path))
+		return -EMSGSIZE;
+	ret = put_path_frame(b, PROTO_SNAP_DIR, 0, 0, path, len, &rest);
+	if (ret == 0)
+		memcpy(rest, listing, len);
+	return ret;
+}
+
+int proto_put_snap_entry(struct pbuf *b, uint32_t id, uint8_t status, const struct snap_meta *meta)
+{
+	static const struct snap_meta none;
+	const struct snap_meta *m = meta ? meta : &none;
+	size_t tlen = m->target ? strlen(m->target) : 0;
+	const char *why;
+	uint8_t *p;
+	int ret;
+
+	if (status > SNAP_ENTRY_CHANGED || (status == SNAP_ENTRY_OK && !meta) ||
+	    (status == SNAP_ENTRY_OK && !snap_mode_valid(m->mode)) ||
+	    m->mtime_nsec >= 1000000000u || S_ISLNK(m->mode) != (tlen != 0) ||
+	    (tlen && (tlen >= PATH_MAX || m->size != tlen)) || m->xattrs_len > UINT32_MAX ||
+	    (m->xattrs_len && snap_xattrs_check(m->xattrs, m->xattrs_len, NULL, NULL, &why) < 0))
+		return -EINVAL;
+	if (SNAP_ENTRY_FIXED + 2 + tlen + 4 + m->xattrs_len > PROTO_MAX_FRAME - 1)
+		return -EMSGSIZE;
+	ret = put_frame(b, PROTO_SNAP_ENTRY, SNAP_ENTRY_FIXED + 2 + tlen + 4 + m->xattrs_len, &p);
+	if (ret < 0)
+		return ret;
+	put_le32(p, id);
+	p[4] = status;
+	put_le32(p + 5, m->mode);
+	put_le32(p + 9, m->uid);
+	put_le32(p + 13, m->gid);
+	put_le64(p + 17, m->size);
+	put_le64(p + 25, (uint64_t)m->mtime_sec);
+	put_le32(p + 33, m->mtime_nsec);
+	put_le64(p + 37, m->rdev);
+	put_le16(p + 45, (uint16_t)tlen);
+	p += SNAP_ENTRY_FIXED + 2;
+	if (tlen)
+		memcpy(p, m->target, tlen);
+	put_le32(p + tlen, (uint32_t)m->xattrs_len);
+	if (m->xattrs_len)
+		memcpy(p + tlen + 4, m->xattrs, m->xattrs_len);
+	return 0;
+}
+
+int proto_put_snap_data(struct pbuf *b, uint32_t id, uint64_t offset, size_t len, uint8_t **data)
+{
+	uint8_t *p;
+	int ret;
+
+	if (len > PROTO_SNAP_DATA_MAX)
+		return -EMSGSIZE;
+	ret = put_frame(b, PROTO_SNAP_DATA, SNAP_DATA_FIXED + len, &p);
+	if (ret < 0)
+		return ret;
+	put_le32(p, id);
+	put_le64(p + 4, offset);
+	*data = p + SNAP_DATA_FIXED;
 	return 0;
 }
 

@@ -142,7 +142,8 @@ static int is_source(struct repl *r, struct repl_peer *p, unsigned i)
 	struct repl_peer *pick = NULL;
 	unsigned k;
 
-	if (origin == r->cfg.node_id)
+	/* A store about to be replaced by a snapshot takes no events. */
+	if (origin == r->cfg.node_id || r->snap_needed)
 		return 0;
 	for (k = 0; k < r->npeers; k++) {
 		struct repl_peer *q = r->peers[k];
@@ -288,6 +289,79 @@ static int take_events(struct receiver *rc, const struct proto_msg *m)
 	return 0;
 }
 
+/*
+ * The peer no longer holds events we lack: record, durably, that this
+ * node resyncs by snapshot, and reconnect to do it.
+ */
+static int need_snapshot(struct receiver *rc)
+{
+	struct repl *r = rc->r;
+	int rv = node_snap_request(r->n);
+
+	if (rv < 0) {
+		snprintf(rc->l->why, sizeof(rc->l->why),
+			 "cannot record that a snapshot is needed: %s", strerror(-rv));
+		return rv;
+	}
+	pthread_mutex_lock(&r->lock);
+	if (!r->snap_needed)
+		log_warn("peer %s trimmed events this node lacks: resyncing by snapshot", rc->name);
+	r->snap_needed = 1;
+	repl_wake_receivers(r);
+	pthread_mutex_unlock(&r->lock);
+	return -ECONNRESET;
+}
+
+/*
+ * Can this link's peer be our snapshot source, and is nobody else at it?
+ * Its applied vector must cover ours (except our own origin): the
+ * snapshot must not take back what we applied.  Takes the claim.
+ */
+static int claim_snapshot(struct receiver *rc)
+{
+	struct repl *r = rc->r;
+	unsigned i;
+	int ok;
+
+	pthread_mutex_lock(&r->lock);
+	ok = r->snap_needed && !r->snap_owner && !r->n->primary;
+	for (i = 0; ok && i < r->norigins; i++)
+		if (r->origins[i] != r->cfg.node_id && rc->p->vec[i] < r->applied[i])
+			ok = 0;
+	if (ok)
+		r->snap_owner = rc->p;
+	pthread_mutex_unlock(&r->lock);
+	return ok;
+}
+
+/* Run the snapshot resync on this link; on success take events again. */
+static int run_snapshot(struct receiver *rc)
+{
+	struct repl *r = rc->r;
+	uint64_t applied[REPL_MAX_ORIGINS];
+	unsigned i, n;
+	int rv;
+
+	rv = snap_recv_run(r, rc->l, rc->name);
+	pthread_mutex_lock(&r->n->lock);
+	pthread_mutex_lock(&r->lock);
+	n = r->norigins;
+	for (i = 0; i < n; i++)
+		applied[i] = journal_applied(r->n->journal, r->origins[i]);
+	pthread_mutex_unlock(&r->lock);
+	pthread_mutex_unlock(&r->n->lock);
+	pthread_mutex_lock(&r->lock);
+	r->snap_owner = NULL;
+	if (rv == 0) {
+		r->snap_needed = 0;
+		for (i = 0; i < n; i++)
+			r->applied[i] = applied[i];
+	}
+	repl_wake_receivers(r);
+	pthread_mutex_unlock(&r->lock);
+	return rv;
+}
+
 /* Handle one frame from the peer.  0 or a negative errno with l->why set. */
 static int take_frame(struct receiver *rc, const struct proto_msg *m)
 {
@@ -301,6 +375,8 @@ static int take_frame(struct receiver *rc, const struct proto_msg *m)
 	case PROTO_ERROR:
 		snprintf(rc->l->why, sizeof(rc->l->why), "peer refused us: %s: %.180s",
 			 proto_error_name(m->error.code), m->error.msg);
+		if (m->error.code == PROTO_ERR_TRIMMED)
+			return need_snapshot(rc);
 		/* Refusals that retrying will not cure show as "refused". */
 		return m->error.code == PROTO_ERR_MEMBER || m->error.code == PROTO_ERR_CLUSTER ||
 			       m->error.code == PROTO_ERR_VERSION ||
@@ -369,6 +445,12 @@ static int run_link(struct receiver *rc)
 	memset(rc->subscribed, 0, sizeof(rc->subscribed));
 	memset(rc->acked, 0, sizeof(rc->acked));
 	rc->last_in = rc->last_out = link_now_ms();
+	if (claim_snapshot(rc)) {
+		rv = run_snapshot(rc);
+		if (rv < 0)
+			return rv;
+		rc->last_in = rc->last_out = link_now_ms();
+	}
 	for (;;) {
 		struct proto_msg m;
 		int64_t now;

@@ -221,7 +221,7 @@ int repl_identify(struct repl *r, struct link *l, struct repl_peer *expect, stru
 	return rv;
 }
 
-static int evid_cmp(const void *a, const void *b)
+int repl_evid_cmp(const void *a, const void *b)
 {
 	const struct evid *x = a, *y = b;
 
@@ -246,7 +246,7 @@ int repl_put_hello(struct repl *r, struct link *l)
 	h.primary = r->n->role_origin;
 	pthread_mutex_unlock(&r->lock);
 	pthread_mutex_unlock(&r->n->lock);
-	qsort(vec, h.count, sizeof(vec[0]), evid_cmp);
+	qsort(vec, h.count, sizeof(vec[0]), repl_evid_cmp);
 	memcpy(h.cluster_id, r->cfg.cluster_id, sizeof(h.cluster_id));
 	h.node_id = r->cfg.node_id;
 	h.applied = vec;
@@ -533,12 +533,16 @@ static void reap_shippers(struct repl *r, int all)
 
 /*
  * Trim each origin's events that every member confirmed, outside the
- * retention window, and never a kept-aside tail.  Node lock held.
+ * retention window, and never a kept-aside tail; with retain_max_age also
+ * events older than that which a member has not confirmed (it will need a
+ * snapshot resync: its next FETCH is answered TRIMMED).  Node lock held.
  */
 static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origin)
 {
 	struct node *n = r->n;
-	uint64_t confirmed = journal_applied(n->journal, origin), ck, upto = 0, count = 0;
+	uint64_t applied = journal_applied(n->journal, origin), confirmed = applied,
+		 bound = applied;
+	uint64_t ck, upto = 0, forced = 0, count = 0;
 	unsigned i;
 	int rv = 0;
 
@@ -553,16 +557,31 @@ static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origi
 			confirmed = ck;
 	}
 	for (i = 0; i < n->ntails; i++)
-		if (n->tails[i].origin == origin && n->tails[i].first - 1 < confirmed)
-			confirmed = n->tails[i].first - 1;
+		if (n->tails[i].origin == origin && n->tails[i].first - 1 < bound)
+			bound = n->tails[i].first - 1;
+	if (confirmed > bound)
+		confirmed = bound;
 	if (rv == 0 && confirmed)
 		rv =
 		    journal_trim_point(n->journal, origin, confirmed, cfg->retain_bytes,
 				       cfg->retain_age_sec * 1000, (uint64_t)repl_wall_ms(), &upto);
+	if (rv == 0 && cfg->retain_max_age_sec && bound > confirmed)
+		rv =
+		    journal_trim_point(n->journal, origin, bound, 0, cfg->retain_max_age_sec * 1000,
+				       (uint64_t)repl_wall_ms(), &forced);
+	if (forced > upto)
+		upto = forced;
+	else
+		forced = 0;
 	if (rv == 0 && upto)
 		rv = journal_trim(n->journal, origin, upto, &count);
 	if (rv < 0)
 		log_warn("cannot trim the events of %016" PRIx64 ": %s", origin, strerror(-rv));
+	else if (count && forced > confirmed)
+		log_warn("trimmed %" PRIu64 " events of %016" PRIx64 " up to seq %" PRIu64
+			 " past retain_max_age; members that confirmed only up to %" PRIu64
+			 " will resync by snapshot",
+			 count, origin, upto, confirmed);
 	else if (count)
 		log_info("trimmed %" PRIu64 " events of %016" PRIx64 " up to seq %" PRIu64
 			 ", confirmed by every member",
@@ -742,7 +761,9 @@ int repl_status(struct repl *r, struct repl_status *st)
 	st->nnotes = r->nnotes;
 	st->outages = r->outages;
 	memcpy(st->notes, r->notes, sizeof(r->notes[0]) * r->nnotes);
-	st->in_sync = in_sync;
+	st->snap_needed = r->snap_needed;
+	st->snap = r->snap;
+	st->in_sync = in_sync && !r->snap_needed;
 	pthread_mutex_unlock(&r->lock);
 	pthread_mutex_unlock(&r->n->lock);
 	return 0;
@@ -833,6 +854,7 @@ int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out
 	snprintf(r->conf_path, sizeof(r->conf_path), "%s/%s", n->dir, CONFIG_FILE);
 	r->cfg = n->cfg;
 	r->primary_id = n->primary ? n->cfg.node_id : 0;
+	r->snap_needed = n->snap_state == NODE_SNAP_NEEDED;
 	r->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (r->stop_fd < 0) {
 		rv = -errno;

@@ -92,7 +92,14 @@ struct repl {
 	unsigned nnotes;			/* guarded by lock */
 	struct repl_note notes[REPL_MAX_NOTES]; /* guarded by lock */
 	uint64_t outages;			/* guarded by lock: OUTAGE events seen */
+	/* Snapshot resync (snap_recv.c): needed, and which receiver runs it. */
+	int snap_needed;		/* guarded by lock */
+	struct repl_peer *snap_owner;	/* guarded by lock */
+	struct repl_snap_progress snap; /* guarded by lock */
 };
+
+/* qsort() order of struct evid by origin. */
+int repl_evid_cmp(const void *a, const void *b);
 
 /* Wall-clock ms since the epoch. */
 int64_t repl_wall_ms(void);
@@ -145,6 +152,25 @@ void repl_send_error(struct link *l, unsigned code, const char *msg);
 
 /* The commit hook (node.h on_commit): wakes the sleeping shippers of origin. */
 void repl_on_commit(void *arg, uint64_t origin);
+
+/* The sending side of a snapshot resync (snap_send.c), per inbound link. */
+struct snap_send;
+
+/*
+ * Answer a SNAP_BEGIN, SNAP_LIST, SNAP_GET or SNAP_DONE from peer into
+ * l->out (flushing as contents stream).  *ss is made by the first BEGIN
+ * and freed with snap_send_free().  0 or a negative errno with l->why.
+ */
+int snap_send_frame(struct repl *r, struct link *l, struct snap_send **ss,
+		    const struct proto_msg *m, const char *peer);
+void snap_send_free(struct snap_send *ss);
+
+/*
+ * Resync this node's store from peer over l, a link whose subscriptions
+ * are all stopped, and install it (snap_recv.c).  0, or a negative errno
+ * with l->why set; the store is then as it was.
+ */
+int snap_recv_run(struct repl *r, struct link *l, const char *peer);
 
 /* Thread bodies. */
 void *repl_receiver_main(void *arg);

@@ -37,6 +37,7 @@ struct ship {
 	int64_t ready_since; /* monotonic ms events have been waiting, 0 if none */
 	int64_t last_in, last_out;
 	uint64_t ping_nonce;
+	struct snap_send *snap; /* a snapshot this peer is reading, NULL if none */
 };
 
 static void window_ack(struct ship *sh, uint64_t origin, uint64_t seq)
@@ -298,6 +299,11 @@ static int take_frame(struct ship *sh, const struct proto_msg *m)
 		return proto_put_pong(&l->out, m->nonce);
 	case PROTO_PONG:
 		return 0;
+	case PROTO_SNAP_BEGIN:
+	case PROTO_SNAP_LIST:
+	case PROTO_SNAP_GET:
+	case PROTO_SNAP_DONE:
+		return snap_send_frame(sh->r, l, &sh->snap, m, sh->s->name);
 	case PROTO_ERROR:
 		snprintf(l->why, sizeof(l->why), "peer closed the link: %s: %.180s",
 			 proto_error_name(m->error.code), m->error.msg);
@@ -442,6 +448,8 @@ void *repl_shipper_main(void *arg)
 	else
 		log_info("inbound link from peer %s closed", s->name);
 out:
+	if (sh)
+		snap_send_free(sh->snap);
 	free(sh);
 	pthread_mutex_lock(&r->lock);
 	s->done = 1;

@@ -360,6 +360,20 @@ int status_fmt_text(const struct repl_status *st, struct pbuf *b)
 	if (st->rebuild_needed)
 		put(&o,
 		    "the store still holds kept-aside events: restart the node to rebuild it\n");
+	if (st->snap_needed && !st->snap.active)
+		put(&o, "snapshot resync needed: waiting for a peer that holds everything we do\n");
+	if (st->snap.active || st->snap.done)
+		put(&o,
+		    "snapshot resync from %s: %s, round %" PRIu64 ", %" PRIu64
+		    " entries in its tree, %" PRIu64 " directories compared, %" PRIu64
+		    " entries received (",
+		    st->snap.peer, st->snap.active ? "running" : "done", st->snap.round,
+		    st->snap.entries, st->snap.listed, st->snap.fetched);
+	if (st->snap.active || st->snap.done) {
+		put_bytes(&o, st->snap.bytes);
+		put(&o, "), %" PRIu64 " reused, %" PRIu64 " deleted\n", st->snap.reused,
+		    st->snap.deleted);
+	}
 	for (i = 0; i < st->npeers; i++)
 		put_text_peer(&o, st, &st->peers[i]);
 	if (st->nnotes)
@@ -472,7 +486,16 @@ int status_fmt_json(const struct repl_status *st, struct pbuf *b)
 		put(&o, i ? "," : "");
 		put_json_note(&o, &st->notes[i]);
 	}
-	put(&o, "]}\n");
+	put(&o, "],\"snapshot\":{\"needed\":%s,\"active\":%s,\"done\":%s,\"peer\":",
+	    st->snap_needed ? "true" : "false", st->snap.active ? "true" : "false",
+	    st->snap.done ? "true" : "false");
+	put_json_string(&o, st->snap.peer, sizeof(st->snap.peer));
+	put(&o,
+	    ",\"round\":%" PRIu64 ",\"entries\":%" PRIu64 ",\"listed\":%" PRIu64
+	    ",\"fetched\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"reused\":%" PRIu64
+	    ",\"deleted\":%" PRIu64 "}}\n",
+	    st->snap.round, st->snap.entries, st->snap.listed, st->snap.fetched, st->snap.bytes,
+	    st->snap.reused, st->snap.deleted);
 out:
 	return o.err;
 }

@@ -95,6 +95,8 @@ static const struct config_key config_keys[] = {
      false},
     {SEC_JOURNAL, "retain_age", KIND_SECONDS, offsetof(struct config, retain_age_sec), 0,
      RETAIN_AGE_MAX, false},
+    {SEC_JOURNAL, "retain_max_age", KIND_SECONDS, offsetof(struct config, retain_max_age_sec), 0,
+     RETAIN_AGE_MAX, false},
     {SEC_PEER, "address", KIND_ADDR, offsetof(struct config_peer, address), 0, 0, true},
     {SEC_PEER, "id", KIND_ID, offsetof(struct config_peer, id), 0, 0, false},
 };
@@ -770,7 +772,8 @@ static bool config_equal(const struct config *a, const struct config *b)
 	    a->batch_bytes != b->batch_bytes || a->batch_ms != b->batch_ms ||
 	    a->sync_peers != b->sync_peers || a->sync_timeout_ms != b->sync_timeout_ms ||
 	    a->sync_degrade != b->sync_degrade || a->retain_bytes != b->retain_bytes ||
-	    a->retain_age_sec != b->retain_age_sec || a->npeers != b->npeers)
+	    a->retain_age_sec != b->retain_age_sec ||
+	    a->retain_max_age_sec != b->retain_max_age_sec || a->npeers != b->npeers)
 		return false;
 	for (i = 0; i < a->npeers; i++)
 		if (strncmp(a->peers[i].name, b->peers[i].name, CONFIG_NAME_MAX) ||

@@ -37,6 +37,7 @@
 #include "ledgerfs/log.h"
 #include "ledgerfs/merkle.h"
 #include "ledgerfs/path.h"
+#include "ledgerfs/snapshot.h"
 #include "ledgerfs/store.h"
 
 /* Read buffer for file contents and symlink targets, one per build. */
@@ -73,6 +74,7 @@ struct merkle {
 struct link_slot {
 	uint64_t dev, ino; /* ino 0 marks a free slot: no file has inode 0 */
 	uint32_t link;
+	struct fid fid;
 	uint8_t digest[MERKLE_DIGEST_LEN];
 };
 
@@ -104,6 +106,7 @@ struct merkle_walk {
 	size_t xsorted_cap;
 	uint8_t *xval; /* one xattr value */
 	size_t xval_cap;
+	struct fid fid; /* the fid xattr of the entry hashed last; zero if none */
 	struct link_table links;
 	uint64_t entries;
 };
@@ -335,10 +338,13 @@ static int hash_xattrs(struct merkle_walk *w, int fd, bool opath)
 	if (n > 1)
 		qsort(w->xsorted, n, sizeof(char *), cmp_str);
 	err = h_u64(w->md, n);
+	w->fid = (struct fid){0, 0};
 	for (i = 0; i < n && !err; i++) {
 		err = xattr_value(w, fd, opath, w->xsorted[i], &vlen);
 		if (err)
 			return err;
+		if (vlen == 16 && !strcmp(w->xsorted[i], STORE_XATTR_FID))
+			w->fid = (struct fid){get_le64(w->xval), get_le64(w->xval + 8)};
 		err = h_bytes(w->md, w->xsorted[i], strlen(w->xsorted[i]));
 		if (!err)
 			err = h_bytes(w->md, w->xval, vlen);
@@ -503,6 +509,7 @@ static int link_add(struct merkle_walk *w, struct merkle_entry *e)
 	s->dev = e->dev;
 	s->ino = e->ino;
 	s->link = e->link = ++t->next_link;
+	s->fid = e->fid;
 	memcpy(s->digest, e->digest, MERKLE_DIGEST_LEN);
 	t->n++;
 	return 0;
@@ -651,6 +658,7 @@ static int walk_leaf(struct merkle_walk *w, int dirfd, struct merkle_entry *e, s
 		if (s->ino) {
 			entry_fill(e, st);
 			e->link = s->link;
+			e->fid = s->fid;
 			memcpy(e->digest, s->digest, MERKLE_DIGEST_LEN);
 			return 0;
 		}
@@ -662,6 +670,7 @@ static int walk_leaf(struct merkle_walk *w, int dirfd, struct merkle_entry *e, s
 		return err;
 	entry_fill(e, st);
 	err = hash_leaf(w, st, fd, e->digest);
+	e->fid = w->fid;
 	close(fd);
 	if (!err && st->st_nlink > 1)
 		err = link_add(w, e);
@@ -718,6 +727,7 @@ static int walk_subdir(struct merkle_walk *w, int *dirfd, const struct stat *par
 	*dirfd = fd;
 	fd = -1;
 	memcpy(e->digest, e->dir->digest, MERKLE_DIGEST_LEN);
+	e->fid = e->dir->fid;
 out:
 	if (fd >= 0)
 		close(fd);
@@ -757,9 +767,16 @@ static int walk_dir(struct merkle_walk *w, int *dirfd, struct merkle_dir *d)
 	if (err)
 		return err;
 	d->mode = self.st_mode;
+	d->uid = self.st_uid;
+	d->gid = self.st_gid;
 	err = hash_meta(w, &self, *dirfd, false);
 	if (err)
 		return err;
+	d->fid = w->fid;
+	/* The values too, not just their digest: a resync sends them as they were here. */
+	err = snap_xattrs_read(*dirfd, 0, &d->xattrs, &d->xattrs_len);
+	if (err)
+		return report(w, err, NULL);
 	err = h_final(w->md, d->meta);
 	if (!err)
 		err = dir_digest(w->md, d);
@@ -799,6 +816,7 @@ int merkle_build(int root_fd, struct merkle **out, uint64_t *entries)
 	if (err)
 		goto out;
 	memcpy(w.m->root.digest, w.m->root.dir->digest, MERKLE_DIGEST_LEN);
+	w.m->root.fid = w.m->root.dir->fid;
 	if (entries)
 		*entries = w.entries + 1;
 	*out = w.m;
@@ -828,6 +846,7 @@ void merkle_free(struct merkle *m)
 		return;
 	for (i = 0; i < m->ndirs; i++) {
 		free(m->dirs[i]->v);
+		free(m->dirs[i]->xattrs);
 		free(m->dirs[i]);
 	}
 	free(m->dirs);

@@ -209,6 +209,12 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 		snprintf(err, errlen, "%s: failover state unreadable: %s", path, strerror(-r));
 		goto fail;
 	}
+	r = node_snap_load(n);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: snapshot resync state unreadable: %s", path,
+			 strerror(-r));
+		goto fail;
+	}
 	/* Before the store is checked: a crash mid-rebuild can leave no store/ yet. */
 	if ((flags & NODE_OPEN_REBUILD) && n->rebuild_needed) {
 		r = rebuild_store(n, err, errlen);
@@ -233,6 +239,9 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 		}
 	}
 	if (flags & NODE_OPEN_REPLAY) {
+		r = node_snap_recover(n, err, errlen);
+		if (r < 0)
+			goto fail;
 		r = node_replay(n, &replayed, &skipped);
 		if (r < 0) {
 			snprintf(err, errlen, "%s: replay of the unapplied tail failed: %s", dir,
@@ -714,6 +723,13 @@ int node_apply_remote(struct node *n, const struct event *ev, const char **why)
 		goto out;
 	}
 	r = apply_event(n->store, ev, &ctx, why);
+	if (r < 0 && node_snap_lenient_locked(n, ev, r)) {
+		log_debug("event %016" PRIx64 ":%" PRIu64 " (%s %s): %s: %s; the snapshot already "
+			  "shows it",
+			  ev->origin, ev->seq, event_type_name(ev->type), ev->path ? ev->path : "",
+			  *why ? *why : "", strerror(-r));
+		r = APPLY_SKIPPED;
+	}
 	if (r < 0)
 		goto out;
 	journal_mark_applied(n->journal, ev->origin, ev->seq);
@@ -906,6 +922,8 @@ static int replay_one(struct node *n, struct event *ev, uint64_t *replayed, uint
 		return r;
 	}
 	r = apply_event(n->store, ev, &ctx, &why);
+	if (r < 0 && node_snap_lenient_locked(n, ev, r))
+		r = APPLY_SKIPPED;
 	if (r == APPLY_SKIPPED) {
 		(*skipped)++;
 	} else if (r < 0 && ev->origin != journal_node_id(n->journal)) {

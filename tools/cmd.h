@@ -21,6 +21,14 @@ int cmd_peer(int argc, char **argv);
 int cmd_promote(int argc, char **argv);
 int cmd_demote(int argc, char **argv);
 int cmd_tail_export(int argc, char **argv);
+int cmd_resync(int argc, char **argv);
+
+/*
+ * The join step of 'init --join': learn the member at address from its
+ * certificate, make it a peer of the node in dir, and ask for a snapshot
+ * resync.  0, or -1 with a message on stderr.
+ */
+int cmd_join(const char *dir, const char *address);
 
 /*
  * One journal record (event (origin, seq), raw value val/len) as the line

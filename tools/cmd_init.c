@@ -20,7 +20,7 @@ static void init_usage(FILE *out)
 	fprintf(out,
 		"usage: ledgerctl init NODE_DIR --name NAME [--ca CA_DIR]\n"
 		"                      [--listen HOST:PORT] [--peer NAME=HOST:PORT ...]\n"
-		"                      [--primary | --replica]\n"
+		"                      [--primary | --replica | --join HOST:PORT]\n"
 		"\n"
 		"Create a node in NODE_DIR (absent or empty): its configuration\n"
 		"(ledgerfs.conf), journal (journal/) and store (store/).  Mount it with\n"
@@ -35,6 +35,10 @@ static void init_usage(FILE *out)
 		"                           (the default for a node without peers)\n"
 		"      --replica            this node follows the primary; its mount is\n"
 		"                           read-only (with --peer, one of the two is needed)\n"
+		"  -j, --join HOST:PORT     a replica joining the cluster through the member\n"
+		"                           at HOST:PORT (needs --ca): it becomes a peer, and\n"
+		"                           the node starts with a snapshot resync; add the\n"
+		"                           new node on the members with 'ledgerctl peer add'\n"
 		"  -h, --help               this help\n");
 }
 
@@ -56,12 +60,17 @@ static int add_peer(struct config *cfg, const char *arg)
 int cmd_init(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"name", required_argument, NULL, 'n'},   {"ca", required_argument, NULL, 'c'},
-	    {"listen", required_argument, NULL, 'l'}, {"peer", required_argument, NULL, 'p'},
-	    {"primary", no_argument, NULL, 'P'},      {"replica", no_argument, NULL, 'R'},
-	    {"help", no_argument, NULL, 'h'},	      {0},
+	    {"name", required_argument, NULL, 'n'},
+	    {"ca", required_argument, NULL, 'c'},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"peer", required_argument, NULL, 'p'},
+	    {"primary", no_argument, NULL, 'P'},
+	    {"replica", no_argument, NULL, 'R'},
+	    {"join", required_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
-	const char *name = NULL, *ca = NULL, *listen = NULL;
+	const char *name = NULL, *ca = NULL, *listen = NULL, *join = NULL;
 	const char *peers[CONFIG_MAX_PEERS + 1];
 	unsigned npeers = 0;
 	int role = -1; /* 1 primary, 0 replica, -1 not said */
@@ -70,8 +79,11 @@ int cmd_init(int argc, char **argv)
 	int c;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "n:c:l:p:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "n:c:l:p:j:h", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'j':
+			join = optarg;
+			break;
 		case 'n':
 			name = optarg;
 			break;
@@ -118,6 +130,16 @@ int cmd_init(int argc, char **argv)
 	for (unsigned i = 0; i < npeers; i++)
 		if (add_peer(&cfg, peers[i]) < 0)
 			return 2;
+	if (join && (role == 1 || !ca)) {
+		fprintf(stderr, "ledgerctl: init: --join makes a replica and needs --ca\n");
+		return 2;
+	}
+	if (join && peer_arg_address(join, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ledgerctl: init: --join %s: %s\n", join, err);
+		return 2;
+	}
+	if (join)
+		role = 0;
 	/* Two primaries would both take writes: with peers the role must be chosen. */
 	if (role < 0 && npeers > 0) {
 		fprintf(stderr,
@@ -141,6 +163,8 @@ int cmd_init(int argc, char **argv)
 			argv[optind]);
 		return 1;
 	}
+	if (join && cmd_join(argv[optind], join) < 0)
+		return 1;
 	printf("created %s node %s (id %016" PRIx64 ") in %s%s\n", role ? "primary" : "replica",
 	       name, cfg.node_id, argv[optind], ca ? ", certified by the cluster CA" : "");
 	return 0;

@@ -28,6 +28,7 @@ static const struct command commands[] = {
     {"promote", cmd_promote, "make a node the primary of a new term"},
     {"demote", cmd_demote, "make a node a replica"},
     {"tail-export", cmd_tail_export, "write out the events a failover kept aside"},
+    {"resync", cmd_resync, "make a stopped replica resync by snapshot when it starts"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

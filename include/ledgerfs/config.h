@@ -20,6 +20,8 @@
  *   [journal]                      ; retention: events every peer confirmed are trimmed
  *   retain_bytes = 0               ; but the newest this many bytes are kept (K/M/G/T = 1024^n)
  *   retain_age = 1d                ; and events younger than this (seconds, or s/m/h/d)
+ *   retain_max_age = 0             ; events older than this go even if a member has not
+ *                                  ; confirmed them (it then resyncs by snapshot); 0: never
  *   [peer b]                       ; one section per peer
  *   address = 127.0.0.1:7002
  *   id = ...                       ; optional until the peer is first seen
@@ -53,8 +55,9 @@ struct config {
 	uint32_t sync_peers;
 	uint32_t sync_timeout_ms;
 	bool sync_degrade;
-	uint64_t retain_bytes;	 /* 0: no size floor */
-	uint64_t retain_age_sec; /* 0: no age floor */
+	uint64_t retain_bytes;	     /* 0: no size floor */
+	uint64_t retain_age_sec;     /* 0: no age floor */
+	uint64_t retain_max_age_sec; /* 0: unconfirmed events are never trimmed */
 	unsigned npeers;
 	struct config_peer peers[CONFIG_MAX_PEERS];
 };

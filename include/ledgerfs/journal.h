@@ -70,7 +70,16 @@
 #define JOURNAL_META_FENCES  "fences"
 #define JOURNAL_META_TAILS   "tails"
 #define JOURNAL_META_REBUILD "rebuild"
-#define JOURNAL_FORMAT	     1
+/*
+ * Snapshot resync (node_snap.c): "snap" is u8 state (1 needed, 2 installing),
+ * u32 count, count x (u64 origin, u64 from, u64 until): from = the
+ * snapshot's position, until = the sender's vector when it ended.
+ * "snapuntil" is u32 count, count x (u64 origin, u64 seq): remote events up
+ * to seq may find changes that the snapshot already shows.
+ */
+#define JOURNAL_META_SNAP      "snap"
+#define JOURNAL_META_SNAPUNTIL "snapuntil"
+#define JOURNAL_FORMAT	       1
 
 struct journal;
 

@@ -47,6 +47,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ledgerfs/event.h"
+
 #define MERKLE_DIGEST_LEN   32
 #define MERKLE_WIRE_VERSION 1
 
@@ -68,6 +70,9 @@ struct merkle_entry {
 	 * 0 when the inode has a single link.
 	 */
 	uint32_t link;
+	/* Built trees: the fid xattr (zero if none), so a sender can tell the path still holds it.
+	 */
+	struct fid fid;
 	uint8_t digest[MERKLE_DIGEST_LEN];
 };
 
@@ -77,6 +82,15 @@ struct merkle_dir {
 	    digest[MERKLE_DIGEST_LEN];	 /* over meta and entries: equal digests, equal subtrees */
 	uint8_t meta[MERKLE_DIGEST_LEN]; /* over the directory's own mode, owner and xattrs */
 	uint32_t mode;			 /* the directory's own st_mode */
+	/*
+	 * Built trees only (zero in decoded listings): the directory's own
+	 * owner, fid and xattrs as the walk read them, so that a resync can
+	 * send the directory as it was when the tree was built.
+	 */
+	uint32_t uid, gid;
+	struct fid fid;
+	uint8_t *xattrs; /* xattr blob (snapshot.h), malloc'd; NULL if none */
+	size_t xattrs_len;
 	size_t n;
 	struct merkle_entry *v;
 };

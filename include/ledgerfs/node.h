@@ -85,7 +85,16 @@ struct node {
 	struct node_tail tails[NODE_MAX_FENCES];   /* guarded by lock */
 	unsigned ntails;			   /* guarded by lock */
 	int rebuild_needed; /* guarded by lock: the store holds kept-aside events */
+	/* Snapshot resync (node_snap.c). */
+	int snap_state; /* guarded by lock: NODE_SNAP_* */
+	/* Per origin, remote events up to seq may meet changes the snapshot already shows. */
+	struct evid snap_until[NODE_MAX_FENCES]; /* guarded by lock */
+	unsigned nsnap_until;			 /* guarded by lock */
 };
+
+#define NODE_SNAP_NONE	     0
+#define NODE_SNAP_NEEDED     1 /* this node lacks trimmed events: resync by snapshot */
+#define NODE_SNAP_INSTALLING 2 /* staged entries are being moved into the store */
 
 /* Flags for node_open(). */
 #define NODE_OPEN_REPLAY  0x1 /* replay the unapplied tail before returning */
@@ -180,6 +189,36 @@ int node_sync_wait(struct node *n, uint64_t ticket);
  * *replayed and *skipped count applied and already-present events.
  */
 int node_replay(struct node *n, uint64_t *replayed, uint64_t *skipped);
+
+/*
+ * Snapshot resync state (node_snap.c).  node_snap_request() records,
+ * durably, that this node must be resynced by snapshot (it lacks events
+ * that were trimmed, or it is new).  node_snap_install_begin() records the
+ * snapshot's position from[] and the sender's vector at its end until[]
+ * (count origins each, sorted) before the install starts, so that a crash
+ * mid-install is finished at the next node_open().  node_snap_finish(),
+ * with the lock held, after the install: for every origin but this node's
+ * own, the applied seq becomes from, the journal's older events are
+ * trimmed (this node's store no longer matches them), and remote events up
+ * to until are taken leniently: an apply that finds the change already
+ * made (the snapshot was read while the sender went on) counts as applied.
+ */
+int node_snap_request(struct node *n);
+int node_snap_install_begin(struct node *n, const struct evid *from, const struct evid *until,
+			    uint32_t count);
+int node_snap_finish_locked(struct node *n);
+
+/*
+ * Finish an install a crash interrupted: run the saved plan again, then
+ * node_snap_finish_locked().  Called by node_open(); 0 if none was pending.
+ */
+int node_snap_recover(struct node *n, char *err, size_t errlen);
+
+/* 1 if the failure r of remote event ev is a change a snapshot already made.  Lock held. */
+int node_snap_lenient_locked(struct node *n, const struct event *ev, int r);
+
+/* Load the snapshot state from the journal at open. */
+int node_snap_load(struct node *n);
 
 /*
  * Create NODE_DIR (must be absent or empty) with a fresh journal and store,

@@ -25,6 +25,27 @@
  *   PING    u64 nonce
  *   PONG    u64 nonce
  *   ERROR   u16 code, u16 len, len bytes of UTF-8      why the link is dropped
+ *
+ * Snapshot resync (daemon/snap_send.c, snap_recv.c), asked by the dialling
+ * side of a link (the receiver) of the side it dialled (the sender); a
+ * path is u16 len + bytes, a store path as path_check() accepts:
+ *   SNAP_BEGIN  u64 round                      build a hash tree now
+ *   SNAP_INFO   u64 round, u64 entries, u32 count, count x (u64 origin, u64 seq)
+ *               the tree's position: the sender's applied vector when built
+ *   SNAP_LIST   path                           a directory's listing, please
+ *   SNAP_DIR    path, listing (merkle.h wire format, the rest of the body)
+ *   SNAP_GET    u32 id, path                   an entry, please
+ *   SNAP_ENTRY  u32 id, u8 status, u32 mode, u32 uid, u32 gid, u64 size,
+ *               i64 mtime_sec, u32 mtime_nsec, u64 rdev, u16 target_len,
+ *               target, u32 xattrs_len, xattr blob (snapshot.h)
+ *               status SNAP_ENTRY_CHANGED: the path no longer holds what the
+ *               tree had (metadata fields then zero); a regular file's
+ *               contents follow in DATA frames, in order, size bytes in all
+ *   SNAP_DATA   u32 id, u64 offset, the rest of the body: contents
+ *   SNAP_DONE   u64 round                      every entry received
+ *   SNAP_END    u64 round, u64 0, u32 count, count x (u64 origin, u64 seq)
+ *               the sender's applied vector now: replay up to it may meet
+ *               changes that files sent already show
  */
 #ifndef LEDGERFS_PROTO_H
 #define LEDGERFS_PROTO_H
@@ -33,6 +54,7 @@
 #include <stdint.h>
 
 #include "ledgerfs/event.h"
+#include "ledgerfs/snapshot.h"
 
 #define PROTO_VERSION 1
 /* The u32 length and the u8 type in front of every body. */
@@ -53,7 +75,20 @@ enum proto_type {
 	PROTO_PING = 5,
 	PROTO_PONG = 6,
 	PROTO_ERROR = 7,
+	PROTO_SNAP_BEGIN = 8,
+	PROTO_SNAP_INFO = 9,
+	PROTO_SNAP_LIST = 10,
+	PROTO_SNAP_DIR = 11,
+	PROTO_SNAP_GET = 12,
+	PROTO_SNAP_ENTRY = 13,
+	PROTO_SNAP_DATA = 14,
+	PROTO_SNAP_DONE = 15,
+	PROTO_SNAP_END = 16,
 };
+
+/* SNAP_ENTRY status. */
+#define SNAP_ENTRY_OK	   0
+#define SNAP_ENTRY_CHANGED 1
 
 /*
  * Codes carried by ERROR.  A peer may send a code this build does not know
@@ -150,9 +185,45 @@ struct proto_error {
 	char msg[PROTO_MAX_ERROR_MSG + 1]; /* NUL-terminated */
 };
 
+/* SNAP_INFO and SNAP_END: a round and a vector (malloc'd, owned by the message). */
+struct proto_snap_vec {
+	uint64_t round;
+	uint64_t entries; /* SNAP_INFO: entries in the tree */
+	uint32_t count;
+	struct evid *vec;
+};
+
+/* SNAP_LIST, SNAP_DIR, SNAP_GET. */
+struct proto_snap_path {
+	uint32_t id;		/* SNAP_GET */
+	char *path;		/* malloc'd, NUL-terminated, path_check()ed */
+	const uint8_t *listing; /* SNAP_DIR: inside the frame */
+	size_t listing_len;
+};
+
+/* SNAP_ENTRY: meta's target and xattrs are malloc'd, owned by the message. */
+struct proto_snap_entry {
+	uint32_t id;
+	uint8_t status;
+	struct snap_meta meta;
+};
+
+/* SNAP_DATA: data points into the frame. */
+struct proto_snap_data {
+	uint32_t id;
+	uint64_t offset;
+	const uint8_t *data;
+	size_t len;
+};
+
 struct proto_msg {
 	uint8_t type; /* enum proto_type */
 	union {
+		struct proto_snap_vec snap_vec;
+		struct proto_snap_path snap_path;
+		struct proto_snap_entry snap_entry;
+		struct proto_snap_data snap_data;
+		uint64_t round; /* SNAP_BEGIN, SNAP_DONE */
 		struct proto_hello hello;
 		struct proto_events events;
 		struct proto_ack ack;
@@ -219,6 +290,27 @@ int proto_put_ping(struct pbuf *b, uint64_t nonce);
 int proto_put_pong(struct pbuf *b, uint64_t nonce);
 /* msg: NUL-terminated, valid UTF-8 without control characters, at most 256 bytes; NULL = "". */
 int proto_put_error(struct pbuf *b, uint16_t code, const char *msg);
+
+/* SNAP_BEGIN and SNAP_DONE. */
+int proto_put_snap_round(struct pbuf *b, uint8_t type, uint64_t round);
+/* SNAP_INFO (entries given) and SNAP_END (entries 0); -EINVAL as for HELLO's vector. */
+int proto_put_snap_vec(struct pbuf *b, uint8_t type, uint64_t round, uint64_t entries,
+		       const struct evid *vec, uint32_t count);
+/* SNAP_LIST (id ignored) and SNAP_GET; -EINVAL for a path path_check() refuses. */
+int proto_put_snap_path(struct pbuf *b, uint8_t type, uint32_t id, const char *path);
+/* SNAP_DIR: listing as merkle_dir_encode() wrote it. */
+int proto_put_snap_dir(struct pbuf *b, const char *path, const uint8_t *listing, size_t len);
+/* SNAP_ENTRY; meta may be NULL for SNAP_ENTRY_CHANGED.  -EINVAL for what the decoder refuses. */
+int proto_put_snap_entry(struct pbuf *b, uint32_t id, uint8_t status, const struct snap_meta *meta);
+/*
+ * SNAP_DATA header for len bytes: the caller writes the contents at *data
+ * (len bytes reserved), e.g. straight from read(2).  -EMSGSIZE if len is
+ * over PROTO_SNAP_DATA_MAX.
+ */
+int proto_put_snap_data(struct pbuf *b, uint32_t id, uint64_t offset, size_t len, uint8_t **data);
+
+/* Most contents bytes in one SNAP_DATA frame. */
+#define PROTO_SNAP_DATA_MAX (1u << 20)
 
 /*
  * An EVENTS frame built in place: begin, add records, end.  Records are

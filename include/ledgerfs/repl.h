@@ -91,6 +91,20 @@ struct repl_note {
 	uint64_t last_seq; /* RECOVERED: last seq fetched */
 };
 
+/* A snapshot resync this node receives: the one running, or the last one. */
+struct repl_snap_progress {
+	int active; /* running now */
+	int done;   /* the last one finished and was installed */
+	char peer[CONFIG_NAME_MAX];
+	uint64_t round;	  /* rounds so far (another starts when files changed under one) */
+	uint64_t entries; /* entries in the peer's tree */
+	uint64_t listed;  /* directory listings compared */
+	uint64_t fetched; /* entries received */
+	uint64_t bytes;	  /* contents received */
+	uint64_t reused;  /* entries already staged by an earlier attempt */
+	uint64_t deleted; /* entries here only, to delete */
+};
+
 struct repl_status {
 	char name[CONFIG_NAME_MAX];
 	uint64_t node_id;
@@ -112,8 +126,10 @@ struct repl_status {
 	int rebuild_needed;	/* the store still holds kept-aside events: restart rebuilds it */
 	uint64_t journal_bytes; /* LevelDB and value log on disk */
 	struct evid oldest[REPL_MAX_ORIGINS]; /* per origin (as applied[]): oldest seq held */
-	int in_sync; /* every peer connected both ways and confirmed all we hold, and we lack
-			nothing it advertised */
+	int in_sync;	 /* every peer connected both ways and confirmed all we hold, and we lack
+			    nothing it advertised */
+	int snap_needed; /* this node lacks trimmed events: it resyncs by snapshot */
+	struct repl_snap_progress snap;
 };
 
 /* "connecting", "connected", "retrying", "refused" (daemon/status_fmt.c). */

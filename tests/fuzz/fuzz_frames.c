@@ -75,6 +75,36 @@ static void reencode(const struct proto_msg *msg, struct pbuf *b)
 	case PROTO_ERROR:
 		ret = proto_put_error(b, msg->error.code, msg->error.msg);
 		break;
+	case PROTO_SNAP_BEGIN:
+	case PROTO_SNAP_DONE:
+		ret = proto_put_snap_round(b, msg->type, msg->round);
+		break;
+	case PROTO_SNAP_INFO:
+	case PROTO_SNAP_END:
+		ret = proto_put_snap_vec(b, msg->type, msg->snap_vec.round, msg->snap_vec.entries,
+					 msg->snap_vec.vec, msg->snap_vec.count);
+		break;
+	case PROTO_SNAP_LIST:
+	case PROTO_SNAP_GET:
+		ret = proto_put_snap_path(b, msg->type, msg->snap_path.id, msg->snap_path.path);
+		break;
+	case PROTO_SNAP_DIR:
+		ret = proto_put_snap_dir(b, msg->snap_path.path, msg->snap_path.listing,
+					 msg->snap_path.listing_len);
+		break;
+	case PROTO_SNAP_ENTRY:
+		ret = proto_put_snap_entry(b, msg->snap_entry.id, msg->snap_entry.status,
+					   &msg->snap_entry.meta);
+		break;
+	case PROTO_SNAP_DATA: {
+		uint8_t *dst;
+
+		ret = proto_put_snap_data(b, msg->snap_data.id, msg->snap_data.offset,
+					  msg->snap_data.len, &dst);
+		if (ret == 0 && msg->snap_data.len)
+			memcpy(dst, msg->snap_data.data, msg->snap_data.len);
+		break;
+	}
 	}
 	if (ret != 0)
 		abort();

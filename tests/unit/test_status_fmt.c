@@ -243,7 +243,7 @@ Test(status_fmt, json_follows_the_schema)
 		   "\"seq\":7,\"time_ms\":1795421521000},"
 		   "{\"type\":\"recovered\",\"origin\":\"fedcba9876543210\",\"seq\":8,"
 		   "\"time_ms\":1795421522000,\"first_origin\":\"0123456789abcdef\","
-		   "\"first_seq\":1201,\"last_seq\":1234}]}\n");
+		   "\"first_seq\":1201,\"last_seq\":1234}],");
 	free(out);
 }
 
@@ -412,7 +412,10 @@ Test(status_fmt, empty_status_renders_in_every_format)
 			 "\"term\":0,\"listen\":\"\",\"now_ms\":1000,\"in_sync\":false,"
 			 "\"applied\":{},\"peers\":[],\"journal_bytes\":0,\"oldest\":{},"
 			 "\"sync_peers\":0,\"degraded\":false,"
-			 "\"rebuild_needed\":false,\"tails\":[],\"notes\":[]}\n");
+			 "\"rebuild_needed\":false,\"tails\":[],\"notes\":[],"
+			 "\"snapshot\":{\"needed\":false,\"active\":false,\"done\":false,"
+			 "\"peer\":\"\",\"round\":0,\"entries\":0,\"listed\":0,\"fetched\":0,"
+			 "\"bytes\":0,\"reused\":0,\"deleted\":0}}\n");
 	free(out);
 	out = render(status_fmt_prometheus, &st);
 	assert_has(out, "ledgerfs_primary{node=\"z\"} 0\n");
@@ -730,4 +733,38 @@ Test(control, path_too_long_for_a_socket_is_refused)
 	path[sizeof(path) - 1] = '\0';
 	cr_assert_eq(control_start(path, fake_snapshot, NULL, &snapshot_calls, &c), -ENAMETOOLONG);
 	cr_assert_null(c);
+}
+
+Test(status_fmt, snapshot_resync_progress_in_text_and_json)
+{
+	struct repl_status st;
+	char *out;
+
+	memset(&st, 0, sizeof(st));
+	strcpy(st.name, "c");
+	st.snap_needed = 1;
+	st.snap.active = 1;
+	strcpy(st.snap.peer, "a");
+	st.snap.round = 2;
+	st.snap.entries = 10001;
+	st.snap.listed = 12;
+	st.snap.fetched = 345;
+	st.snap.bytes = 3 << 20;
+	st.snap.reused = 40;
+	st.snap.deleted = 1;
+	out = render(status_fmt_text, &st);
+	assert_has(out, "snapshot resync from a: running, round 2, 10001 entries in its tree, 12 "
+			"directories compared, 345 entries received (3.0 MiB), 40 reused, 1 "
+			"deleted\n");
+	cr_assert_null(strstr(out, "snapshot resync needed"), "running, not waiting:\n%s", out);
+	free(out);
+	out = render(status_fmt_json, &st);
+	assert_has(out, "\"snapshot\":{\"needed\":true,\"active\":true,\"done\":false,"
+			"\"peer\":\"a\",\"round\":2,\"entries\":10001,\"listed\":12,"
+			"\"fetched\":345,\"bytes\":3145728,\"reused\":40,\"deleted\":1}}\n");
+	free(out);
+	st.snap.active = 0;
+	out = render(status_fmt_text, &st);
+	assert_has(out, "snapshot resync needed: waiting for a peer");
+	free(out);
 }

@@ -1,0 +1,583 @@
+/*
+ * snap_recv.c - the receiving side of a snapshot resync, on an outbound link.
+ *
+ * A round: the peer builds its hash tree (SNAP_BEGIN -> SNAP_INFO with the
+ * tree's position), we build ours and compare top-down, asking for the
+ * listing of each directory whose digest differs (SNAP_LIST -> SNAP_DIR).
+ * Each difference becomes a step of the install plan, in the walk's order;
+ * the entries it needs are asked for as they are found (SNAP_GET, up to
+ * SNAP_WINDOW outstanding) and staged whole under NODE_DIR/snap/ as they
+ * arrive, so the transfer overlaps the comparison.  An entry already
+ * staged by an earlier round or an earlier attempt (same digest) is not
+ * asked for again.  If the peer says a file changed under its tree, the
+ * round ends without installing and the next round compares again: what
+ * arrived stays staged.
+ *
+ * A clean round is installed: the plan is saved, the position recorded
+ * (node_snap_install_begin), the steps carried out under the node lock,
+ * and the node resumes every origin from the snapshot's position.  The
+ * kernel's caches of every path the plan touched are invalidated.
+ *
+ * Our store does not change during the rounds: this node is a replica and
+ * every receiver stops applying while a resync is on (receive.c).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ledgerfs/log.h"
+#include "ledgerfs/merkle.h"
+#include "repl_int.h"
+
+#define SNAP_WINDOW	 64	/* entries asked for and not yet received */
+#define SNAP_MAX_ROUNDS	 20	/* rounds before giving up on a busy peer */
+#define SNAP_TIMEOUT_MS	 120000 /* longest wait for one frame (a tree build) */
+#define SNAP_PROGRESS_MS 2000	/* progress lines in the log */
+
+/* An entry asked for: its plan step (a directory's meta is filled in there). */
+struct snap_want {
+	uint32_t step;
+	uint8_t digest[SNAP_DIGEST_LEN];
+	int dir;
+};
+
+struct snap_recv {
+	struct repl *r;
+	struct link *l;
+	const char *peer;
+	struct snap_stage *stage;
+	struct snap_plan plan;
+	struct snap_want *q; /* FIFO of outstanding GETs: q[qhead..qn) */
+	size_t qhead, qn, qcap;
+	struct snap_obj *obj; /* the regular file being received, for q[qhead] */
+	uint64_t obj_left;
+	uint32_t *links; /* hard-link group -> 1 + plan step of its first name */
+	size_t links_cap;
+	int dirty;
+	/*
+	 * A DELETE held back one change: when a FETCH of the same path follows
+	 * (the name changed type), the fetch step replaces what is there by
+	 * itself, and a DELETE before it could, run again after a crash,
+	 * remove what the fetch had installed.
+	 */
+	struct snap_step del;
+	char *del_path;
+	int64_t last_progress;
+	struct repl_snap_progress prog; /* copied into r->snap under r->lock */
+};
+
+static void publish(struct snap_recv *sr, int force)
+{
+	struct repl *r = sr->r;
+	int64_t now = link_now_ms();
+
+	pthread_mutex_lock(&r->lock);
+	r->snap = sr->prog;
+	pthread_mutex_unlock(&r->lock);
+	if (!force && now - sr->last_progress < SNAP_PROGRESS_MS)
+		return;
+	sr->last_progress = now;
+	log_info("snapshot resync from %s: round %" PRIu64 ", %" PRIu64
+		 " directories compared, %" PRIu64 " entries received (%" PRIu64 " bytes), %" PRIu64
+		 " reused, %" PRIu64 " to delete",
+		 sr->peer, sr->prog.round, sr->prog.listed, sr->prog.fetched, sr->prog.bytes,
+		 sr->prog.reused, sr->prog.deleted);
+}
+
+static int fail(struct snap_recv *sr, int rv, const char *what)
+{
+	if (!sr->l->why[0])
+		snprintf(sr->l->why, sizeof(sr->l->why), "snapshot resync: %s: %s", what,
+			 strerror(-rv));
+	return rv;
+}
+
+/* The front entry arrived whole (or changed): drop it from the queue. */
+static void pop(struct snap_recv *sr)
+{
+	sr->qhead++;
+	if (sr->qhead == sr->qn)
+		sr->qhead = sr->qn = 0;
+}
+
+static int take_entry(struct snap_recv *sr, struct proto_snap_entry *e)
+{
+	struct snap_want *w;
+	struct snap_step *st;
+	const char *why = NULL;
+	int rv;
+
+	if (sr->qhead == sr->qn || sr->obj || e->id != sr->q[sr->qhead].step) {
+		snprintf(sr->l->why, sizeof(sr->l->why), "snapshot entry not asked for");
+		return -EPROTO;
+	}
+	w = &sr->q[sr->qhead];
+	st = &sr->plan.v[w->step];
+	if (e->status == SNAP_ENTRY_CHANGED) {
+		sr->dirty = 1;
+		pop(sr);
+		return 0;
+	}
+	if (w->dir != S_ISDIR(e->meta.mode)) {
+		snprintf(sr->l->why, sizeof(sr->l->why), "snapshot entry %.200s has another type",
+			 st->path);
+		return -EPROTO;
+	}
+	if (w->dir) {
+		st->mode = e->meta.mode;
+		st->uid = e->meta.uid;
+		st->gid = e->meta.gid;
+		st->xattrs = e->meta.xattrs;
+		st->xattrs_len = e->meta.xattrs_len;
+		e->meta.xattrs = NULL;
+		e->meta.xattrs_len = 0;
+		pop(sr);
+		return 0;
+	}
+	rv = snap_obj_begin(sr->stage, w->digest, &e->meta, &sr->obj, &why);
+	if (rv < 0) {
+		snprintf(sr->l->why, sizeof(sr->l->why), "cannot stage %.200s: %s: %s", st->path,
+			 why ? why : "", strerror(-rv));
+		return rv;
+	}
+	sr->prog.fetched++;
+	sr->obj_left = S_ISREG(e->meta.mode) ? e->meta.size : 0;
+	if (sr->obj_left)
+		return 0;
+	rv = snap_obj_commit(sr->obj, &why);
+	sr->obj = NULL;
+	if (rv < 0) {
+		snprintf(sr->l->why, sizeof(sr->l->why), "cannot stage %.200s: %s: %s", st->path,
+			 why ? why : "", strerror(-rv));
+		return rv;
+	}
+	pop(sr);
+	return 0;
+}
+
+static int take_data(struct snap_recv *sr, const struct proto_snap_data *d)
+{
+	const char *why = NULL, *path;
+	int rv;
+
+	if (!sr->obj || sr->qhead == sr->qn || d->id != sr->q[sr->qhead].step ||
+	    d->len > sr->obj_left) {
+		snprintf(sr->l->why, sizeof(sr->l->why), "snapshot data not asked for");
+		return -EPROTO;
+	}
+	path = sr->plan.v[d->id].path;
+	rv = snap_obj_write(sr->obj, d->offset, d->data, d->len, &why);
+	if (rv == 0) {
+		sr->obj_left -= d->len;
+		sr->prog.bytes += d->len;
+		if (sr->obj_left == 0) {
+			rv = snap_obj_commit(sr->obj, &why);
+			sr->obj = NULL;
+			if (rv == 0)
+				pop(sr);
+		}
+	}
+	if (rv < 0)
+		snprintf(sr->l->why, sizeof(sr->l->why), "cannot stage %.200s: %s: %s", path,
+			 why ? why : "", strerror(-rv));
+	return rv;
+}
+
+/* Read and handle one frame; a SNAP_DIR is kept in sr->dir for list(), *end gets SNAP_END. */
+static int pump(struct snap_recv *sr, struct proto_msg *end)
+{
+	struct proto_msg m;
+	int rv;
+
+	if (sr->l->out.len) {
+		rv = link_flush(sr->l, REPL_SEND_TIMEOUT_MS);
+		if (rv < 0)
+			return rv;
+	}
+	rv = link_recv(sr->l, SNAP_TIMEOUT_MS, &m);
+	if (rv == -EAGAIN) {
+		snprintf(sr->l->why, sizeof(sr->l->why), "snapshot resync: peer silent for %d s",
+			 SNAP_TIMEOUT_MS / 1000);
+		return -ETIMEDOUT;
+	}
+	if (rv < 0)
+		return rv;
+	switch (m.type) {
+	case PROTO_SNAP_ENTRY:
+		rv = take_entry(sr, &m.snap_entry);
+		break;
+	case PROTO_SNAP_DATA:
+		rv = take_data(sr, &m.snap_data);
+		break;
+	case PROTO_SNAP_DIR:
+	case PROTO_SNAP_END:
+	case PROTO_SNAP_INFO:
+		if (!end) {
+			snprintf(sr->l->why, sizeof(sr->l->why), "unexpected %s frame",
+				 proto_type_name(m.type));
+			rv = -EPROTO;
+			break;
+		}
+		*end = m;
+		return 0;
+	case PROTO_PING:
+		rv = proto_put_pong(&sr->l->out, m.nonce);
+		break;
+	case PROTO_PONG:
+	case PROTO_EVENTS:
+		/* EVENTS: a subscription the peer sent before it saw us stop it. */
+		rv = 0;
+		break;
+	case PROTO_ERROR:
+		snprintf(sr->l->why, sizeof(sr->l->why), "peer refused the snapshot: %s: %.180s",
+			 proto_error_name(m.error.code), m.error.msg);
+		rv = -ECONNRESET;
+		break;
+	default:
+		snprintf(sr->l->why, sizeof(sr->l->why), "unexpected %s frame",
+			 proto_type_name(m.type));
+		rv = -EPROTO;
+	}
+	proto_msg_free(&m);
+	if (rv == 0)
+		publish(sr, 0);
+	return rv;
+}
+
+/* Wait for a reply of type, handling entries meanwhile. */
+static int await(struct snap_recv *sr, uint8_t type, struct proto_msg *out)
+{
+	int rv;
+
+	for (;;) {
+		memset(out, 0, sizeof(*out));
+		rv = pump(sr, out);
+		if (rv < 0)
+			return rv;
+		if (out->type == type)
+			return 0;
+		if (out->type) {
+			snprintf(sr->l->why, sizeof(sr->l->why), "unexpected %s frame",
+				 proto_type_name(out->type));
+			proto_msg_free(out);
+			return -EPROTO;
+		}
+	}
+}
+
+/* merkle_list_fn over the link. */
+static int list(void *arg, const char *path, struct merkle_dir **out)
+{
+	struct snap_recv *sr = arg;
+	struct proto_msg m;
+	const char *why = NULL;
+	int rv;
+
+	rv = proto_put_snap_path(&sr->l->out, PROTO_SNAP_LIST, 0, path);
+	if (rv == 0)
+		rv = await(sr, PROTO_SNAP_DIR, &m);
+	if (rv < 0)
+		return rv;
+	if (strcmp(m.snap_path.path, path) != 0) {
+		snprintf(sr->l->why, sizeof(sr->l->why), "listing of another directory");
+		rv = -EPROTO;
+	} else {
+		rv = merkle_dir_decode(m.snap_path.listing, m.snap_path.listing_len, out, &why);
+		if (rv < 0)
+			snprintf(sr->l->why, sizeof(sr->l->why), "bad listing of %.200s: %s", path,
+				 why ? why : strerror(-rv));
+	}
+	proto_msg_free(&m);
+	sr->prog.listed++;
+	return rv;
+}
+
+static int ask(struct snap_recv *sr, uint32_t step, const uint8_t *digest, int dir)
+{
+	int rv;
+
+	while (sr->qn - sr->qhead >= SNAP_WINDOW)
+		if ((rv = pump(sr, NULL)) < 0)
+			return rv;
+	if (sr->qn == sr->qcap) {
+		size_t cap = sr->qcap ? 2 * sr->qcap : SNAP_WINDOW * 2;
+		struct snap_want *q = realloc(sr->q, cap * sizeof(*q));
+
+		if (!q)
+			return -ENOMEM;
+		sr->q = q;
+		sr->qcap = cap;
+	}
+	sr->q[sr->qn] = (struct snap_want){.step = step, .dir = dir};
+	if (digest)
+		memcpy(sr->q[sr->qn].digest, digest, SNAP_DIGEST_LEN);
+	sr->qn++;
+	return proto_put_snap_path(&sr->l->out, PROTO_SNAP_GET, step, sr->plan.v[step].path);
+}
+
+/* The first name of a hard-link group seen in this round: 1 + its step, or 0. */
+static int link_seen(struct snap_recv *sr, uint32_t link, uint32_t step, uint32_t *first)
+{
+	if (link >= sr->links_cap) {
+		size_t cap = link + 1024;
+		uint32_t *v = realloc(sr->links, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		memset(v + sr->links_cap, 0, (cap - sr->links_cap) * sizeof(*v));
+		sr->links = v;
+		sr->links_cap = cap;
+	}
+	*first = sr->links[link];
+	if (!*first)
+		sr->links[link] = step + 1;
+	return 0;
+}
+
+static int plan_step(struct snap_recv *sr, const struct snap_step *st)
+{
+	int rv = snap_plan_add(&sr->plan, st);
+
+	if (rv < 0)
+		snprintf(sr->l->why, sizeof(sr->l->why), "cannot plan %.200s: %s", st->path,
+			 strerror(-rv));
+	return rv;
+}
+
+/* Plan the DELETE held back, if any, unless path (may be NULL) replaces it. */
+static int flush_delete(struct snap_recv *sr, const char *path)
+{
+	int rv = 0;
+
+	if (!sr->del_path)
+		return 0;
+	if (!path || strcmp(path, sr->del_path) != 0) {
+		rv = plan_step(sr, &sr->del);
+		sr->prog.deleted++;
+	}
+	free(sr->del_path);
+	sr->del_path = NULL;
+	return rv;
+}
+
+/* merkle_change_fn: one plan step per change, asking for what it needs. */
+static int change(void *arg, enum merkle_change what, const char *path,
+		  const struct merkle_entry *theirs, const struct merkle_entry *mine)
+{
+	struct snap_recv *sr = arg;
+	struct snap_step st = {.path = (char *)path};
+	uint32_t step, first = 0;
+	int rv, staged = 0;
+
+	rv = flush_delete(sr, what == MERKLE_FETCH ? path : NULL);
+	if (rv < 0)
+		return rv;
+	step = (uint32_t)sr->plan.n;
+	if (what == MERKLE_DELETE) {
+		sr->del_path = strdup(path);
+		if (!sr->del_path)
+			return -ENOMEM;
+		sr->del = (struct snap_step){.op = SNAP_OP_DELETE, .path = sr->del_path};
+		if (mine)
+			sr->del.fid = mine->fid;
+		return 0;
+	} else if (S_ISDIR(theirs->mode)) {
+		st.op = SNAP_OP_DIR;
+	} else {
+		if (theirs->link && (rv = link_seen(sr, theirs->link, step, &first)) < 0)
+			return rv;
+		if (first) {
+			st.op = SNAP_OP_LINK;
+			st.link_to = sr->plan.v[first - 1].path;
+		} else {
+			st.op = SNAP_OP_OBJ;
+			memcpy(st.digest, theirs->digest, SNAP_DIGEST_LEN);
+			staged = snap_stage_has(sr->stage, theirs->digest);
+			if (staged < 0)
+				return staged;
+			sr->prog.reused += staged;
+		}
+	}
+	rv = plan_step(sr, &st);
+	if (rv < 0)
+		return rv;
+	if (st.op == SNAP_OP_DIR)
+		return ask(sr, step, NULL, 1);
+	if (st.op == SNAP_OP_OBJ && !staged)
+		return ask(sr, step, theirs->digest, 0);
+	return 0;
+}
+
+/* Vectors a (the position) and b (the end) by origin, into from[] and until[]. */
+static uint32_t merge_vectors(const struct proto_snap_vec *a, const struct proto_snap_vec *b,
+			      struct evid *from, struct evid *until)
+{
+	uint32_t i = 0, j = 0, n = 0;
+
+	while ((i < a->count || j < b->count) && n < NODE_MAX_FENCES) {
+		uint64_t oa = i < a->count ? a->vec[i].origin : UINT64_MAX;
+		uint64_t ob = j < b->count ? b->vec[j].origin : UINT64_MAX;
+		uint64_t o = oa < ob ? oa : ob;
+
+		from[n] = (struct evid){o, oa == o ? a->vec[i].seq : 0};
+		until[n] = (struct evid){o, ob == o ? b->vec[j].seq : from[n].seq};
+		i += oa == o;
+		j += ob == o;
+		n++;
+	}
+	return n;
+}
+
+/* One round: compare, fetch, end.  *info and *end are the round's vectors. */
+static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_msg *end)
+{
+	struct repl *r = sr->r;
+	struct merkle *mine = NULL;
+	struct merkle_diff_stats stats = {0};
+	uint64_t entries = 0;
+	int rv;
+
+	sr->prog.round++;
+	sr->prog.reused = sr->prog.deleted = 0;
+	sr->dirty = 0;
+	free(sr->del_path);
+	sr->del_path = NULL;
+	snap_plan_free(&sr->plan);
+	memset(sr->links, 0, sr->links_cap * sizeof(*sr->links));
+	rv = proto_put_snap_round(&sr->l->out, PROTO_SNAP_BEGIN, sr->prog.round);
+	if (rv == 0)
+		rv = await(sr, PROTO_SNAP_INFO, info);
+	if (rv < 0)
+		return rv;
+	rv = merkle_build(r->n->store->root, &mine, &entries);
+	if (rv < 0)
+		return fail(sr, rv, "cannot build this store's hash tree");
+	sr->prog.entries = info->snap_vec.entries;
+	rv = merkle_diff(mine, list, sr, change, sr, &stats);
+	if (rv == 0)
+		rv = flush_delete(sr, NULL);
+	while (rv == 0 && sr->qn > sr->qhead)
+		rv = pump(sr, NULL);
+	if (rv == 0)
+		rv = proto_put_snap_round(&sr->l->out, PROTO_SNAP_DONE, sr->prog.round);
+	if (rv == 0)
+		rv = await(sr, PROTO_SNAP_END, end);
+	merkle_free(mine);
+	if (rv < 0)
+		return fail(sr, rv, "transfer failed");
+	publish(sr, 1);
+	return 0;
+}
+
+/* Invalidate the kernel's view of every path the plan changes, around the install. */
+static int install(struct snap_recv *sr, const struct proto_msg *info, const struct proto_msg *end)
+{
+	struct repl *r = sr->r;
+	struct evid from[NODE_MAX_FENCES], until[NODE_MAX_FENCES];
+	void **cookies = calloc(sr->plan.n ? sr->plan.n : 1, sizeof(*cookies));
+	const char *why = NULL, *path = NULL;
+	uint32_t count;
+	size_t i;
+	int rv;
+
+	if (!cookies)
+		return -ENOMEM;
+	count = merge_vectors(&info->snap_vec, &end->snap_vec, from, until);
+	rv = snap_plan_save(sr->stage, &sr->plan);
+	if (rv == 0)
+		rv = node_snap_install_begin(r->n, from, until, count);
+	if (rv < 0) {
+		free(cookies);
+		return fail(sr, rv, "cannot record the install plan");
+	}
+	for (i = 0; r->hooks.before && i < sr->plan.n; i++) {
+		struct event ev = {.type = EV_UNLINK, .path = sr->plan.v[i].path};
+
+		r->hooks.before(r->hooks.arg, &ev, &cookies[i]);
+	}
+	pthread_mutex_lock(&r->n->lock);
+	rv = snap_install(r->n->dir, r->n->store->root, &sr->plan, NULL, NULL, &why, &path);
+	if (rv == 0)
+		rv = node_snap_finish_locked(r->n);
+	pthread_mutex_unlock(&r->n->lock);
+	for (i = 0; r->hooks.after && i < sr->plan.n; i++) {
+		struct event ev = {.type = EV_UNLINK, .path = sr->plan.v[i].path};
+
+		r->hooks.after(r->hooks.arg, &ev, 0, cookies[i]);
+	}
+	free(cookies);
+	if (rv < 0) {
+		snprintf(sr->l->why, sizeof(sr->l->why),
+			 "snapshot install failed at %.200s: %s: %s", path ? path : "(end)",
+			 why ? why : "", strerror(-rv));
+		return rv;
+	}
+	return 0;
+}
+
+int snap_recv_run(struct repl *r, struct link *l, const char *peer)
+{
+	struct snap_recv sr = {.r = r, .l = l, .peer = peer};
+	struct proto_msg info = {0}, end = {0};
+	int64_t t0 = link_now_ms();
+	int rv;
+
+	log_info("snapshot resync from %s: starting", peer);
+	rv = snap_stage_open(r->n->dir, &sr.stage);
+	if (rv < 0) {
+		rv = fail(&sr, rv, "cannot open the staging area");
+		goto out;
+	}
+	sr.prog.active = 1;
+	snprintf(sr.prog.peer, sizeof(sr.prog.peer), "%s", peer);
+	do {
+		proto_msg_free(&info);
+		proto_msg_free(&end);
+		if (sr.prog.round == SNAP_MAX_ROUNDS) {
+			snprintf(l->why, sizeof(l->why),
+				 "snapshot resync: the peer's files kept changing under %d rounds",
+				 SNAP_MAX_ROUNDS);
+			rv = -EAGAIN;
+			goto out;
+		}
+		rv = run_round(&sr, &info, &end);
+		if (rv < 0)
+			goto out;
+		if (sr.dirty)
+			log_info("snapshot resync from %s: files changed during round %" PRIu64
+				 "; comparing again",
+				 peer, sr.prog.round);
+	} while (sr.dirty);
+	rv = install(&sr, &info, &end);
+	if (rv < 0)
+		goto out;
+	log_info("snapshot resync from %s done in %.1f s: %" PRIu64 " entries in the tree, %" PRIu64
+		 " received (%" PRIu64 " bytes), %" PRIu64 " reused, %" PRIu64
+		 " deleted, %zu steps installed, %" PRIu64 " rounds",
+		 peer, (double)(link_now_ms() - t0) / 1000.0, sr.prog.entries, sr.prog.fetched,
+		 sr.prog.bytes, sr.prog.reused, sr.prog.deleted, sr.plan.n, sr.prog.round);
+	snap_stage_close(sr.stage);
+	sr.stage = NULL;
+	rv = snap_stage_remove(r->n->dir);
+	if (rv < 0)
+		log_warn("%s/%s: cannot remove the staging area: %s", r->n->dir, SNAP_DIR,
+			 strerror(-rv));
+	rv = 0;
+out:
+	sr.prog.active = 0;
+	sr.prog.done = rv == 0;
+	pthread_mutex_lock(&r->lock);
+	r->snap = sr.prog;
+	pthread_mutex_unlock(&r->lock);
+	snap_obj_abort(sr.obj);
+	snap_stage_close(sr.stage);
+	snap_plan_free(&sr.plan);
+	proto_msg_free(&info);
+	proto_msg_free(&end);
+	free(sr.q);
+	free(sr.links);
+	free(sr.del_path);
+	return rv;
+}

@@ -1,0 +1,195 @@
+"""Snapshot resync (DESIGN sections 2 and 6, issue 5).
+
+A node behind its peers' trim point, or a new node, is brought level by
+comparing hash trees of the stores and fetching only what differs; the
+entries are staged aside and installed from a plan, so a crash in the
+middle leaves a store that is consistent and a resync that resumes
+without fetching again what already arrived.  Then the event stream
+resumes from the snapshot's position.
+"""
+
+import os
+import re
+import time
+
+import lfs
+from cluster import Cluster, ClusterNode, free_ports
+from lfs import check, check_eq
+
+# retain_max_age on the primary: events a stopped replica has not confirmed
+# go after this many seconds, so it comes back behind the trim point.
+MAX_AGE = 2
+
+
+def set_key(node, key, value):
+    """Set a key in the [journal] section of a stopped node's config."""
+    conf = node.dir / "ledgerfs.conf"
+    text = conf.read_text()
+    text, n = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
+    if n == 0:
+        text, n = re.subn(r"^\[journal\]$", f"[journal]\n{key} = {value}", text, flags=re.M)
+    check_eq(n, 1, f"{key} in {conf}")
+    conf.write_text(text)
+
+
+def snapshot(cl, name):
+    return cl.status(name)["snapshot"]
+
+
+def trimmed_past(cl, name, origin_name, seq):
+    """Node name no longer holds origin_name's event seq (0: it holds none at all)."""
+    oldest = cl.status(name)["oldest"].get(cl[origin_name].id, 0)
+    return oldest == 0 or oldest > seq
+
+
+def start_behind_trim_point(cl, writes):
+    """Stop b, run writes() on a, wait until a trimmed what b lacks, start b."""
+    a = cl["a"]
+    cl.wait_in_sync()
+    b_had = cl.applied("b", "a")
+    cl.stop("b")
+    writes()
+    lfs.write_file(a.m("marker"), b"m", fsync=True)
+    lfs.wait_until(lambda: trimmed_past(cl, "a", "a", b_had + 1), 30,
+                   "a to trim events b has not confirmed (retain_max_age)")
+    cl.start("b")
+
+
+def test_node_behind_the_trim_point_resyncs_sending_only_what_differs():
+    with lfs.Workdir() as wd:
+        cl = Cluster(wd, ["a", "b"], start=False)
+        for key, value in (("retain_age", "1"), ("retain_max_age", str(MAX_AGE))):
+            set_key(cl["a"], key, value)
+        cl.start("a")
+        cl.start("b")
+        a, b = cl["a"], cl["b"]
+        os.mkdir(a.m("d"))
+        for i in range(1000):
+            lfs.write_file(a.m(f"d/f{i:04}"), f"file {i}\n".encode() * 20)
+
+        def writes():
+            for i in (7, 500, 993):
+                lfs.write_file(a.m(f"d/f{i:04}"), b"changed while b was away\n")
+        start_behind_trim_point(cl, writes)
+        cl.wait_in_sync()
+        snap = snapshot(cl, "b")
+        check(snap["done"], f"b resynced by snapshot: {snap}")
+        # The three changed files and the marker; nothing else is sent.
+        check(4 <= snap["fetched"] <= 6, f"about 4 entries sent of 1,000: {snap}")
+        check("snapshot resync from a done" in b.log_text(), "b logs the resync")
+        check_eq(lfs.read_file(b.m("d/f0500")), b"changed while b was away\n", "b sees it")
+        # The event stream resumes from the snapshot's position.
+        lfs.write_file(a.m("after"), b"after\n", fsync=True)
+        cl.wait_in_sync()
+        check_eq(lfs.read_file(b.m("after")), b"after\n", "events flow again after it")
+        cl.stop("b")
+        cp = lfs.run([lfs.FSCK, "-n", b.dir], check=False)
+        check_eq(cp.returncode, 0, f"fsck -n of b after the resync: {cp.stdout}{cp.stderr}")
+
+
+def test_resync_while_the_primary_keeps_writing_converges():
+    """Files that change, appear, move and vanish on the sender during the
+    resync: the snapshot's position and the replay after it still give an
+    exact copy."""
+    with lfs.Workdir() as wd:
+        cl = Cluster(wd, ["a", "b"], start=False)
+        for key, value in (("retain_age", "1"), ("retain_max_age", str(MAX_AGE))):
+            set_key(cl["a"], key, value)
+        cl.start("a")
+        cl.start("b")
+        a = cl["a"]
+        for i in range(300):
+            lfs.write_file(a.m(f"f{i}"), os.urandom(2000))
+        start_behind_trim_point(cl, lambda: lfs.write_file(a.m("f1"), b"new"))
+        # Keep changing the tree while b resyncs.
+        deadline = time.monotonic() + 4
+        i = 0
+        while time.monotonic() < deadline:
+            lfs.write_file(a.m(f"f{i % 300}"), os.urandom(1500))
+            os.rename(a.m(f"f{(i + 1) % 300}"), a.m(f"g{i}"))
+            os.rename(a.m(f"g{i}"), a.m(f"f{(i + 1) % 300}"))
+            lfs.write_file(a.m(f"new{i}"), b"n")
+            if i >= 2:
+                os.unlink(a.m(f"new{i - 2}"))
+            i += 1
+        cl.wait_in_sync()
+        check(snapshot(cl, "b")["done"], "b resynced by snapshot")
+        cl.check_exactly_once(["b"])
+
+
+def add_node(cl, name):
+    """A new node `name` made with init --join through a."""
+    port = free_ports(1)[0]
+    n = ClusterNode(cl.root, name, port)
+    lfs.ctl("init", n.dir, "--name", name, "--ca", cl.ca, "--listen", n.address,
+            "--join", cl["a"].address)
+    n.load_ids()
+    cl.names.append(name)
+    cl.nodes[name] = n
+    cl.by_id[n.id] = name
+    return n
+
+
+def test_new_node_joins_a_cluster_of_10000_files_then_removed_is_refused():
+    with lfs.Workdir() as wd:
+        cl = Cluster(wd, ["a", "b"])
+        a = cl["a"]
+        for d in range(10):
+            os.mkdir(a.m(f"d{d}"))
+            for i in range(1000):
+                lfs.write_file(a.m(f"d{d}/f{i}"), f"{d}/{i}\n".encode())
+        os.link(a.m("d0/f0"), a.m("hard"))
+        os.symlink("d1/f1", a.m("sym"))
+        cl.wait_in_sync()
+        c = add_node(cl, "c")
+        conf = (c.dir / "ledgerfs.conf").read_text()
+        check("[peer a]" in conf, f"--join made a a peer of c: {conf}")
+        lfs.ctl("peer", "add", a.dir, f"c={c.address}")
+        cl.start("c")
+        cl.wait_converged(["a", "c"], timeout=240)
+        snap = snapshot(cl, "c")
+        check(snap["done"] and snap["fetched"] >= 10000, f"c got the files by snapshot: {snap}")
+        check_eq(os.stat(c.m("hard")).st_ino, os.stat(c.m("d0/f0")).st_ino,
+                 "a hard link stays one inode on the new node")
+        lfs.write_file(a.m("after-join"), b"x", fsync=True)
+        cl.wait_file("c", "after-join", b"x")
+
+        lfs.ctl("peer", "remove", a.dir, "c")
+
+        def c_refused():
+            peers = {p["name"]: p for p in c.status()["peers"]}
+            return peers["a"]["state"] == "refused"
+        lfs.wait_until(c_refused, 30, "c to be refused by a after peer remove")
+        lfs.write_file(a.m("after-remove"), b"y", fsync=True)
+        cl.wait_file("b", "after-remove", b"y")
+        check(not os.path.exists(c.m("after-remove")), "a removed node receives nothing")
+
+
+def test_kill9_mid_resync_resumes_without_fetching_again():
+    with lfs.Workdir() as wd:
+        cl = Cluster(wd, ["a", "b"])
+        a = cl["a"]
+        for i in range(200):
+            lfs.write_file(a.m(f"big{i}"), os.urandom(256 * 1024))
+        cl.wait_in_sync()
+        c = add_node(cl, "c")
+        lfs.ctl("peer", "add", a.dir, f"c={c.address}")
+        cl.start("c")
+
+        def halfway():
+            snap = snapshot(cl, "c")
+            return snap["active"] and snap["fetched"] >= 40
+        lfs.wait_until(halfway, 60, "c to be part way through its snapshot", interval=0.005)
+        cl.kill9("c")
+        staged = list((c.dir / "snap" / "obj").iterdir())
+        check(len(staged) >= 20, f"entries staged before the kill: {len(staged)}")
+        cl.start("c")
+        cl.wait_converged(["a", "c"], timeout=120)
+        snap = snapshot(cl, "c")
+        check(snap["done"] and snap["reused"] >= 20,
+              f"the second attempt reused what the first staged: {snap}")
+        check(snap["fetched"] <= 201 - snap["reused"] + 5, f"and fetched the rest only: {snap}")
+        check(not (c.dir / "snap").exists(), "the staging area is gone")
+        cl.stop("c")
+        cp = lfs.run([lfs.FSCK, "-n", c.dir], check=False)
+        check_eq(cp.returncode, 0, f"fsck -n of c after the resync: {cp.stdout}{cp.stderr}")
