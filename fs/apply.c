@@ -689,7 +689,7 @@ static int is_data_event(unsigned type)
 /* An O_PATH descriptor of the object at rel, its parent resolved through the cache. */
 static int open_object(struct store *s, struct apply_cache *c, const char *rel, int *fd)
 {
-	struct path_at at;
+	struct path_at at = {.dirfd = -1};
 	int r;
 
 	if (!c || path_is_root(rel))

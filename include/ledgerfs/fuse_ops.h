@@ -23,7 +23,7 @@
 /* What the operations share; passed as userdata to fuse_session_new(). */
 struct lfs_fs {
 	struct node *node;
-	struct fuse_session *se; /* for cache invalidation; set once mounted */
+	struct fuse_session *se;  /* for cache invalidation; set once mounted */
 	struct inode_table inodes;
 	double entry_timeout;	  /* seconds the kernel may cache names */
 	double attr_timeout;	  /* seconds the kernel may cache attributes */
