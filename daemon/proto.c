@@ -1107,6 +1107,20 @@ int proto_put_events_add(struct pbuf *b, struct proto_batch *batch, const uint8_
 	return 0;
 }
 
+int proto_put_events_reserve(struct pbuf *b, struct proto_batch *batch, size_t len, size_t *off)
+{
+	int ret;
+
+	ret = batch_room(b, batch, len);
+	if (ret < 0)
+		return ret;
+	put_le32(b->data + b->len, (uint32_t)len);
+	*off = b->len + 4;
+	b->len += 4 + len;
+	batch->count++;
+	return 0;
+}
+
 int proto_put_events_add_event(struct pbuf *b, struct proto_batch *batch, const struct event *ev)
 {
 	size_t len = event_encoded_len(ev), got;

@@ -222,71 +222,87 @@ static int send_acks(struct receiver *rc)
 	return 0;
 }
 
-/* Apply one EVENTS frame.  0, or a negative errno with l->why set. */
+/* Apply one event record of a frame.  0, or a negative errno with l->why set. */
+static int take_event(struct receiver *rc, const uint8_t *rec, size_t len,
+		      struct apply_cache *cache)
+{
+	struct repl *r = rc->r;
+	struct event ev;
+	const char *why = NULL;
+	void *cookie = NULL;
+	int rv, idx;
+
+	rv = proto_event_decode(rec, len, &ev, &why);
+	if (rv < 0) {
+		snprintf(rc->l->why, sizeof(rc->l->why), "malformed event: %s", why);
+		repl_send_error(rc->l, PROTO_ERR_MALFORMED, rc->l->why);
+		return rv;
+	}
+	if (hello_check_event(&ev, &why)) {
+		snprintf(rc->l->why, sizeof(rc->l->why),
+			 "event %016" PRIx64 ":%" PRIu64 " (%s) refused: %s", ev.origin, ev.seq,
+			 event_type_name(ev.type), why);
+		repl_send_error(rc->l, PROTO_ERR_EVENT, rc->l->why);
+		rv = -EBADMSG;
+		goto out;
+	}
+	if (r->hooks.before && event_type_mutates(ev.type))
+		r->hooks.before(r->hooks.arg, &ev, &cookie);
+	rv = node_apply_remote(r->n, &ev, cache, &why);
+	if (r->hooks.after && event_type_mutates(ev.type))
+		r->hooks.after(r->hooks.arg, &ev, rv, cookie);
+	if (rv < 0) {
+		snprintf(rc->l->why, sizeof(rc->l->why),
+			 "event %016" PRIx64 ":%" PRIu64 " (%s %s) refused: %s%s%s", ev.origin,
+			 ev.seq, event_type_name(ev.type), ev.path ? ev.path : "", why ? why : "",
+			 why ? ": " : "", strerror(-rv));
+		repl_send_error(rc->l, rv == -EPERM ? PROTO_ERR_TERM : PROTO_ERR_EVENT, rc->l->why);
+		goto out;
+	}
+	pthread_mutex_lock(&r->lock);
+	if (rv == 0 && ev.type == EV_ROLE && (ev.op_flags & 1))
+		r->primary_id = ev.origin;
+	idx = repl_origin_index(r, ev.origin);
+	if (idx >= 0 && ev.seq > r->applied[idx])
+		r->applied[idx] = ev.seq;
+	if (rv == 0 && (ev.type == EV_OUTAGE || ev.type == EV_RECOVERED))
+		repl_note(r, &ev);
+	pthread_mutex_unlock(&r->lock);
+	rv = 0;
+out:
+	event_free(&ev);
+	return rv;
+}
+
+/*
+ * Apply one EVENTS frame.  0, or a negative errno with l->why set.  One
+ * cache serves the frame: its events mostly touch the same few files.
+ */
 static int take_events(struct receiver *rc, const struct proto_msg *m)
 {
 	struct repl *r = rc->r;
 	struct proto_events_iter it;
+	struct apply_cache cache;
 	const uint8_t *rec;
 	size_t len;
 	uint64_t n = 0, bytes = 0;
 	int rv = 0;
 
+	apply_cache_init(&cache);
 	proto_events_iter_init(&it, &m->events);
-	while (proto_events_next(&it, &rec, &len)) {
-		struct event ev;
-		const char *why = NULL;
-		void *cookie = NULL;
-		int idx;
-
-		rv = proto_event_decode(rec, len, &ev, &why);
-		if (rv < 0) {
-			snprintf(rc->l->why, sizeof(rc->l->why), "malformed event: %s", why);
-			repl_send_error(rc->l, PROTO_ERR_MALFORMED, rc->l->why);
-			return rv;
+	while (rv == 0 && proto_events_next(&it, &rec, &len)) {
+		rv = take_event(rc, rec, len, &cache);
+		if (rv == 0) {
+			n++;
+			bytes += len;
 		}
-		if (hello_check_event(&ev, &why)) {
-			snprintf(rc->l->why, sizeof(rc->l->why),
-				 "event %016" PRIx64 ":%" PRIu64 " (%s) refused: %s", ev.origin,
-				 ev.seq, event_type_name(ev.type), why);
-			repl_send_error(rc->l, PROTO_ERR_EVENT, rc->l->why);
-			event_free(&ev);
-			return -EBADMSG;
-		}
-		if (r->hooks.before && event_type_mutates(ev.type))
-			r->hooks.before(r->hooks.arg, &ev, &cookie);
-		rv = node_apply_remote(r->n, &ev, &why);
-		if (r->hooks.after && event_type_mutates(ev.type))
-			r->hooks.after(r->hooks.arg, &ev, rv, cookie);
-		if (rv < 0) {
-			snprintf(rc->l->why, sizeof(rc->l->why),
-				 "event %016" PRIx64 ":%" PRIu64 " (%s %s) refused: %s%s%s",
-				 ev.origin, ev.seq, event_type_name(ev.type),
-				 ev.path ? ev.path : "", why ? why : "", why ? ": " : "",
-				 strerror(-rv));
-			repl_send_error(rc->l, rv == -EPERM ? PROTO_ERR_TERM : PROTO_ERR_EVENT,
-					rc->l->why);
-			event_free(&ev);
-			return rv;
-		}
-		pthread_mutex_lock(&r->lock);
-		if (rv == 0 && ev.type == EV_ROLE && (ev.op_flags & 1))
-			r->primary_id = ev.origin;
-		idx = repl_origin_index(r, ev.origin);
-		if (idx >= 0 && ev.seq > r->applied[idx])
-			r->applied[idx] = ev.seq;
-		if (rv == 0 && (ev.type == EV_OUTAGE || ev.type == EV_RECOVERED))
-			repl_note(r, &ev);
-		pthread_mutex_unlock(&r->lock);
-		n++;
-		bytes += len;
-		event_free(&ev);
 	}
+	apply_cache_release(&cache);
 	pthread_mutex_lock(&r->lock);
 	rc->p->events_received += n;
 	rc->p->bytes_received += bytes;
 	pthread_mutex_unlock(&r->lock);
-	return 0;
+	return rv;
 }
 
 /*

@@ -19,11 +19,14 @@
 
 #include "ledgerfs/bytes.h"
 #include "ledgerfs/log.h"
+#include "ledgerfs/vlog.h"
 #include "repl_int.h"
 
 struct inflight {
 	uint64_t origin, last;
 };
+
+struct fill;
 
 struct ship {
 	struct repl_shipper *s;
@@ -37,6 +40,8 @@ struct ship {
 	int64_t ready_since; /* monotonic ms events have been waiting, 0 if none */
 	int64_t last_in, last_out;
 	uint64_t ping_nonce;
+	struct fill *fills; /* payloads of the batch being built (add_vref()) */
+	size_t nfills, fills_cap;
 	struct snap_send *snap; /* a snapshot this peer is reading, NULL if none */
 };
 
@@ -56,37 +61,130 @@ static void window_drop_origin(struct ship *sh, uint64_t origin)
 }
 
 /*
- * Append one journal record to the batch, inlining a value-log payload.
- * Node lock held.
+ * A value-log payload that goes into l->out once the node lock is
+ * released: the record at off, its payload after its first head bytes.
  */
-static int add_record(struct repl *r, struct link *l, struct proto_batch *b, uint64_t origin,
-		      uint64_t seq, const uint8_t *val, size_t len, const char **why)
+struct fill {
+	size_t off, head, len;
+	struct vref ref;
+	uint64_t origin, seq;
+	int fd;	   /* descriptor of ref.segment */
+	int owned; /* fd is this fill's to close, not shared with the one before */
+};
+
+/* Room for one more fill.  0 or -ENOMEM. */
+static int fills_grow(struct ship *sh)
+{
+	struct fill *f;
+	size_t cap;
+
+	if (sh->nfills < sh->fills_cap)
+		return 0;
+	cap = sh->fills_cap ? 2 * sh->fills_cap : 64;
+	f = realloc(sh->fills, cap * sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	sh->fills = f;
+	sh->fills_cap = cap;
+	return 0;
+}
+
+static void fills_close(struct ship *sh)
+{
+	for (size_t i = 0; i < sh->nfills; i++)
+		if (sh->fills[i].owned)
+			close(sh->fills[i].fd);
+	sh->nfills = 0;
+}
+
+/*
+ * Read the payloads the batch left room for, without the node lock: the
+ * value log never rewrites a record an event references.  0 or negative
+ * errno with *why.
+ */
+static int fills_read(struct ship *sh, struct pbuf *out, const char **why)
+{
+	int rv = 0;
+
+	for (size_t i = 0; rv == 0 && i < sh->nfills; i++) {
+		struct fill *f = &sh->fills[i];
+
+		rv = vlog_read_fd(f->fd, &f->ref, f->origin, f->seq, out->data + f->off + f->head,
+				  why);
+		if (rv == 0)
+			event_seal(out->data + f->off, f->len);
+	}
+	fills_close(sh);
+	return rv;
+}
+
+/*
+ * Reserve the record a value-log event makes with its payload inline, and
+ * note the payload for fills_read().  Node lock held.
+ */
+static int add_vref(struct ship *sh, struct pbuf *out, struct proto_batch *b,
+		    const struct event *ev, size_t *shipped, const char **why)
+{
+	struct journal *j = sh->r->n->journal;
+	size_t len = event_encoded_len(ev) + ev->vref.len, off;
+	struct fill *f, *prev;
+	int rv;
+
+	rv = fills_grow(sh);
+	if (rv == 0)
+		rv = proto_put_events_reserve(out, b, len, &off);
+	if (rv < 0)
+		return rv;
+	f = &sh->fills[sh->nfills];
+	*f = (struct fill){.off = off, .ref = ev->vref, .origin = ev->origin, .seq = ev->seq};
+	rv = event_encode_inline_head(ev, out->data + off, len, &f->head, &f->len);
+	prev = sh->nfills ? f - 1 : NULL;
+	if (rv == 0 && prev && prev->ref.segment == ev->vref.segment) {
+		f->fd = prev->fd;
+	} else if (rv == 0) {
+		rv = journal_payload_fd(j, ev->vref.segment, &f->fd, why);
+		f->owned = rv == 0;
+	}
+	if (rv < 0) {
+		/* Take the reserved record back: the batch ends before it. */
+		out->len = off - 4;
+		b->count--;
+		return rv;
+	}
+	sh->nfills++;
+	*shipped = len;
+	return 0;
+}
+
+/*
+ * Append one journal record to the batch; a value-log payload is read in
+ * later (add_vref()).  *shipped is the record's size in the frame.  Node
+ * lock held.
+ */
+static int add_record(struct ship *sh, struct pbuf *out, struct proto_batch *b, uint64_t origin,
+		      uint64_t seq, const uint8_t *val, size_t len, size_t *shipped,
+		      const char **why)
 {
 	struct event ev;
 	uint64_t tail_term;
 	int rv;
 
+	*shipped = len;
 	if (len < EVENT_HEADER_LEN) {
 		*why = "journal record too short";
 		return -EBADMSG;
 	}
-	if (node_in_tail_locked(r->n, origin, seq, &tail_term)) {
+	if (node_in_tail_locked(sh->r->n, origin, seq, &tail_term)) {
 		/* Kept aside beyond a promotion: peers get the number, never the change. */
 		struct event v = {.type = EV_VOID, .origin = origin, .seq = seq, .term = tail_term};
 
-		return proto_put_events_add_event(&l->out, b, &v);
+		return proto_put_events_add_event(out, b, &v);
 	}
 	if (!(get_le16(val + EVENT_OFF_FLAGS) & EVENT_F_VREF))
-		return proto_put_events_add(&l->out, b, val, len);
+		return proto_put_events_add(out, b, val, len);
 	rv = event_decode(val, len, &ev, NULL, why);
-	if (rv < 0)
-		return rv;
-	rv = journal_load_payload(r->n->journal, &ev, why);
-	if (rv == 0) {
-		ev.flags &= (uint16_t)~EVENT_F_VREF;
-		ev.vref = (struct vref){0};
-		rv = proto_put_events_add_event(&l->out, b, &ev);
-	}
+	if (rv == 0)
+		rv = add_vref(sh, out, b, &ev, shipped, why);
 	event_free(&ev);
 	return rv;
 }
@@ -168,7 +266,7 @@ static int build_batch(struct ship *sh, int *wait_ms)
 		struct proto_batch b;
 		uint64_t a, seq, bytes = 0, count = 0, want;
 		const uint8_t *val;
-		size_t len;
+		size_t len, shipped;
 
 		i = (sh->rr + k) % norigins;
 		if (!sh->next[i] || ready_count(sh, i, origins[i], 1, &tail, &unsynced) == 0)
@@ -188,7 +286,8 @@ static int build_batch(struct ship *sh, int *wait_ms)
 				rv = rv < 0 ? rv : -ENOENT;
 				break;
 			}
-			rv = add_record(r, l, &b, origins[i], want, val, len, &why);
+			rv =
+			    add_record(sh, &l->out, &b, origins[i], want, val, len, &shipped, &why);
 			if (rv == -EMSGSIZE && count > 0) {
 				rv = 0;
 				break;
@@ -200,7 +299,7 @@ static int build_batch(struct ship *sh, int *wait_ms)
 				break;
 			}
 			count++;
-			bytes += len;
+			bytes += shipped;
 			want++;
 		}
 		journal_iter_free(it);
@@ -212,6 +311,12 @@ static int build_batch(struct ship *sh, int *wait_ms)
 		sh->win[sh->nwin++] = (struct inflight){origins[i], want - 1};
 		sh->rr = i + 1;
 		pthread_mutex_unlock(&n->lock);
+		rv = fills_read(sh, &l->out, &why);
+		if (rv < 0) {
+			snprintf(l->why, sizeof(l->why), "cannot ship %016" PRIx64 ": %s",
+				 origins[i], why ? why : strerror(-rv));
+			return rv;
+		}
 		pthread_mutex_lock(&r->lock);
 		sh->p->events_sent += count;
 		sh->p->bytes_sent += bytes;
@@ -222,6 +327,7 @@ static int build_batch(struct ship *sh, int *wait_ms)
 	}
 out:
 	pthread_mutex_unlock(&n->lock);
+	fills_close(sh);
 	return rv < 0 ? rv : built;
 }
 
@@ -448,8 +554,10 @@ void *repl_shipper_main(void *arg)
 	else
 		log_info("inbound link from peer %s closed", s->name);
 out:
-	if (sh)
+	if (sh) {
+		free(sh->fills);
 		snap_send_free(sh->snap);
+	}
 	free(sh);
 	pthread_mutex_lock(&r->lock);
 	s->done = 1;

@@ -498,6 +498,8 @@ static int install(struct snap_recv *sr, const struct proto_msg *info, const str
 		r->hooks.before(r->hooks.arg, &ev, &cookies[i]);
 	}
 	pthread_mutex_lock(&r->n->lock);
+	/* Descriptors an apply_cache holds may name what the install replaces. */
+	r->n->store->changes++;
 	rv = snap_install(r->n->dir, r->n->store->root, &sr->plan, NULL, NULL, &why, &path);
 	if (rv == 0)
 		rv = node_snap_finish_locked(r->n);

@@ -112,6 +112,67 @@ static void stamp_dir(int dirfd, const struct event *ev)
 		return;
 }
 
+void apply_cache_init(struct apply_cache *c)
+{
+	c->changes = 0;
+	c->dirfd = -1;
+	c->fd = -1;
+	c->dir[0] = '\0';
+	c->obj[0] = '\0';
+}
+
+void apply_cache_release(struct apply_cache *c)
+{
+	if (c->dirfd >= 0)
+		close(c->dirfd);
+	if (c->fd >= 0)
+		close(c->fd);
+	apply_cache_init(c);
+}
+
+/*
+ * path_at_open() through the cache: the parent directory comes from it
+ * when it is the same, and is kept there otherwise, so at never owns it.
+ */
+static int cache_at_open(struct store *s, struct apply_cache *c, const char *rel,
+			 struct path_at *at)
+{
+	const char *slash = strrchr(rel, '/');
+	size_t n = slash ? (size_t)(slash - rel) : 0;
+	int r;
+
+	if (!c || !slash)
+		return path_at_open(s->root, rel, at);
+	if (c->dirfd >= 0 && strlen(c->dir) == n && memcmp(c->dir, rel, n) == 0) {
+		*at = (struct path_at){.dirfd = c->dirfd, .owned = 0, .base = slash + 1};
+		return 0;
+	}
+	r = path_at_open(s->root, rel, at);
+	if (r < 0)
+		return r;
+	if (c->dirfd >= 0)
+		close(c->dirfd);
+	c->dirfd = at->dirfd;
+	memcpy(c->dir, rel, n);
+	c->dir[n] = '\0';
+	at->owned = 0;
+	return 0;
+}
+
+/* Keep the read-write descriptor of the file just created at rel. */
+static void cache_keep_file(struct apply_cache *c, const char *rel, int *fd)
+{
+	size_t n = strlen(rel);
+
+	if (n >= sizeof(c->obj))
+		return;
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = *fd;
+	memcpy(c->obj, rel, n + 1);
+	*fd = -1;
+}
+
 int store_open(const char *dir, struct store **out)
 {
 	struct store *s = calloc(1, sizeof(*s));
@@ -325,8 +386,7 @@ static int adopt_object(const struct event *ev, const char *target, int dirfd, c
  * Give a new object its owner, exact mode, times and version, and last its
  * fid: a fid in the store means the creation is complete.
  */
-static int finish_object(const struct event *ev, int dirfd, const char *name, int fd,
-			 struct fid fid, const char **why)
+static int finish_object(const struct event *ev, int fd, struct fid fid, const char **why)
 {
 	int r;
 
@@ -352,7 +412,7 @@ static int finish_object(const struct event *ev, int dirfd, const char *name, in
 		    {.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
 		};
 
-		if (utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (utimensat(fd, "", ts, AT_EMPTY_PATH) < 0) {
 			*why = "set mtime";
 			return -errno;
 		}
@@ -382,7 +442,7 @@ static int apply_new(struct store *s, const struct event *ev, struct apply_ctx *
 		memcpy(target, ev->data, ev->data_len);
 		target[ev->data_len] = '\0';
 	}
-	r = path_at_open(s->root, ev->path, &at);
+	r = cache_at_open(s, ctx->cache, ev->path, &at);
 	if (r < 0) {
 		*why = "resolve parent";
 		goto out;
@@ -414,13 +474,15 @@ static int apply_new(struct store *s, const struct event *ev, struct apply_ctx *
 		}
 		made = 1;
 	}
-	r = finish_object(ev, at.dirfd, at.base, fd, fid, why);
+	r = finish_object(ev, fd, fid, why);
 	if (r < 0)
 		goto out;
 	stamp_dir(at.dirfd, ev);
 	if (ev->type == EV_CREATE && ctx->want_fd) {
 		ctx->out_fd = fd;
 		fd = -1;
+	} else if (ev->type == EV_CREATE && ctx->cache) {
+		cache_keep_file(ctx->cache, ev->path, &fd);
 	}
 out:
 	if (r < 0 && made)
@@ -624,6 +686,21 @@ static int is_data_event(unsigned type)
 	return type == EV_WRITE || type == EV_TRUNCATE || type == EV_FALLOCATE;
 }
 
+/* An O_PATH descriptor of the object at rel, its parent resolved through the cache. */
+static int open_object(struct store *s, struct apply_cache *c, const char *rel, int *fd)
+{
+	struct path_at at = {.dirfd = -1};
+	int r;
+
+	if (!c || path_is_root(rel))
+		return path_open(s->root, rel, O_PATH, 0, fd);
+	r = cache_at_open(s, c, rel, &at);
+	if (r == 0)
+		r = open_entry(at.dirfd, at.base, fd);
+	path_at_release(&at);
+	return r;
+}
+
 /*
  * The descriptor an attribute or data event works on: the caller's open
  * file, or the object at ev->path (read-write for data events, O_PATH
@@ -633,6 +710,7 @@ static int is_data_event(unsigned type)
 static int target_fd(struct store *s, const struct event *ev, struct apply_ctx *ctx, int *fd,
 		     int *owned)
 {
+	struct apply_cache *c = ctx->cache;
 	char proc[PATH_PROCFD_LEN];
 	struct stat st;
 	int opath = -1, r;
@@ -644,7 +722,11 @@ static int target_fd(struct store *s, const struct event *ev, struct apply_ctx *
 	}
 	if (!ev->path)
 		return APPLY_SKIPPED;
-	r = path_open(s->root, ev->path, O_PATH, 0, &opath);
+	if (c && c->fd >= 0 && strcmp(c->obj, ev->path) == 0) {
+		*fd = c->fd;
+		return 0;
+	}
+	r = open_object(s, c, ev->path, &opath);
 	if (r < 0 || !is_data_event(ev->type)) {
 		*fd = opath;
 		*owned = r == 0;
@@ -802,6 +884,7 @@ out:
 
 int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx, const char **why)
 {
+	struct apply_cache *c;
 	const char *dummy;
 	int r;
 
@@ -815,6 +898,11 @@ int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx, 
 		return r;
 	if (ev->path2 && (r = path_check(ev->path2, why)) < 0)
 		return r;
+	c = ctx->cache;
+	if (c && (c->changes != s->changes || ev->type == EV_UNLINK || ev->type == EV_RMDIR ||
+		  ev->type == EV_RENAME))
+		apply_cache_release(c);
+	s->changes++;
 	switch (ev->type) {
 	case EV_CREATE:
 	case EV_MKNOD:
@@ -822,17 +910,27 @@ int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx, 
 	case EV_SYMLINK:
 		if (path_is_root(ev->path)) {
 			*why = "cannot create the root";
-			return -EEXIST;
+			r = -EEXIST;
+		} else {
+			r = apply_new(s, ev, ctx, why);
 		}
-		return apply_new(s, ev, ctx, why);
+		break;
 	case EV_UNLINK:
 	case EV_RMDIR:
-		return apply_remove(s, ev, ctx, why);
+		r = apply_remove(s, ev, ctx, why);
+		break;
 	case EV_LINK:
-		return apply_link(s, ev, ctx, why);
+		r = apply_link(s, ev, ctx, why);
+		break;
 	case EV_RENAME:
-		return apply_rename(s, ev, ctx, why);
+		r = apply_rename(s, ev, ctx, why);
+		break;
 	default:
-		return apply_existing(s, ev, ctx, why);
+		r = apply_existing(s, ev, ctx, why);
 	}
+	if (c && r < 0)
+		apply_cache_release(c);
+	if (c)
+		c->changes = s->changes;
+	return r;
 }

@@ -362,6 +362,40 @@ int event_encode(const struct event *ev, uint8_t *buf, size_t cap, size_t *len)
 	return 0;
 }
 
+int event_encode_inline_head(const struct event *ev, uint8_t *buf, size_t cap, size_t *head,
+			     size_t *len)
+{
+	struct event e = *ev;
+	struct event_tail t;
+	const char *why;
+	uint8_t *p;
+
+	if (!(ev->flags & EVENT_F_VREF) || ev->data)
+		return -EINVAL;
+	e.flags &= (uint16_t)~EVENT_F_VREF;
+	e.vref = (struct vref){0};
+	e.data_len = ev->vref.len;
+	event_tail_of(&e, &t);
+	if (event_check(e.type, e.flags, &t, &why) < 0)
+		return -EINVAL;
+	*len = EVENT_HEADER_LEN + t.path_len + t.path2_len + t.name_len + t.data_len;
+	*head = *len - t.data_len;
+	if (*head > cap)
+		return -ENOSPC;
+	put_header(buf, &e, &t);
+	p = buf + EVENT_HEADER_LEN;
+	put_bytes(&p, t.path, t.path_len);
+	put_bytes(&p, t.path2, t.path2_len);
+	put_bytes(&p, t.name, t.name_len);
+	put_le32(buf + OFF_RECORD_LEN, (uint32_t)*len);
+	return 0;
+}
+
+void event_seal(uint8_t *rec, size_t len)
+{
+	put_le32(rec + OFF_CRC, crc32c(0, rec + CRC_START, len - CRC_START));
+}
+
 static void get_header(const uint8_t *buf, struct event *ev)
 {
 	ev->type = buf[OFF_TYPE];

@@ -199,6 +199,16 @@ int inodes_lookup_fd(struct inode_table *t, int fd, const struct stat *st, struc
 	return 0;
 }
 
+size_t inodes_count(struct inode_table *t)
+{
+	size_t n;
+
+	pthread_mutex_lock(&t->lock);
+	n = t->count;
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
 void inodes_forget(struct inode_table *t, uint64_t nodeid, uint64_t n)
 {
 	struct lfs_inode *in = inodes_get(t, nodeid), **pp;

@@ -4,6 +4,8 @@
  * Objects are found by their store inode in the mount's inode table: what
  * the kernel never looked up it cannot have cached, and a directory entry
  * the kernel never saw costs one harmless -ENOENT from the notify call.
+ * While the table holds nothing but the root, as on a replica that nobody
+ * reads, events below the root cost no lookup at all.
  * Notifications are sent without the node lock: the kernel may call back
  * into the filesystem while it handles them.
  */
@@ -18,69 +20,73 @@
 #include "ledgerfs/log.h"
 #include "ledgerfs/path.h"
 
-/* Note the object at rel (if the kernel knows it).  Node lock held. */
-static void note_object(struct lfs_fs *fs, const char *rel, struct inval_note *note)
+/* Note the object of stat st if the kernel knows it.  Node lock held. */
+static void note_inode(struct lfs_fs *fs, const struct stat *st, struct inval_note *note)
 {
-	struct stat st;
 	uint64_t nodeid;
-	int fd;
 
-	if (note->ninodes == INVAL_MAX)
-		return;
-	if (path_open(fs->node->store->root, rel, O_PATH, 0, &fd) < 0)
-		return;
-	if (fstat(fd, &st) == 0 && inodes_touch(&fs->inodes, &st, &nodeid) == 0)
+	if (note->ninodes < INVAL_MAX && inodes_touch(&fs->inodes, st, &nodeid) == 0)
 		note->inodes[note->ninodes++] = nodeid;
-	close(fd);
 }
 
-/* Note rel's directory entry and its parent directory.  Node lock held. */
-static void note_entry(struct lfs_fs *fs, const char *rel, struct inval_note *note)
+/*
+ * Note the object at rel, its directory entry and its parent directory,
+ * resolving the parent once.  Node lock held.
+ */
+static void note_path(struct lfs_fs *fs, const char *rel, struct inval_note *note)
 {
-	const char *slash = strrchr(rel, '/'), *base = slash ? slash + 1 : rel;
-	char dir[PATH_MAX];
+	int root = fs->node->store->root, dirfd = root;
+	struct path_at at = {.dirfd = -1};
 	struct stat st;
 	uint64_t nodeid;
-	int fd;
 
-	if (path_is_root(rel) || note->nentries == 2 || strlen(base) > NAME_MAX)
+	if (path_is_root(rel)) {
+		if (fstat(root, &st) == 0)
+			note_inode(fs, &st, note);
 		return;
-	if (slash) {
-		if ((size_t)(slash - rel) >= sizeof(dir))
-			return;
-		memcpy(dir, rel, (size_t)(slash - rel));
-		dir[slash - rel] = '\0';
-	} else {
-		strcpy(dir, PATH_ROOT);
 	}
-	if (path_open(fs->node->store->root, dir, O_PATH | O_DIRECTORY, 0, &fd) < 0)
+	if (path_at_open(root, rel, &at) < 0)
 		return;
-	if (fstat(fd, &st) == 0 && inodes_touch(&fs->inodes, &st, &nodeid) == 0) {
+	dirfd = at.dirfd;
+	if (fstatat(dirfd, at.base, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		note_inode(fs, &st, note);
+	if (note->nentries < 2 && strlen(at.base) <= NAME_MAX && fstat(dirfd, &st) == 0 &&
+	    inodes_touch(&fs->inodes, &st, &nodeid) == 0) {
 		note->entries[note->nentries].parent = nodeid;
-		strcpy(note->entries[note->nentries].name, base);
+		strcpy(note->entries[note->nentries].name, at.base);
 		note->nentries++;
 		if (note->ninodes < INVAL_MAX)
 			note->inodes[note->ninodes++] = nodeid;
 	}
-	close(fd);
+	path_at_release(&at);
+}
+
+/*
+ * Could the kernel hold anything of rel?  Each object it holds is in the
+ * inode table, the root apart, and it reaches an object only through its
+ * parent: with the table empty, only names in the root can be cached.
+ */
+static int maybe_cached(struct lfs_fs *fs, const char *rel)
+{
+	return inodes_count(&fs->inodes) > 0 || !strchr(rel, '/');
 }
 
 void inval_before(struct lfs_fs *fs, const struct event *ev, struct inval_note **out)
 {
-	struct inval_note *note = calloc(1, sizeof(*note));
+	struct inval_note *note;
 
 	*out = NULL;
+	if (!fs->se || !((ev->path && maybe_cached(fs, ev->path)) ||
+			 (ev->path2 && maybe_cached(fs, ev->path2))))
+		return;
+	note = calloc(1, sizeof(*note));
 	if (!note)
 		return;
 	pthread_mutex_lock(&fs->node->lock);
-	if (ev->path) {
-		note_object(fs, ev->path, note);
-		note_entry(fs, ev->path, note);
-	}
-	if (ev->path2) {
-		note_object(fs, ev->path2, note);
-		note_entry(fs, ev->path2, note);
-	}
+	if (ev->path)
+		note_path(fs, ev->path, note);
+	if (ev->path2)
+		note_path(fs, ev->path2, note);
 	pthread_mutex_unlock(&fs->node->lock);
 	if (note->ninodes == 0 && note->nentries == 0) {
 		free(note);

@@ -1115,6 +1115,11 @@ int journal_load_payload(struct journal *j, struct event *ev, const char **why)
 	return 0;
 }
 
+int journal_payload_fd(struct journal *j, uint32_t segment, int *fd, const char **why)
+{
+	return vlog_dup_segment(j->vlog, segment, fd, why);
+}
+
 /* A mark that cannot be recorded (out of memory) is only lost work: apply is idempotent. */
 void journal_mark_applied(struct journal *j, uint64_t origin, uint64_t seq)
 {

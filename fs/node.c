@@ -679,7 +679,8 @@ static int check_term(struct node *n, const struct event *ev, const char **why)
 	return 0;
 }
 
-int node_apply_remote(struct node *n, const struct event *ev, const char **why)
+int node_apply_remote(struct node *n, const struct event *ev, struct apply_cache *cache,
+		      const char **why)
 {
 	struct apply_ctx ctx = APPLY_CTX_INIT;
 	struct event copy;
@@ -722,6 +723,7 @@ int node_apply_remote(struct node *n, const struct event *ev, const char **why)
 		*why = "cannot journal it";
 		goto out;
 	}
+	ctx.cache = cache;
 	r = apply_event(n->store, ev, &ctx, why);
 	if (r < 0 && node_snap_lenient_locked(n, ev, r)) {
 		log_debug("event %016" PRIx64 ":%" PRIu64 " (%s %s): %s: %s; the snapshot already "

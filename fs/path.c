@@ -161,7 +161,9 @@ int path_at_open(int root, const char *rel, struct path_at *at)
 		return -ENAMETOOLONG;
 	memcpy(parent, rel, n);
 	parent[n] = '\0';
-	r = openat2_beneath(root, parent, O_PATH | O_DIRECTORY, 0);
+	/* Readable, not O_PATH: the apply engine reads and sets the directory's xattrs through it.
+	 */
+	r = openat2_beneath(root, parent, O_RDONLY | O_DIRECTORY, 0);
 	if (r < 0)
 		return r;
 	at->dirfd = r;

@@ -349,15 +349,14 @@ static int segment_read_fd(struct vlog *v, uint32_t segment, int *fd, const char
 	return 0;
 }
 
-int vlog_read(struct vlog *v, const struct vref *ref, uint64_t origin, uint64_t seq, void *buf,
-	      const char **why)
+int vlog_read_fd(int fd, const struct vref *ref, uint64_t origin, uint64_t seq, void *buf,
+		 const char **why)
 {
 	uint8_t hdr[VLOG_HEADER_LEN];
 	struct iovec iov[2];
 	const char *dummy;
 	uint64_t want = VLOG_HEADER_LEN + (uint64_t)ref->len;
 	uint64_t got = 0;
-	int fd = -1, ret;
 
 	if (!why)
 		why = &dummy;
@@ -365,9 +364,6 @@ int vlog_read(struct vlog *v, const struct vref *ref, uint64_t origin, uint64_t 
 		*why = "value log reference out of range";
 		return -EBADMSG;
 	}
-	ret = segment_read_fd(v, ref->segment, &fd, why);
-	if (ret < 0)
-		return ret;
 	while (got < want) {
 		ssize_t n;
 		int cnt = 0;
@@ -383,11 +379,8 @@ int vlog_read(struct vlog *v, const struct vref *ref, uint64_t origin, uint64_t 
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			ret = -errno;
-			log_err("value log %s/%08u.vlog: read at %llu: %s", v->dir, ref->segment,
-				(unsigned long long)ref->offset, strerror(errno));
 			*why = "value log read failed";
-			return ret;
+			return -errno;
 		}
 		if (n == 0) {
 			*why = "value log record truncated";
@@ -403,6 +396,39 @@ int vlog_read(struct vlog *v, const struct vref *ref, uint64_t origin, uint64_t 
 	if (crc32c(0, buf, ref->len) != ref->crc) {
 		*why = "value log payload bad crc";
 		return -EBADMSG;
+	}
+	return 0;
+}
+
+int vlog_read(struct vlog *v, const struct vref *ref, uint64_t origin, uint64_t seq, void *buf,
+	      const char **why)
+{
+	const char *dummy;
+	int fd = -1, ret;
+
+	if (!why)
+		why = &dummy;
+	ret = segment_read_fd(v, ref->segment, &fd, why);
+	if (ret < 0)
+		return ret;
+	ret = vlog_read_fd(fd, ref, origin, seq, buf, why);
+	if (ret < 0 && ret != -EBADMSG)
+		log_err("value log %s/%08u.vlog: read at %llu: %s", v->dir, ref->segment,
+			(unsigned long long)ref->offset, strerror(-ret));
+	return ret;
+}
+
+int vlog_dup_segment(struct vlog *v, uint32_t segment, int *fd, const char **why)
+{
+	int rfd = -1, ret;
+
+	ret = segment_read_fd(v, segment, &rfd, why);
+	if (ret < 0)
+		return ret;
+	*fd = fcntl(rfd, F_DUPFD_CLOEXEC, 0);
+	if (*fd < 0) {
+		*why = "cannot duplicate a value log descriptor";
+		return -errno;
 	}
 	return 0;
 }

@@ -135,6 +135,21 @@ size_t event_encoded_len(const struct event *ev);
 int event_encode(const struct event *ev, uint8_t *buf, size_t cap, size_t *len);
 
 /*
+ * The record ev (a value-log event, EVENT_F_VREF, data NULL) makes with
+ * its payload inline, all but the payload: buf receives the first *head
+ * bytes of the *len-byte record, the vref.len payload bytes go after them
+ * (the caller reads them from the value log straight into place), then
+ * event_seal() sets the CRC.  So a shipped payload is copied once, and not
+ * under the lock that guards the journal.  -ENOSPC if cap < *head,
+ * -EINVAL if ev is not such an event or a field is out of range.
+ */
+int event_encode_inline_head(const struct event *ev, uint8_t *buf, size_t cap, size_t *head,
+			     size_t *len);
+
+/* Set the CRC of the len-byte record at rec, whose other bytes are final. */
+void event_seal(uint8_t *rec, size_t len);
+
+/*
  * Decode one record from buf.  Returns 0 and fills *ev (caller frees with
  * event_free()), or -EBADMSG / -EPROTO / -ENOMEM with *why set to a static
  * string naming the problem ("truncated header", "bad crc", ...).  *ev is

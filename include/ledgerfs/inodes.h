@@ -68,6 +68,9 @@ int inodes_lookup_fd(struct inode_table *t, int fd, const struct stat *st, struc
  */
 int inodes_touch(struct inode_table *t, const struct stat *st, uint64_t *nodeid);
 
+/* Objects the kernel holds besides the root. */
+size_t inodes_count(struct inode_table *t);
+
 /* Drop n lookups; the object is freed when none remain. */
 void inodes_forget(struct inode_table *t, uint64_t nodeid, uint64_t n);
 

@@ -145,6 +145,13 @@ int journal_get(struct journal *j, uint64_t origin, uint64_t seq, int payload, s
 /* Load the value-log payload of ev into ev->data (no-op when inline). */
 int journal_load_payload(struct journal *j, struct event *ev, const char **why);
 
+/*
+ * A descriptor of value-log segment that the caller owns (close(2)), to
+ * read an event's payload without the node lock with vlog_read_fd()
+ * (vlog.h).
+ */
+int journal_payload_fd(struct journal *j, uint32_t segment, int *fd, const char **why);
+
 /* Record in memory that (origin, seq) is applied; written with the next batch. */
 void journal_mark_applied(struct journal *j, uint64_t origin, uint64_t seq);
 

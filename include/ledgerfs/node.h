@@ -128,9 +128,11 @@ int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx);
  * errno with *why set and leaves the event journaled but unapplied, so a
  * retry (or the replay at the next start) takes it up again: a remote
  * event is never voided here, since its origin applied it.  The event's
- * payload must be inline.
+ * payload must be inline.  cache (may be NULL) keeps descriptors from one
+ * event to the next of a run (store.h); the caller releases it.
  */
-int node_apply_remote(struct node *n, const struct event *ev, const char **why);
+int node_apply_remote(struct node *n, const struct event *ev, struct apply_cache *cache,
+		      const char **why);
 
 /*
  * Make this node the primary of a new term (the highest term seen plus

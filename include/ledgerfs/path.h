@@ -34,7 +34,8 @@ int path_open(int root, const char *rel, int flags, mode_t mode, int *fd);
 
 /*
  * The parent directory of rel and rel's last component.  at->dirfd is
- * either root itself or an O_PATH descriptor released by path_at_release().
+ * either root itself or a read-only directory descriptor released by
+ * path_at_release().
  * at->base points into rel.  rel must not be the root.
  */
 struct path_at {

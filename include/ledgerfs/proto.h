@@ -332,6 +332,13 @@ int proto_put_events_begin(struct pbuf *b, struct proto_batch *batch);
  */
 int proto_put_events_add(struct pbuf *b, struct proto_batch *batch, const uint8_t *rec, size_t len);
 
+/*
+ * Adds a len-byte record for the caller to write at b->data + *off (an
+ * offset: b->data moves as b grows) before the frame is sent.  Checks
+ * as proto_put_events_add().
+ */
+int proto_put_events_reserve(struct pbuf *b, struct proto_batch *batch, size_t len, size_t *off);
+
 /* Encodes ev straight into the batch; -EINVAL also if ev has EVENT_F_VREF. */
 int proto_put_events_add_event(struct pbuf *b, struct proto_batch *batch, const struct event *ev);
 

@@ -18,6 +18,7 @@
 #ifndef LEDGERFS_STORE_H
 #define LEDGERFS_STORE_H
 
+#include <limits.h>
 #include <stdint.h>
 
 #include "ledgerfs/event.h"
@@ -33,7 +34,8 @@
 #define APPLY_SKIPPED 1
 
 struct store {
-	int root; /* O_PATH descriptor of the store directory */
+	int root;	  /* O_PATH descriptor of the store directory */
+	uint64_t changes; /* apply_event() calls so far: tells a stale apply_cache */
 };
 
 /* Open the store directory.  *out is freed with store_close(). */
@@ -69,6 +71,29 @@ static inline int fid_is_zero(struct fid a)
 	return a.origin == 0 && a.counter == 0;
 }
 
+/*
+ * Descriptors apply_event() keeps from one event to the next while a caller
+ * applies a run of events (a received frame), so that a create, its write
+ * and its utimens resolve their path once: the parent directory of the
+ * last path resolved, and the file the last EV_CREATE made.  A descriptor
+ * stands for its path only while no name was removed or moved, so an
+ * unlink, rmdir or rename empties the cache, and so does a failed event or
+ * any apply_event() made without this cache in between (store->changes).
+ */
+struct apply_cache {
+	uint64_t changes; /* store->changes after the last event applied through it */
+	int dirfd;	  /* O_PATH descriptor of directory dir, -1 if none */
+	int fd;		  /* read-write descriptor of the file created at obj, -1 if none */
+	char dir[PATH_MAX];
+	char obj[PATH_MAX];
+};
+
+/* An empty cache. */
+void apply_cache_init(struct apply_cache *c);
+
+/* Close what the cache holds and empty it. */
+void apply_cache_release(struct apply_cache *c);
+
 struct apply_ctx {
 	/*
 	 * An open read-write descriptor of the file a data event concerns
@@ -87,11 +112,13 @@ struct apply_ctx {
 	 */
 	int want_fd;
 	int out_fd;
+	/* Descriptors kept across a run of events; NULL for none. */
+	struct apply_cache *cache;
 };
 
 #define APPLY_CTX_INIT                                                                             \
 	{                                                                                          \
-		.fd = -1, .fresh = 0, .want_fd = 0, .out_fd = -1                                   \
+		.fd = -1, .fresh = 0, .want_fd = 0, .out_fd = -1, .cache = NULL                    \
 	}
 
 /*

@@ -71,6 +71,18 @@ int vlog_sync(struct vlog *v);
 int vlog_read(struct vlog *v, const struct vref *ref, uint64_t origin, uint64_t seq, void *buf,
 	      const char **why);
 
+/* vlog_read() through fd, a descriptor of ref's segment (vlog_dup_segment()). */
+int vlog_read_fd(int fd, const struct vref *ref, uint64_t origin, uint64_t seq, void *buf,
+		 const char **why);
+
+/*
+ * A read-only descriptor of segment that the caller owns (close(2)), to
+ * read records with vlog_read_fd() without the journal's lock: a record
+ * that an event references is never written again, and the descriptor
+ * keeps the file readable even if trimming deletes it meanwhile.
+ */
+int vlog_dup_segment(struct vlog *v, uint32_t segment, int *fd, const char **why);
+
 /* Number of the segment appends go to (its file may not exist yet). */
 uint32_t vlog_segment(const struct vlog *v);
 

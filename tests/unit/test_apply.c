@@ -1536,6 +1536,106 @@ Test(apply, write_through_descriptor_reaches_the_open_file)
 	expect_contents("f", "XYZ", 3);
 }
 
+/* Apply with replay semantics through cache. */
+static void expect_cached(const struct event *ev, struct apply_cache *c, int want)
+{
+	struct apply_ctx ctx = APPLY_CTX_INIT;
+	int r;
+
+	ctx.cache = c;
+	r = apply_with(ev, &ctx);
+	cr_assert_eq(r, want, "%s seq %llu on \"%s\" through the cache: got %d (%s)",
+		     event_type_name(ev->type), (unsigned long long)ev->seq, ev->path, r,
+		     why ? why : "-");
+}
+
+Test(apply, cache_keeps_the_directory_and_the_created_file_for_the_next_events)
+{
+	struct event d = ev_make(EV_MKDIR, "d");
+	struct event cr = ev_make(EV_CREATE, "d/f");
+	struct event wr, ut;
+	struct apply_cache c;
+
+	apply_cache_init(&c);
+	d.mode = S_IFDIR | 0755;
+	expect_cached(&d, &c, 0);
+	cr.mode = S_IFREG | 0644;
+	expect_cached(&cr, &c, 0);
+	cr_assert_geq(c.dirfd, 0);
+	cr_assert_str_eq(c.dir, "d");
+	cr_assert_geq(c.fd, 0);
+	cr_assert_str_eq(c.obj, "d/f");
+	wr = change_event(EV_WRITE, "d/f", fid_of(cr.seq));
+	wr.offset = 0;
+	expect_cached(&wr, &c, 0);
+	ut = change_event(EV_UTIMENS, "d/f", fid_of(cr.seq));
+	expect_cached(&ut, &c, 0);
+	expect_contents("d/f", "XYZ", 3);
+	cr_assert_eq(lstat_of("d/f").st_mtim.tv_sec, ut.mtime_sec);
+	/* Applied before: recognised through the cached descriptor too. */
+	expect_cached(&wr, &c, APPLY_SKIPPED);
+	apply_cache_release(&c);
+	cr_assert_eq(c.dirfd, -1);
+	cr_assert_eq(c.fd, -1);
+}
+
+Test(apply, cache_is_emptied_when_a_name_moves_and_follows_the_new_tree)
+{
+	struct event d = ev_make(EV_MKDIR, "d");
+	struct event cr = ev_make(EV_CREATE, "d/f");
+	struct event mv, d2, cr2, wr;
+	struct apply_cache c;
+
+	apply_cache_init(&c);
+	d.mode = S_IFDIR | 0755;
+	cr.mode = S_IFREG | 0644;
+	expect_cached(&d, &c, 0);
+	expect_cached(&cr, &c, 0);
+	/* d becomes e and a new d takes its place: "d" must not reach the old one. */
+	mv = rename_event("d", "e", fid_of(d.seq), no_fid, 0);
+	expect_cached(&mv, &c, 0);
+	cr_assert_eq(c.dirfd, -1);
+	cr_assert_eq(c.fd, -1);
+	d2 = ev_make(EV_MKDIR, "d");
+	d2.mode = S_IFDIR | 0755;
+	expect_cached(&d2, &c, 0);
+	cr2 = ev_make(EV_CREATE, "d/f");
+	cr2.mode = S_IFREG | 0644;
+	expect_cached(&cr2, &c, 0);
+	wr = change_event(EV_WRITE, "d/f", fid_of(cr2.seq));
+	wr.offset = 0;
+	expect_cached(&wr, &c, 0);
+	expect_contents("d/f", "XYZ", 3);
+	expect_contents("e/f", "", 0);
+	apply_cache_release(&c);
+}
+
+Test(apply, cache_is_emptied_by_an_apply_made_without_it)
+{
+	struct event d = ev_make(EV_MKDIR, "d");
+	struct event cr = ev_make(EV_CREATE, "d/f");
+	struct event mv, d2, cr2;
+	struct apply_cache c;
+
+	apply_cache_init(&c);
+	d.mode = S_IFDIR | 0755;
+	cr.mode = S_IFREG | 0644;
+	expect_cached(&d, &c, 0);
+	expect_cached(&cr, &c, 0);
+	/* Another caller (a local write) moves d away behind the cache's back. */
+	mv = rename_event("d", "e", fid_of(d.seq), no_fid, 0);
+	expect_apply(&mv, 0);
+	d2 = ev_make(EV_MKDIR, "d");
+	d2.mode = S_IFDIR | 0755;
+	expect_apply(&d2, 0);
+	cr2 = ev_make(EV_CREATE, "d/g");
+	cr2.mode = S_IFREG | 0644;
+	expect_cached(&cr2, &c, 0);
+	cr_assert_eq(lstat_of("d/g").st_mode & S_IFMT, S_IFREG);
+	cr_assert_eq(lstat(sp("e/g"), &(struct stat){0}), -1);
+	apply_cache_release(&c);
+}
+
 Test(apply, fresh_change_skips_the_version_and_fid_checks)
 {
 	struct fid fid = make_target("f");

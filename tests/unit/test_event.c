@@ -353,6 +353,40 @@ Test(event, round_trip_of_vref_write)
 	event_free(&in);
 }
 
+Test(event, inline_head_plus_payload_and_seal_equals_the_inline_encoding)
+{
+	static const uint8_t payload[] = "payload read from the value log";
+	struct event vref, inl;
+	size_t head, len, want_len;
+	uint8_t *buf, *want;
+
+	fill_event(&vref, EV_WRITE);
+	event_set_data(&vref, NULL, 0);
+	vref.flags = EVENT_F_VREF;
+	vref.vref = (struct vref){.segment = 3, .offset = 99, .len = sizeof(payload), .crc = 7};
+	fill_event(&inl, EV_WRITE);
+	inl.vref = (struct vref){0};
+	event_set_data(&inl, payload, sizeof(payload));
+	want = encode_alloc(&inl, &want_len);
+
+	buf = malloc(want_len);
+	cr_assert_not_null(buf);
+	cr_assert_eq(event_encode_inline_head(&vref, buf, want_len, &head, &len), 0);
+	cr_assert_eq(len, want_len);
+	cr_assert_eq(head, want_len - sizeof(payload));
+	memcpy(buf + head, payload, sizeof(payload));
+	event_seal(buf, len);
+	cr_assert_arr_eq(buf, want, want_len);
+
+	cr_assert_eq(event_encode_inline_head(&vref, buf, head - 1, &head, &len), -ENOSPC);
+	cr_assert_eq(event_encode_inline_head(&inl, buf, want_len, &head, &len), -EINVAL,
+		     "an inline event has no payload to leave out");
+	free(buf);
+	free(want);
+	event_free(&inl);
+	event_free(&vref);
+}
+
 Test(event, empty_fields_decode_to_null)
 {
 	struct event in, out;
