@@ -222,6 +222,28 @@ static int send_acks(struct receiver *rc)
 	return 0;
 }
 
+/*
+ * A promotion fenced off events this node's store shows (node.c asks for a
+ * snapshot then): stop taking events until the snapshot has replaced them.
+ */
+static void snapshot_if_fenced(struct receiver *rc)
+{
+	struct repl *r = rc->r;
+	int needed;
+
+	pthread_mutex_lock(&r->n->lock);
+	needed = r->n->snap_state == NODE_SNAP_NEEDED;
+	pthread_mutex_unlock(&r->n->lock);
+	if (!needed)
+		return;
+	pthread_mutex_lock(&r->lock);
+	if (!r->snap_needed)
+		log_warn("the store shows events a promotion fenced off: resyncing by snapshot");
+	r->snap_needed = 1;
+	repl_wake_receivers(r);
+	pthread_mutex_unlock(&r->lock);
+}
+
 /* Apply one event record of a frame.  0, or a negative errno with l->why set. */
 static int take_event(struct receiver *rc, const uint8_t *rec, size_t len,
 		      struct apply_cache *cache)
@@ -259,6 +281,8 @@ static int take_event(struct receiver *rc, const uint8_t *rec, size_t len,
 		repl_send_error(rc->l, rv == -EPERM ? PROTO_ERR_TERM : PROTO_ERR_EVENT, rc->l->why);
 		goto out;
 	}
+	if (rv == 0 && ev.type == EV_ROLE)
+		snapshot_if_fenced(rc);
 	pthread_mutex_lock(&r->lock);
 	if (rv == 0 && ev.type == EV_ROLE && (ev.op_flags & 1))
 		r->primary_id = ev.origin;
@@ -461,12 +485,6 @@ static int run_link(struct receiver *rc)
 	memset(rc->subscribed, 0, sizeof(rc->subscribed));
 	memset(rc->acked, 0, sizeof(rc->acked));
 	rc->last_in = rc->last_out = link_now_ms();
-	if (claim_snapshot(rc)) {
-		rv = run_snapshot(rc);
-		if (rv < 0)
-			return rv;
-		rc->last_in = rc->last_out = link_now_ms();
-	}
 	for (;;) {
 		struct proto_msg m;
 		int64_t now;
@@ -480,6 +498,17 @@ static int run_link(struct receiver *rc)
 			return 0;
 		}
 		rv = update_subscriptions(rc);
+		/* Subscriptions are stopped by now: the store is about to be replaced. */
+		if (rv == 0 && claim_snapshot(rc)) {
+			rv = link_flush(rc->l, REPL_SEND_TIMEOUT_MS);
+			if (rv == 0)
+				rv = run_snapshot(rc);
+			if (rv < 0)
+				return rv;
+			memset(rc->subscribed, 0, sizeof(rc->subscribed));
+			rc->last_in = rc->last_out = link_now_ms();
+			continue;
+		}
 		while (rv == 0 && (rv = link_recv(rc->l, 0, &m)) == 0) {
 			rc->last_in = link_now_ms();
 			rv = take_frame(rc, &m);

@@ -23,12 +23,14 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "ledgerfs/log.h"
 #include "ledgerfs/merkle.h"
+#include "ledgerfs/rebuild.h"
 #include "repl_int.h"
 
 #define SNAP_WINDOW	 64	/* entries asked for and not yet received */
@@ -476,6 +478,7 @@ static int install(struct snap_recv *sr, const struct proto_msg *info, const str
 {
 	struct repl *r = sr->r;
 	struct evid from[NODE_MAX_FENCES], until[NODE_MAX_FENCES];
+	char kept[PATH_MAX];
 	void **cookies = calloc(sr->plan.n ? sr->plan.n : 1, sizeof(*cookies));
 	const char *why = NULL, *path = NULL;
 	uint32_t count;
@@ -500,7 +503,14 @@ static int install(struct snap_recv *sr, const struct proto_msg *info, const str
 	pthread_mutex_lock(&r->n->lock);
 	/* Descriptors an apply_cache holds may name what the install replaces. */
 	r->n->store->changes++;
-	rv = snap_install(r->n->dir, r->n->store->root, &sr->plan, NULL, NULL, &why, &path);
+	/* Files a kept-aside tail made stay reachable for tail-export. */
+	if (r->n->rebuild_needed) {
+		rv = rebuild_keep_links(r->n, kept, sizeof(kept));
+		if (rv == 0)
+			log_info("kept the store as it was in %s (ledgerctl tail-export)", kept);
+	}
+	if (rv == 0)
+		rv = snap_install(r->n->dir, r->n->store->root, &sr->plan, NULL, NULL, &why, &path);
 	if (rv == 0)
 		rv = node_snap_finish_locked(r->n);
 	pthread_mutex_unlock(&r->n->lock);

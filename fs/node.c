@@ -623,12 +623,17 @@ static void take_promotion(struct node *n, const struct event *ev)
 			n->rebuild_needed = 1;
 			log_err("%s: events %016" PRIx64 ":%" PRIu64 "..%" PRIu64
 				" are beyond the promotion of term %" PRIu64
-				": kept aside (ledgerctl tail-export); the store will be rebuilt "
-				"without them at the next start",
+				": kept aside (ledgerctl tail-export); a snapshot resync from the "
+				"new primary takes them out of the store",
 				n->dir, origin, seq + 1, held, ev->term);
 		}
 	}
 	save_failover(n);
+	/* A running node gets the store level by snapshot; a start rebuilds it anyway. */
+	if (n->rebuild_needed && n->snap_state == NODE_SNAP_NONE &&
+	    journal_meta_put(n->journal, JOURNAL_META_SNAP, (uint8_t[5]){NODE_SNAP_NEEDED}, 5, 0) ==
+		0)
+		n->snap_state = NODE_SNAP_NEEDED;
 }
 
 /* Is origin fenced by a promotion of at least term?  Lock held. */

@@ -157,6 +157,11 @@ int node_snap_finish_locked(struct node *n)
 	r = journal_meta_put(n->journal, JOURNAL_META_SNAPUNTIL, until, 4 + count * UNTIL_ENTRY, 0);
 	if (r == 0)
 		r = journal_meta_put(n->journal, JOURNAL_META_SNAP, (uint8_t[5]){0}, 5, 0);
+	/* The store is the sender's now: no kept-aside event is left in it. */
+	if (r == 0 && n->rebuild_needed)
+		r = journal_meta_put_u64(n->journal, JOURNAL_META_REBUILD, 0, 0);
+	if (r == 0)
+		n->rebuild_needed = 0;
 	if (r == 0)
 		r = journal_sync(n->journal);
 	if (r == 0)

@@ -9,12 +9,14 @@
  * not this node's store is refused rather than rebuilt over, for the same
  * reason node_open() refuses it: an unmounted disk must not be served.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -309,5 +311,89 @@ int rebuild_store(struct node *n, char *err, size_t errlen)
 out:
 	store_close(s);
 	pthread_mutex_unlock(&n->lock);
+	return r;
+}
+
+/* Link every entry of the directory sfd into dfd, making subdirectories. */
+static int link_tree(int sfd, int dfd, const char **failed)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd = dup(sfd), r = 0;
+
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	while (r == 0 && (errno = 0, de = readdir(d))) {
+		struct stat st;
+		int s2 = -1, d2 = -1;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		*failed = de->d_name;
+		if (fstatat(sfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			r = -errno;
+		} else if (!S_ISDIR(st.st_mode)) {
+			/* A link, not a copy: the copy costs nothing, and a file the
+			 * node later replaces by rename keeps its old inode here. */
+			if (linkat(sfd, de->d_name, dfd, de->d_name, 0) < 0)
+				r = -errno;
+		} else if (mkdirat(dfd, de->d_name, st.st_mode & 07777) < 0) {
+			r = -errno;
+		} else {
+			s2 = openat(sfd, de->d_name,
+				    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			d2 = openat(dfd, de->d_name,
+				    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			r = s2 < 0 || d2 < 0 ? -errno : link_tree(s2, d2, failed);
+		}
+		if (s2 >= 0)
+			close(s2);
+		if (d2 >= 0)
+			close(d2);
+	}
+	if (r == 0 && errno)
+		r = -errno;
+	closedir(d);
+	return r;
+}
+
+int rebuild_keep_links(struct node *n, char *kept, size_t len)
+{
+	char work[PATH_MAX], store[PATH_MAX];
+	const char *failed = "";
+	int sfd = -1, dfd = -1, r;
+
+	snprintf(work, sizeof(work), "%s/%s", n->dir, REBUILD_KEEP_WORK_DIR);
+	snprintf(store, sizeof(store), "%s/%s", n->dir, NODE_STORE_DIR);
+	r = nftw(work, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+	if (r < 0 && errno != ENOENT) {
+		r = -errno;
+		goto out;
+	}
+	if (mkdir(work, 0700) < 0) {
+		r = -errno;
+		goto out;
+	}
+	sfd = open(store, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	dfd = open(work, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	r = sfd < 0 || dfd < 0 ? -errno : link_tree(sfd, dfd, &failed);
+	if (r == 0 && syncfs(dfd) < 0)
+		r = -errno;
+	if (r == 0)
+		r = keep_old(n, work, kept, len);
+	if (r < 0)
+		log_err("%s: cannot keep the store's files aside (at %s): %s", n->dir, failed,
+			strerror(-r));
+out:
+	if (sfd >= 0)
+		close(sfd);
+	if (dfd >= 0)
+		close(dfd);
 	return r;
 }

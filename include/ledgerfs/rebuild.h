@@ -30,6 +30,7 @@
 
 #define REBUILD_WORK_DIR      "store.rebuilding"
 #define REBUILD_FENCED_PREFIX "store.fenced-"
+#define REBUILD_KEEP_WORK_DIR "store.fencing"
 
 /*
  * Rebuild n's store as above when n->rebuild_needed; 0 at once otherwise.
@@ -41,5 +42,16 @@
  * err (errlen bytes) says why, naming the path, and the flag stays set.
  */
 int rebuild_store(struct node *n, char *err, size_t errlen);
+
+/*
+ * Keep the store as it is now in NODE_DIR/store.fenced-<term>-<time> (the
+ * path goes to kept), made of hard links to its files and copies of its
+ * directories, built in store.fencing and renamed when whole.  For a live
+ * node about to drop kept-aside events from its store by a snapshot
+ * resync: the snapshot replaces changed files by rename, so the links
+ * keep what the tail made, for tail-export.  n->lock held.  0 or a
+ * negative errno, logged with the path.
+ */
+int rebuild_keep_links(struct node *n, char *kept, size_t len);
 
 #endif

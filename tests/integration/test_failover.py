@@ -70,8 +70,10 @@ def test_promoted_replica_takes_writes_and_old_primary_steps_down():
 
 def test_old_primary_tail_is_kept_aside_and_never_reaches_a_store():
     """Writes the old primary made while cut off from everyone are fenced by
-    the promotion: refused by every node, listed as kept aside, and the old
-    primary's store is rebuilt without them at its next start."""
+    the promotion: refused by every node, listed as kept aside, taken out
+    of the old primary's store by a snapshot resync as soon as it is back
+    (it converges to the new primary's digest without a restart), and
+    still exportable from the copy of its store it keeps."""
     with lfs.Workdir() as wd:
         cl = Cluster(wd, ["a", "b", "c"])
         a, b, c = cl["a"], cl["b"], cl["c"]
@@ -89,16 +91,20 @@ def test_old_primary_tail_is_kept_aside_and_never_reaches_a_store():
         cl.wait_converged(["b", "c"])
         cl.start("a")
 
-        def kept_aside():
+        def kept_aside_and_resynced():
             st = cl.status("a")
-            return st["role"] == "replica" and st["tails"] and st["rebuild_needed"]
-        lfs.wait_until(kept_aside, 30, "a to keep its tail aside")
+            return (st["role"] == "replica" and st["tails"] and st["snapshot"]["done"]
+                    and not st["rebuild_needed"])
+        lfs.wait_until(kept_aside_and_resynced, 60, "a to keep its tail aside and resync")
         tail = cl.status("a")["tails"][0]
         check_eq(tail["origin"], a.id, "the tail is a's own events")
         check_eq(tail["term"], 2, "fenced by the term-2 promotion")
-        for name in ("b", "c"):
+        cl.wait_converged(["a", "b", "c"])
+        for name in ("a", "b", "c"):
             check(not os.path.exists(cl[name].store / "lost"),
-                  f"a's fenced write never reaches {name}'s store")
+                  f"a's fenced write is in no store, {name}'s included")
+        check_eq(lfs.read_file(a.m("new")), b"term 2\n", "a has the new primary's write")
+        check(not os.path.exists(a.m("lost")), "a's mount no longer shows the fenced write")
         cl.stop("a")
         out = wd.path / "tail"
         cp = lfs.ctl("tail-export", a.dir, out)
@@ -106,12 +112,11 @@ def test_old_primary_tail_is_kept_aside_and_never_reaches_a_store():
         check_eq((out / "files" / "lost").read_bytes(), b"only a saw this\n",
                  "tail-export gives the fenced file")
         check("lost" in (out / "events.jsonl").read_text(), "tail-export lists the events")
-        cl.start("a")
-        cl.wait_in_sync()
-        check(not os.path.exists(a.m("lost")), "a's rebuilt store no longer has the fenced write")
-        check_eq(lfs.read_file(a.m("new")), b"term 2\n", "a has the new primary's write")
         kept = [p for p in a.dir.iterdir() if p.name.startswith("store.fenced-")]
         check(kept and (kept[0] / "lost").exists(), "the old store is kept, not deleted")
+        cl.start("a")
+        cl.wait_in_sync()
+        check(not os.path.exists(a.m("lost")), "and stays out after a restart")
 
 
 def test_two_primaries_of_one_term_are_refused():

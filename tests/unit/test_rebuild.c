@@ -217,3 +217,53 @@ Test(rebuild, refuses_a_missing_store_without_a_finished_build)
 	cr_assert_not_null(strstr(err, "store missing"), "%s", err);
 	cr_assert_eq(n->rebuild_needed, 1);
 }
+
+Test(rebuild, keep_links_copies_the_tree_by_hard_links_and_survives_a_leftover)
+{
+	char p[PATH_MAX], kept[PATH_MAX], fenced[NAME_MAX + 1], rel[NAME_MAX + 32], buf[64];
+	struct stat live, copy;
+	int fd;
+
+	snprintf(p, sizeof(p), "%s/store/sub", dir);
+	cr_assert_eq(mkdir(p, 0750), 0);
+	snprintf(p, sizeof(p), "%s/store/sub/deep", dir);
+	fd = open(p, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	snprintf(p, sizeof(p), "%s/store/link", dir);
+	cr_assert_eq(symlink("keep", p), 0);
+	/* What a crash mid-copy leaves is started over. */
+	snprintf(p, sizeof(p), "%s/%s", dir, REBUILD_KEEP_WORK_DIR);
+	cr_assert_eq(mkdir(p, 0700), 0);
+	snprintf(p, sizeof(p), "%s/%s/junk", dir, REBUILD_KEEP_WORK_DIR);
+	cr_assert_eq(mkdir(p, 0700), 0);
+
+	pthread_mutex_lock(&n->lock);
+	cr_assert_eq(rebuild_keep_links(n, kept, sizeof(kept)), 0);
+	pthread_mutex_unlock(&n->lock);
+	cr_assert(!exists(REBUILD_KEEP_WORK_DIR));
+	cr_assert_eq(fenced_copies(fenced, sizeof(fenced)), 1);
+	cr_assert_eq(strncmp(fenced, "store.fenced-2-", 15), 0, "%s", fenced);
+	snprintf(p, sizeof(p), "%s/%s", dir, fenced);
+	cr_assert_str_eq(kept, p);
+	/* One inode for both names: the copy costs nothing and keeps the tail's bytes. */
+	snprintf(p, sizeof(p), "%s/store/keep", dir);
+	cr_assert_eq(stat(p, &live), 0);
+	snprintf(p, sizeof(p), "%s/%s/keep", dir, fenced);
+	cr_assert_eq(stat(p, &copy), 0);
+	cr_assert_eq(live.st_ino, copy.st_ino);
+	read_at(p, buf, sizeof(buf));
+	cr_assert_str_eq(buf, "base+tail");
+	snprintf(p, sizeof(p), "%s/%s/sub", dir, fenced);
+	cr_assert_eq(lstat(p, &copy), 0);
+	cr_assert(S_ISDIR(copy.st_mode));
+	cr_assert_eq(copy.st_mode & 07777, 0750);
+	cr_assert(exists("store/sub/deep"));
+	snprintf(rel, sizeof(rel), "%s/sub/deep", fenced);
+	cr_assert(exists(rel));
+	snprintf(p, sizeof(p), "%s/%s/link", dir, fenced);
+	cr_assert_eq(lstat(p, &copy), 0);
+	cr_assert(S_ISLNK(copy.st_mode));
+	snprintf(rel, sizeof(rel), "%s/junk", fenced);
+	cr_assert(!exists(rel));
+}
