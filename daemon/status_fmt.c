@@ -637,6 +637,19 @@ int status_fmt_prometheus(const struct repl_status *st, struct pbuf *b)
 		    "1 if fewer than sync_peers peers confirm and fsync runs asynchronously.");
 	prom_open(&o, "ledgerfs_degraded", st);
 	put(&o, "} %d\n", st->degraded ? 1 : 0);
+	prom_family(
+	    &o, "ledgerfs_snapshot_needed", "gauge",
+	    "1 while this node lacks trimmed events and waits for or runs a snapshot resync.");
+	prom_open(&o, "ledgerfs_snapshot_needed", st);
+	put(&o, "} %d\n", st->snap_needed ? 1 : 0);
+	prom_family(&o, "ledgerfs_snapshot_entries_received", "gauge",
+		    "Entries received by the snapshot resync running or last finished.");
+	prom_open(&o, "ledgerfs_snapshot_entries_received", st);
+	put(&o, "} %" PRIu64 "\n", st->snap.fetched);
+	prom_family(&o, "ledgerfs_snapshot_bytes_received", "gauge",
+		    "Content bytes received by the snapshot resync running or last finished.");
+	prom_open(&o, "ledgerfs_snapshot_bytes_received", st);
+	put(&o, "} %" PRIu64 "\n", st->snap.bytes);
 	prom_family(&o, "ledgerfs_kept_aside_events", "gauge",
 		    "Events held beyond a promotion's fence, kept aside for tail-export.");
 	prom_open(&o, "ledgerfs_kept_aside_events", st);

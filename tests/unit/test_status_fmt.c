@@ -763,6 +763,11 @@ Test(status_fmt, snapshot_resync_progress_in_text_and_json)
 			"\"peer\":\"a\",\"round\":2,\"entries\":10001,\"listed\":12,"
 			"\"fetched\":345,\"bytes\":3145728,\"reused\":40,\"deleted\":1}}\n");
 	free(out);
+	out = render(status_fmt_prometheus, &st);
+	assert_has(out, "ledgerfs_snapshot_needed{node=\"c\"} 1\n");
+	assert_has(out, "ledgerfs_snapshot_entries_received{node=\"c\"} 345\n");
+	assert_has(out, "ledgerfs_snapshot_bytes_received{node=\"c\"} 3145728\n");
+	free(out);
 	st.snap.active = 0;
 	out = render(status_fmt_text, &st);
 	assert_has(out, "snapshot resync needed: waiting for a peer");
