@@ -23,6 +23,7 @@
 
 #include "ledgerfs/hello.h"
 #include "ledgerfs/log.h"
+#include "ledgerfs/merkle.h"
 #include "ledgerfs/tls.h"
 #include "repl_int.h"
 
@@ -958,5 +959,32 @@ void repl_stop(struct repl *r)
 	SSL_CTX_free(r->client_ctx);
 	SSL_CTX_free(r->server_ctx);
 	pthread_mutex_destroy(&r->lock);
+	merkle_cache_free(r->digests);
 	free(r);
+}
+
+int repl_build_tree(struct repl *r, struct merkle **out, uint64_t *entries)
+{
+	char path[4096];
+	uint64_t reused = 0;
+	int rv;
+
+	snprintf(path, sizeof(path), "%s/%s", r->n->dir, REPL_DIGESTS_FILE);
+	if (!r->digests) {
+		rv = merkle_cache_load(path, &r->digests);
+		if (rv == -EBADMSG)
+			log_warn("%s: damaged; reading every file again", path);
+		if (rv < 0 && merkle_cache_new(&r->digests) < 0)
+			return -ENOMEM;
+	}
+	rv = merkle_build_cached(r->n->store->root, r->digests, merkle_cache_trust_now(), out,
+				 entries, &reused);
+	if (rv < 0)
+		return rv;
+	log_debug("hash tree of %" PRIu64 " entries, %" PRIu64 " file digests reused", *entries,
+		  reused);
+	rv = merkle_cache_save(path, r->digests);
+	if (rv < 0)
+		log_warn("%s: cannot save the file digests: %s", path, strerror(-rv));
+	return 0;
 }

@@ -96,7 +96,21 @@ struct repl {
 	int snap_needed;		/* guarded by lock */
 	struct repl_peer *snap_owner;	/* guarded by lock */
 	struct repl_snap_progress snap; /* guarded by lock */
+	struct merkle_cache *digests;	/* guarded by the node lock: repl_build_tree() */
 };
+
+/* File digests kept between hash-tree builds, in NODE_DIR. */
+#define REPL_DIGESTS_FILE "digests.cache"
+
+struct merkle;
+
+/*
+ * Build the hash tree of our store, reusing the digests of files unchanged
+ * since the last build (r->digests, loaded from and saved to
+ * NODE_DIR/digests.cache).  Node lock held.  0 with *out (merkle_free()),
+ * or a negative errno.
+ */
+int repl_build_tree(struct repl *r, struct merkle **out, uint64_t *entries);
 
 /* qsort() order of struct evid by origin. */
 int repl_evid_cmp(const void *a, const void *b);

@@ -453,7 +453,9 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 		rv = await(sr, PROTO_SNAP_INFO, info);
 	if (rv < 0)
 		return rv;
-	rv = merkle_build(r->n->store->root, &mine, &entries);
+	pthread_mutex_lock(&r->n->lock);
+	rv = repl_build_tree(r, &mine, &entries);
+	pthread_mutex_unlock(&r->n->lock);
 	if (rv < 0)
 		return fail(sr, rv, "cannot build this store's hash tree");
 	sr->prog.entries = info->snap_vec.entries;

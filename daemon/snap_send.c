@@ -83,7 +83,7 @@ static int begin(struct repl *r, struct link *l, struct snap_send **ssp, uint64_
 	/* Under the node lock nothing is applied: the tree is the store at vec. */
 	pthread_mutex_lock(&r->n->lock);
 	n = applied_vector(r, vec);
-	rv = merkle_build(r->n->store->root, &ss->tree, &entries);
+	rv = repl_build_tree(r, &ss->tree, &entries);
 	pthread_mutex_unlock(&r->n->lock);
 	if (rv < 0) {
 		snprintf(l->why, sizeof(l->why), "cannot build the store's hash tree: %s",

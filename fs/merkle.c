@@ -108,6 +108,10 @@ struct merkle_walk {
 	size_t xval_cap;
 	struct fid fid; /* the fid xattr of the entry hashed last; zero if none */
 	struct link_table links;
+	const struct merkle_cache *cache_old; /* digests to trust, NULL for none */
+	struct merkle_cache *cache_new;	      /* this build's, NULL when not kept */
+	int64_t trust_ns;		      /* cache entries with a ctime up to this */
+	uint64_t reused;		      /* files taken from cache_old */
 	uint64_t entries;
 };
 
@@ -651,7 +655,7 @@ static void entry_fill(struct merkle_entry *e, const struct stat *st)
 static int walk_leaf(struct merkle_walk *w, int dirfd, struct merkle_entry *e, struct stat *st)
 {
 	const struct link_slot *s;
-	int fd, flags, err;
+	int fd, flags, err = 0;
 
 	if (st->st_nlink > 1 && w->links.n) {
 		s = link_slot(&w->links, st->st_dev, st->st_ino);
@@ -663,15 +667,23 @@ static int walk_leaf(struct merkle_walk *w, int dirfd, struct merkle_entry *e, s
 			return 0;
 		}
 	}
-	/* O_NONBLOCK: should it have become a fifo meanwhile, the open must not hang. */
-	flags = S_ISREG(st->st_mode) ? O_RDONLY | O_NONBLOCK | O_NOCTTY : O_PATH;
-	err = entry_open(w, dirfd, e->name, flags, st, &fd);
-	if (err)
-		return err;
-	entry_fill(e, st);
-	err = hash_leaf(w, st, fd, e->digest);
-	e->fid = w->fid;
-	close(fd);
+	if (S_ISREG(st->st_mode) &&
+	    merkle_cache_get(w->cache_old, st, w->trust_ns, &e->fid, e->digest)) {
+		entry_fill(e, st);
+		w->reused++;
+	} else {
+		/* O_NONBLOCK: should it have become a fifo meanwhile, the open must not hang. */
+		flags = S_ISREG(st->st_mode) ? O_RDONLY | O_NONBLOCK | O_NOCTTY : O_PATH;
+		err = entry_open(w, dirfd, e->name, flags, st, &fd);
+		if (err)
+			return err;
+		entry_fill(e, st);
+		err = hash_leaf(w, st, fd, e->digest);
+		e->fid = w->fid;
+		close(fd);
+	}
+	if (!err && w->cache_new && S_ISREG(st->st_mode))
+		err = merkle_cache_put(w->cache_new, st, e->fid, e->digest);
 	if (!err && st->st_nlink > 1)
 		err = link_add(w, e);
 	return err;
@@ -785,9 +797,20 @@ static int walk_dir(struct merkle_walk *w, int *dirfd, struct merkle_dir *d)
 
 int merkle_build(int root_fd, struct merkle **out, uint64_t *entries)
 {
+	return merkle_build_cached(root_fd, NULL, 0, out, entries, NULL);
+}
+
+int merkle_build_cached(int root_fd, struct merkle_cache *cache, int64_t trust_ns,
+			struct merkle **out, uint64_t *entries, uint64_t *reused)
+{
 	struct merkle_walk w = {0};
 	struct stat st;
 	int fd = -1, err;
+
+	w.trust_ns = trust_ns;
+	w.cache_old = cache;
+	if (cache && merkle_cache_new(&w.cache_new) < 0)
+		return -ENOMEM;
 
 	*out = NULL;
 	w.m = calloc(1, sizeof(*w.m));
@@ -819,9 +842,14 @@ int merkle_build(int root_fd, struct merkle **out, uint64_t *entries)
 	w.m->root.fid = w.m->root.dir->fid;
 	if (entries)
 		*entries = w.entries + 1;
+	if (reused)
+		*reused = w.reused;
+	if (cache)
+		merkle_cache_swap(cache, w.cache_new);
 	*out = w.m;
 	w.m = NULL;
 out:
+	merkle_cache_free(w.cache_new);
 	if (fd >= 0)
 		close(fd);
 	free(w.links.v);

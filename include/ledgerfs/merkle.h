@@ -46,6 +46,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "ledgerfs/event.h"
 
@@ -109,6 +110,60 @@ struct merkle;
 int merkle_build(int root_fd, struct merkle **out, uint64_t *entries);
 
 void merkle_free(struct merkle *m);
+
+/*
+ * File digests remembered between builds (fs/merkle_cache.c), so that a
+ * build reads only the regular files whose inode, size, mtime or ctime
+ * changed.  An entry is used only if its ctime is at least
+ * MERKLE_CACHE_RACY_NS older than the build (ctime moves in clock ticks).
+ * Not thread-safe: the caller serialises builds that share a cache.
+ */
+#define MERKLE_CACHE_RACY_NS (2 * 1000000000ll)
+
+struct merkle_cache;
+
+/* An empty cache into *out (merkle_cache_free()).  0 or -ENOMEM. */
+int merkle_cache_new(struct merkle_cache **out);
+void merkle_cache_free(struct merkle_cache *c);
+
+/* Entries held. */
+size_t merkle_cache_count(const struct merkle_cache *c);
+
+/* Exchange the contents of a and b. */
+void merkle_cache_swap(struct merkle_cache *a, struct merkle_cache *b);
+
+/* Remember fid and digest of the regular file st describes.  0 or -ENOMEM. */
+int merkle_cache_put(struct merkle_cache *c, const struct stat *st, struct fid fid,
+		     const uint8_t digest[MERKLE_DIGEST_LEN]);
+
+/*
+ * 1 with *fid and digest filled if c (may be NULL) holds an entry for st
+ * whose ctime is at most trust_ns (CLOCK_REALTIME ns; a build passes its
+ * start minus MERKLE_CACHE_RACY_NS), else 0.
+ */
+int merkle_cache_get(const struct merkle_cache *c, const struct stat *st, int64_t trust_ns,
+		     struct fid *fid, uint8_t digest[MERKLE_DIGEST_LEN]);
+
+/*
+ * Load a cache saved by merkle_cache_save() into *out (merkle_cache_free()):
+ * 0, -ENOENT, -EBADMSG for a damaged file, or another negative errno.
+ */
+int merkle_cache_load(const char *path, struct merkle_cache **out);
+
+/* Write c to path (through path.tmp and a rename; not synced).  0 or a negative errno. */
+int merkle_cache_save(const char *path, const struct merkle_cache *c);
+
+/*
+ * merkle_build() taking the digests of unchanged regular files from cache
+ * (entries with a ctime up to trust_ns, see merkle_cache_get()), which
+ * afterwards holds exactly this build's regular files.  *reused (may be
+ * NULL) gets the number of files not read.
+ */
+int merkle_build_cached(int root_fd, struct merkle_cache *cache, int64_t trust_ns,
+			struct merkle **out, uint64_t *entries, uint64_t *reused);
+
+/* The trust_ns for a build starting now: CLOCK_REALTIME minus MERKLE_CACHE_RACY_NS. */
+int64_t merkle_cache_trust_now(void);
 
 /* The root entry: name ".", its digest the whole tree's. */
 const struct merkle_entry *merkle_root(const struct merkle *m);

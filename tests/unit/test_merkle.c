@@ -743,3 +743,124 @@ Test(merkle, callback_error_stops_the_diff)
 	merkle_free(b);
 	merkle_free(a);
 }
+
+static int64_t ctime_ns(const struct stat *st)
+{
+	return (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
+Test(merkle, cache_trusts_only_unchanged_files_older_than_the_racy_window)
+{
+	static const uint8_t digest[MERKLE_DIGEST_LEN] = {1, 2, 3};
+	struct merkle_cache *c;
+	uint8_t got[MERKLE_DIGEST_LEN];
+	struct fid fid = {0};
+	struct stat st, later;
+	char p[PATH_MAX];
+
+	make_dir(base, "a", 0755);
+	put_file(tree_a, "f", "one");
+	at(p, tree_a, "f");
+	cr_assert_eq(stat(p, &st), 0);
+	cr_assert_eq(merkle_cache_new(&c), 0);
+	cr_assert_eq(merkle_cache_put(c, &st, (struct fid){7, 9}, digest), 0);
+	cr_assert_eq(merkle_cache_count(c), 1);
+	cr_assert_eq(merkle_cache_get(c, &st, ctime_ns(&st), &fid, got), 1);
+	cr_assert_eq(memcmp(got, digest, sizeof(got)), 0);
+	cr_assert_eq(fid.counter, 9);
+	/* Within the racy window the file may have changed in the same clock tick. */
+	cr_assert_eq(merkle_cache_get(c, &st, ctime_ns(&st) - 1, &fid, got), 0);
+	/* Any change the digest covers moves ctime; size and mtime are checked too. */
+	later = st;
+	later.st_ctim.tv_nsec ^= 1;
+	cr_assert_eq(merkle_cache_get(c, &later, INT64_MAX, &fid, got), 0);
+	later = st;
+	later.st_size++;
+	cr_assert_eq(merkle_cache_get(c, &later, INT64_MAX, &fid, got), 0);
+	later = st;
+	later.st_mtim.tv_sec--;
+	cr_assert_eq(merkle_cache_get(c, &later, INT64_MAX, &fid, got), 0);
+	later = st;
+	later.st_ino++;
+	cr_assert_eq(merkle_cache_get(c, &later, INT64_MAX, &fid, got), 0);
+	cr_assert_eq(merkle_cache_get(NULL, &st, INT64_MAX, &fid, got), 0);
+	merkle_cache_free(c);
+}
+
+Test(merkle, cache_file_round_trips_and_refuses_damage)
+{
+	static const uint8_t digest[MERKLE_DIGEST_LEN] = {9, 8, 7};
+	struct merkle_cache *c, *back = NULL;
+	uint8_t got[MERKLE_DIGEST_LEN];
+	struct fid fid;
+	struct stat st;
+	char p[PATH_MAX], file[PATH_MAX];
+	FILE *f;
+
+	make_dir(base, "a", 0755);
+	put_file(tree_a, "f", "one");
+	at(p, tree_a, "f");
+	at(file, base, "digests.cache");
+	cr_assert_eq(stat(p, &st), 0);
+	cr_assert_eq(merkle_cache_new(&c), 0);
+	for (int i = 0; i < 3000; i++) {
+		struct stat other = st;
+
+		other.st_ino += (ino_t)i + 1;
+		cr_assert_eq(merkle_cache_put(c, &other, (struct fid){1, (uint64_t)i}, digest), 0);
+	}
+	cr_assert_eq(merkle_cache_put(c, &st, (struct fid){7, 9}, digest), 0);
+	cr_assert_eq(merkle_cache_save(file, c), 0);
+	cr_assert_eq(merkle_cache_load(file, &back), 0);
+	cr_assert_eq(merkle_cache_count(back), 3001);
+	cr_assert_eq(merkle_cache_get(back, &st, INT64_MAX, &fid, got), 1);
+	cr_assert_eq(fid.origin, 7);
+	merkle_cache_free(back);
+	/* One flipped byte: refused, so a build reads every file again. */
+	f = fopen(file, "r+");
+	cr_assert_not_null(f);
+	cr_assert_eq(fseek(f, 100, SEEK_SET), 0);
+	cr_assert_eq(fputc(0x55 ^ 0xff, f), 0x55 ^ 0xff);
+	fclose(f);
+	back = NULL;
+	cr_assert_eq(merkle_cache_load(file, &back), -EBADMSG);
+	cr_assert_null(back);
+	at(file, base, "missing");
+	cr_assert_eq(merkle_cache_load(file, &back), -ENOENT);
+	merkle_cache_free(c);
+}
+
+Test(merkle, cached_build_reads_only_changed_files_and_equals_a_full_one)
+{
+	struct merkle *plain, *cached;
+	struct merkle_cache *c;
+	uint64_t entries = 0, reused = 7, files;
+	int fd;
+
+	make_tree(tree_a);
+	plain = build(tree_a, NULL);
+	cr_assert_eq(merkle_cache_new(&c), 0);
+	fd = open(tree_a, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	/* Files changed within the racy window are read. */
+	cr_assert_eq(merkle_build_cached(fd, c, 0, &cached, &entries, &reused), 0);
+	cr_assert_eq(reused, 0);
+	cr_assert(same_root(plain, cached));
+	files = merkle_cache_count(c);
+	cr_assert_gt(files, 0);
+	merkle_free(cached);
+	/* Trusted: every regular file's digest comes from the cache, and the tree is the same. */
+	cr_assert_eq(merkle_build_cached(fd, c, INT64_MAX, &cached, &entries, &reused), 0);
+	cr_assert_eq(reused, files);
+	cr_assert(same_root(plain, cached));
+	merkle_free(cached);
+	/* A changed file is read again (its ctime moved) and the change is seen. */
+	change_content(tree_a);
+	cr_assert_eq(merkle_build_cached(fd, c, INT64_MAX, &cached, &entries, &reused), 0);
+	cr_assert_eq(reused, files - 1);
+	cr_assert(!same_root(plain, cached));
+	merkle_free(cached);
+	close(fd);
+	merkle_free(plain);
+	merkle_cache_free(c);
+}
