@@ -22,9 +22,11 @@
 #define REPL_SEND_TIMEOUT_MS  15000
 #define REPL_PING_MS	      1000 /* a quiet link sends a PING this often */
 #define REPL_SILENT_MS	      6000 /* a link that said nothing for this long is dead */
-#define REPL_BACKOFF_MIN_MS   100
-#define REPL_BACKOFF_MAX_MS   5000
-#define REPL_WINDOW	      8 /* unacknowledged batches in flight on one link */
+/* ... unless it is in a snapshot round: the peer may be hashing its own store. */
+#define REPL_SNAP_SILENT_MS 120000
+#define REPL_BACKOFF_MIN_MS 100
+#define REPL_BACKOFF_MAX_MS 5000
+#define REPL_WINDOW	    8 /* unacknowledged batches in flight on one link */
 
 /* One configured peer and our outbound (receiving) link to it. */
 struct repl_peer {
@@ -178,6 +180,9 @@ struct snap_send;
 int snap_send_frame(struct repl *r, struct link *l, struct snap_send **ss,
 		    const struct proto_msg *m, const char *peer);
 void snap_send_free(struct snap_send *ss);
+
+/* Is a round running (begun, not done)?  NULL is fine. */
+int snap_send_active(const struct snap_send *ss);
 
 /*
  * Resync this node's store from peer over l, a link whose subscriptions

@@ -508,9 +508,10 @@ static int serve(struct ship *sh)
 				return rv;
 			continue;
 		}
-		if (now - sh->last_in > REPL_SILENT_MS) {
+		if (now - sh->last_in >
+		    (snap_send_active(sh->snap) ? REPL_SNAP_SILENT_MS : REPL_SILENT_MS)) {
 			snprintf(l->why, sizeof(l->why), "peer silent for %d s",
-				 REPL_SILENT_MS / 1000);
+				 (int)((now - sh->last_in) / 1000));
 			return -ETIMEDOUT;
 		}
 		if (wait_ms < 0 || wait_ms > REPL_PING_MS)

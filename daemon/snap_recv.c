@@ -448,9 +448,10 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	sr->del_path = NULL;
 	snap_plan_free(&sr->plan);
 	memset(sr->links, 0, sr->links_cap * sizeof(*sr->links));
+	/* Both trees are built at once: the peer's while we build ours. */
 	rv = proto_put_snap_round(&sr->l->out, PROTO_SNAP_BEGIN, sr->prog.round);
 	if (rv == 0)
-		rv = await(sr, PROTO_SNAP_INFO, info);
+		rv = link_flush(sr->l, REPL_SEND_TIMEOUT_MS);
 	if (rv < 0)
 		return rv;
 	pthread_mutex_lock(&r->n->lock);
@@ -458,6 +459,11 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	pthread_mutex_unlock(&r->n->lock);
 	if (rv < 0)
 		return fail(sr, rv, "cannot build this store's hash tree");
+	rv = await(sr, PROTO_SNAP_INFO, info);
+	if (rv < 0) {
+		merkle_free(mine);
+		return rv;
+	}
 	sr->prog.entries = info->snap_vec.entries;
 	rv = merkle_diff(mine, list, sr, change, sr, &stats);
 	if (rv == 0)

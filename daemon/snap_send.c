@@ -37,6 +37,11 @@ struct snap_send {
 	int64_t started_ms;
 };
 
+int snap_send_active(const struct snap_send *ss)
+{
+	return ss && ss->tree;
+}
+
 void snap_send_free(struct snap_send *ss)
 {
 	if (!ss)
