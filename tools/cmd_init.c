@@ -6,9 +6,11 @@
  * and gets its own key and a certificate, signed by the CA, that carries
  * its node id; the CA key never leaves CA_DIR.
  */
+#include <ftw.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "cmd.h"
 #include "ledgerfs/node.h"
@@ -40,6 +42,21 @@ static void init_usage(FILE *out)
 		"                           the node starts with a snapshot resync; add the\n"
 		"                           new node on the members with 'ledgerctl peer add'\n"
 		"  -h, --help               this help\n");
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	return ftw->level > 0 && remove(path) < 0 ? -1 : 0;
+}
+
+/* Remove what init made in dir, and dir itself unless it existed before. */
+static int remove_node(const char *dir, int existed)
+{
+	if (nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) < 0)
+		return -1;
+	return !existed && rmdir(dir) < 0 ? -1 : 0;
 }
 
 /* "NAME=HOST:PORT" into the next peer slot of cfg; a message on stderr when wrong. */
@@ -74,6 +91,7 @@ int cmd_init(int argc, char **argv)
 	const char *peers[CONFIG_MAX_PEERS + 1];
 	unsigned npeers = 0;
 	int role = -1; /* 1 primary, 0 replica, -1 not said */
+	int existed;
 	struct config cfg;
 	char err[1024];
 	int c;
@@ -153,6 +171,7 @@ int cmd_init(int argc, char **argv)
 			ca);
 		return 1;
 	}
+	existed = access(argv[optind], F_OK) == 0;
 	if (node_create(argv[optind], &cfg, role, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ledgerctl: init: %s\n", err);
 		return 1;
@@ -163,8 +182,13 @@ int cmd_init(int argc, char **argv)
 			argv[optind]);
 		return 1;
 	}
-	if (join && cmd_join(argv[optind], join) < 0)
+	if (join && cmd_join(argv[optind], join) < 0) {
+		/* It was absent or empty: leave it so, and init can simply be run again. */
+		if (remove_node(argv[optind], existed) < 0)
+			fprintf(stderr, "ledgerctl: init: %s: remove the half-made node by hand\n",
+				argv[optind]);
 		return 1;
+	}
 	printf("created %s node %s (id %016" PRIx64 ") in %s%s\n", role ? "primary" : "replica",
 	       name, cfg.node_id, argv[optind], ca ? ", certified by the cluster CA" : "");
 	return 0;

@@ -193,3 +193,18 @@ def test_kill9_mid_resync_resumes_without_fetching_again():
         cl.stop("c")
         cp = lfs.run([lfs.FSCK, "-n", c.dir], check=False)
         check_eq(cp.returncode, 0, f"fsck -n of c after the resync: {cp.stdout}{cp.stderr}")
+
+
+def test_join_through_an_unreachable_member_fails_and_leaves_nothing():
+    with lfs.Workdir() as wd:
+        ca = wd.path / "ca"
+        lfs.ctl("ca", "init", ca)
+        port = free_ports(1)[0]
+        node = wd.path / "x"
+        cp = lfs.ctl("init", node, "--name", "x", "--ca", ca, "--join", f"127.0.0.1:{port}",
+                     check=False)
+        check_eq(cp.returncode, 1, f"init --join fails: {cp.stdout}{cp.stderr}")
+        check(f"--join 127.0.0.1:{port}" in cp.stderr, f"the error names the member: {cp.stderr}")
+        check(not node.exists(), "the half-made node is removed, so init can run again")
+        cp = lfs.ctl("init", node, "--name", "x", "--join", f"127.0.0.1:{port}", check=False)
+        check_eq(cp.returncode, 2, "--join without --ca is a usage error")
