@@ -37,6 +37,9 @@
 #define SNAP_MAX_ROUNDS	 20	/* rounds before giving up on a busy peer */
 #define SNAP_TIMEOUT_MS	 120000 /* longest wait for one frame (a tree build) */
 #define SNAP_PROGRESS_MS 2000	/* progress lines in the log */
+#define SNAP_FLUSH_OBJS	 256	/* staged objects made durable by one syncfs */
+#define SNAP_FLUSH_BYTES (64u << 20)
+#define SNAP_FLUSH_MS	 500 /* and at least this often, so an interruption loses little */
 
 /* An entry asked for: its plan step (a directory's meta is filled in there). */
 struct snap_want {
@@ -67,6 +70,8 @@ struct snap_recv {
 	struct snap_step del;
 	char *del_path;
 	int64_t last_progress;
+	uint64_t flushed_bytes;		/* prog.bytes at the last flush */
+	int64_t flushed_ms;		/* when */
 	struct repl_snap_progress prog; /* copied into r->snap under r->lock */
 };
 
@@ -92,6 +97,25 @@ static int fail(struct snap_recv *sr, int rv, const char *what)
 {
 	if (!sr->l->why[0])
 		snprintf(sr->l->why, sizeof(sr->l->why), "snapshot resync: %s: %s", what,
+			 strerror(-rv));
+	return rv;
+}
+
+/* Make staged objects durable in batches: one syncfs per SNAP_FLUSH_* objects, bytes or ms. */
+static int maybe_flush(struct snap_recv *sr)
+{
+	int64_t now = link_now_ms();
+	int rv;
+
+	if (snap_stage_pending(sr->stage) < SNAP_FLUSH_OBJS &&
+	    sr->prog.bytes - sr->flushed_bytes < SNAP_FLUSH_BYTES &&
+	    now - sr->flushed_ms < SNAP_FLUSH_MS)
+		return 0;
+	sr->flushed_bytes = sr->prog.bytes;
+	sr->flushed_ms = now;
+	rv = snap_stage_flush(sr->stage);
+	if (rv < 0)
+		snprintf(sr->l->why, sizeof(sr->l->why), "cannot make staged entries durable: %s",
 			 strerror(-rv));
 	return rv;
 }
@@ -156,7 +180,7 @@ static int take_entry(struct snap_recv *sr, struct proto_snap_entry *e)
 		return rv;
 	}
 	pop(sr);
-	return 0;
+	return maybe_flush(sr);
 }
 
 static int take_data(struct snap_recv *sr, const struct proto_snap_data *d)
@@ -181,10 +205,12 @@ static int take_data(struct snap_recv *sr, const struct proto_snap_data *d)
 				pop(sr);
 		}
 	}
-	if (rv < 0)
+	if (rv < 0) {
 		snprintf(sr->l->why, sizeof(sr->l->why), "cannot stage %.200s: %s: %s", path,
 			 why ? why : "", strerror(-rv));
-	return rv;
+		return rv;
+	}
+	return maybe_flush(sr);
 }
 
 /* Read and handle one frame; a SNAP_DIR is kept in sr->dir for list(), *end gets SNAP_END. */
@@ -471,6 +497,8 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	while (rv == 0 && sr->qn > sr->qhead)
 		rv = pump(sr, NULL);
 	if (rv == 0)
+		rv = snap_stage_flush(sr->stage);
+	if (rv == 0)
 		rv = proto_put_snap_round(&sr->l->out, PROTO_SNAP_DONE, sr->prog.round);
 	if (rv == 0)
 		rv = await(sr, PROTO_SNAP_END, end);
@@ -552,6 +580,7 @@ int snap_recv_run(struct repl *r, struct link *l, const char *peer)
 	}
 	sr.prog.active = 1;
 	snprintf(sr.prog.peer, sizeof(sr.prog.peer), "%s", peer);
+	publish(&sr, 0);
 	do {
 		proto_msg_free(&info);
 		proto_msg_free(&end);

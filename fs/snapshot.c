@@ -53,11 +53,19 @@
 /* The fid and version xattr values: two little-endian u64. */
 #define ID_XATTR_LEN 16
 
+/* A finished object still under its temporary name, until snap_stage_flush(). */
+struct pending_obj {
+	char tmp[sizeof(TMP_PREFIX) + HEX_LEN + 24];
+	char hex[HEX_LEN + 1];
+};
+
 struct snap_stage {
 	int dirfd; /* NODE_DIR/snap, read-only: fsync'd after the plan is renamed */
 	int objfd; /* NODE_DIR/snap/obj */
 	/* Makes temporary names unique when several objects of one digest are in flight. */
 	atomic_ulong next_tmp;
+	struct pending_obj *pend; /* finished, not yet known durable */
+	size_t npend, pend_cap;
 };
 
 struct snap_obj {
@@ -869,6 +877,7 @@ void snap_stage_close(struct snap_stage *s)
 {
 	if (!s)
 		return;
+	free(s->pend);
 	if (s->objfd >= 0)
 		close(s->objfd);
 	if (s->dirfd >= 0)
@@ -1081,10 +1090,6 @@ static int finish_file(struct snap_obj *o, const char **why)
 		*why = "cannot set the mtime";
 		return -errno;
 	}
-	if (fsync(o->fd) < 0) {
-		*why = "cannot fsync the staging file";
-		return -errno;
-	}
 	return 0;
 }
 
@@ -1119,18 +1124,58 @@ static int finish_special(struct snap_obj *o, const char **why)
 	return err;
 }
 
+/*
+ * Finished objects keep their temporary names until one syncfs() has made
+ * a batch of them durable (snap_stage_flush()): an object under its final
+ * name is trusted whole by the next attempt, and one fsync per file would
+ * cost more than the transfer.
+ */
 int snap_obj_commit(struct snap_obj *o, const char **why)
 {
+	struct snap_stage *s = o->s;
 	int err;
 
 	err = o->fd >= 0 ? finish_file(o, why) : finish_special(o, why);
-	if (!err && renameat(o->s->objfd, o->tmp, o->s->objfd, o->hex) < 0) {
-		err = -errno;
-		*why = "cannot rename the staged object into place";
+	if (!err && s->npend == s->pend_cap) {
+		size_t cap = s->pend_cap ? 2 * s->pend_cap : 256;
+		struct pending_obj *v = realloc(s->pend, cap * sizeof(*v));
+
+		if (v) {
+			s->pend = v;
+			s->pend_cap = cap;
+		} else {
+			err = -ENOMEM;
+			*why = "out of memory";
+		}
 	}
-	if (!err)
+	if (!err) {
+		memcpy(s->pend[s->npend].tmp, o->tmp, sizeof(o->tmp));
+		memcpy(s->pend[s->npend].hex, o->hex, sizeof(o->hex));
+		s->npend++;
 		o->tmp[0] = '\0';
+	}
 	snap_obj_abort(o);
+	return err;
+}
+
+size_t snap_stage_pending(const struct snap_stage *s)
+{
+	return s->npend;
+}
+
+int snap_stage_flush(struct snap_stage *s)
+{
+	size_t i;
+	int err = 0;
+
+	if (s->npend == 0)
+		return 0;
+	if (syncfs(s->objfd) < 0)
+		return -errno;
+	for (i = 0; i < s->npend && !err; i++)
+		if (renameat(s->objfd, s->pend[i].tmp, s->objfd, s->pend[i].hex) < 0)
+			err = -errno;
+	s->npend = 0;
 	return err;
 }
 
@@ -1345,7 +1390,9 @@ int snap_plan_save(struct snap_stage *s, const struct snap_plan *p)
 	struct buf b = {0};
 	int fd = -1, err;
 
-	err = plan_encode(p, &b);
+	err = snap_stage_flush(s);
+	if (!err)
+		err = plan_encode(p, &b);
 	if (err)
 		goto out;
 	fd =

@@ -18,7 +18,8 @@
  *                  file), target (symlink), device number, mode, owner, xattrs
  *                  (fid and version included) and, for a regular file, mtime;
  *                  named by the sender's merkle digest of the entry.  Written
- *                  as obj/tmp.<anything> and renamed once whole and fsync'd.
+ *                  as obj/tmp.<anything> and renamed once whole and on disk
+ *                  (a batch at a time: snap_stage_flush()).
  *   plan           the install plan (below), written whole: tmp, fsync, rename.
  *
  * Xattr blob: what replication carries of an entry's xattrs, every xattr
@@ -125,10 +126,22 @@ int snap_obj_write(struct snap_obj *o, uint64_t off, const void *buf, size_t len
 
 /*
  * Finish: the file gets exactly m->size bytes (holes where nothing was
- * written), then owner, mode, xattrs and mtime, an fsync, and the rename
- * to obj/<hex>.  Frees o whatever happens.  0 or a negative errno with *why.
+ * written), then owner, mode, xattrs and mtime.  It keeps its temporary
+ * name until snap_stage_flush() (or snap_plan_save()) has made it durable
+ * and renamed it to obj/<hex>; snap_stage_has() does not see it before.
+ * Frees o whatever happens.  0 or a negative errno with *why.
  */
 int snap_obj_commit(struct snap_obj *o, const char **why);
+
+/*
+ * One syncfs() for every object committed since the last flush, then their
+ * renames to obj/<hex>: an object under its final name is whole on disk.
+ * 0 or a negative errno.
+ */
+int snap_stage_flush(struct snap_stage *s);
+
+/* Objects committed and not yet flushed. */
+size_t snap_stage_pending(const struct snap_stage *s);
 
 /* Drop an unfinished object and its temporary file; NULL is fine. */
 void snap_obj_abort(struct snap_obj *o);
