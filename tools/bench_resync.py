@@ -1,0 +1,710 @@
+#!/usr/bin/env python3
+"""tools/bench resync: snapshot resync and synchronous replication, in one run.
+
+Measures, with every reference taken in the same run on the same machine:
+
+* a full snapshot resync of a tree of mixed file sizes to a new, empty node
+  (ledgerctl init --join, peer add, start), in MB/s, against the loopback
+  TLS ceiling (ledgerfs-benchtls) and against `rsync -a` of the same store
+  to an rsync daemon on 127.0.0.1;
+* the resync of that node after 1% of the files changed (ledgerctl resync
+  on the stopped node, then start), against the full one, with `rsync -a`
+  of the same change as context;
+* 4 KiB writes each followed by fsync on a primary with one replica, with
+  sync_peers = 1 against sync_peers = 0.
+
+The cluster machinery (nodes, mounts, status over the control socket, the
+TLS ceiling, ledgerfs-benchio) is tools/bench's: this file gets that module
+from `tools/bench resync`, or loads it when run by itself.  The tree is
+written once through the primary's mount, so it is journaled as a user's
+files would be, and every run resyncs a fresh node from it.
+"""
+
+import argparse
+import importlib.machinery
+import importlib.util
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+MIB = 1 << 20
+FULL = {"tree": 2048 * MIB, "fsync_secs": 10, "tls_mib": 1024}
+QUICK = {"tree": 256 * MIB, "fsync_secs": 3, "tls_mib": 256}
+
+# The tree's file classes: (smallest, largest, share of the tree's bytes).  The big
+# ones come first so that a quick run's 256 MiB still holds one.
+FILE_CLASSES = (("big", 64 * MIB, 256 * MIB, 0.30),
+                ("mid", 1 * MIB, 16 * MIB, 0.40),
+                ("small", 1 << 10, 64 << 10, 0.30))
+TREE_SEED = 1
+POOL_SIZE = 64 * MIB      # random bytes the files' contents are cut from
+WRITE_BLOCK = 1 * MIB
+FORGET_EVERY = 4000       # files written between two evictions of the kernel's inodes
+CHANGE_FRACTION = 0.01
+RESYNC_TIMEOUT = 1200     # seconds a resync may take before the phase fails
+POLL_SECS = 0.05          # status polls of the resyncing node (about 0.5 ms of its CPU each)
+
+# key, label, unit, target kind ("atleast": >= target, "above": > target), target
+ROWS = (
+    ("full_mbps", "full resync to an empty node", "MB/s", None, None),
+    ("full_secs", "  start of the node to all applied", "s", None, None),
+    ("full_log_secs", "  the resync itself (its log line)", "s", None, None),
+    ("full_post", "  resync done to all applied", "s", None, None),
+    ("full_attempts", "  resync attempts (starts in its log)", "count", None, None),
+    ("tls", "loopback TLS ceiling (link.c, 1 MiB frames)", "MB/s", None, None),
+    ("tls_decode", "  with every record decoded", "MB/s", None, None),
+    ("tls_small", "  192 KiB frames", "MB/s", None, None),
+    ("full_tls", "full resync / TLS ceiling", "ratio", "atleast", 0.8),
+    ("rsync_mbps", "rsync -a over loopback (rsyncd)", "MB/s", None, None),
+    ("rsync_sync_mbps", "  rsync -a, then sync -f of the copy", "MB/s", None, None),
+    ("full_rsync", "full resync / rsync -a", "ratio", "above", 1.0),
+    ("delta_secs", "resync after changing 1% of the files", "s", None, None),
+    ("delta_log_secs", "  the resync itself (its log line)", "s", None, None),
+    ("delta_post", "  resync done to all applied", "s", None, None),
+    ("delta_attempts", "  resync attempts (starts in its log)", "count", None, None),
+    ("rsync_delta_secs", "  rsync -a of the same change", "s", None, None),
+    ("delta_speedup", "full resync time / 1% resync time", "ratio", "atleast", 20),
+    ("fsync_async", "4 KiB write+fsync, sync_peers = 0", "ops/s", None, None),
+    ("fsync_sync", "4 KiB write+fsync, sync_peers = 1", "ops/s", None, None),
+    ("fsync_ratio", "sync_peers = 1 / sync_peers = 0", "ratio", "atleast", 0.5),
+)
+
+DONE_RE = re.compile(r"snapshot resync from \S+ done in ([0-9.]+) s.*")
+STARTING_RE = re.compile(r"snapshot resync from \S+: starting")
+DROPPED_RE = re.compile(r"peer \S+ \(\S+\): retrying: .*")
+
+
+# ---- the tree ---------------------------------------------------------------------------
+
+
+def tree_plan(total):
+    """[(relative path, size)] of a tree of about total bytes; the same for the same total.
+
+    Three directory levels (d*/e*/f*), small files anywhere, larger ones in the upper two.
+    A class's bytes that do not fill one more file of its smallest size go to the next.
+    """
+    rng = random.Random(TREE_SEED)
+    upper, leaves = [], []
+    for i in range(4):
+        upper.append(f"d{i}")
+        for j in range(4):
+            upper.append(f"d{i}/e{j}")
+            leaves += [f"d{i}/e{j}/f{k}" for k in range(4)]
+    plan, carry = [], 0
+    for kind, lo, hi, share in FILE_CLASSES:
+        budget = int(total * share) + carry
+        dirs = upper if kind != "small" else upper + leaves
+        while budget >= lo:
+            size = min(rng.randint(lo, hi), budget)
+            plan.append((f"{rng.choice(dirs)}/{kind}{len(plan):06d}.dat", size))
+            budget -= size
+        carry = budget
+    return plan, sorted(set(upper + leaves))
+
+
+def write_tree(mnt, plan, dirs, forget):
+    """Write plan's files under mnt: contents cut from a random pool, each file headed by
+    its own index so that no two are equal; forget() every FORGET_EVERY files."""
+    pool = memoryview(os.urandom(POOL_SIZE))
+    for d in dirs:
+        os.makedirs(os.path.join(mnt, d), exist_ok=True)
+    for i, (rel, size) in enumerate(plan):
+        if i % FORGET_EVERY == 0:
+            bench.progress(f"  tree: {i} of {len(plan)} files written")
+            forget()
+        start = (i * 1_048_573) % (POOL_SIZE - WRITE_BLOCK)
+        fd = os.open(os.path.join(mnt, rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            head = i.to_bytes(16, "little")
+            os.write(fd, head)
+            done = len(head)
+            while done < size:
+                n = min(WRITE_BLOCK, size - done)
+                off = (start + done * 7) % (POOL_SIZE - WRITE_BLOCK)
+                done += os.write(fd, pool[off:off + n])
+        finally:
+            os.close(fd)
+
+
+def change_files(mnt, plan, seed):
+    """Overwrite 4 KiB (the whole file if smaller) of CHANGE_FRACTION of plan's files,
+    keeping their sizes; returns (files changed, their total size)."""
+    rng = random.Random(seed)
+    chosen = rng.sample(range(len(plan)), max(1, round(len(plan) * CHANGE_FRACTION)))
+    total = 0
+    for i in chosen:
+        rel, size = plan[i]
+        n = min(4096, size)
+        off = rng.randrange(0, size - n + 1) & ~4095
+        fd = os.open(os.path.join(mnt, rel), os.O_WRONLY)
+        try:
+            os.pwrite(fd, os.urandom(n), off)
+        finally:
+            os.close(fd)
+        total += size
+    return len(chosen), total
+
+
+def store_size(store):
+    """(regular files, their bytes) under store."""
+    files = size = 0
+    for root, _dirs, names in os.walk(store):
+        for nm in names:
+            st = os.lstat(os.path.join(root, nm))
+            files += 1
+            size += st.st_size
+    return files, size
+
+
+# ---- rsync ------------------------------------------------------------------------------
+
+
+class Rsyncd:
+    """An rsync daemon on 127.0.0.1 with one writable module, 'bench', over dest."""
+
+    def __init__(self, tmp, dest):
+        self.port = bench.free_ports(1)[0]
+        self.conf = os.path.join(tmp, "rsyncd.conf")
+        self.log = os.path.join(tmp, "rsyncd.log")
+        with open(self.conf, "w") as f:
+            f.write(f"use chroot = no\nlog file = {self.log}\n\n"
+                    f"[bench]\n  path = {dest}\n  read only = no\n  uid = root\n  gid = root\n")
+        self.proc = subprocess.Popen(
+            ["rsync", "--daemon", "--no-detach", f"--config={self.conf}",
+             "--address=127.0.0.1", f"--port={self.port}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)  # a ctrl-c must not reach it before the finally blocks
+        bench.wait_for("the rsync daemon to listen", self.listening, 10)
+
+    def listening(self):
+        if self.proc.poll() is not None:
+            raise bench.BenchError(f"rsync --daemon exited with {self.proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def copy(self, src, sub):
+        """rsync -a src/ to the module's sub/; returns the seconds it took."""
+        t0 = time.monotonic()
+        bench.run(["rsync", "-a", src.rstrip("/") + "/",
+                   f"rsync://127.0.0.1:{self.port}/bench/{sub}/"])
+        return time.monotonic() - t0
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---- the bench --------------------------------------------------------------------------
+
+
+def set_conf_key(node, key, value):
+    """Set key = value in a stopped node's ledgerfs.conf (the key must be there)."""
+    path = os.path.join(node.dir, "ledgerfs.conf")
+    with open(path) as f:
+        text = f.read()
+    text, n = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
+    if n != 1:
+        raise bench.BenchError(f"{path}: {key} found {n} times")
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def in_sync(*nodes):
+    return all((n.status() or {}).get("in_sync") for n in nodes)
+
+
+class ResyncBench:
+    def __init__(self, args, sizes, benchio, benchtls, root):
+        self.args = args
+        self.sizes = sizes
+        self.ctl = os.path.join(args.build, "ledgerctl")
+        # tools/bench repl's phases give benchio_run(), forget_inodes() and tls().
+        self.repl = bench.ReplBench(args, sizes, benchio, benchtls)
+        self.notes = self.repl.notes
+        self.root = root
+        self.ca = os.path.join(root, "ca")
+        self.a = None
+        self.plan = None
+        self.tree_files = self.tree_bytes = 0
+        self.loads = []
+
+    def sample_load(self):
+        self.loads.append(os.getloadavg()[0])
+
+    # setup: the primary and its tree, written once for every run --------------------------
+
+    def setup(self):
+        bench.run([self.ctl, "ca", "init", self.ca])
+        port = bench.free_ports(1)[0]
+        self.a = bench.ReplNode(self.args.build, self.root, "a", f"127.0.0.1:{port}")
+        bench.run([self.ctl, "init", self.a.dir, "--name", "a", "--ca", self.ca, "--primary",
+                   "--listen", self.a.address])
+        self.a.start()
+        self.plan, dirs = tree_plan(self.sizes["tree"])
+        t0 = time.monotonic()
+        write_tree(self.a.mnt, self.plan, dirs, self.repl.forget_inodes)
+        secs = time.monotonic() - t0
+        self.repl.forget_inodes()
+        os.sync()
+        self.tree_files, self.tree_bytes = store_size(self.a.store)
+        if self.tree_files != len(self.plan):
+            raise bench.BenchError(f"a's store holds {self.tree_files} files, "
+                                   f"{len(self.plan)} were written")
+        self.notes.add(f"tree: {self.tree_files} files, {self.tree_bytes / MIB:.0f} MiB, "
+                       f"{len(dirs)} directories in 3 levels, written through a's mount in "
+                       f"{secs:.0f} s; files changed per run: {self.changed_count()}")
+
+    def changed_count(self):
+        return max(1, round(len(self.plan) * CHANGE_FRACTION))
+
+    def stop(self):
+        if self.a:
+            self.a.stop()
+
+    # phases ---------------------------------------------------------------------------------
+
+    def make_joiner(self, name):
+        """A new node made with --join through a; not yet a peer of a, not started."""
+        port = bench.free_ports(1)[0]
+        c = bench.ReplNode(self.args.build, self.root, name, f"127.0.0.1:{port}")
+        bench.run([self.ctl, "init", c.dir, "--name", name, "--ca", self.ca,
+                   "--listen", c.address, "--join", self.a.address])
+        return c
+
+    def add_peer(self, c):
+        bench.run([self.ctl, "peer", "add", self.a.dir, f"{c.name}={c.address}"])
+        # a re-reads its config by itself; until it has, it would refuse c and c would
+        # back off, which is no part of a resync's time.
+        bench.wait_for(f"a to list {c.name} as a peer",
+                       lambda: c.name in [p.get("name") for p in
+                                          (self.a.status() or {}).get("peers", [])], 30)
+
+    def timed_start(self, c, what, res, key):
+        """Start c and wait until its snapshot resync is done and it has applied all that
+        a has.  Sets res[key + "_secs"] (from the start), _post (from the status first
+        showing it done) and _log_secs (its log line's time); returns (c's snapshot status,
+        the log line's match or None).  The status cannot tell when the resync starts: it
+        shows it active only once both hash trees are built and compared."""
+        target = bench.vector(self.a.must_status())
+        os.sync()  # no writeback of earlier phases during this one
+        t0 = time.monotonic()
+        c.spawn()
+        shown = t0
+        done = None
+        while True:
+            st = c.status()
+            t = time.monotonic()
+            if st is not None:
+                c.id = st["node_id"].lower()
+                snap = st.get("snapshot") or {}
+                if done is None and snap.get("done") and not snap.get("active"):
+                    done = t
+                have = bench.vector(st)
+                if done and all(have.get(o, 0) >= s for o, s in target.items() if o != c.id):
+                    break
+                if t - shown >= 5:
+                    shown = t
+                    bench.progress(f"  {what}: {t - t0:.0f} s, {snap.get('fetched', 0)} "
+                                   f"entries, {snap.get('bytes', 0) / MIB:.0f} MiB received")
+            if c.mount.proc.poll() is not None:
+                raise bench.BenchError(f"node {c.name} exited with {c.mount.proc.returncode} "
+                                       f"during the {what}: {c.mount.log_tail()}")
+            if t - t0 > RESYNC_TIMEOUT:
+                raise bench.BenchError(f"node {c.name}: {what} not done within "
+                                       f"{RESYNC_TIMEOUT} s: {snap if st else 'no status'}")
+            time.sleep(POLL_SECS)
+        res[key + "_secs"] = t - t0
+        res[key + "_post"] = t - done
+        c.mount.wait_mounted()
+        line = None
+        with open(c.mount.log, errors="replace") as f:
+            text = f.read()
+        for line in DONE_RE.finditer(text):
+            pass
+        if line:
+            res[key + "_log_secs"] = float(line.group(1))
+        res[key + "_attempts"] = len(STARTING_RE.findall(text))
+        drop = DROPPED_RE.search(text)
+        if res[key + "_attempts"] > 1 and drop:
+            self.notes.add(f"{what}: started {res[key + '_attempts']} times in some run; "
+                           f"{c.name}'s log: {drop.group(0)}")
+        return snap, line
+
+    def full_resync(self, c, res, log):
+        snap, line = self.timed_start(c, "full resync", res, "full")
+        res["full_mbps"] = self.tree_bytes / res["full_secs"] / 1e6
+        if line:
+            log.append(f"{c.name}, full: {line.group(0)}")
+        files, size = store_size(c.store)
+        if (files, size) != (self.tree_files, self.tree_bytes):
+            raise bench.BenchError(f"after the resync {c.name}'s store holds {files} files, "
+                                   f"{size} bytes; a's {self.tree_files}, {self.tree_bytes}")
+        res["full_fetched"], res["full_bytes"] = snap.get("fetched", 0), snap.get("bytes", 0)
+
+    def delta_resync(self, c, res, log):
+        bench.run([self.ctl, "resync", c.dir])
+        snap, line = self.timed_start(c, "1% resync", res, "delta")
+        if line:
+            log.append(f"{c.name}, 1%: {line.group(0)}")
+        res["delta_fetched"], res["delta_bytes"] = snap.get("fetched", 0), snap.get("bytes", 0)
+        if res.get("full_secs"):
+            res["delta_speedup"] = res["full_secs"] / res["delta_secs"]
+
+    def sync_cost(self, rundir, order, res):
+        """4 KiB write+fsync on a primary p with one replica r, for each sync_peers in
+        order (the config is edited and p restarted between the two)."""
+        ports = bench.free_ports(2)
+        p = bench.ReplNode(self.args.build, rundir, "p", f"127.0.0.1:{ports[0]}")
+        r = bench.ReplNode(self.args.build, rundir, "r", f"127.0.0.1:{ports[1]}")
+        for n, o, role in ((p, r, "--primary"), (r, p, "--replica")):
+            bench.run([self.ctl, "init", n.dir, "--name", n.name, "--ca", self.ca,
+                       "--listen", n.address, "--peer", f"{o.name}={o.address}", role])
+        set_conf_key(p, "sync_peers", order[0])
+        try:
+            p.start()
+            r.start()
+            for i, mode in enumerate(order):
+                if i:
+                    p.stop()
+                    set_conf_key(p, "sync_peers", mode)
+                    p.start()
+                bench.wait_for("p and r to be in sync", lambda: in_sync(p, r), 60)
+                st = p.must_status()
+                if st.get("sync_peers") != int(mode):
+                    raise bench.BenchError(f"p reports sync_peers {st.get('sync_peers')}, "
+                                           f"configured {mode}")
+                d = os.path.join(p.mnt, f"sync{mode}")
+                os.mkdir(d)
+                os.sync()
+                got = self.repl.benchio_run("fsyncwrite", d, "--secs",
+                                            str(self.sizes["fsync_secs"]))
+                if p.must_status().get("degraded"):
+                    raise bench.BenchError("p degraded to asynchronous during the sync_peers = 1 "
+                                           "writes")
+                res["fsync_sync" if mode == "1" else "fsync_async"] = got["iops"]
+        finally:
+            p.stop()
+            r.stop()
+        res["fsync_ratio"] = res["fsync_sync"] / res["fsync_async"]
+
+    # one run --------------------------------------------------------------------------------
+
+    def run_once(self, i, rsyncd, rsync_root, log):
+        res = {}
+        rundir = tempfile.mkdtemp(prefix="r.", dir=self.root)
+        sub = f"rsync{i + 1}"
+        dest = os.path.join(rsync_root, sub)
+        c = None
+        added = False
+        failed = set()
+
+        def rsync_full():
+            os.sync()
+            t0 = time.monotonic()
+            rsyncd.copy(self.a.store, sub)
+            t1 = time.monotonic()
+            bench.run(["sync", "-f", dest])
+            t2 = time.monotonic()
+            res["rsync_mbps"] = self.tree_bytes / (t1 - t0) / 1e6
+            res["rsync_sync_mbps"] = self.tree_bytes / (t2 - t0) / 1e6
+
+        def full():
+            nonlocal c, added
+            c = self.make_joiner(f"c{i + 1}")
+            added = True  # removed again at the end of the run, even if adding fails
+            self.add_peer(c)
+            self.full_resync(c, res, log)
+
+        def tls():
+            self.repl.tls(self.a.dir, res)
+
+        def change():
+            c.stop()
+            n, size = change_files(self.a.mnt, self.plan, TREE_SEED + 1 + i)
+            res["changed_files"], res["changed_bytes"] = n, size
+
+        def rsync_delta():
+            os.sync()
+            res["rsync_delta_secs"] = rsyncd.copy(self.a.store, sub)
+
+        def delta():
+            self.delta_resync(c, res, log)
+
+        order = ("0", "1") if i % 2 == 0 else ("1", "0")
+        phases = (("rsync -a", rsync_full, ()),
+                  ("full resync", full, ()),
+                  ("TLS ceiling", tls, ()),
+                  ("change 1% of the files", change, ("full resync",)),
+                  ("rsync -a of the change", rsync_delta, ("rsync -a", "change 1% of the files")),
+                  ("1% resync", delta, ("change 1% of the files",)),
+                  ("sync_peers", lambda: self.sync_cost(rundir, order, res), ()))
+        try:
+            for name, fn, needs in phases:
+                missing = [n for n in needs if n in failed]
+                if missing:
+                    bench.warn(f"run {i + 1}: {name}: skipped ({', '.join(missing)} failed)")
+                    failed.add(name)
+                    continue
+                self.sample_load()
+                bench.progress(f"  {name} ...")
+                before = set(res)
+                try:
+                    fn()
+                except (bench.BenchError, OSError) as e:
+                    bench.warn(f"run {i + 1}: {name}: {e}")
+                    failed.add(name)
+                for key, _, unit, _, _ in ROWS:
+                    if key in res and key not in before:
+                        bench.progress(f"  {key} {bench.fmt(res[key])} {unit}")
+                if not self.a.alive():
+                    raise bench.BenchError(f"node a exited: {self.a.mount.log_tail()}")
+        finally:
+            if c:
+                c.stop()
+            if added:
+                try:
+                    bench.run([self.ctl, "peer", "remove", self.a.dir, c.name])
+                except bench.BenchError as e:
+                    bench.warn(str(e))
+        for key, num, den in (("full_tls", "full_mbps", "tls"),
+                              ("full_rsync", "full_mbps", "rsync_mbps")):
+            if res.get(num) and res.get(den):
+                res[key] = res[num] / res[den]
+        return res
+
+
+# ---- table and main ---------------------------------------------------------------------
+
+
+def verdict(kind, target, v):
+    if not kind:
+        return "-", ""
+    sign, ok = {"atleast": (">=", lambda x: x >= target),
+                "above": (">", lambda x: x > target)}[kind]
+    return f"{sign} {target}", "" if v is None else ("met" if ok(v) else "missed")
+
+
+def print_table(samples, runs):
+    rows = [("figure", "unit", "median", "target", "", "runs" if runs > 1 else "")]
+    for key, label, unit, kind, target in ROWS:
+        vals = samples.get(key, [])
+        v = statistics.median(vals) if vals else None
+        tgt, verd = verdict(kind, target, v)
+        rows.append((label, unit, bench.fmt(v), tgt, verd,
+                     " ".join(bench.fmt(x) for x in vals) if runs > 1 else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join([r[0].ljust(widths[0]), r[1].ljust(widths[1]), r[2].rjust(widths[2]),
+                         r[3].ljust(widths[3]), r[4].ljust(widths[4]), r[5]]).rstrip())
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="tools/bench resync",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Benchmark snapshot resync and synchronous replication on loopback, "
+                    "in one run.",
+        epilog="""\
+what is measured (sizes in brackets are --quick's):
+  tree        2 GiB [256 MiB] in 3 directory levels: 30% of the bytes in files of
+              64-256 MiB, 40% in files of 1-16 MiB, 30% in files of 1-64 KiB
+              (about 20,000 [2,500]); written once through the mount of a primary a
+              (ledgerctl ca init, init --primary --listen), so it is journaled, and
+              used by every run. Each run then:
+  rsync -a    of a's store to an rsync daemon on 127.0.0.1 (a temporary rsyncd.conf),
+              into an empty directory; also until sync -f of the copy returns.
+  full resync a new node cN (init --join a, peer add on a, mounted with ledgerfs -f) is
+              timed from its start until its status shows the snapshot done and it
+              has applied all that a has; MB/s = the tree's bytes / that time.
+  TLS         ledgerfs-benchtls (as tools/bench repl: 1 GiB [256 MiB] of 1 MiB
+              EVENTS frames through daemon/link.c, with a's certificates).
+  1% resync   cN is stopped, 4 KiB of 1% of the files (chosen at random) are
+              overwritten through a's mount, ledgerctl resync cN, cN is started and
+              timed as above; rsync -a of the same change to the run's copy too.
+  sync_peers  a fresh primary p with one replica r, both mounted: ledgerfs-benchio
+              fsyncwrite (4 KiB appends, each followed by fsync) for 10 s [3 s] on p
+              with sync_peers = 0 and = 1 (config edited, p restarted; the order
+              alternates between runs).
+
+Targets (issue): full resync >= 0.8 of the TLS ceiling and faster than rsync -a; the
+1% resync at least 20 times faster than the full one; write+fsync with sync_peers = 1
+>= 0.5 of sync_peers = 0. Each figure is the median of --runs runs (ratios: the
+median of each run's ratio); the runs column gives each run's value.
+Run as root; the bench directory must be on the disk ledgerfs will use (not tmpfs)
+and have room for the tree about 2 + 2 x runs times. Exit status 0; 1 if a phase
+failed in some run (the table still prints, with "-" where no run succeeded).""")
+    p.add_argument("--quick", action="store_true", help="256 MiB tree, 3 s of fsyncs")
+    p.add_argument("--runs", type=int, metavar="N",
+                   help="repeat N times and report medians (default 3, with --quick 1)")
+    p.add_argument("--dir", default="/var/tmp/ledgerfs-bench-resync",
+                   help="where to run; removed afterwards "
+                        "(default /var/tmp/ledgerfs-bench-resync)")
+    p.add_argument("--build", default=os.environ.get("LEDGERFS_BUILD",
+                                                     os.path.join(bench.ROOT, "build")),
+                   help="meson build directory with ledgerfs, ledgerctl and "
+                        "ledgerfs-benchtls (default $LEDGERFS_BUILD, else build/)")
+    args = p.parse_args(argv)
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
+    args.dir = os.path.abspath(args.dir)
+    args.build = os.path.abspath(args.build)
+    return args
+
+
+def commit():
+    res = subprocess.run(["git", "-C", bench.ROOT, "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True)
+    return res.stdout.strip() or "unknown"
+
+
+def main(argv, bench_module):
+    global bench
+    bench = bench_module
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, bench.on_signal)
+    signal.signal(signal.SIGHUP, bench.on_signal)
+    sizes = QUICK if args.quick else FULL
+    if os.geteuid() != 0:
+        raise bench.BenchError("run as root: the nodes mount FUSE filesystems and keep their "
+                               "ids in trusted.* xattrs")
+    for exe in ("ledgerfs", "ledgerctl"):
+        if not os.access(os.path.join(args.build, exe), os.X_OK):
+            raise bench.BenchError(f"{args.build}/{exe} not built (meson setup + ninja, "
+                                   "or --build)")
+    if not shutil.which("rsync"):
+        raise bench.BenchError("rsync not found (tools/deps installs it)")
+    benchtls = bench.find_benchtls(args.build)
+    if not benchtls:
+        raise bench.BenchError(f"{args.build}/ledgerfs-benchtls missing or older than "
+                               "tools/benchtls.c (run ninja): the TLS ceiling is a reference")
+
+    made_dir = not os.path.exists(args.dir)
+    os.makedirs(args.dir, exist_ok=True)
+    need = sizes["tree"] * (2 + 2 * args.runs) * 1.2
+    free = shutil.disk_usage(args.dir).free
+    if free < need:
+        raise bench.BenchError(f"{args.dir}: {free / 2**30:.1f} GiB free, the bench needs "
+                               f"about {need / 2**30:.1f} GiB")
+    tmp = tempfile.mkdtemp(prefix="ledgerfs-bench-")
+    workroot = tempfile.mkdtemp(prefix="run.", dir=args.dir)
+    rb = rsyncd = None
+    try:
+        benchio = bench.find_benchio(args.build, tmp)
+        rb = ResyncBench(args, sizes, benchio, benchtls, workroot)
+        rb.sample_load()
+        load_start = os.getloadavg()
+        head = commit()  # at the start: another commit may land during a long run
+        bench.progress(f"writing the {sizes['tree'] // MIB} MiB tree on a's mount ...")
+        rb.setup()
+        rsync_root = os.path.join(workroot, "rsync")
+        os.mkdir(rsync_root)
+        rsyncd = Rsyncd(tmp, rsync_root)
+        samples, logs, failed = {}, [], False
+        # Every run's copies stay until the end: on ext4 without a journal, inode
+        # allocation skips inodes freed in the last minute or more (recently_deleted()).
+        for i in range(args.runs):
+            bench.progress(f"run {i + 1}/{args.runs}")
+            try:
+                res = rb.run_once(i, rsyncd, rsync_root, logs)
+            except (bench.BenchError, OSError) as e:
+                bench.warn(f"run {i + 1}: {e}")
+                res, failed = {}, True
+            for key, v in res.items():
+                samples.setdefault(key, []).append(v)
+            if not rb.a.alive():
+                break
+        rb.sample_load()
+        load_end = os.getloadavg()
+        notes = []
+        missing = [k for k, *_ in ROWS if len(samples.get(k, [])) < args.runs]
+        for key in missing:
+            notes.append(f"{key}: failed in {args.runs - len(samples.get(key, []))} of "
+                         f"{args.runs} run(s), see the errors above")
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        notes += sorted(rb.notes)
+        if "full_fetched" in med:
+            notes.append(f"full resync: {med['full_fetched']:.0f} entries, "
+                         f"{med['full_bytes'] / MIB:.0f} MiB received (medians)")
+        if "delta_fetched" in med:
+            notes.append(f"1% resync: {med['delta_fetched']:.0f} entries, "
+                         f"{med['delta_bytes'] / MIB:.1f} MiB received; the changed files "
+                         f"total {med['changed_bytes'] / MIB:.1f} MiB (medians)")
+        notes += logs
+        notes.append("load (1 min) during the run: "
+                     f"{min(rb.loads):.1f}-{max(rb.loads):.1f}")
+        if max(rb.loads) > os.cpu_count() / 2:
+            notes.append("the machine was busy (see load): figures are noisy")
+        print(f"machine: {os.cpu_count()} CPUs ({bench.cpu_model()}), "
+              f"{bench.mem_gib():.1f} GiB RAM, Linux {platform.release()}, load "
+              f"{'/'.join(f'{x:.1f}' for x in load_start)} at start, "
+              f"{'/'.join(f'{x:.1f}' for x in load_end)} at end")
+        print(f"commit {head} at the start; bench dir: {args.dir} ({bench.fs_type(args.dir)}); "
+              f"{'quick' if args.quick else 'full'} sizes, median of {args.runs} run(s)")
+        for n in notes:
+            print(f"note: {n}")
+        print()
+        print_table(samples, args.runs)
+        return 1 if failed or missing else 0
+    finally:
+        if rsyncd:
+            rsyncd.stop()
+        if rb:
+            try:
+                rb.stop()
+            except Exception as e:  # still remove the directories
+                bench.warn(f"stopping node a: {e}")
+        blocked = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            shutil.rmtree(workroot, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if made_dir:
+                try:
+                    os.rmdir(args.dir)
+                except OSError:
+                    pass
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+
+
+def load_bench():
+    """tools/bench as a module (it has no .py suffix)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench")
+    loader = importlib.machinery.SourceFileLoader("ledgerfs_bench", path)
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+bench = None  # tools/bench, set by main()
+
+if __name__ == "__main__":
+    b = load_bench()
+    try:
+        sys.exit(main(sys.argv[1:], b))
+    except b.BenchError as e:
+        b.warn(str(e))
+        sys.exit(1)
+    except KeyboardInterrupt:
+        b.warn("interrupted; mounts unmounted, bench directory removed")
+        sys.exit(130)
