@@ -942,9 +942,10 @@ void repl_stop(struct repl *r)
 		pthread_join(r->supervisor, NULL);
 	if (r->listener_running)
 		pthread_join(r->listener, NULL);
+	/* Shippers point at their peer: they go first. */
+	reap_shippers(r, 1);
 	for (i = 0; i < r->npeers; i++)
 		free_peer(r->peers[i]);
-	reap_shippers(r, 1);
 	while (r->retired) {
 		struct repl_peer *p = r->retired;
 

@@ -213,7 +213,26 @@ static int take_data(struct snap_recv *sr, const struct proto_snap_data *d)
 	return maybe_flush(sr);
 }
 
-/* Read and handle one frame; a SNAP_DIR is kept in sr->dir for list(), *end gets SNAP_END. */
+/* The next frame within SNAP_TIMEOUT_MS; -ESHUTDOWN as soon as the node stops. */
+static int recv_frame(struct snap_recv *sr, struct proto_msg *m)
+{
+	int64_t deadline = link_now_ms() + SNAP_TIMEOUT_MS;
+	int rv, stop;
+
+	do {
+		rv = link_recv(sr->l, 500, m);
+		pthread_mutex_lock(&sr->r->lock);
+		stop = sr->r->stopping;
+		pthread_mutex_unlock(&sr->r->lock);
+		if (rv == -EAGAIN && stop) {
+			snprintf(sr->l->why, sizeof(sr->l->why), "snapshot resync: node stopping");
+			return -ESHUTDOWN;
+		}
+	} while (rv == -EAGAIN && link_now_ms() < deadline);
+	return rv;
+}
+
+/* Read and handle one frame; a SNAP_DIR, SNAP_INFO or SNAP_END goes to *end (NULL: refused). */
 static int pump(struct snap_recv *sr, struct proto_msg *end)
 {
 	struct proto_msg m;
@@ -224,7 +243,7 @@ static int pump(struct snap_recv *sr, struct proto_msg *end)
 		if (rv < 0)
 			return rv;
 	}
-	rv = link_recv(sr->l, SNAP_TIMEOUT_MS, &m);
+	rv = recv_frame(sr, &m);
 	if (rv == -EAGAIN) {
 		snprintf(sr->l->why, sizeof(sr->l->why), "snapshot resync: peer silent for %d s",
 			 SNAP_TIMEOUT_MS / 1000);
