@@ -492,7 +492,8 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	free(sr->del_path);
 	sr->del_path = NULL;
 	snap_plan_free(&sr->plan);
-	memset(sr->links, 0, sr->links_cap * sizeof(*sr->links));
+	if (sr->links)
+		memset(sr->links, 0, sr->links_cap * sizeof(*sr->links));
 	/* Both trees are built at once: the peer's while we build ours. */
 	rv = proto_put_snap_round(&sr->l->out, PROTO_SNAP_BEGIN, sr->prog.round);
 	if (rv == 0)
