@@ -22,6 +22,7 @@
  * every receiver stops applying while a resync is on (receive.c).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -162,6 +163,8 @@ static int take_entry(struct snap_recv *sr, struct proto_snap_entry *e)
 		pop(sr);
 		return 0;
 	}
+	/* Kept for the digest cache once installed (an OBJ step's fid is otherwise unused). */
+	st->fid = e->meta.fid;
 	rv = snap_obj_begin(sr->stage, w->digest, &e->meta, &sr->obj, &why);
 	if (rv < 0) {
 		snprintf(sr->l->why, sizeof(sr->l->why), "cannot stage %.200s: %s: %s", st->path,
@@ -529,6 +532,36 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	return 0;
 }
 
+/*
+ * The installed files' digests are the sender's, which name their objects:
+ * remember them, so that the next resync does not read these files again.
+ * Node lock held.  Best effort: a file not remembered is only read again.
+ */
+static void remember_digests(struct snap_recv *sr)
+{
+	struct repl *r = sr->r;
+	char path[4096];
+	size_t i;
+	int rv = 0;
+
+	for (i = 0; i < sr->plan.n && rv == 0 && r->digests; i++) {
+		const struct snap_step *st = &sr->plan.v[i];
+		struct stat sb;
+
+		if (st->op != SNAP_OP_OBJ || fid_is_zero(st->fid) ||
+		    fstatat(r->n->store->root, st->path, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(sb.st_mode))
+			continue;
+		rv = merkle_cache_put(r->digests, &sb, st->fid, st->digest);
+	}
+	snprintf(path, sizeof(path), "%s/%s", r->n->dir, REPL_DIGESTS_FILE);
+	if (rv == 0 && r->digests)
+		rv = merkle_cache_save(path, r->digests);
+	if (rv < 0)
+		log_warn("%s: cannot remember the installed files' digests: %s", path,
+			 strerror(-rv));
+}
+
 /* Invalidate the kernel's view of every path the plan changes, around the install. */
 static int install(struct snap_recv *sr, const struct proto_msg *info, const struct proto_msg *end)
 {
@@ -569,6 +602,8 @@ static int install(struct snap_recv *sr, const struct proto_msg *info, const str
 		rv = snap_install(r->n->dir, r->n->store->root, &sr->plan, NULL, NULL, &why, &path);
 	if (rv == 0)
 		rv = node_snap_finish_locked(r->n);
+	if (rv == 0)
+		remember_digests(sr);
 	pthread_mutex_unlock(&r->n->lock);
 	for (i = 0; r->hooks.after && i < sr->plan.n; i++) {
 		struct event ev = {.type = EV_UNLINK, .path = sr->plan.v[i].path};
