@@ -6,9 +6,10 @@
  * itself while its link is up, otherwise the connected peer that holds the
  * most of it (relay).  The choice is re-made whenever a link comes or goes,
  * so a catch-up switches source mid-way; progress is our applied vector, so
- * nothing is fetched twice and nothing is skipped.  Events are applied one
- * by one in (origin, seq) order through node_apply_remote(), then the
- * journal is synced and ACKs go back: an ACK means durable and applied.
+ * nothing is fetched twice and nothing is skipped.  A frame's events are
+ * journaled and applied in (origin, seq) order through node_apply_remote(),
+ * one journal write per run, then the journal is synced and ACKs go back:
+ * an ACK means durable and applied.
  *
  * Finding a peer that holds events we lack right after a start or a lost
  * link is an outage: we journal an OUTAGE event then, and a RECOVERED event
@@ -32,8 +33,19 @@ struct receiver {
 	char name[CONFIG_NAME_MAX];
 	int subscribed[REPL_MAX_ORIGINS];
 	uint64_t acked[REPL_MAX_ORIGINS]; /* highest seq acked on this link, per origin */
-	int64_t last_in, last_out;	  /* monotonic ms of the last frame each way */
+	/* ACKs waiting for the journal sync of ticket ack_ticket, if ack_pending. */
+	int ack_pending;
+	uint64_t ack_ticket;
+	unsigned ack_n;
+	uint64_t ack_origin[REPL_MAX_ORIGINS], ack_seq[REPL_MAX_ORIGINS];
+	int64_t last_in, last_out; /* monotonic ms of the last frame each way */
 	uint64_t ping_nonce;
+	/* The frame being taken, kept at its high-water mark: cap entries each. */
+	struct event *evs; /* its events, decoded */
+	int *res;	   /* per event: node_apply_remote()'s res */
+	void **cookies;	   /* per event: the hooks' cookies, before and after the run */
+	size_t cap;
+	uint64_t bytes; /* record bytes of the frame decoded */
 };
 
 /* Journal a node-state event of our own (OUTAGE, RECOVERED). */
@@ -186,38 +198,33 @@ static int update_subscriptions(struct receiver *rc)
 	return r2;
 }
 
-/* ACK every origin whose applied seq moved since this link last said. */
-static int send_acks(struct receiver *rc)
+/*
+ * Send the ACKs waiting for a journal sync if it is done, or with wait
+ * set once it is.  0 or a negative errno with l->why set.
+ */
+static int acks_collect(struct receiver *rc, int wait)
 {
-	struct repl *r = rc->r;
-	uint64_t seqs[REPL_MAX_ORIGINS], origins[REPL_MAX_ORIGINS];
-	unsigned i, n, k = 0;
+	struct node *n = rc->r->n;
+	unsigned i;
 	int rv;
 
-	pthread_mutex_lock(&r->lock);
-	n = r->norigins;
-	for (i = 0; i < n; i++) {
-		origins[i] = r->origins[i];
-		seqs[i] = r->applied[i];
-		if (seqs[i] > rc->acked[i])
-			k++;
-	}
-	pthread_mutex_unlock(&r->lock);
-	if (k == 0)
+	if (!rc->ack_pending)
 		return 0;
-	/* An ACK promises durability. */
-	rv = node_sync(r->n);
+	rv = wait ? node_sync_wait(n, rc->ack_ticket) : node_sync_poll(n, rc->ack_ticket);
+	if (rv == 0 && !wait)
+		return 0;
 	if (rv < 0) {
 		snprintf(rc->l->why, sizeof(rc->l->why), "journal sync failed: %s", strerror(-rv));
 		return rv;
 	}
-	for (i = 0; i < n; i++) {
-		if (seqs[i] <= rc->acked[i])
+	rc->ack_pending = 0;
+	for (i = 0; i < rc->ack_n; i++) {
+		if (rc->ack_seq[i] <= rc->acked[i])
 			continue;
-		rv = proto_put_ack(&rc->l->out, origins[i], seqs[i]);
+		rv = proto_put_ack(&rc->l->out, rc->ack_origin[i], rc->ack_seq[i]);
 		if (rv < 0)
 			return rv;
-		rc->acked[i] = seqs[i];
+		rc->acked[i] = rc->ack_seq[i];
 	}
 	return 0;
 }
@@ -244,88 +251,234 @@ static void snapshot_if_fenced(struct receiver *rc)
 	pthread_mutex_unlock(&r->lock);
 }
 
-/* Apply one event record of a frame.  0, or a negative errno with l->why set. */
-static int take_event(struct receiver *rc, const uint8_t *rec, size_t len,
-		      struct apply_cache *cache)
+/* Ask for a journal sync covering every origin applied past what this link acked. */
+static void acks_start(struct receiver *rc)
 {
 	struct repl *r = rc->r;
-	struct event ev;
-	const char *why = NULL;
-	void *cookie = NULL;
-	int rv, idx;
+	unsigned i, k = 0;
 
-	rv = proto_event_decode(rec, len, &ev, &why);
-	if (rv < 0) {
-		snprintf(rc->l->why, sizeof(rc->l->why), "malformed event: %s", why);
-		repl_send_error(rc->l, PROTO_ERR_MALFORMED, rc->l->why);
-		return rv;
-	}
-	if (hello_check_event(&ev, &why)) {
-		snprintf(rc->l->why, sizeof(rc->l->why),
-			 "event %016" PRIx64 ":%" PRIu64 " (%s) refused: %s", ev.origin, ev.seq,
-			 event_type_name(ev.type), why);
-		repl_send_error(rc->l, PROTO_ERR_EVENT, rc->l->why);
-		rv = -EBADMSG;
-		goto out;
-	}
-	if (r->hooks.before && event_type_mutates(ev.type))
-		r->hooks.before(r->hooks.arg, &ev, &cookie);
-	rv = node_apply_remote(r->n, &ev, cache, &why);
-	if (r->hooks.after && event_type_mutates(ev.type))
-		r->hooks.after(r->hooks.arg, &ev, rv, cookie);
-	if (rv < 0) {
-		snprintf(rc->l->why, sizeof(rc->l->why),
-			 "event %016" PRIx64 ":%" PRIu64 " (%s %s) refused: %s%s%s", ev.origin,
-			 ev.seq, event_type_name(ev.type), ev.path ? ev.path : "", why ? why : "",
-			 why ? ": " : "", strerror(-rv));
-		repl_send_error(rc->l, rv == -EPERM ? PROTO_ERR_TERM : PROTO_ERR_EVENT, rc->l->why);
-		goto out;
-	}
-	if (rv == 0 && ev.type == EV_ROLE)
-		snapshot_if_fenced(rc);
 	pthread_mutex_lock(&r->lock);
-	if (rv == 0 && ev.type == EV_ROLE && (ev.op_flags & 1))
-		r->primary_id = ev.origin;
-	idx = repl_origin_index(r, ev.origin);
-	if (idx >= 0 && ev.seq > r->applied[idx])
-		r->applied[idx] = ev.seq;
-	if (rv == 0 && (ev.type == EV_OUTAGE || ev.type == EV_RECOVERED))
-		repl_note(r, &ev);
+	rc->ack_n = r->norigins;
+	for (i = 0; i < rc->ack_n; i++) {
+		rc->ack_origin[i] = r->origins[i];
+		rc->ack_seq[i] = r->applied[i];
+		if (rc->ack_seq[i] > rc->acked[i])
+			k++;
+	}
 	pthread_mutex_unlock(&r->lock);
-	rv = 0;
-out:
-	event_free(&ev);
+	if (k == 0)
+		return;
+	rc->ack_ticket = node_sync_start(r->n);
+	rc->ack_pending = 1;
+}
+
+/*
+ * ACK every origin whose applied seq moved since this link last said,
+ * once the journal sync that covers it is done: an ACK promises
+ * durability.  The sync runs while the next frames are applied; with
+ * wait set, everything applied so far is acked before returning.
+ */
+static int send_acks(struct receiver *rc, int wait)
+{
+	int rv = acks_collect(rc, wait);
+
+	if (rv == 0 && !rc->ack_pending)
+		acks_start(rc);
+	if (rv == 0 && wait)
+		rv = acks_collect(rc, 1);
+	return rv;
+}
+
+/* Room for n decoded events in rc's frame arrays.  0 or -ENOMEM. */
+static int frame_reserve(struct receiver *rc, size_t n)
+{
+	struct event *evs;
+	int *res;
+	void **cookies;
+
+	if (n <= rc->cap)
+		return 0;
+	evs = realloc(rc->evs, n * sizeof(*evs));
+	if (evs)
+		rc->evs = evs;
+	res = realloc(rc->res, n * sizeof(*res));
+	if (res)
+		rc->res = res;
+	cookies = realloc(rc->cookies, n * 2 * sizeof(*cookies));
+	if (cookies)
+		rc->cookies = cookies;
+	if (!evs || !res || !cookies)
+		return -ENOMEM;
+	rc->cap = n;
+	return 0;
+}
+
+/*
+ * Decode the records of an EVENTS frame into rc->evs, as many as decode
+ * and pass the wire checks: *n of them.  0, or the negative errno of the
+ * record after them, with l->why set and *code the ERROR to send once the
+ * events before it are applied.
+ */
+static int frame_decode(struct receiver *rc, const struct proto_msg *m, size_t *n, unsigned *code)
+{
+	struct proto_events_iter it;
+	const char *why = NULL;
+	const uint8_t *rec;
+	size_t len;
+	int rv;
+
+	*n = 0;
+	proto_events_iter_init(&it, &m->events);
+	while (*n < rc->cap && proto_events_next(&it, &rec, &len)) {
+		struct event *ev = &rc->evs[*n];
+
+		rv = proto_event_decode(rec, len, ev, &why);
+		if (rv < 0) {
+			snprintf(rc->l->why, sizeof(rc->l->why), "malformed event: %s", why);
+			*code = PROTO_ERR_MALFORMED;
+			return rv;
+		}
+		if (hello_check_event(ev, &why)) {
+			snprintf(rc->l->why, sizeof(rc->l->why),
+				 "event %016" PRIx64 ":%" PRIu64 " (%s) refused: %s", ev->origin,
+				 ev->seq, event_type_name(ev->type), why);
+			*code = PROTO_ERR_EVENT;
+			event_free(ev);
+			return -EBADMSG;
+		}
+		rc->bytes += len;
+		(*n)++;
+	}
+	return 0;
+}
+
+/* The mount's before hook for each of the n events, ahead of the frame. */
+static void hooks_before(struct receiver *rc, size_t n)
+{
+	struct repl *r = rc->r;
+	size_t i;
+
+	memset(rc->cookies, 0, n * 2 * sizeof(*rc->cookies));
+	for (i = 0; r->hooks.before && i < n; i++)
+		if (event_type_mutates(rc->evs[i].type))
+			r->hooks.before(r->hooks.arg, &rc->evs[i], &rc->cookies[2 * i]);
+}
+
+/*
+ * The mount's hooks after the frame: the first failed event got rv, the
+ * ones after it were not tried.  Each event is looked at again now, for
+ * what it made, which a reader may have looked up while the frame was
+ * applied; both looks are then invalidated.
+ */
+static void hooks_after(struct receiver *rc, size_t n, int rv, size_t failed)
+{
+	struct repl *r = rc->r;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		const struct event *ev = &rc->evs[i];
+		int result = i < failed ? 0 : i == failed ? rv : -ECANCELED;
+
+		if (!event_type_mutates(ev->type))
+			continue;
+		if (r->hooks.before)
+			r->hooks.before(r->hooks.arg, ev, &rc->cookies[2 * i + 1]);
+		if (r->hooks.after) {
+			r->hooks.after(r->hooks.arg, ev, result, rc->cookies[2 * i]);
+			r->hooks.after(r->hooks.arg, ev, result, rc->cookies[2 * i + 1]);
+		}
+	}
+}
+
+/* Record what applying evs[0..n-1] (res[i] 0: applied, 1: had) told us. */
+static void frame_note(struct receiver *rc, size_t n)
+{
+	struct repl *r = rc->r;
+	size_t i;
+	int idx;
+
+	for (i = 0; i < n; i++)
+		if (rc->res[i] == 0 && rc->evs[i].type == EV_ROLE)
+			snapshot_if_fenced(rc);
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < n; i++) {
+		const struct event *ev = &rc->evs[i];
+
+		if (rc->res[i] == 0 && ev->type == EV_ROLE && (ev->op_flags & 1))
+			r->primary_id = ev->origin;
+		idx = repl_origin_index(r, ev->origin);
+		if (idx >= 0 && ev->seq > r->applied[idx])
+			r->applied[idx] = ev->seq;
+		if (rc->res[i] == 0 && (ev->type == EV_OUTAGE || ev->type == EV_RECOVERED))
+			repl_note(r, ev);
+	}
+	rc->p->events_received += n;
+	rc->p->bytes_received += rc->bytes;
+	pthread_mutex_unlock(&r->lock);
+}
+
+/*
+ * Journal and apply the n decoded events, a run at a time.  *applied gets
+ * how many were taken.  0, or a negative errno with l->why set.
+ */
+static int frame_apply(struct receiver *rc, size_t n, struct apply_cache *cache, size_t *applied)
+{
+	struct repl *r = rc->r;
+	const char *why = NULL;
+	size_t done = 0;
+	int rv = 0;
+
+	*applied = 0;
+	while (rv == 0 && *applied < n) {
+		rv = node_apply_remote(r->n, rc->evs + *applied, n - *applied, cache,
+				       rc->res + *applied, &done, &why);
+		*applied += done;
+	}
+	if (rv < 0) {
+		const struct event *ev = &rc->evs[*applied];
+
+		snprintf(rc->l->why, sizeof(rc->l->why),
+			 "event %016" PRIx64 ":%" PRIu64 " (%s %s) refused: %s%s%s", ev->origin,
+			 ev->seq, event_type_name(ev->type), ev->path ? ev->path : "",
+			 why ? why : "", why ? ": " : "", strerror(-rv));
+		repl_send_error(rc->l, rv == -EPERM ? PROTO_ERR_TERM : PROTO_ERR_EVENT, rc->l->why);
+	}
 	return rv;
 }
 
 /*
- * Apply one EVENTS frame.  0, or a negative errno with l->why set.  One
- * cache serves the frame: its events mostly touch the same few files.
+ * Take one EVENTS frame: decode it whole, then journal and apply it in
+ * runs (node_apply_remote()), each run journaled in one write.  One cache
+ * serves the frame: its events mostly touch the same few files.  0, or a
+ * negative errno with l->why set.
  */
 static int take_events(struct receiver *rc, const struct proto_msg *m)
 {
-	struct repl *r = rc->r;
-	struct proto_events_iter it;
 	struct apply_cache cache;
-	const uint8_t *rec;
-	size_t len;
-	uint64_t n = 0, bytes = 0;
-	int rv = 0;
+	size_t n = 0, applied = 0, i;
+	unsigned code = 0;
+	int rv, bad;
 
-	apply_cache_init(&cache);
-	proto_events_iter_init(&it, &m->events);
-	while (rv == 0 && proto_events_next(&it, &rec, &len)) {
-		rv = take_event(rc, rec, len, &cache);
-		if (rv == 0) {
-			n++;
-			bytes += len;
-		}
+	rv = frame_reserve(rc, m->events.count);
+	if (rv < 0) {
+		snprintf(rc->l->why, sizeof(rc->l->why), "no memory for %" PRIu32 " events",
+			 m->events.count);
+		return rv;
 	}
+	rc->bytes = 0;
+	bad = frame_decode(rc, m, &n, &code);
+	hooks_before(rc, n);
+	apply_cache_init(&cache);
+	rv = frame_apply(rc, n, &cache, &applied);
 	apply_cache_release(&cache);
-	pthread_mutex_lock(&r->lock);
-	rc->p->events_received += n;
-	rc->p->bytes_received += bytes;
-	pthread_mutex_unlock(&r->lock);
+	hooks_after(rc, n, rv, applied);
+	frame_note(rc, applied);
+	for (i = 0; i < n; i++)
+		event_free(&rc->evs[i]);
+	if (rv == 0 && bad < 0) {
+		repl_send_error(rc->l, code, rc->l->why);
+		rv = bad;
+	}
 	return rv;
 }
 
@@ -484,6 +637,7 @@ static int run_link(struct receiver *rc)
 
 	memset(rc->subscribed, 0, sizeof(rc->subscribed));
 	memset(rc->acked, 0, sizeof(rc->acked));
+	rc->ack_pending = 0;
 	rc->last_in = rc->last_out = link_now_ms();
 	for (;;) {
 		struct proto_msg m;
@@ -513,10 +667,17 @@ static int run_link(struct receiver *rc)
 			rc->last_in = link_now_ms();
 			rv = take_frame(rc, &m);
 			proto_msg_free(&m);
+			/* Keep the sender's window open while a backlog streams in. */
+			if (rv == 0)
+				rv = send_acks(rc, 0);
+			if (rv == 0 && rc->l->out.len) {
+				rv = link_flush(rc->l, REPL_SEND_TIMEOUT_MS);
+				rc->last_out = rc->last_in;
+			}
 		}
 		if (rv != -EAGAIN)
 			return rv;
-		rv = send_acks(rc);
+		rv = send_acks(rc, 1);
 		if (rv < 0)
 			return rv;
 		maybe_recovered(r);
@@ -610,5 +771,8 @@ void *repl_receiver_main(void *arg)
 		if (stop)
 			break;
 	}
+	free(rc.evs);
+	free(rc.res);
+	free(rc.cookies);
 	return NULL;
 }

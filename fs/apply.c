@@ -5,9 +5,13 @@
  * checks that the store holds them where the event says.  That makes replay
  * safe: an event that already reached the store before a crash is
  * recognised (the new name already holds the fid, the version xattr already
- * names the event) and skipped rather than applied twice.  Events built a
- * moment ago under the node lock (ctx->fresh) skip those checks: the FUSE
- * layer has just read the same state.
+ * names the event) and skipped rather than applied twice.  A replica
+ * journals a frame's events before applying them, so a crash can leave a
+ * run of them applied but not marked: replay then meets names that a later
+ * event of the run moved, removed or replaced, and a directory above them
+ * whose version names that later event proves the run applied.  Events
+ * built a moment ago under the node lock (ctx->fresh) skip those checks:
+ * the FUSE layer has just read the same state.
  *
  * Objects are reached through O_PATH descriptors opened beneath the root
  * (path.c) and their parents' descriptors, never through a path string
@@ -110,6 +114,32 @@ static void stamp_dir(int dirfd, const struct event *ev)
 {
 	if (set_ver(dirfd, ev) < 0)
 		return;
+}
+
+/*
+ * Does the nearest directory above rel that still exists carry a version
+ * proving ev applied (dir_says_applied())?  Replay after a crash may take
+ * up a frame's worth of events that already reached the store, and a
+ * later one of them may have moved, removed or replaced ev's target.
+ */
+static int ancestor_says_applied(struct store *s, const char *rel, const struct event *ev)
+{
+	char dir[PATH_MAX];
+	char *slash;
+	int fd, yes;
+
+	if (strlen(rel) >= sizeof(dir))
+		return 0;
+	strcpy(dir, rel);
+	while ((slash = strrchr(dir, '/'))) {
+		*slash = '\0';
+		if (path_open(s->root, dir, O_PATH | O_DIRECTORY, 0, &fd) == 0) {
+			yes = dir_says_applied(fd, ev);
+			close(fd);
+			return yes;
+		}
+	}
+	return dir_says_applied(s->root, ev);
 }
 
 void apply_cache_init(struct apply_cache *c)
@@ -443,6 +473,10 @@ static int apply_new(struct store *s, const struct event *ev, struct apply_ctx *
 		target[ev->data_len] = '\0';
 	}
 	r = cache_at_open(s, ctx->cache, ev->path, &at);
+	if (r == -ENOENT && !ctx->fresh && ancestor_says_applied(s, ev->path, ev)) {
+		r = APPLY_SKIPPED;
+		goto out;
+	}
 	if (r < 0) {
 		*why = "resolve parent";
 		goto out;
@@ -566,6 +600,10 @@ static int apply_link(struct store *s, const struct event *ev, struct apply_ctx 
 	int r;
 
 	r = open_two(s, ev, ctx, &from, &to);
+	if (r == -ENOENT && !ctx->fresh && ancestor_says_applied(s, ev->path2, ev)) {
+		r = APPLY_SKIPPED;
+		goto out;
+	}
 	if (r < 0) {
 		*why = "resolve parent";
 		goto out;
@@ -659,6 +697,10 @@ static int apply_rename(struct store *s, const struct event *ev, struct apply_ct
 		return -EBUSY;
 	}
 	r = open_two(s, ev, ctx, &from, &to);
+	if (r == -ENOENT && !ctx->fresh && ancestor_says_applied(s, ev->path2, ev)) {
+		r = APPLY_SKIPPED;
+		goto out;
+	}
 	if (r < 0) {
 		*why = "resolve parent";
 		goto out;
@@ -840,6 +882,8 @@ static int apply_existing(struct store *s, const struct event *ev, struct apply_
 		return -EPERM;
 	}
 	r = target_fd(s, ev, ctx, &fd, &owned);
+	if (r == -ENOENT && !ctx->fresh && ancestor_says_applied(s, ev->path, ev))
+		r = APPLY_SKIPPED;
 	if (r != 0) {
 		*why = "open target";
 		goto out;
@@ -848,6 +892,10 @@ static int apply_existing(struct store *s, const struct event *ev, struct apply_
 		r = store_get_ids(fd, &fid, &ver);
 		if (r < 0) {
 			*why = "read fid";
+			goto out;
+		}
+		if (!fid_eq(fid, ev->fid) && ancestor_says_applied(s, ev->path, ev)) {
+			r = APPLY_SKIPPED;
 			goto out;
 		}
 		if (!fid_eq(fid, ev->fid)) {

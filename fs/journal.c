@@ -77,6 +77,7 @@ struct journal {
 	uint64_t term;
 	uint64_t hlc_last; /* hlc of the newest local event */
 	int unsynced;	   /* LevelDB holds writes no synced write has covered yet */
+	uint64_t writes;   /* LevelDB writes made, to tell whether a sync covered them all */
 	struct origin_mark *marks;
 	size_t nmarks;
 	size_t marks_cap;
@@ -264,6 +265,7 @@ static int journal_write(struct journal *j, leveldb_writebatch_t *b, int sync, c
 	for (size_t i = 0; i < j->nmarks; i++)
 		j->marks[i].pending = 0;
 	j->unsynced = !sync;
+	j->writes++;
 	return 0;
 }
 
@@ -438,13 +440,13 @@ static int vseg_note(struct journal *j, leveldb_writebatch_t *b, const struct ev
 }
 
 /*
- * Journal ev under its (origin, seq); with next_seq nonzero, m/next_seq is
- * set to it in the same batch, and so is the m/vseg/ list of the segment
+ * Put ev under its (origin, seq) into batch b; with next_seq nonzero,
+ * m/next_seq is set to it too, and so is the m/vseg/ list of the segment
  * that took its payload.
  */
-static int event_store(struct journal *j, struct event *ev, uint64_t next_seq)
+static int event_stage(struct journal *j, leveldb_writebatch_t *b, struct event *ev,
+		       uint64_t next_seq)
 {
-	leveldb_writebatch_t *b;
 	uint8_t k[KEY_EVENT_LEN], v[8];
 	char mk[2 + META_NAME_MAX];
 	size_t len, mklen;
@@ -460,7 +462,6 @@ static int event_store(struct journal *j, struct event *ev, uint64_t next_seq)
 			(unsigned long long)ev->seq, strerror(-ret));
 		return ret;
 	}
-	b = leveldb_writebatch_create();
 	key_event(k, ev->origin, ev->seq);
 	leveldb_writebatch_put(b, (const char *)k, sizeof(k), (const char *)j->buf, len);
 	if (next_seq) {
@@ -468,18 +469,24 @@ static int event_store(struct journal *j, struct event *ev, uint64_t next_seq)
 		put_le64(v, next_seq);
 		leveldb_writebatch_put(b, mk, mklen, (const char *)v, sizeof(v));
 	}
-	if (ev->flags & EVENT_F_VREF) {
-		ret = vseg_note(j, b, ev);
-		if (ret < 0)
-			goto out;
-	}
-	ret = journal_write(j, b, 0, "write event");
-out:
+	if (ev->flags & EVENT_F_VREF)
+		return vseg_note(j, b, ev);
+	return 0;
+}
+
+/* Journal ev alone, as event_stage() puts it. */
+static int event_store(struct journal *j, struct event *ev, uint64_t next_seq)
+{
+	leveldb_writebatch_t *b = leveldb_writebatch_create();
+	int ret;
+
+	ret = event_stage(j, b, ev, next_seq);
+	if (ret == 0)
+		ret = journal_write(j, b, 0, "write event");
 	leveldb_writebatch_destroy(b);
 	return ret;
 }
 
-/* Meta u64 at open; names the missing or damaged field in *why. */
 static int open_meta_u64(struct journal *j, const char *name, uint64_t *val, const char **why,
 			 const char *why_missing)
 {
@@ -972,18 +979,20 @@ int journal_append(struct journal *j, struct event *ev)
 }
 
 /*
+ * May remote event ev be journaled?  -EEXIST if it is already, or was
+ * trimmed; otherwise 0, with *next the next_seq to record (0: unchanged).
  * An event of this node's own origin can come back from a peer when this
  * node lost its unsynced tail; next_seq then moves past it so that the
  * number is not given to a different event.
  */
-int journal_put_remote(struct journal *j, struct event *ev)
+static int remote_check(struct journal *j, const struct event *ev, uint64_t *next)
 {
 	uint8_t k[KEY_EVENT_LEN];
-	uint64_t next = 0;
 	char *val;
 	size_t len;
 	int ret;
 
+	*next = 0;
 	if (ev->origin == 0 || ev->seq == 0 || ev->seq == UINT64_MAX)
 		return -EINVAL;
 	/* Only applied events are trimmed, so this one was had and applied before. */
@@ -998,16 +1007,65 @@ int journal_put_remote(struct journal *j, struct event *ev)
 	if (ret != -ENOENT)
 		return ret;
 	if (ev->origin == j->node_id && ev->seq >= j->next_seq)
-		next = ev->seq + 1;
-	ret = event_store(j, ev, next);
-	if (ret < 0)
-		return ret;
-	if (next) {
-		j->next_seq = next;
-		if (ev->hlc > j->hlc_last)
-			j->hlc_last = ev->hlc;
-	}
+		*next = ev->seq + 1;
 	return 0;
+}
+
+/* next_seq moved past a returning event of our own origin: keep hlc ahead too. */
+static void remote_took(struct journal *j, const struct event *ev, uint64_t next)
+{
+	if (next <= j->next_seq)
+		return;
+	j->next_seq = next;
+	if (ev->hlc > j->hlc_last)
+		j->hlc_last = ev->hlc;
+}
+
+int journal_put_remote(struct journal *j, struct event *ev)
+{
+	uint64_t next;
+	int ret;
+
+	ret = remote_check(j, ev, &next);
+	if (ret == 0)
+		ret = event_store(j, ev, next);
+	if (ret == 0)
+		remote_took(j, ev, next);
+	return ret;
+}
+
+int journal_put_remote_batch(struct journal *j, const struct event *evs, size_t n, const int *skip)
+{
+	leveldb_writebatch_t *b = leveldb_writebatch_create();
+	uint64_t next, top = 0;
+	const struct event *last = NULL;
+	size_t i;
+	int ret = 0;
+
+	for (i = 0; i < n && ret == 0; i++) {
+		/* A copy, as event_stage() may point it at the value log. */
+		struct event copy = evs[i];
+
+		if (skip && skip[i])
+			continue;
+		ret = remote_check(j, &copy, &next);
+		if (ret == -EEXIST) {
+			ret = 0;
+			continue;
+		}
+		if (ret == 0)
+			ret = event_stage(j, b, &copy, next > top ? next : 0);
+		if (ret == 0 && next > top) {
+			top = next;
+			last = &evs[i];
+		}
+	}
+	if (ret == 0)
+		ret = journal_write(j, b, 0, "write events");
+	if (ret == 0 && last)
+		remote_took(j, last, top);
+	leveldb_writebatch_destroy(b);
+	return ret;
 }
 
 /*
@@ -1136,12 +1194,9 @@ uint64_t journal_applied(struct journal *j, uint64_t origin)
 	return m ? m->applied : 0;
 }
 
-int journal_sync(struct journal *j)
+int journal_sync_begin(struct journal *j, uint64_t *gen)
 {
 	leveldb_writebatch_t *b;
-	char k[2 + META_NAME_MAX];
-	uint8_t v[8];
-	size_t klen;
 	int ret;
 
 	ret = vlog_sync(j->vlog);
@@ -1149,13 +1204,52 @@ int journal_sync(struct journal *j)
 		return ret;
 	if (!j->unsynced && !marks_pending(j))
 		return 0;
-	/* Rewriting next_seq gives the synced write something to carry. */
-	b = leveldb_writebatch_create();
-	klen = key_meta(k, JOURNAL_META_NEXT_SEQ);
-	put_le64(v, j->next_seq);
-	leveldb_writebatch_put(b, k, klen, (const char *)v, sizeof(v));
-	ret = journal_write(j, b, 1, "sync");
+	if (marks_pending(j)) {
+		b = leveldb_writebatch_create();
+		ret = journal_write(j, b, 0, "write applied marks");
+		leveldb_writebatch_destroy(b);
+		if (ret < 0)
+			return ret;
+	}
+	*gen = j->writes;
+	return 1;
+}
+
+/*
+ * LevelDB is safe for concurrent use and syncs its log up to the end: an
+ * empty synced write makes every write before it durable, without
+ * writing a key that a concurrent write might hold a newer value of.
+ */
+int journal_sync_log(struct journal *j)
+{
+	leveldb_writebatch_t *b = leveldb_writebatch_create();
+	char *err = NULL;
+	int ret = 0;
+
+	leveldb_write(j->db, j->wopts_sync, b, &err);
+	if (err)
+		ret = db_fail(j, "sync", err);
 	leveldb_writebatch_destroy(b);
+	return ret;
+}
+
+void journal_sync_end(struct journal *j, uint64_t gen)
+{
+	if (j->writes == gen)
+		j->unsynced = 0;
+}
+
+int journal_sync(struct journal *j)
+{
+	uint64_t gen = 0;
+	int ret;
+
+	ret = journal_sync_begin(j, &gen);
+	if (ret <= 0)
+		return ret;
+	ret = journal_sync_log(j);
+	if (ret == 0)
+		journal_sync_end(j, gen);
 	return ret;
 }
 

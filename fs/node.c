@@ -684,50 +684,63 @@ static int check_term(struct node *n, const struct event *ev, const char **why)
 	return 0;
 }
 
-int node_apply_remote(struct node *n, const struct event *ev, struct apply_cache *cache,
-		      const char **why)
+/*
+ * Vet remote event ev before it is journaled: 1 if it is applied here
+ * already, 0 if it is the next of its origin, where *next (the seq expected
+ * after those earlier in the run, 0 if none came yet) says which that is,
+ * or a negative errno with *why.  Lock held.
+ */
+static int remote_vet(struct node *n, const struct event *ev, uint64_t *next, const char **why)
 {
-	struct apply_ctx ctx = APPLY_CTX_INIT;
-	struct event copy;
-	uint64_t applied;
+	uint64_t expect = *next ? *next : journal_applied(n->journal, ev->origin) + 1;
 	int r;
 
-	*why = NULL;
-	pthread_mutex_lock(&n->lock);
 	if (ev->origin == journal_node_id(n->journal) && ev->seq >= journal_next_seq(n->journal)) {
 		*why = "event claims to come from this node but this node never made it";
-		r = -EPROTO;
-		goto out;
+		return -EPROTO;
 	}
-	applied = journal_applied(n->journal, ev->origin);
-	if (ev->seq <= applied) {
-		r = 1;
-		goto out;
-	}
-	if (ev->seq != applied + 1) {
+	if (ev->seq < expect)
+		return 1;
+	if (ev->seq != expect) {
 		*why = "events of this origin skip a seq";
-		r = -EPROTO;
-		goto out;
+		return -EPROTO;
 	}
 	r = check_term(n, ev, why);
 	if (r < 0)
-		goto out;
+		return r;
 	/* Refuse an escaping path before it is journaled, not only when applied. */
 	if ((ev->path && path_check(ev->path, why) < 0) ||
-	    (ev->path2 && path_check(ev->path2, why) < 0)) {
-		r = -EINVAL;
-		goto out;
-	}
-	/* journal_put_remote() may point the copy at the value log; ev stays the caller's. */
-	copy = *ev;
-	r = journal_put_remote(n->journal, &copy);
-	if (r == -EEXIST) {
-		/* Journaled by an earlier attempt whose apply failed: apply it now. */
-		r = 0;
-	} else if (r < 0) {
-		*why = "cannot journal it";
-		goto out;
-	}
+	    (ev->path2 && path_check(ev->path2, why) < 0))
+		return -EINVAL;
+	*next = ev->seq + 1;
+	return 0;
+}
+
+/*
+ * The seq expected next of origin after the events vetted so far, in a
+ * small table (origin, next) of *nnext entries; NULL when it is full.
+ */
+static uint64_t *run_next(uint64_t (*next)[2], size_t *nnext, uint64_t origin)
+{
+	size_t i;
+
+	for (i = 0; i < *nnext; i++)
+		if (next[i][0] == origin)
+			return &next[i][1];
+	if (*nnext == NODE_RUN_ORIGINS)
+		return NULL;
+	next[*nnext][0] = origin;
+	next[*nnext][1] = 0;
+	return &next[(*nnext)++][1];
+}
+
+/* Apply remote event ev, journaled already, and mark it applied.  Lock held. */
+static int remote_apply(struct node *n, const struct event *ev, struct apply_cache *cache,
+			const char **why)
+{
+	struct apply_ctx ctx = APPLY_CTX_INIT;
+	int r;
+
 	ctx.cache = cache;
 	r = apply_event(n->store, ev, &ctx, why);
 	if (r < 0 && node_snap_lenient_locked(n, ev, r)) {
@@ -738,14 +751,58 @@ int node_apply_remote(struct node *n, const struct event *ev, struct apply_cache
 		r = APPLY_SKIPPED;
 	}
 	if (r < 0)
-		goto out;
+		return r;
 	journal_mark_applied(n->journal, ev->origin, ev->seq);
 	if (ev->type == EV_ROLE && (ev->op_flags & 1))
 		take_promotion(n, ev);
 	n->committed++;
 	if (n->on_commit)
 		n->on_commit(n->on_commit_arg, ev->origin);
-	r = 0;
+	return 0;
+}
+
+int node_apply_remote(struct node *n, const struct event *evs, size_t count,
+		      struct apply_cache *cache, int *res, size_t *done, const char **why)
+{
+	uint64_t next[NODE_RUN_ORIGINS][2], *expect;
+	const char *vet_why = NULL;
+	size_t nnext = 0, k = 0, i;
+	int r = 0, vet = 0;
+
+	*why = NULL;
+	*done = 0;
+	pthread_mutex_lock(&n->lock);
+	/*
+	 * Vet the run up to the first event refused, or the first promotion:
+	 * applying one changes what check_term() lets through.  Events applied
+	 * already (res 1) are left out of the journal: after a snapshot resync
+	 * the journal does not hold them, nor should it.
+	 */
+	while (k < count && (expect = run_next(next, &nnext, evs[k].origin))) {
+		vet = remote_vet(n, &evs[k], expect, &vet_why);
+		if (vet < 0)
+			break;
+		res[k++] = vet;
+		if (evs[k - 1].type == EV_ROLE)
+			break;
+	}
+	/* Journal before store: the whole run is journaled before any of it is applied. */
+	r = k ? journal_put_remote_batch(n->journal, evs, k, res) : 0;
+	if (r < 0) {
+		*why = "cannot journal it";
+		goto out;
+	}
+	for (i = 0; i < k; i++) {
+		/* Journaled by an earlier attempt whose apply failed, it is applied now. */
+		r = res[i] == 0 ? remote_apply(n, &evs[i], cache, why) : 0;
+		if (r < 0)
+			goto out;
+		*done = i + 1;
+	}
+	if (vet < 0) {
+		r = vet;
+		*why = vet_why;
+	}
 out:
 	pthread_mutex_unlock(&n->lock);
 	return r;
@@ -852,11 +909,15 @@ int node_sync(struct node *n)
 	return node_sync_wait(n, node_sync_start(n));
 }
 
-/* The syncer thread: one journal sync for everything committed when it wakes. */
+/*
+ * The syncer thread: one journal sync for everything committed when it
+ * wakes.  The disk flush runs without the lock, so events go on being
+ * applied meanwhile (their journal writes wait inside LevelDB for it).
+ */
 static void *node_syncer(void *arg)
 {
 	struct node *n = arg;
-	uint64_t target, seq;
+	uint64_t target, seq, gen = 0;
 	int r;
 
 	pthread_mutex_lock(&n->lock);
@@ -867,7 +928,14 @@ static void *node_syncer(void *arg)
 			break;
 		target = n->committed;
 		seq = journal_next_seq(n->journal) - 1;
-		r = journal_sync(n->journal);
+		r = journal_sync_begin(n->journal, &gen);
+		if (r > 0) {
+			pthread_mutex_unlock(&n->lock);
+			r = journal_sync_log(n->journal);
+			pthread_mutex_lock(&n->lock);
+			if (r == 0)
+				journal_sync_end(n->journal, gen);
+		}
 		if (r < 0) {
 			log_err("%s: journal sync failed: %s", n->dir, strerror(-r));
 			n->sync_error = r;
@@ -894,6 +962,16 @@ uint64_t node_sync_start(struct node *n)
 	}
 	pthread_mutex_unlock(&n->lock);
 	return ticket;
+}
+
+int node_sync_poll(struct node *n, uint64_t ticket)
+{
+	int r;
+
+	pthread_mutex_lock(&n->lock);
+	r = n->synced >= ticket ? 1 : n->sync_error ? n->sync_error : 0;
+	pthread_mutex_unlock(&n->lock);
+	return r;
 }
 
 int node_sync_wait(struct node *n, uint64_t ticket)

@@ -34,8 +34,8 @@
  * durable, and its key only after the deletion is (directory fsync), so a
  * crash in between leaves a key that the next journal_trim() acts on again.
  *
- * Thread safety: none.  The caller serialises access (fs/node.c holds the
- * node's apply lock around every call).
+ * Thread safety: none, journal_sync_log() apart.  The caller serialises
+ * access (fs/node.c holds the node's apply lock around every call).
  */
 #ifndef LEDGERFS_JOURNAL_H
 #define LEDGERFS_JOURNAL_H
@@ -127,6 +127,15 @@ int journal_append(struct journal *j, struct event *ev);
  */
 int journal_put_remote(struct journal *j, struct event *ev);
 
+/*
+ * Journal evs[0..n-1], events made elsewhere, in one LevelDB write, as
+ * journal_put_remote() would one by one; evs stay as they are.  Events
+ * already journaled or trimmed are left out, and so is evs[i] when skip
+ * (may be NULL) has skip[i] nonzero.  On an error nothing of the batch is
+ * journaled.
+ */
+int journal_put_remote_batch(struct journal *j, const struct event *evs, size_t n, const int *skip);
+
 /* Replace event (origin, seq) with an EV_VOID of the same number: its apply failed. */
 int journal_void(struct journal *j, uint64_t origin, uint64_t seq);
 
@@ -160,6 +169,21 @@ uint64_t journal_applied(struct journal *j, uint64_t origin);
 
 /* Make every journaled event and mark durable: value log fdatasync + LevelDB sync write. */
 int journal_sync(struct journal *j);
+
+/*
+ * journal_sync() in three steps, so that the caller need not hold its lock
+ * while the disk flushes.  journal_sync_begin() syncs the value log and
+ * writes the pending applied marks; it returns 1 with *gen set when a
+ * LevelDB sync is needed, 0 when everything is durable already, or a
+ * negative errno.  journal_sync_log() then makes every LevelDB write made
+ * before it durable; unlike every other call it may run concurrently with
+ * the others (and a LevelDB write waits for it).  journal_sync_end(), with
+ * the caller's lock again and only after journal_sync_log() succeeded,
+ * records that nothing is left to sync unless writes came in between.
+ */
+int journal_sync_begin(struct journal *j, uint64_t *gen);
+int journal_sync_log(struct journal *j);
+void journal_sync_end(struct journal *j, uint64_t gen);
 
 /* Checkpoints: highest seq peer confirmed for origin.  0 if none. */
 int journal_checkpoint_get(struct journal *j, uint64_t peer, uint64_t origin, uint64_t *seq);

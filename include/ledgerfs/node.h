@@ -120,19 +120,28 @@ void node_close(struct node *n, int clean);
  */
 int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx);
 
+/* Origins one node_apply_remote() run may hold: more end the run. */
+#define NODE_RUN_ORIGINS 16
+
 /*
- * Journal and apply an event received from a peer, taking the lock.
- * Events of one origin are taken strictly in seq order: returns 1 (nothing
- * done) for a seq already applied here, -EPROTO for one beyond the next
- * expected (a gap), 0 when applied.  An apply failure returns its negative
- * errno with *why set and leaves the event journaled but unapplied, so a
- * retry (or the replay at the next start) takes it up again: a remote
- * event is never voided here, since its origin applied it.  The event's
- * payload must be inline.  cache (may be NULL) keeps descriptors from one
- * event to the next of a run (store.h); the caller releases it.
+ * Journal and apply a run of events received from a peer, taking the lock
+ * once: every event of the run is journaled in one write before the first
+ * is applied, then they are applied in order.  Events of one origin are
+ * taken strictly in seq order: res[i] is 1 (nothing done) for a seq
+ * already applied here, 0 when applied.  A run ends early after a
+ * promotion (EV_ROLE), whose apply changes which events are let through,
+ * or at the NODE_RUN_ORIGINS+1st origin: *done says how many were taken,
+ * and the caller passes the rest again.  Returns 0, or the negative errno
+ * of evs[*done] with *why set: -EPROTO for one beyond the next expected
+ * (a gap), -EPERM/-EAGAIN for a term or fence refusal (nothing of it
+ * journaled), or an apply failure, which leaves the event journaled but
+ * unapplied, so a retry (or the replay at the next start) takes it up
+ * again: a remote event is never voided here, since its origin applied
+ * it.  Payloads must be inline.  cache (may be NULL) keeps descriptors
+ * from one event to the next (store.h); the caller releases it.
  */
-int node_apply_remote(struct node *n, const struct event *ev, struct apply_cache *cache,
-		      const char **why);
+int node_apply_remote(struct node *n, const struct event *evs, size_t count,
+		      struct apply_cache *cache, int *res, size_t *done, const char **why);
 
 /*
  * Make this node the primary of a new term (the highest term seen plus
@@ -184,6 +193,9 @@ uint64_t node_sync_start(struct node *n);
 
 /* Wait until the journal is durable up to ticket.  0 or a negative errno. */
 int node_sync_wait(struct node *n, uint64_t ticket);
+
+/* Is the journal durable up to ticket?  1, 0 (not yet) or a negative errno. */
+int node_sync_poll(struct node *n, uint64_t ticket);
 
 /*
  * Replay events of every origin above the applied seq, in order, through

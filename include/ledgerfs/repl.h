@@ -27,10 +27,12 @@ struct repl;
 
 /*
  * Called by a receiver thread for each remote event it applies, without
- * the node lock: `before` runs just before the apply, `after` just after
- * it (with the apply's result), so a mount can note which kernel inodes
- * and entries the event touches and invalidate them once it is applied.
- * cookie carries state from before to after.  Either may be NULL.
+ * the node lock.  A frame's events are applied together, so `before` runs
+ * for each of them ahead of the frame, and once more after it (a reader
+ * may have looked up what an event made while the frame was applied);
+ * `after` then runs with each of the two cookies and the apply's result,
+ * so a mount can note which kernel inodes and entries the event touches
+ * and invalidate them once it is applied.  Either may be NULL.
  */
 struct repl_hooks {
 	void *arg;

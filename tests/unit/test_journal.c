@@ -449,6 +449,60 @@ Test(journal, put_remote_keeps_numbers_and_refuses_duplicate)
 	journal_close(j);
 }
 
+Test(journal, put_remote_batch_leaves_out_what_it_holds_or_is_told_to_skip)
+{
+	struct journal *j = jopen(1);
+	struct event evs[4], got;
+	int skip[4] = {0, 0, 1, 0};
+	const char *names[4] = {"a", "b", "c", "mine"};
+	unsigned i;
+
+	for (i = 0; i < 4; i++) {
+		evs[i] = (struct event){.type = EV_MKDIR, .origin = 7, .seq = 20 + i, .term = 1};
+		cr_assert_eq(event_set_path(&evs[i], names[i]), 0);
+	}
+	evs[3].origin = NODE;
+	evs[3].seq = 9;
+	cr_assert_eq(journal_put_remote(j, &evs[0]), 0);
+	cr_assert_eq(journal_put_remote_batch(j, evs, 4, skip), 0);
+	cr_assert_eq(journal_get(j, 7, 21, 0, &got, NULL), 0);
+	cr_assert_str_eq(got.path, "b");
+	event_free(&got);
+	cr_assert_eq(journal_get(j, 7, 22, 0, &got, NULL), -ENOENT, "a skipped event is left out");
+	cr_assert_eq(journal_next_seq(j), 10, "this node's own event moves next_seq past it");
+	cr_assert_eq(journal_put_remote_batch(j, evs, 2, NULL), 0, "held events are left out");
+	for (i = 0; i < 4; i++)
+		event_free(&evs[i]);
+	journal_close(j);
+	j = jopen(0);
+	cr_assert_eq(journal_get(j, 7, 20, 0, &got, NULL), 0);
+	event_free(&got);
+	cr_assert_eq(journal_get(j, NODE, 9, 0, &got, NULL), 0);
+	event_free(&got);
+	cr_assert_eq(journal_next_seq(j), 10);
+	journal_close(j);
+}
+
+Test(journal, sync_in_steps_writes_marks_and_tells_when_nothing_is_left)
+{
+	struct journal *j = jopen(1);
+	uint64_t gen = 0;
+
+	cr_assert_eq(journal_sync(j), 0);
+	cr_assert_eq(journal_sync_begin(j, &gen), 0, "nothing to sync");
+	journal_mark_applied(j, 7, 4);
+	cr_assert_eq(journal_sync_begin(j, &gen), 1);
+	cr_assert_eq(applied_on_disk(j, 7), 4, "pending marks are written first");
+	cr_assert_eq(journal_sync_log(j), 0);
+	append_small(j, NULL);
+	journal_sync_end(j, gen);
+	cr_assert_eq(journal_sync_begin(j, &gen), 1, "a write after the begin still needs a sync");
+	cr_assert_eq(journal_sync_log(j), 0);
+	journal_sync_end(j, gen);
+	cr_assert_eq(journal_sync_begin(j, &gen), 0);
+	journal_close(j);
+}
+
 Test(journal, checkpoints_never_move_backwards)
 {
 	struct journal *j = jopen(1);
