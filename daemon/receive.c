@@ -8,8 +8,9 @@
  * so a catch-up switches source mid-way; progress is our applied vector, so
  * nothing is fetched twice and nothing is skipped.  A frame's events are
  * journaled and applied in (origin, seq) order through node_apply_remote(),
- * one journal write per run, then the journal is synced and ACKs go back:
- * an ACK means durable and applied.
+ * one journal write per run.  ACKs go back once the journal sync that
+ * covers them is done, the next frames being applied meanwhile: an ACK
+ * means durable and applied.
  *
  * Finding a peer that holds events we lack right after a start or a lost
  * link is an outage: we journal an OUTAGE event then, and a RECOVERED event
