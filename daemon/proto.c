@@ -561,23 +561,6 @@ static int parse_snap_path(struct cursor *c, uint8_t type, struct proto_snap_pat
 	return 0;
 }
 
-/* A mode a snapshot entry may have: one known type, no bits beyond 07777. */
-static int snap_mode_valid(uint32_t mode)
-{
-	switch (mode & S_IFMT) {
-	case S_IFREG:
-	case S_IFDIR:
-	case S_IFLNK:
-	case S_IFCHR:
-	case S_IFBLK:
-	case S_IFIFO:
-	case S_IFSOCK:
-		return (mode & ~(uint32_t)(S_IFMT | 07777)) == 0;
-	default:
-		return 0;
-	}
-}
-
 static int parse_snap_entry(struct cursor *c, struct proto_snap_entry *e, const char **why)
 {
 	struct snap_meta *m = &e->meta;

@@ -982,24 +982,6 @@ int merkle_dir_encode(const struct merkle_dir *d, uint8_t *buf, size_t cap, size
 	return 0;
 }
 
-static bool mode_valid(uint32_t mode)
-{
-	if (mode & ~(uint32_t)(S_IFMT | 07777))
-		return false;
-	switch (mode & S_IFMT) {
-	case S_IFREG:
-	case S_IFDIR:
-	case S_IFLNK:
-	case S_IFCHR:
-	case S_IFBLK:
-	case S_IFIFO:
-	case S_IFSOCK:
-		return true;
-	default:
-		return false;
-	}
-}
-
 /* Byte order of two names without NULs, as strcmp() would give it. */
 static int name_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 {
@@ -1048,7 +1030,7 @@ static int dir_check(const uint8_t *p, const uint8_t *end, uint32_t n, size_t *n
 			*why = "names not in strictly increasing order";
 			return -EBADMSG;
 		}
-		if (!mode_valid(get_le32(p + nlen))) {
+		if (!snap_mode_valid(get_le32(p + nlen))) {
 			*why = "bad mode";
 			return -EBADMSG;
 		}
@@ -1083,7 +1065,7 @@ int merkle_dir_decode(const uint8_t *buf, size_t len, struct merkle_dir **out, c
 		*why = "unknown listing version";
 		return -EPROTO;
 	}
-	if (!mode_valid(get_le32(buf + 2)) || !S_ISDIR(get_le32(buf + 2))) {
+	if (!snap_mode_valid(get_le32(buf + 2)) || !S_ISDIR(get_le32(buf + 2))) {
 		*why = "bad directory mode";
 		return -EBADMSG;
 	}

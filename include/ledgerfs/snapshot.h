@@ -41,6 +41,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "ledgerfs/event.h"
 
@@ -61,6 +62,26 @@ struct snap_meta {
 	uint8_t *xattrs; /* xattr blob, see above; NULL when xattrs_len is 0 */
 	size_t xattrs_len;
 };
+
+/*
+ * A mode a peer may send for an entry: one known file type and no bits
+ * beyond 07777.  Shared by the hash-tree listings and the snapshot frames.
+ */
+static inline int snap_mode_valid(uint32_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG:
+	case S_IFDIR:
+	case S_IFLNK:
+	case S_IFCHR:
+	case S_IFBLK:
+	case S_IFIFO:
+	case S_IFSOCK:
+		return (mode & ~(uint32_t)(S_IFMT | 07777)) == 0;
+	default:
+		return 0;
+	}
+}
 
 /* Frees target and xattrs and zeroes *m.  Safe on a zeroed meta. */
 void snap_meta_free(struct snap_meta *m);
