@@ -19,18 +19,10 @@
 #include <unistd.h>
 
 #include "ledgerfs/digest.h"
+#include "tree.h"
 
 static char base[] = "/tmp/test_digest.XXXXXX";
 static char tree_a[PATH_MAX], tree_b[PATH_MAX];
-
-/* rm(1) copes with trees deeper than PATH_MAX, which the deep-tree test makes. */
-static void remove_tree(const char *path)
-{
-	char cmd[PATH_MAX + 32];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf -- '%s'", path);
-	cr_expect_eq(system(cmd), 0);
-}
 
 static void setup(void)
 {
@@ -42,36 +34,10 @@ static void setup(void)
 
 static void teardown(void)
 {
-	remove_tree(base);
+	tree_remove(base);
 }
 
 TestSuite(digest, .init = setup, .fini = teardown);
-
-static void at(char *out, const char *root, const char *rel)
-{
-	cr_assert_lt(snprintf(out, PATH_MAX, "%s/%s", root, rel), PATH_MAX);
-}
-
-static void put_file(const char *root, const char *rel, const char *data)
-{
-	char p[PATH_MAX];
-	int fd;
-
-	at(p, root, rel);
-	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	cr_assert_geq(fd, 0, "%s: %s", p, strerror(errno));
-	cr_assert_eq(write(fd, data, strlen(data)), (ssize_t)strlen(data));
-	cr_assert_eq(close(fd), 0);
-}
-
-static void set_mtime(const char *root, const char *rel, time_t sec, long nsec)
-{
-	struct timespec ts[2] = {{sec, nsec}, {sec, nsec}};
-	char p[PATH_MAX];
-
-	at(p, root, rel);
-	cr_assert_eq(utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW), 0, "%s", p);
-}
 
 /* The same tree whenever it is built: fixed contents, modes, owners and mtimes. */
 static void make_tree(const char *root)
@@ -79,24 +45,24 @@ static void make_tree(const char *root)
 	char p[PATH_MAX];
 
 	cr_assert_eq(mkdir(root, 0755), 0);
-	at(p, root, "dir");
+	tree_at(p, root, "dir");
 	cr_assert_eq(mkdir(p, 0750), 0);
-	at(p, root, "dir/sub");
+	tree_at(p, root, "dir/sub");
 	cr_assert_eq(mkdir(p, 0700), 0);
-	put_file(root, "file", "hello, world\n");
-	put_file(root, "dir/inner", "inner contents");
-	put_file(root, "dir/sub/deep", "");
-	set_mtime(root, "file", 1700000000, 123456789);
-	set_mtime(root, "dir/inner", 1700000001, 1);
-	set_mtime(root, "dir/sub/deep", 1700000002, 0);
-	at(p, root, "link");
+	tree_put_file(root, "file", "hello, world\n");
+	tree_put_file(root, "dir/inner", "inner contents");
+	tree_put_file(root, "dir/sub/deep", "");
+	tree_set_mtime(root, "file", 1700000000, 123456789);
+	tree_set_mtime(root, "dir/inner", 1700000001, 1);
+	tree_set_mtime(root, "dir/sub/deep", 1700000002, 0);
+	tree_at(p, root, "link");
 	cr_assert_eq(symlink("file", p), 0);
-	at(p, root, "file");
+	tree_at(p, root, "file");
 	cr_assert_eq(setxattr(p, "user.colour", "blue", 4, 0), 0, "%s", strerror(errno));
 	cr_assert_eq(setxattr(p, "user.empty", "", 0, 0), 0);
-	at(p, root, "fifo");
+	tree_at(p, root, "fifo");
 	cr_assert_eq(mkfifo(p, 0600), 0);
-	at(p, root, "null");
+	tree_at(p, root, "null");
 	cr_assert_eq(mknod(p, S_IFCHR | 0666, makedev(1, 3)), 0, "%s", strerror(errno));
 }
 
@@ -139,15 +105,15 @@ Test(digest, identical_trees_give_equal_digests)
 
 static void change_content_byte(const char *root)
 {
-	put_file(root, "dir/inner", "inner contentz");
-	set_mtime(root, "dir/inner", 1700000001, 1);
+	tree_put_file(root, "dir/inner", "inner contentz");
+	tree_set_mtime(root, "dir/inner", 1700000001, 1);
 }
 
 static void change_mode(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "dir/inner");
+	tree_at(p, root, "dir/inner");
 	cr_assert_eq(chmod(p, 0640), 0);
 }
 
@@ -160,7 +126,7 @@ static void change_uid(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "dir/sub/deep");
+	tree_at(p, root, "dir/sub/deep");
 	cr_assert_eq(lchown(p, 1234, -1), 0, "%s", strerror(errno));
 }
 
@@ -168,7 +134,7 @@ static void change_gid(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "link");
+	tree_at(p, root, "link");
 	cr_assert_eq(lchown(p, -1, 4321), 0, "%s", strerror(errno));
 }
 
@@ -176,7 +142,7 @@ static void change_xattr(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "file");
+	tree_at(p, root, "file");
 	cr_assert_eq(setxattr(p, "user.colour", "bluf", 4, 0), 0);
 }
 
@@ -184,7 +150,7 @@ static void add_xattr(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "dir");
+	tree_at(p, root, "dir");
 	cr_assert_eq(setxattr(p, "user.new", "1", 1, 0), 0);
 }
 
@@ -192,36 +158,36 @@ static void change_symlink_target(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "link");
+	tree_at(p, root, "link");
 	cr_assert_eq(unlink(p), 0);
 	cr_assert_eq(symlink("filf", p), 0);
 }
 
 static void change_file_mtime(const char *root)
 {
-	set_mtime(root, "file", 1700000000, 123456790);
+	tree_set_mtime(root, "file", 1700000000, 123456790);
 }
 
 static void rename_file(const char *root)
 {
 	char from[PATH_MAX], to[PATH_MAX];
 
-	at(from, root, "dir/inner");
-	at(to, root, "dir/inner2");
+	tree_at(from, root, "dir/inner");
+	tree_at(to, root, "dir/inner2");
 	cr_assert_eq(rename(from, to), 0);
 }
 
 static void add_empty_file(const char *root)
 {
-	put_file(root, "dir/sub/empty", "");
-	set_mtime(root, "dir/sub/empty", 1700000002, 0);
+	tree_put_file(root, "dir/sub/empty", "");
+	tree_set_mtime(root, "dir/sub/empty", 1700000002, 0);
 }
 
 static void change_device_number(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "null");
+	tree_at(p, root, "null");
 	cr_assert_eq(unlink(p), 0);
 	cr_assert_eq(mknod(p, S_IFCHR | 0666, makedev(1, 5)), 0);
 }
@@ -230,7 +196,7 @@ static void swap_fifo_for_file(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "fifo");
+	tree_at(p, root, "fifo");
 	cr_assert_eq(unlink(p), 0);
 	cr_assert_eq(mknod(p, S_IFREG | 0600, 0), 0);
 }
@@ -302,18 +268,18 @@ Test(digest, a_type_changes_it)
 
 static void change_dir_mtime(const char *root)
 {
-	set_mtime(root, "dir", 1000, 0);
-	set_mtime(root, ".", 2000, 0);
+	tree_set_mtime(root, "dir", 1000, 0);
+	tree_set_mtime(root, ".", 2000, 0);
 }
 
 static void add_private_xattrs(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "file");
+	tree_at(p, root, "file");
 	cr_assert_eq(setxattr(p, "trusted.ledgerfs.fid", "0123456789abcdef", 16, 0), 0);
 	cr_assert_eq(setxattr(root, "trusted.ledgerfs.version", "7", 1, 0), 0);
-	at(p, root, "link");
+	tree_at(p, root, "link");
 	cr_assert_eq(lsetxattr(p, "trusted.ledgerfs.fid", "x", 1, 0), 0);
 }
 
@@ -323,12 +289,12 @@ static void read_files(const char *root)
 	int fd;
 
 	/* Reading changes atimes (and ctime does not matter either). */
-	at(p, root, "file");
+	tree_at(p, root, "file");
 	fd = open(p, O_RDONLY | O_NOATIME);
 	cr_assert_geq(fd, 0);
 	cr_assert_gt(read(fd, buf, sizeof(buf)), 0);
 	close(fd);
-	set_mtime(root, "file", 1700000000, 123456789);
+	tree_set_mtime(root, "file", 1700000000, 123456789);
 }
 
 Test(digest, a_directory_mtime_does_not_change_it)
@@ -354,10 +320,10 @@ Test(digest, symlinks_are_not_followed)
 	snprintf(outside, sizeof(outside), "%s/outside", base);
 	cr_assert_eq(mkdir(outside, 0755), 0);
 	make_tree(tree_a);
-	at(p, tree_a, "escape");
+	tree_at(p, tree_a, "escape");
 	cr_assert_eq(symlink(outside, p), 0);
 	digest_of(tree_a, d1);
-	put_file(outside, "new", "x");
+	tree_put_file(outside, "new", "x");
 	digest_of(tree_a, d2);
 	cr_expect_arr_eq(d1, d2, DIGEST_LEN);
 }
@@ -369,14 +335,14 @@ Test(digest, hard_links_digest_like_copies)
 
 	make_tree(tree_a);
 	make_tree(tree_b);
-	at(p, tree_a, "file");
-	at(q, tree_a, "hardlink");
+	tree_at(p, tree_a, "file");
+	tree_at(q, tree_a, "hardlink");
 	cr_assert_eq(link(p, q), 0);
-	put_file(tree_b, "hardlink", "hello, world\n");
-	at(q, tree_b, "hardlink");
+	tree_put_file(tree_b, "hardlink", "hello, world\n");
+	tree_at(q, tree_b, "hardlink");
 	cr_assert_eq(setxattr(q, "user.colour", "blue", 4, 0), 0);
 	cr_assert_eq(setxattr(q, "user.empty", "", 0, 0), 0);
-	set_mtime(tree_b, "hardlink", 1700000000, 123456789);
+	tree_set_mtime(tree_b, "hardlink", 1700000000, 123456789);
 	digest_of(tree_a, d1);
 	digest_of(tree_b, d2);
 	cr_expect_arr_eq(d1, d2, DIGEST_LEN);
@@ -437,9 +403,9 @@ Test(digest, list_escapes_unusual_names)
 	char *text;
 
 	cr_assert_eq(mkdir(tree_a, 0755), 0);
-	put_file(tree_a, "two\nlines", "");
-	put_file(tree_a, "back\\slash", "");
-	put_file(tree_a, "caf\xc3\xa9 \t", "");
+	tree_put_file(tree_a, "two\nlines", "");
+	tree_put_file(tree_a, "back\\slash", "");
+	tree_put_file(tree_a, "caf\xc3\xa9 \t", "");
 	text = listing(tree_a, d);
 	cr_expect(strstr(text, " two\\nlines\n"), "%s", text);
 	cr_expect(strstr(text, " back\\\\slash\n"), "%s", text);
@@ -453,10 +419,10 @@ Test(digest, names_are_sorted_bytewise)
 	char *text, *b, *a, *up;
 
 	cr_assert_eq(mkdir(tree_a, 0755), 0);
-	put_file(tree_a, "b", "");
-	put_file(tree_a, "a", "");
-	put_file(tree_a, "B", "");
-	put_file(tree_a, "\xff", "");
+	tree_put_file(tree_a, "b", "");
+	tree_put_file(tree_a, "a", "");
+	tree_put_file(tree_a, "B", "");
+	tree_put_file(tree_a, "\xff", "");
 	text = listing(tree_a, d);
 	up = strstr(text, " B\n");
 	a = strstr(text, " a\n");

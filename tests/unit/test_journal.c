@@ -9,7 +9,6 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <leveldb/c.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +20,7 @@
 
 #include "ledgerfs/journal.h"
 #include "ledgerfs/vlog.h"
+#include "tree.h"
 
 #define NODE 42
 
@@ -34,17 +34,9 @@ static void setup(void)
 	snprintf(jdir, sizeof(jdir), "%s/journal", tmp);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void teardown(void)
 {
-	nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	tree_remove(tmp);
 }
 
 TestSuite(journal, .init = setup, .fini = teardown);

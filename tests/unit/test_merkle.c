@@ -17,18 +17,10 @@
 #include <unistd.h>
 
 #include "ledgerfs/merkle.h"
+#include "tree.h"
 
 static char base[] = "/tmp/test_merkle.XXXXXX";
 static char tree_a[PATH_MAX], tree_b[PATH_MAX];
-
-/* rm(1) copes with trees deeper than PATH_MAX, which the deep-tree test makes. */
-static void remove_tree(const char *path)
-{
-	char cmd[PATH_MAX + 32];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf -- '%s'", path);
-	cr_expect_eq(system(cmd), 0);
-}
 
 static void setup(void)
 {
@@ -40,62 +32,10 @@ static void setup(void)
 
 static void teardown(void)
 {
-	remove_tree(base);
+	tree_remove(base);
 }
 
 TestSuite(merkle, .init = setup, .fini = teardown);
-
-static void at(char *out, const char *root, const char *rel)
-{
-	cr_assert_lt(snprintf(out, PATH_MAX, "%s/%s", root, rel), PATH_MAX);
-}
-
-static void put_file(const char *root, const char *rel, const char *data)
-{
-	char p[PATH_MAX];
-	int fd;
-
-	at(p, root, rel);
-	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	cr_assert_geq(fd, 0, "%s: %s", p, strerror(errno));
-	cr_assert_eq(write(fd, data, strlen(data)), (ssize_t)strlen(data));
-	cr_assert_eq(close(fd), 0);
-}
-
-static void set_mtime(const char *root, const char *rel, time_t sec)
-{
-	struct timespec ts[2] = {{sec, 0}, {sec, 0}};
-	char p[PATH_MAX];
-
-	at(p, root, rel);
-	cr_assert_eq(utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW), 0, "%s", p);
-}
-
-static void make_dir(const char *root, const char *rel, mode_t mode)
-{
-	char p[PATH_MAX];
-
-	at(p, root, rel);
-	cr_assert_eq(mkdir(p, mode), 0, "%s: %s", p, strerror(errno));
-	cr_assert_eq(chmod(p, mode), 0);
-}
-
-static void make_symlink(const char *root, const char *rel, const char *target)
-{
-	char p[PATH_MAX];
-
-	at(p, root, rel);
-	cr_assert_eq(symlink(target, p), 0, "%s: %s", p, strerror(errno));
-}
-
-static void set_xattr(const char *root, const char *rel, const char *name, const char *value)
-{
-	char p[PATH_MAX];
-
-	at(p, root, rel);
-	cr_assert_eq(lsetxattr(p, name, value, strlen(value), 0), 0, "%s %s: %s", p, name,
-		     strerror(errno));
-}
 
 /*
  * The same tree whenever it is built: 12 entries with the root.  "shared"
@@ -107,25 +47,25 @@ static void make_tree(const char *root)
 	char p[PATH_MAX], q[PATH_MAX];
 
 	cr_assert_eq(mkdir(root, 0755), 0);
-	make_dir(root, "d1", 0750);
-	make_dir(root, "d1/sub", 0700);
-	put_file(root, "file", "hello, world\n");
-	put_file(root, "d1/inner", "inner contents");
-	put_file(root, "d1/sub/deep", "");
-	put_file(root, "shared", "one inode, two names");
-	set_mtime(root, "file", 1700000000);
-	set_mtime(root, "d1/inner", 1700000001);
-	set_mtime(root, "d1/sub/deep", 1700000002);
-	set_mtime(root, "shared", 1700000003);
-	at(p, root, "shared");
-	at(q, root, "d1/shared2");
+	tree_make_dir(root, "d1", 0750);
+	tree_make_dir(root, "d1/sub", 0700);
+	tree_put_file(root, "file", "hello, world\n");
+	tree_put_file(root, "d1/inner", "inner contents");
+	tree_put_file(root, "d1/sub/deep", "");
+	tree_put_file(root, "shared", "one inode, two names");
+	tree_set_mtime(root, "file", 1700000000, 0);
+	tree_set_mtime(root, "d1/inner", 1700000001, 0);
+	tree_set_mtime(root, "d1/sub/deep", 1700000002, 0);
+	tree_set_mtime(root, "shared", 1700000003, 0);
+	tree_at(p, root, "shared");
+	tree_at(q, root, "d1/shared2");
 	cr_assert_eq(link(p, q), 0);
-	make_symlink(root, "link", "file");
-	make_symlink(root, "up", "..");
-	make_symlink(root, "abs", "/");
-	set_xattr(root, "file", "user.colour", "blue");
-	set_xattr(root, "file", "user.empty", "");
-	at(p, root, "fifo");
+	tree_make_symlink(root, "link", "file");
+	tree_make_symlink(root, "up", "..");
+	tree_make_symlink(root, "abs", "/");
+	tree_xset_str(root, "file", "user.colour", "blue");
+	tree_xset_str(root, "file", "user.empty", "");
+	tree_at(p, root, "fifo");
 	cr_assert_eq(mkfifo(p, 0600), 0);
 }
 
@@ -211,7 +151,7 @@ Test(merkle, copies_have_equal_digests_and_cost_one_listing)
 	make_tree(tree_a);
 	make_tree(tree_b);
 	/* Directory mtimes differ between replicas by nature. */
-	set_mtime(tree_b, "d1", 1000);
+	tree_set_mtime(tree_b, "d1", 1000, 0);
 	a = build(tree_a, &na);
 	b = build(tree_b, &nb);
 	cr_expect_eq(na, 12, "the symlinks out of the tree were followed: %lu entries",
@@ -233,8 +173,8 @@ Test(merkle, copies_have_equal_digests_and_cost_one_listing)
 
 static void change_content(const char *root)
 {
-	put_file(root, "file", "hello, World\n");
-	set_mtime(root, "file", 1700000000);
+	tree_put_file(root, "file", "hello, World\n");
+	tree_set_mtime(root, "file", 1700000000, 0);
 }
 
 Test(merkle, file_contents_are_covered)
@@ -246,7 +186,7 @@ static void change_mode(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "file");
+	tree_at(p, root, "file");
 	cr_assert_eq(chmod(p, 0600), 0);
 }
 
@@ -259,7 +199,7 @@ static void change_owner(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "d1/inner");
+	tree_at(p, root, "d1/inner");
 	cr_assert_eq(chown(p, 1000, 1000), 0);
 }
 
@@ -270,7 +210,7 @@ Test(merkle, owner_is_covered)
 
 static void change_xattr(const char *root)
 {
-	set_xattr(root, "file", "user.colour", "red");
+	tree_xset_str(root, "file", "user.colour", "red");
 }
 
 Test(merkle, xattr_is_covered)
@@ -280,7 +220,7 @@ Test(merkle, xattr_is_covered)
 
 static void change_mtime(const char *root)
 {
-	set_mtime(root, "d1/sub/deep", 1700000099);
+	tree_set_mtime(root, "d1/sub/deep", 1700000099, 0);
 }
 
 Test(merkle, file_mtime_is_covered)
@@ -292,9 +232,9 @@ static void change_target(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "link");
+	tree_at(p, root, "link");
 	cr_assert_eq(unlink(p), 0);
-	make_symlink(root, "link", "d1/inner");
+	tree_make_symlink(root, "link", "d1/inner");
 }
 
 Test(merkle, symlink_target_is_covered)
@@ -304,7 +244,7 @@ Test(merkle, symlink_target_is_covered)
 
 static void add_file(const char *root)
 {
-	put_file(root, "d1/sub/new", "new");
+	tree_put_file(root, "d1/sub/new", "new");
 }
 
 Test(merkle, added_file_is_fetched)
@@ -316,7 +256,7 @@ static void delete_file(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "d1/inner");
+	tree_at(p, root, "d1/inner");
 	cr_assert_eq(unlink(p), 0);
 }
 
@@ -329,8 +269,8 @@ static void rename_file(const char *root)
 {
 	char p[PATH_MAX], q[PATH_MAX];
 
-	at(p, root, "file");
-	at(q, root, "d1/file");
+	tree_at(p, root, "file");
+	tree_at(q, root, "d1/file");
 	cr_assert_eq(rename(p, q), 0);
 }
 
@@ -343,7 +283,7 @@ static void change_dir_mode(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "d1/sub");
+	tree_at(p, root, "d1/sub");
 	cr_assert_eq(chmod(p, 0755), 0);
 }
 
@@ -364,9 +304,9 @@ Test(merkle, root_metadata_is_fetched_as_dot)
 
 static void add_dir(const char *root)
 {
-	make_dir(root, "new", 0755);
-	make_dir(root, "new/sub", 0755);
-	put_file(root, "new/sub/x", "x");
+	tree_make_dir(root, "new", 0755);
+	tree_make_dir(root, "new/sub", 0755);
+	tree_put_file(root, "new/sub/x", "x");
 }
 
 Test(merkle, added_directory_is_fetched_with_everything_beneath)
@@ -378,8 +318,8 @@ static void delete_dir(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "d1");
-	remove_tree(p);
+	tree_at(p, root, "d1");
+	tree_remove(p);
 }
 
 Test(merkle, deleted_directory_is_one_delete)
@@ -391,10 +331,10 @@ static void file_to_dir(const char *root)
 {
 	char p[PATH_MAX];
 
-	at(p, root, "file");
+	tree_at(p, root, "file");
 	cr_assert_eq(unlink(p), 0);
-	make_dir(root, "file", 0755);
-	put_file(root, "file/x", "x");
+	tree_make_dir(root, "file", 0755);
+	tree_put_file(root, "file/x", "x");
 }
 
 Test(merkle, type_change_deletes_then_fetches)
@@ -404,8 +344,8 @@ Test(merkle, type_change_deletes_then_fetches)
 
 static void change_shared(const char *root)
 {
-	put_file(root, "shared", "one inode, 2 names!!");
-	set_mtime(root, "shared", 1700000003);
+	tree_put_file(root, "shared", "one inode, 2 names!!");
+	tree_set_mtime(root, "shared", 1700000003, 0);
 }
 
 Test(merkle, hard_links_share_digest_and_link_group)
@@ -424,7 +364,7 @@ Test(merkle, hard_links_share_digest_and_link_group)
 	cr_expect_eq(memcmp(s1->digest, s2->digest, MERKLE_DIGEST_LEN), 0);
 	cr_expect_eq(f->link, 0);
 	merkle_free(a);
-	remove_tree(tree_a);
+	tree_remove(tree_a);
 	/* A change through one name is a change of both. */
 	expect_diff(change_shared, "F d1/shared2\nF shared\n");
 }
@@ -432,9 +372,9 @@ Test(merkle, hard_links_share_digest_and_link_group)
 /* Symlinks and fifos are read through O_PATH descriptors: their xattrs count too. */
 static void change_fid(const char *root)
 {
-	set_xattr(root, "file", "trusted.ledgerfs.fid", "0123456789abcdef");
-	set_xattr(root, "link", "trusted.ledgerfs.fid", "0123456789abcdef");
-	set_xattr(root, "fifo", "trusted.ledgerfs.ver", "0123456789abcdef");
+	tree_xset_str(root, "file", "trusted.ledgerfs.fid", "0123456789abcdef");
+	tree_xset_str(root, "link", "trusted.ledgerfs.fid", "0123456789abcdef");
+	tree_xset_str(root, "fifo", "trusted.ledgerfs.ver", "0123456789abcdef");
 }
 
 Test(merkle, fid_and_version_xattrs_are_covered)
@@ -444,7 +384,7 @@ Test(merkle, fid_and_version_xattrs_are_covered)
 
 static void stamp_root(const char *root)
 {
-	set_xattr(root, ".", "trusted.ledgerfs.node", "the cluster id!!");
+	tree_xset_str(root, ".", "trusted.ledgerfs.node", "the cluster id!!");
 }
 
 Test(merkle, cluster_stamp_is_left_out)
@@ -461,11 +401,11 @@ static void make_wide(const char *root)
 	cr_assert_eq(mkdir(root, 0755), 0);
 	for (d = 0; d < 10; d++) {
 		snprintf(rel, sizeof(rel), "dir%d", d);
-		make_dir(root, rel, 0755);
+		tree_make_dir(root, rel, 0755);
 		for (f = 0; f < 100; f++) {
 			snprintf(rel, sizeof(rel), "dir%d/file%03d", d, f);
-			put_file(root, rel, rel);
-			set_mtime(root, rel, 1700000000 + f);
+			tree_put_file(root, rel, rel);
+			tree_set_mtime(root, rel, 1700000000 + f, 0);
 		}
 	}
 }
@@ -479,9 +419,9 @@ Test(merkle, three_changed_files_of_a_thousand_are_three_fetches)
 
 	make_wide(tree_a);
 	make_wide(tree_b);
-	put_file(tree_b, "dir2/file010", "changed");
-	put_file(tree_b, "dir2/file077", "changed");
-	set_mtime(tree_b, "dir7/file050", 1);
+	tree_put_file(tree_b, "dir2/file010", "changed");
+	tree_put_file(tree_b, "dir2/file077", "changed");
+	tree_set_mtime(tree_b, "dir7/file050", 1, 0);
 	a = build(tree_a, &n);
 	b = build(tree_b, NULL);
 	cr_expect_eq(n, 1011);
@@ -712,10 +652,10 @@ Test(merkle, listing_that_does_not_match_its_parent_is_stale)
 
 	make_tree(tree_a);
 	make_tree(tree_b);
-	put_file(tree_b, "d1/inner", "changed");
+	tree_put_file(tree_b, "d1/inner", "changed");
 	a = build(tree_a, NULL);
 	b = build(tree_b, NULL);
-	put_file(tree_b, "d1/sub/deep", "changed later");
+	tree_put_file(tree_b, "d1/sub/deep", "changed later");
 	b2 = build(tree_b, NULL);
 	peer = (struct moving_peer){.before = b, .after = b2};
 	cr_expect_eq(merkle_diff(a, list_moving, &peer, record, &c, NULL), -ESTALE);
@@ -758,9 +698,9 @@ Test(merkle, cache_trusts_only_unchanged_files_older_than_the_racy_window)
 	struct stat st, later;
 	char p[PATH_MAX];
 
-	make_dir(base, "a", 0755);
-	put_file(tree_a, "f", "one");
-	at(p, tree_a, "f");
+	tree_make_dir(base, "a", 0755);
+	tree_put_file(tree_a, "f", "one");
+	tree_at(p, tree_a, "f");
 	cr_assert_eq(stat(p, &st), 0);
 	cr_assert_eq(merkle_cache_new(&c), 0);
 	cr_assert_eq(merkle_cache_put(c, &st, (struct fid){7, 9}, digest), 0);
@@ -797,10 +737,10 @@ Test(merkle, cache_file_round_trips_and_refuses_damage)
 	char p[PATH_MAX], file[PATH_MAX];
 	FILE *f;
 
-	make_dir(base, "a", 0755);
-	put_file(tree_a, "f", "one");
-	at(p, tree_a, "f");
-	at(file, base, "digests.cache");
+	tree_make_dir(base, "a", 0755);
+	tree_put_file(tree_a, "f", "one");
+	tree_at(p, tree_a, "f");
+	tree_at(file, base, "digests.cache");
 	cr_assert_eq(stat(p, &st), 0);
 	cr_assert_eq(merkle_cache_new(&c), 0);
 	for (int i = 0; i < 3000; i++) {
@@ -825,7 +765,7 @@ Test(merkle, cache_file_round_trips_and_refuses_damage)
 	back = NULL;
 	cr_assert_eq(merkle_cache_load(file, &back), -EBADMSG);
 	cr_assert_null(back);
-	at(file, base, "missing");
+	tree_at(file, base, "missing");
 	cr_assert_eq(merkle_cache_load(file, &back), -ENOENT);
 	merkle_cache_free(c);
 }

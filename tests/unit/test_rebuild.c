@@ -11,7 +11,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,6 +19,7 @@
 
 #include "ledgerfs/node.h"
 #include "ledgerfs/rebuild.h"
+#include "tree.h"
 
 static char tmp[64];
 static char dir[128];
@@ -69,18 +69,10 @@ static void setup(void)
 	cr_assert_eq(journal_meta_put_u64(n->journal, JOURNAL_META_REBUILD, 1, 1), 0);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void teardown(void)
 {
 	node_close(n, 0);
-	nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	tree_remove(tmp);
 }
 
 TestSuite(rebuild, .init = setup, .fini = teardown);

@@ -11,7 +11,6 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -20,6 +19,7 @@
 #include "ledgerfs/journal.h"
 #include "ledgerfs/replay.h"
 #include "ledgerfs/store.h"
+#include "tree.h"
 
 #define SELF	 0x300 /* the node whose journal this is */
 #define ORIGIN_A 0x200 /* primary of term 1 */
@@ -45,19 +45,11 @@ static void setup(void)
 	cr_assert_eq(store_stamp(store, cluster), 0);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void teardown(void)
 {
 	store_close(store);
 	journal_close(jrn);
-	nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	tree_remove(tmp);
 }
 
 TestSuite(replay, .init = setup, .fini = teardown);

@@ -11,7 +11,6 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -26,6 +25,7 @@
 #include <unistd.h>
 
 #include "ledgerfs/tls.h"
+#include "tree.h"
 
 #define ID_A	     UINT64_C(0x0123456789abcdef)
 #define ID_B	     UINT64_C(0xfedcba9876543210)
@@ -70,14 +70,6 @@ static void setup(void)
 	cr_assert_neq(signal(SIGPIPE, SIG_IGN), SIG_ERR);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void drop_ctxs(void)
 {
 	while (nctx > 0)
@@ -87,7 +79,7 @@ static void drop_ctxs(void)
 static void teardown(void)
 {
 	drop_ctxs();
-	nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	tree_remove(tmp);
 }
 
 TestSuite(tls, .init = setup, .fini = teardown);
