@@ -21,11 +21,12 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ledgerfs/control.h"
+#include "ledgerfs/link.h"
 #include "ledgerfs/log.h"
+#include "ledgerfs/sockio.h"
 #include "ledgerfs/status_fmt.h"
 
 /* Pending connections beyond the one being served; more wait in connect(). */
@@ -56,41 +57,12 @@ struct control {
 	struct pbuf reply;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Wait until fd is ready for events: 0, -ETIMEDOUT at deadline, -ECANCELED on stop. */
-static int wait_fd(struct control *c, int fd, short events, int64_t deadline)
-{
-	struct pollfd fds[2] = {{c->stop_pipe[0], POLLIN, 0}, {fd, events, 0}};
-	int64_t left;
-	int n;
-
-	for (;;) {
-		left = deadline - now_ms();
-		if (left <= 0)
-			return -ETIMEDOUT;
-		n = poll(fds, 2, (int)left);
-		if (n < 0 && errno != EINTR)
-			return -errno;
-		if (n > 0 && fds[0].revents)
-			return -ECANCELED;
-		if (n > 0)
-			return 0;
-	}
-}
-
 /*
  * Read one request line into req (NUL-terminated, without "\n" or a "\r"
  * before it) and its length into *len.  A client that closes after the
  * request without a newline is served too (`printf status | nc -U`).
  * 0, -EMSGSIZE for a line over CONTROL_MAX_REQUEST, -ENODATA if the client
- * closed without a byte, or an error of wait_fd() or recv().
+ * closed without a byte, or an error of sock_wait() or recv().
  */
 static int read_request(struct control *c, int fd, int64_t deadline,
 			char req[CONTROL_MAX_REQUEST + 1], size_t *len)
@@ -101,7 +73,7 @@ static int read_request(struct control *c, int fd, int64_t deadline,
 	int ret = 0;
 
 	while (!nl) {
-		ret = got == CONTROL_MAX_REQUEST ? -EMSGSIZE : wait_fd(c, fd, POLLIN, deadline);
+		ret = got == CONTROL_MAX_REQUEST ? -EMSGSIZE : sock_wait(fd, POLLIN, c->stop_pipe[0], deadline);
 		if (ret)
 			goto out;
 		n = recv(fd, req + got, CONTROL_MAX_REQUEST - got, 0);
@@ -123,27 +95,6 @@ static int read_request(struct control *c, int fd, int64_t deadline,
 	req[got] = '\0';
 	*len = got;
 out:
-	return ret;
-}
-
-static int send_all(struct control *c, int fd, const void *data, size_t len, int64_t deadline)
-{
-	const char *p = data;
-	ssize_t n;
-	int ret = 0;
-
-	while (len && !ret) {
-		/* MSG_NOSIGNAL: a client gone early must cost an EPIPE, not the daemon. */
-		n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n >= 0) {
-			p += n;
-			len -= (size_t)n;
-		} else if (errno == EAGAIN) {
-			ret = wait_fd(c, fd, POLLOUT, deadline);
-		} else if (errno != EINTR) {
-			ret = -errno;
-		}
-	}
 	return ret;
 }
 
@@ -219,7 +170,7 @@ static void drain(int fd)
 /* Answer the client on fd, then close fd. */
 static void serve_client(struct control *c, int fd)
 {
-	int64_t deadline = now_ms() + CONTROL_TIMEOUT_MS;
+	int64_t deadline = link_now_ms() + CONTROL_TIMEOUT_MS;
 	char req[CONTROL_MAX_REQUEST + 1];
 	char msg[CONTROL_MAX_REQUEST + 128];
 	const void *data = msg;
@@ -239,7 +190,7 @@ static void serve_client(struct control *c, int fd)
 				  strerror(-ret));
 		goto out;
 	}
-	ret = send_all(c, fd, data, len, deadline);
+	ret = sock_send_all(fd, data, len, c->stop_pipe[0], deadline);
 	if (ret && ret != -ECANCELED)
 		log_debug("%s: reply not delivered: %s", c->path, strerror(-ret));
 	drain(fd);

@@ -12,11 +12,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ctl_socket.h"
 #include "ledgerfs/control.h"
+#include "ledgerfs/link.h"
+#include "ledgerfs/sockio.h"
 
 /* For the whole exchange: connecting, sending the request, reading the reply. */
 #define CLIENT_TIMEOUT_MS 5000
@@ -24,33 +25,6 @@
 #define MAX_REPLY (16u << 20)
 /* Pause before connecting again while the node's listen backlog is full. */
 #define BACKLOG_RETRY_MS 20
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* 0 once fd is ready for events, -ETIMEDOUT at deadline. */
-static int wait_fd(int fd, short events, int64_t deadline)
-{
-	struct pollfd pfd = {fd, events, 0};
-	int64_t left;
-	int n;
-
-	for (;;) {
-		left = deadline - now_ms();
-		if (left <= 0)
-			return -ETIMEDOUT;
-		n = poll(&pfd, 1, (int)left);
-		if (n > 0)
-			return 0;
-		if (n < 0 && errno != EINTR)
-			return -errno;
-	}
-}
 
 static int connect_by(int fd, const struct sockaddr_un *sa, int64_t deadline)
 {
@@ -64,31 +38,12 @@ static int connect_by(int fd, const struct sockaddr_un *sa, int64_t deadline)
 			ret = -errno;
 			break;
 		}
-		if (now_ms() + BACKLOG_RETRY_MS >= deadline) {
+		if (link_now_ms() + BACKLOG_RETRY_MS >= deadline) {
 			ret = -ETIMEDOUT;
 			break;
 		}
 		/* A pause; being woken early by a signal only means trying sooner. */
 		poll(NULL, 0, BACKLOG_RETRY_MS);
-	}
-	return ret;
-}
-
-static int send_by(int fd, const char *p, size_t len, int64_t deadline)
-{
-	ssize_t n;
-	int ret = 0;
-
-	while (len && !ret) {
-		n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n >= 0) {
-			p += n;
-			len -= (size_t)n;
-		} else if (errno == EAGAIN) {
-			ret = wait_fd(fd, POLLOUT, deadline);
-		} else if (errno != EINTR) {
-			ret = -errno;
-		}
 	}
 	return ret;
 }
@@ -100,7 +55,7 @@ static int recv_by(int fd, struct pbuf *reply, int64_t deadline)
 	int ret = 0;
 
 	while (n && !ret) {
-		ret = wait_fd(fd, POLLIN, deadline);
+		ret = sock_wait(fd, POLLIN, -1, deadline);
 		if (!ret && reply->len >= MAX_REPLY)
 			ret = -EMSGSIZE;
 		if (!ret)
@@ -119,7 +74,7 @@ static int recv_by(int fd, struct pbuf *reply, int64_t deadline)
 int ctl_ask(const char *path, const char *request, struct pbuf *reply)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	int64_t deadline = now_ms() + CLIENT_TIMEOUT_MS;
+	int64_t deadline = link_now_ms() + CLIENT_TIMEOUT_MS;
 	char line[CONTROL_MAX_REQUEST + 1];
 	int fd = -1, ret;
 
@@ -137,7 +92,7 @@ int ctl_ask(const char *path, const char *request, struct pbuf *reply)
 	if (ret)
 		goto out;
 	snprintf(line, sizeof(line), "%s\n", request);
-	ret = send_by(fd, line, strlen(line), deadline);
+	ret = sock_send_all(fd, line, strlen(line), -1, deadline);
 	if (ret)
 		goto out;
 	ret = recv_by(fd, reply, deadline);
