@@ -498,7 +498,12 @@ static int need_snapshot(struct receiver *rc)
 		return rv;
 	}
 	pthread_mutex_lock(&r->lock);
-	if (!r->snap_needed)
+	if (!r->snap_needed && __atomic_load_n(&r->n->primary, __ATOMIC_RELAXED))
+		log_err(
+		    "peer %s trimmed events this node lacks; a primary takes no snapshot, so it "
+		    "takes no more events from peers until it is demoted and resynced",
+		    rc->name);
+	else if (!r->snap_needed)
 		log_warn("peer %s trimmed events this node lacks: resyncing by snapshot", rc->name);
 	r->snap_needed = 1;
 	repl_wake_receivers(r);

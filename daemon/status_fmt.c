@@ -360,7 +360,11 @@ int status_fmt_text(const struct repl_status *st, struct pbuf *b)
 	if (st->rebuild_needed)
 		put(&o,
 		    "the store still holds kept-aside events: restart the node to rebuild it\n");
-	if (st->snap_needed && !st->snap.active)
+	if (st->snap_needed && !st->snap.active && st->primary)
+		put(&o,
+		    "snapshot resync needed, but a primary never replaces its store: it takes no "
+		    "events from peers until `ledgerctl demote` makes it a replica\n");
+	else if (st->snap_needed && !st->snap.active)
 		put(&o, "snapshot resync needed: waiting for a peer that holds everything we do\n");
 	if (st->snap.active || st->snap.done)
 		put(&o,

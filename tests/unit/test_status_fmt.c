@@ -772,4 +772,9 @@ Test(status_fmt, snapshot_resync_progress_in_text_and_json)
 	out = render(status_fmt_text, &st);
 	assert_has(out, "snapshot resync needed: waiting for a peer");
 	free(out);
+	st.primary = 1;
+	out = render(status_fmt_text, &st);
+	assert_has(out, "snapshot resync needed, but a primary never replaces its store");
+	cr_assert_null(strstr(out, "waiting for a peer"), "a primary waits for no peer:\n%s", out);
+	free(out);
 }
