@@ -18,7 +18,6 @@
  * however deep the tree, the walk closes a directory before descending and
  * comes back to it through "..", checking that it is the same directory.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -35,6 +34,7 @@
 #include <unistd.h>
 
 #include "ledgerfs/digest.h"
+#include "ledgerfs/dirscan.h"
 
 /* Read buffer for file contents, allocated once per digest_tree() call. */
 #define READ_BUF_SIZE (1 << 20)
@@ -377,47 +377,32 @@ static void names_free(struct name_list *l)
 	free(l->v);
 }
 
+static int name_add(int dirfd, const char *name, void *arg)
+{
+	struct name_list *l = arg;
+	int err;
+
+	(void)dirfd;
+	err = grow(&l->v, &l->cap, l->n + 1, sizeof(char *));
+	if (err)
+		return err;
+	l->v[l->n] = strdup(name);
+	if (!l->v[l->n])
+		return -ENOMEM;
+	l->n++;
+	return 0;
+}
+
 /* Read and sort the names in the directory open at dirfd (which stays open). */
 static int names_read(struct digest_walk *w, int dirfd, struct name_list *l)
 {
-	struct dirent *d;
-	DIR *dir;
-	int fd, err = 0;
+	int err = dir_scan(dirfd, name_add, l);
 
-	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return report(w, -errno, NULL);
-	dir = fdopendir(fd);
-	if (!dir) {
-		err = report(w, -errno, NULL);
-		close(fd);
-		return err;
-	}
-	for (;;) {
-		errno = 0;
-		d = readdir(dir);
-		if (!d) {
-			if (errno)
-				err = report(w, -errno, NULL);
-			break;
-		}
-		if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, ".."))
-			continue;
-		err = grow(&l->v, &l->cap, l->n + 1, sizeof(char *));
-		if (!err) {
-			l->v[l->n] = strdup(d->d_name);
-			err = l->v[l->n] ? 0 : -ENOMEM;
-		}
-		if (err) {
-			report(w, err, NULL);
-			break;
-		}
-		l->n++;
-	}
-	closedir(dir);
-	if (!err && l->n > 1)
+	if (err)
+		return report(w, err, NULL);
+	if (l->n > 1)
 		qsort(l->v, l->n, sizeof(char *), cmp_str);
-	return err;
+	return 0;
 }
 
 /*

@@ -9,7 +9,6 @@
  * not this node's store is refused rather than rebuilt over, for the same
  * reason node_open() refuses it: an unmounted disk must not be served.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -22,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ledgerfs/dirscan.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/rebuild.h"
 #include "ledgerfs/replay.h"
@@ -314,60 +314,65 @@ out:
 	return r;
 }
 
-/* Link every entry of the directory sfd into dfd, making subdirectories. */
-static int link_tree(int sfd, int dfd, const char **failed)
+/* Where link_tree() is linking to, and the name it failed at, for the log. */
+struct link_walk {
+	int dfd;
+	char failed[NAME_MAX + 1];
+};
+
+static int link_tree(int sfd, struct link_walk *w);
+
+/* One entry of link_tree(): a link for anything but a directory. */
+static int link_entry(int sfd, const char *name, void *arg)
 {
-	struct dirent *de;
-	DIR *d;
-	int fd = dup(sfd), r = 0;
+	struct link_walk *w = arg, sub = {.dfd = -1};
+	struct stat st;
+	int s2 = -1, r = 0;
 
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
+	snprintf(w->failed, sizeof(w->failed), "%s", name);
+	if (fstatat(sfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		r = -errno;
-		close(fd);
-		return r;
+		goto out;
 	}
-	while (r == 0 && (errno = 0, de = readdir(d))) {
-		struct stat st;
-		int s2 = -1, d2 = -1;
-
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		*failed = de->d_name;
-		if (fstatat(sfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+	/* A link, not a copy: the copy costs nothing, and a file the node
+	 * later replaces by rename keeps its old inode here. */
+	if (!S_ISDIR(st.st_mode)) {
+		if (linkat(sfd, name, w->dfd, name, 0) < 0)
 			r = -errno;
-		} else if (!S_ISDIR(st.st_mode)) {
-			/* A link, not a copy: the copy costs nothing, and a file the
-			 * node later replaces by rename keeps its old inode here. */
-			if (linkat(sfd, de->d_name, dfd, de->d_name, 0) < 0)
-				r = -errno;
-		} else if (mkdirat(dfd, de->d_name, st.st_mode & 07777) < 0) {
-			r = -errno;
-		} else {
-			s2 = openat(sfd, de->d_name,
-				    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			d2 = openat(dfd, de->d_name,
-				    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			r = s2 < 0 || d2 < 0 ? -errno : link_tree(s2, d2, failed);
-		}
-		if (s2 >= 0)
-			close(s2);
-		if (d2 >= 0)
-			close(d2);
+		goto out;
 	}
-	if (r == 0 && errno)
+	if (mkdirat(w->dfd, name, st.st_mode & 07777) < 0) {
 		r = -errno;
-	closedir(d);
+		goto out;
+	}
+	s2 = openat(sfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	sub.dfd = openat(w->dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (s2 < 0 || sub.dfd < 0) {
+		r = -errno;
+		goto out;
+	}
+	r = link_tree(s2, &sub);
+	if (r)
+		snprintf(w->failed, sizeof(w->failed), "%s", sub.failed);
+out:
+	if (s2 >= 0)
+		close(s2);
+	if (sub.dfd >= 0)
+		close(sub.dfd);
 	return r;
+}
+
+/* Link every entry of the directory sfd into w->dfd, making subdirectories. */
+static int link_tree(int sfd, struct link_walk *w)
+{
+	return dir_scan(sfd, link_entry, w);
 }
 
 int rebuild_keep_links(struct node *n, char *kept, size_t len)
 {
 	char work[PATH_MAX], store[PATH_MAX];
-	const char *failed = "";
-	int sfd = -1, dfd = -1, r;
+	struct link_walk w = {.dfd = -1};
+	int sfd = -1, r;
 
 	snprintf(work, sizeof(work), "%s/%s", n->dir, REBUILD_KEEP_WORK_DIR);
 	snprintf(store, sizeof(store), "%s/%s", n->dir, NODE_STORE_DIR);
@@ -381,19 +386,19 @@ int rebuild_keep_links(struct node *n, char *kept, size_t len)
 		goto out;
 	}
 	sfd = open(store, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	dfd = open(work, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	r = sfd < 0 || dfd < 0 ? -errno : link_tree(sfd, dfd, &failed);
-	if (r == 0 && syncfs(dfd) < 0)
+	w.dfd = open(work, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	r = sfd < 0 || w.dfd < 0 ? -errno : link_tree(sfd, &w);
+	if (r == 0 && syncfs(w.dfd) < 0)
 		r = -errno;
 	if (r == 0)
 		r = keep_old(n, work, kept, len);
 	if (r < 0)
-		log_err("%s: cannot keep the store's files aside (at %s): %s", n->dir, failed,
+		log_err("%s: cannot keep the store's files aside (at %s): %s", n->dir, w.failed,
 			strerror(-r));
 out:
 	if (sfd >= 0)
 		close(sfd);
-	if (dfd >= 0)
-		close(dfd);
+	if (w.dfd >= 0)
+		close(w.dfd);
 	return r;
 }

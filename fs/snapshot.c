@@ -15,7 +15,6 @@
  * O_NOFOLLOW, and coming back up through ".." only after checking that it
  * is the directory we came down from.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -31,6 +30,7 @@
 
 #include "ledgerfs/bytes.h"
 #include "ledgerfs/crc32c.h"
+#include "ledgerfs/dirscan.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/path.h"
 #include "ledgerfs/snapshot.h"
@@ -159,43 +159,6 @@ static void hex_name(const uint8_t digest[SNAP_DIGEST_LEN], char out[HEX_LEN + 1
 		out[2 * i + 1] = digits[digest[i] & 15];
 	}
 	out[HEX_LEN] = '\0';
-}
-
-/*
- * Call fn for each entry of the directory open at dfd but "." and "..".  A
- * fresh descriptor each time, so every scan starts at the first entry.
- * Stops at fn's first nonzero return and returns it.
- */
-static int dir_scan(int dfd, int (*fn)(int dfd, const char *name, void *arg), void *arg)
-{
-	struct dirent *de;
-	int fd, r = 0;
-	DIR *d;
-
-	fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		r = -errno;
-		close(fd);
-		return r;
-	}
-	for (;;) {
-		errno = 0;
-		de = readdir(d);
-		if (!de) {
-			r = errno ? -errno : 0;
-			break;
-		}
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		r = fn(dfd, de->d_name, arg);
-		if (r)
-			break;
-	}
-	closedir(d);
-	return r;
 }
 
 static int unlink_entry(int dfd, const char *name, int flags)

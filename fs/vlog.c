@@ -8,7 +8,6 @@
  * engine read payloads back often, and an open() per read would cost more
  * than the read.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -20,6 +19,7 @@
 
 #include "ledgerfs/bytes.h"
 #include "ledgerfs/crc32c.h"
+#include "ledgerfs/dirscan.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/vlog.h"
 
@@ -59,39 +59,21 @@ static uint32_t segment_of_name(const char *name)
 	return (uint32_t)n;
 }
 
+static int note_segment(int dirfd, const char *name, void *arg)
+{
+	uint32_t *last = arg, n = segment_of_name(name);
+
+	(void)dirfd;
+	if (n > *last)
+		*last = n;
+	return 0;
+}
+
 /* Highest segment number present in the directory, 0 if none. */
 static int find_last_segment(struct vlog *v, uint32_t *last)
 {
-	DIR *d;
-	struct dirent *de;
-	int fd, ret = 0;
-
 	*last = 0;
-	fd = openat(v->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		ret = -errno;
-		close(fd);
-		return ret;
-	}
-	for (;;) {
-		uint32_t n;
-
-		errno = 0;
-		de = readdir(d);
-		if (!de) {
-			if (errno)
-				ret = -errno;
-			break;
-		}
-		n = segment_of_name(de->d_name);
-		if (n > *last)
-			*last = n;
-	}
-	closedir(d);
-	return ret;
+	return dir_scan(v->dirfd, note_segment, last);
 }
 
 int vlog_open(const char *dir, uint64_t segment_max, struct vlog **out, const char **why)
@@ -476,41 +458,22 @@ int vlog_sync_dir(struct vlog *v)
 	return 0;
 }
 
+/* One entry of vlog_disk_usage(): segments count, anything else is not ours. */
+static int add_segment_size(int dirfd, const char *name, void *arg)
+{
+	uint64_t *bytes = arg;
+	struct stat st;
+
+	if (!segment_of_name(name))
+		return 0;
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	*bytes += (uint64_t)st.st_size;
+	return 0;
+}
+
 int vlog_disk_usage(struct vlog *v, uint64_t *bytes)
 {
-	DIR *d;
-	struct dirent *de;
-	struct stat st;
-	int fd, ret = 0;
-
 	*bytes = 0;
-	fd = openat(v->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		ret = -errno;
-		close(fd);
-		return ret;
-	}
-	for (;;) {
-		errno = 0;
-		de = readdir(d);
-		if (!de) {
-			if (errno)
-				ret = -errno;
-			break;
-		}
-		if (!segment_of_name(de->d_name))
-			continue;
-		if (fstatat(v->dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			if (errno == ENOENT)
-				continue;
-			ret = -errno;
-			break;
-		}
-		*bytes += (uint64_t)st.st_size;
-	}
-	closedir(d);
-	return ret;
+	return dir_scan(v->dirfd, add_segment_size, bytes);
 }
