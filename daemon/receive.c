@@ -39,6 +39,7 @@ struct receiver {
 	uint64_t ack_ticket;
 	unsigned ack_n;
 	uint64_t ack_origin[REPL_MAX_ORIGINS], ack_seq[REPL_MAX_ORIGINS];
+	unsigned frames_unsynced;  /* EVENTS frames taken since the last sync was asked for */
 	int64_t last_in, last_out; /* monotonic ms of the last frame each way */
 	uint64_t ping_nonce;
 	/* The frame being taken, kept at its high-water mark: cap entries each. */
@@ -267,6 +268,7 @@ static void acks_start(struct receiver *rc)
 			k++;
 	}
 	pthread_mutex_unlock(&r->lock);
+	rc->frames_unsynced = 0;
 	if (k == 0)
 		return;
 	rc->ack_ticket = node_sync_start(r->n);
@@ -276,14 +278,15 @@ static void acks_start(struct receiver *rc)
 /*
  * ACK every origin whose applied seq moved since this link last said,
  * once the journal sync that covers it is done: an ACK promises
- * durability.  The sync runs while the next frames are applied; with
+ * durability.  While frames stream in, a sync is asked for every
+ * REPL_SYNC_FRAMES frames and runs while the next ones are applied; with
  * wait set, everything applied so far is acked before returning.
  */
 static int send_acks(struct receiver *rc, int wait)
 {
 	int rv = acks_collect(rc, wait);
 
-	if (rv == 0 && !rc->ack_pending)
+	if (rv == 0 && !rc->ack_pending && (wait || rc->frames_unsynced >= REPL_SYNC_FRAMES))
 		acks_start(rc);
 	if (rv == 0 && wait)
 		rv = acks_collect(rc, 1);
@@ -467,6 +470,7 @@ static int take_events(struct receiver *rc, const struct proto_msg *m)
 		return rv;
 	}
 	rc->bytes = 0;
+	rc->frames_unsynced++;
 	bad = frame_decode(rc, m, &n, &code);
 	hooks_before(rc, n);
 	apply_cache_init(&cache);
@@ -644,6 +648,7 @@ static int run_link(struct receiver *rc)
 	memset(rc->subscribed, 0, sizeof(rc->subscribed));
 	memset(rc->acked, 0, sizeof(rc->acked));
 	rc->ack_pending = 0;
+	rc->frames_unsynced = 0;
 	rc->last_in = rc->last_out = link_now_ms();
 	for (;;) {
 		struct proto_msg m;

@@ -27,6 +27,12 @@
 #define REPL_BACKOFF_MIN_MS 100
 #define REPL_BACKOFF_MAX_MS 5000
 #define REPL_WINDOW	    8 /* unacknowledged batches in flight on one link */
+/*
+ * EVENTS frames a receiver takes in a row before it asks for a journal
+ * sync to ACK them: each sync stalls the journal writes behind it for a
+ * disk flush, and half the sender's window keeps it busy meanwhile.
+ */
+#define REPL_SYNC_FRAMES (REPL_WINDOW / 2)
 
 /* One configured peer and our outbound (receiving) link to it. */
 struct repl_peer {

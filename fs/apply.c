@@ -147,6 +147,7 @@ void apply_cache_init(struct apply_cache *c)
 	c->changes = 0;
 	c->dirfd = -1;
 	c->fd = -1;
+	c->ids = 0;
 	c->dir[0] = '\0';
 	c->obj[0] = '\0';
 }
@@ -189,17 +190,20 @@ static int cache_at_open(struct store *s, struct apply_cache *c, const char *rel
 	return 0;
 }
 
-/* Keep the read-write descriptor of the file just created at rel. */
-static void cache_keep_file(struct apply_cache *c, const char *rel, int *fd)
+/* Keep the read-write descriptor, fid and version of the file ev just created. */
+static void cache_keep_file(struct apply_cache *c, const struct event *ev, struct fid fid, int *fd)
 {
-	size_t n = strlen(rel);
+	size_t n = strlen(ev->path);
 
 	if (n >= sizeof(c->obj))
 		return;
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = *fd;
-	memcpy(c->obj, rel, n + 1);
+	memcpy(c->obj, ev->path, n + 1);
+	c->ids = 1;
+	c->fid = fid;
+	c->ver = (struct evid){ev->origin, ev->seq};
 	*fd = -1;
 }
 
@@ -461,7 +465,7 @@ static int apply_new(struct store *s, const struct event *ev, struct apply_ctx *
 	struct path_at at = {.dirfd = -1};
 	struct fid fid = fid_is_zero(ev->fid) ? (struct fid){ev->origin, ev->seq} : ev->fid;
 	char target[PATH_MAX] = "";
-	int fd = -1, made = 0, adopted = 0, r;
+	int fd = -1, made = 0, r;
 
 	if (ev->type == EV_SYMLINK) {
 		if (ev->data_len == 0 || ev->data_len >= sizeof(target) ||
@@ -481,32 +485,30 @@ static int apply_new(struct store *s, const struct event *ev, struct apply_ctx *
 		*why = "resolve parent";
 		goto out;
 	}
-	if (!ctx->fresh) {
+	if (!ctx->fresh && dir_says_applied(at.dirfd, ev)) {
+		r = APPLY_SKIPPED;
+		goto out;
+	}
+	/* A name already there is looked at only then: on replay, or a conflict. */
+	r = make_object(ev, target, at.dirfd, at.base, &fd);
+	made = r == 0;
+	if (r == -EEXIST && !ctx->fresh) {
 		r = entry_holds(at.dirfd, at.base, fid);
-		if (r == HOLDS_FID || dir_says_applied(at.dirfd, ev)) {
+		if (r == HOLDS_FID) {
 			r = APPLY_SKIPPED;
 			goto out;
 		}
-		if (r == HOLDS_NO_FID) {
+		if (r == HOLDS_NO_FID)
 			r = adopt_object(ev, target, at.dirfd, at.base, &fd);
-			adopted = r == 0;
-		} else if (r == HOLDS_OTHER) {
+		else if (r == HOLDS_OTHER || r == -ENOENT)
 			r = -EEXIST;
-		} else if (r == -ENOENT) {
-			r = 0;
-		}
 		if (r < 0) {
 			*why = "name taken by another object";
 			goto out;
 		}
-	}
-	if (!adopted) {
-		r = make_object(ev, target, at.dirfd, at.base, &fd);
-		if (r < 0) {
-			*why = "create";
-			goto out;
-		}
-		made = 1;
+	} else if (r < 0) {
+		*why = "create";
+		goto out;
 	}
 	r = finish_object(ev, fd, fid, why);
 	if (r < 0)
@@ -516,7 +518,7 @@ static int apply_new(struct store *s, const struct event *ev, struct apply_ctx *
 		ctx->out_fd = fd;
 		fd = -1;
 	} else if (ev->type == EV_CREATE && ctx->cache) {
-		cache_keep_file(ctx->cache, ev->path, &fd);
+		cache_keep_file(ctx->cache, ev, fid, &fd);
 	}
 out:
 	if (r < 0 && made)
@@ -874,7 +876,7 @@ static int apply_existing(struct store *s, const struct event *ev, struct apply_
 {
 	struct fid fid;
 	struct evid ver;
-	int fd = -1, owned = 0, r;
+	int fd = -1, owned = 0, cached, r;
 
 	if ((ev->type == EV_SETXATTR || ev->type == EV_REMOVEXATTR) &&
 	    strncmp(ev->name, STORE_XATTR_PREFIX, strlen(STORE_XATTR_PREFIX)) == 0) {
@@ -888,8 +890,13 @@ static int apply_existing(struct store *s, const struct event *ev, struct apply_
 		*why = "open target";
 		goto out;
 	}
+	cached = ctx->cache && ctx->cache->ids && fd == ctx->cache->fd;
+	if (cached) {
+		fid = ctx->cache->fid;
+		ver = ctx->cache->ver;
+	}
 	if (!ctx->fresh) {
-		r = store_get_ids(fd, &fid, &ver);
+		r = cached ? 0 : store_get_ids(fd, &fid, &ver);
 		if (r < 0) {
 			*why = "read fid";
 			goto out;
@@ -924,6 +931,8 @@ static int apply_existing(struct store *s, const struct event *ev, struct apply_
 		if (r < 0)
 			*why = "set version";
 	}
+	if (r == 0 && cached)
+		ctx->cache->ver = (struct evid){ev->origin, ev->seq};
 out:
 	if (owned && fd >= 0)
 		close(fd);
@@ -950,6 +959,14 @@ int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx, 
 	if (c && (c->changes != s->changes || ev->type == EV_UNLINK || ev->type == EV_RMDIR ||
 		  ev->type == EV_RENAME))
 		apply_cache_release(c);
+	/*
+	 * Another name of the file (a hard link) would change its version
+	 * behind the cache: only events on obj itself keep what it knows.
+	 */
+	if (c && (!ev->path || strcmp(ev->path, c->obj) != 0 || ev->type == EV_LINK ||
+		  ev->type == EV_CREATE || ev->type == EV_MKNOD || ev->type == EV_MKDIR ||
+		  ev->type == EV_SYMLINK))
+		c->ids = 0;
 	s->changes++;
 	switch (ev->type) {
 	case EV_CREATE:

@@ -41,6 +41,8 @@
 #define JOURNAL_WRITE_BUFFER   (32u << 20)
 #define JOURNAL_BLOCK_CACHE    (8u << 20)
 #define JOURNAL_MAX_OPEN_FILES 256
+/* Inline payload bytes up to which journal_put_remote_batch() keeps its batch. */
+#define JOURNAL_BATCH_KEEP (8u << 20)
 /* Bloom filters make the point lookups of journal_get and put_remote cheap. */
 #define JOURNAL_BLOOM_BITS 10
 
@@ -83,6 +85,12 @@ struct journal {
 	size_t marks_cap;
 	uint8_t *buf; /* encode buffer, reused so appends do not allocate */
 	size_t buf_cap;
+	/*
+	 * The write batch of journal_put_remote_batch(), kept so that its
+	 * buffer does not grow afresh (copies, page faults) for every run;
+	 * NULL until the first run and after one over JOURNAL_BATCH_KEEP.
+	 */
+	leveldb_writebatch_t *rbatch;
 	/*
 	 * The m/vseg/ list of the segment appends go to, as stored: 16-byte
 	 * (origin, highest seq) entries.  Rewritten whole with each event whose
@@ -863,6 +871,8 @@ void journal_close(struct journal *j)
 		leveldb_writeoptions_destroy(j->wopts);
 	if (j->wopts_sync)
 		leveldb_writeoptions_destroy(j->wopts_sync);
+	if (j->rbatch)
+		leveldb_writebatch_destroy(j->rbatch);
 	free(j->marks);
 	free(j->buf);
 	free(j->vseg_list);
@@ -1036,12 +1046,14 @@ int journal_put_remote(struct journal *j, struct event *ev)
 
 int journal_put_remote_batch(struct journal *j, const struct event *evs, size_t n, const int *skip)
 {
-	leveldb_writebatch_t *b = leveldb_writebatch_create();
-	uint64_t next, top = 0;
+	uint64_t next, top = 0, staged = 0;
 	const struct event *last = NULL;
 	size_t i;
 	int ret = 0;
 
+	if (!j->rbatch)
+		j->rbatch = leveldb_writebatch_create();
+	leveldb_writebatch_clear(j->rbatch);
 	for (i = 0; i < n && ret == 0; i++) {
 		/* A copy, as event_stage() may point it at the value log. */
 		struct event copy = evs[i];
@@ -1054,17 +1066,23 @@ int journal_put_remote_batch(struct journal *j, const struct event *evs, size_t 
 			continue;
 		}
 		if (ret == 0)
-			ret = event_stage(j, b, &copy, next > top ? next : 0);
+			ret = event_stage(j, j->rbatch, &copy, next > top ? next : 0);
 		if (ret == 0 && next > top) {
 			top = next;
 			last = &evs[i];
 		}
+		if (!(copy.flags & EVENT_F_VREF))
+			staged += copy.data_len;
 	}
 	if (ret == 0)
-		ret = journal_write(j, b, 0, "write events");
+		ret = journal_write(j, j->rbatch, 0, "write events");
 	if (ret == 0 && last)
 		remote_took(j, last, top);
-	leveldb_writebatch_destroy(b);
+	/* A batch of huge records is not worth its memory until the next one. */
+	if (staged > JOURNAL_BATCH_KEEP) {
+		leveldb_writebatch_destroy(j->rbatch);
+		j->rbatch = NULL;
+	}
 	return ret;
 }
 

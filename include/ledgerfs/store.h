@@ -79,11 +79,16 @@ static inline int fid_is_zero(struct fid a)
  * stands for its path only while no name was removed or moved, so an
  * unlink, rmdir or rename empties the cache, and so does a failed event or
  * any apply_event() made without this cache in between (store->changes).
+ * The fid and version of the file at obj are known without reading them
+ * back while every event since its creation changed it through fd alone.
  */
 struct apply_cache {
 	uint64_t changes; /* store->changes after the last event applied through it */
 	int dirfd;	  /* O_PATH descriptor of directory dir, -1 if none */
 	int fd;		  /* read-write descriptor of the file created at obj, -1 if none */
+	int ids;	  /* fid and ver hold what the file at obj carries */
+	struct fid fid;
+	struct evid ver;
 	char dir[PATH_MAX];
 	char obj[PATH_MAX];
 };

@@ -1579,18 +1579,24 @@ Test(apply, cache_keeps_the_directory_and_the_created_file_for_the_next_events)
 	cr_assert_eq(c.fd, -1);
 }
 
+/* Through a fresh cache c: mkdir d (made into *d), then create d/f (*cr). */
+static void cached_dir_and_file(struct apply_cache *c, struct event *d, struct event *cr)
+{
+	apply_cache_init(c);
+	*d = ev_make(EV_MKDIR, "d");
+	*cr = ev_make(EV_CREATE, "d/f");
+	d->mode = S_IFDIR | 0755;
+	cr->mode = S_IFREG | 0644;
+	expect_cached(d, c, 0);
+	expect_cached(cr, c, 0);
+}
+
 Test(apply, cache_is_emptied_when_a_name_moves_and_follows_the_new_tree)
 {
-	struct event d = ev_make(EV_MKDIR, "d");
-	struct event cr = ev_make(EV_CREATE, "d/f");
-	struct event mv, d2, cr2, wr;
+	struct event d, cr, mv, d2, cr2, wr;
 	struct apply_cache c;
 
-	apply_cache_init(&c);
-	d.mode = S_IFDIR | 0755;
-	cr.mode = S_IFREG | 0644;
-	expect_cached(&d, &c, 0);
-	expect_cached(&cr, &c, 0);
+	cached_dir_and_file(&c, &d, &cr);
 	/* d becomes e and a new d takes its place: "d" must not reach the old one. */
 	mv = rename_event("d", "e", fid_of(d.seq), no_fid, 0);
 	expect_cached(&mv, &c, 0);
@@ -1610,18 +1616,40 @@ Test(apply, cache_is_emptied_when_a_name_moves_and_follows_the_new_tree)
 	apply_cache_release(&c);
 }
 
-Test(apply, cache_is_emptied_by_an_apply_made_without_it)
+Test(apply, cache_knows_the_created_files_ids_until_another_name_changes_it)
 {
-	struct event d = ev_make(EV_MKDIR, "d");
-	struct event cr = ev_make(EV_CREATE, "d/f");
-	struct event mv, d2, cr2;
+	struct event d, cr, wr, ln, ut, wr2;
 	struct apply_cache c;
 
-	apply_cache_init(&c);
-	d.mode = S_IFDIR | 0755;
-	cr.mode = S_IFREG | 0644;
-	expect_cached(&d, &c, 0);
-	expect_cached(&cr, &c, 0);
+	cached_dir_and_file(&c, &d, &cr);
+	cr_assert(c.ids);
+	wr = change_event(EV_WRITE, "d/f", fid_of(cr.seq));
+	wr.base = evid_of(cr.seq);
+	expect_cached(&wr, &c, 0);
+	cr_assert(c.ids);
+	cr_assert_eq(c.ver.seq, wr.seq);
+	expect_ver("d/f", wr.seq);
+	/* Through another name of the file, its version moves behind c.fd. */
+	ln = link_event("d/f", "d/g", fid_of(cr.seq));
+	expect_cached(&ln, &c, 0);
+	ut = change_event(EV_UTIMENS, "d/g", fid_of(cr.seq));
+	expect_cached(&ut, &c, 0);
+	cr_assert_not(c.ids);
+	/* The base is what the store holds, not what the cache last knew. */
+	wr2 = change_event(EV_WRITE, "d/f", fid_of(cr.seq));
+	wr2.base = evid_of(ut.seq);
+	expect_cached(&wr2, &c, 0);
+	expect_ver("d/f", wr2.seq);
+	apply_cache_release(&c);
+	cr_assert_not(c.ids);
+}
+
+Test(apply, cache_is_emptied_by_an_apply_made_without_it)
+{
+	struct event d, cr, mv, d2, cr2;
+	struct apply_cache c;
+
+	cached_dir_and_file(&c, &d, &cr);
 	/* Another caller (a local write) moves d away behind the cache's back. */
 	mv = rename_event("d", "e", fid_of(d.seq), no_fid, 0);
 	expect_apply(&mv, 0);
