@@ -958,7 +958,7 @@ static int meta_check(const struct snap_meta *m, const char **why)
 	return snap_xattrs_check(m->xattrs, m->xattrs_len, NULL, NULL, why);
 }
 
-static int meta_copy(struct snap_meta *dst, const struct snap_meta *src)
+int snap_meta_copy(struct snap_meta *dst, const struct snap_meta *src)
 {
 	*dst = *src;
 	dst->target = NULL;
@@ -1014,7 +1014,7 @@ int snap_obj_begin(struct snap_stage *s, const uint8_t digest[SNAP_DIGEST_LEN],
 	o->s = s;
 	o->fd = -1;
 	hex_name(digest, o->hex);
-	err = meta_copy(&o->m, m);
+	err = snap_meta_copy(&o->m, m);
 	if (err) {
 		*why = "out of memory";
 		goto out;

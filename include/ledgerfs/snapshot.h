@@ -87,6 +87,12 @@ static inline int snap_mode_valid(uint32_t mode)
 void snap_meta_free(struct snap_meta *m);
 
 /*
+ * *dst becomes a copy of *src with its own target and xattrs (the caller
+ * frees them with snap_meta_free(), also after -ENOMEM).  0 or -ENOMEM.
+ */
+int snap_meta_copy(struct snap_meta *dst, const struct snap_meta *src);
+
+/*
  * Read the xattrs of fd into a blob.  opath: fd is an O_PATH descriptor
  * (reached through /proc/self/fd).  0 with *blob (malloc'd, caller frees;
  * NULL when there are none) and *len, or a negative errno.
