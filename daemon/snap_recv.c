@@ -45,6 +45,8 @@
 #define SNAP_FLUSH_BYTES (64u << 20)
 #define SNAP_FLUSH_MS	 500	     /* and at least this often, so an interruption loses little */
 #define SNAP_PIPE_BYTES	 (32u << 20) /* contents received and not yet written */
+/* Staging threads: two, so that one's syncfs does not stop the staging (measured). */
+#define SNAP_PIPE_WORKERS 2
 
 /* An entry asked for: its plan step (a directory's meta is filled in there). */
 struct snap_want {
@@ -626,6 +628,7 @@ int snap_recv_run(struct repl *r, struct link *l, const char *peer)
 	    .bytes = SNAP_FLUSH_BYTES,
 	    .ms = SNAP_FLUSH_MS,
 	    .max_bytes = SNAP_PIPE_BYTES,
+	    .workers = SNAP_PIPE_WORKERS,
 	};
 	struct proto_msg info = {0}, end = {0};
 	int64_t t0 = link_now_ms();

@@ -9,10 +9,13 @@
  * the staging on its own thread the two overlap, as rsync's receiver and
  * generator do.
  *
- * The queue is a FIFO of operations guarded by lock; the worker takes one
- * at a time and runs it without the lock.  Durability is unchanged: an
- * object is renamed to its final name only by snap_stage_flush(), after a
- * syncfs, and the reader flushes once more after snap_pipe_drain().
+ * Each worker (a lane) has a FIFO of operations guarded by the pipe's
+ * lock, takes one at a time and runs it without the lock.  An object goes
+ * whole to the lane with the fewest bytes queued, so a small file does not
+ * wait behind a large one, and one lane's syncfs (which waits for the
+ * disk) does not stop the other.  Durability is unchanged: an object is
+ * renamed to its final name only by snap_stage_flush(), after a syncfs,
+ * and the reader flushes once more after snap_pipe_drain().
  */
 #include <errno.h>
 #include <pthread.h>
@@ -36,24 +39,33 @@ struct pipe_op {
 	uint8_t data[];			 /* WRITE */
 };
 
+struct pipe_lane {
+	struct snap_pipe *p;
+	pthread_t thread;
+	pthread_cond_t work;	     /* signalled when an op is queued or stop is set */
+	struct pipe_op *head, *tail; /* guarded by p->lock */
+	size_t queued_bytes;	     /* WRITE bytes in this lane's queue; guarded by p->lock */
+	/* The worker's own. */
+	struct snap_obj *obj;
+	char *obj_path;
+};
+
 struct snap_pipe {
 	struct snap_stage *s;
 	struct snap_pipe_limits lim;
-	pthread_t thread;
+	struct pipe_lane lane[SNAP_PIPE_MAX_WORKERS];
+	size_t nlanes;
+	size_t cur; /* the reader's: lane of the object being queued */
 	pthread_mutex_t lock;
-	pthread_cond_t work; /* signalled when an op is queued or stop is set */
 	pthread_cond_t room; /* signalled when an op is done */
 	/* Guarded by lock. */
-	struct pipe_op *head, *tail;
-	size_t queued_bytes; /* WRITE bytes in the queue */
+	size_t queued_bytes; /* WRITE bytes in all queues */
 	size_t busy;	     /* ops queued or running */
 	int stop;
 	int err;
 	char why[512];
-	/* The worker's own. */
-	struct snap_obj *obj;
-	char *obj_path;
-	uint64_t flushed_bytes, written;
+	uint64_t written; /* content bytes written */
+	uint64_t flushed_bytes;
 	int64_t flushed_ms;
 };
 
@@ -75,15 +87,18 @@ static void op_free(struct pipe_op *op)
 }
 
 /* Worker: record the first error, with the entry it concerns. */
-static void set_error(struct snap_pipe *p, int err, const char *what)
+static void set_error(struct pipe_lane *l, int err, const char *what)
 {
+	struct snap_pipe *p = l->p;
+
 	pthread_mutex_lock(&p->lock);
 	if (!p->err) {
 		p->err = err;
 		snprintf(p->why, sizeof(p->why), "cannot stage %.200s: %s: %s",
-			 p->obj_path ? p->obj_path : "(staging area)", what ? what : "",
+			 l->obj_path ? l->obj_path : "(staging area)", what ? what : "",
 			 strerror(-err));
 	}
+	pthread_cond_broadcast(&p->room);
 	pthread_mutex_unlock(&p->lock);
 }
 
@@ -91,13 +106,18 @@ static void set_error(struct snap_pipe *p, int err, const char *what)
 static int maybe_flush(struct snap_pipe *p, const char **why)
 {
 	int64_t now = now_ms();
-	int err;
+	int err, due;
 
-	if (snap_stage_pending(p->s) < p->lim.objs &&
-	    p->written - p->flushed_bytes < p->lim.bytes && now - p->flushed_ms < p->lim.ms)
+	pthread_mutex_lock(&p->lock);
+	due = snap_stage_pending(p->s) >= p->lim.objs ||
+	      p->written - p->flushed_bytes >= p->lim.bytes || now - p->flushed_ms >= p->lim.ms;
+	if (due) {
+		p->flushed_bytes = p->written;
+		p->flushed_ms = now;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (!due)
 		return 0;
-	p->flushed_bytes = p->written;
-	p->flushed_ms = now;
 	err = snap_stage_flush(p->s);
 	if (err)
 		*why = "cannot make staged entries durable";
@@ -105,64 +125,66 @@ static int maybe_flush(struct snap_pipe *p, const char **why)
 }
 
 /* Worker: one operation; 0 or a negative errno with *why. */
-static int run_op(struct snap_pipe *p, struct pipe_op *op, const char **why)
+static int run_op(struct pipe_lane *l, struct pipe_op *op, const char **why)
 {
+	struct snap_pipe *p = l->p;
 	int err;
 
 	switch (op->type) {
 	case OP_BEGIN:
-		free(p->obj_path);
-		p->obj_path = op->path;
+		free(l->obj_path);
+		l->obj_path = op->path;
 		op->path = NULL;
-		return snap_obj_begin(p->s, op->digest, &op->m, &p->obj, why);
+		return snap_obj_begin(p->s, op->digest, &op->m, &l->obj, why);
 	case OP_WRITE:
-		if (!p->obj) {
+		if (!l->obj) {
 			*why = "contents without an entry";
 			return -EINVAL;
 		}
-		err = snap_obj_write(p->obj, op->off, op->data, op->len, why);
-		if (!err)
-			p->written += op->len;
-		return err;
+		return snap_obj_write(l->obj, op->off, op->data, op->len, why);
 	default:
-		if (!p->obj) {
+		if (!l->obj) {
 			*why = "no entry to finish";
 			return -EINVAL;
 		}
-		err = snap_obj_commit(p->obj, why);
-		p->obj = NULL;
+		err = snap_obj_commit(l->obj, why);
+		l->obj = NULL;
 		return err ? err : maybe_flush(p, why);
 	}
 }
 
 static void *worker(void *arg)
 {
-	struct snap_pipe *p = arg;
+	struct pipe_lane *l = arg;
+	struct snap_pipe *p = l->p;
 
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
 		struct pipe_op *op;
 		const char *why = NULL;
+		size_t len;
 		int err = 0;
 
-		while (!p->head && !p->stop)
-			pthread_cond_wait(&p->work, &p->lock);
+		while (!l->head && !p->stop)
+			pthread_cond_wait(&l->work, &p->lock);
 		if (p->stop)
 			break;
-		op = p->head;
-		p->head = op->next;
-		if (!p->head)
-			p->tail = NULL;
+		op = l->head;
+		l->head = op->next;
+		if (!l->head)
+			l->tail = NULL;
 		pthread_mutex_unlock(&p->lock);
 		/* After an error, what is queued is only dropped. */
-		if (!snap_pipe_error(p, NULL) && (err = run_op(p, op, &why)) < 0)
-			set_error(p, err, why);
+		if (!snap_pipe_error(p, NULL) && (err = run_op(l, op, &why)) < 0)
+			set_error(l, err, why);
+		len = op->len;
+		op_free(op);
 		pthread_mutex_lock(&p->lock);
-		if (op->type == OP_WRITE)
-			p->queued_bytes -= op->len;
+		l->queued_bytes -= len;
+		p->queued_bytes -= len;
+		p->written += len;
 		p->busy--;
 		pthread_cond_broadcast(&p->room);
-		op_free(op);
 	}
 	pthread_mutex_unlock(&p->lock);
 	return NULL;
@@ -172,7 +194,10 @@ int snap_pipe_start(struct snap_stage *s, const struct snap_pipe_limits *lim,
 		    struct snap_pipe **out)
 {
 	struct snap_pipe *p = calloc(1, sizeof(*p));
-	int err;
+	size_t want = lim->workers < 1			     ? 1
+		      : lim->workers > SNAP_PIPE_MAX_WORKERS ? SNAP_PIPE_MAX_WORKERS
+							     : lim->workers;
+	int err = 0;
 
 	*out = NULL;
 	if (!p)
@@ -181,23 +206,44 @@ int snap_pipe_start(struct snap_stage *s, const struct snap_pipe_limits *lim,
 	p->lim = *lim;
 	p->flushed_ms = now_ms();
 	pthread_mutex_init(&p->lock, NULL);
-	pthread_cond_init(&p->work, NULL);
 	pthread_cond_init(&p->room, NULL);
-	err = -pthread_create(&p->thread, NULL, worker, p);
+	while (p->nlanes < want && !err) {
+		struct pipe_lane *l = &p->lane[p->nlanes];
+
+		l->p = p;
+		pthread_cond_init(&l->work, NULL);
+		err = -pthread_create(&l->thread, NULL, worker, l);
+		if (err)
+			pthread_cond_destroy(&l->work);
+		else
+			p->nlanes++;
+	}
 	if (err) {
-		pthread_cond_destroy(&p->room);
-		pthread_cond_destroy(&p->work);
-		pthread_mutex_destroy(&p->lock);
-		free(p);
+		snap_pipe_stop(p);
 		return err;
 	}
 	*out = p;
 	return 0;
 }
 
-/* Queue op (taken over whatever happens), waiting while the queue holds max_bytes. */
+/* The lane with the fewest bytes queued, for a new object.  Lock held. */
+static size_t quietest_lane(const struct snap_pipe *p)
+{
+	size_t i, best = 0;
+
+	for (i = 1; i < p->nlanes; i++)
+		if (p->lane[i].queued_bytes < p->lane[best].queued_bytes)
+			best = i;
+	return best;
+}
+
+/*
+ * Queue op (taken over whatever happens) on the current object's lane, or
+ * for a BEGIN on the quietest one, waiting while the queues hold max_bytes.
+ */
 static int enqueue(struct snap_pipe *p, struct pipe_op *op)
 {
+	struct pipe_lane *l;
 	int err;
 
 	pthread_mutex_lock(&p->lock);
@@ -207,15 +253,19 @@ static int enqueue(struct snap_pipe *p, struct pipe_op *op)
 		pthread_cond_wait(&p->room, &p->lock);
 	err = p->err;
 	if (!err) {
-		if (p->tail)
-			p->tail->next = op;
+		if (op->type == OP_BEGIN)
+			p->cur = quietest_lane(p);
+		l = &p->lane[p->cur];
+		if (l->tail)
+			l->tail->next = op;
 		else
-			p->head = op;
-		p->tail = op;
+			l->head = op;
+		l->tail = op;
+		l->queued_bytes += op->len;
 		p->queued_bytes += op->len;
 		p->busy++;
 		op = NULL;
-		pthread_cond_signal(&p->work);
+		pthread_cond_signal(&l->work);
 	}
 	pthread_mutex_unlock(&p->lock);
 	op_free(op);
@@ -290,22 +340,28 @@ int snap_pipe_error(struct snap_pipe *p, const char **why)
 void snap_pipe_stop(struct snap_pipe *p)
 {
 	struct pipe_op *op;
+	size_t i;
 
 	if (!p)
 		return;
 	pthread_mutex_lock(&p->lock);
 	p->stop = 1;
-	pthread_cond_signal(&p->work);
+	for (i = 0; i < p->nlanes; i++)
+		pthread_cond_signal(&p->lane[i].work);
 	pthread_mutex_unlock(&p->lock);
-	pthread_join(p->thread, NULL);
-	while ((op = p->head)) {
-		p->head = op->next;
-		op_free(op);
+	for (i = 0; i < p->nlanes; i++) {
+		struct pipe_lane *l = &p->lane[i];
+
+		pthread_join(l->thread, NULL);
+		while ((op = l->head)) {
+			l->head = op->next;
+			op_free(op);
+		}
+		snap_obj_abort(l->obj);
+		free(l->obj_path);
+		pthread_cond_destroy(&l->work);
 	}
-	snap_obj_abort(p->obj);
-	free(p->obj_path);
 	pthread_cond_destroy(&p->room);
-	pthread_cond_destroy(&p->work);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }

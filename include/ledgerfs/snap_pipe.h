@@ -2,11 +2,12 @@
  * snap_pipe.h - staging a resync's objects on a worker thread.
  *
  * The thread that reads a resync's frames hands each received entry to a
- * snap_pipe instead of staging it itself: the worker creates the staging
+ * snap_pipe instead of staging it itself: a worker creates the staging
  * file, writes the contents, sets owner, mode, xattrs and mtime
  * (snapshot.h's snap_obj_*) and makes finished objects durable in batches
- * (snap_stage_flush()), while the reader decrypts the next frames.  One
- * worker keeps the objects in the order they were queued.
+ * (snap_stage_flush()), while the reader decrypts the next frames.  With
+ * several workers, objects are staged in any order (each one whole by one
+ * worker); nothing depends on that order before snap_pipe_drain().
  *
  * Contents are copied into the queue, which holds at most max_bytes of
  * them: the reader waits for the worker beyond that.  The first error of
@@ -27,13 +28,16 @@ struct snap_pipe_limits {
 	uint64_t bytes;	  /* content bytes written since the last flush */
 	int64_t ms;	  /* milliseconds since the last flush, checked after each object */
 	size_t max_bytes; /* content bytes queued and not yet written */
+	size_t workers;	  /* threads, 1..SNAP_PIPE_MAX_WORKERS */
 };
+
+#define SNAP_PIPE_MAX_WORKERS 4
 
 struct snap_pipe;
 
 /*
- * Start the worker on stage s (which must outlive the pipe and, until
- * snap_pipe_drain() returns, is used by the worker only).  0 with *out
+ * Start the workers on stage s (which must outlive the pipe; until
+ * snap_pipe_drain() returns only snap_stage_has() may be used besides).  0 with *out
  * (snap_pipe_stop()), or a negative errno.
  */
 int snap_pipe_start(struct snap_stage *s, const struct snap_pipe_limits *lim,

@@ -163,12 +163,13 @@ int snap_obj_commit(struct snap_obj *o, const char **why);
 /*
  * One syncfs() for every object committed since the last flush, then their
  * renames to obj/<hex>: an object under its final name is whole on disk.
- * 0 or a negative errno.
+ * snap_obj_commit() and this may run on several threads at once.  0 or a
+ * negative errno.
  */
 int snap_stage_flush(struct snap_stage *s);
 
 /* Objects committed and not yet flushed. */
-size_t snap_stage_pending(const struct snap_stage *s);
+size_t snap_stage_pending(struct snap_stage *s);
 
 /* Drop an unfinished object and its temporary file; NULL is fine. */
 void snap_obj_abort(struct snap_obj *o);

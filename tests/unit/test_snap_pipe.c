@@ -1,6 +1,6 @@
 /*
- * test_snap_pipe.c - fs/snap_pipe.c: objects queued to the worker are
- * staged with their contents and metadata, in order, through a queue
+ * test_snap_pipe.c - fs/snap_pipe.c: objects queued to the workers are
+ * staged whole with their contents and metadata, through a queue
  * smaller than one file; they become visible under their final names only
  * by a flush, the worker's own when a limit is reached; a bad entry stops
  * the pipe with an error naming it, and stopping mid-object leaves no
@@ -71,9 +71,9 @@ static struct snap_meta file_meta(uint64_t size)
 }
 
 static const struct snap_pipe_limits roomy = {
-    .objs = 1000, .bytes = 1u << 30, .ms = 3600000, .max_bytes = 4096};
+    .objs = 1000, .bytes = 1u << 30, .ms = 3600000, .max_bytes = 4096, .workers = 2};
 
-Test(snap_pipe, stages_files_in_order_through_a_small_queue)
+Test(snap_pipe, two_workers_stage_whole_files_through_a_small_queue)
 {
 	struct snap_stage *s;
 	struct snap_pipe *p;
@@ -126,7 +126,7 @@ Test(snap_pipe, stages_files_in_order_through_a_small_queue)
 Test(snap_pipe, worker_flushes_when_a_limit_is_reached)
 {
 	const struct snap_pipe_limits two = {
-	    .objs = 2, .bytes = 1u << 30, .ms = 3600000, .max_bytes = 1 << 20};
+	    .objs = 2, .bytes = 1u << 30, .ms = 3600000, .max_bytes = 1 << 20, .workers = 1};
 	struct snap_stage *s;
 	struct snap_pipe *p;
 	struct snap_meta m = file_meta(0);
