@@ -982,7 +982,13 @@ int merkle_build_cached(int root_fd, struct merkle_cache *cache, int64_t trust_n
 	w.cache_old = cache;
 	if (cache && merkle_cache_new(&w.cache_new) < 0)
 		return -ENOMEM;
-	if (prehash(root_fd, cache, trust_ns, &fresh) < 0) {
+	/*
+	 * Only without remembered digests: with them most files are not read,
+	 * and the extra listing of every directory would cost more than the
+	 * threads save (a 1% resync's builds).
+	 */
+	if ((!cache || merkle_cache_count(cache) == 0) &&
+	    prehash(root_fd, cache, trust_ns, &fresh) < 0) {
 		merkle_cache_free(w.cache_new);
 		return -ENOMEM;
 	}
