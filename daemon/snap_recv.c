@@ -7,8 +7,10 @@
  * Each difference becomes a step of the install plan, in the walk's order;
  * the entries it needs are asked for as they are found (SNAP_GET, up to
  * SNAP_WINDOW outstanding) and staged whole under NODE_DIR/snap/ as they
- * arrive, so the transfer overlaps the comparison.  An entry already
- * staged by an earlier round or an earlier attempt (same digest) is not
+ * arrive, so the transfer overlaps the comparison.  The staging itself
+ * (files, contents, metadata, batched syncfs) runs on a worker thread
+ * (snap_pipe.h) while this one reads and decrypts the next frames.  An
+ * entry already staged by an earlier round or an earlier attempt (same digest) is not
  * asked for again.  If the peer says a file changed under its tree, the
  * round ends without installing and the next round compares again: what
  * arrived stays staged.
@@ -32,6 +34,7 @@
 #include "ledgerfs/log.h"
 #include "ledgerfs/merkle.h"
 #include "ledgerfs/rebuild.h"
+#include "ledgerfs/snap_pipe.h"
 #include "repl_int.h"
 
 #define SNAP_WINDOW	 64	/* entries asked for and not yet received */
@@ -40,7 +43,10 @@
 #define SNAP_PROGRESS_MS 2000	/* progress lines in the log */
 #define SNAP_FLUSH_OBJS	 256	/* staged objects made durable by one syncfs */
 #define SNAP_FLUSH_BYTES (64u << 20)
-#define SNAP_FLUSH_MS	 500 /* and at least this often, so an interruption loses little */
+#define SNAP_FLUSH_MS	 500	     /* and at least this often, so an interruption loses little */
+#define SNAP_PIPE_BYTES	 (32u << 20) /* contents received and not yet written */
+/* Staging threads: two, so that one's syncfs does not stop the staging (measured). */
+#define SNAP_PIPE_WORKERS 2
 
 /* An entry asked for: its plan step (a directory's meta is filled in there). */
 struct snap_want {
@@ -54,12 +60,13 @@ struct snap_recv {
 	struct link *l;
 	const char *peer;
 	struct snap_stage *stage;
+	struct snap_pipe *pipe; /* stages what arrives, on its own thread */
 	struct snap_plan plan;
 	struct snap_want *q; /* FIFO of outstanding GETs: q[qhead..qn) */
 	size_t qhead, qn, qcap;
-	struct snap_obj *obj; /* the regular file being received, for q[qhead] */
-	uint64_t obj_left;
-	uint32_t *links; /* hard-link group -> 1 + plan step of its first name */
+	int receiving;	   /* q[qhead] is a regular file whose contents are arriving */
+	uint64_t obj_left; /* its bytes still to come */
+	uint32_t *links;   /* hard-link group -> 1 + plan step of its first name */
 	size_t links_cap;
 	int dirty;
 	/*
@@ -71,8 +78,6 @@ struct snap_recv {
 	struct snap_step del;
 	char *del_path;
 	int64_t last_progress;
-	uint64_t flushed_bytes;		/* prog.bytes at the last flush */
-	int64_t flushed_ms;		/* when */
 	struct repl_snap_progress prog; /* copied into r->snap under r->lock */
 };
 
@@ -102,21 +107,15 @@ static int fail(struct snap_recv *sr, int rv, const char *what)
 	return rv;
 }
 
-/* Make staged objects durable in batches: one syncfs per SNAP_FLUSH_* objects, bytes or ms. */
-static int maybe_flush(struct snap_recv *sr)
+/* A staging error of the pipe's worker, with what it says, as the link's reason. */
+static int pipe_failed(struct snap_recv *sr, int rv)
 {
-	int64_t now = link_now_ms();
-	int rv;
+	const char *why = NULL;
 
-	if (snap_stage_pending(sr->stage) < SNAP_FLUSH_OBJS &&
-	    sr->prog.bytes - sr->flushed_bytes < SNAP_FLUSH_BYTES &&
-	    now - sr->flushed_ms < SNAP_FLUSH_MS)
-		return 0;
-	sr->flushed_bytes = sr->prog.bytes;
-	sr->flushed_ms = now;
-	rv = snap_stage_flush(sr->stage);
-	if (rv < 0)
-		snprintf(sr->l->why, sizeof(sr->l->why), "cannot make staged entries durable: %s",
+	if (snap_pipe_error(sr->pipe, &why) && why)
+		snprintf(sr->l->why, sizeof(sr->l->why), "%s", why);
+	else
+		snprintf(sr->l->why, sizeof(sr->l->why), "cannot queue a received entry: %s",
 			 strerror(-rv));
 	return rv;
 }
@@ -133,10 +132,9 @@ static int take_entry(struct snap_recv *sr, struct proto_snap_entry *e)
 {
 	struct snap_want *w;
 	struct snap_step *st;
-	const char *why = NULL;
 	int rv;
 
-	if (sr->qhead == sr->qn || sr->obj || e->id != sr->q[sr->qhead].step) {
+	if (sr->qhead == sr->qn || sr->receiving || e->id != sr->q[sr->qhead].step) {
 		snprintf(sr->l->why, sizeof(sr->l->why), "snapshot entry not asked for");
 		return -EPROTO;
 	}
@@ -165,55 +163,44 @@ static int take_entry(struct snap_recv *sr, struct proto_snap_entry *e)
 	}
 	/* Kept for the digest cache once installed (an OBJ step's fid is otherwise unused). */
 	st->fid = e->meta.fid;
-	rv = snap_obj_begin(sr->stage, w->digest, &e->meta, &sr->obj, &why);
-	if (rv < 0) {
-		snprintf(sr->l->why, sizeof(sr->l->why), "cannot stage %.200s: %s: %s", st->path,
-			 why ? why : "", strerror(-rv));
-		return rv;
-	}
+	rv = snap_pipe_begin(sr->pipe, w->digest, &e->meta, st->path);
+	if (rv < 0)
+		return pipe_failed(sr, rv);
 	sr->prog.fetched++;
 	sr->obj_left = S_ISREG(e->meta.mode) ? e->meta.size : 0;
-	if (sr->obj_left)
+	if (sr->obj_left) {
+		sr->receiving = 1;
 		return 0;
-	rv = snap_obj_commit(sr->obj, &why);
-	sr->obj = NULL;
-	if (rv < 0) {
-		snprintf(sr->l->why, sizeof(sr->l->why), "cannot stage %.200s: %s: %s", st->path,
-			 why ? why : "", strerror(-rv));
-		return rv;
 	}
+	rv = snap_pipe_commit(sr->pipe);
+	if (rv < 0)
+		return pipe_failed(sr, rv);
 	pop(sr);
-	return maybe_flush(sr);
+	return 0;
 }
 
 static int take_data(struct snap_recv *sr, const struct proto_snap_data *d)
 {
-	const char *why = NULL, *path;
 	int rv;
 
-	if (!sr->obj || sr->qhead == sr->qn || d->id != sr->q[sr->qhead].step ||
+	if (!sr->receiving || sr->qhead == sr->qn || d->id != sr->q[sr->qhead].step ||
 	    d->len > sr->obj_left) {
 		snprintf(sr->l->why, sizeof(sr->l->why), "snapshot data not asked for");
 		return -EPROTO;
 	}
-	path = sr->plan.v[d->id].path;
-	rv = snap_obj_write(sr->obj, d->offset, d->data, d->len, &why);
-	if (rv == 0) {
-		sr->obj_left -= d->len;
-		sr->prog.bytes += d->len;
-		if (sr->obj_left == 0) {
-			rv = snap_obj_commit(sr->obj, &why);
-			sr->obj = NULL;
-			if (rv == 0)
-				pop(sr);
-		}
-	}
-	if (rv < 0) {
-		snprintf(sr->l->why, sizeof(sr->l->why), "cannot stage %.200s: %s: %s", path,
-			 why ? why : "", strerror(-rv));
-		return rv;
-	}
-	return maybe_flush(sr);
+	rv = snap_pipe_write(sr->pipe, d->offset, d->data, d->len);
+	if (rv < 0)
+		return pipe_failed(sr, rv);
+	sr->obj_left -= d->len;
+	sr->prog.bytes += d->len;
+	if (sr->obj_left)
+		return 0;
+	sr->receiving = 0;
+	rv = snap_pipe_commit(sr->pipe);
+	if (rv < 0)
+		return pipe_failed(sr, rv);
+	pop(sr);
+	return 0;
 }
 
 /* The next frame within SNAP_TIMEOUT_MS; -ESHUTDOWN as soon as the node stops. */
@@ -487,6 +474,7 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	struct merkle *mine = NULL;
 	struct merkle_diff_stats stats = {0};
 	uint64_t entries = 0;
+	int64_t t0 = link_now_ms(), t_mine, t_info = 0, t_recv = 0;
 	int rv;
 
 	sr->prog.round++;
@@ -506,9 +494,11 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	pthread_mutex_lock(&r->n->lock);
 	rv = repl_build_tree(r, &mine, &entries);
 	pthread_mutex_unlock(&r->n->lock);
+	t_mine = link_now_ms();
 	if (rv < 0)
 		return fail(sr, rv, "cannot build this store's hash tree");
 	rv = await(sr, PROTO_SNAP_INFO, info);
+	t_info = link_now_ms();
 	if (rv < 0) {
 		merkle_free(mine);
 		return rv;
@@ -519,6 +509,10 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 		rv = flush_delete(sr, NULL);
 	while (rv == 0 && sr->qn > sr->qhead)
 		rv = pump(sr, NULL);
+	if (rv == 0 && (rv = snap_pipe_drain(sr->pipe, NULL)) < 0)
+		rv = pipe_failed(sr, rv);
+	t_recv = link_now_ms();
+	/* The worker is idle: the stage is ours again. */
 	if (rv == 0)
 		rv = snap_stage_flush(sr->stage);
 	if (rv == 0)
@@ -529,6 +523,12 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	if (rv < 0)
 		return fail(sr, rv, "transfer failed");
 	publish(sr, 1);
+	/* Where a round's time went, to tell a slow peer from a slow disk here. */
+	log_info("snapshot resync from %s: round %" PRIu64 ": own tree %.1f s, peer's tree %.1f s "
+		 "more, transfer %.1f s, last flush and end %.1f s",
+		 sr->peer, sr->prog.round, (double)(t_mine - t0) / 1000.0,
+		 (double)(t_info - t_mine) / 1000.0, (double)(t_recv - t_info) / 1000.0,
+		 (double)(link_now_ms() - t_recv) / 1000.0);
 	return 0;
 }
 
@@ -623,6 +623,13 @@ static int install(struct snap_recv *sr, const struct proto_msg *info, const str
 int snap_recv_run(struct repl *r, struct link *l, const char *peer)
 {
 	struct snap_recv sr = {.r = r, .l = l, .peer = peer};
+	const struct snap_pipe_limits lim = {
+	    .objs = SNAP_FLUSH_OBJS,
+	    .bytes = SNAP_FLUSH_BYTES,
+	    .ms = SNAP_FLUSH_MS,
+	    .max_bytes = SNAP_PIPE_BYTES,
+	    .workers = SNAP_PIPE_WORKERS,
+	};
 	struct proto_msg info = {0}, end = {0};
 	int64_t t0 = link_now_ms();
 	int rv;
@@ -631,6 +638,11 @@ int snap_recv_run(struct repl *r, struct link *l, const char *peer)
 	rv = snap_stage_open(r->n->dir, &sr.stage);
 	if (rv < 0) {
 		rv = fail(&sr, rv, "cannot open the staging area");
+		goto out;
+	}
+	rv = snap_pipe_start(sr.stage, &lim, &sr.pipe);
+	if (rv < 0) {
+		rv = fail(&sr, rv, "cannot start the staging thread");
 		goto out;
 	}
 	sr.prog.active = 1;
@@ -662,6 +674,8 @@ int snap_recv_run(struct repl *r, struct link *l, const char *peer)
 		 " deleted, %zu steps installed, %" PRIu64 " rounds",
 		 peer, (double)(link_now_ms() - t0) / 1000.0, sr.prog.entries, sr.prog.fetched,
 		 sr.prog.bytes, sr.prog.reused, sr.prog.deleted, sr.plan.n, sr.prog.round);
+	snap_pipe_stop(sr.pipe);
+	sr.pipe = NULL;
 	snap_stage_close(sr.stage);
 	sr.stage = NULL;
 	rv = snap_stage_remove(r->n->dir);
@@ -675,7 +689,7 @@ out:
 	pthread_mutex_lock(&r->lock);
 	r->snap = sr.prog;
 	pthread_mutex_unlock(&r->lock);
-	snap_obj_abort(sr.obj);
+	snap_pipe_stop(sr.pipe);
 	snap_stage_close(sr.stage);
 	snap_plan_free(&sr.plan);
 	proto_msg_free(&info);

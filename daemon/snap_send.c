@@ -35,6 +35,7 @@ struct snap_send {
 	uint64_t round;
 	uint64_t sent_files, sent_bytes, changed;
 	int64_t started_ms;
+	int64_t round_ms; /* when the round's SNAP_BEGIN came */
 };
 
 int snap_send_active(const struct snap_send *ss)
@@ -72,6 +73,7 @@ static int begin(struct repl *r, struct link *l, struct snap_send **ssp, uint64_
 	struct evid vec[REPL_MAX_ORIGINS];
 	struct snap_send *ss = *ssp;
 	uint64_t entries = 0;
+	int64_t t0 = link_now_ms();
 	uint32_t n;
 	int rv;
 
@@ -85,6 +87,7 @@ static int begin(struct repl *r, struct link *l, struct snap_send **ssp, uint64_
 	merkle_free(ss->tree);
 	ss->tree = NULL;
 	ss->round = round;
+	ss->round_ms = t0;
 	/* Under the node lock nothing is applied: the tree is the store at vec. */
 	pthread_mutex_lock(&r->n->lock);
 	n = applied_vector(r, vec);
@@ -95,8 +98,9 @@ static int begin(struct repl *r, struct link *l, struct snap_send **ssp, uint64_
 			 strerror(-rv));
 		return rv;
 	}
-	log_info("snapshot for peer %s: round %" PRIu64 ", hash tree of %" PRIu64 " entries built",
-		 peer, round, entries);
+	log_info("snapshot for peer %s: round %" PRIu64 ", hash tree of %" PRIu64
+		 " entries built in %.1f s",
+		 peer, round, entries, (double)(link_now_ms() - t0) / 1000.0);
 	return proto_put_snap_vec(&l->out, PROTO_SNAP_INFO, round, entries, vec, n);
 }
 
@@ -220,9 +224,10 @@ static int done(struct repl *r, struct link *l, struct snap_send *ss, uint64_t r
 	pthread_mutex_lock(&r->n->lock);
 	n = applied_vector(r, vec);
 	pthread_mutex_unlock(&r->n->lock);
-	log_info("snapshot for peer %s: round %" PRIu64 " done, %" PRIu64 " entries sent (%" PRIu64
-		 " bytes of contents), %" PRIu64 " changed meanwhile",
-		 peer, round, ss->sent_files, ss->sent_bytes, ss->changed);
+	log_info("snapshot for peer %s: round %" PRIu64 " done in %.1f s, %" PRIu64
+		 " entries sent (%" PRIu64 " bytes of contents), %" PRIu64 " changed meanwhile",
+		 peer, round, (double)(link_now_ms() - ss->round_ms) / 1000.0, ss->sent_files,
+		 ss->sent_bytes, ss->changed);
 	ss->sent_files = ss->sent_bytes = ss->changed = 0;
 	merkle_free(ss->tree);
 	ss->tree = NULL;

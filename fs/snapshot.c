@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -64,8 +65,10 @@ struct snap_stage {
 	int objfd; /* NODE_DIR/snap/obj */
 	/* Makes temporary names unique when several objects of one digest are in flight. */
 	atomic_ulong next_tmp;
-	struct pending_obj *pend; /* finished, not yet known durable */
-	size_t npend, pend_cap;
+	/* Objects are committed and flushed by several threads (snap_pipe.c). */
+	pthread_mutex_t lock;
+	struct pending_obj *pend; /* finished, not yet known durable; guarded by lock */
+	size_t npend, pend_cap;	  /* guarded by lock */
 };
 
 struct snap_obj {
@@ -811,6 +814,7 @@ int snap_stage_open(const char *node_dir, struct snap_stage **out)
 		return -ENOMEM;
 	s->dirfd = s->objfd = -1;
 	atomic_init(&s->next_tmp, 0);
+	pthread_mutex_init(&s->lock, NULL);
 	nfd = open(node_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (nfd < 0) {
 		err = -errno;
@@ -841,6 +845,7 @@ void snap_stage_close(struct snap_stage *s)
 	if (!s)
 		return;
 	free(s->pend);
+	pthread_mutex_destroy(&s->lock);
 	if (s->objfd >= 0)
 		close(s->objfd);
 	if (s->dirfd >= 0)
@@ -921,7 +926,7 @@ static int meta_check(const struct snap_meta *m, const char **why)
 	return snap_xattrs_check(m->xattrs, m->xattrs_len, NULL, NULL, why);
 }
 
-static int meta_copy(struct snap_meta *dst, const struct snap_meta *src)
+int snap_meta_copy(struct snap_meta *dst, const struct snap_meta *src)
 {
 	*dst = *src;
 	dst->target = NULL;
@@ -977,7 +982,7 @@ int snap_obj_begin(struct snap_stage *s, const uint8_t digest[SNAP_DIGEST_LEN],
 	o->s = s;
 	o->fd = -1;
 	hex_name(digest, o->hex);
-	err = meta_copy(&o->m, m);
+	err = snap_meta_copy(&o->m, m);
 	if (err) {
 		*why = "out of memory";
 		goto out;
@@ -1099,6 +1104,7 @@ int snap_obj_commit(struct snap_obj *o, const char **why)
 	int err;
 
 	err = o->fd >= 0 ? finish_file(o, why) : finish_special(o, why);
+	pthread_mutex_lock(&s->lock);
 	if (!err && s->npend == s->pend_cap) {
 		size_t cap = s->pend_cap ? 2 * s->pend_cap : 256;
 		struct pending_obj *v = realloc(s->pend, cap * sizeof(*v));
@@ -1117,28 +1123,44 @@ int snap_obj_commit(struct snap_obj *o, const char **why)
 		s->npend++;
 		o->tmp[0] = '\0';
 	}
+	pthread_mutex_unlock(&s->lock);
 	snap_obj_abort(o);
 	return err;
 }
 
-size_t snap_stage_pending(const struct snap_stage *s)
+size_t snap_stage_pending(struct snap_stage *s)
 {
-	return s->npend;
+	size_t n;
+
+	pthread_mutex_lock(&s->lock);
+	n = s->npend;
+	pthread_mutex_unlock(&s->lock);
+	return n;
 }
 
+/*
+ * The objects committed so far are taken out of the list first: those
+ * committed during the syncfs wait for the next flush, as it may not
+ * cover them.
+ */
 int snap_stage_flush(struct snap_stage *s)
 {
-	size_t i;
+	struct pending_obj *v;
+	size_t i, n;
 	int err = 0;
 
-	if (s->npend == 0)
-		return 0;
-	if (syncfs(s->objfd) < 0)
-		return -errno;
-	for (i = 0; i < s->npend && !err; i++)
-		if (renameat(s->objfd, s->pend[i].tmp, s->objfd, s->pend[i].hex) < 0)
+	pthread_mutex_lock(&s->lock);
+	v = s->pend;
+	n = s->npend;
+	s->pend = NULL;
+	s->npend = s->pend_cap = 0;
+	pthread_mutex_unlock(&s->lock);
+	if (n && syncfs(s->objfd) < 0)
+		err = -errno;
+	for (i = 0; i < n && !err; i++)
+		if (renameat(s->objfd, v[i].tmp, s->objfd, v[i].hex) < 0)
 			err = -errno;
-	s->npend = 0;
+	free(v);
 	return err;
 }
 

@@ -87,6 +87,12 @@ static inline int snap_mode_valid(uint32_t mode)
 void snap_meta_free(struct snap_meta *m);
 
 /*
+ * *dst becomes a copy of *src with its own target and xattrs (the caller
+ * frees them with snap_meta_free(), also after -ENOMEM).  0 or -ENOMEM.
+ */
+int snap_meta_copy(struct snap_meta *dst, const struct snap_meta *src);
+
+/*
  * Read the xattrs of fd into a blob.  opath: fd is an O_PATH descriptor
  * (reached through /proc/self/fd).  0 with *blob (malloc'd, caller frees;
  * NULL when there are none) and *len, or a negative errno.
@@ -157,12 +163,13 @@ int snap_obj_commit(struct snap_obj *o, const char **why);
 /*
  * One syncfs() for every object committed since the last flush, then their
  * renames to obj/<hex>: an object under its final name is whole on disk.
- * 0 or a negative errno.
+ * snap_obj_commit() and this may run on several threads at once.  0 or a
+ * negative errno.
  */
 int snap_stage_flush(struct snap_stage *s);
 
 /* Objects committed and not yet flushed. */
-size_t snap_stage_pending(const struct snap_stage *s);
+size_t snap_stage_pending(struct snap_stage *s);
 
 /* Drop an unfinished object and its temporary file; NULL is fine. */
 void snap_obj_abort(struct snap_obj *o);

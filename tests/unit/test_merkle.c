@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -803,4 +804,46 @@ Test(merkle, cached_build_reads_only_changed_files_and_equals_a_full_one)
 	close(fd);
 	merkle_free(plain);
 	merkle_cache_free(c);
+}
+
+Test(merkle, files_hashed_on_several_threads_give_the_digests_of_one)
+{
+	cpu_set_t all, one;
+	struct merkle *single, *multi;
+	const struct merkle_entry *e;
+	char rel[64], *big;
+	int i;
+
+	cr_assert_eq(sched_getaffinity(0, sizeof(all), &all), 0);
+	if (CPU_COUNT(&all) < 2)
+		cr_skip_test("one CPU: the build hashes on one thread anyway");
+	big = malloc(3 << 20);
+	cr_assert_not_null(big);
+	make_tree(tree_a);
+	/* Files of many sizes, one over the read buffer, so the threads share the work. */
+	for (i = 0; i < (3 << 20) - 1; i++)
+		big[i] = (char)('a' + i % 23);
+	big[(3 << 20) - 1] = '\0';
+	for (i = 0; i < 60; i++) {
+		snprintf(rel, sizeof(rel), "d1/f%02d", i);
+		tree_put_file(tree_a, rel, big + (size_t)i * 50000);
+	}
+	CPU_ZERO(&one);
+	for (i = 0; i < CPU_SETSIZE && !CPU_ISSET(i, &all); i++)
+		;
+	CPU_SET(i, &one);
+	cr_assert_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+	single = build(tree_a, NULL);
+	cr_assert_eq(sched_setaffinity(0, sizeof(all), &all), 0);
+	multi = build(tree_a, NULL);
+	cr_assert(same_root(single, multi));
+	cr_assert_eq(merkle_find(multi, "d1/f07", &e), 0);
+	/* And a change is still seen: the threads hash the file as it is. */
+	change_content(tree_a);
+	merkle_free(multi);
+	multi = build(tree_a, NULL);
+	cr_assert(!same_root(single, multi));
+	merkle_free(multi);
+	merkle_free(single);
+	free(big);
 }
