@@ -33,7 +33,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "ledgerfs/bytes.h"
@@ -42,6 +41,7 @@
 #include "ledgerfs/path.h"
 #include "ledgerfs/snapshot.h"
 #include "ledgerfs/store.h"
+#include "ledgerfs/xattr_at.h"
 
 /* Read buffer for file contents and symlink targets, one per build. */
 #define READ_BUF_SIZE (1 << 20)
@@ -271,29 +271,6 @@ static int dir_digest(EVP_MD_CTX *md, struct merkle_dir *d)
 	return err ? err : h_final(md, d->digest);
 }
 
-/* Replication carries every xattr but the node's own (the cluster stamp of the root). */
-static bool xattr_covered(const char *name)
-{
-	return strncmp(name, STORE_XATTR_PREFIX, strlen(STORE_XATTR_PREFIX)) != 0 ||
-	       !strcmp(name, STORE_XATTR_FID) || !strcmp(name, STORE_XATTR_VER);
-}
-
-/* O_PATH descriptors (symlinks, devices, fifos) reach their xattrs through /proc. */
-static ssize_t xattr_list(int fd, bool opath, char *buf, size_t size)
-{
-	char proc[PATH_PROCFD_LEN];
-
-	return opath ? listxattr(path_procfd(fd, proc), buf, size) : flistxattr(fd, buf, size);
-}
-
-static ssize_t xattr_get(int fd, bool opath, const char *name, void *buf, size_t size)
-{
-	char proc[PATH_PROCFD_LEN];
-
-	return opath ? getxattr(path_procfd(fd, proc), name, buf, size)
-		     : fgetxattr(fd, name, buf, size);
-}
-
 /*
  * Read the xattr names of fd into w->xnames; *len receives their length.
  * The buffers start non-empty, so one call does in the common case; a
@@ -305,7 +282,7 @@ static int xattr_names(struct merkle_walk *w, int fd, bool opath, size_t *len)
 	int err;
 
 	for (;;) {
-		n = xattr_list(fd, opath, w->xnames, w->xnames_cap);
+		n = xattr_at_list(fd, opath, w->xnames, w->xnames_cap);
 		if (n >= 0)
 			break;
 		if (errno == ENOTSUP) {
@@ -314,7 +291,7 @@ static int xattr_names(struct merkle_walk *w, int fd, bool opath, size_t *len)
 		}
 		if (errno != ERANGE)
 			return report(w, -errno, NULL);
-		n = xattr_list(fd, opath, NULL, 0);
+		n = xattr_at_list(fd, opath, NULL, 0);
 		if (n < 0)
 			return report(w, -errno, NULL);
 		err = grow(&w->xnames, &w->xnames_cap, (size_t)n + 1, 1);
@@ -332,12 +309,12 @@ static int xattr_value(struct merkle_walk *w, int fd, bool opath, const char *na
 	int err;
 
 	for (;;) {
-		n = xattr_get(fd, opath, name, w->xval, w->xval_cap);
+		n = xattr_at_get(fd, opath, name, w->xval, w->xval_cap);
 		if (n >= 0)
 			break;
 		if (errno != ERANGE)
 			return report(w, -errno, NULL);
-		n = xattr_get(fd, opath, name, NULL, 0);
+		n = xattr_at_get(fd, opath, name, NULL, 0);
 		if (n < 0)
 			return report(w, -errno, NULL);
 		err = grow(&w->xval, &w->xval_cap, (size_t)n + 1, 1);
@@ -359,7 +336,7 @@ static int hash_xattrs(struct merkle_walk *w, int fd, bool opath)
 	if (err)
 		return err;
 	for (p = w->xnames; p < w->xnames + len; p += strlen(p) + 1) {
-		if (!xattr_covered(p))
+		if (!xattr_replicated(p, strlen(p)))
 			continue;
 		err = grow(&w->xsorted, &w->xsorted_cap, n + 1, sizeof(char *));
 		if (err)

@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "ledgerfs/bytes.h"
@@ -36,6 +35,7 @@
 #include "ledgerfs/path.h"
 #include "ledgerfs/snapshot.h"
 #include "ledgerfs/store.h"
+#include "ledgerfs/xattr_at.h"
 
 #define OBJ_DIR	   "obj"
 #define PLAN_NAME  "plan"
@@ -295,50 +295,6 @@ out:
 	return r;
 }
 
-/* Replication carries every xattr but the node's own (the cluster stamp of the root). */
-static bool xattr_covered(const char *name, size_t len)
-{
-	size_t plen = strlen(STORE_XATTR_PREFIX);
-
-	if (len < plen || memcmp(name, STORE_XATTR_PREFIX, plen) != 0)
-		return true;
-	return (len == strlen(STORE_XATTR_FID) && !memcmp(name, STORE_XATTR_FID, len)) ||
-	       (len == strlen(STORE_XATTR_VER) && !memcmp(name, STORE_XATTR_VER, len));
-}
-
-/* O_PATH descriptors (symlinks, devices, fifos, directories) reach their xattrs through /proc. */
-static ssize_t x_list(int fd, int opath, char *buf, size_t size)
-{
-	char proc[PATH_PROCFD_LEN];
-
-	return opath ? listxattr(path_procfd(fd, proc), buf, size) : flistxattr(fd, buf, size);
-}
-
-static ssize_t x_get(int fd, int opath, const char *name, void *buf, size_t size)
-{
-	char proc[PATH_PROCFD_LEN];
-
-	return opath ? getxattr(path_procfd(fd, proc), name, buf, size)
-		     : fgetxattr(fd, name, buf, size);
-}
-
-static int x_set(int fd, int opath, const char *name, const void *value, size_t size)
-{
-	char proc[PATH_PROCFD_LEN];
-	int r = opath ? setxattr(path_procfd(fd, proc), name, value, size, 0)
-		      : fsetxattr(fd, name, value, size, 0);
-
-	return r < 0 ? -errno : 0;
-}
-
-static int x_remove(int fd, int opath, const char *name)
-{
-	char proc[PATH_PROCFD_LEN];
-	int r = opath ? removexattr(path_procfd(fd, proc), name) : fremovexattr(fd, name);
-
-	return r < 0 && errno != ENODATA ? -errno : 0;
-}
-
 /* The xattr names of fd, NUL-separated, into *names (malloc'd, caller frees; NULL if none). */
 static int xattr_names(int fd, int opath, char **names, size_t *len)
 {
@@ -349,7 +305,7 @@ static int xattr_names(int fd, int opath, char **names, size_t *len)
 	*names = NULL;
 	*len = 0;
 	for (;;) {
-		n = x_list(fd, opath, NULL, 0);
+		n = xattr_at_list(fd, opath, NULL, 0);
 		if (n < 0)
 			return errno == ENOTSUP ? 0 : -errno;
 		if (n == 0)
@@ -357,7 +313,7 @@ static int xattr_names(int fd, int opath, char **names, size_t *len)
 		p = malloc((size_t)n);
 		if (!p)
 			return -ENOMEM;
-		got = x_list(fd, opath, p, (size_t)n);
+		got = xattr_at_list(fd, opath, p, (size_t)n);
 		if (got >= 0) {
 			*names = p;
 			*len = (size_t)got;
@@ -385,14 +341,14 @@ static int covered_sorted(char *names, size_t len, char ***v, size_t *n)
 	*v = NULL;
 	*n = 0;
 	for (p = names; p < names + len; p += strlen(p) + 1)
-		count += xattr_covered(p, strlen(p));
+		count += xattr_replicated(p, strlen(p));
 	if (!count)
 		return 0;
 	*v = malloc(count * sizeof(char *));
 	if (!*v)
 		return -ENOMEM;
 	for (p = names; p < names + len; p += strlen(p) + 1)
-		if (xattr_covered(p, strlen(p)))
+		if (xattr_replicated(p, strlen(p)))
 			(*v)[i++] = p;
 	qsort(*v, count, sizeof(char *), cmp_str);
 	*n = count;
@@ -409,13 +365,13 @@ static int blob_add(struct buf *b, int fd, int opath, const char *name, uint16_t
 	if (nlen == 0 || nlen > UINT8_MAX)
 		return -ENAMETOOLONG;
 	for (;;) {
-		n = x_get(fd, opath, name, NULL, 0);
+		n = xattr_at_get(fd, opath, name, NULL, 0);
 		if (n < 0)
 			return errno == ENODATA ? 0 : -errno;
 		err = buf_reserve(b, head + (size_t)n);
 		if (err)
 			return err;
-		got = x_get(fd, opath, name, b->p + b->len + head, (size_t)n);
+		got = xattr_at_get(fd, opath, name, b->p + b->len + head, (size_t)n);
 		if (got >= 0)
 			break;
 		if (errno == ENODATA)
@@ -527,7 +483,7 @@ static int check_entry(const uint8_t *blob, size_t len, size_t *off, struct xent
 		*why = "NUL in an xattr name";
 		return -EBADMSG;
 	}
-	if (!xattr_covered((const char *)e->name, e->name_len)) {
+	if (!xattr_replicated((const char *)e->name, e->name_len)) {
 		*why = "node-own trusted.ledgerfs xattr in a blob";
 		return -EBADMSG;
 	}
@@ -600,7 +556,7 @@ static int xattrs_set_all(int fd, int opath, const uint8_t *blob, size_t len)
 		blob_next(blob, &off, &e);
 		memcpy(name, e.name, e.name_len);
 		name[e.name_len] = '\0';
-		err = x_set(fd, opath, name, e.value, e.value_len);
+		err = xattr_at_set(fd, opath, name, e.value, e.value_len);
 	}
 	return err;
 }
@@ -645,7 +601,7 @@ static int xattrs_make_exact(int fd, int opath, const uint8_t *blob, size_t len,
 			continue;
 		memcpy(name, e.name, e.name_len);
 		name[e.name_len] = '\0';
-		err = x_remove(fd, opath, name);
+		err = xattr_at_remove(fd, opath, name);
 		*changed = true;
 	}
 	count = blob_count(blob, len);
@@ -655,7 +611,7 @@ static int xattrs_make_exact(int fd, int opath, const uint8_t *blob, size_t len,
 			continue;
 		memcpy(name, e.name, e.name_len);
 		name[e.name_len] = '\0';
-		err = x_set(fd, opath, name, e.value, e.value_len);
+		err = xattr_at_set(fd, opath, name, e.value, e.value_len);
 		*changed = true;
 	}
 	free(cur);
