@@ -955,6 +955,7 @@ int merkle_build_cached(int root_fd, struct merkle_cache *cache, int64_t trust_n
 	struct stat st;
 	int fd = -1, err;
 
+	*out = NULL;
 	w.trust_ns = trust_ns;
 	w.cache_old = cache;
 	if (cache && merkle_cache_new(&w.cache_new) < 0)
@@ -971,7 +972,6 @@ int merkle_build_cached(int root_fd, struct merkle_cache *cache, int64_t trust_n
 	}
 	w.fresh = fresh;
 
-	*out = NULL;
 	w.m = calloc(1, sizeof(*w.m));
 	w.md = EVP_MD_CTX_new();
 	w.buf = malloc(READ_BUF_SIZE);

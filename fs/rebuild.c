@@ -317,7 +317,7 @@ out:
 /* Where link_tree() is linking to, and the name it failed at, for the log. */
 struct link_walk {
 	int dfd;
-	char failed[NAME_MAX + 1];
+	char failed[PATH_MAX];
 };
 
 static int link_tree(int sfd, struct link_walk *w);
@@ -352,8 +352,9 @@ static int link_entry(int sfd, const char *name, void *arg)
 		goto out;
 	}
 	r = link_tree(s2, &sub);
-	if (r)
-		snprintf(w->failed, sizeof(w->failed), "%s", sub.failed);
+	/* A name deeper than PATH_MAX is cut short: it is only for the log. */
+	if (r && snprintf(w->failed, sizeof(w->failed), "%s/%s", name, sub.failed) < 0)
+		w->failed[0] = '\0';
 out:
 	if (s2 >= 0)
 		close(s2);
@@ -388,12 +389,17 @@ int rebuild_keep_links(struct node *n, char *kept, size_t len)
 	sfd = open(store, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	w.dfd = open(work, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	r = sfd < 0 || w.dfd < 0 ? -errno : link_tree(sfd, &w);
-	if (r == 0 && syncfs(w.dfd) < 0)
+	if (r < 0) {
+		log_err("%s: cannot keep the store's files aside (at %s): %s", n->dir, w.failed,
+			strerror(-r));
+		goto out;
+	}
+	if (syncfs(w.dfd) < 0)
 		r = -errno;
 	if (r == 0)
 		r = keep_old(n, work, kept, len);
 	if (r < 0)
-		log_err("%s: cannot keep the store's files aside (at %s): %s", n->dir, w.failed,
+		log_err("%s: cannot keep the store's files aside in %s: %s", n->dir, work,
 			strerror(-r));
 out:
 	if (sfd >= 0)

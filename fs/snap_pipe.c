@@ -48,6 +48,7 @@ struct pipe_lane {
 	/* The worker's own. */
 	struct snap_obj *obj;
 	char *obj_path;
+	int flushing; /* a batch flush failed, not obj_path's entry */
 };
 
 struct snap_pipe {
@@ -94,17 +95,21 @@ static void set_error(struct pipe_lane *l, int err, const char *what)
 	pthread_mutex_lock(&p->lock);
 	if (!p->err) {
 		p->err = err;
-		snprintf(p->why, sizeof(p->why), "cannot stage %.200s: %s: %s",
-			 l->obj_path ? l->obj_path : "(staging area)", what ? what : "",
-			 strerror(-err));
+		if (l->obj_path && !l->flushing)
+			snprintf(p->why, sizeof(p->why), "cannot stage %.200s: %s: %s", l->obj_path,
+				 what ? what : "", strerror(-err));
+		else
+			snprintf(p->why, sizeof(p->why), "staging area: %s: %s", what ? what : "",
+				 strerror(-err));
 	}
 	pthread_cond_broadcast(&p->room);
 	pthread_mutex_unlock(&p->lock);
 }
 
 /* Worker: flush when a limit is reached. */
-static int maybe_flush(struct snap_pipe *p, const char **why)
+static int maybe_flush(struct pipe_lane *l, const char **why)
 {
+	struct snap_pipe *p = l->p;
 	int64_t now = now_ms();
 	int err, due;
 
@@ -119,8 +124,10 @@ static int maybe_flush(struct snap_pipe *p, const char **why)
 	if (!due)
 		return 0;
 	err = snap_stage_flush(p->s);
-	if (err)
+	if (err) {
 		*why = "cannot make staged entries durable";
+		l->flushing = 1;
+	}
 	return err;
 }
 
@@ -149,7 +156,7 @@ static int run_op(struct pipe_lane *l, struct pipe_op *op, const char **why)
 		}
 		err = snap_obj_commit(l->obj, why);
 		l->obj = NULL;
-		return err ? err : maybe_flush(p, why);
+		return err ? err : maybe_flush(l, why);
 	}
 }
 
