@@ -34,6 +34,7 @@
 #include "ledgerfs/log.h"
 #include "ledgerfs/merkle.h"
 #include "ledgerfs/rebuild.h"
+#include "ledgerfs/snap_links.h"
 #include "ledgerfs/snap_pipe.h"
 #include "repl_int.h"
 
@@ -68,6 +69,8 @@ struct snap_recv {
 	uint64_t obj_left; /* its bytes still to come */
 	uint32_t *links;   /* hard-link group -> 1 + plan step of its first name */
 	size_t links_cap;
+	uint32_t *named; /* OBJ steps of files with other names (snap_link_unchanged()) */
+	size_t nnamed, named_cap;
 	int dirty;
 	/*
 	 * A DELETE held back one change: when a FETCH of the same path follows
@@ -373,6 +376,22 @@ static int link_seen(struct snap_recv *sr, uint32_t link, uint32_t step, uint32_
 	return 0;
 }
 
+/* Note an OBJ step whose file has other names on the peer. */
+static int note_named(struct snap_recv *sr, uint32_t step)
+{
+	if (sr->nnamed == sr->named_cap) {
+		size_t cap = sr->named_cap ? sr->named_cap * 2 : 64;
+		uint32_t *v = realloc(sr->named, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		sr->named = v;
+		sr->named_cap = cap;
+	}
+	sr->named[sr->nnamed++] = step;
+	return 0;
+}
+
 static int plan_step(struct snap_recv *sr, const struct snap_step *st)
 {
 	int rv = snap_plan_add(&sr->plan, st);
@@ -429,6 +448,8 @@ static int change(void *arg, enum merkle_change what, const char *path,
 			st.op = SNAP_OP_LINK;
 			st.link_to = sr->plan.v[first - 1].path;
 		} else {
+			if (theirs->link && (rv = note_named(sr, step)) < 0)
+				return rv;
 			st.op = SNAP_OP_OBJ;
 			memcpy(st.digest, theirs->digest, SNAP_DIGEST_LEN);
 			staged = snap_stage_has(sr->stage, theirs->digest);
@@ -445,6 +466,22 @@ static int change(void *arg, enum merkle_change what, const char *path,
 	if (st.op == SNAP_OP_OBJ && !staged)
 		return ask(sr, step, theirs->digest, 0);
 	return 0;
+}
+
+/* New names of files this node has become links to them (snap_links.h). */
+static int link_named(struct snap_recv *sr, const struct merkle *mine)
+{
+	size_t linked = 0;
+	int rv = snap_link_unchanged(&sr->plan, sr->named, sr->nnamed, mine, &linked);
+
+	if (rv < 0)
+		snprintf(sr->l->why, sizeof(sr->l->why), "cannot plan hard links: %s",
+			 strerror(-rv));
+	else if (linked)
+		log_info("snapshot resync from %s: %zu new names of files this node has become "
+			 "hard links",
+			 sr->peer, linked);
+	return rv;
 }
 
 /* Vectors a (the position) and b (the end) by origin, into from[] and until[]. */
@@ -485,6 +522,7 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	snap_plan_free(&sr->plan);
 	if (sr->links)
 		memset(sr->links, 0, sr->links_cap * sizeof(*sr->links));
+	sr->nnamed = 0;
 	/* Both trees are built at once: the peer's while we build ours. */
 	rv = proto_put_snap_round(&sr->l->out, PROTO_SNAP_BEGIN, sr->prog.round);
 	if (rv == 0)
@@ -519,6 +557,8 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 		rv = proto_put_snap_round(&sr->l->out, PROTO_SNAP_DONE, sr->prog.round);
 	if (rv == 0)
 		rv = await(sr, PROTO_SNAP_END, end);
+	if (rv == 0 && !sr->dirty)
+		rv = link_named(sr, mine);
 	merkle_free(mine);
 	if (rv < 0)
 		return fail(sr, rv, "transfer failed");
@@ -696,6 +736,7 @@ out:
 	proto_msg_free(&end);
 	free(sr.q);
 	free(sr.links);
+	free(sr.named);
 	free(sr.del_path);
 	return rv;
 }

@@ -55,13 +55,20 @@ def start_behind_trim_point(cl, writes):
     cl.start("b")
 
 
+def trimming_pair(wd):
+    """Primary a and replica b, running; a trims what b has not confirmed
+    after MAX_AGE seconds."""
+    cl = Cluster(wd, ["a", "b"], start=False)
+    for key, value in (("retain_age", "1"), ("retain_max_age", str(MAX_AGE))):
+        set_key(cl["a"], key, value)
+    cl.start("a")
+    cl.start("b")
+    return cl
+
+
 def test_node_behind_the_trim_point_resyncs_sending_only_what_differs():
     with lfs.Workdir() as wd:
-        cl = Cluster(wd, ["a", "b"], start=False)
-        for key, value in (("retain_age", "1"), ("retain_max_age", str(MAX_AGE))):
-            set_key(cl["a"], key, value)
-        cl.start("a")
-        cl.start("b")
+        cl = trimming_pair(wd)
         a, b = cl["a"], cl["b"]
         os.mkdir(a.m("d"))
         for i in range(1000):
@@ -87,16 +94,32 @@ def test_node_behind_the_trim_point_resyncs_sending_only_what_differs():
         check_eq(cp.returncode, 0, f"fsck -n of b after the resync: {cp.stdout}{cp.stderr}")
 
 
+def test_new_name_of_an_unchanged_file_is_linked_not_copied():
+    """A hard link made while the node was away, to a file it already has:
+    the resync makes the new name a link to that file, so later writes
+    through either name reach both."""
+    with lfs.Workdir() as wd:
+        cl = trimming_pair(wd)
+        a, b = cl["a"], cl["b"]
+        os.mkdir(a.m("keep"))
+        os.mkdir(a.m("other"))
+        lfs.write_file(a.m("keep/p1"), b"one inode\n")
+        start_behind_trim_point(cl, lambda: os.link(a.m("keep/p1"), a.m("other/p2")))
+        cl.wait_in_sync()
+        check(snapshot(cl, "b")["done"], "b resynced by snapshot")
+        s1, s2 = os.lstat(b.m("keep/p1")), os.lstat(b.m("other/p2"))
+        check_eq((s2.st_ino, s2.st_nlink), (s1.st_ino, 2), "p2 is a link to p1 on b")
+        lfs.write_file(a.m("keep/p1"), b"written through p1\n", fsync=True)
+        cl.wait_in_sync()
+        check_eq(lfs.read_file(b.m("other/p2")), b"written through p1\n", "p2 on b follows p1")
+
+
 def test_resync_while_the_primary_keeps_writing_converges():
     """Files that change, appear, move and vanish on the sender during the
     resync: the snapshot's position and the replay after it still give an
     exact copy."""
     with lfs.Workdir() as wd:
-        cl = Cluster(wd, ["a", "b"], start=False)
-        for key, value in (("retain_age", "1"), ("retain_max_age", str(MAX_AGE))):
-            set_key(cl["a"], key, value)
-        cl.start("a")
-        cl.start("b")
+        cl = trimming_pair(wd)
         a = cl["a"]
         for i in range(300):
             lfs.write_file(a.m(f"f{i}"), os.urandom(2000))
