@@ -667,11 +667,20 @@ static void measure_lag(struct repl *r, uint64_t origin, uint64_t from, uint64_t
 	journal_iter_free(it);
 }
 
-static void peer_status(struct repl *r, struct repl_peer *p, unsigned norigins,
+/* Events of origin from..to that peer k of a status has not confirmed. */
+struct lag_scan {
+	unsigned peer;
+	uint64_t origin, from, to;
+};
+
+/*
+ * What peer p confirmed, and the ranges it has not (scans, *nscans) that
+ * repl_status() measures once it has let go of the locks.  Both locks held.
+ */
+static void peer_status(struct repl *r, struct repl_peer *p, unsigned k, unsigned norigins,
 			const uint64_t *origins, const uint64_t *applied,
-			struct repl_peer_status *ps, int64_t now_wall)
+			struct repl_peer_status *ps, struct lag_scan *scans, unsigned *nscans)
 {
-	int64_t oldest = 0;
 	unsigned i;
 
 	for (i = 0; i < norigins; i++) {
@@ -685,18 +694,37 @@ static void peer_status(struct repl *r, struct repl_peer *p, unsigned norigins,
 			ps->checkpoints[ps->ncheckpoints++] = (struct evid){origins[i], ck};
 		if (applied[i] > ck && origins[i] != p->cfg.id) {
 			ps->lag_events += applied[i] - ck;
-			measure_lag(r, origins[i], ck + 1, applied[i], &ps->lag_bytes, &oldest);
+			scans[(*nscans)++] = (struct lag_scan){k, origins[i], ck + 1, applied[i]};
 		}
 	}
-	if (ps->lag_events && oldest)
-		ps->lag_seconds = oldest < now_wall ? (double)(now_wall - oldest) / 1000.0 : 0.0;
+}
+
+/*
+ * Sizes and ages of the unconfirmed ranges, read without the locks: the
+ * reads take milliseconds that a receiver holding up for them would lose.
+ * LevelDB iterators read a consistent view of a journal trimmed meanwhile.
+ */
+static void measure_lags(struct repl *r, struct repl_status *st, const struct lag_scan *scans,
+			 unsigned nscans)
+{
+	int64_t oldest[CONFIG_MAX_PEERS] = {0};
+	unsigned i;
+
+	for (i = 0; i < nscans; i++)
+		measure_lag(r, scans[i].origin, scans[i].from, scans[i].to,
+			    &st->peers[scans[i].peer].lag_bytes, &oldest[scans[i].peer]);
+	for (i = 0; i < st->npeers; i++)
+		if (st->peers[i].lag_events && oldest[i])
+			st->peers[i].lag_seconds =
+			    oldest[i] < st->now_ms ? (double)(st->now_ms - oldest[i]) / 1000.0 : 0.0;
 }
 
 int repl_status(struct repl *r, struct repl_status *st)
 {
 	uint64_t origins[REPL_MAX_ORIGINS], applied[REPL_MAX_ORIGINS];
+	struct lag_scan scans[CONFIG_MAX_PEERS * REPL_MAX_ORIGINS];
 	struct repl_peer_status *ps;
-	unsigned i, k, norigins;
+	unsigned i, k, norigins, nscans = 0;
 	uint64_t vlog_bytes = 0;
 	int in_sync = 1;
 	int64_t now_mono = link_now_ms();
@@ -746,7 +774,7 @@ int repl_status(struct repl *r, struct repl_status *st)
 		ps->events_received = p->events_received;
 		ps->bytes_received = p->bytes_received;
 		ps->connects = p->connects;
-		peer_status(r, p, norigins, origins, applied, ps, st->now_ms);
+		peer_status(r, p, k, norigins, origins, applied, ps, scans, &nscans);
 		for (i = 0; i < norigins; i++)
 			if (origins[i] == r->cfg.node_id)
 				for (unsigned c = 0; c < ps->ncheckpoints; c++)
@@ -767,6 +795,7 @@ int repl_status(struct repl *r, struct repl_status *st)
 	st->in_sync = in_sync && !r->snap_needed;
 	pthread_mutex_unlock(&r->lock);
 	pthread_mutex_unlock(&r->n->lock);
+	measure_lags(r, st, scans, nscans);
 	return 0;
 }
 

@@ -148,17 +148,83 @@ void apply_cache_init(struct apply_cache *c)
 	c->dirfd = -1;
 	c->fd = -1;
 	c->ids = 0;
+	c->ver_dirty = 0;
+	c->times[0] = c->times[1] = (struct timespec){.tv_nsec = UTIME_OMIT};
+	c->dir_ver_ok = 0;
+	c->stamp_dirty = 0;
 	c->dir[0] = '\0';
 	c->obj[0] = '\0';
 }
 
+/* Set the times and then the version deferred for the file at obj. */
+static int flush_file(struct apply_cache *c)
+{
+	int r = 0;
+
+	if (c->times[0].tv_nsec != UTIME_OMIT || c->times[1].tv_nsec != UTIME_OMIT) {
+		if (futimens(c->fd, c->times) < 0)
+			r = -errno;
+		c->times[0] = c->times[1] = (struct timespec){.tv_nsec = UTIME_OMIT};
+	}
+	if (r == 0 && c->ver_dirty)
+		r = set_pair(c->fd, STORE_XATTR_VER, c->ver.origin, c->ver.seq);
+	c->ver_dirty = 0;
+	return r;
+}
+
+/* Write directory dir's deferred stamp; forget its version, which others may change. */
+static void flush_dir(struct apply_cache *c)
+{
+	if (c->stamp_dirty)
+		set_pair(c->dirfd, STORE_XATTR_VER, c->dir_ver.origin, c->dir_ver.seq);
+	c->stamp_dirty = 0;
+	c->dir_ver_ok = 0;
+}
+
+int apply_cache_flush(struct apply_cache *c)
+{
+	int r = 0;
+
+	if (c->fd >= 0)
+		r = flush_file(c);
+	if (c->dirfd >= 0)
+		flush_dir(c);
+	return r;
+}
+
 void apply_cache_release(struct apply_cache *c)
 {
+	apply_cache_flush(c);
 	if (c->dirfd >= 0)
 		close(c->dirfd);
 	if (c->fd >= 0)
 		close(c->fd);
 	apply_cache_init(c);
+}
+
+/* dir_says_applied() for (dirfd), read once per directory the cache holds. */
+static int dir_applied(struct apply_cache *c, int dirfd, const struct event *ev)
+{
+	if (!c || dirfd != c->dirfd)
+		return dir_says_applied(dirfd, ev);
+	if (!c->dir_ver_ok) {
+		if (get_pair(dirfd, STORE_XATTR_VER, &c->dir_ver.origin, &c->dir_ver.seq) < 0)
+			c->dir_ver = (struct evid){0, 0};
+		c->dir_ver_ok = 1;
+	}
+	return c->dir_ver.origin == ev->origin && c->dir_ver.seq >= ev->seq;
+}
+
+/* stamp_dir(), deferred while dirfd is the cache's directory. */
+static void stamp_dir_cached(struct apply_cache *c, int dirfd, const struct event *ev)
+{
+	if (!c || dirfd != c->dirfd) {
+		stamp_dir(dirfd, ev);
+		return;
+	}
+	c->dir_ver = (struct evid){ev->origin, ev->seq};
+	c->dir_ver_ok = 1;
+	c->stamp_dirty = 1;
 }
 
 /*
@@ -181,8 +247,10 @@ static int cache_at_open(struct store *s, struct apply_cache *c, const char *rel
 	r = path_at_open(s->root, rel, at);
 	if (r < 0)
 		return r;
-	if (c->dirfd >= 0)
+	if (c->dirfd >= 0) {
+		flush_dir(c);
 		close(c->dirfd);
+	}
 	c->dirfd = at->dirfd;
 	memcpy(c->dir, rel, n);
 	c->dir[n] = '\0';
@@ -313,16 +381,31 @@ static int full_pwrite(int fd, const uint8_t *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-static int set_mtime(int fd, const struct event *ev)
+/*
+ * Set the times ts (either may be UTIME_OMIT) of the object at fd, or
+ * leave them to apply_cache_flush() when defer is the cache holding fd.
+ */
+static int set_times(int fd, const struct timespec ts[2], struct apply_cache *defer)
+{
+	if (defer) {
+		for (int i = 0; i < 2; i++)
+			if (ts[i].tv_nsec != UTIME_OMIT)
+				defer->times[i] = ts[i];
+		return 0;
+	}
+	if (utimensat(fd, "", ts, AT_EMPTY_PATH) < 0)
+		return -errno;
+	return 0;
+}
+
+static int set_mtime(int fd, const struct event *ev, struct apply_cache *defer)
 {
 	struct timespec ts[2] = {
 	    {.tv_nsec = UTIME_OMIT},
 	    {.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
 	};
 
-	if (futimens(fd, ts) < 0)
-		return -errno;
-	return 0;
+	return set_times(fd, ts, defer);
 }
 
 /* chmod through any descriptor, O_PATH included; symlinks have no mode of their own. */
@@ -485,7 +568,7 @@ static int apply_new(struct store *s, const struct event *ev, struct apply_ctx *
 		*why = "resolve parent";
 		goto out;
 	}
-	if (!ctx->fresh && dir_says_applied(at.dirfd, ev)) {
+	if (!ctx->fresh && dir_applied(ctx->cache, at.dirfd, ev)) {
 		r = APPLY_SKIPPED;
 		goto out;
 	}
@@ -513,7 +596,7 @@ static int apply_new(struct store *s, const struct event *ev, struct apply_ctx *
 	r = finish_object(ev, fd, fid, why);
 	if (r < 0)
 		goto out;
-	stamp_dir(at.dirfd, ev);
+	stamp_dir_cached(ctx->cache, at.dirfd, ev);
 	if (ev->type == EV_CREATE && ctx->want_fd) {
 		ctx->out_fd = fd;
 		fd = -1;
@@ -796,7 +879,12 @@ static int target_fd(struct store *s, const struct event *ev, struct apply_ctx *
 	return 0;
 }
 
-static int apply_change(struct store *s, const struct event *ev, int fd, const char **why)
+/*
+ * Make the change ev describes on the object at fd.  With defer (the
+ * cache holding fd), the times it sets are left to apply_cache_flush().
+ */
+static int apply_change(struct store *s, const struct event *ev, int fd,
+			struct apply_cache *defer, const char **why)
 {
 	int r = 0;
 
@@ -805,21 +893,21 @@ static int apply_change(struct store *s, const struct event *ev, int fd, const c
 		*why = "write";
 		r = full_pwrite(fd, ev->data, ev->data_len, ev->offset);
 		if (r == 0)
-			r = set_mtime(fd, ev);
+			r = set_mtime(fd, ev, defer);
 		break;
 	case EV_TRUNCATE:
 		*why = "truncate";
 		if (ftruncate(fd, (off_t)ev->length) < 0)
 			r = -errno;
 		else
-			r = set_mtime(fd, ev);
+			r = set_mtime(fd, ev, defer);
 		break;
 	case EV_FALLOCATE:
 		*why = "fallocate";
 		if (fallocate(fd, (int)ev->op_flags, (off_t)ev->offset, (off_t)ev->length) < 0)
 			r = -errno;
 		else
-			r = set_mtime(fd, ev);
+			r = set_mtime(fd, ev, defer);
 		break;
 	case EV_CHMOD:
 		*why = "chmod";
@@ -843,8 +931,7 @@ static int apply_change(struct store *s, const struct event *ev, int fd, const c
 		};
 
 		*why = "utimens";
-		if (utimensat(fd, "", ts, AT_EMPTY_PATH) < 0)
-			r = -errno;
+		r = set_times(fd, ts, defer);
 		break;
 	}
 	case EV_SETXATTR: {
@@ -874,6 +961,7 @@ static int apply_change(struct store *s, const struct event *ev, int fd, const c
 static int apply_existing(struct store *s, const struct event *ev, struct apply_ctx *ctx,
 			  const char **why)
 {
+	struct apply_cache *defer = NULL;
 	struct fid fid;
 	struct evid ver;
 	int fd = -1, owned = 0, cached, r;
@@ -925,17 +1013,68 @@ static int apply_existing(struct store *s, const struct event *ev, struct apply_
 			goto out;
 		}
 	}
-	r = apply_change(s, ev, fd, why);
-	if (r == 0) {
+	/* Re-applied in order from a later state, these end in the same state. */
+	if (cached && (ev->type == EV_WRITE || ev->type == EV_TRUNCATE || ev->type == EV_UTIMENS ||
+		       ev->type == EV_CHMOD || ev->type == EV_CHOWN))
+		defer = ctx->cache;
+	/* Any other change must not be redone, so its version is written now, after the times. */
+	if (cached && !defer) {
+		r = flush_file(ctx->cache);
+		if (r < 0) {
+			*why = "set deferred times and version";
+			goto out;
+		}
+	}
+	r = apply_change(s, ev, fd, defer, why);
+	if (r == 0 && !defer) {
 		r = set_ver(fd, ev);
 		if (r < 0)
 			*why = "set version";
 	}
-	if (r == 0 && cached)
+	if (r == 0 && cached) {
 		ctx->cache->ver = (struct evid){ev->origin, ev->seq};
+		ctx->cache->ver_dirty = defer != NULL;
+	}
 out:
 	if (owned && fd >= 0)
 		close(fd);
+	return r;
+}
+
+static int is_create(unsigned type)
+{
+	return type == EV_CREATE || type == EV_MKNOD || type == EV_MKDIR || type == EV_SYMLINK;
+}
+
+/*
+ * Ready cache c for ev: empty it if a name may move or someone else changed
+ * the store, and write what it deferred for objects ev may reach another
+ * way.  0, or a negative errno from the deferred writes.
+ */
+static int cache_before(struct store *s, struct apply_cache *c, const struct event *ev)
+{
+	int on_obj, r = 0;
+
+	if (c->changes != s->changes || ev->type == EV_UNLINK || ev->type == EV_RMDIR ||
+	    ev->type == EV_RENAME) {
+		r = apply_cache_flush(c);
+		apply_cache_release(c);
+		return r;
+	}
+	/*
+	 * Another name of the file (a hard link) would change its version
+	 * behind the cache: only events on obj itself keep what it knows.
+	 */
+	on_obj = c->fd >= 0 && ev->path && strcmp(ev->path, c->obj) == 0 && ev->type != EV_LINK &&
+		 !is_create(ev->type);
+	if (!on_obj) {
+		if (c->fd >= 0)
+			r = flush_file(c);
+		c->ids = 0;
+	}
+	/* Creates stamp the directory through the cache; others may stamp it directly. */
+	if (!on_obj && !is_create(ev->type) && c->dirfd >= 0)
+		flush_dir(c);
 	return r;
 }
 
@@ -956,17 +1095,14 @@ int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx, 
 	if (ev->path2 && (r = path_check(ev->path2, why)) < 0)
 		return r;
 	c = ctx->cache;
-	if (c && (c->changes != s->changes || ev->type == EV_UNLINK || ev->type == EV_RMDIR ||
-		  ev->type == EV_RENAME))
-		apply_cache_release(c);
-	/*
-	 * Another name of the file (a hard link) would change its version
-	 * behind the cache: only events on obj itself keep what it knows.
-	 */
-	if (c && (!ev->path || strcmp(ev->path, c->obj) != 0 || ev->type == EV_LINK ||
-		  ev->type == EV_CREATE || ev->type == EV_MKNOD || ev->type == EV_MKDIR ||
-		  ev->type == EV_SYMLINK))
-		c->ids = 0;
+	if (c) {
+		r = cache_before(s, c, ev);
+		if (r < 0) {
+			*why = "set deferred times and version";
+			apply_cache_release(c);
+			return r;
+		}
+	}
 	s->changes++;
 	switch (ev->type) {
 	case EV_CREATE:

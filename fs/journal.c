@@ -4,9 +4,9 @@
  *
  * Every change goes through one LevelDB write batch, so an event and the
  * next seq that follows it are journaled together or not at all.  Writes
- * are not synced; journal_sync() issues a single synced write that makes
- * everything before it durable, which lets the caller group fsync(2)s into
- * one disk flush.  Applied marks are kept in memory and ride along on
+ * are not synced; journal_sync() makes everything before it durable with
+ * one flush of LevelDB's log (journal_sync_log()), which lets the caller
+ * group fsync(2)s into one disk flush.  Applied marks are kept in memory and ride along on
  * whatever the journal writes next, so marking an event applied costs no
  * write of its own.  Before any synced write the value log is synced first:
  * a durable event must never reference a payload that a crash could lose.
@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "ledgerfs/bytes.h"
+#include "ledgerfs/dirscan.h"
 #include "ledgerfs/journal.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/vlog.h"
@@ -1233,21 +1234,46 @@ int journal_sync_begin(struct journal *j, uint64_t *gen)
 	return 1;
 }
 
+/* fdatasync the LevelDB log file name in dfd, if it is one and still there. */
+static int sync_log_file(int dfd, const char *name, void *arg)
+{
+	struct journal *j = arg;
+	size_t n = strlen(name);
+	int fd, ret = 0;
+
+	if (n < 5 || strcmp(name + n - 4, ".log") != 0 || strspn(name, "0123456789") != n - 4)
+		return 0;
+	fd = openat(dfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (fdatasync(fd) < 0) {
+		ret = -errno;
+		log_err("journal %s: cannot sync %s: %s", j->dir, name, strerror(errno));
+	}
+	close(fd);
+	return ret;
+}
+
 /*
- * LevelDB is safe for concurrent use and syncs its log up to the end: an
- * empty synced write makes every write before it durable, without
- * writing a key that a concurrent write might hold a newer value of.
+ * LevelDB hands every write to its log file with write(2) before the write
+ * returns, so an fdatasync of its log files makes every earlier write
+ * durable.  Not an empty synced write: LevelDB's writers queue behind one,
+ * so the disk flush would stall every journal write meanwhile.  A log file
+ * that LevelDB removed since its write had its memtable saved in a table
+ * file, which LevelDB syncs, with its synced manifest, first.
  */
 int journal_sync_log(struct journal *j)
 {
-	leveldb_writebatch_t *b = leveldb_writebatch_create();
-	char *err = NULL;
-	int ret = 0;
+	int dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int ret;
 
-	leveldb_write(j->db, j->wopts_sync, b, &err);
-	if (err)
-		ret = db_fail(j, "sync", err);
-	leveldb_writebatch_destroy(b);
+	if (dfd < 0) {
+		ret = -errno;
+		log_err("journal %s: cannot open it to sync: %s", j->dir, strerror(errno));
+		return ret;
+	}
+	ret = dir_scan(dfd, sync_log_file, j);
+	close(dfd);
 	return ret;
 }
 

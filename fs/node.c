@@ -799,6 +799,15 @@ int node_apply_remote(struct node *n, const struct event *evs, size_t count,
 			goto out;
 		*done = i + 1;
 	}
+	/* Nobody may see the store between runs with versions or times still deferred. */
+	r = cache ? apply_cache_flush(cache) : 0;
+	if (r < 0) {
+		log_err("%s: cannot set the times or version deferred for %s: %s", n->dir,
+			cache->obj, strerror(-r));
+		*why = "set deferred times and version";
+		*done = k ? k - 1 : 0;
+		goto out;
+	}
 	if (vet < 0) {
 		r = vet;
 		*why = vet_why;

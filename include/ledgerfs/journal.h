@@ -34,8 +34,10 @@
  * durable, and its key only after the deletion is (directory fsync), so a
  * crash in between leaves a key that the next journal_trim() acts on again.
  *
- * Thread safety: none, journal_sync_log() apart.  The caller serialises
- * access (fs/node.c holds the node's apply lock around every call).
+ * Thread safety: none, journal_sync_log() and the iterators apart (a
+ * LevelDB iterator reads a consistent view beside writers).  The caller
+ * serialises the rest (fs/node.c holds the node's apply lock around every
+ * call).
  */
 #ifndef LEDGERFS_JOURNAL_H
 #define LEDGERFS_JOURNAL_H
@@ -167,7 +169,7 @@ void journal_mark_applied(struct journal *j, uint64_t origin, uint64_t seq);
 /* Highest applied seq for origin (pending marks included); 0 if none. */
 uint64_t journal_applied(struct journal *j, uint64_t origin);
 
-/* Make every journaled event and mark durable: value log fdatasync + LevelDB sync write. */
+/* Make every journaled event and mark durable: value log and LevelDB log fdatasync. */
 int journal_sync(struct journal *j);
 
 /*
@@ -177,7 +179,7 @@ int journal_sync(struct journal *j);
  * LevelDB sync is needed, 0 when everything is durable already, or a
  * negative errno.  journal_sync_log() then makes every LevelDB write made
  * before it durable; unlike every other call it may run concurrently with
- * the others (and a LevelDB write waits for it).  journal_sync_end(), with
+ * the others, and LevelDB writes go on meanwhile.  journal_sync_end(), with
  * the caller's lock again and only after journal_sync_log() succeeded,
  * records that nothing is left to sync unless writes came in between.
  */

@@ -138,7 +138,9 @@ int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx);
  * unapplied, so a retry (or the replay at the next start) takes it up
  * again: a remote event is never voided here, since its origin applied
  * it.  Payloads must be inline.  cache (may be NULL) keeps descriptors
- * from one event to the next (store.h); the caller releases it.
+ * from one event to the next (store.h) and is flushed before the node
+ * lock is let go; a failed flush is reported on the last event taken,
+ * which stays applied.  The caller releases the cache.
  */
 int node_apply_remote(struct node *n, const struct event *evs, size_t count,
 		      struct apply_cache *cache, int *res, size_t *done, const char **why);

@@ -20,6 +20,7 @@
 
 #include <limits.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "ledgerfs/event.h"
 
@@ -81,6 +82,17 @@ static inline int fid_is_zero(struct fid a)
  * any apply_event() made without this cache in between (store->changes).
  * The fid and version of the file at obj are known without reading them
  * back while every event since its creation changed it through fd alone.
+ *
+ * Writes to the replay evidence are deferred while consecutive events go
+ * through the cache: the version of the file at obj after writes,
+ * truncates, utimens, chmods and chowns (re-applying those in order from
+ * any later state ends in the same state, so a version that lags its
+ * content only makes replay redo them), its mtime and atime after those
+ * (the last one wins), and the version stamp of directory dir after
+ * creates in it.  Any other event, a change of file or directory, and
+ * apply_cache_flush() write them, times before versions, so that no
+ * version ever names an event whose effect is not in the store.  A caller
+ * flushes before it lets go of the node lock.
  */
 struct apply_cache {
 	uint64_t changes; /* store->changes after the last event applied through it */
@@ -89,6 +101,11 @@ struct apply_cache {
 	int ids;	  /* fid and ver hold what the file at obj carries */
 	struct fid fid;
 	struct evid ver;
+	int ver_dirty;		  /* ver is not written to fd yet */
+	struct timespec times[2]; /* atime, mtime not set on fd yet; UTIME_OMIT if none */
+	int dir_ver_ok;		  /* dir_ver holds directory dir's version */
+	int stamp_dirty;	  /* dir_ver is not written to dirfd yet */
+	struct evid dir_ver;
 	char dir[PATH_MAX];
 	char obj[PATH_MAX];
 };
@@ -96,7 +113,17 @@ struct apply_cache {
 /* An empty cache. */
 void apply_cache_init(struct apply_cache *c);
 
-/* Close what the cache holds and empty it. */
+/*
+ * Write what the cache deferred (see struct apply_cache).  0, or a negative
+ * errno if the file's times or version could not be set; a directory stamp
+ * that cannot be written only weakens replay evidence and is not an error.
+ */
+int apply_cache_flush(struct apply_cache *c);
+
+/*
+ * Write what the cache deferred, close what it holds and empty it.  A
+ * caller that must know whether the write worked flushes first.
+ */
 void apply_cache_release(struct apply_cache *c);
 
 struct apply_ctx {

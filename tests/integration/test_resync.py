@@ -212,7 +212,13 @@ def test_kill9_mid_resync_resumes_without_fetching_again():
             check(not snapshot(cl, "c")["done"], "c finished before it could be killed")
             return False
         lfs.wait_until(halfway, 60, "c to have staged part of its snapshot", interval=0.005)
-        cl.kill9("c")
+        # With its sender paused, c cannot finish the transfer before it is killed.
+        cl.pause("a")
+        try:
+            check(not snapshot(cl, "c")["done"], "c finished before it could be killed")
+            cl.kill9("c")
+        finally:
+            cl.resume("a")
         staged = len(durable())
         cl.start("c")
         cl.wait_converged(["a", "c"], timeout=120)

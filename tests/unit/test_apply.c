@@ -1571,6 +1571,7 @@ Test(apply, cache_keeps_the_directory_and_the_created_file_for_the_next_events)
 	ut = change_event(EV_UTIMENS, "d/f", fid_of(cr.seq));
 	expect_cached(&ut, &c, 0);
 	expect_contents("d/f", "XYZ", 3);
+	cr_assert_eq(apply_cache_flush(&c), 0);
 	cr_assert_eq(lstat_of("d/f").st_mtim.tv_sec, ut.mtime_sec);
 	/* Applied before: recognised through the cached descriptor too. */
 	expect_cached(&wr, &c, APPLY_SKIPPED);
@@ -1628,10 +1629,12 @@ Test(apply, cache_knows_the_created_files_ids_until_another_name_changes_it)
 	expect_cached(&wr, &c, 0);
 	cr_assert(c.ids);
 	cr_assert_eq(c.ver.seq, wr.seq);
-	expect_ver("d/f", wr.seq);
+	/* Deferred until the next event through another name. */
+	expect_ver("d/f", cr.seq);
 	/* Through another name of the file, its version moves behind c.fd. */
 	ln = link_event("d/f", "d/g", fid_of(cr.seq));
 	expect_cached(&ln, &c, 0);
+	expect_ver("d/f", wr.seq);
 	ut = change_event(EV_UTIMENS, "d/g", fid_of(cr.seq));
 	expect_cached(&ut, &c, 0);
 	cr_assert_not(c.ids);
@@ -1642,6 +1645,120 @@ Test(apply, cache_knows_the_created_files_ids_until_another_name_changes_it)
 	expect_ver("d/f", wr2.seq);
 	apply_cache_release(&c);
 	cr_assert_not(c.ids);
+}
+
+/* Drop what c holds without writing what it deferred, as a kill -9 would. */
+static void crash_cache(struct apply_cache *c)
+{
+	close(c->fd);
+	close(c->dirfd);
+	apply_cache_init(c);
+}
+
+Test(apply, cache_defers_a_files_times_and_version_and_replay_redoes_what_a_crash_lost)
+{
+	struct event d, cr, wr, ut, ch;
+	struct apply_cache c;
+
+	cached_dir_and_file(&c, &d, &cr);
+	wr = change_event(EV_WRITE, "d/f", fid_of(cr.seq));
+	wr.base = evid_of(cr.seq);
+	ut = change_event(EV_UTIMENS, "d/f", fid_of(cr.seq));
+	ut.base = evid_of(wr.seq);
+	ut.mtime_sec = 1600000000;
+	ch = change_event(EV_CHMOD, "d/f", fid_of(cr.seq));
+	ch.base = evid_of(ut.seq);
+	ch.mode = S_IFREG | 0600;
+	expect_cached(&wr, &c, 0);
+	expect_cached(&ut, &c, 0);
+	expect_cached(&ch, &c, 0);
+	/* The changes are in the store; their evidence is not yet. */
+	expect_contents("d/f", "\0\0XYZ", 5);
+	cr_assert_eq(lstat_of("d/f").st_mode & 07777, 0600);
+	expect_ver("d/f", cr.seq);
+	cr_assert_neq(lstat_of("d/f").st_mtim.tv_sec, ut.mtime_sec);
+	crash_cache(&c);
+	/* Replay takes the three up again, each base matching, and ends where they did. */
+	expect_apply(&wr, 0);
+	expect_apply(&ut, 0);
+	expect_apply(&ch, 0);
+	expect_contents("d/f", "\0\0XYZ", 5);
+	expect_ver("d/f", ch.seq);
+	cr_assert_eq(lstat_of("d/f").st_mtim.tv_sec, ut.mtime_sec);
+	cr_assert_eq(lstat_of("d/f").st_mode & 07777, 0600);
+}
+
+Test(apply, cache_flush_sets_the_last_times_after_the_data_then_the_version)
+{
+	struct event d, cr, ut, wr;
+	struct apply_cache c;
+
+	cached_dir_and_file(&c, &d, &cr);
+	ut = change_event(EV_UTIMENS, "d/f", fid_of(cr.seq));
+	ut.atime_sec = 1500000000;
+	ut.mtime_sec = 1500000000;
+	expect_cached(&ut, &c, 0);
+	/* A later write moves mtime (its own), not the atime utimens set. */
+	wr = change_event(EV_WRITE, "d/f", fid_of(cr.seq));
+	wr.mtime_sec = 1700000001;
+	expect_cached(&wr, &c, 0);
+	cr_assert_eq(apply_cache_flush(&c), 0);
+	cr_assert_eq(lstat_of("d/f").st_atim.tv_sec, ut.atime_sec);
+	cr_assert_eq(lstat_of("d/f").st_mtim.tv_sec, wr.mtime_sec);
+	expect_ver("d/f", wr.seq);
+	apply_cache_release(&c);
+}
+
+Test(apply, cache_writes_deferred_state_before_an_event_that_must_not_be_redone)
+{
+	struct event d, cr, wr, fa;
+	struct apply_cache c;
+
+	cached_dir_and_file(&c, &d, &cr);
+	wr = change_event(EV_WRITE, "d/f", fid_of(cr.seq));
+	expect_cached(&wr, &c, 0);
+	expect_ver("d/f", cr.seq);
+	/* A fallocate is not redone on replay: its version is written at once. */
+	fa = change_event(EV_FALLOCATE, "d/f", fid_of(cr.seq));
+	fa.op_flags = 0;
+	fa.offset = 0;
+	fa.length = 4096;
+	fa.mtime_sec = 1700000002;
+	expect_cached(&fa, &c, 0);
+	expect_ver("d/f", fa.seq);
+	cr_assert_eq(lstat_of("d/f").st_mtim.tv_sec, fa.mtime_sec);
+	apply_cache_release(&c);
+}
+
+Test(apply, cache_defers_the_directory_stamp_of_creates_and_writes_it_before_other_events)
+{
+	struct event d, cr, cr2, ut;
+	struct apply_cache c;
+
+	cached_dir_and_file(&c, &d, &cr);
+	cr2 = ev_make(EV_CREATE, "d/g");
+	cr2.mode = S_IFREG | 0644;
+	expect_cached(&cr2, &c, 0);
+	expect_ver("d", d.seq);
+	/* Replayed through the cache, the create is known applied without a read. */
+	expect_cached(&cr2, &c, APPLY_SKIPPED);
+	/* An event on d itself writes the stamp first and then its own version. */
+	ut = change_event(EV_UTIMENS, "d", fid_of(d.seq));
+	expect_cached(&ut, &c, 0);
+	expect_ver("d", ut.seq);
+	apply_cache_release(&c);
+	expect_ver("d", ut.seq);
+}
+
+Test(apply, cache_release_writes_the_directory_stamp)
+{
+	struct event d, cr;
+	struct apply_cache c;
+
+	cached_dir_and_file(&c, &d, &cr);
+	expect_ver("d", d.seq);
+	apply_cache_release(&c);
+	expect_ver("d", cr.seq);
 }
 
 Test(apply, cache_is_emptied_by_an_apply_made_without_it)
