@@ -23,8 +23,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "ledgerfs/clock.h"
 #include "ledgerfs/control.h"
-#include "ledgerfs/link.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/sockio.h"
 #include "ledgerfs/status_fmt.h"
@@ -170,7 +170,7 @@ static void drain(int fd)
 /* Answer the client on fd, then close fd. */
 static void serve_client(struct control *c, int fd)
 {
-	int64_t deadline = link_now_ms() + CONTROL_TIMEOUT_MS;
+	int64_t deadline = clock_mono_ms() + CONTROL_TIMEOUT_MS;
 	char req[CONTROL_MAX_REQUEST + 1];
 	char msg[CONTROL_MAX_REQUEST + 128];
 	const void *data = msg;

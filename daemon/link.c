@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ledgerfs/clock.h"
 #include "ledgerfs/config.h"
 #include "ledgerfs/link.h"
 #include "ledgerfs/tls.h"
@@ -35,17 +36,9 @@
  */
 #define LINK_RBUF_KEEP (8u << 20)
 
-int64_t link_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int remaining(int64_t deadline)
 {
-	int64_t left = deadline - link_now_ms();
+	int64_t left = deadline - clock_mono_ms();
 
 	return left < 0 ? 0 : left > 1000000 ? 1000000 : (int)left;
 }
@@ -220,7 +213,7 @@ int link_dial(const char *address, SSL_CTX *ctx, int timeout_ms, struct link **o
 	      size_t whylen)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
-	int64_t deadline = link_now_ms() + timeout_ms;
+	int64_t deadline = clock_mono_ms() + timeout_ms;
 	char host[CONFIG_ADDR_MAX], port[16];
 	struct link *l = NULL;
 	int fd = -1, r, g;
@@ -281,7 +274,7 @@ int link_accept(int fd, SSL_CTX *ctx, int timeout_ms, struct link **out, char *w
 		set_why(why, whylen, "accept", strerror(-r));
 		return r;
 	}
-	r = handshake(l, 1, link_now_ms() + timeout_ms);
+	r = handshake(l, 1, clock_mono_ms() + timeout_ms);
 	if (r < 0) {
 		set_why(why, whylen, l->why, NULL);
 		link_close(l);
@@ -309,7 +302,7 @@ void link_close(struct link *l)
 
 int link_flush(struct link *l, int timeout_ms)
 {
-	int64_t deadline = link_now_ms() + timeout_ms;
+	int64_t deadline = clock_mono_ms() + timeout_ms;
 	size_t off = 0;
 	int r = 0;
 
@@ -371,7 +364,7 @@ static int grow_rbuf(struct link *l, size_t want)
 
 int link_recv(struct link *l, int timeout_ms, struct proto_msg *msg)
 {
-	int64_t deadline = link_now_ms() + timeout_ms;
+	int64_t deadline = clock_mono_ms() + timeout_ms;
 	const char *why = NULL;
 	size_t flen = 0;
 	int r;

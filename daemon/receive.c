@@ -23,6 +23,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "ledgerfs/clock.h"
 #include "ledgerfs/hello.h"
 #include "ledgerfs/log.h"
 #include "repl_int.h"
@@ -649,7 +650,7 @@ static int run_link(struct receiver *rc)
 	memset(rc->acked, 0, sizeof(rc->acked));
 	rc->ack_pending = 0;
 	rc->frames_unsynced = 0;
-	rc->last_in = rc->last_out = link_now_ms();
+	rc->last_in = rc->last_out = clock_mono_ms();
 	for (;;) {
 		struct proto_msg m;
 		int64_t now;
@@ -671,11 +672,11 @@ static int run_link(struct receiver *rc)
 			if (rv < 0)
 				return rv;
 			memset(rc->subscribed, 0, sizeof(rc->subscribed));
-			rc->last_in = rc->last_out = link_now_ms();
+			rc->last_in = rc->last_out = clock_mono_ms();
 			continue;
 		}
 		while (rv == 0 && (rv = link_recv(rc->l, 0, &m)) == 0) {
-			rc->last_in = link_now_ms();
+			rc->last_in = clock_mono_ms();
 			rv = take_frame(rc, &m);
 			proto_msg_free(&m);
 			/* Keep the sender's window open while a backlog streams in. */
@@ -692,7 +693,7 @@ static int run_link(struct receiver *rc)
 		if (rv < 0)
 			return rv;
 		maybe_recovered(r);
-		now = link_now_ms();
+		now = clock_mono_ms();
 		if (rc->l->out.len == 0 && now - rc->last_out >= REPL_PING_MS)
 			rv = proto_put_ping(&rc->l->out, ++rc->ping_nonce);
 		if (rv == 0 && rc->l->out.len) {
@@ -723,7 +724,7 @@ static int64_t backoff_ms(unsigned failures)
 	if (d > REPL_BACKOFF_MAX_MS)
 		d = REPL_BACKOFF_MAX_MS;
 	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
-		rnd = (uint32_t)link_now_ms();
+		rnd = (uint32_t)clock_mono_ms();
 	return d / 2 + (int64_t)(rnd % (uint32_t)(d + 1));
 }
 
@@ -764,16 +765,16 @@ void *repl_receiver_main(void *arg)
 		pthread_mutex_lock(&r->lock);
 		stop = r->stopping || p->gone;
 		if (!stop) {
-			p->retry_at = link_now_ms() + delay;
+			p->retry_at = clock_mono_ms() + delay;
 			repl_peer_set_state(
 			    p, rv == -EACCES ? REPL_PEER_REFUSED : REPL_PEER_RETRYING, why);
 			repl_wake_receivers(r);
 		}
 		pthread_mutex_unlock(&r->lock);
 		/* Wake-ups (other links coming and going) do not cut the backoff short. */
-		delay += link_now_ms();
-		while (!stop && link_now_ms() < delay) {
-			if (link_wait_fd(p->wake_fd, (int)(delay - link_now_ms())))
+		delay += clock_mono_ms();
+		while (!stop && clock_mono_ms() < delay) {
+			if (link_wait_fd(p->wake_fd, (int)(delay - clock_mono_ms())))
 				repl_drain(p->wake_fd);
 			pthread_mutex_lock(&r->lock);
 			stop = r->stopping || p->gone;

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ledgerfs/clock.h"
 #include "ledgerfs/hello.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/merkle.h"
@@ -612,7 +613,7 @@ static void *supervisor_main(void *arg)
 	struct stat st;
 	struct timespec seen = {0};
 
-	int64_t next_trim = link_now_ms() + REPL_TRIM_MS;
+	int64_t next_trim = clock_mono_ms() + REPL_TRIM_MS;
 
 	if (stat(r->conf_path, &st) == 0)
 		seen = st.st_mtim;
@@ -622,9 +623,9 @@ static void *supervisor_main(void *arg)
 		if (poll(&p, 1, REPL_SUPERVISE_MS) > 0)
 			break;
 		reap_shippers(r, 0);
-		if (link_now_ms() >= next_trim) {
+		if (clock_mono_ms() >= next_trim) {
 			trim_journal(r);
-			next_trim = link_now_ms() + REPL_TRIM_MS;
+			next_trim = clock_mono_ms() + REPL_TRIM_MS;
 		}
 		if (stat(r->conf_path, &st) == 0 &&
 		    (st.st_mtim.tv_sec != seen.tv_sec || st.st_mtim.tv_nsec != seen.tv_nsec)) {
@@ -727,7 +728,7 @@ int repl_status(struct repl *r, struct repl_status *st)
 	unsigned i, k, norigins, nscans = 0;
 	uint64_t vlog_bytes = 0;
 	int in_sync = 1;
-	int64_t now_mono = link_now_ms();
+	int64_t now_mono = clock_mono_ms();
 
 	memset(st, 0, sizeof(*st));
 	st->now_ms = repl_wall_ms();

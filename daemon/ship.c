@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "ledgerfs/bytes.h"
+#include "ledgerfs/clock.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/vlog.h"
 #include "repl_int.h"
@@ -224,7 +225,7 @@ static int build_batch(struct ship *sh, int *wait_ms)
 	uint64_t origins[REPL_MAX_ORIGINS], total = 0, tail = 0;
 	unsigned norigins, i, k;
 	int unsynced = 0, rv = 0, built = 0;
-	int64_t now = link_now_ms();
+	int64_t now = clock_mono_ms();
 	const char *why = NULL;
 
 	*wait_ms = -1;
@@ -470,7 +471,7 @@ static int serve(struct ship *sh)
 	struct repl *r = sh->r;
 	int rv = 0;
 
-	sh->last_in = sh->last_out = link_now_ms();
+	sh->last_in = sh->last_out = clock_mono_ms();
 	for (;;) {
 		struct proto_msg m;
 		int64_t now;
@@ -484,7 +485,7 @@ static int serve(struct ship *sh)
 			return 0;
 		}
 		while ((rv = link_recv(l, 0, &m)) == 0) {
-			sh->last_in = link_now_ms();
+			sh->last_in = clock_mono_ms();
 			rv = take_frame(sh, &m);
 			proto_msg_free(&m);
 			if (rv < 0)
@@ -497,13 +498,13 @@ static int serve(struct ship *sh)
 		rv = build_batch(sh, &wait_ms);
 		if (rv < 0)
 			return rv;
-		now = link_now_ms();
+		now = clock_mono_ms();
 		if (rv == 0 && l->out.len == 0 && now - sh->last_out >= REPL_PING_MS)
 			rv = proto_put_ping(&l->out, ++sh->ping_nonce);
 		if (rv >= 0 && l->out.len) {
 			__atomic_store_n(&s->sleeping, 0, __ATOMIC_SEQ_CST);
 			rv = link_flush(l, REPL_SEND_TIMEOUT_MS);
-			sh->last_out = link_now_ms();
+			sh->last_out = clock_mono_ms();
 			if (rv < 0)
 				return rv;
 			continue;

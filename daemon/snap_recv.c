@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ledgerfs/clock.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/merkle.h"
 #include "ledgerfs/rebuild.h"
@@ -87,7 +88,7 @@ struct snap_recv {
 static void publish(struct snap_recv *sr, int force)
 {
 	struct repl *r = sr->r;
-	int64_t now = link_now_ms();
+	int64_t now = clock_mono_ms();
 
 	pthread_mutex_lock(&r->lock);
 	r->snap = sr->prog;
@@ -209,7 +210,7 @@ static int take_data(struct snap_recv *sr, const struct proto_snap_data *d)
 /* The next frame within SNAP_TIMEOUT_MS; -ESHUTDOWN as soon as the node stops. */
 static int recv_frame(struct snap_recv *sr, struct proto_msg *m)
 {
-	int64_t deadline = link_now_ms() + SNAP_TIMEOUT_MS;
+	int64_t deadline = clock_mono_ms() + SNAP_TIMEOUT_MS;
 	int rv, stop;
 
 	do {
@@ -221,7 +222,7 @@ static int recv_frame(struct snap_recv *sr, struct proto_msg *m)
 			snprintf(sr->l->why, sizeof(sr->l->why), "snapshot resync: node stopping");
 			return -ESHUTDOWN;
 		}
-	} while (rv == -EAGAIN && link_now_ms() < deadline);
+	} while (rv == -EAGAIN && clock_mono_ms() < deadline);
 	return rv;
 }
 
@@ -511,7 +512,7 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	struct merkle *mine = NULL;
 	struct merkle_diff_stats stats = {0};
 	uint64_t entries = 0;
-	int64_t t0 = link_now_ms(), t_mine, t_info = 0, t_recv = 0;
+	int64_t t0 = clock_mono_ms(), t_mine, t_info = 0, t_recv = 0;
 	int rv;
 
 	sr->prog.round++;
@@ -532,11 +533,11 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	pthread_mutex_lock(&r->n->lock);
 	rv = repl_build_tree(r, &mine, &entries);
 	pthread_mutex_unlock(&r->n->lock);
-	t_mine = link_now_ms();
+	t_mine = clock_mono_ms();
 	if (rv < 0)
 		return fail(sr, rv, "cannot build this store's hash tree");
 	rv = await(sr, PROTO_SNAP_INFO, info);
-	t_info = link_now_ms();
+	t_info = clock_mono_ms();
 	if (rv < 0) {
 		merkle_free(mine);
 		return rv;
@@ -549,7 +550,7 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 		rv = pump(sr, NULL);
 	if (rv == 0 && (rv = snap_pipe_drain(sr->pipe, NULL)) < 0)
 		rv = pipe_failed(sr, rv);
-	t_recv = link_now_ms();
+	t_recv = clock_mono_ms();
 	/* The worker is idle: the stage is ours again. */
 	if (rv == 0)
 		rv = snap_stage_flush(sr->stage);
@@ -568,7 +569,7 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 		 "more, transfer %.1f s, last flush and end %.1f s",
 		 sr->peer, sr->prog.round, (double)(t_mine - t0) / 1000.0,
 		 (double)(t_info - t_mine) / 1000.0, (double)(t_recv - t_info) / 1000.0,
-		 (double)(link_now_ms() - t_recv) / 1000.0);
+		 (double)(clock_mono_ms() - t_recv) / 1000.0);
 	return 0;
 }
 
@@ -671,7 +672,7 @@ int snap_recv_run(struct repl *r, struct link *l, const char *peer)
 	    .workers = SNAP_PIPE_WORKERS,
 	};
 	struct proto_msg info = {0}, end = {0};
-	int64_t t0 = link_now_ms();
+	int64_t t0 = clock_mono_ms();
 	int rv;
 
 	log_info("snapshot resync from %s: starting", peer);
@@ -712,7 +713,7 @@ int snap_recv_run(struct repl *r, struct link *l, const char *peer)
 	log_info("snapshot resync from %s done in %.1f s: %" PRIu64 " entries in the tree, %" PRIu64
 		 " received (%" PRIu64 " bytes), %" PRIu64 " reused, %" PRIu64
 		 " deleted, %zu steps installed, %" PRIu64 " rounds",
-		 peer, (double)(link_now_ms() - t0) / 1000.0, sr.prog.entries, sr.prog.fetched,
+		 peer, (double)(clock_mono_ms() - t0) / 1000.0, sr.prog.entries, sr.prog.fetched,
 		 sr.prog.bytes, sr.prog.reused, sr.prog.deleted, sr.plan.n, sr.prog.round);
 	snap_pipe_stop(sr.pipe);
 	sr.pipe = NULL;

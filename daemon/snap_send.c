@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ledgerfs/clock.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/merkle.h"
 #include "repl_int.h"
@@ -73,7 +74,7 @@ static int begin(struct repl *r, struct link *l, struct snap_send **ssp, uint64_
 	struct evid vec[REPL_MAX_ORIGINS];
 	struct snap_send *ss = *ssp;
 	uint64_t entries = 0;
-	int64_t t0 = link_now_ms();
+	int64_t t0 = clock_mono_ms();
 	uint32_t n;
 	int rv;
 
@@ -81,7 +82,7 @@ static int begin(struct repl *r, struct link *l, struct snap_send **ssp, uint64_
 		ss = calloc(1, sizeof(*ss));
 		if (!ss)
 			return -ENOMEM;
-		ss->started_ms = link_now_ms();
+		ss->started_ms = clock_mono_ms();
 		*ssp = ss;
 	}
 	merkle_free(ss->tree);
@@ -100,7 +101,7 @@ static int begin(struct repl *r, struct link *l, struct snap_send **ssp, uint64_
 	}
 	log_info("snapshot for peer %s: round %" PRIu64 ", hash tree of %" PRIu64
 		 " entries built in %.1f s",
-		 peer, round, entries, (double)(link_now_ms() - t0) / 1000.0);
+		 peer, round, entries, (double)(clock_mono_ms() - t0) / 1000.0);
 	return proto_put_snap_vec(&l->out, PROTO_SNAP_INFO, round, entries, vec, n);
 }
 
@@ -226,7 +227,7 @@ static int done(struct repl *r, struct link *l, struct snap_send *ss, uint64_t r
 	pthread_mutex_unlock(&r->n->lock);
 	log_info("snapshot for peer %s: round %" PRIu64 " done in %.1f s, %" PRIu64
 		 " entries sent (%" PRIu64 " bytes of contents), %" PRIu64 " changed meanwhile",
-		 peer, round, (double)(link_now_ms() - ss->round_ms) / 1000.0, ss->sent_files,
+		 peer, round, (double)(clock_mono_ms() - ss->round_ms) / 1000.0, ss->sent_files,
 		 ss->sent_bytes, ss->changed);
 	ss->sent_files = ss->sent_bytes = ss->changed = 0;
 	merkle_free(ss->tree);

@@ -6,7 +6,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-#include "ledgerfs/link.h"
+#include "ledgerfs/clock.h"
 #include "ledgerfs/sockio.h"
 
 int sock_wait(int fd, short events, int cancel_fd, int64_t deadline)
@@ -17,7 +17,7 @@ int sock_wait(int fd, short events, int cancel_fd, int64_t deadline)
 	int n;
 
 	for (;;) {
-		left = deadline - link_now_ms();
+		left = deadline - clock_mono_ms();
 		if (left <= 0)
 			return -ETIMEDOUT;
 		n = poll(fds, nfds, left > 1000000 ? 1000000 : (int)left);

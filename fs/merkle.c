@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "ledgerfs/bytes.h"
+#include "ledgerfs/dirscan.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/merkle.h"
 #include "ledgerfs/path.h"
@@ -819,37 +820,44 @@ static int prehash_push(char ***v, size_t *n, size_t *cap, const char *dir, cons
 	return 0;
 }
 
-/* One directory's regular files that the cache cannot give, into ph->files; subdirectories into
- * *dirs. */
+/* Where prehash_entry() puts what one directory holds. */
+struct prehash_dir {
+	struct prehash *ph;
+	const char *dir;
+	char ***dirs;
+	size_t *ndirs, *dirs_cap;
+};
+
+/* A regular file the cache cannot give into ph->files, a subdirectory into *dirs. */
+static int prehash_entry(int dfd, const char *name, void *arg)
+{
+	struct prehash_dir *pd = arg;
+	struct prehash *ph = pd->ph;
+	uint8_t digest[MERKLE_DIGEST_LEN];
+	struct stat st;
+	struct fid fid;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	if (S_ISDIR(st.st_mode))
+		return prehash_push(pd->dirs, pd->ndirs, pd->dirs_cap, pd->dir, name);
+	if (S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+	    !merkle_cache_get(ph->cache_old, &st, ph->trust_ns, &fid, digest))
+		return prehash_push(&ph->files, &ph->nfiles, &ph->files_cap, pd->dir, name);
+	return 0;
+}
+
+/* One directory's entries, through prehash_entry(). */
 static int prehash_list(struct prehash *ph, const char *dir, char ***dirs, size_t *ndirs,
 			size_t *dirs_cap)
 {
-	struct dirent *de;
-	struct stat st;
-	struct fid fid;
-	uint8_t digest[MERKLE_DIGEST_LEN];
-	DIR *d = NULL;
+	struct prehash_dir pd = {ph, dir, dirs, ndirs, dirs_cap};
 	int fd, err = path_open(ph->root, dir, O_RDONLY | O_DIRECTORY, 0, &fd);
 
 	if (err)
 		return err;
-	d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	while (!err && (de = readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
-		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode))
-			err = prehash_push(dirs, ndirs, dirs_cap, dir, de->d_name);
-		else if (S_ISREG(st.st_mode) && st.st_nlink == 1 &&
-			 !merkle_cache_get(ph->cache_old, &st, ph->trust_ns, &fid, digest))
-			err =
-			    prehash_push(&ph->files, &ph->nfiles, &ph->files_cap, dir, de->d_name);
-	}
-	closedir(d);
+	err = dir_scan(fd, prehash_entry, &pd);
+	close(fd);
 	return err;
 }
 

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ledgerfs/clock.h"
 #include "ledgerfs/snap_pipe.h"
 
 enum pipe_op_type { OP_BEGIN, OP_WRITE, OP_COMMIT };
@@ -70,14 +71,6 @@ struct snap_pipe {
 	int64_t flushed_ms;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void op_free(struct pipe_op *op)
 {
 	if (!op)
@@ -110,7 +103,7 @@ static void set_error(struct pipe_lane *l, int err, const char *what)
 static int maybe_flush(struct pipe_lane *l, const char **why)
 {
 	struct snap_pipe *p = l->p;
-	int64_t now = now_ms();
+	int64_t now = clock_mono_ms();
 	int err, due;
 
 	pthread_mutex_lock(&p->lock);
@@ -211,7 +204,7 @@ int snap_pipe_start(struct snap_stage *s, const struct snap_pipe_limits *lim,
 		return -ENOMEM;
 	p->s = s;
 	p->lim = *lim;
-	p->flushed_ms = now_ms();
+	p->flushed_ms = clock_mono_ms();
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->room, NULL);
 	while (p->nlanes < want && !err) {

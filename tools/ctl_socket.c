@@ -15,8 +15,8 @@
 #include <unistd.h>
 
 #include "ctl_socket.h"
+#include "ledgerfs/clock.h"
 #include "ledgerfs/control.h"
-#include "ledgerfs/link.h"
 #include "ledgerfs/sockio.h"
 
 /* For the whole exchange: connecting, sending the request, reading the reply. */
@@ -38,7 +38,7 @@ static int connect_by(int fd, const struct sockaddr_un *sa, int64_t deadline)
 			ret = -errno;
 			break;
 		}
-		if (link_now_ms() + BACKLOG_RETRY_MS >= deadline) {
+		if (clock_mono_ms() + BACKLOG_RETRY_MS >= deadline) {
 			ret = -ETIMEDOUT;
 			break;
 		}
@@ -74,7 +74,7 @@ static int recv_by(int fd, struct pbuf *reply, int64_t deadline)
 int ctl_ask(const char *path, const char *request, struct pbuf *reply)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	int64_t deadline = link_now_ms() + CLIENT_TIMEOUT_MS;
+	int64_t deadline = clock_mono_ms() + CLIENT_TIMEOUT_MS;
 	char line[CONTROL_MAX_REQUEST + 1];
 	int fd = -1, ret;
 

@@ -34,9 +34,6 @@ struct link {
 	char why[LINK_WHY_MAX];
 };
 
-/* Milliseconds on the monotonic clock. */
-int64_t link_now_ms(void);
-
 /*
  * Connect to address ("HOST:PORT", "[V6]:PORT") and do the TLS client
  * handshake within timeout_ms.  *out is the caller's: link_close().

@@ -13,7 +13,7 @@
 /*
  * Wait until fd is ready for events (POLLIN, POLLOUT).  cancel_fd, when
  * >= 0, is polled too: anything readable on it cancels the wait.
- * 0, -ETIMEDOUT at deadline (link_now_ms() time), -ECANCELED, or -errno.
+ * 0, -ETIMEDOUT at deadline (clock_mono_ms() time), -ECANCELED, or -errno.
  */
 int sock_wait(int fd, short events, int cancel_fd, int64_t deadline);
 

@@ -45,10 +45,8 @@ static void make_tree(const char *root)
 	char p[PATH_MAX];
 
 	cr_assert_eq(mkdir(root, 0755), 0);
-	tree_at(p, root, "dir");
-	cr_assert_eq(mkdir(p, 0750), 0);
-	tree_at(p, root, "dir/sub");
-	cr_assert_eq(mkdir(p, 0700), 0);
+	tree_make_dir(root, "dir", 0750);
+	tree_make_dir(root, "dir/sub", 0700);
 	tree_put_file(root, "file", "hello, world\n");
 	tree_put_file(root, "dir/inner", "inner contents");
 	tree_put_file(root, "dir/sub/deep", "");
