@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 
 #include "ledgerfs/clock.h"
+#include "ledgerfs/grow.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/merkle.h"
 #include "ledgerfs/rebuild.h"
@@ -342,15 +343,9 @@ static int ask(struct snap_recv *sr, uint32_t step, const uint8_t *digest, int d
 	while (sr->qn - sr->qhead >= SNAP_WINDOW)
 		if ((rv = pump(sr, NULL)) < 0)
 			return rv;
-	if (sr->qn == sr->qcap) {
-		size_t cap = sr->qcap ? 2 * sr->qcap : SNAP_WINDOW * 2;
-		struct snap_want *q = realloc(sr->q, cap * sizeof(*q));
-
-		if (!q)
-			return -ENOMEM;
-		sr->q = q;
-		sr->qcap = cap;
-	}
+	rv = grow_array(&sr->q, &sr->qcap, sr->qn + 1, sizeof(*sr->q));
+	if (rv < 0)
+		return rv;
 	sr->q[sr->qn] = (struct snap_want){.step = step, .dir = dir};
 	if (digest)
 		memcpy(sr->q[sr->qn].digest, digest, SNAP_DIGEST_LEN);
@@ -380,17 +375,11 @@ static int link_seen(struct snap_recv *sr, uint32_t link, uint32_t step, uint32_
 /* Note an OBJ step whose file has other names on the peer. */
 static int note_named(struct snap_recv *sr, uint32_t step)
 {
-	if (sr->nnamed == sr->named_cap) {
-		size_t cap = sr->named_cap ? sr->named_cap * 2 : 64;
-		uint32_t *v = realloc(sr->named, cap * sizeof(*v));
+	int rv = grow_array(&sr->named, &sr->named_cap, sr->nnamed + 1, sizeof(*sr->named));
 
-		if (!v)
-			return -ENOMEM;
-		sr->named = v;
-		sr->named_cap = cap;
-	}
-	sr->named[sr->nnamed++] = step;
-	return 0;
+	if (rv == 0)
+		sr->named[sr->nnamed++] = step;
+	return rv;
 }
 
 static int plan_step(struct snap_recv *sr, const struct snap_step *st)

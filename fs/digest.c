@@ -35,6 +35,7 @@
 
 #include "ledgerfs/digest.h"
 #include "ledgerfs/dirscan.h"
+#include "ledgerfs/grow.h"
 
 /* Read buffer for file contents, allocated once per digest_tree() call. */
 #define READ_BUF_SIZE (1 << 20)
@@ -82,23 +83,6 @@ static int report(const struct digest_walk *w, int err, const char *why)
 	return err;
 }
 
-static int grow(void *pp, size_t *cap, size_t need, size_t elem)
-{
-	size_t ncap = *cap ? *cap : 64;
-	void *p;
-
-	if (need <= *cap)
-		return 0;
-	while (ncap < need)
-		ncap *= 2;
-	p = realloc(*(void **)pp, ncap * elem);
-	if (!p)
-		return -ENOMEM;
-	*(void **)pp = p;
-	*cap = ncap;
-	return 0;
-}
-
 /* Append "/name" (just "name" below the root) to w->path; the old length goes to *saved. */
 static int path_push(struct digest_walk *w, const char *name, size_t *saved)
 {
@@ -106,7 +90,7 @@ static int path_push(struct digest_walk *w, const char *name, size_t *saved)
 	size_t need = w->path_len + 1 + nlen + 1;
 	int err;
 
-	err = grow(&w->path, &w->path_cap, need, 1);
+	err = grow_array(&w->path, &w->path_cap, need, 1);
 	if (err)
 		return err;
 	*saved = w->path_len;
@@ -174,7 +158,7 @@ static int hash_xattrs(struct digest_walk *w, int fd, const char *procpath)
 			return report(w, -errno, NULL);
 		if (len == 0)
 			break;
-		err = grow(&w->xnames, &w->xnames_cap, (size_t)len, 1);
+		err = grow_array(&w->xnames, &w->xnames_cap, (size_t)len, 1);
 		if (err)
 			return report(w, err, NULL);
 		len = fd >= 0 ? flistxattr(fd, w->xnames, w->xnames_cap)
@@ -188,7 +172,7 @@ static int hash_xattrs(struct digest_walk *w, int fd, const char *procpath)
 	for (p = w->xnames; p < w->xnames + len; p += strlen(p) + 1) {
 		if (xattr_private(p))
 			continue;
-		err = grow(&w->xsorted, &w->xsorted_cap, n + 1, sizeof(char *));
+		err = grow_array(&w->xsorted, &w->xsorted_cap, n + 1, sizeof(char *));
 		if (err)
 			return report(w, err, NULL);
 		w->xsorted[n++] = p;
@@ -204,7 +188,7 @@ static int hash_xattrs(struct digest_walk *w, int fd, const char *procpath)
 				       : lgetxattr(procpath, name, NULL, 0);
 			if (vlen < 0)
 				return report(w, -errno, NULL);
-			err = grow(&w->xval, &w->xval_cap, (size_t)vlen + 1, 1);
+			err = grow_array(&w->xval, &w->xval_cap, (size_t)vlen + 1, 1);
 			if (err)
 				return report(w, err, NULL);
 			vlen = fd >= 0 ? fgetxattr(fd, name, w->xval, w->xval_cap)
@@ -383,7 +367,7 @@ static int name_add(int dirfd, const char *name, void *arg)
 	int err;
 
 	(void)dirfd;
-	err = grow(&l->v, &l->cap, l->n + 1, sizeof(char *));
+	err = grow_array(&l->v, &l->cap, l->n + 1, sizeof(char *));
 	if (err)
 		return err;
 	l->v[l->n] = strdup(name);

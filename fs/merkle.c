@@ -37,6 +37,7 @@
 
 #include "ledgerfs/bytes.h"
 #include "ledgerfs/dirscan.h"
+#include "ledgerfs/grow.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/merkle.h"
 #include "ledgerfs/path.h"
@@ -150,23 +151,6 @@ struct diff_walk {
 	struct walk_path path;
 };
 
-static int grow(void *pp, size_t *cap, size_t need, size_t elem)
-{
-	size_t ncap = *cap ? *cap : 64;
-	void *p;
-
-	if (need <= *cap)
-		return 0;
-	while (ncap < need)
-		ncap *= 2;
-	p = realloc(*(void **)pp, ncap * elem);
-	if (!p)
-		return -ENOMEM;
-	*(void **)pp = p;
-	*cap = ncap;
-	return 0;
-}
-
 /* The path as callbacks and log lines show it: the root is ".". */
 static const char *path_str(const struct walk_path *p)
 {
@@ -179,7 +163,7 @@ static int path_push(struct walk_path *p, const char *name, size_t *saved)
 	size_t nlen = strlen(name);
 	int err;
 
-	err = grow(&p->p, &p->cap, p->len + 1 + nlen + 1, 1);
+	err = grow_array(&p->p, &p->cap, p->len + 1 + nlen + 1, 1);
 	if (err)
 		return err;
 	*saved = p->len;
@@ -295,7 +279,7 @@ static int xattr_names(struct merkle_walk *w, int fd, bool opath, size_t *len)
 		n = xattr_at_list(fd, opath, NULL, 0);
 		if (n < 0)
 			return report(w, -errno, NULL);
-		err = grow(&w->xnames, &w->xnames_cap, (size_t)n + 1, 1);
+		err = grow_array(&w->xnames, &w->xnames_cap, (size_t)n + 1, 1);
 		if (err)
 			return report(w, err, NULL);
 	}
@@ -318,7 +302,7 @@ static int xattr_value(struct merkle_walk *w, int fd, bool opath, const char *na
 		n = xattr_at_get(fd, opath, name, NULL, 0);
 		if (n < 0)
 			return report(w, -errno, NULL);
-		err = grow(&w->xval, &w->xval_cap, (size_t)n + 1, 1);
+		err = grow_array(&w->xval, &w->xval_cap, (size_t)n + 1, 1);
 		if (err)
 			return report(w, err, NULL);
 	}
@@ -339,7 +323,7 @@ static int hash_xattrs(struct merkle_walk *w, int fd, bool opath)
 	for (p = w->xnames; p < w->xnames + len; p += strlen(p) + 1) {
 		if (!xattr_replicated(p, strlen(p)))
 			continue;
-		err = grow(&w->xsorted, &w->xsorted_cap, n + 1, sizeof(char *));
+		err = grow_array(&w->xsorted, &w->xsorted_cap, n + 1, sizeof(char *));
 		if (err)
 			return report(w, err, NULL);
 		w->xsorted[n++] = p;
@@ -550,7 +534,7 @@ static int dir_new(struct merkle *m, struct merkle_dir **out)
 {
 	int err;
 
-	err = grow(&m->dirs, &m->dirs_cap, m->ndirs + 1, sizeof(*m->dirs));
+	err = grow_array(&m->dirs, &m->dirs_cap, m->ndirs + 1, sizeof(*m->dirs));
 	if (err)
 		return err;
 	*out = calloc(1, sizeof(**out));
@@ -594,7 +578,7 @@ static int dir_list(struct merkle_walk *w, int dirfd, struct merkle_dir *d)
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		len = strlen(de->d_name) + 1;
-		err = grow(&w->nbuf, &w->nbuf_cap, w->nbuf_len + len, 1);
+		err = grow_array(&w->nbuf, &w->nbuf_cap, w->nbuf_len + len, 1);
 		if (err) {
 			report(w, err, NULL);
 			break;
@@ -607,7 +591,7 @@ static int dir_list(struct merkle_walk *w, int dirfd, struct merkle_dir *d)
 	if (err)
 		return err;
 	if (n) {
-		err = grow(&w->nsorted, &w->nsorted_cap, n, sizeof(char *));
+		err = grow_array(&w->nsorted, &w->nsorted_cap, n, sizeof(char *));
 		d->v = calloc(n, sizeof(*d->v));
 		if (err || !d->v)
 			return report(w, -ENOMEM, NULL);
@@ -814,7 +798,7 @@ static int prehash_push(char ***v, size_t *n, size_t *cap, const char *dir, cons
 
 	if (len < 0 || (size_t)len >= sizeof(path))
 		return -ENAMETOOLONG;
-	if (grow(v, cap, *n + 1, sizeof(**v)) < 0 || !((*v)[*n] = strdup(path)))
+	if (grow_array(v, cap, *n + 1, sizeof(**v)) < 0 || !((*v)[*n] = strdup(path)))
 		return -ENOMEM;
 	(*n)++;
 	return 0;
