@@ -149,14 +149,16 @@ void apply_cache_init(struct apply_cache *c)
 	c->fd = -1;
 	c->ids = 0;
 	c->ver_dirty = 0;
+	c->fid_dirty = 0;
 	c->times[0] = c->times[1] = (struct timespec){.tv_nsec = UTIME_OMIT};
+	c->dir_plain = -1;
 	c->dir_ver_ok = 0;
 	c->stamp_dirty = 0;
 	c->dir[0] = '\0';
 	c->obj[0] = '\0';
 }
 
-/* Set the times and then the version deferred for the file at obj. */
+/* Set the times, the version and last the fid deferred for the file at obj. */
 static int flush_file(struct apply_cache *c)
 {
 	int r = 0;
@@ -168,17 +170,27 @@ static int flush_file(struct apply_cache *c)
 	}
 	if (r == 0 && c->ver_dirty)
 		r = set_pair(c->fd, STORE_XATTR_VER, c->ver.origin, c->ver.seq);
+	if (r == 0 && c->fid_dirty)
+		r = store_set_fid(c->fd, &c->fid);
+	/* The directory's deferred stamp may name the file's creation: replay must redo it. */
+	if (r < 0 && c->fid_dirty)
+		c->stamp_dirty = 0;
 	c->ver_dirty = 0;
+	c->fid_dirty = 0;
 	return r;
 }
 
-/* Write directory dir's deferred stamp; forget its version, which others may change. */
+/*
+ * Write directory dir's deferred stamp; forget its version and whether it
+ * is plain, which others may change.
+ */
 static void flush_dir(struct apply_cache *c)
 {
 	if (c->stamp_dirty)
 		set_pair(c->dirfd, STORE_XATTR_VER, c->dir_ver.origin, c->dir_ver.seq);
 	c->stamp_dirty = 0;
 	c->dir_ver_ok = 0;
+	c->dir_plain = -1;
 }
 
 int apply_cache_flush(struct apply_cache *c)
@@ -258,21 +270,86 @@ static int cache_at_open(struct store *s, struct apply_cache *c, const char *rel
 	return 0;
 }
 
-/* Keep the read-write descriptor, fid and version of the file ev just created. */
-static void cache_keep_file(struct apply_cache *c, const struct event *ev, struct fid fid, int *fd)
+/*
+ * Can cache c keep the file EV_CREATE ev makes?  Only a read-write
+ * descriptor the caller does not want, at a path short enough to keep.
+ */
+static int cache_keeps_file(const struct apply_cache *c, const struct event *ev,
+			    const struct apply_ctx *ctx)
 {
-	size_t n = strlen(ev->path);
+	return c && ev->type == EV_CREATE && !ctx->want_fd && strlen(ev->path) < sizeof(c->obj);
+}
 
-	if (n >= sizeof(c->obj))
-		return;
+/*
+ * Keep the read-write descriptor, fid and version of the file ev just
+ * created; with deferred, its times, version and fid are still to write
+ * (finish_object() left them).  What the cache deferred for the file it
+ * held before was written by cache_before().
+ */
+static void cache_keep_file(struct apply_cache *c, const struct event *ev, struct fid fid,
+			    int deferred, int *fd)
+{
+	struct timespec t = {.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec};
+
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = *fd;
-	memcpy(c->obj, ev->path, n + 1);
+	strcpy(c->obj, ev->path);
 	c->ids = 1;
 	c->fid = fid;
 	c->ver = (struct evid){ev->origin, ev->seq};
+	if (deferred) {
+		c->fid_dirty = c->ver_dirty = 1;
+		c->times[0] = c->times[1] = t;
+	}
 	*fd = -1;
+}
+
+/*
+ * Does directory dirfd give a file made in it this process's owner and
+ * exactly the mode asked for, less the umask?  Not when it is set-group-ID
+ * or of another group (some mounts give new files the directory's group),
+ * nor when it has a default ACL, which replaces the umask.
+ */
+static int dir_is_plain(struct store *s, int dirfd)
+{
+	char proc[PATH_PROCFD_LEN];
+	struct stat st;
+
+	if (fstat(dirfd, &st) < 0 || (st.st_mode & S_ISGID) || st.st_gid != s->gid)
+		return 0;
+	if (getxattr(path_procfd(dirfd, proc), "system.posix_acl_default", NULL, 0) >= 0)
+		return 0;
+	return errno == ENODATA || errno == EOPNOTSUPP;
+}
+
+/* dir_is_plain() for (dirfd), asked once per directory the cache holds. */
+static int dir_plain(struct store *s, struct apply_cache *c, int dirfd)
+{
+	if (!c || dirfd != c->dirfd)
+		return 0;
+	if (c->dir_plain < 0)
+		c->dir_plain = dir_is_plain(s, dirfd);
+	return c->dir_plain;
+}
+
+/* The umask from /proc/self/status, or -1. */
+static int process_umask(void)
+{
+	char line[128];
+	unsigned m;
+	int r = -1;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Umask: %o", &m) == 1) {
+			r = (int)(m & 0777);
+			break;
+		}
+	fclose(f);
+	return r;
 }
 
 int store_open(const char *dir, struct store **out)
@@ -288,6 +365,9 @@ int store_open(const char *dir, struct store **out)
 		free(s);
 		goto out;
 	}
+	s->umask = process_umask();
+	s->uid = geteuid();
+	s->gid = getegid();
 	*out = s;
 out:
 	return r;
@@ -499,15 +579,35 @@ static int adopt_object(const struct event *ev, const char *target, int dirfd, c
 	return open_entry(dirfd, name, fd);
 }
 
+/* What finish_object() may leave out. */
+#define FINISH_OWNER 1 /* the object has the owner and mode the event gives it */
+#define FINISH_IDS   2 /* times, version and fid: the cache defers them */
+
+/*
+ * What a file just made in directory dirfd already has right: with a
+ * plain directory, no set-id bits and a umask that clears none of the
+ * mode's bits, the owner and mode the event gives it.
+ */
+static int made_right(struct store *s, struct apply_cache *c, const struct event *ev, int dirfd)
+{
+	mode_t mode = ev->mode & 07777;
+
+	if (ev->type != EV_CREATE || ev->uid != s->uid || ev->gid != s->gid || (mode & 07000) ||
+	    s->umask < 0 || (mode & (mode_t)s->umask))
+		return 0;
+	return dir_plain(s, c, dirfd) ? FINISH_OWNER : 0;
+}
+
 /*
  * Give a new object its owner, exact mode, times and version, and last its
- * fid: a fid in the store means the creation is complete.
+ * fid: a fid in the store means the creation is complete.  skip (FINISH_*)
+ * says what it has already or what is left to the cache.
  */
-static int finish_object(const struct event *ev, int fd, struct fid fid, const char **why)
+static int finish_object(const struct event *ev, int fd, struct fid fid, int skip, const char **why)
 {
 	int r;
 
-	r = chown_fd(fd, ev->uid, ev->gid);
+	r = skip & FINISH_OWNER ? 0 : chown_fd(fd, ev->uid, ev->gid);
 	if (r < 0) {
 		*why = "chown";
 		return r;
@@ -516,13 +616,15 @@ static int finish_object(const struct event *ev, int fd, struct fid fid, const c
 	 * chown may clear set-id bits and mkdir ignores them; set the exact
 	 * mode the event carries so every node ends with the same bits.
 	 */
-	if (ev->type != EV_SYMLINK) {
+	if (ev->type != EV_SYMLINK && !(skip & FINISH_OWNER)) {
 		r = chmod_fd(fd, ev->mode);
 		if (r < 0) {
 			*why = "chmod";
 			return r;
 		}
 	}
+	if (skip & FINISH_IDS)
+		return 0;
 	if (ev->type == EV_CREATE || (ev->type == EV_MKNOD && S_ISREG(ev->mode))) {
 		struct timespec ts[2] = {
 		    {.tv_sec = ev->mtime_sec, .tv_nsec = ev->mtime_nsec},
@@ -548,7 +650,7 @@ static int apply_new(struct store *s, const struct event *ev, struct apply_ctx *
 	struct path_at at = {.dirfd = -1};
 	struct fid fid = fid_is_zero(ev->fid) ? (struct fid){ev->origin, ev->seq} : ev->fid;
 	char target[PATH_MAX] = "";
-	int fd = -1, made = 0, r;
+	int fd = -1, made = 0, skip = 0, r;
 
 	if (ev->type == EV_SYMLINK) {
 		if (ev->data_len == 0 || ev->data_len >= sizeof(target) ||
@@ -593,15 +695,24 @@ static int apply_new(struct store *s, const struct event *ev, struct apply_ctx *
 		*why = "create";
 		goto out;
 	}
-	r = finish_object(ev, fd, fid, why);
+	if (made)
+		skip = made_right(s, ctx->cache, ev, at.dirfd);
+	/*
+	 * Deferred only in the cache's directory, whose stamp, which tells
+	 * replay the creation is done, is then deferred too and written after
+	 * the fid.
+	 */
+	if (cache_keeps_file(ctx->cache, ev, ctx) && at.dirfd == ctx->cache->dirfd)
+		skip |= FINISH_IDS;
+	r = finish_object(ev, fd, fid, skip, why);
 	if (r < 0)
 		goto out;
 	stamp_dir_cached(ctx->cache, at.dirfd, ev);
 	if (ev->type == EV_CREATE && ctx->want_fd) {
 		ctx->out_fd = fd;
 		fd = -1;
-	} else if (ev->type == EV_CREATE && ctx->cache) {
-		cache_keep_file(ctx->cache, ev, fid, &fd);
+	} else if (cache_keeps_file(ctx->cache, ev, ctx)) {
+		cache_keep_file(ctx->cache, ev, fid, skip & FINISH_IDS, &fd);
 	}
 out:
 	if (r < 0 && made)
@@ -883,8 +994,8 @@ static int target_fd(struct store *s, const struct event *ev, struct apply_ctx *
  * Make the change ev describes on the object at fd.  With defer (the
  * cache holding fd), the times it sets are left to apply_cache_flush().
  */
-static int apply_change(struct store *s, const struct event *ev, int fd,
-			struct apply_cache *defer, const char **why)
+static int apply_change(struct store *s, const struct event *ev, int fd, struct apply_cache *defer,
+			const char **why)
 {
 	int r = 0;
 

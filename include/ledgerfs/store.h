@@ -20,6 +20,7 @@
 
 #include <limits.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "ledgerfs/event.h"
@@ -37,6 +38,10 @@
 struct store {
 	int root;	  /* O_PATH descriptor of the store directory */
 	uint64_t changes; /* apply_event() calls so far: tells a stale apply_cache */
+	/* What a file this process makes gets, read when the store was opened. */
+	int umask; /* -1 if unknown */
+	uid_t uid;
+	gid_t gid;
 };
 
 /* Open the store directory.  *out is freed with store_close(). */
@@ -89,7 +94,10 @@ static inline int fid_is_zero(struct fid a)
  * any later state ends in the same state, so a version that lags its
  * content only makes replay redo them), its mtime and atime after those
  * (the last one wins), and the version stamp of directory dir after
- * creates in it.  Any other event, a change of file or directory, and
+ * creates in it.  A file the cache's EV_CREATE makes gets its times,
+ * version and fid deferred too: a file without a fid is one whose creation
+ * did not complete, which replay adopts and finishes, so the flush writes
+ * the fid last.  Any other event, a change of file or directory, and
  * apply_cache_flush() write them, times before versions, so that no
  * version ever names an event whose effect is not in the store.  A caller
  * flushes before it lets go of the node lock.
@@ -102,7 +110,9 @@ struct apply_cache {
 	struct fid fid;
 	struct evid ver;
 	int ver_dirty;		  /* ver is not written to fd yet */
+	int fid_dirty;		  /* fid is not written to fd yet: its creation is not complete */
 	struct timespec times[2]; /* atime, mtime not set on fd yet; UTIME_OMIT if none */
+	int dir_plain;		  /* dir_is_plain() of dir; -1 until asked */
 	int dir_ver_ok;		  /* dir_ver holds directory dir's version */
 	int stamp_dirty;	  /* dir_ver is not written to dirfd yet */
 	struct evid dir_ver;

@@ -313,6 +313,13 @@ static void expect_fid(const char *rel, struct fid want)
 		  (unsigned long long)want.origin, (unsigned long long)want.counter);
 }
 
+/* rel carries no xattr name: a creation left to the cache's flush. */
+static void expect_no_pair(const char *rel, const char *name)
+{
+	cr_assert_eq(getxattr(sp(rel), name, NULL, 0), -1, "%s has %s already", rel, name);
+	cr_assert_eq(errno, ENODATA, "%s: getxattr %s: %s", rel, name, strerror(errno));
+}
+
 static void expect_ver(const char *rel, uint64_t seq)
 {
 	uint64_t a, b;
@@ -1629,11 +1636,13 @@ Test(apply, cache_knows_the_created_files_ids_until_another_name_changes_it)
 	expect_cached(&wr, &c, 0);
 	cr_assert(c.ids);
 	cr_assert_eq(c.ver.seq, wr.seq);
-	/* Deferred until the next event through another name. */
-	expect_ver("d/f", cr.seq);
+	/* Deferred until the next event through another name, the fid too. */
+	expect_no_pair("d/f", STORE_XATTR_VER);
+	expect_no_pair("d/f", STORE_XATTR_FID);
 	/* Through another name of the file, its version moves behind c.fd. */
 	ln = link_event("d/f", "d/g", fid_of(cr.seq));
 	expect_cached(&ln, &c, 0);
+	expect_fid("d/f", fid_of(cr.seq));
 	expect_ver("d/f", wr.seq);
 	ut = change_event(EV_UTIMENS, "d/g", fid_of(cr.seq));
 	expect_cached(&ut, &c, 0);
@@ -1672,13 +1681,20 @@ Test(apply, cache_defers_a_files_times_and_version_and_replay_redoes_what_a_cras
 	expect_cached(&wr, &c, 0);
 	expect_cached(&ut, &c, 0);
 	expect_cached(&ch, &c, 0);
-	/* The changes are in the store; their evidence is not yet. */
+	/* The changes are in the store; their evidence is not yet, nor the creation's. */
 	expect_contents("d/f", "\0\0XYZ", 5);
 	cr_assert_eq(lstat_of("d/f").st_mode & 07777, 0600);
-	expect_ver("d/f", cr.seq);
+	expect_no_pair("d/f", STORE_XATTR_VER);
+	expect_no_pair("d/f", STORE_XATTR_FID);
 	cr_assert_neq(lstat_of("d/f").st_mtim.tv_sec, ut.mtime_sec);
 	crash_cache(&c);
-	/* Replay takes the three up again, each base matching, and ends where they did. */
+	/*
+	 * Replay finishes the creation (a file without a fid is adopted), then
+	 * takes the three up again, each base matching, and ends where they did.
+	 */
+	expect_apply(&cr, 0);
+	expect_fid("d/f", fid_of(cr.seq));
+	expect_ver("d/f", cr.seq);
 	expect_apply(&wr, 0);
 	expect_apply(&ut, 0);
 	expect_apply(&ch, 0);
@@ -1717,14 +1733,15 @@ Test(apply, cache_writes_deferred_state_before_an_event_that_must_not_be_redone)
 	cached_dir_and_file(&c, &d, &cr);
 	wr = change_event(EV_WRITE, "d/f", fid_of(cr.seq));
 	expect_cached(&wr, &c, 0);
-	expect_ver("d/f", cr.seq);
-	/* A fallocate is not redone on replay: its version is written at once. */
+	expect_no_pair("d/f", STORE_XATTR_VER);
+	/* A fallocate is not redone on replay: its version is written at once, the fid before. */
 	fa = change_event(EV_FALLOCATE, "d/f", fid_of(cr.seq));
 	fa.op_flags = 0;
 	fa.offset = 0;
 	fa.length = 4096;
 	fa.mtime_sec = 1700000002;
 	expect_cached(&fa, &c, 0);
+	expect_fid("d/f", fid_of(cr.seq));
 	expect_ver("d/f", fa.seq);
 	cr_assert_eq(lstat_of("d/f").st_mtim.tv_sec, fa.mtime_sec);
 	apply_cache_release(&c);
@@ -1748,6 +1765,83 @@ Test(apply, cache_defers_the_directory_stamp_of_creates_and_writes_it_before_oth
 	expect_ver("d", ut.seq);
 	apply_cache_release(&c);
 	expect_ver("d", ut.seq);
+}
+
+Test(apply, cache_create_gets_the_events_owner_and_mode_whatever_the_directory_gives)
+{
+	/* POSIX ACL xattr, version 2: user rw-, group ---, other ---. */
+	static const uint8_t acl[] = {2,    0,	  0, 0, 1,    0,    6,	  0,	0xff, 0xff,
+				      0xff, 0xff, 4, 0, 0,    0,    0xff, 0xff, 0xff, 0xff,
+				      0x20, 0,	  0, 0, 0xff, 0xff, 0xff, 0xff};
+	struct {
+		const char *dir;
+		mode_t dmode;
+		uint32_t dgid, uid, gid;
+		int acl;
+		mode_t mode;
+	} cases[] = {
+	    {"plain", 0755, 0, 0, 0, 0, 0644},	   {"owner", 0755, 0, 1234, 1234, 0, 0644},
+	    {"setgid", 02775, 777, 0, 0, 0, 0644}, {"group", 0775, 777, 0, 0, 0, 0644},
+	    {"acl", 0755, 0, 0, 0, 1, 0644},	   {"umask", 0755, 0, 0, 0, 0, 0666},
+	    {"setuid", 0755, 0, 0, 0, 0, 04755},
+	};
+	mode_t old = umask(022);
+
+	store->umask = 022;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct event d = ev_make(EV_MKDIR, cases[i].dir), cr, wr;
+		struct apply_cache c;
+		char path[64];
+		struct stat st;
+
+		apply_cache_init(&c);
+		d.mode = S_IFDIR | cases[i].dmode;
+		d.gid = cases[i].dgid;
+		expect_cached(&d, &c, 0);
+		if (cases[i].acl && setxattr(sp(cases[i].dir), "system.posix_acl_default", acl,
+					     sizeof(acl), 0) < 0) {
+			cr_assert_eq(errno, EOPNOTSUPP, "setfacl %s: %s", cases[i].dir,
+				     strerror(errno));
+			apply_cache_release(&c);
+			continue;
+		}
+		snprintf(path, sizeof(path), "%s/f", cases[i].dir);
+		cr = ev_make(EV_CREATE, hold(strdup(path)));
+		cr.mode = S_IFREG | cases[i].mode;
+		cr.uid = cases[i].uid;
+		cr.gid = cases[i].gid;
+		expect_cached(&cr, &c, 0);
+		wr = change_event(EV_WRITE, cr.path, fid_of(cr.seq));
+		expect_cached(&wr, &c, 0);
+		apply_cache_release(&c);
+		st = lstat_of(cr.path);
+		cr_assert_eq(st.st_mode & 07777, cases[i].mode, "%s: mode %o, want %o", cr.path,
+			     st.st_mode & 07777, cases[i].mode);
+		cr_assert(st.st_uid == cases[i].uid && st.st_gid == cases[i].gid,
+			  "%s: owner %u:%u, want %u:%u", cr.path, st.st_uid, st.st_gid,
+			  cases[i].uid, cases[i].gid);
+		expect_fid(cr.path, fid_of(cr.seq));
+		expect_ver(cr.path, wr.seq);
+	}
+	umask(old);
+}
+
+Test(apply, cache_create_outside_its_directory_is_complete_at_once)
+{
+	struct event cr = ev_make(EV_CREATE, "f"), wr;
+	struct apply_cache c;
+
+	/* The root's stamp is written at once, so the fid must be there before it. */
+	apply_cache_init(&c);
+	cr.mode = S_IFREG | 0644;
+	expect_cached(&cr, &c, 0);
+	expect_fid("f", fid_of(cr.seq));
+	expect_ver("", cr.seq);
+	wr = change_event(EV_WRITE, "f", fid_of(cr.seq));
+	wr.base = evid_of(cr.seq);
+	expect_cached(&wr, &c, 0);
+	apply_cache_release(&c);
+	expect_ver("f", wr.seq);
 }
 
 Test(apply, cache_release_writes_the_directory_stamp)
