@@ -370,7 +370,9 @@ static int payload_place(struct journal *j, struct event *ev)
 		ev->flags &= (uint16_t)~EVENT_F_VREF;
 		ev->vref = (struct vref){0};
 	}
-	if (ev->type != EV_WRITE || ev->data_len <= JOURNAL_INLINE_MAX)
+	if (ev->type != EV_WRITE ||
+	    ev->data_len <=
+		(ev->origin == j->node_id ? JOURNAL_INLINE_MAX : JOURNAL_REMOTE_INLINE_MAX))
 		return 0;
 	ret = vlog_append(j->vlog, ev->origin, ev->seq, ev->data, ev->data_len, &ev->vref);
 	if (ret < 0)
@@ -1213,24 +1215,26 @@ uint64_t journal_applied(struct journal *j, uint64_t origin)
 	return m ? m->applied : 0;
 }
 
-int journal_sync_begin(struct journal *j, uint64_t *gen)
+int journal_sync_begin(struct journal *j, struct journal_sync *s)
 {
 	leveldb_writebatch_t *b;
-	int ret;
+	int ret, vlog;
 
-	ret = vlog_sync(j->vlog);
-	if (ret < 0)
-		return ret;
-	if (!j->unsynced && !marks_pending(j))
+	vlog = vlog_sync_begin(j->vlog, &s->vs);
+	if (vlog < 0)
+		return vlog;
+	if (!vlog && !j->unsynced && !marks_pending(j))
 		return 0;
 	if (marks_pending(j)) {
 		b = leveldb_writebatch_create();
 		ret = journal_write(j, b, 0, "write applied marks");
 		leveldb_writebatch_destroy(b);
-		if (ret < 0)
+		if (ret < 0) {
+			vlog_sync_end(j->vlog, &s->vs);
 			return ret;
+		}
 	}
-	*gen = j->writes;
+	s->gen = j->writes;
 	return 1;
 }
 
@@ -1262,11 +1266,15 @@ static int sync_log_file(int dfd, const char *name, void *arg)
  * that LevelDB removed since its write had its memtable saved in a table
  * file, which LevelDB syncs, with its synced manifest, first.
  */
-int journal_sync_log(struct journal *j)
+int journal_sync_log(struct journal *j, struct journal_sync *s)
 {
-	int dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int ret;
+	int dfd, ret;
 
+	/* A synced event must never reference a payload that is not. */
+	ret = vlog_sync_fd(j->vlog, &s->vs);
+	if (ret < 0)
+		return ret;
+	dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0) {
 		ret = -errno;
 		log_err("journal %s: cannot open it to sync: %s", j->dir, strerror(errno));
@@ -1277,23 +1285,23 @@ int journal_sync_log(struct journal *j)
 	return ret;
 }
 
-void journal_sync_end(struct journal *j, uint64_t gen)
+void journal_sync_end(struct journal *j, struct journal_sync *s, int result)
 {
-	if (j->writes == gen)
+	vlog_sync_end(j->vlog, &s->vs);
+	if (result == 0 && j->writes == s->gen)
 		j->unsynced = 0;
 }
 
 int journal_sync(struct journal *j)
 {
-	uint64_t gen = 0;
+	struct journal_sync s;
 	int ret;
 
-	ret = journal_sync_begin(j, &gen);
+	ret = journal_sync_begin(j, &s);
 	if (ret <= 0)
 		return ret;
-	ret = journal_sync_log(j);
-	if (ret == 0)
-		journal_sync_end(j, gen);
+	ret = journal_sync_log(j, &s);
+	journal_sync_end(j, &s, ret);
 	return ret;
 }
 

@@ -920,13 +920,14 @@ int node_sync(struct node *n)
 
 /*
  * The syncer thread: one journal sync for everything committed when it
- * wakes.  The disk flush runs without the lock, so events go on being
- * applied meanwhile (their journal writes wait inside LevelDB for it).
+ * wakes.  The disk flushes run without the lock, so events go on being
+ * journaled and applied meanwhile.
  */
 static void *node_syncer(void *arg)
 {
 	struct node *n = arg;
-	uint64_t target, seq, gen = 0;
+	struct journal_sync js;
+	uint64_t target, seq;
 	int r;
 
 	pthread_mutex_lock(&n->lock);
@@ -937,13 +938,12 @@ static void *node_syncer(void *arg)
 			break;
 		target = n->committed;
 		seq = journal_next_seq(n->journal) - 1;
-		r = journal_sync_begin(n->journal, &gen);
+		r = journal_sync_begin(n->journal, &js);
 		if (r > 0) {
 			pthread_mutex_unlock(&n->lock);
-			r = journal_sync_log(n->journal);
+			r = journal_sync_log(n->journal, &js);
 			pthread_mutex_lock(&n->lock);
-			if (r == 0)
-				journal_sync_end(n->journal, gen);
+			journal_sync_end(n->journal, &js, r);
 		}
 		if (r < 0) {
 			log_err("%s: journal sync failed: %s", n->dir, strerror(-r));

@@ -35,11 +35,12 @@ struct vlog {
 	char *dir;
 	int dirfd;
 	uint64_t segment_max;
-	uint32_t segment; /* segment appends go to; its file exists once fd >= 0 */
-	int fd;		  /* -1 until the first append after open or roll-over */
-	uint64_t off;	  /* where the next record starts in segment */
-	int dirty;	  /* records appended since the last fdatasync */
-	int failed;	  /* sticky negative errno after a failed fdatasync */
+	uint32_t segment;  /* segment appends go to; its file exists once fd >= 0 */
+	int fd;		   /* -1 until the first append after open or roll-over */
+	uint64_t off;	   /* where the next record starts in segment */
+	uint64_t appended; /* records appended since open */
+	uint64_t synced;   /* of which fdatasync made durable */
+	int failed;	   /* sticky negative errno after a failed fdatasync */
 	struct vlog_rfd rfd[VLOG_READ_FDS];
 	unsigned rfd_next; /* slot reused next, round robin */
 };
@@ -172,7 +173,6 @@ static int segment_create(struct vlog *v)
 	}
 	v->fd = fd;
 	v->off = 0;
-	v->dirty = 0;
 	return 0;
 }
 
@@ -267,7 +267,7 @@ int vlog_append(struct vlog *v, uint64_t origin, uint64_t seq, const void *data,
 	    .crc = crc,
 	};
 	v->off += rec;
-	v->dirty = 1;
+	v->appended++;
 	return 0;
 }
 
@@ -275,7 +275,7 @@ int vlog_sync(struct vlog *v)
 {
 	if (v->failed)
 		return v->failed;
-	if (!v->dirty)
+	if (v->synced == v->appended)
 		return 0;
 	if (fdatasync(v->fd) < 0) {
 		v->failed = -errno;
@@ -283,8 +283,56 @@ int vlog_sync(struct vlog *v)
 			strerror(errno));
 		return v->failed;
 	}
-	v->dirty = 0;
+	v->synced = v->appended;
 	return 0;
+}
+
+/*
+ * The descriptor is a duplicate, so that a roll-over meanwhile, which syncs
+ * and closes the segment's own, leaves it usable; the count synced moves
+ * only at the end, so that a sync begun meanwhile does not take records
+ * still on their way to the disk for durable.
+ */
+int vlog_sync_begin(struct vlog *v, struct vlog_sync *s)
+{
+	s->fd = -1;
+	s->upto = v->appended;
+	s->result = 0;
+	if (v->failed)
+		return v->failed;
+	if (v->synced == v->appended)
+		return 0;
+	s->fd = fcntl(v->fd, F_DUPFD_CLOEXEC, 0);
+	if (s->fd < 0) {
+		int ret = -errno;
+
+		log_err("value log %s/%08u.vlog: dup: %s", v->dir, v->segment, strerror(errno));
+		return ret;
+	}
+	return 1;
+}
+
+int vlog_sync_fd(const struct vlog *v, struct vlog_sync *s)
+{
+	if (s->fd < 0)
+		return 0;
+	if (fdatasync(s->fd) < 0) {
+		s->result = -errno;
+		log_err("value log %s: fdatasync: %s", v->dir, strerror(errno));
+	}
+	return s->result;
+}
+
+void vlog_sync_end(struct vlog *v, struct vlog_sync *s)
+{
+	if (s->fd < 0)
+		return;
+	close(s->fd);
+	s->fd = -1;
+	if (s->result < 0 && !v->failed)
+		v->failed = s->result;
+	else if (s->result == 0 && s->upto > v->synced)
+		v->synced = s->upto;
 }
 
 /* A descriptor to read segment from: the append one or a cached read-only one. */

@@ -16,7 +16,7 @@
  * never followed by good ones in the same file.  Space comes back a whole
  * segment at a time: the journal knows which events reference a segment
  * and calls vlog_remove() once none is left (journal.h, trimming).  Records are not durable
- * until vlog_sync(); the journal calls it before its LevelDB sync write,
+ * until vlog_sync(); the journal syncs the value log before LevelDB's log,
  * so a synced event never references a payload that could be lost.
  *
  * Thread safety: none; the journal's caller serialises access.
@@ -61,6 +61,25 @@ int vlog_append(struct vlog *v, uint64_t origin, uint64_t seq, const void *data,
  * every later append and sync fails with the same error.
  */
 int vlog_sync(struct vlog *v);
+
+/* A vlog_sync() in steps (below). */
+struct vlog_sync {
+	int fd;	       /* what to fdatasync, -1 if nothing */
+	uint64_t upto; /* records it covers */
+	int result;    /* of the fdatasync */
+};
+
+/*
+ * vlog_sync() in three steps, so that the caller need not hold its lock
+ * while the disk flushes.  vlog_sync_begin() (lock held) returns 1 when
+ * records are waiting, 0 when none is, or a negative errno; then
+ * vlog_sync_fd() makes every record appended before the begin durable and
+ * may run concurrently with anything; vlog_sync_end() (lock held, after
+ * every begin) records the outcome, a failure sticky as in vlog_sync().
+ */
+int vlog_sync_begin(struct vlog *v, struct vlog_sync *s);
+int vlog_sync_fd(const struct vlog *v, struct vlog_sync *s);
+void vlog_sync_end(struct vlog *v, struct vlog_sync *s);
 
 /*
  * Read the payload ref points at into buf (ref->len bytes) and check it is

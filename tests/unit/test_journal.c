@@ -475,23 +475,49 @@ Test(journal, put_remote_batch_leaves_out_what_it_holds_or_is_told_to_skip)
 	journal_close(j);
 }
 
+Test(journal, a_received_page_goes_to_the_value_log_a_local_one_stays_inline)
+{
+	struct journal *j = jopen(1);
+	uint8_t *buf = pattern(4096, 3);
+	struct event local = write_event(buf, 4096, 0), remote = local, got;
+	const char *why = NULL;
+
+	cr_assert_eq(journal_append(j, &local), 0);
+	remote.origin = 7;
+	remote.seq = 1;
+	cr_assert_eq(journal_put_remote(j, &remote), 0);
+	cr_assert_eq(journal_get(j, NODE, local.seq, 0, &got, &why), 0, "%s", why);
+	cr_assert_eq(got.flags & EVENT_F_VREF, 0, "a local page stays inline");
+	cr_assert_arr_eq(got.data, buf, 4096);
+	event_free(&got);
+	cr_assert_eq(journal_get(j, 7, 1, 0, &got, &why), 0, "%s", why);
+	cr_assert_neq(got.flags & EVENT_F_VREF, 0, "a received page goes to the value log");
+	cr_assert_eq(got.vref.len, 4096);
+	event_free(&got);
+	cr_assert_eq(journal_get(j, 7, 1, 1, &got, &why), 0, "%s", why);
+	cr_assert_arr_eq(got.data, buf, 4096);
+	event_free(&got);
+	free(buf);
+	journal_close(j);
+}
+
 Test(journal, sync_in_steps_writes_marks_and_tells_when_nothing_is_left)
 {
 	struct journal *j = jopen(1);
-	uint64_t gen = 0;
+	struct journal_sync s;
 
 	cr_assert_eq(journal_sync(j), 0);
-	cr_assert_eq(journal_sync_begin(j, &gen), 0, "nothing to sync");
+	cr_assert_eq(journal_sync_begin(j, &s), 0, "nothing to sync");
 	journal_mark_applied(j, 7, 4);
-	cr_assert_eq(journal_sync_begin(j, &gen), 1);
+	cr_assert_eq(journal_sync_begin(j, &s), 1);
 	cr_assert_eq(applied_on_disk(j, 7), 4, "pending marks are written first");
-	cr_assert_eq(journal_sync_log(j), 0);
+	cr_assert_eq(journal_sync_log(j, &s), 0);
 	append_small(j, NULL);
-	journal_sync_end(j, gen);
-	cr_assert_eq(journal_sync_begin(j, &gen), 1, "a write after the begin still needs a sync");
-	cr_assert_eq(journal_sync_log(j), 0);
-	journal_sync_end(j, gen);
-	cr_assert_eq(journal_sync_begin(j, &gen), 0);
+	journal_sync_end(j, &s, 0);
+	cr_assert_eq(journal_sync_begin(j, &s), 1, "a write after the begin still needs a sync");
+	cr_assert_eq(journal_sync_log(j, &s), 0);
+	journal_sync_end(j, &s, 0);
+	cr_assert_eq(journal_sync_begin(j, &s), 0);
 	journal_close(j);
 }
 
@@ -873,6 +899,40 @@ Test(journal, vlog_rolls_segments_and_reopens_on_a_new_one)
 	cr_assert_str_eq(why, "value log record truncated");
 	cr_assert_eq(vlog_disk_usage(v, &bytes), 0);
 	cr_assert_eq(bytes, 4 * (VLOG_HEADER_LEN + sizeof(data)));
+	vlog_close(v);
+}
+
+Test(journal, vlog_sync_in_steps_covers_what_came_before_its_begin)
+{
+	struct vlog_sync s, s2;
+	char vdir[128];
+	struct vlog *v;
+	struct vref r;
+	uint8_t data[100] = {1};
+	const char *why = NULL;
+
+	snprintf(vdir, sizeof(vdir), "%s/vlog", tmp);
+	cr_assert_eq(vlog_open(vdir, 250, &v, &why), 0);
+	cr_assert_eq(vlog_sync_begin(v, &s), 0, "nothing to sync");
+	vlog_sync_end(v, &s);
+	cr_assert_eq(vlog_append(v, 1, 1, data, sizeof(data), &r), 0);
+	cr_assert_eq(vlog_sync_begin(v, &s), 1);
+	/* Begun before the first one ends, a second sync does not count on it. */
+	cr_assert_eq(vlog_sync_begin(v, &s2), 1);
+	/* A roll-over meanwhile syncs and closes the segment; the duplicate stays usable. */
+	cr_assert_eq(vlog_append(v, 1, 2, data, sizeof(data), &r), 0);
+	cr_assert_eq(vlog_append(v, 1, 3, data, sizeof(data), &r), 0);
+	cr_assert_eq(r.segment, 2);
+	cr_assert_eq(vlog_sync_fd(v, &s), 0);
+	vlog_sync_end(v, &s);
+	cr_assert_eq(vlog_sync_fd(v, &s2), 0);
+	vlog_sync_end(v, &s2);
+	cr_assert_eq(vlog_sync_begin(v, &s), 1, "the append after the begins is not synced");
+	cr_assert_eq(vlog_sync_fd(v, &s), 0);
+	vlog_sync_end(v, &s);
+	cr_assert_eq(vlog_sync_begin(v, &s), 0);
+	vlog_sync_end(v, &s);
+	cr_assert_eq(vlog_sync(v), 0);
 	vlog_close(v);
 }
 
