@@ -360,7 +360,7 @@ static uint64_t hlc_next(const struct journal *j)
  * a vref must carry its payload (journal_get with payload set): a vref into
  * some other journal's value log means nothing here.
  */
-static int payload_place(struct journal *j, struct event *ev)
+static int payload_place(struct journal *j, struct event *ev, uint32_t inline_max)
 {
 	int ret;
 
@@ -370,9 +370,7 @@ static int payload_place(struct journal *j, struct event *ev)
 		ev->flags &= (uint16_t)~EVENT_F_VREF;
 		ev->vref = (struct vref){0};
 	}
-	if (ev->type != EV_WRITE ||
-	    ev->data_len <=
-		(ev->origin == j->node_id ? JOURNAL_INLINE_MAX : JOURNAL_REMOTE_INLINE_MAX))
+	if (ev->type != EV_WRITE || ev->data_len <= inline_max)
 		return 0;
 	ret = vlog_append(j->vlog, ev->origin, ev->seq, ev->data, ev->data_len, &ev->vref);
 	if (ret < 0)
@@ -451,19 +449,20 @@ static int vseg_note(struct journal *j, leveldb_writebatch_t *b, const struct ev
 }
 
 /*
- * Put ev under its (origin, seq) into batch b; with next_seq nonzero,
- * m/next_seq is set to it too, and so is the m/vseg/ list of the segment
- * that took its payload.
+ * Put ev under its (origin, seq) into batch b, its payload in the value
+ * log if larger than inline_max; with next_seq nonzero, m/next_seq is set
+ * to it too, and so is the m/vseg/ list of the segment that took its
+ * payload.
  */
 static int event_stage(struct journal *j, leveldb_writebatch_t *b, struct event *ev,
-		       uint64_t next_seq)
+		       uint64_t next_seq, uint32_t inline_max)
 {
 	uint8_t k[KEY_EVENT_LEN], v[8];
 	char mk[2 + META_NAME_MAX];
 	size_t len, mklen;
 	int ret;
 
-	ret = payload_place(j, ev);
+	ret = payload_place(j, ev, inline_max);
 	if (ret < 0)
 		return ret;
 	ret = encode(j, ev, &len);
@@ -491,7 +490,7 @@ static int event_store(struct journal *j, struct event *ev, uint64_t next_seq)
 	leveldb_writebatch_t *b = leveldb_writebatch_create();
 	int ret;
 
-	ret = event_stage(j, b, ev, next_seq);
+	ret = event_stage(j, b, ev, next_seq, JOURNAL_INLINE_MAX);
 	if (ret == 0)
 		ret = journal_write(j, b, 0, "write event");
 	leveldb_writebatch_destroy(b);
@@ -1049,6 +1048,7 @@ int journal_put_remote(struct journal *j, struct event *ev)
 
 int journal_put_remote_batch(struct journal *j, const struct event *evs, size_t n, const int *skip)
 {
+	uint32_t inline_max = n >= JOURNAL_BULK_RUN ? JOURNAL_BULK_INLINE_MAX : JOURNAL_INLINE_MAX;
 	uint64_t next, top = 0, staged = 0;
 	const struct event *last = NULL;
 	size_t i;
@@ -1069,7 +1069,7 @@ int journal_put_remote_batch(struct journal *j, const struct event *evs, size_t 
 			continue;
 		}
 		if (ret == 0)
-			ret = event_stage(j, j->rbatch, &copy, next > top ? next : 0);
+			ret = event_stage(j, j->rbatch, &copy, next > top ? next : 0, inline_max);
 		if (ret == 0 && next > top) {
 			top = next;
 			last = &evs[i];

@@ -475,28 +475,50 @@ Test(journal, put_remote_batch_leaves_out_what_it_holds_or_is_told_to_skip)
 	journal_close(j);
 }
 
-Test(journal, a_received_page_goes_to_the_value_log_a_local_one_stays_inline)
+/* Is (origin, seq)'s payload in the value log?  Its bytes are buf's either way. */
+static int in_vlog(struct journal *j, uint64_t origin, uint64_t seq, const uint8_t *buf)
+{
+	const char *why = NULL;
+	struct event got;
+	int vref;
+
+	cr_assert_eq(journal_get(j, origin, seq, 0, &got, &why), 0, "%s", why);
+	vref = (got.flags & EVENT_F_VREF) != 0;
+	event_free(&got);
+	cr_assert_eq(journal_get(j, origin, seq, 1, &got, &why), 0, "%s", why);
+	cr_assert_eq(got.data_len, 4096);
+	cr_assert_arr_eq(got.data, buf, 4096);
+	event_free(&got);
+	return vref;
+}
+
+Test(journal, only_a_backlog_of_received_pages_goes_to_the_value_log)
 {
 	struct journal *j = jopen(1);
 	uint8_t *buf = pattern(4096, 3);
-	struct event local = write_event(buf, 4096, 0), remote = local, got;
-	const char *why = NULL;
+	struct event local = write_event(buf, 4096, 0), one, few[2], bulk[JOURNAL_BULK_RUN];
+	uint64_t seq = 0;
 
 	cr_assert_eq(journal_append(j, &local), 0);
-	remote.origin = 7;
-	remote.seq = 1;
-	cr_assert_eq(journal_put_remote(j, &remote), 0);
-	cr_assert_eq(journal_get(j, NODE, local.seq, 0, &got, &why), 0, "%s", why);
-	cr_assert_eq(got.flags & EVENT_F_VREF, 0, "a local page stays inline");
-	cr_assert_arr_eq(got.data, buf, 4096);
-	event_free(&got);
-	cr_assert_eq(journal_get(j, 7, 1, 0, &got, &why), 0, "%s", why);
-	cr_assert_neq(got.flags & EVENT_F_VREF, 0, "a received page goes to the value log");
-	cr_assert_eq(got.vref.len, 4096);
-	event_free(&got);
-	cr_assert_eq(journal_get(j, 7, 1, 1, &got, &why), 0, "%s", why);
-	cr_assert_arr_eq(got.data, buf, 4096);
-	event_free(&got);
+	cr_assert_not(in_vlog(j, NODE, local.seq, buf), "a local page stays inline");
+	one = local;
+	one.origin = 7;
+	one.seq = ++seq;
+	cr_assert_eq(journal_put_remote(j, &one), 0);
+	cr_assert_not(in_vlog(j, 7, one.seq, buf), "a received page alone stays inline");
+	for (size_t i = 0; i < 2; i++) {
+		few[i] = one;
+		few[i].seq = ++seq;
+	}
+	cr_assert_eq(journal_put_remote_batch(j, few, 2, NULL), 0);
+	cr_assert_not(in_vlog(j, 7, few[1].seq, buf), "a short run stays inline");
+	for (size_t i = 0; i < JOURNAL_BULK_RUN; i++) {
+		bulk[i] = one;
+		bulk[i].seq = ++seq;
+	}
+	cr_assert_eq(journal_put_remote_batch(j, bulk, JOURNAL_BULK_RUN, NULL), 0);
+	cr_assert(in_vlog(j, 7, bulk[0].seq, buf), "a backlog's pages go to the value log");
+	cr_assert(in_vlog(j, 7, bulk[JOURNAL_BULK_RUN - 1].seq, buf));
 	free(buf);
 	journal_close(j);
 }
