@@ -845,6 +845,21 @@ out:
 	return ret;
 }
 
+/*
+ * Write LevelDB's memtable out to a table file, so that the next open does not
+ * replay up to JOURNAL_WRITE_BUFFER bytes of log: a replica restarted for a
+ * catch-up spent 0.2 s of it there. A compaction of a range past every key
+ * (all keys start with a letter) does only that first step. LevelDB runs it on
+ * its background thread, which a child forked from a process that has used
+ * LevelDB does not have, so such a child must not close a journal.
+ */
+static void journal_flush_memtable(struct journal *j)
+{
+	static const char past_all[] = {'\xff', '\xff'};
+
+	leveldb_compact_range(j->db, past_all, sizeof(past_all), past_all, sizeof(past_all));
+}
+
 void journal_close(struct journal *j)
 {
 	int ret;
@@ -855,6 +870,8 @@ void journal_close(struct journal *j)
 		ret = journal_sync(j);
 		if (ret < 0)
 			log_err("journal %s: final sync failed: %s", j->dir, strerror(-ret));
+		else
+			journal_flush_memtable(j);
 	}
 	if (j->db)
 		leveldb_close(j->db);

@@ -7,6 +7,7 @@
  * kernel, nothing of what was only in memory.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <leveldb/c.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -849,8 +851,51 @@ static int child_write_past_file_limit(void)
 		return 17;
 	event_free(&got);
 	free(buf);
-	journal_close(j);
+	crashed = j;
 	return 0;
+}
+
+/* Bytes in jdir's files whose names end with suffix. */
+static off_t bytes_in(const char *suffix)
+{
+	DIR *d = opendir(jdir);
+	struct dirent *de;
+	off_t sum = 0;
+	size_t sl = strlen(suffix);
+
+	cr_assert_not_null(d, "%s: %s", jdir, strerror(errno));
+	while ((de = readdir(d))) {
+		size_t nl = strlen(de->d_name);
+		struct stat st;
+
+		if (nl < sl || strcmp(de->d_name + nl - sl, suffix) != 0)
+			continue;
+		cr_assert_eq(fstatat(dirfd(d), de->d_name, &st, 0), 0, "%s", de->d_name);
+		sum += st.st_size;
+	}
+	closedir(d);
+	return sum;
+}
+
+/* A clean close leaves LevelDB nothing to replay from its log at the next open. */
+Test(journal, close_leaves_the_log_empty_and_loses_nothing)
+{
+	struct journal *j = jopen(1);
+	struct event got;
+
+	for (int i = 0; i < 1000; i++)
+		append_small(j, NULL);
+	cr_assert_gt(bytes_in(".log"), 16000);
+	journal_close(j);
+	cr_assert_eq(bytes_in(".log"), 0);
+	cr_assert_gt(bytes_in(".ldb"), 0);
+	j = jopen(0);
+	cr_assert_eq(journal_next_seq(j), 1001);
+	cr_assert_eq(journal_get(j, NODE, 1000, 1, &got, NULL), 0);
+	cr_assert_eq(got.data_len, 16);
+	cr_assert_str_eq((const char *)got.data, "hello");
+	event_free(&got);
+	journal_close(j);
 }
 
 /* A failing value-log write (EFBIG here, ENOSPC on a full disk) leaves no trace. */
