@@ -7,7 +7,6 @@
  * kernel, nothing of what was only in memory.
  */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <leveldb/c.h>
@@ -20,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ledgerfs/dirscan.h"
 #include "ledgerfs/journal.h"
 #include "ledgerfs/vlog.h"
 #include "tree.h"
@@ -855,26 +855,35 @@ static int child_write_past_file_limit(void)
 	return 0;
 }
 
+struct bytes_in_arg {
+	const char *suffix;
+	off_t sum;
+};
+
+/* One entry of bytes_in(): count it if its name ends with the suffix. */
+static int add_if_suffix(int dfd, const char *name, void *arg)
+{
+	struct bytes_in_arg *a = arg;
+	size_t nl = strlen(name), sl = strlen(a->suffix);
+	struct stat st;
+
+	if (nl < sl || strcmp(name + nl - sl, a->suffix) != 0)
+		return 0;
+	cr_assert_eq(fstatat(dfd, name, &st, 0), 0, "%s: %s", name, strerror(errno));
+	a->sum += st.st_size;
+	return 0;
+}
+
 /* Bytes in jdir's files whose names end with suffix. */
 static off_t bytes_in(const char *suffix)
 {
-	DIR *d = opendir(jdir);
-	struct dirent *de;
-	off_t sum = 0;
-	size_t sl = strlen(suffix);
+	struct bytes_in_arg a = {.suffix = suffix};
+	int dfd = open(jdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
-	cr_assert_not_null(d, "%s: %s", jdir, strerror(errno));
-	while ((de = readdir(d))) {
-		size_t nl = strlen(de->d_name);
-		struct stat st;
-
-		if (nl < sl || strcmp(de->d_name + nl - sl, suffix) != 0)
-			continue;
-		cr_assert_eq(fstatat(dirfd(d), de->d_name, &st, 0), 0, "%s", de->d_name);
-		sum += st.st_size;
-	}
-	closedir(d);
-	return sum;
+	cr_assert_geq(dfd, 0, "%s: %s", jdir, strerror(errno));
+	cr_assert_eq(dir_scan(dfd, add_if_suffix, &a), 0, "%s", jdir);
+	close(dfd);
+	return a.sum;
 }
 
 /* A clean close leaves LevelDB nothing to replay from its log at the next open. */
