@@ -81,6 +81,17 @@ int store_get_ids(int fd, struct fid *fid, struct evid *ver)
 	return r;
 }
 
+int store_get_ver(int fd, struct evid *ver)
+{
+	int r = get_pair(fd, STORE_XATTR_VER, &ver->origin, &ver->seq);
+
+	if (r == -ENODATA) {
+		ver->origin = ver->seq = 0;
+		r = 0;
+	}
+	return r;
+}
+
 int store_set_fid(int fd, const struct fid *fid)
 {
 	return set_pair(fd, STORE_XATTR_FID, fid->origin, fid->counter);

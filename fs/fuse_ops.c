@@ -207,18 +207,23 @@ static int fill_existing(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct
 		return r;
 	else
 		ev->path = pathbuf;
-	if (!in->ids_cached) {
-		r = store_get_ids(in->fd, &in->fid, &in->ver);
-		if (r == -ENODATA) {
-			/* Placed in the store behind ledgerfs's back: fsck reports it. */
-			in->fid = (struct fid){0, 0};
-			in->ver = (struct evid){0, 0};
-			r = 0;
-		}
-		if (r < 0)
-			return r;
-		in->ids_cached = 1;
+	/*
+	 * The fid never changes, so it is read once.  The version is read from
+	 * the store every time, under the node lock: namespace events stamp a
+	 * directory, remote events and resyncs change any object, and a cached
+	 * version that missed one of them gives an event a base no replica has.
+	 */
+	r = in->ids_cached ? store_get_ver(fd >= 0 ? fd : in->fd, &in->ver)
+			   : store_get_ids(fd >= 0 ? fd : in->fd, &in->fid, &in->ver);
+	if (r == -ENODATA && !in->ids_cached) {
+		/* Placed in the store behind ledgerfs's back: fsck reports it. */
+		in->fid = (struct fid){0, 0};
+		in->ver = (struct evid){0, 0};
+		r = 0;
 	}
+	if (r < 0)
+		return r;
+	in->ids_cached = 1;
 	ev->fid = in->fid;
 	ev->base = in->ver;
 	if (st && fstat(fd >= 0 ? fd : in->fd, st) < 0)
@@ -690,8 +695,13 @@ static void lfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/*
 	 * The writeback cache reads pages of files opened write-only and
 	 * computes append offsets itself; truncation arrives as a setattr.
+	 * O_DIRECT is the kernel's business on the mount side: the payloads
+	 * this process writes to the store come from FUSE's buffers, which
+	 * meet no alignment rule, and ext4 moves a file's mtime before it
+	 * refuses a misaligned direct write.
 	 */
-	flags &= ~(O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_NOCTTY | O_ACCMODE | O_NOFOLLOW);
+	flags &= ~(O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_NOCTTY | O_ACCMODE | O_NOFOLLOW |
+		   O_DIRECT);
 	path_procfd(req_inode(req, ino)->fd, proc);
 	fd = open(proc, flags | O_RDWR | O_CLOEXEC);
 	if (fd < 0 && (errno == EISDIR || errno == EACCES || errno == EPERM || errno == EROFS ||

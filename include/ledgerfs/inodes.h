@@ -24,8 +24,9 @@ struct lfs_inode {
 	int fd;		  /* O_PATH descriptor of the object in the store */
 	uint64_t nlookup; /* guarded by the table lock */
 	/*
-	 * The object's fid and version xattrs, read once and then kept up to
-	 * date by the FUSE layer as it commits events; guarded by the node lock.
+	 * The object's fid, read once (ids_cached), and its version as last
+	 * read from the store, which every event reads afresh; guarded by the
+	 * node lock.
 	 */
 	int ids_cached;
 	struct fid fid;

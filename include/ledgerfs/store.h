@@ -64,6 +64,9 @@ int store_check_stamp(struct store *s, const uint8_t cluster[16]);
  */
 int store_get_ids(int fd, struct fid *fid, struct evid *ver);
 
+/* Read only the version of the object open at fd; a missing one reads as zero. */
+int store_get_ver(int fd, struct evid *ver);
+
 /* Set the fid xattr of the object open at fd. */
 int store_set_fid(int fd, const struct fid *fid);
 
