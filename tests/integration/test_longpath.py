@@ -16,6 +16,7 @@ import stat
 import lfs
 from cluster import Cluster
 from lfs import check, check_eq, expect_errno
+from test_resync import snapshot, start_behind_trim_point, trimming_pair
 
 NAME_LEN = 200
 DEPTH = 45  # 45 levels of 201 bytes: the deepest files sit about 9,000 bytes down
@@ -208,6 +209,52 @@ def test_deep_tree_operations_replicate():
             cp = lfs.fsck(n, "-n")
             check_eq(cp.returncode, 0, f"fsck -n of {n.name} (stdout: {cp.stdout[-2000:]} "
                                        f"stderr: {cp.stderr[-2000:]})")
+
+
+def test_replica_behind_the_trim_point_resyncs_a_deep_tree():
+    """A snapshot resync carries a tree deeper than PATH_MAX: a replica that
+    comes back behind the primary's trim point ends with the same tree,
+    hard link included, and fsck -n clean."""
+    with lfs.Workdir() as wd:
+        cl = trimming_pair(wd)
+        a, b = cl["a"], cl["b"]
+        names = [level_name(i) for i in range(DEPTH)]
+        os.close(open_chain(a.mnt, names[:10], make=True))
+
+        def writes():
+            p = open_chain(a.mnt, names[:10])
+            try:
+                os.close(open_chain(f"/proc/self/fd/{p}", names[10:], make=True))
+            finally:
+                os.close(p)
+            d = open_chain(a.mnt, names)
+            try:
+                write_at(d, "f", b"resynced from the deep end\n")
+                os.link("f", "g", src_dir_fd=d, dst_dir_fd=d)
+                os.symlink("f", "s", dir_fd=d)
+                fd = os.open("f", os.O_RDONLY, dir_fd=d)
+                try:
+                    os.setxattr(fd, "user.depth", b"deep")
+                finally:
+                    os.close(fd)
+            finally:
+                os.close(d)
+        start_behind_trim_point(cl, writes)
+        cl.wait_in_sync()
+        snap = snapshot(cl, "b")
+        check(snap["done"], f"b resynced by snapshot: {snap}")
+        d = open_chain(b.mnt, names)
+        try:
+            check_eq(read_at(d, "g"), b"resynced from the deep end\n", "g on b")
+            check_eq(os.stat("g", dir_fd=d).st_ino, os.stat("f", dir_fd=d).st_ino,
+                     "f and g one inode on b")
+            check_eq(os.readlink("s", dir_fd=d), "f", "symlink on b")
+            check_eq(os.getxattr(f"/proc/self/fd/{d}/f", "user.depth"), b"deep", "xattr on b")
+        finally:
+            os.close(d)
+        cl.stop("b")
+        cp = lfs.fsck(b, "-n")
+        check_eq(cp.returncode, 0, f"fsck -n of b after the resync: {cp.stdout}{cp.stderr}")
 
 
 def test_deep_tree_below_a_deep_store_root():
