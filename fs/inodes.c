@@ -164,24 +164,23 @@ static struct lfs_inode *find_locked(struct inode_table *t, dev_t dev, ino_t ino
 }
 
 /*
- * Remember name in directory dir (stat dst) as non-directory in's name;
+ * Remember name in directory (pdev, pino) as non-directory in's name;
  * table lock held.  Only a hint, checked before use: on no memory the old
  * one stays.
  */
-static void set_name_locked(struct lfs_inode *in, const struct stat *dst, const char *name)
+static void set_name_locked(struct lfs_inode *in, dev_t pdev, ino_t pino, const char *name)
 {
 	char *copy;
 
-	if (in->name && in->pdev == dst->st_dev && in->pino == dst->st_ino &&
-	    strcmp(in->name, name) == 0)
+	if (in->name && in->pdev == pdev && in->pino == pino && strcmp(in->name, name) == 0)
 		return;
 	copy = strdup(name);
 	if (!copy)
 		return;
 	free(in->name);
 	in->name = copy;
-	in->pdev = dst->st_dev;
-	in->pino = dst->st_ino;
+	in->pdev = pdev;
+	in->pino = pino;
 }
 
 int inodes_touch(struct inode_table *t, const struct stat *st, uint64_t *nodeid)
@@ -206,7 +205,6 @@ int inodes_touch(struct inode_table *t, const struct stat *st, uint64_t *nodeid)
 int inodes_lookup_fd(struct inode_table *t, struct lfs_inode *parent, const char *name, int fd,
 		     const struct stat *st, struct lfs_inode **out)
 {
-	struct stat pst = {0};
 	struct lfs_inode *in;
 	size_t b;
 
@@ -215,9 +213,6 @@ int inodes_lookup_fd(struct inode_table *t, struct lfs_inode *parent, const char
 		*out = &t->root;
 		return 0;
 	}
-	/* Without the parent's stat the name is not remembered; path_of_inode() copes. */
-	if (!S_ISDIR(st->st_mode) && fstat(parent->fd, &pst) < 0)
-		name = NULL;
 	pthread_mutex_lock(&t->lock);
 	b = bucket_of(t, st->st_ino, st->st_dev);
 	in = find_locked(t, st->st_dev, st->st_ino);
@@ -240,8 +235,8 @@ int inodes_lookup_fd(struct inode_table *t, struct lfs_inode *parent, const char
 		if (++t->count > t->nbuckets)
 			grow(t);
 	}
-	if (!S_ISDIR(st->st_mode) && name)
-		set_name_locked(in, &pst, name);
+	if (!S_ISDIR(st->st_mode))
+		set_name_locked(in, parent->dev, parent->ino, name);
 	pthread_mutex_unlock(&t->lock);
 	*out = in;
 	return 0;
@@ -249,16 +244,15 @@ int inodes_lookup_fd(struct inode_table *t, struct lfs_inode *parent, const char
 
 void inodes_moved(struct inode_table *t, struct lfs_inode *dir, const char *name)
 {
-	struct stat st, dst;
 	struct lfs_inode *in;
+	struct stat st;
 
-	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode) ||
-	    fstat(dir->fd, &dst) < 0)
+	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode))
 		return;
 	pthread_mutex_lock(&t->lock);
 	in = find_locked(t, st.st_dev, st.st_ino);
 	if (in && in != &t->root)
-		set_name_locked(in, &dst, name);
+		set_name_locked(in, dir->dev, dir->ino, name);
 	pthread_mutex_unlock(&t->lock);
 }
 
@@ -581,7 +575,8 @@ static int file_path(struct inode_table *t, struct lfs_inode *in, const struct s
 	*out = s.path;
 	s.path = NULL;
 	pthread_mutex_lock(&t->lock);
-	set_name_locked(in, &s.parent, strrchr(*out, '/') ? strrchr(*out, '/') + 1 : *out);
+	set_name_locked(in, s.parent.st_dev, s.parent.st_ino,
+			strrchr(*out, '/') ? strrchr(*out, '/') + 1 : *out);
 	pthread_mutex_unlock(&t->lock);
 	if (gone && path_open(t->root.fd, *out, O_PATH, 0, &fd) == 0) {
 		dup2(fd, in->fd);
