@@ -37,7 +37,8 @@
 /* SNAP_INFO / SNAP_END before the vector: round, entries, count. */
 #define SNAP_VEC_FIXED (8 + 8 + 4)
 /* A path field at its longest: length and bytes. */
-#define PATH_FIELD_MAX (2 + PATH_MAX)
+#define PATH_FIELD_MAX (2 + PATH_REL_MAX)
+_Static_assert(PATH_REL_MAX <= UINT16_MAX, "a store path fits its u16 length field");
 /* SNAP_ENTRY's fixed fields: id, status, mode, uid, gid, size, mtime, rdev. */
 #define SNAP_ENTRY_FIXED (4 + 1 + 4 + 4 + 4 + 8 + 8 + 4 + 8)
 /* SNAP_DATA before the contents: id, offset. */
@@ -505,7 +506,10 @@ static int parse_snap_vec(struct cursor *c, struct proto_snap_vec *v, const char
 	return 0;
 }
 
-/* A u16-prefixed store path into *out (malloc'd, NUL-terminated), checked by path_check(). */
+/*
+ * A u16-prefixed store path into *out (malloc'd, NUL-terminated), checked
+ * by path_check(); the u16 holds any path up to PATH_REL_MAX, deeper than PATH_MAX.
+ */
 static int parse_path(struct cursor *c, char **out, const char **why)
 {
 	const uint8_t *p;
@@ -516,8 +520,8 @@ static int parse_path(struct cursor *c, char **out, const char **why)
 		return -EBADMSG;
 	}
 	n = take16(c);
-	if (n == 0 || n >= PATH_MAX || take(c, n, &p) < 0) {
-		*why = n == 0 || n >= PATH_MAX ? "path length out of range" : "path overruns frame";
+	if (n == 0 || take(c, n, &p) < 0) {
+		*why = n == 0 ? "empty path" : "path overruns frame";
 		return -EBADMSG;
 	}
 	if (memchr(p, 0, n)) {
@@ -958,7 +962,7 @@ static int put_path_frame(struct pbuf *b, uint8_t type, int with_id, uint32_t id
 	uint8_t *p;
 	int ret;
 
-	if (path_check(path, &why) < 0 || n >= PATH_MAX)
+	if (path_check(path, &why) < 0 || n > PATH_REL_MAX)
 		return -EINVAL;
 	ret = put_frame(b, type, head + extra, &p);
 	if (ret < 0)

@@ -135,22 +135,21 @@ static void stamp_dir(int dirfd, const struct event *ev)
  */
 static int ancestor_says_applied(struct store *s, const char *rel, const struct event *ev)
 {
-	char dir[PATH_MAX];
-	char *slash;
-	int fd, yes;
+	char *dir = strdup(rel), *slash;
+	int fd, yes = -1;
 
-	if (strlen(rel) >= sizeof(dir))
+	/* Without memory the answer is no: the event then fails, and nothing is skipped wrongly. */
+	if (!dir)
 		return 0;
-	strcpy(dir, rel);
-	while ((slash = strrchr(dir, '/'))) {
+	while (yes < 0 && (slash = strrchr(dir, '/'))) {
 		*slash = '\0';
 		if (path_open(s->root, dir, O_PATH | O_DIRECTORY, 0, &fd) == 0) {
 			yes = dir_says_applied(fd, ev);
 			close(fd);
-			return yes;
 		}
 	}
-	return dir_says_applied(s->root, ev);
+	free(dir);
+	return yes < 0 ? dir_says_applied(s->root, ev) : yes;
 }
 
 void apply_cache_init(struct apply_cache *c)
@@ -252,7 +251,8 @@ static void stamp_dir_cached(struct apply_cache *c, int dirfd, const struct even
 
 /*
  * path_at_open() through the cache: the parent directory comes from it
- * when it is the same, and is kept there otherwise, so at never owns it.
+ * when it is the same, and is kept there otherwise, so at never owns it;
+ * a parent whose path is too long to keep is not cached.
  */
 static int cache_at_open(struct store *s, struct apply_cache *c, const char *rel,
 			 struct path_at *at)
@@ -261,7 +261,7 @@ static int cache_at_open(struct store *s, struct apply_cache *c, const char *rel
 	size_t n = slash ? (size_t)(slash - rel) : 0;
 	int r;
 
-	if (!c || !slash)
+	if (!c || !slash || n >= sizeof(c->dir))
 		return path_at_open(s->root, rel, at);
 	if (c->dirfd >= 0 && strlen(c->dir) == n && memcmp(c->dir, rel, n) == 0) {
 		*at = (struct path_at){.dirfd = c->dirfd, .owned = 0, .base = slash + 1};

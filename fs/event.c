@@ -21,6 +21,7 @@
 #include "ledgerfs/bytes.h"
 #include "ledgerfs/crc32c.h"
 #include "ledgerfs/event.h"
+#include "ledgerfs/path.h"
 
 /* Byte offsets of the fixed fields (same order as the layout in event.h). */
 enum {
@@ -64,9 +65,7 @@ _Static_assert(OFF_DATA_LEN + 4 == EVENT_HEADER_LEN, "event header layout and le
 /* The CRC covers everything after the length and the CRC itself. */
 #define CRC_START 8
 
-/* PATH_MAX - 1 and NAME_MAX: the kernel refuses anything longer anyway. */
-#define EVENT_MAX_PATH 4095
-#define EVENT_MAX_NAME 255
+_Static_assert(EVENT_MAX_PATH == PATH_REL_MAX, "event paths carry any valid store path");
 
 #define EVENT_F_KNOWN ((unsigned)EVENT_F_VREF)
 
@@ -204,8 +203,8 @@ static int event_check(unsigned type, unsigned flags, const struct event_tail *t
 		*why = "missing data";
 		return -EBADMSG;
 	}
-	/* A symlink target becomes a C string and a path: same limits as a path. */
-	if (type == EV_SYMLINK && t->data_len > EVENT_MAX_PATH) {
+	/* A symlink target becomes a C string that symlink(2) takes whole. */
+	if (type == EV_SYMLINK && t->data_len > EVENT_MAX_TARGET) {
 		*why = "symlink target too long";
 		return -EBADMSG;
 	}

@@ -139,7 +139,7 @@ static int do_lookup(struct lfs_fs *fs, struct lfs_inode *parent, const char *na
 		close(fd);
 		return r;
 	}
-	r = inodes_lookup_fd(&fs->inodes, fd, &e->attr, &in);
+	r = inodes_lookup_fd(&fs->inodes, parent, name, fd, &e->attr, &in);
 	if (r < 0)
 		return r;
 	e->ino = inodes_nodeid(&fs->inodes, in);
@@ -193,20 +193,22 @@ static void lfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 /*
  * Fill path, fid and base version of an event about an existing object,
  * from an open file descriptor when there is one.  Node lock held.
- * ev->path points into pathbuf, or is NULL for a file unlinked while open.
+ * ev->path is *pathbuf (malloc'd, for the caller to free), or NULL for a
+ * file unlinked while open.
  */
 static int fill_existing(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
-			 char *pathbuf, struct stat *st)
+			 char **pathbuf, struct stat *st)
 {
 	int r;
 
-	r = path_of_fd(&fs->inodes, in->fd, pathbuf);
+	*pathbuf = NULL;
+	r = path_of_inode(&fs->inodes, in, pathbuf);
 	if (r == -ENOENT && fd >= 0)
 		ev->path = NULL;
 	else if (r < 0)
 		return r;
 	else
-		ev->path = pathbuf;
+		ev->path = *pathbuf;
 	/*
 	 * The fid never changes, so it is read once.  The version is read from
 	 * the store every time, under the node lock: namespace events stamp a
@@ -248,15 +250,16 @@ static int commit_existing(struct lfs_fs *fs, struct lfs_inode *in, int fd, stru
 static int change_locked(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
 			 uint64_t grow)
 {
-	char path[PATH_MAX];
+	char *path = NULL;
 	int r;
 
 	r = space_check(fs, grow);
 	if (r == 0)
-		r = fill_existing(fs, in, fd, ev, path, NULL);
-	if (r < 0)
-		return r;
-	return commit_existing(fs, in, fd, ev);
+		r = fill_existing(fs, in, fd, ev, &path, NULL);
+	if (r == 0)
+		r = commit_existing(fs, in, fd, ev);
+	free(path);
+	return r;
 }
 
 static int change(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev, uint64_t grow)
@@ -278,17 +281,18 @@ static int change(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event 
 static int change_state(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
 			int (*fill)(struct event *ev, const struct stat *st))
 {
-	char path[PATH_MAX];
+	char *path = NULL;
 	struct stat st;
 	int r;
 
 	pthread_mutex_lock(&fs->node->lock);
-	r = fill_existing(fs, in, fd, ev, path, &st);
+	r = fill_existing(fs, in, fd, ev, &path, &st);
 	if (r == 0)
 		r = fill(ev, &st);
 	if (r == 0)
 		r = commit_existing(fs, in, fd, ev);
 	pthread_mutex_unlock(&fs->node->lock);
+	free(path);
 	return r < 0 ? r : 0;
 }
 
@@ -442,7 +446,7 @@ static int make_new(fuse_req_t req, fuse_ino_t parent, const char *name, struct 
 	struct apply_ctx local = APPLY_CTX_INIT;
 	struct lfs_fs *fs = req_fs(req);
 	struct lfs_inode *dir = req_inode(req, parent);
-	char path[PATH_MAX];
+	char *path = NULL;
 	int r;
 
 	r = check_name(name);
@@ -450,7 +454,7 @@ static int make_new(fuse_req_t req, fuse_ino_t parent, const char *name, struct 
 		return r;
 	now_ts(&ev->mtime_sec, &ev->mtime_nsec);
 	pthread_mutex_lock(&fs->node->lock);
-	r = path_of_child(&fs->inodes, dir, name, path);
+	r = path_of_child(&fs->inodes, dir, name, &path);
 	if (r == 0)
 		r = new_owner(req, dir, ev);
 	if (r == 0)
@@ -460,6 +464,8 @@ static int make_new(fuse_req_t req, fuse_ino_t parent, const char *name, struct 
 		r = node_commit_locked(fs->node, ev, ctx ? ctx : &local);
 	}
 	pthread_mutex_unlock(&fs->node->lock);
+	ev->path = NULL;
+	free(path);
 	if (r == 0)
 		r = do_lookup(fs, dir, name, e);
 	return r;
@@ -560,12 +566,12 @@ static void remove_entry(fuse_req_t req, fuse_ino_t parent, const char *name, un
 	struct lfs_inode *dir = req_inode(req, parent);
 	struct event ev = {.type = (uint8_t)type};
 	struct apply_ctx ctx = APPLY_CTX_INIT;
-	char path[PATH_MAX];
+	char *path = NULL;
 	int r = check_name(name);
 
 	if (r == 0) {
 		pthread_mutex_lock(&fs->node->lock);
-		r = path_of_child(&fs->inodes, dir, name, path);
+		r = path_of_child(&fs->inodes, dir, name, &path);
 		if (r == 0)
 			r = ids_of_entry(dir, name, &ev.fid, &ev.base);
 		if (r == 0) {
@@ -574,6 +580,7 @@ static void remove_entry(fuse_req_t req, fuse_ino_t parent, const char *name, un
 		}
 		pthread_mutex_unlock(&fs->node->lock);
 	}
+	free(path);
 	fuse_reply_err(req, -r);
 }
 
@@ -594,7 +601,7 @@ static void lfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 	struct lfs_inode *from = req_inode(req, parent), *to = req_inode(req, newparent);
 	struct event ev = {.type = EV_RENAME, .op_flags = flags};
 	struct apply_ctx ctx = APPLY_CTX_INIT;
-	char path[PATH_MAX], path2[PATH_MAX];
+	char *path = NULL, *path2 = NULL;
 	struct evid ver;
 	int r;
 
@@ -610,9 +617,9 @@ static void lfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 		return;
 	}
 	pthread_mutex_lock(&fs->node->lock);
-	r = path_of_child(&fs->inodes, from, name, path);
+	r = path_of_child(&fs->inodes, from, name, &path);
 	if (r == 0)
-		r = path_of_child(&fs->inodes, to, newname, path2);
+		r = path_of_child(&fs->inodes, to, newname, &path2);
 	if (r == 0)
 		r = ids_of_entry(from, name, &ev.fid, &ev.base);
 	if (r == 0) {
@@ -627,7 +634,15 @@ static void lfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 		ev.path2 = path2;
 		r = node_commit_locked(fs->node, &ev, &ctx);
 	}
+	/* Files keep their names for path_of_inode(), which /proc cannot always tell. */
+	if (r == 0) {
+		inodes_moved(&fs->inodes, to, newname);
+		if (flags & RENAME_EXCHANGE)
+			inodes_moved(&fs->inodes, from, name);
+	}
 	pthread_mutex_unlock(&fs->node->lock);
+	free(path2);
+	free(path);
 	fuse_reply_err(req, -r);
 }
 
@@ -638,20 +653,22 @@ static void lfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const
 	struct event ev = {.type = EV_LINK};
 	struct apply_ctx ctx = APPLY_CTX_INIT;
 	struct fuse_entry_param e;
-	char path[PATH_MAX], path2[PATH_MAX];
+	char *path = NULL, *path2 = NULL;
 	int r = check_name(newname);
 
 	if (r == 0) {
 		pthread_mutex_lock(&fs->node->lock);
-		r = fill_existing(fs, in, -1, &ev, path, NULL);
+		r = fill_existing(fs, in, -1, &ev, &path, NULL);
 		if (r == 0)
-			r = path_of_child(&fs->inodes, dir, newname, path2);
+			r = path_of_child(&fs->inodes, dir, newname, &path2);
 		if (r == 0) {
 			ev.path2 = path2;
 			r = node_commit_locked(fs->node, &ev, &ctx);
 		}
 		pthread_mutex_unlock(&fs->node->lock);
 	}
+	free(path2);
+	free(path);
 	if (r == 0)
 		r = do_lookup(fs, dir, newname, &e);
 	reply_entry_or_err(req, r, &e);

@@ -791,16 +791,21 @@ static int walk_dir(struct merkle_walk *w, int *dirfd, struct merkle_dir *d)
 /* Queue the store path of name in dir (NULL: name is the path) in *v.  0 or a negative errno. */
 static int prehash_push(char ***v, size_t *n, size_t *cap, const char *dir, const char *name)
 {
-	char path[PATH_MAX];
-	int len = !dir || strcmp(dir, PATH_ROOT) == 0
-		      ? snprintf(path, sizeof(path), "%s", name)
-		      : snprintf(path, sizeof(path), "%s/%s", dir, name);
+	char *path;
+	int len = !dir || strcmp(dir, PATH_ROOT) == 0 ? asprintf(&path, "%s", name)
+						      : asprintf(&path, "%s/%s", dir, name);
 
-	if (len < 0 || (size_t)len >= sizeof(path))
-		return -ENAMETOOLONG;
-	if (grow_array(v, cap, *n + 1, sizeof(**v)) < 0 || !((*v)[*n] = strdup(path)))
+	if (len < 0)
 		return -ENOMEM;
-	(*n)++;
+	if ((size_t)len > PATH_REL_MAX) {
+		free(path);
+		return -ENAMETOOLONG;
+	}
+	if (grow_array(v, cap, *n + 1, sizeof(**v)) < 0) {
+		free(path);
+		return -ENOMEM;
+	}
+	(*v)[(*n)++] = path;
 	return 0;
 }
 

@@ -19,28 +19,17 @@ int path_is_root(const char *rel)
 	return rel && strcmp(rel, PATH_ROOT) == 0;
 }
 
-int path_check(const char *rel, const char **why)
+/*
+ * Check the components of the len bytes at rel: none empty, "." or "..",
+ * none over NAME_MAX.  0, -EINVAL or -ENAMETOOLONG with *why set.
+ */
+static int check_components(const char *rel, size_t len, const char **why)
 {
-	const char *p, *start;
+	const char *p, *start = rel, *end = rel + len;
 	size_t n;
 
-	if (!rel || !*rel) {
-		*why = "empty path";
-		return -EINVAL;
-	}
-	if (path_is_root(rel))
-		return 0;
-	if (strlen(rel) >= PATH_MAX) {
-		*why = "path longer than PATH_MAX";
-		return -ENAMETOOLONG;
-	}
-	if (rel[0] == '/') {
-		*why = "absolute path";
-		return -EINVAL;
-	}
-	start = rel;
 	for (p = rel;; p++) {
-		if (*p != '/' && *p != '\0')
+		if (p < end && *p != '/')
 			continue;
 		n = (size_t)(p - start);
 		if (n == 0) {
@@ -55,10 +44,32 @@ int path_check(const char *rel, const char **why)
 			*why = "'.' or '..' path component";
 			return -EINVAL;
 		}
-		if (*p == '\0')
+		if (p == end)
 			return 0;
 		start = p + 1;
 	}
+}
+
+int path_check(const char *rel, const char **why)
+{
+	size_t len;
+
+	if (!rel || !*rel) {
+		*why = "empty path";
+		return -EINVAL;
+	}
+	if (path_is_root(rel))
+		return 0;
+	len = strlen(rel);
+	if (len > PATH_REL_MAX) {
+		*why = "path longer than 65535 bytes";
+		return -ENAMETOOLONG;
+	}
+	if (rel[0] == '/') {
+		*why = "absolute path";
+		return -EINVAL;
+	}
+	return check_components(rel, len, why);
 }
 
 /*
@@ -133,9 +144,62 @@ static int openat2_beneath(int root, const char *rel, int flags, mode_t mode)
 	return fd < 0 ? -errno : (int)fd;
 }
 
+/*
+ * Open the first len bytes of rel beneath root.  openat2() takes less than
+ * PATH_MAX bytes, so a longer path is cut at slashes into pieces that fit,
+ * each resolved beneath the directory the previous one reached, with the
+ * same restrictions: no piece can leave its starting directory, so the
+ * whole stays beneath root.  Its components are checked first as
+ * path_check() does, so that no piece even climbs within itself.
+ */
+static int open_beneath(int root, const char *rel, size_t len, int flags, mode_t mode)
+{
+	char piece[PATH_MAX];
+	const char *p = rel, *end = rel + len, *name, *why;
+	int dir = root, fd, last;
+	size_t n;
+
+	if (len > PATH_REL_MAX)
+		return -ENAMETOOLONG;
+	if (len >= PATH_MAX && (fd = check_components(rel, len, &why)) < 0)
+		return fd;
+	for (;;) {
+		n = (size_t)(end - p);
+		last = n < PATH_MAX;
+		if (!last) {
+			/* Components are at most NAME_MAX bytes: a slash is near the cut. */
+			for (n = PATH_MAX - 1; n > 0 && p[n] != '/'; n--)
+				;
+			if (n == 0) {
+				fd = -ENAMETOOLONG;
+				break;
+			}
+		}
+		/* rel[len] is readable: the string's NUL or the slash before a base name. */
+		if (last && p[n] == '\0') {
+			name = p;
+		} else {
+			memcpy(piece, p, n);
+			piece[n] = '\0';
+			name = piece;
+		}
+		fd = last ? openat2_beneath(dir, name, flags, mode)
+			  : openat2_beneath(dir, name, O_PATH | O_DIRECTORY, 0);
+		if (fd < 0 || last)
+			break;
+		if (dir != root)
+			close(dir);
+		dir = fd;
+		p += n + 1;
+	}
+	if (dir != root)
+		close(dir);
+	return fd;
+}
+
 int path_open(int root, const char *rel, int flags, mode_t mode, int *fd)
 {
-	int r = openat2_beneath(root, rel, flags, mode);
+	int r = open_beneath(root, rel, strlen(rel), flags, mode);
 
 	if (r < 0)
 		return r;
@@ -145,9 +209,7 @@ int path_open(int root, const char *rel, int flags, mode_t mode, int *fd)
 
 int path_at_open(int root, const char *rel, struct path_at *at)
 {
-	char parent[PATH_MAX];
 	const char *slash = strrchr(rel, '/');
-	size_t n;
 	int r;
 
 	if (!slash) {
@@ -156,14 +218,9 @@ int path_at_open(int root, const char *rel, struct path_at *at)
 		at->base = rel;
 		return 0;
 	}
-	n = (size_t)(slash - rel);
-	if (n >= sizeof(parent))
-		return -ENAMETOOLONG;
-	memcpy(parent, rel, n);
-	parent[n] = '\0';
 	/* Readable, not O_PATH: the apply engine reads and sets the directory's xattrs through it.
 	 */
-	r = openat2_beneath(root, parent, O_RDONLY | O_DIRECTORY, 0);
+	r = open_beneath(root, rel, (size_t)(slash - rel), O_RDONLY | O_DIRECTORY, 0);
 	if (r < 0)
 		return r;
 	at->dirfd = r;

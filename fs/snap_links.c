@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "ledgerfs/grow.h"
 #include "ledgerfs/snap_links.h"
 #include "ledgerfs/store.h"
 
@@ -22,7 +23,8 @@ struct walk {
 	struct cand *c; /* sorted by fid */
 	size_t n;
 	size_t linked;
-	char path[PATH_MAX];
+	char *path; /* grown as the walk goes down */
+	size_t cap;
 };
 
 static int cmp_fid(const struct fid *a, const struct fid *b)
@@ -102,9 +104,9 @@ static int visit(struct walk *w, const struct merkle_dir *d, size_t len)
 		const struct merkle_entry *e = &d->v[i];
 		size_t nl = strlen(e->name), at = len ? len + 1 : 0;
 
-		/* A name that does not fit cannot be a step's path either. */
-		if (at + nl >= sizeof(w->path))
-			continue;
+		err = grow_array(&w->path, &w->cap, at + nl + 1, 1);
+		if (err)
+			break;
 		if (len)
 			w->path[len] = '/';
 		memcpy(w->path + at, e->name, nl + 1);
@@ -135,9 +137,14 @@ int snap_link_unchanged(struct snap_plan *plan, const uint32_t *steps, size_t n,
 			w.c[w.n++] = (struct cand){plan->v[steps[i]].fid, steps[i]};
 	if (w.n && root->dir) {
 		qsort(w.c, w.n, sizeof(*w.c), cmp_cand);
-		err = visit(&w, root->dir, 0);
+		err = grow_array(&w.path, &w.cap, 1, 1);
+		if (!err) {
+			w.path[0] = '\0';
+			err = visit(&w, root->dir, 0);
+		}
 	}
 	*linked = w.linked;
+	free(w.path);
 	free(w.c);
 	return err;
 }

@@ -37,8 +37,16 @@
 /* Bytes before the variable-length tail; see the layout above. */
 #define EVENT_HEADER_LEN 186
 /* Largest inline payload an encoder accepts (write data, xattr value, link). */
-#define EVENT_MAX_DATA	 (16u << 20)
-#define EVENT_MAX_RECORD (EVENT_HEADER_LEN + 3 * 4096 + EVENT_MAX_DATA)
+#define EVENT_MAX_DATA (16u << 20)
+/*
+ * Longest path and path2 (PATH_REL_MAX: what their u16 lengths hold; a
+ * tree can be deeper than PATH_MAX), xattr name, and symlink target (which
+ * the kernel limits to PATH_MAX - 1).
+ */
+#define EVENT_MAX_PATH	 65535
+#define EVENT_MAX_NAME	 255
+#define EVENT_MAX_TARGET 4095
+#define EVENT_MAX_RECORD (EVENT_HEADER_LEN + 2 * EVENT_MAX_PATH + EVENT_MAX_NAME + EVENT_MAX_DATA)
 
 enum event_type {
 	EV_CREATE = 1,	     /* path, fid, mode, uid, gid, mtime */

@@ -3,11 +3,17 @@
  *
  * Paths in events are relative to the store root: components separated by
  * single slashes, no leading slash, no "." or ".." components, each at most
- * NAME_MAX bytes, the whole shorter than PATH_MAX.  The root itself is ".".
+ * NAME_MAX bytes, the whole at most PATH_REL_MAX.  The root itself is ".".
  * Resolution uses openat2(2) with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
  * RESOLVE_NO_MAGICLINKS, so neither a hostile event nor a symlink planted in
  * the store can lead outside it: the kernel never sends us a path through a
  * symlink, so refusing every symlink on the way costs nothing legitimate.
+ *
+ * PATH_MAX limits a path handed to one system call, not the depth of a tree:
+ * ext4 holds deeper ones, and a file made through the mount by relative
+ * calls can sit deeper.  A path of PATH_MAX bytes or more is resolved in
+ * pieces shorter than PATH_MAX, each split at a slash and resolved with the
+ * same restrictions beneath the directory the one before it reached.
  */
 #ifndef LEDGERFS_PATH_H
 #define LEDGERFS_PATH_H
@@ -18,8 +24,15 @@
 #define PATH_ROOT "."
 
 /*
+ * Longest store path, in bytes: what the u16 length fields of events and
+ * replication frames can carry.  A deeper object cannot be replicated, so
+ * the mount refuses to make one (ENAMETOOLONG).
+ */
+#define PATH_REL_MAX 65535
+
+/*
  * Check that rel is a valid store path.  0, -ENAMETOOLONG (component over
- * NAME_MAX or path over PATH_MAX) or -EINVAL, with *why naming the problem.
+ * NAME_MAX or path over PATH_REL_MAX) or -EINVAL, with *why naming the problem.
  */
 int path_check(const char *rel, const char **why);
 
@@ -29,6 +42,9 @@ int path_is_root(const char *rel);
 /*
  * Open rel beneath root with flags (O_NOFOLLOW is always added, so a final
  * symlink can only be opened with O_PATH).  *fd is the caller's to close.
+ * A path over PATH_REL_MAX gives -ENAMETOOLONG; one of PATH_MAX bytes or
+ * more is resolved in pieces, and its components must pass path_check()
+ * (-EINVAL or -ENAMETOOLONG otherwise).
  */
 int path_open(int root, const char *rel, int flags, mode_t mode, int *fd);
 

@@ -60,8 +60,8 @@ def test_hostile_names_round_trip():
 
 def test_name_max_and_path_max():
     """A 255-byte name works; 256 bytes gives ENAMETOOLONG; a path longer than
-    PATH_MAX gives ENAMETOOLONG, and a deep tree built with relative calls
-    stops with ENAMETOOLONG (not EIO) once its path passes PATH_MAX."""
+    PATH_MAX gives ENAMETOOLONG.  (A tree deeper than PATH_MAX, built with
+    relative calls, works: test_longpath.)"""
     with lfs.one_node() as n:
         ok = "n" * 255
         lfs.write_file(n.m(ok), b"ok")
@@ -76,27 +76,6 @@ def test_name_max_and_path_max():
         too_long_path = os.path.join(n.m(), *(["p" * 200] * 21))
         expect_errno(errno.ENAMETOOLONG, os.open, too_long_path, os.O_CREAT | os.O_WRONLY)
 
-        depth, relpath_len, fd = 0, 0, os.open(n.m(), os.O_RDONLY | os.O_DIRECTORY)
-        err = None
-        try:
-            while relpath_len < 8192:
-                name = "q" * 200
-                try:
-                    os.mkdir(name, dir_fd=fd)
-                except OSError as e:
-                    err = e
-                    break
-                nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-                os.close(fd)
-                fd = nfd
-                depth += 1
-                relpath_len += 201
-        finally:
-            os.close(fd)
-        check(err is not None, "a tree deeper than PATH_MAX was created without error")
-        check_eq(err.errno, errno.ENAMETOOLONG,
-                 f"error at depth {depth} (path {relpath_len} bytes)")
-        check(relpath_len >= 3000, f"ENAMETOOLONG already at {relpath_len} bytes")
         check(n.alive(), "daemon still running")
         lfs.write_file(n.m("after"), b"still serving")
         check_eq(lfs.read_file(n.s("after")), b"still serving", "write after the errors")

@@ -2430,3 +2430,113 @@ Test(apply, replay_of_a_run_whose_later_events_moved_its_targets_skips_it)
 	expect_apply(&mvd, APPLY_SKIPPED);
 	expect_same(tmp, before, "replaying the run");
 }
+
+/* ---- paths deeper than PATH_MAX ---- */
+
+/* Stat of the store object at rel, however long, reached beneath the root. */
+static struct stat deep_stat(const char *rel)
+{
+	struct stat st;
+	int fd = -1;
+
+	cr_assert_eq(path_open(store->root, rel, O_PATH, 0, &fd), 0, "open %.40s...: %s", rel,
+		     strerror(errno));
+	cr_assert_eq(fstat(fd, &st), 0);
+	close(fd);
+	return st;
+}
+
+/* rel + "/" + name into a held buffer. */
+static char *deep_join(const char *rel, const char *name)
+{
+	char *p = hold(malloc(strlen(rel) + strlen(name) + 2));
+
+	cr_assert_not_null(p);
+	sprintf(p, "%s/%s", rel, name);
+	return p;
+}
+
+Test(apply, events_reach_objects_deeper_than_path_max)
+{
+	char name[201], *deep = hold(calloc(1, 45 * 201)), *f, *g, *l;
+	struct event ev;
+	struct apply_cache c;
+	struct fid file;
+
+	memset(name, 'd', 200);
+	name[200] = '\0';
+	for (int i = 0; i < 45; i++) {
+		if (i)
+			strcat(deep, "/");
+		strcat(deep, name);
+		make_dir(deep);
+	}
+	cr_assert_gt(strlen(deep), 2 * PATH_MAX);
+	f = deep_join(deep, "f");
+	g = deep_join(deep, "g");
+	l = deep_join(deep, "l");
+	/* Through a cache, which cannot keep a parent path this long: it must do without. */
+	apply_cache_init(&c);
+	ev = ev_make(EV_CREATE, f);
+	ev.mode = S_IFREG | 0644;
+	expect_cached(&ev, &c, 0);
+	file = fid_of(ev.seq);
+	expect_cached(&ev, &c, APPLY_SKIPPED);
+	ev = change_event(EV_WRITE, f, file);
+	expect_cached(&ev, &c, 0);
+	cr_assert_eq(apply_cache_flush(&c), 0);
+	apply_cache_release(&c);
+	cr_assert_eq(deep_stat(f).st_size, 5);
+	ev = change_event(EV_CHMOD, f, file);
+	expect_apply(&ev, 0);
+	cr_assert_eq(deep_stat(f).st_mode & 07777, 0604);
+	ev = change_event(EV_TRUNCATE, f, file);
+	expect_apply(&ev, 0);
+	cr_assert_eq(deep_stat(f).st_size, 3);
+	ev = ev_make(EV_SETXATTR, f);
+	ev.fid = file;
+	ev.name = "user.deep";
+	ev.data = (uint8_t *)"v";
+	ev.data_len = 1;
+	expect_apply(&ev, 0);
+	ev = ev_make(EV_LINK, f);
+	ev.path2 = l;
+	ev.fid = file;
+	expect_apply(&ev, 0);
+	cr_assert_eq(deep_stat(l).st_ino, deep_stat(f).st_ino);
+	ev = ev_make(EV_RENAME, f);
+	ev.path2 = g;
+	ev.fid = file;
+	expect_apply(&ev, 0);
+	cr_assert_eq(deep_stat(g).st_nlink, 2);
+	/* Replayed after the parent is gone: the nearest ancestor's stamp says it was applied. */
+	ev = ev_make(EV_UNLINK, g);
+	ev.fid = file;
+	expect_apply(&ev, 0);
+	ev = ev_make(EV_UNLINK, l);
+	ev.fid = file;
+	expect_apply(&ev, 0);
+	ev = ev_make(EV_RMDIR, deep);
+	ev.fid = fid_of(45);
+	expect_apply(&ev, 0);
+	ev = change_event(EV_CHMOD, f, file);
+	ev.seq = 47;
+	expect_apply(&ev, APPLY_SKIPPED);
+}
+
+Test(apply, path_over_the_hard_bound_is_refused)
+{
+	char *p = hold(malloc(PATH_REL_MAX + 2));
+	struct event ev;
+
+	for (int i = 0; i < PATH_REL_MAX + 1; i += 2) {
+		p[i] = 'a';
+		p[i + 1] = '/';
+	}
+	p[PATH_REL_MAX] = 'a';
+	p[PATH_REL_MAX + 1] = '\0';
+	ev = ev_make(EV_CREATE, p);
+	ev.mode = S_IFREG | 0644;
+	expect_apply(&ev, -ENAMETOOLONG);
+	cr_assert_str_eq(why, "path longer than 65535 bytes");
+}
