@@ -23,7 +23,11 @@
  * hash tree with the sending peer's over the same link, and what differs
  * is installed (snap_recv_heal()).  Then it takes the events again from
  * the one that diverged, which the healed objects' versions now show as
- * applied, and journals HEALED with what it replaced.  If the same event
+ * applied, and journals HEALED with what it replaced.  Until the events
+ * the healed subtree may show have streamed in, one that renames or links
+ * a name across its edge diverges as well (the healed side would show it
+ * applied, the other side never get it) and heals a subtree holding both
+ * names.  If the same event
  * diverges again the next heal takes the subtree one level up; after
  * REPL_HEAL_TRIES, or when a heal fails, the heal stops: the node says so,
  * journals it once, drops the link and tries again after a backoff that
@@ -449,6 +453,25 @@ static void frame_note(struct receiver *rc, size_t n)
 	pthread_mutex_unlock(&r->lock);
 }
 
+/* The parent of store path p, in place ("." for a top-level name and the root). */
+static void path_up(char *p)
+{
+	char *slash = strrchr(p, '/');
+
+	if (slash)
+		*slash = '\0';
+	else
+		strcpy(p, PATH_ROOT);
+}
+
+/* Is store path b dir a or beneath it? */
+static int beneath(const char *a, const char *b)
+{
+	size_t n = strlen(a);
+
+	return path_is_root(a) || (strncmp(a, b, n) == 0 && (b[n] == '\0' || b[n] == '/'));
+}
+
 /*
  * Does the apply failure rv of a remote event mean that the store does not
  * hold what the event expects (a divergence), rather than a refusal of the
@@ -513,6 +536,54 @@ static void diverged(struct receiver *rc, const struct event *ev, const char *wh
 	rc->diverged = 1;
 }
 
+/* Is a store path beneath a subtree healed for ev's origin up to ev?  r->lock held. */
+static int in_healed(struct repl *r, const struct event *ev, const char *path)
+{
+	unsigned i;
+
+	for (i = 0; i < r->nhealed; i++)
+		if (r->healed[i].origin == ev->origin && ev->seq <= r->healed[i].until &&
+		    beneath(r->healed[i].scope, path))
+			return 1;
+	return 0;
+}
+
+/*
+ * The first of rc->evs[from..n) that renames or links a name across the
+ * edge of a subtree a heal replaced, among the events that subtree may
+ * already show; n if none.  The healed side would show it applied and the
+ * other side never get it, so such an event diverges, and its heal takes
+ * a subtree that holds both names.  Heals whose events all applied are
+ * forgotten here.
+ */
+static size_t heal_crossing(struct receiver *rc, size_t from, size_t n)
+{
+	struct repl *r = rc->r;
+	size_t k = from;
+	unsigned i;
+	int idx, any;
+
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < r->nhealed;) {
+		idx = repl_origin_index(r, r->healed[i].origin);
+		if (idx >= 0 && r->applied[idx] >= r->healed[i].until)
+			r->healed[i] = r->healed[--r->nhealed];
+		else
+			i++;
+	}
+	for (; r->nhealed && k < n; k++) {
+		const struct event *ev = &rc->evs[k];
+
+		idx = repl_origin_index(r, ev->origin);
+		if (ev->path && ev->path2 && idx >= 0 && ev->seq > r->applied[idx] &&
+		    in_healed(r, ev, ev->path) != in_healed(r, ev, ev->path2))
+			break;
+	}
+	any = r->nhealed > 0;
+	pthread_mutex_unlock(&r->lock);
+	return any ? k : n;
+}
+
 /*
  * Journal and apply the n decoded events, a run at a time.  *applied gets
  * how many were taken.  0, or a negative errno with l->why set.
@@ -521,12 +592,18 @@ static int frame_apply(struct receiver *rc, size_t n, struct apply_cache *cache,
 {
 	struct repl *r = rc->r;
 	const char *why = NULL;
-	size_t done = 0;
+	size_t done = 0, upto;
 	int rv = 0;
 
 	*applied = 0;
 	while (rv == 0 && *applied < n) {
-		rv = node_apply_remote(r->n, rc->evs + *applied, n - *applied, cache,
+		upto = heal_crossing(rc, *applied, n);
+		if (upto == *applied) {
+			why = "it moves a name across the edge of a subtree a heal replaced";
+			rv = -ESTALE;
+			break;
+		}
+		rv = node_apply_remote(r->n, rc->evs + *applied, upto - *applied, cache,
 				       rc->res + *applied, &done, &why);
 		*applied += done;
 	}
@@ -659,25 +736,6 @@ static int run_snapshot(struct receiver *rc)
 	repl_wake_receivers(r);
 	pthread_mutex_unlock(&r->lock);
 	return rv;
-}
-
-/* The parent of store path p, in place ("." for a top-level name and the root). */
-static void path_up(char *p)
-{
-	char *slash = strrchr(p, '/');
-
-	if (slash)
-		*slash = '\0';
-	else
-		strcpy(p, PATH_ROOT);
-}
-
-/* Is store path b dir a or beneath it? */
-static int beneath(const char *a, const char *b)
-{
-	size_t n = strlen(a);
-
-	return path_is_root(a) || (strncmp(a, b, n) == 0 && (b[n] == '\0' || b[n] == '/'));
 }
 
 /*
@@ -841,6 +899,15 @@ static int heal(struct receiver *rc)
 		r->heals++;
 		r->heal_entries += h.entries;
 		r->heal_bytes += h.bytes;
+		if (r->nhealed == REPL_MAX_HEALED)
+			memmove(&r->healed[0], &r->healed[1],
+				sizeof(r->healed[0]) * (REPL_MAX_HEALED - 1));
+		else
+			r->nhealed++;
+		r->healed[r->nhealed - 1].origin = at.origin;
+		r->healed[r->nhealed - 1].until = h.until;
+		snprintf(r->healed[r->nhealed - 1].scope, sizeof(r->healed[0].scope), "%s",
+			 h.scope);
 	}
 	repl_wake_receivers(r);
 	pthread_mutex_unlock(&r->lock);

@@ -34,6 +34,14 @@
 #define REPL_HEAL_BACKOFF_MAX_MS 300000
 /* Heals of one event, each of a subtree one level wider, before the heal stops. */
 #define REPL_HEAL_TRIES 2
+/* Healed subtrees remembered while the events they may already show stream in. */
+#define REPL_MAX_HEALED 8
+
+/* A subtree a heal replaced: events of origin up to until may already show in it. */
+struct repl_healed {
+	uint64_t origin, until;
+	char scope[PATH_MAX];
+};
 #define REPL_WINDOW	    8 /* unacknowledged batches in flight on one link */
 /*
  * EVENTS frames a receiver takes in a row before it asks for a journal
@@ -121,6 +129,8 @@ struct repl {
 	unsigned div_stops;			   /* guarded by lock: stops in a row, for the backoff */
 	int64_t div_retry_at;			   /* guarded by lock: monotonic ms of the next try */
 	int healing;				   /* guarded by lock: a heal runs, no events taken */
+	struct repl_healed healed[REPL_MAX_HEALED]; /* guarded by lock: the latest heals */
+	unsigned nhealed;			   /* guarded by lock */
 	uint64_t divergences, heals, heal_failures, heal_entries, heal_bytes; /* guarded by lock */
 };
 
@@ -218,6 +228,7 @@ int snap_recv_run(struct repl *r, struct link *l, const char *peer);
 struct snap_heal {
 	char scope[PATH_MAX]; /* the subtree compared: the one asked for, or above it */
 	uint64_t position;    /* the peer's applied seq of the origin asked about, at its tree */
+	uint64_t until;	      /* and at the end of the heal: files sent may show events up to it */
 	uint64_t entries;     /* install steps carried out */
 	uint64_t bytes;	      /* contents received */
 	char *list;	      /* malloc'd: EV_HEALED's list of steps (event.h); the caller frees */

@@ -967,6 +967,10 @@ int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char 
 	for (i = 0; i < info.snap_vec.count; i++)
 		if (info.snap_vec.vec[i].origin == origin)
 			h->position = info.snap_vec.vec[i].seq;
+	h->until = h->position;
+	for (i = 0; i < end.snap_vec.count; i++)
+		if (end.snap_vec.vec[i].origin == origin && end.snap_vec.vec[i].seq > h->until)
+			h->until = end.snap_vec.vec[i].seq;
 	rv = install_heal(&sr, h);
 	if (rv < 0)
 		goto out;

@@ -180,6 +180,33 @@ def test_missing_object_on_replica_heals_from_its_directory():
                  "DIVERGED and HEALED journaled")
 
 
+def test_rename_out_of_a_healed_subtree_heals_both_sides():
+    """An event the heal's subtree already shows, renaming a name out of it:
+    the healed side says applied, the other side lacks the name, so it is a
+    divergence too, healed by the subtree holding both names."""
+    with lfs.Workdir() as wd:
+        cl = Cluster(wd, ["a", "b"])
+        populate(cl)
+        os.mkdir(cl["a"].m("sub/other"))
+        cl.wait_in_sync()
+        cl.stop("b")
+        tamper(cl, "b", "sub/dir/f")
+        seq = chmod_on_primary(cl, "sub/dir/f", 0o600)
+        os.rename(cl["a"].m("sub/dir/g"), cl["a"].m("sub/other/g"))
+        lfs.write_file(cl["a"].m("marker"), b"m", fsync=True)
+        cl.start("b")
+        st = cl.wait_in_sync()["b"]
+        check_eq(lfs.read_file(cl["b"].m("sub/other/g")), b"the primary's g\n", "b's moved g")
+        check(not os.path.lexists(cl["b"].m("sub/dir/g")), "g gone from b's sub/dir")
+        evs = [(e["type"], e["event_seq"], e["path"]) for e in cl.log_events("b")
+               if e["type"] in ("diverged", "healed")]
+        check_eq(evs, [("diverged", seq, "sub/dir"), ("healed", seq, "sub/dir"),
+                       ("diverged", seq + 1, "sub"), ("healed", seq + 1, "sub")],
+                 "b healed sub/dir, then sub for the rename across its edge")
+        check_eq(st["divergence"]["healed"], 2, "two heals")
+        cl.check_exactly_once(["a", "b"])
+
+
 def chattr(flag, path):
     subprocess.run(["chattr", flag, str(path)], check=True)
 
