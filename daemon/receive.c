@@ -862,7 +862,8 @@ static int heal(struct receiver *rc)
 		if (d->heals == 0) {
 			first_scope(r, scope, sizeof(scope));
 		} else {
-			/* A try after a stop heals as much as the last; a heal that did not do widens. */
+			/* A try after a stop heals as much as the last; a heal that did not do
+			 * widens. */
 			snprintf(scope, sizeof(scope), "%s", r->div_scope);
 			if (d->state == REPL_DIV_HEALED)
 				path_up(scope);
@@ -878,7 +879,8 @@ static int heal(struct receiver *rc)
 	pthread_mutex_unlock(&r->lock);
 	if (stop[0])
 		return heal_stopped(rc, stop, -ESTALE);
-	log_warn("diverged at event %016" PRIx64 ":%" PRIu64 ": healing subtree %s from %s (heal %u)",
+	log_warn("diverged at event %016" PRIx64 ":%" PRIu64
+		 ": healing subtree %s from %s (heal %u)",
 		 at.origin, at.seq, scope, rc->name, heals);
 	if (heals == 1)
 		note_divergence(rc, EV_DIVERGED, EVENT_DIVERGED_HEALING, scope, why, strlen(why), 0,
@@ -912,8 +914,8 @@ static int heal(struct receiver *rc)
 	repl_wake_receivers(r);
 	pthread_mutex_unlock(&r->lock);
 	if (rv < 0) {
-		snprintf(stop, sizeof(stop), "heal of %.60s from %s failed: %.150s", scope, rc->name,
-			 rc->l->why[0] ? rc->l->why : strerror(-rv));
+		snprintf(stop, sizeof(stop), "heal of %.60s from %s failed: %.150s", scope,
+			 rc->name, rc->l->why[0] ? rc->l->why : strerror(-rv));
 		return heal_stopped(rc, stop, rv);
 	}
 	log_info("healed subtree %s from %s at %" PRIu64 ": %" PRIu64
@@ -1136,7 +1138,8 @@ void *repl_receiver_main(void *arg)
 		stops = r->div_stops;
 		pthread_mutex_unlock(&r->lock);
 		if (rc.stopped)
-			delay = backoff_ms(REPL_HEAL_BACKOFF_MIN_MS, REPL_HEAL_BACKOFF_MAX_MS, stops);
+			delay =
+			    backoff_ms(REPL_HEAL_BACKOFF_MIN_MS, REPL_HEAL_BACKOFF_MAX_MS, stops);
 		else
 			delay = backoff_ms(REPL_BACKOFF_MIN_MS, REPL_BACKOFF_MAX_MS, failures);
 		pthread_mutex_lock(&r->lock);

@@ -27,6 +27,14 @@
 #define REPL_SNAP_SILENT_MS 120000
 #define REPL_BACKOFF_MIN_MS 100
 #define REPL_BACKOFF_MAX_MS 5000
+#define REPL_WINDOW	    8 /* unacknowledged batches in flight on one link */
+/*
+ * EVENTS frames a receiver takes in a row before it asks for a journal
+ * sync to ACK them: each sync stalls the journal writes behind it for a
+ * disk flush, and half the sender's window keeps it busy meanwhile.
+ */
+#define REPL_SYNC_FRAMES (REPL_WINDOW / 2)
+
 /* A link up for this long made progress: its next failure starts the backoff over. */
 #define REPL_STABLE_MS 10000
 /* After a heal that cannot make progress, the link waits this long, doubling, with jitter. */
@@ -34,6 +42,7 @@
 #define REPL_HEAL_BACKOFF_MAX_MS 300000
 /* Heals of one event, each of a subtree one level wider, before the heal stops. */
 #define REPL_HEAL_TRIES 2
+
 /* Healed subtrees remembered while the events they may already show stream in. */
 #define REPL_MAX_HEALED 8
 
@@ -42,13 +51,6 @@ struct repl_healed {
 	uint64_t origin, until;
 	char scope[PATH_MAX];
 };
-#define REPL_WINDOW	    8 /* unacknowledged batches in flight on one link */
-/*
- * EVENTS frames a receiver takes in a row before it asks for a journal
- * sync to ACK them: each sync stalls the journal writes behind it for a
- * disk flush, and half the sender's window keeps it busy meanwhile.
- */
-#define REPL_SYNC_FRAMES (REPL_WINDOW / 2)
 
 /* One configured peer and our outbound (receiving) link to it. */
 struct repl_peer {
@@ -122,15 +124,15 @@ struct repl {
 	struct repl_snap_progress snap; /* guarded by lock */
 	struct merkle_cache *digests;	/* guarded by the node lock: repl_build_tree() */
 	/* Divergence and heal (receive.c). */
-	struct repl_divergence div;		   /* guarded by lock */
+	struct repl_divergence div;		      /* guarded by lock */
 	char div_path[PATH_MAX], div_path2[PATH_MAX]; /* guarded by lock: the event's paths */
-	char div_scope[PATH_MAX];		   /* guarded by lock: the subtree healed last */
-	int div_stop_noted;			   /* guarded by lock: its STOPPED is journaled */
-	unsigned div_stops;			   /* guarded by lock: stops in a row, for the backoff */
-	int64_t div_retry_at;			   /* guarded by lock: monotonic ms of the next try */
-	int healing;				   /* guarded by lock: a heal runs, no events taken */
+	char div_scope[PATH_MAX];		      /* guarded by lock: the subtree healed last */
+	int div_stop_noted;   /* guarded by lock: its STOPPED is journaled */
+	unsigned div_stops;   /* guarded by lock: stops in a row, for the backoff */
+	int64_t div_retry_at; /* guarded by lock: monotonic ms of the next try */
+	int healing;	      /* guarded by lock: a heal runs, no events taken */
 	struct repl_healed healed[REPL_MAX_HEALED]; /* guarded by lock: the latest heals */
-	unsigned nhealed;			   /* guarded by lock */
+	unsigned nhealed;			    /* guarded by lock */
 	uint64_t divergences, heals, heal_failures, heal_entries, heal_bytes; /* guarded by lock */
 };
 

@@ -116,11 +116,10 @@ static void publish(struct snap_recv *sr, int force)
 	if (!force && now - sr->last_progress < SNAP_PROGRESS_MS)
 		return;
 	sr->last_progress = now;
-	log_info("%s from %s: round %" PRIu64 ", %" PRIu64
-		 " directories compared, %" PRIu64 " entries received (%" PRIu64 " bytes), %" PRIu64
-		 " reused, %" PRIu64 " to delete",
-		 sr->scope ? "heal" : "snapshot resync", sr->peer, sr->prog.round, sr->prog.listed, sr->prog.fetched, sr->prog.bytes,
-		 sr->prog.reused, sr->prog.deleted);
+	log_info("%s from %s: round %" PRIu64 ", %" PRIu64 " directories compared, %" PRIu64
+		 " entries received (%" PRIu64 " bytes), %" PRIu64 " reused, %" PRIu64 " to delete",
+		 sr->scope ? "heal" : "snapshot resync", sr->peer, sr->prog.round, sr->prog.listed,
+		 sr->prog.fetched, sr->prog.bytes, sr->prog.reused, sr->prog.deleted);
 }
 
 static int fail(struct snap_recv *sr, int rv, const char *what)
@@ -587,9 +586,9 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	/* Where a round's time went, to tell a slow peer from a slow disk here. */
 	log_info("%s from %s: round %" PRIu64 ": own tree %.1f s, peer's tree %.1f s "
 		 "more, transfer %.1f s, last flush and end %.1f s",
-		 sr->scope ? "heal" : "snapshot resync", sr->peer, sr->prog.round, (double)(t_mine - t0) / 1000.0,
-		 (double)(t_info - t_mine) / 1000.0, (double)(t_recv - t_info) / 1000.0,
-		 (double)(clock_mono_ms() - t_recv) / 1000.0);
+		 sr->scope ? "heal" : "snapshot resync", sr->peer, sr->prog.round,
+		 (double)(t_mine - t0) / 1000.0, (double)(t_info - t_mine) / 1000.0,
+		 (double)(t_recv - t_info) / 1000.0, (double)(clock_mono_ms() - t_recv) / 1000.0);
 	return 0;
 }
 
@@ -815,8 +814,8 @@ static int heal_list(const struct snap_plan *p, struct snap_heal *h)
 		rv = grow_array(&buf, &cap, len + (cut ? 4 : need) + 1, 1);
 		if (rv < 0)
 			break;
-		len += (size_t)snprintf(buf + len, cap - len, cut ? "...\n" : "%s %s\n", op,
-					st->path);
+		len +=
+		    (size_t)snprintf(buf + len, cap - len, cut ? "...\n" : "%s %s\n", op, st->path);
 		if (cut)
 			break;
 	}

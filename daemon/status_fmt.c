@@ -395,14 +395,15 @@ static void put_text_divergence(struct out *o, const struct repl_status *st)
 		put_escaped(o, d->scope, sizeof(d->scope), ESC_TEXT);
 		put(o, " from ");
 		put_escaped(o, d->peer, sizeof(d->peer), ESC_TEXT);
-		put(o, ": %" PRIu64 " entr%s replaced (", d->entries, d->entries == 1 ? "y" : "ies");
+		put(o, ": %" PRIu64 " entr%s replaced (", d->entries,
+		    d->entries == 1 ? "y" : "ies");
 		put_bytes(o, d->bytes);
 		put(o, ")%s", d->state == REPL_DIV_HEALED ? ", taking the events again" : "");
 	}
 	put(o, "; since ");
 	put_time(o, d->since_ms);
-	put(o, " UTC, %" PRIu64 " divergence%s, %" PRIu64 " heal%s, %" PRIu64
-	       " failed since start\n",
+	put(o,
+	    " UTC, %" PRIu64 " divergence%s, %" PRIu64 " heal%s, %" PRIu64 " failed since start\n",
 	    st->divergences, st->divergences == 1 ? "" : "s", st->heals, st->heals == 1 ? "" : "s",
 	    st->heal_failures);
 }
@@ -547,7 +548,9 @@ static void put_json_divergence(struct out *o, const struct repl_status *st)
 	put(o, ",\"diverged\":%s,\"divergence\":{\"state\":\"%s\"",
 	    repl_diverged(d) ? "true" : "false", repl_div_state_name(d->state));
 	if (d->state != REPL_DIV_NONE) {
-		put(o, ",\"event\":{\"origin\":\"%016" PRIx64 "\",\"seq\":%" PRIu64 "},\"type\":\"%s\"",
+		put(o,
+		    ",\"event\":{\"origin\":\"%016" PRIx64 "\",\"seq\":%" PRIu64
+		    "},\"type\":\"%s\"",
 		    d->event.origin, d->event.seq, event_type_name(d->type));
 		put(o, ",\"path\":");
 		put_json_string(o, d->path, sizeof(d->path));
@@ -810,8 +813,9 @@ int status_fmt_prometheus(const struct repl_status *st, struct pbuf *b)
 		    "1 while a divergence's heal cannot make progress and waits to try again.");
 	prom_open(&o, "ledgerfs_heal_stopped", st);
 	put(&o, "} %d\n", st->div.state == REPL_DIV_STOPPED ? 1 : 0);
-	prom_family(&o, "ledgerfs_diverged_event_seq", "gauge",
-		    "Seq of the event of the last divergence, by origin (no sample: none since start).");
+	prom_family(
+	    &o, "ledgerfs_diverged_event_seq", "gauge",
+	    "Seq of the event of the last divergence, by origin (no sample: none since start).");
 	if (st->div.state != REPL_DIV_NONE) {
 		prom_open(&o, "ledgerfs_diverged_event_seq", st);
 		put(&o, ",origin=\"%016" PRIx64 "\"} %" PRIu64 "\n", st->div.event.origin,

@@ -124,8 +124,8 @@ static void print_json_heal(FILE *out, const struct event *ev)
 		json_bytes(out, ev->data, ev->data_len);
 		return;
 	}
-	fprintf(out, ",\"position\":%" PRIu64 ",\"entries\":%" PRIu64 ",\"replaced\":",
-		ev->offset, ev->length);
+	fprintf(out, ",\"position\":%" PRIu64 ",\"entries\":%" PRIu64 ",\"replaced\":", ev->offset,
+		ev->length);
 	json_lines(out, ev->data, ev->data_len);
 }
 

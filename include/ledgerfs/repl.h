@@ -108,11 +108,11 @@ struct repl_snap_progress {
 };
 
 enum repl_div_state {
-	REPL_DIV_NONE = 0,	/* no divergence since start */
-	REPL_DIV_HEALING = 1,	/* a heal from the peer runs */
-	REPL_DIV_HEALED = 2,	/* healed; the event is taken again */
-	REPL_DIV_STOPPED = 3,	/* the heal cannot make progress: stopped, tried again later */
-	REPL_DIV_RESOLVED = 4,	/* the event applied since: the last divergence is over */
+	REPL_DIV_NONE = 0,     /* no divergence since start */
+	REPL_DIV_HEALING = 1,  /* a heal from the peer runs */
+	REPL_DIV_HEALED = 2,   /* healed; the event is taken again */
+	REPL_DIV_STOPPED = 3,  /* the heal cannot make progress: stopped, tried again later */
+	REPL_DIV_RESOLVED = 4, /* the event applied since: the last divergence is over */
 };
 
 /*

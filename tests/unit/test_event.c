@@ -30,10 +30,10 @@
 #define OFF_DATA_LEN   182
 
 static const unsigned all_types[] = {
-    EV_CREATE,	 EV_MKNOD,	 EV_MKDIR,    EV_SYMLINK,   EV_LINK,	  EV_UNLINK, EV_RMDIR,
-    EV_RENAME,	 EV_WRITE,	 EV_TRUNCATE, EV_FALLOCATE, EV_CHMOD,	  EV_CHOWN,  EV_UTIMENS,
-    EV_SETXATTR, EV_REMOVEXATTR, EV_VOID,     EV_OUTAGE,    EV_RECOVERED, EV_ROLE,
-    EV_DIVERGED, EV_HEALED,
+    EV_CREATE,	  EV_MKNOD,   EV_MKDIR,	   EV_SYMLINK,	   EV_LINK,	 EV_UNLINK,
+    EV_RMDIR,	  EV_RENAME,  EV_WRITE,	   EV_TRUNCATE,	   EV_FALLOCATE, EV_CHMOD,
+    EV_CHOWN,	  EV_UTIMENS, EV_SETXATTR, EV_REMOVEXATTR, EV_VOID,	 EV_OUTAGE,
+    EV_RECOVERED, EV_ROLE,    EV_DIVERGED, EV_HEALED,
 };
 #define N_TYPES (sizeof(all_types) / sizeof(all_types[0]))
 
@@ -564,10 +564,10 @@ Test(event, decode_consumes_one_record_of_a_stream)
 Test(event, type_names_and_mutation)
 {
 	static const char *const names[] = {
-	    "create",	"mknod",       "mkdir",	   "symlink",	"link",	     "unlink", "rmdir",
-	    "rename",	"write",       "truncate", "fallocate", "chmod",     "chown",  "utimens",
-	    "setxattr", "removexattr", "void",	   "outage",	"recovered", "role",
-	    "diverged", "healed",
+	    "create",	 "mknod",   "mkdir",	"symlink",     "link",	    "unlink",
+	    "rmdir",	 "rename",  "write",	"truncate",    "fallocate", "chmod",
+	    "chown",	 "utimens", "setxattr", "removexattr", "void",	    "outage",
+	    "recovered", "role",    "diverged", "healed",
 	};
 
 	for (size_t i = 0; i < N_TYPES; i++) {

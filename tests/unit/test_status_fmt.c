@@ -407,17 +407,17 @@ Test(status_fmt, empty_status_renders_in_every_format)
 			      "journal: 0 B, oldest held: none\n");
 	free(out);
 	out = render(status_fmt_json, &st);
-	cr_assert_str_eq(out,
-			 "{\"name\":\"z\",\"node_id\":\"000000000000002a\",\"role\":\"replica\","
-			 "\"term\":0,\"listen\":\"\",\"now_ms\":1000,\"in_sync\":false,"
-			 "\"applied\":{},\"peers\":[],\"journal_bytes\":0,\"oldest\":{},"
-			 "\"sync_peers\":0,\"degraded\":false,"
-			 "\"rebuild_needed\":false,\"tails\":[],\"notes\":[],"
-			 "\"snapshot\":{\"needed\":false,\"active\":false,\"done\":false,"
-			 "\"peer\":\"\",\"round\":0,\"entries\":0,\"listed\":0,\"fetched\":0,"
-			 "\"bytes\":0,\"reused\":0,\"deleted\":0},"
-			 "\"diverged\":false,\"divergence\":{\"state\":\"none\",\"divergences\":0,"
-			 "\"healed\":0,\"heal_failures\":0,\"heal_entries\":0,\"heal_bytes\":0}}\n");
+	cr_assert_str_eq(
+	    out, "{\"name\":\"z\",\"node_id\":\"000000000000002a\",\"role\":\"replica\","
+		 "\"term\":0,\"listen\":\"\",\"now_ms\":1000,\"in_sync\":false,"
+		 "\"applied\":{},\"peers\":[],\"journal_bytes\":0,\"oldest\":{},"
+		 "\"sync_peers\":0,\"degraded\":false,"
+		 "\"rebuild_needed\":false,\"tails\":[],\"notes\":[],"
+		 "\"snapshot\":{\"needed\":false,\"active\":false,\"done\":false,"
+		 "\"peer\":\"\",\"round\":0,\"entries\":0,\"listed\":0,\"fetched\":0,"
+		 "\"bytes\":0,\"reused\":0,\"deleted\":0},"
+		 "\"diverged\":false,\"divergence\":{\"state\":\"none\",\"divergences\":0,"
+		 "\"healed\":0,\"heal_failures\":0,\"heal_entries\":0,\"heal_bytes\":0}}\n");
 	free(out);
 	out = render(status_fmt_prometheus, &st);
 	assert_has(out, "ledgerfs_primary{node=\"z\"} 0\n");
@@ -810,9 +810,10 @@ Test(status_fmt, divergence_and_heal_in_text_json_and_metrics)
 	free(out);
 	out = render(status_fmt_json, &st);
 	assert_has(out, "\"in_sync\":false");
-	assert_has(out, "\"diverged\":true,\"divergence\":{\"state\":\"healing\","
-			"\"event\":{\"origin\":\"00000000000000a1\",\"seq\":963},\"type\":\"chmod\","
-			"\"path\":\"play/n779388/n890355\",");
+	assert_has(out,
+		   "\"diverged\":true,\"divergence\":{\"state\":\"healing\","
+		   "\"event\":{\"origin\":\"00000000000000a1\",\"seq\":963},\"type\":\"chmod\","
+		   "\"path\":\"play/n779388/n890355\",");
 	assert_has(out, "\"text\":\"diverged at event 00000000000000a1:963 (chmod "
 			"play/n779388/n890355): base version mismatch: Stale file handle\"");
 	assert_has(out, "\"scope\":\"play/n779388\"");
@@ -820,7 +821,8 @@ Test(status_fmt, divergence_and_heal_in_text_json_and_metrics)
 	out = render(status_fmt_prometheus, &st);
 	assert_has(out, "ledgerfs_diverged{node=\"b\"} 1\n");
 	assert_has(out, "ledgerfs_heal_stopped{node=\"b\"} 0\n");
-	assert_has(out, "ledgerfs_diverged_event_seq{node=\"b\",origin=\"00000000000000a1\"} 963\n");
+	assert_has(out,
+		   "ledgerfs_diverged_event_seq{node=\"b\",origin=\"00000000000000a1\"} 963\n");
 	assert_has(out, "ledgerfs_divergences_total{node=\"b\"} 1\n");
 	free(out);
 
@@ -844,7 +846,8 @@ Test(status_fmt, divergence_and_heal_in_text_json_and_metrics)
 	st.heal_entries = 2;
 	out = render(status_fmt_text, &st);
 	assert_has(out, "last divergence, over: diverged at event 00000000000000a1:963");
-	assert_has(out, "  healed subtree play/n779388 from a: 2 entries replaced (2.0 KiB); since");
+	assert_has(out,
+		   "  healed subtree play/n779388 from a: 2 entries replaced (2.0 KiB); since");
 	free(out);
 	out = render(status_fmt_json, &st);
 	assert_has(out, "\"diverged\":false,\"divergence\":{\"state\":\"resolved\"");
