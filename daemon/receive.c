@@ -862,8 +862,8 @@ static int heal(struct receiver *rc)
 		if (d->heals == 0) {
 			first_scope(r, scope, sizeof(scope));
 		} else {
-			/* A try after a stop heals as much as the last; a heal that did not do
-			 * widens. */
+			/* After a stop, the same subtree again; after a heal that did not help, its
+			 * parent. */
 			snprintf(scope, sizeof(scope), "%s", r->div_scope);
 			if (d->state == REPL_DIV_HEALED)
 				path_up(scope);
