@@ -138,6 +138,8 @@ const char *proto_type_name(unsigned type)
 		return "snapshot-done";
 	case PROTO_SNAP_END:
 		return "snapshot-end";
+	case PROTO_SNAP_SCOPE:
+		return "snapshot-scope";
 	default:
 		return "unknown";
 	}
@@ -228,6 +230,7 @@ static size_t type_max_len(unsigned type)
 		return 1 + SNAP_VEC_FIXED + (size_t)HELLO_ENTRY * PROTO_MAX_VECTOR;
 	case PROTO_SNAP_LIST:
 	case PROTO_SNAP_GET:
+	case PROTO_SNAP_SCOPE:
 		return 1 + 4 + PATH_FIELD_MAX;
 	case PROTO_SNAP_DATA:
 		return 1 + SNAP_DATA_FIXED + PROTO_SNAP_DATA_MAX;
@@ -543,7 +546,7 @@ static int parse_snap_path(struct cursor *c, uint8_t type, struct proto_snap_pat
 {
 	int ret;
 
-	if (type == PROTO_SNAP_GET) {
+	if (type == PROTO_SNAP_GET || type == PROTO_SNAP_SCOPE) {
 		if (c->left < 4) {
 			*why = "truncated snapshot request";
 			return -EBADMSG;
@@ -732,6 +735,7 @@ int proto_parse(const uint8_t *frame, size_t len, struct proto_msg *out, const c
 	case PROTO_SNAP_LIST:
 	case PROTO_SNAP_DIR:
 	case PROTO_SNAP_GET:
+	case PROTO_SNAP_SCOPE:
 		ret = parse_snap_path(&c, out->type, &out->snap_path, why);
 		break;
 	case PROTO_SNAP_ENTRY:
@@ -763,6 +767,7 @@ void proto_msg_free(struct proto_msg *msg)
 	case PROTO_SNAP_LIST:
 	case PROTO_SNAP_DIR:
 	case PROTO_SNAP_GET:
+	case PROTO_SNAP_SCOPE:
 		free(msg->snap_path.path);
 		break;
 	case PROTO_SNAP_ENTRY:
@@ -981,9 +986,9 @@ int proto_put_snap_path(struct pbuf *b, uint8_t type, uint32_t id, const char *p
 {
 	uint8_t *rest;
 
-	if (type != PROTO_SNAP_LIST && type != PROTO_SNAP_GET)
+	if (type != PROTO_SNAP_LIST && type != PROTO_SNAP_GET && type != PROTO_SNAP_SCOPE)
 		return -EINVAL;
-	return put_path_frame(b, type, type == PROTO_SNAP_GET, id, path, 0, &rest);
+	return put_path_frame(b, type, type != PROTO_SNAP_LIST, id, path, 0, &rest);
 }
 
 int proto_put_snap_dir(struct pbuf *b, const char *path, const uint8_t *listing, size_t len)

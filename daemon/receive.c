@@ -15,6 +15,24 @@
  * Finding a peer that holds events we lack right after a start or a lost
  * link is an outage: we journal an OUTAGE event then, and a RECOVERED event
  * per origin with the range fetched once we hold what the peers had.
+ *
+ * An event that does not apply because the store does not hold what it
+ * expects (base version or fids: the stores diverged, DESIGN invariant 9)
+ * is not retried as it is.  The node journals a DIVERGED event, stops
+ * taking events, and heals: the subtree the event touches is compared by
+ * hash tree with the sending peer's over the same link, and what differs
+ * is installed (snap_recv_heal()).  Then it takes the events again from
+ * the one that diverged, which the healed objects' versions now show as
+ * applied, and journals HEALED with what it replaced.  Until the events
+ * the healed subtree may show have streamed in, one that renames or links
+ * a name across its edge diverges as well (the healed side would show it
+ * applied, the other side never get it) and heals a subtree holding both
+ * names.  If the same event
+ * diverges again the next heal takes the subtree one level up; after
+ * REPL_HEAL_TRIES, or when a heal fails, the heal stops: the node says so,
+ * journals it once, drops the link and tries again after a backoff that
+ * doubles up to REPL_HEAL_BACKOFF_MAX_MS.  Any link that fails soon after
+ * it came up backs off too, capped and with jitter, never a tight loop.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -23,9 +41,12 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include "ledgerfs/clock.h"
 #include "ledgerfs/hello.h"
 #include "ledgerfs/log.h"
+#include "ledgerfs/path.h"
 #include "repl_int.h"
 
 struct receiver {
@@ -49,9 +70,11 @@ struct receiver {
 	void **cookies;	   /* per event: the hooks' cookies, before and after the run */
 	size_t cap;
 	uint64_t bytes; /* record bytes of the frame decoded */
+	int diverged;	/* the frame's last event diverged: heal before taking more */
+	int stopped;	/* the link ended because a heal stopped: back off as for that */
 };
 
-/* Journal a node-state event of our own (OUTAGE, RECOVERED). */
+/* Journal a node-state event of our own (OUTAGE, RECOVERED, DIVERGED, HEALED). */
 static void commit_state_event(struct repl *r, struct event *ev)
 {
 	struct apply_ctx ctx = APPLY_CTX_INIT;
@@ -157,8 +180,8 @@ static int is_source(struct repl *r, struct repl_peer *p, unsigned i)
 	struct repl_peer *pick = NULL;
 	unsigned k;
 
-	/* A store about to be replaced by a snapshot takes no events. */
-	if (origin == r->cfg.node_id || r->snap_needed)
+	/* A store about to be replaced by a snapshot, or being healed, takes no events. */
+	if (origin == r->cfg.node_id || r->snap_needed || r->healing)
 		return 0;
 	for (k = 0; k < r->npeers; k++) {
 		struct repl_peer *q = r->peers[k];
@@ -416,10 +439,149 @@ static void frame_note(struct receiver *rc, size_t n)
 			r->applied[idx] = ev->seq;
 		if (rc->res[i] == 0 && (ev->type == EV_OUTAGE || ev->type == EV_RECOVERED))
 			repl_note(r, ev);
+		/* The event that diverged applied (or was found applied): it is over. */
+		if (repl_diverged(&r->div) && ev->origin == r->div.event.origin &&
+		    ev->seq >= r->div.event.seq) {
+			log_info("event %016" PRIx64 ":%" PRIu64 " that diverged is applied now",
+				 r->div.event.origin, r->div.event.seq);
+			r->div.state = REPL_DIV_RESOLVED;
+			r->div_stops = 0;
+		}
 	}
 	rc->p->events_received += n;
 	rc->p->bytes_received += rc->bytes;
 	pthread_mutex_unlock(&r->lock);
+}
+
+/* The parent of store path p, in place ("." for a top-level name and the root). */
+static void path_up(char *p)
+{
+	char *slash = strrchr(p, '/');
+
+	if (slash)
+		*slash = '\0';
+	else
+		strcpy(p, PATH_ROOT);
+}
+
+/* Is store path b dir a or beneath it? */
+static int beneath(const char *a, const char *b)
+{
+	size_t n = strlen(a);
+
+	return path_is_root(a) || (strncmp(a, b, n) == 0 && (b[n] == '\0' || b[n] == '/'));
+}
+
+/*
+ * Does the apply failure rv of a remote event mean that the store does not
+ * hold what the event expects (a divergence), rather than a refusal of the
+ * event (term, fence, gap, path: -EPERM, -EAGAIN, -EPROTO, -EINVAL) or a
+ * failure of this node (-EIO, -ENOSPC, ...) that retrying may cure?
+ */
+static int is_divergence(int rv)
+{
+	switch (rv) {
+	case -ESTALE:
+	case -EEXIST:
+	case -ENOENT:
+	case -ENOTDIR:
+	case -EISDIR:
+	case -ENOTEMPTY:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* Copy s into a status field of len bytes, cut with "..." if it does not fit. */
+static void copy_cut(char *dst, size_t len, const char *s)
+{
+	if ((size_t)snprintf(dst, len, "%s", s) >= len && len > 4)
+		memcpy(dst + len - 4, "...", 4);
+}
+
+/*
+ * Event ev from this link's peer diverged (apply failure rv, why): record
+ * it, so that run_link() heals before it takes another event.  A new event
+ * starts a new divergence; the same one again keeps its count of heals.
+ */
+static void diverged(struct receiver *rc, const struct event *ev, const char *why, int rv)
+{
+	struct repl *r = rc->r;
+	struct repl_divergence *d = &r->div;
+	char text[REPL_WHY_MAX];
+
+	snprintf(text, sizeof(text), "%s%s%s", why ? why : "", why ? ": " : "", strerror(-rv));
+	pthread_mutex_lock(&r->lock);
+	if (!repl_diverged(d) || d->event.origin != ev->origin || d->event.seq != ev->seq) {
+		*d = (struct repl_divergence){
+		    .state = REPL_DIV_HEALING,
+		    .event = {ev->origin, ev->seq},
+		    .type = ev->type,
+		    .since_ms = repl_wall_ms(),
+		};
+		copy_cut(d->path, sizeof(d->path), ev->path ? ev->path : "");
+		snprintf(r->div_path, sizeof(r->div_path), "%s", ev->path ? ev->path : "");
+		snprintf(r->div_path2, sizeof(r->div_path2), "%s", ev->path2 ? ev->path2 : "");
+		r->div_stop_noted = 0;
+		r->div_stops = 0;
+		r->divergences++;
+	}
+	copy_cut(d->why, sizeof(d->why), text);
+	copy_cut(d->peer, sizeof(d->peer), rc->name);
+	pthread_mutex_unlock(&r->lock);
+	log_warn("diverged at event %016" PRIx64 ":%" PRIu64 " (%s %s) from %s: %s", ev->origin,
+		 ev->seq, event_type_name(ev->type), ev->path ? ev->path : "(no path)", rc->name,
+		 text);
+	rc->diverged = 1;
+}
+
+/* Is a store path beneath a subtree healed for ev's origin up to ev?  r->lock held. */
+static int in_healed(struct repl *r, const struct event *ev, const char *path)
+{
+	unsigned i;
+
+	for (i = 0; i < r->nhealed; i++)
+		if (r->healed[i].origin == ev->origin && ev->seq <= r->healed[i].until &&
+		    beneath(r->healed[i].scope, path))
+			return 1;
+	return 0;
+}
+
+/*
+ * The first of rc->evs[from..n) that renames or links a name across the
+ * edge of a subtree a heal replaced, among the events that subtree may
+ * already show; n if none.  The healed side would show it applied and the
+ * other side never get it, so such an event diverges, and its heal takes
+ * a subtree that holds both names.  Heals whose events all applied are
+ * forgotten here.
+ */
+static size_t heal_crossing(struct receiver *rc, size_t from, size_t n)
+{
+	struct repl *r = rc->r;
+	size_t k = from;
+	unsigned i;
+	int idx, any;
+
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < r->nhealed;) {
+		idx = repl_origin_index(r, r->healed[i].origin);
+		if (idx >= 0 && r->applied[idx] >= r->healed[i].until)
+			r->healed[i] = r->healed[--r->nhealed];
+		else
+			i++;
+	}
+	for (; r->nhealed && k < n; k++) {
+		const struct event *ev = &rc->evs[k];
+
+		idx = repl_origin_index(r, ev->origin);
+		if (ev->path && ev->path2 && idx >= 0 && ev->seq > r->applied[idx] &&
+		    in_healed(r, ev, ev->path) != in_healed(r, ev, ev->path2))
+			break;
+	}
+	any = r->nhealed > 0;
+	pthread_mutex_unlock(&r->lock);
+	return any ? k : n;
 }
 
 /*
@@ -430,12 +592,18 @@ static int frame_apply(struct receiver *rc, size_t n, struct apply_cache *cache,
 {
 	struct repl *r = rc->r;
 	const char *why = NULL;
-	size_t done = 0;
+	size_t done = 0, upto;
 	int rv = 0;
 
 	*applied = 0;
 	while (rv == 0 && *applied < n) {
-		rv = node_apply_remote(r->n, rc->evs + *applied, n - *applied, cache,
+		upto = heal_crossing(rc, *applied, n);
+		if (upto == *applied) {
+			why = "it moves a name across the edge of a subtree a heal replaced";
+			rv = -ESTALE;
+			break;
+		}
+		rv = node_apply_remote(r->n, rc->evs + *applied, upto - *applied, cache,
 				       rc->res + *applied, &done, &why);
 		*applied += done;
 	}
@@ -446,7 +614,11 @@ static int frame_apply(struct receiver *rc, size_t n, struct apply_cache *cache,
 			 "event %016" PRIx64 ":%" PRIu64 " (%s %s) refused: %s%s%s", ev->origin,
 			 ev->seq, event_type_name(ev->type), ev->path ? ev->path : "",
 			 why ? why : "", why ? ": " : "", strerror(-rv));
-		repl_send_error(rc->l, rv == -EPERM ? PROTO_ERR_TERM : PROTO_ERR_EVENT, rc->l->why);
+		if (is_divergence(rv))
+			diverged(rc, ev, why, rv);
+		else
+			repl_send_error(rc->l, rv == -EPERM ? PROTO_ERR_TERM : PROTO_ERR_EVENT,
+					rc->l->why);
 	}
 	return rv;
 }
@@ -564,6 +736,196 @@ static int run_snapshot(struct receiver *rc)
 	repl_wake_receivers(r);
 	pthread_mutex_unlock(&r->lock);
 	return rv;
+}
+
+/*
+ * The subtree to heal first for the divergence in r->div (r->lock held):
+ * a directory whose own metadata an event changes, else the directory
+ * holding the event's name, widened to hold its second name too; the root
+ * for an event without a path (a file unlinked while open).
+ */
+static void first_scope(struct repl *r, char *out, size_t len)
+{
+	uint8_t t = r->div.type;
+	char parent2[PATH_MAX];
+	int fd;
+
+	snprintf(out, len, "%s", r->div_path[0] ? r->div_path : PATH_ROOT);
+	if (path_is_root(out))
+		return;
+	if (!(t == EV_CHMOD || t == EV_CHOWN || t == EV_UTIMENS || t == EV_SETXATTR ||
+	      t == EV_REMOVEXATTR) ||
+	    path_open(r->n->store->root, out, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, &fd) < 0)
+		path_up(out);
+	else
+		close(fd);
+	if (!r->div_path2[0])
+		return;
+	snprintf(parent2, sizeof(parent2), "%s", r->div_path2);
+	path_up(parent2);
+	while (!beneath(out, parent2))
+		path_up(out);
+}
+
+/* Journal a DIVERGED or HEALED event about r->div. */
+static void note_divergence(struct receiver *rc, uint8_t type, uint32_t flags, const char *scope,
+			    const char *text, size_t text_len, uint64_t position, uint64_t entries)
+{
+	struct repl *r = rc->r;
+	struct event ev = {.type = type, .op_flags = flags, .offset = position, .length = entries};
+	char path2[PATH_MAX];
+	int rv;
+
+	pthread_mutex_lock(&r->lock);
+	ev.base = r->div.event;
+	snprintf(path2, sizeof(path2), "%s", r->div_path);
+	pthread_mutex_unlock(&r->lock);
+	rv = event_set_path(&ev, scope);
+	if (rv == 0 && path2[0] && type == EV_DIVERGED)
+		rv = event_set_path2(&ev, path2);
+	if (rv == 0)
+		rv = event_set_name(&ev, rc->name);
+	if (rv == 0 && text_len)
+		rv = event_set_data(&ev, text, (uint32_t)text_len);
+	if (rv < 0)
+		log_err("cannot journal the %s event: %s", event_type_name(type), strerror(-rv));
+	else
+		commit_state_event(r, &ev);
+	event_free(&ev);
+}
+
+/*
+ * The heal of the divergence cannot make progress (why; rv the failure):
+ * say so, journal it once per event, and drop the link, which then backs
+ * off (repl_receiver_main()).  Returns the errno to end the link with.
+ */
+static int heal_stopped(struct receiver *rc, const char *why, int rv)
+{
+	struct repl *r = rc->r;
+	struct evid at;
+	char scope[PATH_MAX];
+	int noted;
+
+	pthread_mutex_lock(&r->lock);
+	r->div.state = REPL_DIV_STOPPED;
+	copy_cut(r->div.stopped, sizeof(r->div.stopped), why);
+	r->heal_failures++;
+	r->div_stops++;
+	noted = r->div_stop_noted;
+	r->div_stop_noted = 1;
+	at = r->div.event;
+	snprintf(scope, sizeof(scope), "%s", r->div_scope[0] ? r->div_scope : PATH_ROOT);
+	pthread_mutex_unlock(&r->lock);
+	log_err("diverged at event %016" PRIx64 ":%" PRIu64 ": heal stopped: %s; taking events "
+		"from %s again after a backoff",
+		at.origin, at.seq, why, rc->name);
+	if (!noted)
+		note_divergence(rc, EV_DIVERGED, EVENT_DIVERGED_STOPPED, scope, why, strlen(why), 0,
+				0);
+	snprintf(rc->l->why, sizeof(rc->l->why),
+		 "diverged at event %016" PRIx64 ":%" PRIu64 "; heal stopped: %.180s", at.origin,
+		 at.seq, why);
+	repl_send_error(rc->l, PROTO_ERR_EVENT, rc->l->why);
+	rc->stopped = 1;
+	return rv < 0 ? rv : -ESTALE;
+}
+
+/*
+ * Heal the divergence an event of this link met (DESIGN invariant 9): stop
+ * taking events, resync the subtree from this peer, then take them again
+ * from the one that diverged.  0 to go on with the link, or a negative
+ * errno with l->why when the heal stopped.
+ */
+static int heal(struct receiver *rc)
+{
+	struct repl *r = rc->r;
+	struct repl_divergence *d = &r->div;
+	struct snap_heal h;
+	struct evid at;
+	char scope[PATH_MAX], stop[2 * REPL_WHY_MAX] = "", why[REPL_WHY_MAX];
+	unsigned heals = 0;
+	int rv;
+
+	pthread_mutex_lock(&r->lock);
+	/* Another link heals, or a snapshot replaces the store: take events again after it. */
+	if (r->healing || r->snap_needed) {
+		pthread_mutex_unlock(&r->lock);
+		return 0;
+	}
+	at = d->event;
+	if (__atomic_load_n(&r->n->primary, __ATOMIC_RELAXED))
+		snprintf(stop, sizeof(stop), "a primary does not replace its files from a peer");
+	else if (d->state == REPL_DIV_HEALED && d->heals >= REPL_HEAL_TRIES)
+		snprintf(stop, sizeof(stop), "the event still does not apply after %u heals",
+			 d->heals);
+	if (!stop[0]) {
+		if (d->heals == 0) {
+			first_scope(r, scope, sizeof(scope));
+		} else {
+			/* After a stop, the same subtree again; after a heal that did not help, its
+			 * parent. */
+			snprintf(scope, sizeof(scope), "%s", r->div_scope);
+			if (d->state == REPL_DIV_HEALED)
+				path_up(scope);
+		}
+		heals = ++d->heals;
+		d->state = REPL_DIV_HEALING;
+		copy_cut(d->scope, sizeof(d->scope), scope);
+		snprintf(r->div_scope, sizeof(r->div_scope), "%s", scope);
+		snprintf(why, sizeof(why), "%s", d->why);
+		r->healing = 1;
+		repl_wake_receivers(r);
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (stop[0])
+		return heal_stopped(rc, stop, -ESTALE);
+	log_warn("diverged at event %016" PRIx64 ":%" PRIu64
+		 ": healing subtree %s from %s (heal %u)",
+		 at.origin, at.seq, scope, rc->name, heals);
+	if (heals == 1)
+		note_divergence(rc, EV_DIVERGED, EVENT_DIVERGED_HEALING, scope, why, strlen(why), 0,
+				0);
+	rv = update_subscriptions(rc);
+	if (rv == 0)
+		rv = link_flush(rc->l, REPL_SEND_TIMEOUT_MS);
+	if (rv == 0)
+		rv = snap_recv_heal(r, rc->l, rc->name, scope, at.origin, &h);
+	pthread_mutex_lock(&r->lock);
+	r->healing = 0;
+	if (rv == 0) {
+		d->state = REPL_DIV_HEALED;
+		d->entries = h.entries;
+		d->bytes = h.bytes;
+		copy_cut(d->scope, sizeof(d->scope), h.scope);
+		snprintf(r->div_scope, sizeof(r->div_scope), "%s", h.scope);
+		r->heals++;
+		r->heal_entries += h.entries;
+		r->heal_bytes += h.bytes;
+		if (r->nhealed == REPL_MAX_HEALED)
+			memmove(&r->healed[0], &r->healed[1],
+				sizeof(r->healed[0]) * (REPL_MAX_HEALED - 1));
+		else
+			r->nhealed++;
+		r->healed[r->nhealed - 1].origin = at.origin;
+		r->healed[r->nhealed - 1].until = h.until;
+		snprintf(r->healed[r->nhealed - 1].scope, sizeof(r->healed[0].scope), "%s",
+			 h.scope);
+	}
+	repl_wake_receivers(r);
+	pthread_mutex_unlock(&r->lock);
+	if (rv < 0) {
+		snprintf(stop, sizeof(stop), "heal of %.60s from %s failed: %.150s", scope,
+			 rc->name, rc->l->why[0] ? rc->l->why : strerror(-rv));
+		return heal_stopped(rc, stop, rv);
+	}
+	log_info("healed subtree %s from %s at %" PRIu64 ": %" PRIu64
+		 " entries replaced; taking events from %016" PRIx64 ":%" PRIu64 " again",
+		 h.scope, rc->name, h.position, h.entries, at.origin, at.seq);
+	note_divergence(rc, EV_HEALED, 0, h.scope, h.list, h.list_len, h.position, h.entries);
+	free(h.list);
+	rc->l->why[0] = '\0';
+	rc->last_in = rc->last_out = clock_mono_ms();
+	return 0;
 }
 
 /* Handle one frame from the peer.  0 or a negative errno with l->why set. */
@@ -687,6 +1049,13 @@ static int run_link(struct receiver *rc)
 				rc->last_out = rc->last_in;
 			}
 		}
+		if (rc->diverged) {
+			rc->diverged = 0;
+			rv = heal(rc);
+			if (rv < 0)
+				return rv;
+			continue;
+		}
 		if (rv != -EAGAIN)
 			return rv;
 		rv = send_acks(rc, 1);
@@ -713,16 +1082,16 @@ static int run_link(struct receiver *rc)
 	}
 }
 
-/* Capped exponential backoff with jitter (0.5x to 1.5x). */
-static int64_t backoff_ms(unsigned failures)
+/* Exponential backoff from min, capped at max, with jitter (0.5x to 1.5x). */
+static int64_t backoff_ms(int64_t min, int64_t max, unsigned failures)
 {
-	int64_t d = REPL_BACKOFF_MIN_MS;
+	int64_t d = min;
 	uint32_t rnd = 0;
 
-	while (failures-- > 1 && d < REPL_BACKOFF_MAX_MS)
+	while (failures-- > 1 && d < max)
 		d *= 2;
-	if (d > REPL_BACKOFF_MAX_MS)
-		d = REPL_BACKOFF_MAX_MS;
+	if (d > max)
+		d = max;
 	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
 		rnd = (uint32_t)clock_mono_ms();
 	return d / 2 + (int64_t)(rnd % (uint32_t)(d + 1));
@@ -733,11 +1102,11 @@ void *repl_receiver_main(void *arg)
 	struct repl_peer *p = arg;
 	struct repl *r = p->r;
 	struct receiver rc = {.r = r, .p = p};
-	unsigned failures = 0;
+	unsigned failures = 0, stops;
 
 	for (;;) {
 		char why[REPL_WHY_MAX] = "";
-		int64_t delay;
+		int64_t delay, up_at = 0;
 		int rv, stop;
 
 		pthread_mutex_lock(&r->lock);
@@ -748,7 +1117,7 @@ void *repl_receiver_main(void *arg)
 			break;
 		rv = connect_peer(&rc, why, sizeof(why));
 		if (rv == 0) {
-			failures = 0;
+			up_at = clock_mono_ms();
 			pthread_mutex_lock(&r->lock);
 			p->connects++;
 			repl_peer_set_state(p, REPL_PEER_CONNECTED, NULL);
@@ -760,9 +1129,23 @@ void *repl_receiver_main(void *arg)
 		}
 		link_close(rc.l);
 		rc.l = NULL;
+		/* Only a link that stayed up a while starts the backoff over. */
+		if (up_at && clock_mono_ms() - up_at >= REPL_STABLE_MS)
+			failures = 0;
 		failures++;
-		delay = backoff_ms(failures);
+		rc.diverged = 0;
 		pthread_mutex_lock(&r->lock);
+		stops = r->div_stops;
+		pthread_mutex_unlock(&r->lock);
+		if (rc.stopped)
+			delay =
+			    backoff_ms(REPL_HEAL_BACKOFF_MIN_MS, REPL_HEAL_BACKOFF_MAX_MS, stops);
+		else
+			delay = backoff_ms(REPL_BACKOFF_MIN_MS, REPL_BACKOFF_MAX_MS, failures);
+		pthread_mutex_lock(&r->lock);
+		if (rc.stopped)
+			r->div_retry_at = clock_mono_ms() + delay;
+		rc.stopped = 0;
 		stop = r->stopping || p->gone;
 		if (!stop) {
 			p->retry_at = clock_mono_ms() + delay;

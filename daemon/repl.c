@@ -793,7 +793,15 @@ int repl_status(struct repl *r, struct repl_status *st)
 	memcpy(st->notes, r->notes, sizeof(r->notes[0]) * r->nnotes);
 	st->snap_needed = r->snap_needed;
 	st->snap = r->snap;
-	st->in_sync = in_sync && !r->snap_needed;
+	st->div = r->div;
+	if (r->div.state == REPL_DIV_STOPPED && r->div_retry_at > clock_mono_ms())
+		st->div.retry_in_ms = r->div_retry_at - clock_mono_ms();
+	st->divergences = r->divergences;
+	st->heals = r->heals;
+	st->heal_failures = r->heal_failures;
+	st->heal_entries = r->heal_entries;
+	st->heal_bytes = r->heal_bytes;
+	st->in_sync = in_sync && !r->snap_needed && !repl_diverged(&r->div);
 	pthread_mutex_unlock(&r->lock);
 	pthread_mutex_unlock(&r->n->lock);
 	measure_lags(r, st, scans, nscans);

@@ -9,6 +9,7 @@
 #ifndef LEDGERFS_REPL_INT_H
 #define LEDGERFS_REPL_INT_H
 
+#include <limits.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -33,6 +34,23 @@
  * disk flush, and half the sender's window keeps it busy meanwhile.
  */
 #define REPL_SYNC_FRAMES (REPL_WINDOW / 2)
+
+/* A link up for this long made progress: its next failure starts the backoff over. */
+#define REPL_STABLE_MS 10000
+/* After a heal that cannot make progress, the link waits this long, doubling, with jitter. */
+#define REPL_HEAL_BACKOFF_MIN_MS 1000
+#define REPL_HEAL_BACKOFF_MAX_MS 300000
+/* Heals of one event, each of a subtree one level wider, before the heal stops. */
+#define REPL_HEAL_TRIES 2
+
+/* Healed subtrees remembered while the events they may already show stream in. */
+#define REPL_MAX_HEALED 8
+
+/* A subtree a heal replaced: events of origin up to until may already show in it. */
+struct repl_healed {
+	uint64_t origin, until;
+	char scope[PATH_MAX];
+};
 
 /* One configured peer and our outbound (receiving) link to it. */
 struct repl_peer {
@@ -105,6 +123,17 @@ struct repl {
 	struct repl_peer *snap_owner;	/* guarded by lock */
 	struct repl_snap_progress snap; /* guarded by lock */
 	struct merkle_cache *digests;	/* guarded by the node lock: repl_build_tree() */
+	/* Divergence and heal (receive.c). */
+	struct repl_divergence div;		      /* guarded by lock */
+	char div_path[PATH_MAX], div_path2[PATH_MAX]; /* guarded by lock: the event's paths */
+	char div_scope[PATH_MAX];		      /* guarded by lock: the subtree healed last */
+	int div_stop_noted;   /* guarded by lock: its STOPPED is journaled */
+	unsigned div_stops;   /* guarded by lock: stops in a row, for the backoff */
+	int64_t div_retry_at; /* guarded by lock: monotonic ms of the next try */
+	int healing;	      /* guarded by lock: a heal runs, no events taken */
+	struct repl_healed healed[REPL_MAX_HEALED]; /* guarded by lock: the latest heals */
+	unsigned nhealed;			    /* guarded by lock */
+	uint64_t divergences, heals, heal_failures, heal_entries, heal_bytes; /* guarded by lock */
 };
 
 /* File digests kept between hash-tree builds, in NODE_DIR. */
@@ -196,6 +225,29 @@ int snap_send_active(const struct snap_send *ss);
  * with l->why set; the store is then as it was.
  */
 int snap_recv_run(struct repl *r, struct link *l, const char *peer);
+
+/* What a heal did (snap_recv_heal()). */
+struct snap_heal {
+	char scope[PATH_MAX]; /* the subtree compared: the one asked for, or above it */
+	uint64_t position;    /* the peer's applied seq of the origin asked about, at its tree */
+	uint64_t until;	      /* and at the end of the heal: files sent may show events up to it */
+	uint64_t entries;     /* install steps carried out */
+	uint64_t bytes;	      /* contents received */
+	char *list;	      /* malloc'd: EV_HEALED's list of steps (event.h); the caller frees */
+	size_t list_len;
+};
+
+/*
+ * Heal the subtree at scope (a store path; "." the root) from peer over l,
+ * a link whose subscriptions are all stopped: compare it by hash tree with
+ * the peer's, receive what differs and install it, leaving the applied
+ * vector as it is (snap_recv.c).  A scope that is not a directory on
+ * either side is replaced by its nearest parent that is.  0 with *h
+ * filled, or a negative errno with l->why set; the store is then as it
+ * was, or partly healed if the install failed midway.
+ */
+int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char *scope,
+		   uint64_t origin, struct snap_heal *h);
 
 /* Thread bodies. */
 void *repl_receiver_main(void *arg);

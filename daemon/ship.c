@@ -407,6 +407,7 @@ static int take_frame(struct ship *sh, const struct proto_msg *m)
 	case PROTO_PONG:
 		return 0;
 	case PROTO_SNAP_BEGIN:
+	case PROTO_SNAP_SCOPE:
 	case PROTO_SNAP_LIST:
 	case PROTO_SNAP_GET:
 	case PROTO_SNAP_DONE:

@@ -22,19 +22,31 @@
  *
  * Our store does not change during the rounds: this node is a replica and
  * every receiver stops applying while a resync is on (receive.c).
+ *
+ * A heal (snap_recv_heal()) runs the same rounds on one directory, the
+ * subtree of a divergence (SNAP_SCOPE): both trees are built of that
+ * subtree only, the plan's paths are relative to it until the install,
+ * and the install leaves the applied vector alone.  The events after the
+ * one that diverged are applied again afterwards: the versions the healed
+ * objects carry make the apply engine skip those the subtree already
+ * shows.  A subtree that one side does not have as a directory is
+ * replaced by its parent.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ledgerfs/clock.h"
 #include "ledgerfs/grow.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/merkle.h"
+#include "ledgerfs/path.h"
 #include "ledgerfs/rebuild.h"
 #include "ledgerfs/snap_links.h"
 #include "ledgerfs/snap_pipe.h"
@@ -62,6 +74,10 @@ struct snap_recv {
 	struct repl *r;
 	struct link *l;
 	const char *peer;
+	/* A heal: the subtree compared (NULL: the whole store), and our side of it. */
+	const char *scope;
+	int scope_fd;
+	int absent; /* the peer has no directory at scope */
 	struct snap_stage *stage;
 	struct snap_pipe *pipe; /* stages what arrives, on its own thread */
 	struct snap_plan plan;
@@ -91,17 +107,19 @@ static void publish(struct snap_recv *sr, int force)
 	struct repl *r = sr->r;
 	int64_t now = clock_mono_ms();
 
-	pthread_mutex_lock(&r->lock);
-	r->snap = sr->prog;
-	pthread_mutex_unlock(&r->lock);
+	/* A heal's progress is the divergence's, not the snapshot resync's (receive.c). */
+	if (!sr->scope) {
+		pthread_mutex_lock(&r->lock);
+		r->snap = sr->prog;
+		pthread_mutex_unlock(&r->lock);
+	}
 	if (!force && now - sr->last_progress < SNAP_PROGRESS_MS)
 		return;
 	sr->last_progress = now;
-	log_info("snapshot resync from %s: round %" PRIu64 ", %" PRIu64
-		 " directories compared, %" PRIu64 " entries received (%" PRIu64 " bytes), %" PRIu64
-		 " reused, %" PRIu64 " to delete",
-		 sr->peer, sr->prog.round, sr->prog.listed, sr->prog.fetched, sr->prog.bytes,
-		 sr->prog.reused, sr->prog.deleted);
+	log_info("%s from %s: round %" PRIu64 ", %" PRIu64 " directories compared, %" PRIu64
+		 " entries received (%" PRIu64 " bytes), %" PRIu64 " reused, %" PRIu64 " to delete",
+		 sr->scope ? "heal" : "snapshot resync", sr->peer, sr->prog.round, sr->prog.listed,
+		 sr->prog.fetched, sr->prog.bytes, sr->prog.reused, sr->prog.deleted);
 }
 
 static int fail(struct snap_recv *sr, int rv, const char *what)
@@ -514,13 +532,20 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 		memset(sr->links, 0, sr->links_cap * sizeof(*sr->links));
 	sr->nnamed = 0;
 	/* Both trees are built at once: the peer's while we build ours. */
-	rv = proto_put_snap_round(&sr->l->out, PROTO_SNAP_BEGIN, sr->prog.round);
+	if (sr->scope)
+		rv = proto_put_snap_path(&sr->l->out, PROTO_SNAP_SCOPE, (uint32_t)sr->prog.round,
+					 sr->scope);
+	else
+		rv = proto_put_snap_round(&sr->l->out, PROTO_SNAP_BEGIN, sr->prog.round);
 	if (rv == 0)
 		rv = link_flush(sr->l, REPL_SEND_TIMEOUT_MS);
 	if (rv < 0)
 		return rv;
 	pthread_mutex_lock(&r->n->lock);
-	rv = repl_build_tree(r, &mine, &entries);
+	if (sr->scope)
+		rv = merkle_build(sr->scope_fd, &mine, &entries);
+	else
+		rv = repl_build_tree(r, &mine, &entries);
 	pthread_mutex_unlock(&r->n->lock);
 	t_mine = clock_mono_ms();
 	if (rv < 0)
@@ -530,6 +555,11 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	if (rv < 0) {
 		merkle_free(mine);
 		return rv;
+	}
+	if (sr->scope && info->snap_vec.entries == 0) {
+		merkle_free(mine);
+		sr->absent = 1;
+		return 0;
 	}
 	sr->prog.entries = info->snap_vec.entries;
 	rv = merkle_diff(mine, list, sr, change, sr, &stats);
@@ -554,11 +584,11 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 		return fail(sr, rv, "transfer failed");
 	publish(sr, 1);
 	/* Where a round's time went, to tell a slow peer from a slow disk here. */
-	log_info("snapshot resync from %s: round %" PRIu64 ": own tree %.1f s, peer's tree %.1f s "
+	log_info("%s from %s: round %" PRIu64 ": own tree %.1f s, peer's tree %.1f s "
 		 "more, transfer %.1f s, last flush and end %.1f s",
-		 sr->peer, sr->prog.round, (double)(t_mine - t0) / 1000.0,
-		 (double)(t_info - t_mine) / 1000.0, (double)(t_recv - t_info) / 1000.0,
-		 (double)(clock_mono_ms() - t_recv) / 1000.0);
+		 sr->scope ? "heal" : "snapshot resync", sr->peer, sr->prog.round,
+		 (double)(t_mine - t0) / 1000.0, (double)(t_info - t_mine) / 1000.0,
+		 (double)(t_recv - t_info) / 1000.0, (double)(clock_mono_ms() - t_recv) / 1000.0);
 	return 0;
 }
 
@@ -719,6 +749,253 @@ out:
 	pthread_mutex_lock(&r->lock);
 	r->snap = sr.prog;
 	pthread_mutex_unlock(&r->lock);
+	snap_pipe_stop(sr.pipe);
+	snap_stage_close(sr.stage);
+	snap_plan_free(&sr.plan);
+	proto_msg_free(&info);
+	proto_msg_free(&end);
+	free(sr.q);
+	free(sr.links);
+	free(sr.named);
+	free(sr.del_path);
+	return rv;
+}
+
+/* The store path of path, relative to scope: NULL with -ENOMEM.  free() it. */
+static char *rebase(const char *scope, const char *path)
+{
+	char *out = NULL;
+
+	if (path_is_root(scope))
+		return strdup(path);
+	if (path_is_root(path))
+		return strdup(scope);
+	return asprintf(&out, "%s/%s", scope, path) < 0 ? NULL : out;
+}
+
+/* The plan p, whose paths are relative to scope, with store paths into *out. */
+static int plan_rebase(const struct snap_plan *p, const char *scope, struct snap_plan *out)
+{
+	size_t i;
+	int rv = 0;
+
+	for (i = 0; i < p->n && rv == 0; i++) {
+		struct snap_step st = p->v[i];
+		char *path = rebase(scope, st.path);
+		char *link_to = st.link_to ? rebase(scope, st.link_to) : NULL;
+
+		if (!path || (st.link_to && !link_to)) {
+			rv = -ENOMEM;
+		} else {
+			st.path = path;
+			st.link_to = link_to;
+			rv = snap_plan_add(out, &st);
+		}
+		free(link_to);
+		free(path);
+	}
+	return rv;
+}
+
+/* The plan's steps as EV_HEALED lists them, cut at EVENT_HEALED_LIST_MAX bytes. */
+static int heal_list(const struct snap_plan *p, struct snap_heal *h)
+{
+	static const char *const ops[] = {"?", "delete", "dir", "fetch", "link"};
+	size_t i, cap = 0, len = 0;
+	char *buf = NULL;
+	int rv = 0;
+
+	for (i = 0; i < p->n && rv == 0; i++) {
+		const struct snap_step *st = &p->v[i];
+		const char *op = st->op < sizeof(ops) / sizeof(ops[0]) ? ops[st->op] : "?";
+		size_t need = strlen(op) + strlen(st->path) + 2;
+		int cut = len + need > EVENT_HEALED_LIST_MAX - 4;
+
+		rv = grow_array(&buf, &cap, len + (cut ? 4 : need) + 1, 1);
+		if (rv < 0)
+			break;
+		len +=
+		    (size_t)snprintf(buf + len, cap - len, cut ? "...\n" : "%s %s\n", op, st->path);
+		if (cut)
+			break;
+	}
+	if (rv < 0) {
+		free(buf);
+		return rv;
+	}
+	h->list = buf;
+	h->list_len = len;
+	return 0;
+}
+
+/* Install a heal's plan (its paths relative to sr->scope) into the store. */
+static int install_heal(struct snap_recv *sr, struct snap_heal *h)
+{
+	struct repl *r = sr->r;
+	struct snap_plan full = {0};
+	void **cookies = NULL;
+	const char *why = NULL, *path = NULL;
+	size_t i;
+	int rv;
+
+	rv = plan_rebase(&sr->plan, sr->scope, &full);
+	if (rv == 0)
+		rv = heal_list(&full, h);
+	if (rv == 0 && !(cookies = calloc(full.n ? full.n : 1, sizeof(*cookies))))
+		rv = -ENOMEM;
+	if (rv < 0) {
+		snap_plan_free(&full);
+		return fail(sr, rv, "cannot plan the install");
+	}
+	for (i = 0; r->hooks.before && i < full.n; i++) {
+		struct event ev = {.type = EV_UNLINK, .path = full.v[i].path};
+
+		r->hooks.before(r->hooks.arg, &ev, &cookies[i]);
+	}
+	pthread_mutex_lock(&r->n->lock);
+	/* Descriptors an apply_cache holds may name what the install replaces. */
+	r->n->store->changes++;
+	rv = snap_install(r->n->dir, r->n->store->root, &full, NULL, NULL, &why, &path);
+	pthread_mutex_unlock(&r->n->lock);
+	for (i = 0; r->hooks.after && i < full.n; i++) {
+		struct event ev = {.type = EV_UNLINK, .path = full.v[i].path};
+
+		r->hooks.after(r->hooks.arg, &ev, 0, cookies[i]);
+	}
+	free(cookies);
+	if (rv < 0)
+		snprintf(sr->l->why, sizeof(sr->l->why), "heal install failed at %.200s: %s%s%s",
+			 path ? path : "(end)", why ? why : "", why ? ": " : "", strerror(-rv));
+	h->entries = full.n;
+	snap_plan_free(&full);
+	return rv;
+}
+
+/* The parent of store path p, in place ("." for a top-level name and the root). */
+static void path_up(char *p)
+{
+	char *slash = strrchr(p, '/');
+
+	if (slash)
+		*slash = '\0';
+	else
+		strcpy(p, PATH_ROOT);
+}
+
+int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char *scope,
+		   uint64_t origin, struct snap_heal *h)
+{
+	struct snap_recv sr = {.r = r, .l = l, .peer = peer, .scope_fd = -1};
+	const struct snap_pipe_limits lim = {
+	    .objs = SNAP_FLUSH_OBJS,
+	    .bytes = SNAP_FLUSH_BYTES,
+	    .ms = SNAP_FLUSH_MS,
+	    .max_bytes = SNAP_PIPE_BYTES,
+	    .workers = SNAP_PIPE_WORKERS,
+	};
+	struct proto_msg info = {0}, end = {0};
+	int64_t t0 = clock_mono_ms();
+	uint32_t i;
+	int rv;
+
+	memset(h, 0, sizeof(*h));
+	if (strlen(scope) >= sizeof(h->scope)) {
+		snprintf(l->why, sizeof(l->why), "heal: subtree path too long");
+		return -ENAMETOOLONG;
+	}
+	strcpy(h->scope, scope);
+	sr.scope = h->scope;
+	/* Our side of the subtree: the nearest directory that is one here. */
+	for (;;) {
+		rv = path_open(r->n->store->root, h->scope, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0,
+			       &sr.scope_fd);
+		if (rv == 0 || path_is_root(h->scope) ||
+		    (rv != -ENOENT && rv != -ENOTDIR && rv != -ELOOP))
+			break;
+		path_up(h->scope);
+	}
+	if (rv < 0) {
+		rv = fail(&sr, rv, h->scope);
+		goto out;
+	}
+	log_info("heal from %s: comparing subtree %s", peer, h->scope);
+	rv = snap_stage_open(r->n->dir, &sr.stage);
+	if (rv < 0) {
+		rv = fail(&sr, rv, "cannot open the staging area");
+		goto out;
+	}
+	rv = snap_pipe_start(sr.stage, &lim, &sr.pipe);
+	if (rv < 0) {
+		rv = fail(&sr, rv, "cannot start the staging thread");
+		goto out;
+	}
+	snprintf(sr.prog.peer, sizeof(sr.prog.peer), "%s", peer);
+	do {
+		proto_msg_free(&info);
+		proto_msg_free(&end);
+		if (sr.prog.round == SNAP_MAX_ROUNDS) {
+			snprintf(l->why, sizeof(l->why),
+				 "heal: the peer's files kept changing under %d rounds",
+				 SNAP_MAX_ROUNDS);
+			rv = -EAGAIN;
+			goto out;
+		}
+		sr.absent = 0;
+		rv = run_round(&sr, &info, &end);
+		if (rv < 0)
+			goto out;
+		if (sr.absent && path_is_root(h->scope)) {
+			snprintf(l->why, sizeof(l->why), "heal: the peer has no store root");
+			rv = -EPROTO;
+			goto out;
+		}
+		if (sr.absent) {
+			log_info("heal from %s: %s is not a directory there; comparing its parent",
+				 peer, h->scope);
+			path_up(h->scope);
+			close(sr.scope_fd);
+			sr.scope_fd = -1;
+			rv = path_open(r->n->store->root, h->scope,
+				       O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, &sr.scope_fd);
+			if (rv < 0) {
+				rv = fail(&sr, rv, h->scope);
+				goto out;
+			}
+		}
+	} while (sr.absent || sr.dirty);
+	for (i = 0; i < info.snap_vec.count; i++)
+		if (info.snap_vec.vec[i].origin == origin)
+			h->position = info.snap_vec.vec[i].seq;
+	h->until = h->position;
+	for (i = 0; i < end.snap_vec.count; i++)
+		if (end.snap_vec.vec[i].origin == origin && end.snap_vec.vec[i].seq > h->until)
+			h->until = end.snap_vec.vec[i].seq;
+	rv = install_heal(&sr, h);
+	if (rv < 0)
+		goto out;
+	h->bytes = sr.prog.bytes;
+	log_info("heal from %s done in %.1f s: subtree %s at %" PRIu64 ", %" PRIu64
+		 " entries in its tree, %" PRIu64 " received (%" PRIu64 " bytes), %" PRIu64
+		 " deleted, %" PRIu64 " steps installed",
+		 peer, (double)(clock_mono_ms() - t0) / 1000.0, h->scope, h->position,
+		 sr.prog.entries, sr.prog.fetched, sr.prog.bytes, sr.prog.deleted, h->entries);
+	snap_pipe_stop(sr.pipe);
+	sr.pipe = NULL;
+	snap_stage_close(sr.stage);
+	sr.stage = NULL;
+	rv = snap_stage_remove(r->n->dir);
+	if (rv < 0)
+		log_warn("%s/%s: cannot remove the staging area: %s", r->n->dir, SNAP_DIR,
+			 strerror(-rv));
+	rv = 0;
+out:
+	if (rv < 0) {
+		free(h->list);
+		h->list = NULL;
+		h->list_len = 0;
+	}
+	if (sr.scope_fd >= 0)
+		close(sr.scope_fd);
 	snap_pipe_stop(sr.pipe);
 	snap_stage_close(sr.stage);
 	snap_plan_free(&sr.plan);

@@ -15,8 +15,14 @@
  *
  * Contents stream in SNAP_DATA frames, flushed as they go, so a large file
  * never sits whole in memory.
+ *
+ * A heal (SNAP_SCOPE) asks the same of one directory: the tree is built
+ * of that subtree alone, and every path of the round is relative to it.
+ * Its files are read in full, without the digest cache of whole-store
+ * builds, which keeps exactly one build's files.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +32,7 @@
 #include "ledgerfs/clock.h"
 #include "ledgerfs/log.h"
 #include "ledgerfs/merkle.h"
+#include "ledgerfs/path.h"
 #include "repl_int.h"
 
 /* Flush the link once this much is queued, so a big file streams. */
@@ -33,6 +40,7 @@
 
 struct snap_send {
 	struct merkle *tree;
+	int scope_fd; /* the directory of a SNAP_SCOPE round, else -1: the store root */
 	uint64_t round;
 	uint64_t sent_files, sent_bytes, changed;
 	int64_t started_ms;
@@ -49,6 +57,8 @@ void snap_send_free(struct snap_send *ss)
 	if (!ss)
 		return;
 	merkle_free(ss->tree);
+	if (ss->scope_fd >= 0)
+		close(ss->scope_fd);
 	free(ss);
 }
 
@@ -68,8 +78,13 @@ static uint32_t applied_vector(struct repl *r, struct evid *vec)
 	return n;
 }
 
+/*
+ * Build the tree of a round: of the whole store, or with scope of the
+ * directory there (SNAP_SCOPE).  A scope that is not a directory here
+ * gets SNAP_INFO with no entries, and no tree.
+ */
 static int begin(struct repl *r, struct link *l, struct snap_send **ssp, uint64_t round,
-		 const char *peer)
+		 const char *scope, const char *peer)
 {
 	struct evid vec[REPL_MAX_ORIGINS];
 	struct snap_send *ss = *ssp;
@@ -83,25 +98,41 @@ static int begin(struct repl *r, struct link *l, struct snap_send **ssp, uint64_
 		if (!ss)
 			return -ENOMEM;
 		ss->started_ms = clock_mono_ms();
+		ss->scope_fd = -1;
 		*ssp = ss;
 	}
 	merkle_free(ss->tree);
 	ss->tree = NULL;
+	if (ss->scope_fd >= 0)
+		close(ss->scope_fd);
+	ss->scope_fd = -1;
 	ss->round = round;
 	ss->round_ms = t0;
 	/* Under the node lock nothing is applied: the tree is the store at vec. */
 	pthread_mutex_lock(&r->n->lock);
 	n = applied_vector(r, vec);
-	rv = repl_build_tree(r, &ss->tree, &entries);
+	if (!scope) {
+		rv = repl_build_tree(r, &ss->tree, &entries);
+	} else {
+		rv = path_open(r->n->store->root, scope, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0,
+			       &ss->scope_fd);
+		if (rv == 0)
+			rv = merkle_build(ss->scope_fd, &ss->tree, &entries);
+	}
 	pthread_mutex_unlock(&r->n->lock);
+	if (scope && (rv == -ENOENT || rv == -ENOTDIR || rv == -ELOOP)) {
+		log_info("heal for peer %s: %s is not a directory here", peer, scope);
+		return proto_put_snap_vec(&l->out, PROTO_SNAP_INFO, round, 0, vec, n);
+	}
 	if (rv < 0) {
-		snprintf(l->why, sizeof(l->why), "cannot build the store's hash tree: %s",
-			 strerror(-rv));
+		snprintf(l->why, sizeof(l->why), "cannot build the hash tree of %.200s: %s",
+			 scope ? scope : "the store", strerror(-rv));
 		return rv;
 	}
-	log_info("snapshot for peer %s: round %" PRIu64 ", hash tree of %" PRIu64
-		 " entries built in %.1f s",
-		 peer, round, entries, (double)(clock_mono_ms() - t0) / 1000.0);
+	log_info("%s for peer %s: round %" PRIu64 ", hash tree of %" PRIu64
+		 " entries of %s built in %.1f s",
+		 scope ? "heal" : "snapshot", peer, round, entries, scope ? scope : "the store",
+		 (double)(clock_mono_ms() - t0) / 1000.0);
 	return proto_put_snap_vec(&l->out, PROTO_SNAP_INFO, round, entries, vec, n);
 }
 
@@ -193,7 +224,7 @@ static int get(struct repl *r, struct link *l, struct snap_send *ss, uint32_t id
 	}
 	if (e->dir)
 		return send_dir(l, id, e);
-	rv = snap_read_entry(r->n->store->root, path, &m, &fd);
+	rv = snap_read_entry(ss->scope_fd >= 0 ? ss->scope_fd : r->n->store->root, path, &m, &fd);
 	if (rv == -ENOENT || rv == -ENOTDIR ||
 	    (rv == 0 && (!fid_eq(m.fid, e->fid) || (m.mode & S_IFMT) != (e->mode & S_IFMT)))) {
 		ss->changed++;
@@ -238,7 +269,7 @@ static int done(struct repl *r, struct link *l, struct snap_send *ss, uint64_t r
 int snap_send_frame(struct repl *r, struct link *l, struct snap_send **ss,
 		    const struct proto_msg *m, const char *peer)
 {
-	if (m->type != PROTO_SNAP_BEGIN && (!*ss || !(*ss)->tree)) {
+	if (m->type != PROTO_SNAP_BEGIN && m->type != PROTO_SNAP_SCOPE && (!*ss || !(*ss)->tree)) {
 		snprintf(l->why, sizeof(l->why), "%s without a snapshot begun",
 			 proto_type_name(m->type));
 		repl_send_error(l, PROTO_ERR_MALFORMED, l->why);
@@ -246,7 +277,9 @@ int snap_send_frame(struct repl *r, struct link *l, struct snap_send **ss,
 	}
 	switch (m->type) {
 	case PROTO_SNAP_BEGIN:
-		return begin(r, l, ss, m->round, peer);
+		return begin(r, l, ss, m->round, NULL, peer);
+	case PROTO_SNAP_SCOPE:
+		return begin(r, l, ss, m->snap_path.id, m->snap_path.path, peer);
 	case PROTO_SNAP_LIST:
 		return list(l, *ss, m->snap_path.path);
 	case PROTO_SNAP_GET:

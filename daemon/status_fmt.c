@@ -24,6 +24,19 @@
  *              "last_seq":1234}]}
  *
  * first_origin, first_seq and last_seq appear for recovered notes only.
+ * After them (DESIGN invariant 9: the last divergence and its heal):
+ *
+ *    "diverged":true|false,
+ *    "divergence":{"state":"none"|"healing"|"healed"|"stopped"|"resolved",
+ *                  "event":{"origin":"<hex>","seq":963},"type":"chmod",
+ *                  "path":"…","why":"…","text":"diverged at event …: why",
+ *                  "stopped":"…","peer":"b","scope":"…","since_ms":…,
+ *                  "heals":1,"entries":2,"bytes":12,"retry_in_ms":0,
+ *                  "divergences":1,"healed":1,"heal_failures":0,
+ *                  "heal_entries":2,"heal_bytes":12}
+ *
+ * diverged is true while a divergence is not over (healing, healed and
+ * waiting for the event to apply, or stopped); the counters are since start.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -178,6 +191,36 @@ const char *repl_peer_state_name(enum repl_peer_state state)
 	return "unknown";
 }
 
+const char *repl_div_state_name(enum repl_div_state state)
+{
+	switch (state) {
+	case REPL_DIV_NONE:
+		return "none";
+	case REPL_DIV_HEALING:
+		return "healing";
+	case REPL_DIV_HEALED:
+		return "healed";
+	case REPL_DIV_STOPPED:
+		return "stopped";
+	case REPL_DIV_RESOLVED:
+		return "resolved";
+	}
+	return "unknown";
+}
+
+/* "diverged at event <origin>:<seq> (<type> <path>): <why>", escaped as mode says. */
+static void put_div_what(struct out *o, const struct repl_divergence *d, enum esc mode)
+{
+	put(o, "diverged at event %016" PRIx64 ":%" PRIu64 " (%s", d->event.origin, d->event.seq,
+	    event_type_name(d->type));
+	if (d->path[0]) {
+		put(o, " ");
+		put_escaped(o, d->path, sizeof(d->path), mode);
+	}
+	put(o, "): ");
+	put_escaped(o, d->why, sizeof(d->why), mode);
+}
+
 /* ---- text ------------------------------------------------------------ */
 
 /* "350ms", "1.6s", "12s", "5m3s", "2h5m", "3d4h"; negative spans (clock steps) read as 0. */
@@ -322,6 +365,49 @@ static void put_text_note(struct out *o, const struct repl_status *st, const str
 	}
 }
 
+/* The last divergence and its heal, if there was one since start. */
+static void put_text_divergence(struct out *o, const struct repl_status *st)
+{
+	const struct repl_divergence *d = &st->div;
+
+	if (d->state == REPL_DIV_NONE)
+		return;
+	if (d->state == REPL_DIV_RESOLVED)
+		put(o, "last divergence, over: ");
+	put_div_what(o, d, ESC_TEXT);
+	put(o, "\n  ");
+	switch (d->state) {
+	case REPL_DIV_HEALING:
+		put(o, "healing subtree ");
+		put_escaped(o, d->scope, sizeof(d->scope), ESC_TEXT);
+		put(o, " from ");
+		put_escaped(o, d->peer, sizeof(d->peer), ESC_TEXT);
+		put(o, " (heal %u)", d->heals);
+		break;
+	case REPL_DIV_STOPPED:
+		put(o, "heal stopped: ");
+		put_escaped(o, d->stopped, sizeof(d->stopped), ESC_TEXT);
+		put(o, "; next try in ");
+		put_duration(o, d->retry_in_ms);
+		break;
+	default:
+		put(o, "healed subtree ");
+		put_escaped(o, d->scope, sizeof(d->scope), ESC_TEXT);
+		put(o, " from ");
+		put_escaped(o, d->peer, sizeof(d->peer), ESC_TEXT);
+		put(o, ": %" PRIu64 " entr%s replaced (", d->entries,
+		    d->entries == 1 ? "y" : "ies");
+		put_bytes(o, d->bytes);
+		put(o, ")%s", d->state == REPL_DIV_HEALED ? ", taking the events again" : "");
+	}
+	put(o, "; since ");
+	put_time(o, d->since_ms);
+	put(o,
+	    " UTC, %" PRIu64 " divergence%s, %" PRIu64 " heal%s, %" PRIu64 " failed since start\n",
+	    st->divergences, st->divergences == 1 ? "" : "s", st->heals, st->heals == 1 ? "" : "s",
+	    st->heal_failures);
+}
+
 int status_fmt_text(const struct repl_status *st, struct pbuf *b)
 {
 	struct out o = {b, check_counts(st)};
@@ -378,6 +464,7 @@ int status_fmt_text(const struct repl_status *st, struct pbuf *b)
 		put(&o, "), %" PRIu64 " reused, %" PRIu64 " deleted\n", st->snap.reused,
 		    st->snap.deleted);
 	}
+	put_text_divergence(&o, st);
 	for (i = 0; i < st->npeers; i++)
 		put_text_peer(&o, st, &st->peers[i]);
 	if (st->nnotes)
@@ -454,6 +541,40 @@ static void put_json_note(struct out *o, const struct repl_note *n)
 	put(o, "}");
 }
 
+static void put_json_divergence(struct out *o, const struct repl_status *st)
+{
+	const struct repl_divergence *d = &st->div;
+
+	put(o, ",\"diverged\":%s,\"divergence\":{\"state\":\"%s\"",
+	    repl_diverged(d) ? "true" : "false", repl_div_state_name(d->state));
+	if (d->state != REPL_DIV_NONE) {
+		put(o,
+		    ",\"event\":{\"origin\":\"%016" PRIx64 "\",\"seq\":%" PRIu64
+		    "},\"type\":\"%s\"",
+		    d->event.origin, d->event.seq, event_type_name(d->type));
+		put(o, ",\"path\":");
+		put_json_string(o, d->path, sizeof(d->path));
+		put(o, ",\"why\":");
+		put_json_string(o, d->why, sizeof(d->why));
+		put(o, ",\"text\":\"");
+		put_div_what(o, d, ESC_JSON);
+		put(o, "\",\"stopped\":");
+		put_json_string(o, d->stopped, sizeof(d->stopped));
+		put(o, ",\"peer\":");
+		put_json_string(o, d->peer, sizeof(d->peer));
+		put(o, ",\"scope\":");
+		put_json_string(o, d->scope, sizeof(d->scope));
+		put(o,
+		    ",\"since_ms\":%" PRId64 ",\"heals\":%u,\"entries\":%" PRIu64
+		    ",\"bytes\":%" PRIu64 ",\"retry_in_ms\":%" PRId64,
+		    d->since_ms, d->heals, d->entries, d->bytes, d->retry_in_ms);
+	}
+	put(o,
+	    ",\"divergences\":%" PRIu64 ",\"healed\":%" PRIu64 ",\"heal_failures\":%" PRIu64
+	    ",\"heal_entries\":%" PRIu64 ",\"heal_bytes\":%" PRIu64 "}",
+	    st->divergences, st->heals, st->heal_failures, st->heal_entries, st->heal_bytes);
+}
+
 int status_fmt_json(const struct repl_status *st, struct pbuf *b)
 {
 	struct out o = {b, check_counts(st)};
@@ -497,9 +618,11 @@ int status_fmt_json(const struct repl_status *st, struct pbuf *b)
 	put(&o,
 	    ",\"round\":%" PRIu64 ",\"entries\":%" PRIu64 ",\"listed\":%" PRIu64
 	    ",\"fetched\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"reused\":%" PRIu64
-	    ",\"deleted\":%" PRIu64 "}}\n",
+	    ",\"deleted\":%" PRIu64 "}",
 	    st->snap.round, st->snap.entries, st->snap.listed, st->snap.fetched, st->snap.bytes,
 	    st->snap.reused, st->snap.deleted);
+	put_json_divergence(&o, st);
+	put(&o, "}\n");
 out:
 	return o.err;
 }
@@ -597,6 +720,23 @@ static void prom_peers(struct out *o, const struct repl_status *st)
 	}
 }
 
+/* Divergence counters: plain uint64_t fields of struct repl_status. */
+static const struct status_u64_metric {
+	const char *name, *help;
+	size_t offset;
+} heal_metrics[] = {
+    {"ledgerfs_divergences_total", "Events from peers that did not apply here, since start.",
+     offsetof(struct repl_status, divergences)},
+    {"ledgerfs_heals_total", "Divergences healed by a resync of their subtree, since start.",
+     offsetof(struct repl_status, heals)},
+    {"ledgerfs_heal_failures_total", "Heals that stopped without progress, since start.",
+     offsetof(struct repl_status, heal_failures)},
+    {"ledgerfs_heal_entries_total", "Entries heals replaced, since start.",
+     offsetof(struct repl_status, heal_entries)},
+    {"ledgerfs_heal_bytes_total", "Content bytes heals received, since start.",
+     offsetof(struct repl_status, heal_bytes)},
+};
+
 int status_fmt_prometheus(const struct repl_status *st, struct pbuf *b)
 {
 	struct out o = {b, check_counts(st)};
@@ -664,6 +804,31 @@ int status_fmt_prometheus(const struct repl_status *st, struct pbuf *b)
 		    "OUTAGE events in the journal, of any node.");
 	prom_open(&o, "ledgerfs_outages_total", st);
 	put(&o, "} %" PRIu64 "\n", st->outages);
+	prom_family(&o, "ledgerfs_diverged", "gauge",
+		    "1 while an event from a peer did not apply here and its divergence is not "
+		    "over (healing, healed and retaking the events, or heal stopped).");
+	prom_open(&o, "ledgerfs_diverged", st);
+	put(&o, "} %d\n", repl_diverged(&st->div) ? 1 : 0);
+	prom_family(&o, "ledgerfs_heal_stopped", "gauge",
+		    "1 while a divergence's heal cannot make progress and waits to try again.");
+	prom_open(&o, "ledgerfs_heal_stopped", st);
+	put(&o, "} %d\n", st->div.state == REPL_DIV_STOPPED ? 1 : 0);
+	prom_family(
+	    &o, "ledgerfs_diverged_event_seq", "gauge",
+	    "Seq of the event of the last divergence, by origin (no sample: none since start).");
+	if (st->div.state != REPL_DIV_NONE) {
+		prom_open(&o, "ledgerfs_diverged_event_seq", st);
+		put(&o, ",origin=\"%016" PRIx64 "\"} %" PRIu64 "\n", st->div.event.origin,
+		    st->div.event.seq);
+	}
+	for (i = 0; i < sizeof(heal_metrics) / sizeof(heal_metrics[0]); i++) {
+		uint64_t v;
+
+		memcpy(&v, (const char *)st + heal_metrics[i].offset, sizeof(v));
+		prom_family(&o, heal_metrics[i].name, "counter", heal_metrics[i].help);
+		prom_open(&o, heal_metrics[i].name, st);
+		put(&o, "} %" PRIu64 "\n", v);
+	}
 out:
 	return o.err;
 }

@@ -129,6 +129,8 @@ static int type_needs(unsigned type)
 	case EV_OUTAGE:
 	case EV_RECOVERED:
 	case EV_ROLE:
+	case EV_DIVERGED:
+	case EV_HEALED:
 		return 0;
 	default:
 		return -1;
@@ -270,6 +272,10 @@ const char *event_type_name(unsigned type)
 		return "recovered";
 	case EV_ROLE:
 		return "role";
+	case EV_DIVERGED:
+		return "diverged";
+	case EV_HEALED:
+		return "healed";
 	default:
 		return "unknown";
 	}

@@ -96,6 +96,39 @@ static void print_time_json(FILE *out, const char *key, int64_t sec, uint32_t ns
 		fprintf(out, ",\"%s\":%" PRId64 ".%09" PRIu32, key, sec, nsec);
 }
 
+/* The lines of an EV_HEALED's list as a JSON array of strings. */
+static void json_lines(FILE *out, const uint8_t *s, size_t len)
+{
+	size_t i = 0, n = 0;
+
+	fputc('[', out);
+	while (i < len) {
+		const uint8_t *nl = memchr(s + i, '\n', len - i);
+		size_t end = nl ? (size_t)(nl - s) : len;
+
+		fputs(n++ ? "," : "", out);
+		json_bytes(out, s + i, end - i);
+		i = end + 1;
+	}
+	fputc(']', out);
+}
+
+/* What a divergence or a heal says, after the common fields of a JSON line. */
+static void print_json_heal(FILE *out, const struct event *ev)
+{
+	fprintf(out, ",\"event_origin\":\"%016" PRIx64 "\",\"event_seq\":%" PRIu64, ev->base.origin,
+		ev->base.seq);
+	if (ev->type == EV_DIVERGED) {
+		fprintf(out, ",\"stopped\":%s,\"why\":",
+			ev->op_flags == EVENT_DIVERGED_STOPPED ? "true" : "false");
+		json_bytes(out, ev->data, ev->data_len);
+		return;
+	}
+	fprintf(out, ",\"position\":%" PRIu64 ",\"entries\":%" PRIu64 ",\"replaced\":", ev->offset,
+		ev->length);
+	json_lines(out, ev->data, ev->data_len);
+}
+
 static void print_json(FILE *out, const struct event *ev)
 {
 	char when[48];
@@ -151,6 +184,8 @@ static void print_json(FILE *out, const struct event *ev)
 			",\"first_origin\":\"%016" PRIx64 "\",\"first_seq\":%" PRIu64
 			",\"last_seq\":%" PRIu64,
 			ev->base.origin, ev->base.seq, ev->length);
+	if (ev->type == EV_DIVERGED || ev->type == EV_HEALED)
+		print_json_heal(out, ev);
 	fprintf(out, "}\n");
 }
 
@@ -170,6 +205,47 @@ void cmd_log_json_record(FILE *out, uint64_t origin, uint64_t seq, const uint8_t
 	event_free(&ev);
 }
 
+/* A divergence or a heal on one line, the replaced entries listed after it. */
+static void print_text_heal(const struct event *ev)
+{
+	size_t i = 0;
+
+	printf("event %016" PRIx64 ":%" PRIu64, ev->base.origin, ev->base.seq);
+	if (ev->path2) {
+		printf(" (");
+		text_str(stdout, ev->path2);
+		printf(")");
+	}
+	printf(", subtree ");
+	text_str(stdout, ev->path ? ev->path : ".");
+	printf(" from ");
+	text_str(stdout, ev->name ? ev->name : "?");
+	if (ev->type == EV_HEALED) {
+		printf(" at %" PRIu64 ": %" PRIu64 " entr%s replaced\n", ev->offset, ev->length,
+		       ev->length == 1 ? "y" : "ies");
+		while (i < ev->data_len) {
+			const uint8_t *nl = memchr(ev->data + i, '\n', ev->data_len - i);
+			size_t end = nl ? (size_t)(nl - ev->data) : ev->data_len;
+			char line[PATH_MAX + 16];
+
+			snprintf(line, sizeof(line), "%.*s", (int)(end - i), ev->data + i);
+			printf("%50s", "");
+			text_str(stdout, line);
+			printf("\n");
+			i = end + 1;
+		}
+		return;
+	}
+	printf("%s: ", ev->op_flags == EVENT_DIVERGED_STOPPED ? "; heal stopped" : "");
+	if (ev->data_len) {
+		char why[1024];
+
+		snprintf(why, sizeof(why), "%.*s", (int)ev->data_len, ev->data);
+		text_str(stdout, why);
+	}
+	printf("\n");
+}
+
 static void print_text(const struct event *ev)
 {
 	char when[48];
@@ -177,6 +253,10 @@ static void print_text(const struct event *ev)
 	hlc_time(ev->hlc, when, sizeof(when));
 	printf("%8" PRIu64 "  %016" PRIx64 "  %s  %-11s ", ev->seq, ev->origin, when,
 	       event_type_name(ev->type));
+	if (ev->type == EV_DIVERGED || ev->type == EV_HEALED) {
+		print_text_heal(ev);
+		return;
+	}
 	if (ev->type == EV_RECOVERED)
 		printf("fetched %016" PRIx64 ":%" PRIu64 "..%" PRIu64, ev->base.origin,
 		       ev->base.seq, ev->length);

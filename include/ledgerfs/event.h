@@ -69,7 +69,30 @@ enum event_type {
 	EV_OUTAGE = 32,	     /* node state: this node found it was down or cut off */
 	EV_RECOVERED = 33,   /* node state: base = (origin, first seq), length = last seq fetched */
 	EV_ROLE = 34,	     /* node state: promotion/demotion, op_flags = role, term */
+	/*
+	 * node state: an event from a peer did not apply here (its base version
+	 * or fids do not match: the stores diverged).  base = that event,
+	 * path = the subtree healed from the peer ("." the root), path2 = the
+	 * event's path (absent if it had none), name = the peer, data = why
+	 * (text), op_flags = EVENT_DIVERGED_*.
+	 */
+	EV_DIVERGED = 35,
+	/*
+	 * node state: a divergence healed.  base = the event that diverged,
+	 * path = the subtree replaced from the peer, name = the peer, offset =
+	 * its position: the peer's applied seq of base.origin when it read the
+	 * subtree, length = the entries replaced, data = what was done to them,
+	 * a line each ("fetch PATH", "dir PATH", "link PATH", "delete PATH"),
+	 * cut after EVENT_HEALED_LIST_MAX bytes with a last line "...".
+	 */
+	EV_HEALED = 36,
 };
+
+/* EV_DIVERGED op_flags. */
+#define EVENT_DIVERGED_HEALING 0 /* a heal from the peer starts */
+#define EVENT_DIVERGED_STOPPED 1 /* the heal cannot make progress: stopped, retried later */
+/* Most bytes of the list of replaced entries an EV_HEALED carries. */
+#define EVENT_HEALED_LIST_MAX (64u << 10)
 
 /* The payload of an EV_WRITE lives in the value log instead of inline. */
 #define EVENT_F_VREF 0x0001

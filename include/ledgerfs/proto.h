@@ -46,6 +46,10 @@
  *   SNAP_END    u64 round, u64 0, u32 count, count x (u64 origin, u64 seq)
  *               the sender's applied vector now: replay up to it may meet
  *               changes that files sent already show
+ *   SNAP_SCOPE  u32 round, path                build a hash tree of the directory
+ *               at path only (a heal, receive.c), then as after SNAP_BEGIN,
+ *               every path relative to that directory; SNAP_INFO with
+ *               entries 0 says path is not a directory here
  */
 #ifndef LEDGERFS_PROTO_H
 #define LEDGERFS_PROTO_H
@@ -84,6 +88,7 @@ enum proto_type {
 	PROTO_SNAP_DATA = 14,
 	PROTO_SNAP_DONE = 15,
 	PROTO_SNAP_END = 16,
+	PROTO_SNAP_SCOPE = 17,
 };
 
 /* SNAP_ENTRY status. */
@@ -193,9 +198,9 @@ struct proto_snap_vec {
 	struct evid *vec;
 };
 
-/* SNAP_LIST, SNAP_DIR, SNAP_GET. */
+/* SNAP_LIST, SNAP_DIR, SNAP_GET, SNAP_SCOPE. */
 struct proto_snap_path {
-	uint32_t id;		/* SNAP_GET */
+	uint32_t id;		/* SNAP_GET; SNAP_SCOPE: the round */
 	char *path;		/* malloc'd, NUL-terminated, path_check()ed */
 	const uint8_t *listing; /* SNAP_DIR: inside the frame */
 	size_t listing_len;
@@ -296,7 +301,10 @@ int proto_put_snap_round(struct pbuf *b, uint8_t type, uint64_t round);
 /* SNAP_INFO (entries given) and SNAP_END (entries 0); -EINVAL as for HELLO's vector. */
 int proto_put_snap_vec(struct pbuf *b, uint8_t type, uint64_t round, uint64_t entries,
 		       const struct evid *vec, uint32_t count);
-/* SNAP_LIST (id ignored) and SNAP_GET; -EINVAL for a path path_check() refuses. */
+/*
+ * SNAP_LIST (id ignored), SNAP_GET and SNAP_SCOPE (id: the round); -EINVAL
+ * for a path path_check() refuses.
+ */
 int proto_put_snap_path(struct pbuf *b, uint8_t type, uint32_t id, const char *path);
 /* SNAP_DIR: listing as merkle_dir_encode() wrote it. */
 int proto_put_snap_dir(struct pbuf *b, const char *path, const uint8_t *listing, size_t len);

@@ -107,6 +107,34 @@ struct repl_snap_progress {
 	uint64_t deleted; /* entries here only, to delete */
 };
 
+enum repl_div_state {
+	REPL_DIV_NONE = 0,     /* no divergence since start */
+	REPL_DIV_HEALING = 1,  /* a heal from the peer runs */
+	REPL_DIV_HEALED = 2,   /* healed; the event is taken again */
+	REPL_DIV_STOPPED = 3,  /* the heal cannot make progress: stopped, tried again later */
+	REPL_DIV_RESOLVED = 4, /* the event applied since: the last divergence is over */
+};
+
+/*
+ * The last divergence (DESIGN invariant 9): an event from a peer that did
+ * not apply here because its base version or fids do not match, and its
+ * heal, a resync of the affected subtree from that peer (receive.c).
+ */
+struct repl_divergence {
+	enum repl_div_state state;
+	struct evid event;	    /* the event that did not apply */
+	uint8_t type;		    /* its type */
+	char path[REPL_WHY_MAX];    /* its path, cut; empty if it has none */
+	char why[REPL_WHY_MAX];	    /* why it did not apply */
+	char stopped[REPL_WHY_MAX]; /* STOPPED: why the heal cannot make progress */
+	char peer[CONFIG_NAME_MAX]; /* where it came from: the heal's source */
+	char scope[REPL_WHY_MAX];   /* the subtree healed (or to heal), cut */
+	int64_t since_ms;	    /* wall clock when it diverged */
+	unsigned heals;		    /* heals tried for this event */
+	uint64_t entries, bytes;    /* what the last heal replaced, and its contents received */
+	int64_t retry_in_ms;	    /* STOPPED: until the next try */
+};
+
 struct repl_status {
 	char name[CONFIG_NAME_MAX];
 	uint64_t node_id;
@@ -132,7 +160,20 @@ struct repl_status {
 			    nothing it advertised */
 	int snap_needed; /* this node lacks trimmed events: it resyncs by snapshot */
 	struct repl_snap_progress snap;
+	struct repl_divergence div;
+	/* Since start: divergences met, heals done and failed, entries and bytes they replaced. */
+	uint64_t divergences, heals, heal_failures, heal_entries, heal_bytes;
 };
+
+/* "none", "healing", "healed", "stopped", "resolved" (daemon/status_fmt.c). */
+const char *repl_div_state_name(enum repl_div_state state);
+
+/* 1 while a divergence is not over: healing, healed but not applied yet, or stopped. */
+static inline int repl_diverged(const struct repl_divergence *d)
+{
+	return d->state == REPL_DIV_HEALING || d->state == REPL_DIV_HEALED ||
+	       d->state == REPL_DIV_STOPPED;
+}
 
 /* "connecting", "connected", "retrying", "refused" (daemon/status_fmt.c). */
 const char *repl_peer_state_name(enum repl_peer_state state);

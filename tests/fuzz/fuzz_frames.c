@@ -86,6 +86,7 @@ static void reencode(const struct proto_msg *msg, struct pbuf *b)
 		break;
 	case PROTO_SNAP_LIST:
 	case PROTO_SNAP_GET:
+	case PROTO_SNAP_SCOPE:
 		ret = proto_put_snap_path(b, msg->type, msg->snap_path.id, msg->snap_path.path);
 		break;
 	case PROTO_SNAP_DIR:

@@ -10,7 +10,9 @@ and then ships an event whose path escapes the store.
 Each refusal must be logged by the refusing node with its reason (its
 stderr log is searched), write nothing (its journal's event count does not
 change, no file appears outside the store), and leave the node serving:
-afterwards a write on the primary still reaches the replica.
+afterwards a write on the primary still reaches the replica.  A peer that
+takes a node's link and drops it at once is dialled again with a growing,
+capped backoff, never in a tight loop.
 """
 
 import os
@@ -583,3 +585,48 @@ def test_dialer_refuses_events_escaping_the_store():
               not (wd / f"escape-{tag}").exists(), "nothing made beside a's store")
         check(not os.path.lexists(f"/etc/lfs-escape-{tag}"), "nothing made in /etc")
         still_serves(cl, "hostile events")
+
+
+class DroppingPeer(FakePeer):
+    """Answers the HELLO of every node in `nodes` with its own vector, then
+    closes the link at once: a peer that takes a node and drops it, again and
+    again.  `handshakes` lists, per node id, the monotonic times of each."""
+
+    def __init__(self, cl, name, nodes):
+        super().__init__(cl, name, {n: "" for n in nodes})
+        self.handshakes = {n: [] for n in nodes}
+
+    def _play(self, conn):
+        f = conn.frame(10)
+        if f is None or f[0] != HELLO:
+            return
+        node, term, vec = parse_hello(f[1])
+        if node not in self.plan:
+            return
+        answer = dict(vec)
+        answer.setdefault(self.me.id, 0)
+        conn.send(frame(HELLO, hello_body(self.cl.cluster_id, self.me.id, max(term, 1),
+                                             answer, self.cl.primary.id)))
+        with self.lock:
+            self.handshakes[node].append(time.monotonic())
+
+
+def test_dialer_backs_off_from_a_peer_that_drops_it_after_the_handshake():
+    """A link that comes up and fails at once is retried with a growing,
+    capped backoff, not every few milliseconds (the node used to start the
+    backoff over at every successful handshake)."""
+    with lfs.Workdir() as wd:
+        cl, _vec = _member_cluster(wd)
+        a = cl["a"]
+        fake = DroppingPeer(cl, "c", [a.id])
+        try:
+            time.sleep(10)
+            with fake.lock:
+                times = list(fake.handshakes[a.id])
+        finally:
+            fake.close()
+        gaps = [round(t2 - t1, 2) for t1, t2 in zip(times, times[1:])]
+        lfs.log(f"a dialled the dropping c {len(times)} times in 10 s, gaps {gaps}")
+        check(2 <= len(times) <= 15, f"a dialled c {len(times)} times in 10 s (gaps {gaps})")
+        check(max(gaps) >= 1.0, f"the backoff grew past a second: gaps {gaps}")
+        still_serves(cl, "a peer that drops the link")

@@ -30,9 +30,10 @@
 #define OFF_DATA_LEN   182
 
 static const unsigned all_types[] = {
-    EV_CREATE,	 EV_MKNOD,	 EV_MKDIR,    EV_SYMLINK,   EV_LINK,	  EV_UNLINK, EV_RMDIR,
-    EV_RENAME,	 EV_WRITE,	 EV_TRUNCATE, EV_FALLOCATE, EV_CHMOD,	  EV_CHOWN,  EV_UTIMENS,
-    EV_SETXATTR, EV_REMOVEXATTR, EV_VOID,     EV_OUTAGE,    EV_RECOVERED, EV_ROLE,
+    EV_CREATE,	  EV_MKNOD,   EV_MKDIR,	   EV_SYMLINK,	   EV_LINK,	 EV_UNLINK,
+    EV_RMDIR,	  EV_RENAME,  EV_WRITE,	   EV_TRUNCATE,	   EV_FALLOCATE, EV_CHMOD,
+    EV_CHOWN,	  EV_UTIMENS, EV_SETXATTR, EV_REMOVEXATTR, EV_VOID,	 EV_OUTAGE,
+    EV_RECOVERED, EV_ROLE,    EV_DIVERGED, EV_HEALED,
 };
 #define N_TYPES (sizeof(all_types) / sizeof(all_types[0]))
 
@@ -334,6 +335,67 @@ Test(event, round_trip_of_every_type_with_all_fields)
 	}
 }
 
+/* A divergence and its heal as receive.c journals them: every field they use survives. */
+Test(event, diverged_and_healed_round_trip)
+{
+	static const char why[] = "base version mismatch: Stale file handle";
+	static const char list[] = "dir play/n779388\nfetch play/n779388/n890355\n";
+	struct event d = {.type = EV_DIVERGED,
+			  .origin = 0xb2,
+			  .seq = 12,
+			  .hlc = 77ull << 16,
+			  .base = {0xa1, 963},
+			  .op_flags = EVENT_DIVERGED_STOPPED};
+	struct event h = {.type = EV_HEALED,
+			  .origin = 0xb2,
+			  .seq = 13,
+			  .base = {0xa1, 963},
+			  .offset = 970,
+			  .length = 2};
+	struct event out;
+	const char *err = NULL;
+	uint8_t *buf;
+	size_t len;
+
+	cr_assert_eq(event_set_path(&d, "play/n779388"), 0);
+	cr_assert_eq(event_set_path2(&d, "play/n779388/n890355"), 0);
+	cr_assert_eq(event_set_name(&d, "a"), 0);
+	cr_assert_eq(event_set_data(&d, why, sizeof(why) - 1), 0);
+	buf = encode_alloc(&d, &len);
+	cr_assert_eq(event_decode(buf, len, &out, NULL, &err), 0, "%s", err);
+	cr_assert_eq(out.type, EV_DIVERGED);
+	cr_assert_eq(out.base.origin, 0xa1);
+	cr_assert_eq(out.base.seq, 963);
+	cr_assert_eq(out.op_flags, EVENT_DIVERGED_STOPPED);
+	cr_assert_str_eq(out.path, "play/n779388");
+	cr_assert_str_eq(out.path2, "play/n779388/n890355");
+	cr_assert_str_eq(out.name, "a");
+	cr_assert_eq(out.data_len, sizeof(why) - 1);
+	cr_assert_eq(memcmp(out.data, why, out.data_len), 0);
+	cr_assert_not(event_type_mutates(out.type));
+	event_free(&out);
+	free(buf);
+
+	/* The root as the subtree, no event path: a path-less event's heal. */
+	cr_assert_eq(event_set_path(&h, "."), 0);
+	cr_assert_eq(event_set_name(&h, "a"), 0);
+	cr_assert_eq(event_set_data(&h, list, sizeof(list) - 1), 0);
+	buf = encode_alloc(&h, &len);
+	cr_assert_eq(event_decode(buf, len, &out, NULL, &err), 0, "%s", err);
+	cr_assert_eq(out.type, EV_HEALED);
+	cr_assert_eq(out.base.seq, 963);
+	cr_assert_eq(out.offset, 970);
+	cr_assert_eq(out.length, 2);
+	cr_assert_str_eq(out.path, ".");
+	cr_assert_null(out.path2);
+	cr_assert_eq(out.data_len, sizeof(list) - 1);
+	cr_assert_eq(memcmp(out.data, list, out.data_len), 0);
+	event_free(&out);
+	free(buf);
+	event_free(&h);
+	event_free(&d);
+}
+
 Test(event, round_trip_of_vref_write)
 {
 	struct event in, out;
@@ -502,9 +564,10 @@ Test(event, decode_consumes_one_record_of_a_stream)
 Test(event, type_names_and_mutation)
 {
 	static const char *const names[] = {
-	    "create",	"mknod",       "mkdir",	   "symlink",	"link",	     "unlink", "rmdir",
-	    "rename",	"write",       "truncate", "fallocate", "chmod",     "chown",  "utimens",
-	    "setxattr", "removexattr", "void",	   "outage",	"recovered", "role",
+	    "create",	 "mknod",   "mkdir",	"symlink",     "link",	    "unlink",
+	    "rmdir",	 "rename",  "write",	"truncate",    "fallocate", "chmod",
+	    "chown",	 "utimens", "setxattr", "removexattr", "void",	    "outage",
+	    "recovered", "role",    "diverged", "healed",
 	};
 
 	for (size_t i = 0; i < N_TYPES; i++) {
@@ -515,11 +578,13 @@ Test(event, type_names_and_mutation)
 	}
 	cr_assert_str_eq(event_type_name(0), "unknown");
 	cr_assert_str_eq(event_type_name(18), "unknown");
-	cr_assert_str_eq(event_type_name(35), "unknown");
+	cr_assert_str_eq(event_type_name(37), "unknown");
 	cr_assert_str_eq(event_type_name(1000), "unknown");
 	cr_assert_not(event_type_mutates(0));
 	cr_assert_not(event_type_mutates(EV_VOID));
 	cr_assert_not(event_type_mutates(EV_ROLE));
+	cr_assert_not(event_type_mutates(EV_DIVERGED));
+	cr_assert_not(event_type_mutates(EV_HEALED));
 	cr_assert_not(event_type_mutates(1000));
 }
 
@@ -610,7 +675,7 @@ Test(event, rejects_unknown_version)
 
 Test(event, rejects_unknown_type)
 {
-	static const unsigned types[] = {0, 18, 19, 31, 35, 64, 255};
+	static const unsigned types[] = {0, 18, 19, 31, 37, 64, 255};
 
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
 		expect_raw_reject(types[i], 0, 1, 1, 1, 1, -EPROTO, "unknown type");
@@ -744,7 +809,7 @@ Test(event, accepts_empty_path_for_open_unlinked_files)
 {
 	static const unsigned types[] = {EV_WRITE,     EV_TRUNCATE, EV_FALLOCATE, EV_CHMOD,
 					 EV_CHOWN,     EV_UTIMENS,  EV_VOID,	  EV_OUTAGE,
-					 EV_RECOVERED, EV_ROLE};
+					 EV_RECOVERED, EV_ROLE,	    EV_DIVERGED,  EV_HEALED};
 
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
 		expect_raw_accept(types[i], 0, 0, 0, 0, 0);

@@ -542,13 +542,13 @@ Test(proto, peek_refuses_unknown_type)
 
 	cr_assert_eq(proto_frame_peek(hdr, sizeof(hdr), &frame_len, &why), -EPROTO);
 	cr_assert_str_eq(why, "unknown frame type");
-	hdr[4] = PROTO_SNAP_END + 1;
+	hdr[4] = PROTO_SNAP_SCOPE + 1;
 	cr_assert_eq(proto_frame_peek(hdr, sizeof(hdr), &frame_len, &why), -EPROTO);
 }
 
 Test(proto, unknown_type_refused)
 {
-	static const uint8_t types[] = {0, PROTO_SNAP_END + 1, 0x7f, 0xff};
+	static const uint8_t types[] = {0, PROTO_SNAP_SCOPE + 1, 0x7f, 0xff};
 	struct pbuf b = PBUF_INIT;
 
 	for (size_t i = 0; i < sizeof(types); i++) {

@@ -127,6 +127,14 @@ Test(proto_snap, paths_round_trip_and_escapes_refused)
 	cr_assert_str_eq(m.snap_path.path, ".");
 	proto_msg_free(&m);
 	pbuf_reset(&b);
+	cr_assert_eq(proto_put_snap_path(&b, PROTO_SNAP_SCOPE, 2, "play/n779388"), 0);
+	parse_ok(&b, &m);
+	cr_assert_eq(m.type, PROTO_SNAP_SCOPE);
+	cr_assert_eq(m.snap_path.id, 2);
+	cr_assert_str_eq(m.snap_path.path, "play/n779388");
+	proto_msg_free(&m);
+	pbuf_reset(&b);
+	cr_assert_eq(proto_put_snap_path(&b, PROTO_SNAP_SCOPE, 1, "../x"), -EINVAL);
 	cr_assert_eq(proto_put_snap_dir(&b, "d", listing, sizeof(listing)), 0);
 	parse_ok(&b, &m);
 	cr_assert_str_eq(m.snap_path.path, "d");

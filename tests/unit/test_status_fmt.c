@@ -407,15 +407,17 @@ Test(status_fmt, empty_status_renders_in_every_format)
 			      "journal: 0 B, oldest held: none\n");
 	free(out);
 	out = render(status_fmt_json, &st);
-	cr_assert_str_eq(out,
-			 "{\"name\":\"z\",\"node_id\":\"000000000000002a\",\"role\":\"replica\","
-			 "\"term\":0,\"listen\":\"\",\"now_ms\":1000,\"in_sync\":false,"
-			 "\"applied\":{},\"peers\":[],\"journal_bytes\":0,\"oldest\":{},"
-			 "\"sync_peers\":0,\"degraded\":false,"
-			 "\"rebuild_needed\":false,\"tails\":[],\"notes\":[],"
-			 "\"snapshot\":{\"needed\":false,\"active\":false,\"done\":false,"
-			 "\"peer\":\"\",\"round\":0,\"entries\":0,\"listed\":0,\"fetched\":0,"
-			 "\"bytes\":0,\"reused\":0,\"deleted\":0}}\n");
+	cr_assert_str_eq(
+	    out, "{\"name\":\"z\",\"node_id\":\"000000000000002a\",\"role\":\"replica\","
+		 "\"term\":0,\"listen\":\"\",\"now_ms\":1000,\"in_sync\":false,"
+		 "\"applied\":{},\"peers\":[],\"journal_bytes\":0,\"oldest\":{},"
+		 "\"sync_peers\":0,\"degraded\":false,"
+		 "\"rebuild_needed\":false,\"tails\":[],\"notes\":[],"
+		 "\"snapshot\":{\"needed\":false,\"active\":false,\"done\":false,"
+		 "\"peer\":\"\",\"round\":0,\"entries\":0,\"listed\":0,\"fetched\":0,"
+		 "\"bytes\":0,\"reused\":0,\"deleted\":0},"
+		 "\"diverged\":false,\"divergence\":{\"state\":\"none\",\"divergences\":0,"
+		 "\"healed\":0,\"heal_failures\":0,\"heal_entries\":0,\"heal_bytes\":0}}\n");
 	free(out);
 	out = render(status_fmt_prometheus, &st);
 	assert_has(out, "ledgerfs_primary{node=\"z\"} 0\n");
@@ -761,7 +763,7 @@ Test(status_fmt, snapshot_resync_progress_in_text_and_json)
 	out = render(status_fmt_json, &st);
 	assert_has(out, "\"snapshot\":{\"needed\":true,\"active\":true,\"done\":false,"
 			"\"peer\":\"a\",\"round\":2,\"entries\":10001,\"listed\":12,"
-			"\"fetched\":345,\"bytes\":3145728,\"reused\":40,\"deleted\":1}}\n");
+			"\"fetched\":345,\"bytes\":3145728,\"reused\":40,\"deleted\":1},");
 	free(out);
 	out = render(status_fmt_prometheus, &st);
 	assert_has(out, "ledgerfs_snapshot_needed{node=\"c\"} 1\n");
@@ -776,5 +778,84 @@ Test(status_fmt, snapshot_resync_progress_in_text_and_json)
 	out = render(status_fmt_text, &st);
 	assert_has(out, "snapshot resync needed, but a primary never replaces its store");
 	cr_assert_null(strstr(out, "waiting for a peer"), "a primary waits for no peer:\n%s", out);
+	free(out);
+}
+
+/* DESIGN invariant 9: a divergence says where, why, and how its heal goes. */
+Test(status_fmt, divergence_and_heal_in_text_json_and_metrics)
+{
+	struct repl_status st;
+	char *out;
+
+	memset(&st, 0, sizeof(st));
+	strcpy(st.name, "b");
+	st.now_ms = 1795421521000ll;
+	st.div = (struct repl_divergence){
+	    .state = REPL_DIV_HEALING,
+	    .event = {0xa1, 963},
+	    .type = EV_CHMOD,
+	    .since_ms = 1795421520000ll,
+	    .heals = 1,
+	};
+	strcpy(st.div.path, "play/n779388/n890355");
+	strcpy(st.div.why, "base version mismatch: Stale file handle");
+	strcpy(st.div.peer, "a");
+	strcpy(st.div.scope, "play/n779388");
+	st.divergences = 1;
+	out = render(status_fmt_text, &st);
+	assert_has(out, "diverged at event 00000000000000a1:963 (chmod play/n779388/n890355): "
+			"base version mismatch: Stale file handle\n"
+			"  healing subtree play/n779388 from a (heal 1); since 2026-11-23 08:12:00 "
+			"UTC, 1 divergence, 0 heals, 0 failed since start\n");
+	free(out);
+	out = render(status_fmt_json, &st);
+	assert_has(out, "\"in_sync\":false");
+	assert_has(out,
+		   "\"diverged\":true,\"divergence\":{\"state\":\"healing\","
+		   "\"event\":{\"origin\":\"00000000000000a1\",\"seq\":963},\"type\":\"chmod\","
+		   "\"path\":\"play/n779388/n890355\",");
+	assert_has(out, "\"text\":\"diverged at event 00000000000000a1:963 (chmod "
+			"play/n779388/n890355): base version mismatch: Stale file handle\"");
+	assert_has(out, "\"scope\":\"play/n779388\"");
+	free(out);
+	out = render(status_fmt_prometheus, &st);
+	assert_has(out, "ledgerfs_diverged{node=\"b\"} 1\n");
+	assert_has(out, "ledgerfs_heal_stopped{node=\"b\"} 0\n");
+	assert_has(out,
+		   "ledgerfs_diverged_event_seq{node=\"b\",origin=\"00000000000000a1\"} 963\n");
+	assert_has(out, "ledgerfs_divergences_total{node=\"b\"} 1\n");
+	free(out);
+
+	st.div.state = REPL_DIV_STOPPED;
+	strcpy(st.div.stopped, "heal of play/n779388 from a failed: Operation not permitted");
+	st.div.retry_in_ms = 4000;
+	st.heal_failures = 1;
+	out = render(status_fmt_text, &st);
+	assert_has(out, "  heal stopped: heal of play/n779388 from a failed: Operation not "
+			"permitted; next try in 4.0s; since ");
+	free(out);
+	out = render(status_fmt_prometheus, &st);
+	assert_has(out, "ledgerfs_heal_stopped{node=\"b\"} 1\n");
+	assert_has(out, "ledgerfs_heal_failures_total{node=\"b\"} 1\n");
+	free(out);
+
+	st.div.state = REPL_DIV_RESOLVED;
+	st.div.entries = 2;
+	st.div.bytes = 2048;
+	st.heals = 1;
+	st.heal_entries = 2;
+	out = render(status_fmt_text, &st);
+	assert_has(out, "last divergence, over: diverged at event 00000000000000a1:963");
+	assert_has(out,
+		   "  healed subtree play/n779388 from a: 2 entries replaced (2.0 KiB); since");
+	free(out);
+	out = render(status_fmt_json, &st);
+	assert_has(out, "\"diverged\":false,\"divergence\":{\"state\":\"resolved\"");
+	assert_has(out, "\"heal_entries\":2,");
+	free(out);
+	out = render(status_fmt_prometheus, &st);
+	assert_has(out, "ledgerfs_diverged{node=\"b\"} 0\n");
+	assert_has(out, "ledgerfs_heals_total{node=\"b\"} 1\n");
+	assert_has(out, "ledgerfs_heal_entries_total{node=\"b\"} 2\n");
 	free(out);
 }
