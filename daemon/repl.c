@@ -18,6 +18,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +33,18 @@
 #define REPL_SUPERVISE_MS 500
 /* And trims the journal this often (cheap when nothing is due). */
 #define REPL_TRIM_MS 2000
+/*
+ * Trimmed LevelDB bytes after which the trimmed ranges are compacted: this
+ * fraction of the journal's bound, and at least REPL_COMPACT_MIN.  Each
+ * compaction also flushes LevelDB's write buffer, so not every round.
+ */
+#define REPL_COMPACT_FRACTION 16
+#define REPL_COMPACT_MIN      (1u << 20)
+/*
+ * Value-log segments are this fraction of the bound: the segment appends
+ * go to is never deleted, so the value log can keep that much beyond it.
+ */
+#define REPL_VLOG_FRACTION 8
 
 int64_t repl_wall_ms(void)
 {
@@ -534,12 +547,14 @@ static void reap_shippers(struct repl *r, int all)
 }
 
 /*
- * Trim each origin's events that every member confirmed, outside the
- * retention window, and never a kept-aside tail; with retain_max_age also
- * events older than that which a member has not confirmed (it will need a
- * snapshot resync: its next FETCH is answered TRIMMED).  Node lock held.
+ * Trim each origin's events that every member confirmed and that
+ * retention lets go (older than retain_age, or any age while the journal
+ * is over its bound: *excess, which the walk lowers), never a kept-aside
+ * tail; with retain_max_age also events older than that which a member
+ * has not confirmed (it will need a snapshot resync: its next FETCH is
+ * answered TRIMMED).  Node lock held.
  */
-static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origin)
+static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origin, uint64_t *excess)
 {
 	struct node *n = r->n;
 	uint64_t applied = journal_applied(n->journal, origin), confirmed = applied,
@@ -564,13 +579,11 @@ static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origi
 	if (confirmed > bound)
 		confirmed = bound;
 	if (rv == 0 && confirmed)
-		rv =
-		    journal_trim_point(n->journal, origin, confirmed, cfg->retain_bytes,
-				       cfg->retain_age_sec * 1000, (uint64_t)repl_wall_ms(), &upto);
+		rv = journal_trim_point(n->journal, origin, confirmed, cfg->retain_age_sec * 1000,
+					(uint64_t)repl_wall_ms(), excess, &upto);
 	if (rv == 0 && cfg->retain_max_age_sec && bound > confirmed)
-		rv =
-		    journal_trim_point(n->journal, origin, bound, 0, cfg->retain_max_age_sec * 1000,
-				       (uint64_t)repl_wall_ms(), &forced);
+		rv = journal_trim_point(n->journal, origin, bound, cfg->retain_max_age_sec * 1000,
+					(uint64_t)repl_wall_ms(), NULL, &forced);
 	if (forced > upto)
 		upto = forced;
 	else
@@ -590,21 +603,73 @@ static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origi
 			 count, origin, upto);
 }
 
+/*
+ * The journal's bound (config_retain_bound()) for cfg, from the size of
+ * the filesystem that holds it.
+ */
+static uint64_t journal_bound(struct repl *r, const struct config *cfg)
+{
+	char path[4096 + sizeof(NODE_JOURNAL_DIR) + 1];
+	struct statvfs vfs;
+	uint64_t fs_bytes = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", r->n->dir, NODE_JOURNAL_DIR);
+	if (statvfs(path, &vfs) == 0)
+		fs_bytes = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+	else if (!r->bound_warned++)
+		log_warn("%s: statvfs: %s; the journal's bound is taken as %llu MiB", path,
+			 strerror(errno), CONFIG_RETAIN_AUTO_MAX >> 20);
+	return config_retain_bound(cfg, fs_bytes);
+}
+
+/*
+ * One round of trimming, then, once trims deleted REPL_COMPACT_FRACTION of
+ * the bound from LevelDB since the last one (and at least
+ * REPL_COMPACT_MIN), a compaction of the trimmed ranges without the node
+ * lock, so that the journal's size on disk, which the next round measures
+ * against the bound, shows what was trimmed.  Without it LevelDB keeps
+ * deleted events until its own compactions reach them, the journal looks
+ * over its bound round after round, and each round would trim younger
+ * events for space already freed.  Supervisor thread only.
+ */
 static void trim_journal(struct repl *r)
 {
-	uint64_t origins[REPL_MAX_ORIGINS];
+	uint64_t origins[REPL_MAX_ORIGINS], marks[REPL_MAX_ORIGINS];
+	uint64_t bound, ldb = 0, vbytes = 0, excess = 0, trimmed, every;
 	struct config cfg;
-	unsigned i, norigins;
+	unsigned i, norigins, ncompact = 0;
 
 	pthread_mutex_lock(&r->lock);
 	cfg = r->cfg;
 	norigins = r->norigins;
 	memcpy(origins, r->origins, sizeof(origins[0]) * norigins);
 	pthread_mutex_unlock(&r->lock);
+	bound = journal_bound(r, &cfg);
+	every = bound / REPL_COMPACT_FRACTION;
+	if (every < REPL_COMPACT_MIN)
+		every = REPL_COMPACT_MIN;
 	pthread_mutex_lock(&r->n->lock);
+	journal_set_vlog_segment_max(r->n->journal, bound / REPL_VLOG_FRACTION);
+	if (journal_disk_usage(r->n->journal, &ldb, &vbytes) == 0 && ldb + vbytes > bound)
+		excess = ldb + vbytes - bound;
 	for (i = 0; i < norigins; i++)
-		trim_origin(r, &cfg, origins[i]);
+		trim_origin(r, &cfg, origins[i], &excess);
+	trimmed = journal_trim_bytes(r->n->journal);
+	if (trimmed < r->compacted_at)
+		r->compacted_at = 0;
+	if (trimmed - r->compacted_at >= every) {
+		for (i = 0; i < norigins; i++)
+			if (journal_trimmed(r->n->journal, origins[i], &marks[ncompact]) == 0 &&
+			    marks[ncompact])
+				origins[ncompact++] = origins[i];
+		r->compacted_at = trimmed;
+	}
 	pthread_mutex_unlock(&r->n->lock);
+	pthread_mutex_lock(&r->lock);
+	r->journal_bound = bound;
+	pthread_mutex_unlock(&r->lock);
+	for (i = 0; i < ncompact; i++)
+		journal_compact_events(r->n->journal, origins[i], marks[i]);
 }
 
 static void *supervisor_main(void *arg)
@@ -743,6 +808,7 @@ int repl_status(struct repl *r, struct repl_status *st)
 	journal_disk_usage(r->n->journal, &st->journal_bytes, &vlog_bytes);
 	st->journal_bytes += vlog_bytes;
 	pthread_mutex_lock(&r->lock);
+	st->journal_bound = r->journal_bound;
 	snprintf(st->name, sizeof(st->name), "%s", r->cfg.name);
 	snprintf(st->listen, sizeof(st->listen), "%s", r->cfg.listen);
 	st->node_id = r->cfg.node_id;
@@ -886,6 +952,7 @@ int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out
 	r->cfg = n->cfg;
 	r->primary_id = n->primary ? n->cfg.node_id : 0;
 	r->snap_needed = n->snap_state == NODE_SNAP_NEEDED;
+	r->journal_bound = journal_bound(r, &r->cfg);
 	r->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (r->stop_fd < 0) {
 		rv = -errno;

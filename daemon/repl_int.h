@@ -105,6 +105,10 @@ struct repl {
 	struct repl_peer *snap_owner;	/* guarded by lock */
 	struct repl_snap_progress snap; /* guarded by lock */
 	struct merkle_cache *digests;	/* guarded by the node lock: repl_build_tree() */
+	uint64_t journal_bound; /* guarded by lock: what trimming keeps the journal within */
+	/* Supervisor thread only: journal_trim_bytes() at the last compaction; warned once. */
+	uint64_t compacted_at;
+	int bound_warned;
 };
 
 /* File digests kept between hash-tree builds, in NODE_DIR. */
