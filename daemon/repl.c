@@ -453,36 +453,59 @@ static void free_peer(struct repl_peer *p)
 	free(p);
 }
 
-/* Apply a changed membership: drop removed peers, start added ones. */
+/*
+ * Apply a changed membership: drop removed peers, start added ones.  A
+ * peer whose section names a different node than the one known here (an
+ * id that differs, or none where one was learned: `peer remove` and `peer
+ * add` of a node made again under its name, both seen by one reload) is a
+ * removed peer and an added one: its links are dropped, its id is learned
+ * afresh from its certificate, and the old id's checkpoints are forgotten,
+ * so the old node neither keeps the new one out nor holds back trimming.
+ */
 static void reload_config(struct repl *r)
 {
 	struct config cfg;
 	struct repl_peer *gone[CONFIG_MAX_PEERS];
 	unsigned i, j, ngone = 0, k = 0;
 	char err[512];
+	int rv;
 
+	/*
+	 * Read under the lock: learn_id() saves a learned id under it, so a
+	 * file read before that save cannot be taken for the peer's section
+	 * written again without its id.
+	 */
+	pthread_mutex_lock(&r->lock);
 	if (config_load(r->conf_path, &cfg, err, sizeof(err)) < 0) {
+		pthread_mutex_unlock(&r->lock);
 		log_warn("configuration not reloaded: %s", err);
 		return;
 	}
-	pthread_mutex_lock(&r->lock);
 	for (i = 0; i < r->npeers; i++) {
 		struct repl_peer *p = r->peers[i];
 		int keep = 0;
 
 		for (j = 0; j < cfg.npeers; j++) {
-			if (!strcmp(cfg.peers[j].name, p->cfg.name)) {
-				keep = 1;
-				snprintf(p->cfg.address, sizeof(p->cfg.address), "%s",
-					 cfg.peers[j].address);
-				if (cfg.peers[j].id)
-					p->cfg.id = cfg.peers[j].id;
+			if (strcmp(cfg.peers[j].name, p->cfg.name))
+				continue;
+			if (p->cfg.id && cfg.peers[j].id != p->cfg.id) {
+				log_info("peer %s is node %016" PRIx64 " no more: %s", p->cfg.name,
+					 p->cfg.id,
+					 cfg.peers[j].id ? "the configuration names another id"
+							 : "its id is learned afresh");
+				break;
 			}
+			keep = 1;
+			snprintf(p->cfg.address, sizeof(p->cfg.address), "%s",
+				 cfg.peers[j].address);
+			if (cfg.peers[j].id)
+				p->cfg.id = cfg.peers[j].id;
 		}
 		if (keep) {
 			r->peers[k++] = p;
 		} else {
-			log_info("peer %s removed from the configuration", p->cfg.name);
+			if (j == cfg.npeers)
+				log_info("peer %s removed from the configuration", p->cfg.name);
 			p->gone = 1;
 			repl_wake(p->wake_fd);
 			gone[ngone++] = p;
@@ -508,10 +531,20 @@ static void reload_config(struct repl *r)
 	pthread_mutex_unlock(&r->lock);
 	/*
 	 * Inbound links may still point at a removed peer until they notice
-	 * it is gone, so its memory is kept until repl_stop().
+	 * it is gone, so its memory is kept until repl_stop().  They record no
+	 * checkpoint once it is gone (take_ack()), so none comes back.
 	 */
 	for (i = 0; i < ngone; i++) {
-		node_peer_forget(r->n, gone[i]->cfg.id);
+		if (gone[i]->cfg.id) {
+			node_peer_forget(r->n, gone[i]->cfg.id);
+			pthread_mutex_lock(&r->n->lock);
+			rv = journal_checkpoint_forget(r->n->journal, gone[i]->cfg.id);
+			pthread_mutex_unlock(&r->n->lock);
+			if (rv < 0)
+				log_warn("cannot forget the checkpoints of node %016" PRIx64
+					 " (peer %s): %s",
+					 gone[i]->cfg.id, gone[i]->cfg.name, strerror(-rv));
+		}
 		if (gone[i]->thread_running)
 			pthread_join(gone[i]->thread, NULL);
 		gone[i]->thread_running = 0;
@@ -934,6 +967,54 @@ static int load_journal_state(struct repl *r)
 	return rv;
 }
 
+static int is_peer_id(const struct config *cfg, uint64_t id)
+{
+	for (unsigned i = 0; i < cfg->npeers; i++)
+		if (cfg->peers[i].id == id)
+			return 1;
+	return 0;
+}
+
+/*
+ * Forget the checkpoints of nodes that are no peers any more: removed, or
+ * replaced by a node made again under their name, while this node was
+ * stopped (reload_config() forgets them while it runs).  A peer whose id
+ * is not known yet may be one of them: its confirmations come again when
+ * it connects.  Node lock held.
+ */
+static int forget_departed(struct repl *r)
+{
+	struct journal_iter *it = NULL;
+	uint64_t from = 0, peer = 0;
+	int rv, found;
+
+	for (;;) {
+		rv = journal_iter_new(r->n->journal, JOURNAL_CHECKPOINTS, from, 0, &it);
+		if (rv < 0)
+			return rv;
+		found = 0;
+		/* A malformed key is reported by the iterator and stepped over. */
+		while ((rv = journal_iter_next(it, &peer, NULL, NULL, NULL, NULL, NULL)) > 0 ||
+		       rv == -EBADMSG)
+			if (rv > 0 && !is_peer_id(&r->cfg, peer)) {
+				found = 1;
+				break;
+			}
+		journal_iter_free(it);
+		if (rv < 0)
+			return rv;
+		if (!found)
+			return 0;
+		rv = journal_checkpoint_forget(r->n->journal, peer);
+		if (rv < 0)
+			return rv;
+		log_info("forgot the checkpoints of node %016" PRIx64 ", no peer any more", peer);
+		if (peer == UINT64_MAX)
+			return 0;
+		from = peer + 1;
+	}
+}
+
 int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out)
 {
 	struct repl *r = calloc(1, sizeof(*r));
@@ -962,6 +1043,8 @@ int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out
 	rv = load_journal_state(r);
 	for (i = 0; rv == 0 && i < r->norigins; i++)
 		r->applied[i] = journal_applied(n->journal, r->origins[i]);
+	if (rv == 0 && forget_departed(r) < 0)
+		log_warn("cannot forget the checkpoints of former peers");
 	pthread_mutex_unlock(&n->lock);
 	if (rv < 0)
 		goto fail;
