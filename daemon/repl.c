@@ -656,8 +656,8 @@ static uint64_t journal_bound(struct repl *r, const struct config *cfg)
 }
 
 /*
- * One round of trimming, then, once trims deleted REPL_COMPACT_FRACTION of
- * the bound from LevelDB since the last one (and at least
+ * One round of trimming, then, once trims have deleted bound /
+ * REPL_COMPACT_FRACTION bytes from LevelDB since the last one (at least
  * REPL_COMPACT_MIN), a compaction of the trimmed ranges without the node
  * lock, so that the journal's size on disk, which the next round measures
  * against the bound, shows what was trimmed.  Without it LevelDB keeps

@@ -36,9 +36,8 @@
  *
  * Thread safety: none, journal_sync_log(), journal_compact_events() and
  * the iterators apart (a LevelDB iterator reads a consistent view beside
- * writers).  The caller
- * serialises the rest (fs/node.c holds the node's apply lock around every
- * call).
+ * writers).  The caller serialises the rest (fs/node.c holds the node's
+ * apply lock around every call).
  */
 #ifndef LEDGERFS_JOURNAL_H
 #define LEDGERFS_JOURNAL_H
