@@ -18,6 +18,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +33,18 @@
 #define REPL_SUPERVISE_MS 500
 /* And trims the journal this often (cheap when nothing is due). */
 #define REPL_TRIM_MS 2000
+/*
+ * Trimmed LevelDB bytes after which the trimmed ranges are compacted: this
+ * fraction of the journal's bound, and at least REPL_COMPACT_MIN.  Each
+ * compaction also flushes LevelDB's write buffer, so not every round.
+ */
+#define REPL_COMPACT_FRACTION 16
+#define REPL_COMPACT_MIN      (1u << 20)
+/*
+ * Value-log segments are this fraction of the bound: the segment appends
+ * go to is never deleted, so the value log can keep that much beyond it.
+ */
+#define REPL_VLOG_FRACTION 8
 
 int64_t repl_wall_ms(void)
 {
@@ -440,36 +453,59 @@ static void free_peer(struct repl_peer *p)
 	free(p);
 }
 
-/* Apply a changed membership: drop removed peers, start added ones. */
+/*
+ * Apply a changed membership: drop removed peers, start added ones.  A
+ * peer whose section names a different node than the one known here (an
+ * id that differs, or none where one was learned: `peer remove` and `peer
+ * add` of a node made again under its name, both seen by one reload) is a
+ * removed peer and an added one: its links are dropped, its id is learned
+ * afresh from its certificate, and the old id's checkpoints are forgotten,
+ * so the old node neither keeps the new one out nor holds back trimming.
+ */
 static void reload_config(struct repl *r)
 {
 	struct config cfg;
 	struct repl_peer *gone[CONFIG_MAX_PEERS];
 	unsigned i, j, ngone = 0, k = 0;
 	char err[512];
+	int rv;
 
+	/*
+	 * Read under the lock: learn_id() saves a learned id under it, so a
+	 * file read before that save cannot be taken for the peer's section
+	 * written again without its id.
+	 */
+	pthread_mutex_lock(&r->lock);
 	if (config_load(r->conf_path, &cfg, err, sizeof(err)) < 0) {
+		pthread_mutex_unlock(&r->lock);
 		log_warn("configuration not reloaded: %s", err);
 		return;
 	}
-	pthread_mutex_lock(&r->lock);
 	for (i = 0; i < r->npeers; i++) {
 		struct repl_peer *p = r->peers[i];
 		int keep = 0;
 
 		for (j = 0; j < cfg.npeers; j++) {
-			if (!strcmp(cfg.peers[j].name, p->cfg.name)) {
-				keep = 1;
-				snprintf(p->cfg.address, sizeof(p->cfg.address), "%s",
-					 cfg.peers[j].address);
-				if (cfg.peers[j].id)
-					p->cfg.id = cfg.peers[j].id;
+			if (strcmp(cfg.peers[j].name, p->cfg.name))
+				continue;
+			if (p->cfg.id && cfg.peers[j].id != p->cfg.id) {
+				log_info("peer %s is node %016" PRIx64 " no more: %s", p->cfg.name,
+					 p->cfg.id,
+					 cfg.peers[j].id ? "the configuration names another id"
+							 : "its id is learned afresh");
+				break;
 			}
+			keep = 1;
+			snprintf(p->cfg.address, sizeof(p->cfg.address), "%s",
+				 cfg.peers[j].address);
+			if (cfg.peers[j].id)
+				p->cfg.id = cfg.peers[j].id;
 		}
 		if (keep) {
 			r->peers[k++] = p;
 		} else {
-			log_info("peer %s removed from the configuration", p->cfg.name);
+			if (j == cfg.npeers)
+				log_info("peer %s removed from the configuration", p->cfg.name);
 			p->gone = 1;
 			repl_wake(p->wake_fd);
 			gone[ngone++] = p;
@@ -495,10 +531,20 @@ static void reload_config(struct repl *r)
 	pthread_mutex_unlock(&r->lock);
 	/*
 	 * Inbound links may still point at a removed peer until they notice
-	 * it is gone, so its memory is kept until repl_stop().
+	 * it is gone, so its memory is kept until repl_stop().  They record no
+	 * checkpoint once it is gone (take_ack()), so none comes back.
 	 */
 	for (i = 0; i < ngone; i++) {
-		node_peer_forget(r->n, gone[i]->cfg.id);
+		if (gone[i]->cfg.id) {
+			node_peer_forget(r->n, gone[i]->cfg.id);
+			pthread_mutex_lock(&r->n->lock);
+			rv = journal_checkpoint_forget(r->n->journal, gone[i]->cfg.id);
+			pthread_mutex_unlock(&r->n->lock);
+			if (rv < 0)
+				log_warn("cannot forget the checkpoints of node %016" PRIx64
+					 " (peer %s): %s",
+					 gone[i]->cfg.id, gone[i]->cfg.name, strerror(-rv));
+		}
 		if (gone[i]->thread_running)
 			pthread_join(gone[i]->thread, NULL);
 		gone[i]->thread_running = 0;
@@ -534,12 +580,14 @@ static void reap_shippers(struct repl *r, int all)
 }
 
 /*
- * Trim each origin's events that every member confirmed, outside the
- * retention window, and never a kept-aside tail; with retain_max_age also
- * events older than that which a member has not confirmed (it will need a
- * snapshot resync: its next FETCH is answered TRIMMED).  Node lock held.
+ * Trim each origin's events that every member confirmed and that
+ * retention lets go (older than retain_age, or any age while the journal
+ * is over its bound: *excess, which the walk lowers), never a kept-aside
+ * tail; with retain_max_age also events older than that which a member
+ * has not confirmed (it will need a snapshot resync: its next FETCH is
+ * answered TRIMMED).  Node lock held.
  */
-static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origin)
+static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origin, uint64_t *excess)
 {
 	struct node *n = r->n;
 	uint64_t applied = journal_applied(n->journal, origin), confirmed = applied,
@@ -564,13 +612,11 @@ static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origi
 	if (confirmed > bound)
 		confirmed = bound;
 	if (rv == 0 && confirmed)
-		rv =
-		    journal_trim_point(n->journal, origin, confirmed, cfg->retain_bytes,
-				       cfg->retain_age_sec * 1000, (uint64_t)repl_wall_ms(), &upto);
+		rv = journal_trim_point(n->journal, origin, confirmed, cfg->retain_age_sec * 1000,
+					(uint64_t)repl_wall_ms(), excess, &upto);
 	if (rv == 0 && cfg->retain_max_age_sec && bound > confirmed)
-		rv =
-		    journal_trim_point(n->journal, origin, bound, 0, cfg->retain_max_age_sec * 1000,
-				       (uint64_t)repl_wall_ms(), &forced);
+		rv = journal_trim_point(n->journal, origin, bound, cfg->retain_max_age_sec * 1000,
+					(uint64_t)repl_wall_ms(), NULL, &forced);
 	if (forced > upto)
 		upto = forced;
 	else
@@ -590,21 +636,73 @@ static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origi
 			 count, origin, upto);
 }
 
+/*
+ * The journal's bound (config_retain_bound()) for cfg, from the size of
+ * the filesystem that holds it.
+ */
+static uint64_t journal_bound(struct repl *r, const struct config *cfg)
+{
+	char path[4096 + sizeof(NODE_JOURNAL_DIR) + 1];
+	struct statvfs vfs;
+	uint64_t fs_bytes = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", r->n->dir, NODE_JOURNAL_DIR);
+	if (statvfs(path, &vfs) == 0)
+		fs_bytes = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+	else if (!r->bound_warned++)
+		log_warn("%s: statvfs: %s; the journal's bound is taken as %llu MiB", path,
+			 strerror(errno), CONFIG_RETAIN_AUTO_MAX >> 20);
+	return config_retain_bound(cfg, fs_bytes);
+}
+
+/*
+ * One round of trimming, then, once trims have deleted bound /
+ * REPL_COMPACT_FRACTION bytes from LevelDB since the last one (at least
+ * REPL_COMPACT_MIN), a compaction of the trimmed ranges without the node
+ * lock, so that the journal's size on disk, which the next round measures
+ * against the bound, shows what was trimmed.  Without it LevelDB keeps
+ * deleted events until its own compactions reach them, the journal looks
+ * over its bound round after round, and each round would trim younger
+ * events for space already freed.  Supervisor thread only.
+ */
 static void trim_journal(struct repl *r)
 {
-	uint64_t origins[REPL_MAX_ORIGINS];
+	uint64_t origins[REPL_MAX_ORIGINS], marks[REPL_MAX_ORIGINS];
+	uint64_t bound, ldb = 0, vbytes = 0, excess = 0, trimmed, every;
 	struct config cfg;
-	unsigned i, norigins;
+	unsigned i, norigins, ncompact = 0;
 
 	pthread_mutex_lock(&r->lock);
 	cfg = r->cfg;
 	norigins = r->norigins;
 	memcpy(origins, r->origins, sizeof(origins[0]) * norigins);
 	pthread_mutex_unlock(&r->lock);
+	bound = journal_bound(r, &cfg);
+	every = bound / REPL_COMPACT_FRACTION;
+	if (every < REPL_COMPACT_MIN)
+		every = REPL_COMPACT_MIN;
 	pthread_mutex_lock(&r->n->lock);
+	journal_set_vlog_segment_max(r->n->journal, bound / REPL_VLOG_FRACTION);
+	if (journal_disk_usage(r->n->journal, &ldb, &vbytes) == 0 && ldb + vbytes > bound)
+		excess = ldb + vbytes - bound;
 	for (i = 0; i < norigins; i++)
-		trim_origin(r, &cfg, origins[i]);
+		trim_origin(r, &cfg, origins[i], &excess);
+	trimmed = journal_trim_bytes(r->n->journal);
+	if (trimmed < r->compacted_at)
+		r->compacted_at = 0;
+	if (trimmed - r->compacted_at >= every) {
+		for (i = 0; i < norigins; i++)
+			if (journal_trimmed(r->n->journal, origins[i], &marks[ncompact]) == 0 &&
+			    marks[ncompact])
+				origins[ncompact++] = origins[i];
+		r->compacted_at = trimmed;
+	}
 	pthread_mutex_unlock(&r->n->lock);
+	pthread_mutex_lock(&r->lock);
+	r->journal_bound = bound;
+	pthread_mutex_unlock(&r->lock);
+	for (i = 0; i < ncompact; i++)
+		journal_compact_events(r->n->journal, origins[i], marks[i]);
 }
 
 static void *supervisor_main(void *arg)
@@ -743,6 +841,7 @@ int repl_status(struct repl *r, struct repl_status *st)
 	journal_disk_usage(r->n->journal, &st->journal_bytes, &vlog_bytes);
 	st->journal_bytes += vlog_bytes;
 	pthread_mutex_lock(&r->lock);
+	st->journal_bound = r->journal_bound;
 	snprintf(st->name, sizeof(st->name), "%s", r->cfg.name);
 	snprintf(st->listen, sizeof(st->listen), "%s", r->cfg.listen);
 	st->node_id = r->cfg.node_id;
@@ -876,6 +975,54 @@ static int load_journal_state(struct repl *r)
 	return rv;
 }
 
+static int is_peer_id(const struct config *cfg, uint64_t id)
+{
+	for (unsigned i = 0; i < cfg->npeers; i++)
+		if (cfg->peers[i].id == id)
+			return 1;
+	return 0;
+}
+
+/*
+ * Forget the checkpoints of nodes that are no peers any more: removed, or
+ * replaced by a node made again under their name, while this node was
+ * stopped (reload_config() forgets them while it runs).  A peer whose id
+ * is not known yet may be one of them: its confirmations come again when
+ * it connects.  Node lock held.
+ */
+static int forget_departed(struct repl *r)
+{
+	struct journal_iter *it = NULL;
+	uint64_t from = 0, peer = 0;
+	int rv, found;
+
+	for (;;) {
+		rv = journal_iter_new(r->n->journal, JOURNAL_CHECKPOINTS, from, 0, &it);
+		if (rv < 0)
+			return rv;
+		found = 0;
+		/* A malformed key is reported by the iterator and stepped over. */
+		while ((rv = journal_iter_next(it, &peer, NULL, NULL, NULL, NULL, NULL)) > 0 ||
+		       rv == -EBADMSG)
+			if (rv > 0 && !is_peer_id(&r->cfg, peer)) {
+				found = 1;
+				break;
+			}
+		journal_iter_free(it);
+		if (rv < 0)
+			return rv;
+		if (!found)
+			return 0;
+		rv = journal_checkpoint_forget(r->n->journal, peer);
+		if (rv < 0)
+			return rv;
+		log_info("forgot the checkpoints of node %016" PRIx64 ", no peer any more", peer);
+		if (peer == UINT64_MAX)
+			return 0;
+		from = peer + 1;
+	}
+}
+
 int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out)
 {
 	struct repl *r = calloc(1, sizeof(*r));
@@ -894,6 +1041,7 @@ int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out
 	r->cfg = n->cfg;
 	r->primary_id = n->primary ? n->cfg.node_id : 0;
 	r->snap_needed = n->snap_state == NODE_SNAP_NEEDED;
+	r->journal_bound = journal_bound(r, &r->cfg);
 	r->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (r->stop_fd < 0) {
 		rv = -errno;
@@ -903,6 +1051,8 @@ int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out
 	rv = load_journal_state(r);
 	for (i = 0; rv == 0 && i < r->norigins; i++)
 		r->applied[i] = journal_applied(n->journal, r->origins[i]);
+	if (rv == 0 && forget_departed(r) < 0)
+		log_warn("cannot forget the checkpoints of former peers");
 	pthread_mutex_unlock(&n->lock);
 	if (rv < 0)
 		goto fail;

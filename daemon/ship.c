@@ -336,11 +336,21 @@ out:
 static int take_ack(struct ship *sh, const struct proto_ack *ack)
 {
 	struct repl *r = sh->r;
-	int rv, idx;
+	int rv = 0, idx, gone;
 
+	/*
+	 * Not for a peer removed meanwhile: reload_config() forgets its
+	 * checkpoints under the node lock once it is gone.
+	 */
 	pthread_mutex_lock(&r->n->lock);
-	rv = journal_checkpoint_put(r->n->journal, sh->s->peer_id, ack->origin, ack->seq);
+	pthread_mutex_lock(&r->lock);
+	gone = sh->p->gone;
+	pthread_mutex_unlock(&r->lock);
+	if (!gone)
+		rv = journal_checkpoint_put(r->n->journal, sh->s->peer_id, ack->origin, ack->seq);
 	pthread_mutex_unlock(&r->n->lock);
+	if (gone)
+		return 0;
 	if (rv == 0 && ack->origin == r->cfg.node_id)
 		node_peer_confirmed(r->n, sh->s->peer_id, ack->seq);
 	if (rv < 0) {

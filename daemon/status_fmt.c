@@ -432,7 +432,9 @@ int status_fmt_text(const struct repl_status *st, struct pbuf *b)
 	put(&o, "in sync: %s\n", st->in_sync ? "yes" : "no");
 	put(&o, "journal: ");
 	put_bytes(&o, st->journal_bytes);
-	put(&o, ", oldest held:");
+	put(&o, " of a ");
+	put_bytes(&o, st->journal_bound);
+	put(&o, " bound, oldest held:");
 	put_vector(&o, st, st->oldest, st->norigins);
 	if (st->sync_peers)
 		put(&o, "synchronous replication: fsync waits for %" PRIu32 " peer%s%s\n",
@@ -596,7 +598,8 @@ int status_fmt_json(const struct repl_status *st, struct pbuf *b)
 		put(&o, i ? "," : "");
 		put_json_peer(&o, &st->peers[i]);
 	}
-	put(&o, "],\"journal_bytes\":%" PRIu64 ",\"oldest\":", st->journal_bytes);
+	put(&o, "],\"journal_bytes\":%" PRIu64 ",\"journal_bound\":%" PRIu64 ",\"oldest\":",
+	    st->journal_bytes, st->journal_bound);
 	put_json_vector(&o, st->oldest, st->norigins);
 	put(&o, ",\"sync_peers\":%" PRIu32 ",\"degraded\":%s,\"rebuild_needed\":%s,\"tails\":[",
 	    st->sync_peers, st->degraded ? "true" : "false", st->rebuild_needed ? "true" : "false");
@@ -770,6 +773,11 @@ int status_fmt_prometheus(const struct repl_status *st, struct pbuf *b)
 		    "Bytes of the journal on disk (LevelDB and value log).");
 	prom_open(&o, "ledgerfs_journal_bytes", st);
 	put(&o, "} %" PRIu64 "\n", st->journal_bytes);
+	prom_family(&o, "ledgerfs_journal_bound_bytes", "gauge",
+		    "Bytes trimming keeps the journal within (retain_bytes), unless members "
+		    "have not confirmed its events.");
+	prom_open(&o, "ledgerfs_journal_bound_bytes", st);
+	put(&o, "} %" PRIu64 "\n", st->journal_bound);
 	prom_family(&o, "ledgerfs_oldest_seq", "gauge",
 		    "Oldest seq of each origin the journal still holds (0: none).");
 	for (i = 0; i < st->norigins; i++) {

@@ -135,6 +135,15 @@ void config_defaults(struct config *cfg)
 	cfg->retain_age_sec = DEFAULT_RETAIN_AGE;
 }
 
+uint64_t config_retain_bound(const struct config *cfg, uint64_t fs_bytes)
+{
+	uint64_t share = fs_bytes / 100 * CONFIG_RETAIN_AUTO_PERCENT;
+
+	if (cfg->retain_bytes)
+		return cfg->retain_bytes;
+	return share && share < CONFIG_RETAIN_AUTO_MAX ? share : CONFIG_RETAIN_AUTO_MAX;
+}
+
 int config_name_valid(const char *name)
 {
 	size_t i, len = strnlen(name, CONFIG_NAME_MAX);

@@ -108,6 +108,7 @@ struct journal {
 	uint8_t *vseg_list;
 	size_t vseg_len;
 	size_t vseg_cap;
+	uint64_t trim_bytes; /* LevelDB bytes (keys and records) trims deleted since open */
 };
 
 struct journal_iter {
@@ -1367,6 +1368,35 @@ int journal_checkpoint_put(struct journal *j, uint64_t peer, uint64_t origin, ui
 	return ret;
 }
 
+int journal_checkpoint_forget(struct journal *j, uint64_t peer)
+{
+	leveldb_iterator_t *it = leveldb_create_iterator(j->db, j->scan_opts);
+	leveldb_writebatch_t *b = leveldb_writebatch_create();
+	uint8_t k[KEY_CKPT_LEN];
+	const char *key;
+	size_t klen;
+	char *err = NULL;
+	int ret = 0;
+
+	key_ckpt(k, peer, 0);
+	/* Checkpoints are few per peer (one per origin): one batch holds them all. */
+	for (leveldb_iter_seek(it, (const char *)k, sizeof(k)); leveldb_iter_valid(it);
+	     leveldb_iter_next(it)) {
+		key = leveldb_iter_key(it, &klen);
+		if (klen < 11 || memcmp(key, k, 11) != 0)
+			break;
+		leveldb_writebatch_delete(b, key, klen);
+	}
+	leveldb_iter_get_error(it, &err);
+	if (err)
+		ret = db_fail(j, "iterate", err);
+	if (ret == 0)
+		ret = journal_write(j, b, 0, "forget checkpoints");
+	leveldb_writebatch_destroy(b);
+	leveldb_iter_destroy(it);
+	return ret;
+}
+
 int journal_iter_new(struct journal *j, enum journal_kind kind, uint64_t origin, uint64_t seq,
 		     struct journal_iter **out)
 {
@@ -1682,8 +1712,9 @@ static int trim_events(struct journal *j, struct origin_mark *m, uint64_t upto, 
 	leveldb_writebatch_t *b = leveldb_writebatch_create();
 	leveldb_iterator_t *it = iter_oldest(j, m->origin);
 	uint8_t k[KEY_EVENT_LEN];
-	uint64_t seq = 0, n = 0;
+	uint64_t seq = 0, n = 0, bytes = 0;
 	unsigned inbatch = 0;
+	size_t vlen;
 	int ret, more = 1;
 
 	while (more) {
@@ -1694,6 +1725,8 @@ static int trim_events(struct journal *j, struct origin_mark *m, uint64_t upto, 
 		if (more) {
 			key_event(k, m->origin, seq);
 			leveldb_writebatch_delete(b, (const char *)k, sizeof(k));
+			leveldb_iter_value(it, &vlen);
+			bytes += sizeof(k) + vlen;
 			inbatch++;
 			n++;
 			leveldb_iter_next(it);
@@ -1703,6 +1736,8 @@ static int trim_events(struct journal *j, struct origin_mark *m, uint64_t upto, 
 			if (ret < 0)
 				goto out;
 			*deleted = n;
+			j->trim_bytes += bytes;
+			bytes = 0;
 			inbatch = 0;
 		}
 	}
@@ -1739,6 +1774,26 @@ int journal_trimmed(struct journal *j, uint64_t origin, uint64_t *seq)
 {
 	*seq = mark_trimmed(j, origin);
 	return 0;
+}
+
+uint64_t journal_trim_bytes(const struct journal *j)
+{
+	return j->trim_bytes;
+}
+
+void journal_compact_events(struct journal *j, uint64_t origin, uint64_t upto)
+{
+	uint8_t from[KEY_EVENT_LEN], to[KEY_EVENT_LEN];
+
+	key_event(from, origin, 0);
+	key_event(to, origin, upto);
+	leveldb_compact_range(j->db, (const char *)from, sizeof(from), (const char *)to,
+			      sizeof(to));
+}
+
+void journal_set_vlog_segment_max(struct journal *j, uint64_t bytes)
+{
+	vlog_set_segment_max(j->vlog, bytes);
 }
 
 int journal_oldest(struct journal *j, uint64_t origin, uint64_t *seq)
@@ -1782,26 +1837,18 @@ static int trim_measure(struct journal *j, leveldb_iterator_t *it, uint64_t orig
 }
 
 int journal_trim_point(struct journal *j, uint64_t origin, uint64_t confirmed,
-		       uint64_t retain_bytes, uint64_t retain_age_ms, uint64_t now_ms,
-		       uint64_t *upto)
+		       uint64_t retain_age_ms, uint64_t now_ms, uint64_t *excess, uint64_t *upto)
 {
 	leveldb_iterator_t *it = NULL;
 	uint64_t limit = confirmed, applied = journal_applied(j, origin);
-	uint64_t total = 0, ldb, vbytes, passed = 0, seq, bytes, phys;
-	int ret = 0;
+	uint64_t seq, bytes, phys;
+	int ret = 0, young;
 
 	*upto = mark_trimmed(j, origin);
 	if (limit > applied)
 		limit = applied;
-	/* Nothing can be older than the epoch. */
-	if (limit <= *upto || (retain_age_ms && now_ms < retain_age_ms))
+	if (limit <= *upto)
 		return 0;
-	if (retain_bytes) {
-		ret = journal_disk_usage(j, &ldb, &vbytes);
-		if (ret < 0)
-			return ret;
-		total = ldb + vbytes;
-	}
 	it = iter_oldest(j, origin);
 	for (unsigned n = 0; n < JOURNAL_TRIM_SCAN_MAX; n++) {
 		ret = iter_origin_seq(j, it, origin, &seq);
@@ -1813,18 +1860,19 @@ int journal_trim_point(struct journal *j, uint64_t origin, uint64_t confirmed,
 			ret = 0;
 			goto out;
 		}
-		if (retain_bytes || retain_age_ms) {
+		if (retain_age_ms || (excess && *excess)) {
 			ret = trim_measure(j, it, origin, seq, &bytes, &phys);
 			if (ret < 0) {
 				ret = 0;
 				goto out;
 			}
-			if (retain_age_ms && phys > now_ms - retain_age_ms)
+			/* Nothing can be older than the epoch. */
+			young = retain_age_ms &&
+				(now_ms < retain_age_ms || phys > now_ms - retain_age_ms);
+			if (young && !(excess && *excess))
 				goto out;
-			if (retain_bytes &&
-			    (passed + bytes > total || total - passed - bytes < retain_bytes))
-				goto out;
-			passed += bytes;
+			if (excess)
+				*excess -= bytes < *excess ? bytes : *excess;
 		}
 		*upto = seq;
 		leveldb_iter_next(it);

@@ -176,6 +176,15 @@ static int segment_create(struct vlog *v)
 	return 0;
 }
 
+void vlog_set_segment_max(struct vlog *v, uint64_t bytes)
+{
+	if (bytes < VLOG_SEGMENT_MIN)
+		bytes = VLOG_SEGMENT_MIN;
+	if (bytes > VLOG_SEGMENT_MAX)
+		bytes = VLOG_SEGMENT_MAX;
+	v->segment_max = bytes;
+}
+
 /* Close the current segment (synced) so the next append starts a new one. */
 static int segment_roll(struct vlog *v)
 {

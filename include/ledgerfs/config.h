@@ -18,8 +18,9 @@
  *   sync_timeout = 5000            ; ms an fsync waits for sync_peers confirmations
  *   sync_degrade = no              ; yes: after the timeout go asynchronous instead of failing
  *   [journal]                      ; retention: events every peer confirmed are trimmed
- *   retain_bytes = 0               ; but the newest this many bytes are kept (K/M/G/T = 1024^n)
- *   retain_age = 1d                ; and events younger than this (seconds, or s/m/h/d)
+ *   retain_bytes = 0               ; once the journal is over this bound (K/M/G/T = 1024^n);
+ *                                  ; 0: min(1G, 5% of the journal's filesystem)
+ *   retain_age = 1d                ; or once older than this (seconds, or s/m/h/d)
  *   retain_max_age = 0             ; events older than this go even if a member has not
  *                                  ; confirmed them (it then resyncs by snapshot); 0: never
  *   [peer b]                       ; one section per peer
@@ -55,12 +56,24 @@ struct config {
 	uint32_t sync_peers;
 	uint32_t sync_timeout_ms;
 	bool sync_degrade;
-	uint64_t retain_bytes;	     /* 0: no size floor */
-	uint64_t retain_age_sec;     /* 0: no age floor */
+	uint64_t retain_bytes;	     /* the journal's bound; 0: config_retain_bound() picks it */
+	uint64_t retain_age_sec;     /* 0: confirmed events are not kept for their age */
 	uint64_t retain_max_age_sec; /* 0: unconfirmed events are never trimmed */
 	unsigned npeers;
 	struct config_peer peers[CONFIG_MAX_PEERS];
 };
+
+/* The bound retain_bytes = 0 gives: CONFIG_RETAIN_AUTO_PERCENT of the filesystem, at most this. */
+#define CONFIG_RETAIN_AUTO_MAX	   (1ull << 30)
+#define CONFIG_RETAIN_AUTO_PERCENT 5
+
+/*
+ * The bytes the journal is kept within, trimming what every member
+ * confirmed: retain_bytes if set, else CONFIG_RETAIN_AUTO_PERCENT of fs_bytes
+ * (the size of the filesystem holding the journal; 0 if unknown) and at
+ * most CONFIG_RETAIN_AUTO_MAX.
+ */
+uint64_t config_retain_bound(const struct config *cfg, uint64_t fs_bytes);
 
 /* Fill cfg with defaults (no name, no ids, no peers). */
 void config_defaults(struct config *cfg);

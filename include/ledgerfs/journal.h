@@ -34,10 +34,10 @@
  * durable, and its key only after the deletion is (directory fsync), so a
  * crash in between leaves a key that the next journal_trim() acts on again.
  *
- * Thread safety: none, journal_sync_log() and the iterators apart (a
- * LevelDB iterator reads a consistent view beside writers).  The caller
- * serialises the rest (fs/node.c holds the node's apply lock around every
- * call).
+ * Thread safety: none, journal_sync_log(), journal_compact_events() and
+ * the iterators apart (a LevelDB iterator reads a consistent view beside
+ * writers).  The caller serialises the rest (fs/node.c holds the node's
+ * apply lock around every call).
  */
 #ifndef LEDGERFS_JOURNAL_H
 #define LEDGERFS_JOURNAL_H
@@ -212,6 +212,11 @@ void journal_sync_end(struct journal *j, struct journal_sync *s, int result);
 int journal_checkpoint_get(struct journal *j, uint64_t peer, uint64_t origin, uint64_t *seq);
 /* Never moves a checkpoint backwards: a lower seq is ignored. */
 int journal_checkpoint_put(struct journal *j, uint64_t peer, uint64_t origin, uint64_t seq);
+/*
+ * Delete every checkpoint of peer: it left the membership, or its name now
+ * belongs to a new node (a replaced one), whose confirmations start afresh.
+ */
+int journal_checkpoint_forget(struct journal *j, uint64_t peer);
 
 /*
  * Iteration over keys of one kind in key order.  Each step hands out the
@@ -277,30 +282,50 @@ int journal_oldest(struct journal *j, uint64_t origin, uint64_t *seq);
 /*
  * The highest seq of origin that may be trimmed now, into *upto: at most
  * confirmed (the lowest seq every member confirmed, from the caller) and
- * journal_applied(origin), and never an event that the retention window
- * keeps:
+ * journal_applied(origin), and never an event that retention keeps:
  *   - retain_age_ms (0: none): an event is kept until now_ms is at least
  *     retain_age_ms past the physical part of its hlc (ms since the epoch,
- *     the clock of the node that made it);
- *   - retain_bytes (0: none): the walk stops before the journal would keep
- *     less than retain_bytes.
+ *     the clock of the node that made it), but only while *excess is 0;
+ *   - excess (NULL: none): how many bytes the journal is over its bound.
+ *     While *excess is above 0, events go however young they are, and
+ *     each one the walk passes takes its size (key + record + value-log
+ *     record) off *excess, so that the caller can carry what is left to
+ *     the next origin.
  * The walk goes oldest first from the oldest retained event and stops at
- * the first event either rule keeps, so retention holds a contiguous
- * suffix.  Bytes are approximate: what the journal keeps is taken as its
- * disk usage (LevelDB files + value-log segments, journal_disk_usage())
- * minus what the walk passed, counted as key + record + value-log record
- * per event.  Disk usage lags behind trims (LevelDB frees space at
- * compaction, the value log a whole segment at a time), so right after a
- * trim the journal looks larger than what it keeps and a following call
- * can trim somewhat below the floor; LevelDB compression errs the other
- * way.  An event that does not decode stops the walk (fsck repairs it).
- * At most JOURNAL_TRIM_SCAN_MAX events are examined per call (each is
- * decoded, CRC included, when a floor is set), so one call bounds the work
- * of the journal_trim() it leads to; the next call goes on from there.
- * *upto is journal_trimmed(origin) when nothing may be trimmed.
+ * the first event kept, so retention holds a contiguous suffix.  An event
+ * that does not decode stops the walk (fsck repairs it).  At most
+ * JOURNAL_TRIM_SCAN_MAX events are examined per call (each is decoded,
+ * CRC included, when an age or an excess is given), so one call bounds the
+ * work of the journal_trim() it leads to; the next call goes on from
+ * there.  *upto is journal_trimmed(origin) when nothing may be trimmed.
  */
 int journal_trim_point(struct journal *j, uint64_t origin, uint64_t confirmed,
-		       uint64_t retain_bytes, uint64_t retain_age_ms, uint64_t now_ms,
-		       uint64_t *upto);
+		       uint64_t retain_age_ms, uint64_t now_ms, uint64_t *excess, uint64_t *upto);
+
+/*
+ * Bytes of LevelDB keys and records that journal_trim() deleted since the
+ * journal was opened.  LevelDB gives their space back only when a
+ * compaction goes over them: the caller compares this with what it was at
+ * its last journal_compact_events() to know when one is worth it.
+ */
+uint64_t journal_trim_bytes(const struct journal *j);
+
+/*
+ * Compact LevelDB's files over the events of origin up to upto, so that
+ * the space of trimmed events comes back now, not whenever LevelDB's own
+ * compactions reach them (with keys written in order, that can be never
+ * for the oldest).  It flushes LevelDB's write buffer and rewrites the
+ * table files that overlap the range; as it touches nothing but LevelDB,
+ * it may run concurrently with every other call, and should: it takes as
+ * long as reading those files.
+ */
+void journal_compact_events(struct journal *j, uint64_t origin, uint64_t upto);
+
+/*
+ * Size at which the value log starts a new segment (vlog_set_segment_max()).
+ * The segment appends go to is never deleted, so this is how much the value
+ * log can hold beyond what retention keeps.
+ */
+void journal_set_vlog_segment_max(struct journal *j, uint64_t bytes);
 
 #endif

@@ -155,6 +155,7 @@ struct repl_status {
 	struct node_tail tails[NODE_MAX_FENCES];
 	int rebuild_needed;	/* the store still holds kept-aside events: restart rebuilds it */
 	uint64_t journal_bytes; /* LevelDB and value log on disk */
+	uint64_t journal_bound; /* what trimming keeps it within (config_retain_bound()) */
 	struct evid oldest[REPL_MAX_ORIGINS]; /* per origin (as applied[]): oldest seq held */
 	int in_sync;	 /* every peer connected both ways and confirmed all we hold, and we lack
 			    nothing it advertised */

@@ -31,6 +31,8 @@
 #define VLOG_HEADER_LEN 24
 /* A segment is closed once appending would take it past this size. */
 #define VLOG_SEGMENT_MAX (256ull << 20)
+/* Smallest roll-over size vlog_set_segment_max() sets: fewer files to open and list. */
+#define VLOG_SEGMENT_MIN (1ull << 20)
 /* Largest payload accepted; the same bound as an inline event payload. */
 #define VLOG_MAX_PAYLOAD EVENT_MAX_DATA
 
@@ -43,6 +45,13 @@ struct vlog;
  * Errors: negative errno; *why (may be NULL) names the problem.
  */
 int vlog_open(const char *dir, uint64_t segment_max, struct vlog **out, const char **why);
+
+/*
+ * Change the roll-over size: the segment appends go to is closed once a
+ * record would take it past bytes (at least VLOG_SEGMENT_MIN, at most
+ * VLOG_SEGMENT_MAX), also when it is already larger.
+ */
+void vlog_set_segment_max(struct vlog *v, uint64_t bytes);
 
 /* Closes without syncing (vlog_sync() first for durability).  NULL is allowed. */
 void vlog_close(struct vlog *v);

@@ -1,14 +1,17 @@
 """Membership edits: `ledgerctl peer add | remove | list NODE_DIR`.
 
 Only the configuration file is involved (a running node re-reads it by
-itself), so these tests need no mount: they check what the commands print,
-what they leave in NODE_DIR/ledgerfs.conf, and that every refusal leaves
-the file exactly as it was.
+itself), so most of these tests need no mount: they check what the
+commands print, what they leave in NODE_DIR/ledgerfs.conf, and that every
+refusal leaves the file exactly as it was.  The last one replaces a node
+of a running cluster by the README's procedure.
 """
 
 import re
+import shutil
 
 import lfs
+from cluster import Cluster
 from lfs import check, check_eq
 
 
@@ -181,3 +184,76 @@ def test_init_and_peer_add_share_one_address_parser():
             reason = cp.stderr.rsplit(": ", 1)[-1].strip()
             _refused(2, conf, reason, "add", d, f"x={bad}")
         check(not (wd / "n").exists(), "no node directory left behind")
+
+
+def _set_retain_age(node, value):
+    conf = node.dir / "ledgerfs.conf"
+    text, n = re.subn(r"^retain_age = .*$", f"retain_age = {value}", conf.read_text(), flags=re.M)
+    check_eq(n, 1, f"retain_age in {conf}")
+    conf.write_text(text)
+
+
+def _oldest(cl, name, origin_name):
+    """Oldest seq of origin_name's events node name holds (0: none)."""
+    return cl.status(name)["oldest"].get(cl[origin_name].id, 0)
+
+
+def test_a_wiped_node_made_again_under_its_name_converges():
+    """README, "Replacing a node": c is stopped and its node directory
+    removed, made again with init --join (a new id), given b as a peer;
+    each member does peer remove c then peer add c=ADDR, a while it runs, b
+    while it is stopped.  The members learn c's new id, c resyncs and
+    converges, the old id's checkpoints are gone from the members' status
+    (and their journals, as they log), and trimming (retain_age 1 s) goes
+    past what the old c had confirmed."""
+    with lfs.Workdir() as wd:
+        cl = Cluster(wd, ["a", "b", "c"], start=False)
+        for name in cl.names:
+            _set_retain_age(cl[name], "1")
+            cl.start(name)
+        a, b, c = cl["a"], cl["b"], cl["c"]
+        for i in range(20):
+            lfs.write_file(a.m(f"f{i}"), f"{i}\n".encode())
+        lfs.write_file(a.m("before"), b"1", fsync=True)
+        cl.wait_in_sync()
+        old = c.id
+        cl.stop("c")
+        cl.stop("b")
+        shutil.rmtree(c.dir)
+        lfs.write_file(a.m("while-away"), b"2", fsync=True)
+        held = cl.seq("a")
+        lfs.ctl("init", c.dir, "--name", "c", "--ca", cl.ca, "--listen", c.address,
+                "--join", a.address)
+        lfs.ctl("peer", "add", c.dir, f"b={b.address}")
+        for m in ("a", "b"):
+            lfs.ctl("peer", "remove", cl[m].dir, "c")
+            lfs.ctl("peer", "add", cl[m].dir, f"c={c.address}")
+        c.load_ids()
+        check(c.id != old, "init --join made a new id")
+        cl.by_id[c.id] = "c"
+        mark = b.log_mark()
+        cl.start("b")
+        # c starts once a holds b's events (b's restart made some) and took in
+        # the new [peer c]: c may then resync from b without a, the primary,
+        # having to fetch from c events of b's that c's snapshot skipped.
+        cl.wait_converged(["a", "b"])
+
+        def a_forgot_old_id():
+            return {p["name"]: p["id"] for p in a.status()["peers"]}.get("c") is None
+        lfs.wait_until(a_forgot_old_id, 10, "a to drop c's old id on re-reading its config")
+        cl.start("c")
+        cl.wait_in_sync()
+        check_eq(lfs.read_file(c.m("while-away")), b"2", "c has what was written before")
+        check(cl.status("c")["snapshot"]["done"], "c came back by snapshot resync")
+        lfs.write_file(a.m("after"), b"3", fsync=True)
+        cl.wait_file("c", "after", b"3")
+        for m in ("a", "b"):
+            peers = {p["name"]: p for p in cl.status(m)["peers"]}
+            check_eq(peers["c"]["id"], c.id, f"{m} knows c by its new id")
+            check(not [p for p in peers.values() if p["id"] == old],
+                  f"{m} shows no peer with the old id {old}: {peers}")
+        check(f"forgot the checkpoints of node {old}" in b.log_since(mark),
+              "b forgets the old id's checkpoints when it starts")
+        # What the old c confirmed stopped there; the new c's confirmations count.
+        lfs.wait_until(lambda: _oldest(cl, "a", "a") not in range(1, held + 1), 30,
+                       f"a to trim past seq {held}, which the old c never confirmed")

@@ -129,11 +129,27 @@ Test(config, missing_optional_keys_take_defaults)
 	cr_expect_eq(cfg.sync_peers, 0);
 	cr_expect_eq(cfg.sync_timeout_ms, 5000);
 	cr_expect_not(cfg.sync_degrade);
-	cr_expect_eq(cfg.retain_bytes, 0, "no size floor");
+	cr_expect_eq(cfg.retain_bytes, 0, "the bound is picked from the filesystem");
 	cr_expect_eq(cfg.retain_age_sec, 86400, "a day");
 	cr_expect_eq(cfg.batch_events, def.batch_events);
 	cr_expect_str_empty(cfg.listen);
 	cr_expect_eq(cfg.npeers, 0);
+}
+
+Test(config, the_default_bound_is_a_share_of_the_filesystem_capped)
+{
+	struct config cfg;
+	uint64_t gib = 1ull << 30;
+
+	config_defaults(&cfg);
+	cr_expect_eq(config_retain_bound(&cfg, 10 * gib), 10 * gib / 100 * 5, "5%% of 10 GiB");
+	cr_expect_eq(config_retain_bound(&cfg, 21 * gib), gib, "5%% of 21 GiB is over the cap");
+	cr_expect_eq(config_retain_bound(&cfg, 4000 * gib), gib, "capped at 1 GiB");
+	cr_expect_eq(config_retain_bound(&cfg, 0), gib, "filesystem size unknown: the cap");
+	cr_expect_eq(config_retain_bound(&cfg, 100), 5);
+	cfg.retain_bytes = 2 << 20;
+	cr_expect_eq(config_retain_bound(&cfg, 4000 * gib), 2 << 20, "retain_bytes set");
+	cr_expect_eq(config_retain_bound(&cfg, 0), 2 << 20);
 }
 
 Test(config, missing_file_is_enoent_naming_the_path)

@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <leveldb/c.h>
 #include <signal.h>
 #include <stdio.h>
@@ -563,6 +564,33 @@ Test(journal, checkpoints_never_move_backwards)
 	cr_assert_eq(seq, 11);
 	cr_assert_eq(journal_checkpoint_get(j, 3, 7, &seq), 0);
 	cr_assert_eq(seq, 0);
+	journal_close(j);
+}
+
+Test(journal, forgetting_a_peer_drops_its_checkpoints_only)
+{
+	struct journal *j = jopen(1);
+	uint64_t seq = 1;
+
+	cr_assert_eq(journal_checkpoint_put(j, 2, 7, 10), 0);
+	cr_assert_eq(journal_checkpoint_put(j, 2, NODE, 5), 0);
+	cr_assert_eq(journal_checkpoint_put(j, 3, 7, 9), 0);
+	cr_assert_eq(journal_checkpoint_put(j, 1, 7, 8), 0);
+	cr_assert_eq(journal_checkpoint_forget(j, 2), 0);
+	cr_assert_eq(journal_checkpoint_forget(j, 99), 0, "a peer without checkpoints");
+	journal_close(j);
+	j = jopen(0);
+	cr_assert_eq(journal_checkpoint_get(j, 2, 7, &seq), 0);
+	cr_assert_eq(seq, 0);
+	cr_assert_eq(journal_checkpoint_get(j, 2, NODE, &seq), 0);
+	cr_assert_eq(seq, 0);
+	cr_assert_eq(journal_checkpoint_get(j, 3, 7, &seq), 0);
+	cr_assert_eq(seq, 9, "the next peer's are kept");
+	cr_assert_eq(journal_checkpoint_get(j, 1, 7, &seq), 0);
+	cr_assert_eq(seq, 8, "and the one before's");
+	cr_assert_eq(journal_checkpoint_put(j, 2, 7, 3), 0);
+	cr_assert_eq(journal_checkpoint_get(j, 2, 7, &seq), 0);
+	cr_assert_eq(seq, 3, "confirmations after forgetting start from nothing");
 	journal_close(j);
 }
 
@@ -1341,30 +1369,43 @@ Test(journal, segment_left_behind_goes_at_the_next_trim)
 	journal_close(j);
 }
 
+/* journal_trim_point() without an excess. */
 static uint64_t trim_point(struct journal *j, uint64_t origin, uint64_t confirmed,
-			   uint64_t retain_bytes, uint64_t retain_age_ms, uint64_t now_ms)
+			   uint64_t retain_age_ms, uint64_t now_ms)
 {
 	uint64_t upto = 77;
 
-	cr_assert_eq(
-	    journal_trim_point(j, origin, confirmed, retain_bytes, retain_age_ms, now_ms, &upto),
-	    0);
+	cr_assert_eq(journal_trim_point(j, origin, confirmed, retain_age_ms, now_ms, NULL, &upto),
+		     0);
+	return upto;
+}
+
+/* journal_trim_point() with the journal *excess bytes over its bound. */
+static uint64_t trim_point_over(struct journal *j, uint64_t origin, uint64_t confirmed,
+				uint64_t retain_age_ms, uint64_t now_ms, uint64_t *excess)
+{
+	uint64_t upto = 77;
+
+	cr_assert_eq(journal_trim_point(j, origin, confirmed, retain_age_ms, now_ms, excess, &upto),
+		     0);
 	return upto;
 }
 
 Test(journal, trim_point_stays_within_confirmed_and_applied)
 {
 	struct journal *j = jopen(1);
+	uint64_t excess = UINT64_MAX;
 
 	append_applied(j, 10);
 	append_small(j, NULL);
-	cr_assert_eq(trim_point(j, NODE, 6, 0, 0, 0), 6);
-	cr_assert_eq(trim_point(j, NODE, 20, 0, 0, 0), 10, "11 is not applied");
-	cr_assert_eq(trim_point(j, NODE, 0, 0, 0, 0), 0);
-	cr_assert_eq(trim_point(j, 7, 5, 0, 0, 0), 0, "nothing of origin 7");
+	cr_assert_eq(trim_point(j, NODE, 6, 0, 0), 6);
+	cr_assert_eq(trim_point(j, NODE, 20, 0, 0), 10, "11 is not applied");
+	cr_assert_eq(trim_point_over(j, NODE, 20, 0, 0, &excess), 10, "nor when over the bound");
+	cr_assert_eq(trim_point(j, NODE, 0, 0, 0), 0);
+	cr_assert_eq(trim_point(j, 7, 5, 0, 0), 0, "nothing of origin 7");
 	cr_assert_eq(journal_trim(j, NODE, 4, NULL), 0);
-	cr_assert_eq(trim_point(j, NODE, 3, 0, 0, 0), 4, "nothing to do: the trimmed mark");
-	cr_assert_eq(trim_point(j, NODE, 8, 0, 0, 0), 8);
+	cr_assert_eq(trim_point(j, NODE, 3, 0, 0), 4, "nothing to do: the trimmed mark");
+	cr_assert_eq(trim_point(j, NODE, 8, 0, 0), 8);
 	journal_close(j);
 }
 
@@ -1372,40 +1413,113 @@ Test(journal, trim_point_stays_within_confirmed_and_applied)
 Test(journal, trim_point_keeps_events_younger_than_retain_age)
 {
 	struct journal *j = jopen(1);
+	uint64_t excess = 0;
 
 	for (uint64_t s = 1; s <= 10; s++)
 		put_remote_write(j, 7, s, 100, (1000 * s) << 16 | 5);
-	cr_assert_eq(trim_point(j, 7, 10, 0, 5500, 10000), 4);
-	cr_assert_eq(trim_point(j, 7, 10, 0, 6000, 10000), 4, "4 s is exactly old enough");
-	cr_assert_eq(trim_point(j, 7, 3, 0, 5500, 10000), 3);
-	cr_assert_eq(trim_point(j, 7, 10, 0, 0, 10000), 10, "no age floor");
-	cr_assert_eq(trim_point(j, 7, 10, 0, 10000, 10000), 0);
-	cr_assert_eq(trim_point(j, 7, 10, 0, 20000, 10000), 0, "now is before the window");
-	cr_assert_eq(trim_point(j, 7, 10, 0, 1000, UINT64_MAX), 10);
+	cr_assert_eq(trim_point(j, 7, 10, 5500, 10000), 4);
+	cr_assert_eq(trim_point(j, 7, 10, 6000, 10000), 4, "4 s is exactly old enough");
+	cr_assert_eq(trim_point(j, 7, 3, 5500, 10000), 3);
+	cr_assert_eq(trim_point(j, 7, 10, 0, 10000), 10, "no age kept");
+	cr_assert_eq(trim_point(j, 7, 10, 10000, 10000), 0);
+	cr_assert_eq(trim_point(j, 7, 10, 20000, 10000), 0, "now is before the window");
+	cr_assert_eq(trim_point(j, 7, 10, 1000, UINT64_MAX), 10);
+	cr_assert_eq(trim_point_over(j, 7, 10, 5500, 10000, &excess), 4, "within the bound");
 	cr_assert_eq(journal_trim(j, 7, 2, NULL), 0);
-	cr_assert_eq(trim_point(j, 7, 10, 0, 5500, 10000), 4, "the walk starts past the trim");
-	cr_assert_eq(trim_point(j, 7, 10, 0, 5500, 11000), 5);
+	cr_assert_eq(trim_point(j, 7, 10, 5500, 10000), 4, "the walk starts past the trim");
+	cr_assert_eq(trim_point(j, 7, 10, 5500, 11000), 5);
 	journal_close(j);
 }
 
 /*
- * Ten 1 MiB value-log payloads make up nearly all of the journal: keeping
- * 3.5 MiB lets the oldest six go, the seventh would leave about 3 MiB.
+ * Ten 1 MiB value-log payloads made at 1 s ... 10 s, all younger than a
+ * 100 s retain_age: over the bound they go anyway, oldest first, until the
+ * ones passed make up the excess, which is what the walk takes off it.
  */
-Test(journal, trim_point_keeps_the_newest_retain_bytes)
+Test(journal, trim_point_lets_young_events_go_while_over_the_bound)
 {
 	struct journal *j = jopen(1);
-	uint64_t ldb, vbytes;
+	uint64_t excess, mib = 1 << 20;
 
 	for (uint64_t s = 1; s <= 10; s++)
 		put_remote_write(j, 7, s, 1 << 20, (1000 * s) << 16);
+	excess = 0;
+	cr_assert_eq(trim_point_over(j, 7, 10, 100000, 10000, &excess), 0, "within the bound");
+	excess = 7 * mib / 2;
+	cr_assert_eq(trim_point_over(j, 7, 10, 100000, 10000, &excess), 4,
+		     "three events leave half a MiB over, the fourth covers it");
+	cr_assert_eq(excess, 0);
+	excess = 1;
+	cr_assert_eq(trim_point_over(j, 7, 10, 100000, 10000, &excess), 1);
+	excess = 7 * mib / 2;
+	cr_assert_eq(trim_point_over(j, 7, 2, 100000, 10000, &excess), 2, "only what is confirmed");
+	cr_assert_gt(excess, mib, "what is left goes on to the next origin");
+	cr_assert_lt(excess, 3 * mib / 2);
+	excess = 100 * mib;
+	cr_assert_eq(trim_point_over(j, 7, 10, 100000, 10000, &excess), 10);
+	cr_assert_gt(excess, 89 * mib);
+	cr_assert_lt(excess, 90 * mib, "each event counts its payload: %" PRIu64, excess);
+	/* Events 1-3 are older than 7 s at 10 s, 4-10 younger. */
+	excess = 1;
+	cr_assert_eq(trim_point_over(j, 7, 10, 7000, 10000, &excess), 3, "old ones go regardless");
+	excess = 9 * mib / 2;
+	cr_assert_eq(trim_point_over(j, 7, 10, 7000, 10000, &excess), 5,
+		     "old ones count against the excess too");
+	journal_close(j);
+}
+
+/*
+ * 40 MiB of 4 KiB events that do not compress, kept inline: trimming them
+ * counts their bytes, and compacting the trimmed range gives the space
+ * back at once (LevelDB alone keeps it until its compactions get there).
+ */
+Test(journal, compacting_the_trimmed_events_gives_their_space_back)
+{
+	struct journal *j = jopen(1);
+	uint64_t ldb, vbytes, before, n = 10240;
+
+	uint8_t buf[4096];
+	unsigned seed = 1;
+	struct event ev;
+
+	for (uint64_t s = 1; s <= n; s++) {
+		for (size_t i = 0; i < sizeof(buf); i++)
+			buf[i] = (uint8_t)rand_r(&seed);
+		ev = write_event(buf, sizeof(buf), 0);
+		ev.origin = 7;
+		ev.seq = s;
+		ev.hlc = s << 16;
+		cr_assert_eq(journal_put_remote(j, &ev), 0);
+		journal_mark_applied(j, 7, s);
+	}
+	append_applied(j, 10);
+	cr_assert_eq(journal_disk_usage(j, &before, &vbytes), 0);
+	cr_assert_eq(vbytes, 0, "the events are inline");
+	cr_assert_gt(before, 30u << 20);
+	cr_assert_eq(journal_trim_bytes(j), 0);
+	cr_assert_eq(journal_trim(j, 7, n - 100, NULL), 0);
+	cr_assert_geq(journal_trim_bytes(j), (n - 100) * 4096);
+	cr_assert_lt(journal_trim_bytes(j), (n - 100) * 4400, "%" PRIu64, journal_trim_bytes(j));
+	journal_compact_events(j, 7, n - 100);
 	cr_assert_eq(journal_disk_usage(j, &ldb, &vbytes), 0);
-	cr_assert_lt(ldb, 256 << 10, "the test needs the value log to dominate");
-	cr_assert_eq(trim_point(j, 7, 10, 7 << 19, 0, 0), 6);
-	cr_assert_eq(trim_point(j, 7, 4, 7 << 19, 0, 0), 4);
-	cr_assert_eq(trim_point(j, 7, 10, 7 << 19, 7000, 10000), 3, "age and bytes: the stricter");
-	cr_assert_eq(trim_point(j, 7, 10, 100 << 20, 0, 0), 0, "the journal is smaller than that");
-	cr_assert_eq(trim_point(j, 7, 10, 1, 0, 0), 10);
+	cr_assert_lt(ldb, 4u << 20, "%" PRIu64 " bytes left of %" PRIu64, ldb, before);
+	cr_assert_eq(oldest_of(j, 7), n - 99);
+	cr_assert_eq(oldest_of(j, NODE), 1, "other origins' events stay");
+	journal_close(j);
+}
+
+/* A smaller segment size takes effect at the next append, however full the segment is. */
+Test(journal, value_log_segments_roll_at_the_size_set)
+{
+	struct journal *j = jopen(1);
+
+	for (int i = 0; i < 20; i++)
+		cr_assert_eq(append_big(j), 1);
+	journal_set_vlog_segment_max(j, 1);
+	cr_assert_eq(append_big(j), 2, "past VLOG_SEGMENT_MIN: a new segment");
+	for (int i = 0; i < 14; i++)
+		cr_assert_eq(append_big(j), 2, "VLOG_SEGMENT_MIN holds 15 of them");
+	cr_assert_eq(append_big(j), 3);
 	journal_close(j);
 }
 
@@ -1415,9 +1529,9 @@ Test(journal, trim_point_examines_a_bounded_number_of_events)
 	uint64_t upto;
 
 	append_applied(j, JOURNAL_TRIM_SCAN_MAX + 10);
-	upto = trim_point(j, NODE, UINT64_MAX, 0, 1, UINT64_MAX);
+	upto = trim_point(j, NODE, UINT64_MAX, 1, UINT64_MAX);
 	cr_assert_eq(upto, JOURNAL_TRIM_SCAN_MAX);
 	cr_assert_eq(journal_trim(j, NODE, upto, NULL), 0);
-	cr_assert_eq(trim_point(j, NODE, UINT64_MAX, 0, 1, UINT64_MAX), JOURNAL_TRIM_SCAN_MAX + 10);
+	cr_assert_eq(trim_point(j, NODE, UINT64_MAX, 1, UINT64_MAX), JOURNAL_TRIM_SCAN_MAX + 10);
 	journal_close(j);
 }

@@ -47,6 +47,7 @@ static void sample_status(struct repl_status *st)
 	strcpy(st->listen, "127.0.0.1:7001");
 	st->norigins = 3;
 	st->journal_bytes = 3u << 20;
+	st->journal_bound = 1u << 30;
 	st->oldest[0] = (struct evid){ID_A, 1000};
 	st->oldest[1] = (struct evid){ID_B, 1};
 	st->oldest[2] = (struct evid){ID_C, 1};
@@ -125,7 +126,7 @@ Test(status_fmt, text_shows_connected_and_retrying_peers)
 	    out, "node a (0123456789abcdef), primary, term 1, listening on 127.0.0.1:7001\n"
 		 "applied: a=1234 b=3 c=2\n"
 		 "in sync: no\n"
-		 "journal: 3.0 MiB, oldest held: a=1000 b=1 c=1\n"
+		 "journal: 3.0 MiB of a 1.0 GiB bound, oldest held: a=1000 b=1 c=1\n"
 		 "peer b (89abcdef01234567) 127.0.0.1:7002\n"
 		 "  link: connected for 5m3s; inbound: up\n"
 		 "  lag: 0 events, 0 B, 0.0 s\n"
@@ -236,7 +237,8 @@ Test(status_fmt, json_follows_the_schema)
 			"\"lag\":{\"events\":5,\"bytes\":2048,\"seconds\":12.500},"
 			"\"checkpoints\":{\"0123456789abcdef\":1229},");
 	assert_has(out,
-		   "],\"journal_bytes\":3145728,\"oldest\":{\"0123456789abcdef\":1000,"
+		   "],\"journal_bytes\":3145728,\"journal_bound\":1073741824,"
+		   "\"oldest\":{\"0123456789abcdef\":1000,"
 		   "\"89abcdef01234567\":1,\"fedcba9876543210\":1},"
 		   "\"sync_peers\":0,\"degraded\":false,\"rebuild_needed\":false,"
 		   "\"tails\":[],\"notes\":[{\"type\":\"outage\",\"origin\":\"fedcba9876543210\","
@@ -323,6 +325,10 @@ Test(status_fmt, prometheus_two_peers)
 			"ledgerfs_peer_connects_total{node=\"a\",peer=\"c\"} 2\n");
 	assert_has(out, "# TYPE ledgerfs_outages_total counter\n"
 			"ledgerfs_outages_total{node=\"a\"} 1\n");
+	assert_has(out, "# TYPE ledgerfs_journal_bytes gauge\n"
+			"ledgerfs_journal_bytes{node=\"a\"} 3145728\n");
+	assert_has(out, "# TYPE ledgerfs_journal_bound_bytes gauge\n"
+			"ledgerfs_journal_bound_bytes{node=\"a\"} 1073741824\n");
 	free(out);
 }
 
@@ -404,13 +410,13 @@ Test(status_fmt, empty_status_renders_in_every_format)
 	cr_assert_str_eq(out, "node z (000000000000002a), replica, term 0, not listening\n"
 			      "applied: none\n"
 			      "in sync: no\n"
-			      "journal: 0 B, oldest held: none\n");
+			      "journal: 0 B of a 0 B bound, oldest held: none\n");
 	free(out);
 	out = render(status_fmt_json, &st);
 	cr_assert_str_eq(
 	    out, "{\"name\":\"z\",\"node_id\":\"000000000000002a\",\"role\":\"replica\","
 		 "\"term\":0,\"listen\":\"\",\"now_ms\":1000,\"in_sync\":false,"
-		 "\"applied\":{},\"peers\":[],\"journal_bytes\":0,\"oldest\":{},"
+		 "\"applied\":{},\"peers\":[],\"journal_bytes\":0,\"journal_bound\":0,\"oldest\":{},"
 		 "\"sync_peers\":0,\"degraded\":false,"
 		 "\"rebuild_needed\":false,\"tails\":[],\"notes\":[],"
 		 "\"snapshot\":{\"needed\":false,\"active\":false,\"done\":false,"
