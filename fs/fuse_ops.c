@@ -251,11 +251,22 @@ static int change_locked(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct
 			 uint64_t grow)
 {
 	char *path = NULL;
+	struct stat st;
 	int r;
 
 	r = space_check(fs, grow);
 	if (r == 0)
-		r = fill_existing(fs, in, fd, ev, &path, NULL);
+		r = fill_existing(fs, in, fd, ev, &path, fs->writeback ? &st : NULL);
+	/*
+	 * With the writeback cache the kernel owns a file's mtime: it stamps
+	 * the time of the write(2) itself and sends it in a setattr of its
+	 * own, which may reach us before the write's pages do.  So a data
+	 * change keeps the store's mtime, and the kernel's setattr moves it.
+	 */
+	if (r == 0 && fs->writeback) {
+		ev->mtime_sec = st.st_mtim.tv_sec;
+		ev->mtime_nsec = (uint32_t)st.st_mtim.tv_nsec;
+	}
 	if (r == 0)
 		r = commit_existing(fs, in, fd, ev);
 	free(path);
@@ -1113,8 +1124,9 @@ static void lfs_init(void *userdata, struct fuse_conn_info *conn)
 	 * ignores the one we report, so a replica, whose files change behind
 	 * the kernel's back, must go without it; it does not write anyway.
 	 */
-	if ((conn->capable & FUSE_CAP_WRITEBACK_CACHE) &&
-	    __atomic_load_n(&fs->node->primary, __ATOMIC_RELAXED))
+	fs->writeback = (conn->capable & FUSE_CAP_WRITEBACK_CACHE) &&
+			__atomic_load_n(&fs->node->primary, __ATOMIC_RELAXED);
+	if (fs->writeback)
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 	else
 		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;

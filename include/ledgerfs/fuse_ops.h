@@ -31,6 +31,7 @@ struct lfs_fs {
 	uint64_t space_since;	  /* guarded by node->lock: bytes committed since then */
 	char readahead_knob[128]; /* sysfs read_ahead_kb of the mount, or empty */
 	int readahead_set;	  /* atomic: the knob was written */
+	int writeback;		  /* set once in init: the kernel's writeback cache is on */
 };
 
 /* Set up fs around an open node.  0 or a negative errno. */

@@ -115,3 +115,31 @@ def test_o_direct_on_existing_and_new_files():
             r = lfs.fsck(cl[nm], "-n")
             check(r.returncode == 0, f"fsck.ledgerfs -n {nm} exited {r.returncode}:\n"
                                      f"{r.stdout}{r.stderr}")
+
+
+def test_mtime_through_the_writeback_cache_matches_the_store():
+    """With the writeback cache the kernel owns a file's mtime and sends it in
+    setattrs of its own.  A truncate(2) to the size a file already has moves
+    no mtime on ext4 and sends none; it once stamped the store (and so every
+    replica) with the daemon's clock, while the mount kept the old mtime.
+    Writes, fallocate and copies must not move it either."""
+    import time
+    with lfs.Workdir() as wd:
+        cl = Cluster(wd, ["a", "b"])
+        a, b = cl["a"], cl["b"]
+        lfs.write_file(a.m("f"), os.urandom(300000))
+        lfs.write_file(a.m("g"), os.urandom(5000))
+        time.sleep(0.02)
+        os.truncate(a.m("f"), 300000)                       # same size
+        fd = os.open(a.m("g"), os.O_RDWR)
+        try:
+            lfs.fallocate(fd, lfs.FALLOC_FL_KEEP_SIZE, 0, 65536)
+            os.pwrite(fd, b"x" * 10, 100)
+        finally:
+            os.close(fd)
+        cl.wait_in_sync(timeout=30)
+        for name in ("f", "g"):
+            mnt, sto, rep = os.stat(a.m(name)), os.stat(a.s(name)), os.stat(b.s(name))
+            check(mnt.st_mtime_ns == sto.st_mtime_ns == rep.st_mtime_ns,
+                  f"{name}: mtime {mnt.st_mtime_ns} through the mount, {sto.st_mtime_ns} in "
+                  f"the store, {rep.st_mtime_ns} on the replica")
