@@ -501,6 +501,29 @@ static void copy_cut(char *dst, size_t len, const char *s)
 }
 
 /*
+ * Copy path into dst whole when it fits; a path deeper than dst can hold
+ * is cut back to its longest ancestor that fits (the store root when none
+ * does), so a heal scoped by it still covers the event's objects.
+ */
+static void copy_ancestor(char *dst, size_t len, const char *path)
+{
+	size_t n = path ? strlen(path) : 0;
+
+	if (n < len) {
+		memcpy(dst, path ? path : "", n + 1);
+		return;
+	}
+	while (n > 0 && (n >= len || path[n] != '/'))
+		n--;
+	if (n == 0) {
+		snprintf(dst, len, "%s", PATH_ROOT);
+		return;
+	}
+	memcpy(dst, path, n);
+	dst[n] = '\0';
+}
+
+/*
  * Event ev from this link's peer diverged (apply failure rv, why): record
  * it, so that run_link() heals before it takes another event.  A new event
  * starts a new divergence; the same one again keeps its count of heals.
@@ -521,8 +544,8 @@ static void diverged(struct receiver *rc, const struct event *ev, const char *wh
 		    .since_ms = repl_wall_ms(),
 		};
 		copy_cut(d->path, sizeof(d->path), ev->path ? ev->path : "");
-		snprintf(r->div_path, sizeof(r->div_path), "%s", ev->path ? ev->path : "");
-		snprintf(r->div_path2, sizeof(r->div_path2), "%s", ev->path2 ? ev->path2 : "");
+		copy_ancestor(r->div_path, sizeof(r->div_path), ev->path);
+		copy_ancestor(r->div_path2, sizeof(r->div_path2), ev->path2);
 		r->div_stop_noted = 0;
 		r->div_stops = 0;
 		r->divergences++;
