@@ -250,20 +250,22 @@ static int commit_existing(struct lfs_fs *fs, struct lfs_inode *in, int fd, stru
 static int change_locked(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
 			 uint64_t grow)
 {
+	int keeps_mtime = fs->writeback && (ev->type == EV_WRITE || ev->type == EV_TRUNCATE ||
+					    ev->type == EV_FALLOCATE);
 	char *path = NULL;
 	struct stat st;
 	int r;
 
 	r = space_check(fs, grow);
 	if (r == 0)
-		r = fill_existing(fs, in, fd, ev, &path, fs->writeback ? &st : NULL);
+		r = fill_existing(fs, in, fd, ev, &path, keeps_mtime ? &st : NULL);
 	/*
 	 * With the writeback cache the kernel owns a file's mtime: it stamps
 	 * the time of the write(2) itself and sends it in a setattr of its
 	 * own, which may reach us before the write's pages do.  So a data
 	 * change keeps the store's mtime, and the kernel's setattr moves it.
 	 */
-	if (r == 0 && fs->writeback) {
+	if (r == 0 && keeps_mtime) {
 		ev->mtime_sec = st.st_mtim.tv_sec;
 		ev->mtime_nsec = (uint32_t)st.st_mtim.tv_nsec;
 	}
@@ -302,6 +304,13 @@ static int change_state(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct 
 		r = fill(ev, &st);
 	if (r == 0)
 		r = commit_existing(fs, in, fd, ev);
+	/*
+	 * A change that changes nothing is not journaled, but on ext4 it
+	 * still moves the object's ctime, which is each node's own and not
+	 * replicated.
+	 */
+	if (r == 1)
+		r = store_touch_ctime(in->fd);
 	pthread_mutex_unlock(&fs->node->lock);
 	free(path);
 	return r < 0 ? r : 0;
@@ -373,6 +382,17 @@ static int do_utimens(struct lfs_fs *fs, struct lfs_inode *in, int fd, const str
 }
 
 /* A setattr becomes one event per kind of change, in the order chmod, chown, size, times. */
+/* Move the object's ctime in the store, as ext4 does for a change of nothing. */
+static int touch_ctime(struct lfs_fs *fs, struct lfs_inode *in)
+{
+	int r;
+
+	pthread_mutex_lock(&fs->node->lock);
+	r = store_touch_ctime(in->fd);
+	pthread_mutex_unlock(&fs->node->lock);
+	return r;
+}
+
 static void lfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
 			struct fuse_file_info *fi)
 {
@@ -405,6 +425,9 @@ static void lfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int v
 	if (r == 0 && (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
 				FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)))
 		r = do_utimens(fs, in, fd, attr, valid);
+	/* chown(path, -1, -1) sends nothing to change, and moves only the ctime. */
+	if (!(valid & ~FUSE_SET_ATTR_CTIME))
+		r = touch_ctime(fs, in);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
@@ -938,6 +961,24 @@ static void lfs_statfs(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_statfs(req, &sv);
 }
 
+/* True if in's xattr name holds exactly value (size bytes). */
+static int xattr_holds(struct lfs_inode *in, const char *name, const char *value, size_t size)
+{
+	char proc[PATH_PROCFD_LEN], *have;
+	ssize_t n;
+	int same;
+
+	if (size > XATTR_SIZE_MAX)
+		return 0;
+	have = malloc(size + 1);
+	if (!have)
+		return 0;
+	n = lgetxattr(path_procfd(in->fd, proc), name, have, size + 1);
+	same = n == (ssize_t)size && memcmp(have, value, size) == 0;
+	free(have);
+	return same;
+}
+
 static void lfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			 size_t size, int flags)
 {
@@ -950,6 +991,11 @@ static void lfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 		r = -ERANGE;
 	else if (size > XATTR_SIZE_MAX)
 		r = -E2BIG;
+	if (r == 0 && !(flags & XATTR_CREATE) && xattr_holds(req_inode(req, ino), name, value, size)) {
+		/* ext4 leaves an object alone, ctime included, when the value is the same. */
+		fuse_reply_err(req, 0);
+		return;
+	}
 	if (r == 0) {
 		ev.name = (char *)name;
 		ev.data = (uint8_t *)value;

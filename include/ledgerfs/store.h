@@ -67,6 +67,12 @@ int store_get_ids(int fd, struct fid *fid, struct evid *ver);
 /* Read only the version of the object open at fd; a missing one reads as zero. */
 int store_get_ver(int fd, struct evid *ver);
 
+/*
+ * Move the ctime of the object open at fd (any descriptor) and nothing
+ * else, as ext4 does for a chmod, chown or utimes that changes nothing.
+ */
+int store_touch_ctime(int fd);
+
 /* Set the fid xattr of the object open at fd. */
 int store_set_fid(int fd, const struct fid *fid);
 

@@ -472,14 +472,79 @@ def check_native(rig):
                        + diff_snapshots(a, b, "native", "ledgerfs"))
 
 
+# Every TIMES_EVERY-th operation also compares which timestamps it moved.
+TIMES_EVERY = 4
+# ext4 stamps times from a coarse clock (a jiffy, up to 4 ms): an operation
+# checked for moves starts after one has passed.
+TICK = 0.005
+NO_TIMES = ("read", "deep")
+# FUSE's kernel client stamps a ctime after every successful setxattr, where
+# ext4 leaves it alone when the value is the one the object has (README).
+CTIME_OWN = ("setxattr", "removexattr")
+
+
+def _watched(o):
+    """The objects an operation may stamp: its targets and their parents."""
+    rels = []
+    for key in ("path", "src", "dst"):
+        if key in o:
+            for r in (o[key], os.path.dirname(o[key])):
+                if r not in rels:
+                    rels.append(r)
+    return rels
+
+
+def _times(root, rels):
+    out = {}
+    for r in rels:
+        try:
+            st = os.lstat(os.path.join(root, r) if r else root)
+            out[r] = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+        except OSError:
+            out[r] = None
+    return out
+
+
+def _moves(before, after):
+    """{rel: "mc" letters of the times that moved} for each object that is
+    at the same name before and after."""
+    out = {}
+    for r, b in before.items():
+        a = after.get(r)
+        if b and a and a[0] == b[0]:
+            out[r] = ("m" if a[1] != b[1] else "") + ("c" if a[2] != b[2] else "")
+    return out
+
+
+def step(rig, o, idx):
+    """Run operation idx on both sides: same outcome, and on every
+    TIMES_EVERY-th one the same timestamps moved; raises Mismatch."""
+    nat, mnt = str(rig.native), str(rig.mount)
+    timed = idx % TIMES_EVERY == 0 and o["op"] not in NO_TIMES
+    if timed:
+        rels = _watched(o)
+        time.sleep(TICK)
+        tn, tm = _times(nat, rels), _times(mnt, rels)
+    ra = run_op(nat, o)
+    rb = run_op(mnt, o)
+    if ra != rb:
+        raise Mismatch(f"op {idx} {json.dumps(o)}: native gave {ra}, ledgerfs {rb}")
+    if timed:
+        mn, mm = _moves(tn, _times(nat, rels)), _moves(tm, _times(mnt, rels))
+        if o["op"] in CTIME_OWN:
+            mn = {k: v.replace("c", "") for k, v in mn.items()}
+            mm = {k: v.replace("c", "") for k, v in mm.items()}
+        if mn != mm:
+            raise Mismatch(f"op {idx} {json.dumps(o)}: timestamps moved natively {mn}, "
+                           f"on ledgerfs {mm}")
+
+
+
 def run_ops(rig, ops, batch, sync_timeout=30, start=0):
     """Run ops on both sides, checking after every batch; raises Mismatch
     with the index of the op (or batch end) where it showed."""
     for i, o in enumerate(ops):
-        ra = run_op(str(rig.native), o)
-        rb = run_op(str(rig.mount), o)
-        if ra != rb:
-            raise Mismatch(f"op {start + i} {json.dumps(o)}: native gave {ra}, ledgerfs {rb}")
+        step(rig, o, start + i)
         if (i + 1) % batch == 0 or i + 1 == len(ops):
             check_native(rig)
             check_converged(rig, sync_timeout)
@@ -557,11 +622,7 @@ def run_seed(seed, nops, nodes, batch, do_shrink=True, log=print, deep=True):
                     o = gen.op(str(rig.native))
                     chunk.append(o)
                     ops.append(o)
-                    ra = run_op(str(rig.native), o)
-                    rb = run_op(str(rig.mount), o)
-                    if ra != rb:
-                        raise Mismatch(f"op {len(ops) - 1} {json.dumps(o)}: native gave {ra}, "
-                                       f"ledgerfs {rb}")
+                    step(rig, o, len(ops) - 1)
                 done += len(chunk)
                 check_native(rig)
                 check_converged(rig, 30)
@@ -593,9 +654,12 @@ def main():
     ap.add_argument("--no-shrink", action="store_true", help="report without shrinking")
     ap.add_argument("--replay", help="JSON file with a list of ops to run once")
     ap.add_argument("--no-deep", action="store_true", help="no chains past PATH_MAX")
+    ap.add_argument("--times-every", type=int, default=TIMES_EVERY,
+                    help=f"compare timestamp moves every Nth op ({TIMES_EVERY})")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lfs._on_signal)
     os.umask(0o022)
+    globals()["TIMES_EVERY"] = max(1, args.times_every)
     try:
         if args.replay:
             ops = json.load(open(args.replay))
