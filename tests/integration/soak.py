@@ -83,6 +83,12 @@ def _say_progress(text):
         sys.stderr.flush()
 
 
+def say(text):
+    """A line of the run log, on stdout, after clearing any progress line."""
+    _say_progress("")
+    print(text, flush=True)
+
+
 # ------------------------------------------------------------------ network cut
 
 class NetCut:
@@ -299,23 +305,27 @@ def near(key, paths):
 
 
 def crash_differences(native, mount, in_flight, fsynced):
-    """The differences between the native snapshot and the primary's after a
-    kill -9 that a crash cannot explain: anything but the content and size of
-    a file not fsync'd, except around the operation in flight."""
+    """Sort the differences between the native snapshot and the primary's
+    after a kill -9: (bad, unsynced, around) lists of keys.  Around the
+    operation in flight anything goes; elsewhere only the content and size of
+    a file not fsync'd may differ (unsynced); anything else is bad."""
     paths = op_paths(in_flight) if in_flight else []
-    bad = []
+    bad, unsynced, around = [], [], []
     for k in sorted(set(native) | set(mount)):
         a, b = native.get(k), mount.get(k)
-        if a == b or near(k, paths):
+        if a == b:
             continue
-        if any(near(x, paths) for x in (a or {}).get("links", []) + (b or {}).get("links", [])):
+        if near(k, paths) or any(near(x, paths) for x in
+                                 (a or {}).get("links", []) + (b or {}).get("links", [])):
+            around.append(k)
             continue
         if a and b and "sha" in a and "sha" in b and k not in fsynced:
             strip = lambda d: {x: v for x, v in d.items() if x not in ("sha", "size")}  # noqa: E731
             if strip(a) == strip(b):
+                unsynced.append(k)
                 continue
         bad.append(f"  {k!r}: native={a} ledgerfs={b}")
-    return bad
+    return bad, unsynced, around
 
 
 # ------------------------------------------------------------------ one seed
@@ -340,6 +350,7 @@ class SeedRun:
         self.clones = 0
         self.cut_drops = []      # packets each cut dropped
         self.in_flight = None    # the operation running when the primary was killed
+        self.current = "no fault"  # the last fault marker, for the progress line
 
     # ---------------------------------------------------------- operations
 
@@ -360,6 +371,7 @@ class SeedRun:
 
     def note(self, what):
         self.oplog.append({"fault": what, "t": round(time.monotonic(), 2)})
+        self.current = what
 
     def track(self, o, result, done=True):
         """Remember a file fsync'd with success (if the operation is known
@@ -403,7 +415,7 @@ class SeedRun:
             self.track(o, ra)
             n += 1
             if n % 10 == 0:
-                _say_progress(f"seed {self.seed}: {self.nops} ops, faults {self.faults}")
+                _say_progress(f"seed {self.seed}: {self.nops} ops, {self.current}")
         return None
 
     # ---------------------------------------------------------- checks
@@ -491,16 +503,17 @@ class SeedRun:
         directory becomes a copy of it."""
         o = self.in_flight
         a, b = difftest.snapshot(self.rig.native), difftest.snapshot(self.rig.mount)
-        bad = crash_differences(a, b, o, self.fsynced)
+        bad, unsynced, around = crash_differences(a, b, o, self.fsynced)
         if bad:
             raise Mismatch("after kill -9 of the primary its tree differs from the native "
                            f"one beyond unsynced data (in flight: {json.dumps(o)}):\n"
                            + "\n".join(bad[:12]))
-        differ = sum(1 for k in set(a) | set(b) if a.get(k) != b.get(k))
-        if differ:
+        if unsynced or around:
             self.rebase()
-        return (f" (in flight: {o['op'] if o else 'none'}; {differ} entries differed "
-                f"from native{', native re-copied' if differ else ''})")
+        self.oplog.append({"after_crash": {"unsynced": unsynced, "around_in_flight": around}})
+        return (f" (in flight: {o['op'] if o else 'none'}; differing from native: "
+                f"{len(around)} entries around it, {len(unsynced)} files' unsynced data"
+                f"{'; native re-copied' if unsynced or around else ''})")
 
     def rebase(self):
         """Make a copy of the primary's tree the native reference."""
@@ -582,7 +595,10 @@ def run_seed(seed, rounds, batch, kinds=FAULTS, deadline=None, log=print, save=N
             text = failure_text(seed, e, run)
             if save and run is not None:
                 text += "\n" + keep(save, seed, run, text)
-            raise Failure(text)
+            err = Failure(text)
+            err.stats = ({"ops": run.nops, "faults": dict(run.faults)} if run is not None
+                         else {"ops": 0, "faults": {}})
+            raise err
         finally:
             if run is not None:
                 run.close()
@@ -634,7 +650,8 @@ def main(argv=None):
         "Exit 0 when every seed was clean, 1 on a failure (printed with its seed and "
         "operation log).")
     ap.add_argument("seconds", nargs="?", type=float, default=600,
-                    help="how long to run (default 600); the seed running then finishes")
+                    help="how long to run (default 600); the seed running then finishes "
+                    "(with --seed: ignored, each seed runs all its rounds)")
     ap.add_argument("--seed", type=int, action="append",
                     help="run this seed (repeatable) instead of time-based ones")
     ap.add_argument("--rounds", type=int, default=8, help="faults per seed (8)")
@@ -656,8 +673,7 @@ def main(argv=None):
     failures = 0
     prev = 0
     try:
-        print(f"soak: {args.seconds:.0f}s, faults {','.join(kinds)}, binaries from {lfs.BUILD}",
-              flush=True)
+        say(f"soak: {args.seconds:.0f}s, faults {','.join(kinds)}, binaries from {lfs.BUILD}")
         queue = list(args.seed or [])
         while True:
             if queue:
@@ -667,24 +683,24 @@ def main(argv=None):
             else:
                 seed = max(prev + 1, int(time.time()))
             prev = seed
-            print(f"seed {seed}: start", flush=True)
+            say(f"seed {seed}: start")
             try:
-                st = run_seed(seed, args.rounds, args.batch, kinds, deadline,
-                              log=lambda m: print(m, flush=True), save=args.save)
+                st = run_seed(seed, args.rounds, args.batch, kinds,
+                              None if args.seed else deadline, log=say, save=args.save)
             except Failure as e:
                 failures += 1
-                _say_progress("")
-                print(str(e), flush=True)
-                break
-            _say_progress("")
+                say(str(e))
+                st = getattr(e, "stats", {"ops": 0, "faults": {}})
             total["seeds"] += 1
             total["ops"] += st["ops"]
             for k, v in st["faults"].items():
                 total["faults"][k] = total["faults"].get(k, 0) + v
+            if failures:
+                break
     finally:
         lfs.cleanup()
-    print(f"soak: {total['seeds'] + failures} seeds, {total['ops']} ops, faults "
-          f"{fmt_faults(total['faults'])}, {failures} failures", flush=True)
+    say(f"soak: {total['seeds']} seeds, {total['ops']} ops, faults "
+        f"{fmt_faults(total['faults'])}, {failures} failures")
     return 1 if failures else 0
 
 
