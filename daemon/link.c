@@ -176,16 +176,76 @@ static int link_new(int fd, SSL_CTX *ctx, struct link **out)
 	return 0;
 }
 
-/* Non-blocking connect to one resolved address, finished within the deadline. */
-static int connect_one(const struct addrinfo *ai, int64_t deadline, int *out)
+/*
+ * The local addresses an outgoing connection may bind to: the host of
+ * source ("HOST:PORT", the node's listen address), resolved.  0 with *out
+ * NULL when there is nothing to bind: no source, or a wildcard host ("",
+ * "*", 0.0.0.0, ::), for which the kernel picks as it always did.  *out is
+ * the caller's: freeaddrinfo().
+ */
+static int source_addrs(const char *source, struct addrinfo **out, char *why, size_t whylen)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+	char host[CONFIG_ADDR_MAX], port[16];
+	const char *colon = source ? strrchr(source, ':') : NULL;
+	int g;
+
+	*out = NULL;
+	if (!source || !source[0] || (colon && (colon == source || !strncmp(source, "*:", 2))))
+		return 0;
+	if (split_address(source, host, sizeof(host), port, sizeof(port)) < 0) {
+		set_why(why, whylen, "listen address is not HOST:PORT", source);
+		return -EINVAL;
+	}
+	g = getaddrinfo(host, NULL, &hints, &res);
+	if (g != 0) {
+		set_why(why, whylen, "cannot resolve the listen address", gai_strerror(g));
+		return -EHOSTUNREACH;
+	}
+	*out = res;
+	return 0;
+}
+
+/* The first of src with ai's family and a specific (not wildcard) address, or NULL. */
+static const struct addrinfo *source_for(const struct addrinfo *src, const struct addrinfo *ai)
+{
+	for (; src; src = src->ai_next) {
+		if (src->ai_family != ai->ai_family)
+			continue;
+		if (src->ai_family == AF_INET &&
+		    ((const struct sockaddr_in *)src->ai_addr)->sin_addr.s_addr !=
+			htonl(INADDR_ANY))
+			return src;
+		if (src->ai_family == AF_INET6 &&
+		    !IN6_IS_ADDR_UNSPECIFIED(
+			&((const struct sockaddr_in6 *)src->ai_addr)->sin6_addr))
+			return src;
+	}
+	return NULL;
+}
+
+/*
+ * Non-blocking connect to one resolved address, finished within the
+ * deadline; from the address src (port 0) if not NULL.
+ */
+static int connect_one(const struct addrinfo *ai, const struct addrinfo *src, int64_t deadline,
+		       int *out)
 {
 	struct pollfd p;
 	socklen_t sl = sizeof(int);
-	int fd, soerr = 0, r;
+	int fd, soerr = 0, one = 1, r;
 
 	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
 	if (fd < 0)
 		return -errno;
+	if (src) {
+		/* The port is chosen at connect() for the 4-tuple, not reserved here for good. */
+		if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0 ||
+		    bind(fd, src->ai_addr, src->ai_addrlen) < 0) {
+			r = -errno;
+			goto fail;
+		}
+	}
 	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
 		r = -errno;
 		goto fail;
@@ -212,7 +272,13 @@ fail:
 int link_dial(const char *address, SSL_CTX *ctx, int timeout_ms, struct link **out, char *why,
 	      size_t whylen)
 {
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
+	return link_dial_from(address, NULL, ctx, timeout_ms, out, why, whylen);
+}
+
+int link_dial_from(const char *address, const char *source, SSL_CTX *ctx, int timeout_ms,
+		   struct link **out, char *why, size_t whylen)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *src = NULL, *ai;
 	int64_t deadline = clock_mono_ms() + timeout_ms;
 	char host[CONFIG_ADDR_MAX], port[16];
 	struct link *l = NULL;
@@ -223,18 +289,25 @@ int link_dial(const char *address, SSL_CTX *ctx, int timeout_ms, struct link **o
 		set_why(why, whylen, "address is not HOST:PORT", address);
 		return r;
 	}
+	r = source_addrs(source, &src, why, whylen);
+	if (r < 0)
+		return r;
 	g = getaddrinfo(host, port, &hints, &res);
 	if (g != 0) {
+		if (src)
+			freeaddrinfo(src);
 		set_why(why, whylen, "cannot resolve address", gai_strerror(g));
 		return -EHOSTUNREACH;
 	}
 	r = -EHOSTUNREACH;
 	for (ai = res; ai; ai = ai->ai_next) {
-		r = connect_one(ai, deadline, &fd);
+		r = connect_one(ai, source_for(src, ai), deadline, &fd);
 		if (r == 0)
 			break;
 	}
 	freeaddrinfo(res);
+	if (src)
+		freeaddrinfo(src);
 	if (r < 0) {
 		set_why(why, whylen, "connect", strerror(-r));
 		return r;

@@ -986,14 +986,15 @@ static int connect_peer(struct receiver *rc, char *why, size_t whylen)
 	struct repl *r = rc->r;
 	struct repl_peer *who = NULL;
 	struct proto_msg m;
-	char addr[CONFIG_ADDR_MAX];
+	char addr[CONFIG_ADDR_MAX], listen[CONFIG_ADDR_MAX];
 	const char *reason = NULL;
 	int rv, code;
 
 	pthread_mutex_lock(&r->lock);
 	snprintf(addr, sizeof(addr), "%s", rc->p->cfg.address);
+	snprintf(listen, sizeof(listen), "%s", r->cfg.listen);
 	pthread_mutex_unlock(&r->lock);
-	rv = link_dial(addr, r->client_ctx, REPL_DIAL_TIMEOUT_MS, &rc->l, why, whylen);
+	rv = link_dial_from(addr, listen, r->client_ctx, REPL_DIAL_TIMEOUT_MS, &rc->l, why, whylen);
 	if (rv < 0)
 		return rv;
 	rv = repl_identify(r, rc->l, rc->p, &who, why, whylen);

@@ -42,6 +42,16 @@ int link_dial(const char *address, SSL_CTX *ctx, int timeout_ms, struct link **o
 	      size_t whylen);
 
 /*
+ * link_dial() from the host of source ("HOST:PORT", the node's listen
+ * address; port 0): peers then see the node at the address it listens on,
+ * and a firewall rule on that address covers both directions.  A wildcard
+ * or empty host, a NULL source, or a host of another address family than
+ * the peer's lets the kernel pick, as link_dial() does.
+ */
+int link_dial_from(const char *address, const char *source, SSL_CTX *ctx, int timeout_ms,
+		   struct link **out, char *why, size_t whylen);
+
+/*
  * Take an accepted socket (ownership passes to the link, even on failure)
  * and do the TLS server handshake within timeout_ms.
  */

@@ -35,13 +35,14 @@ SYNC_TIMEOUT = float(os.environ.get("LFS_SYNC_TIMEOUT", "60"))
 STATUS_TIMEOUT = 10
 
 
-def free_ports(count):
-    """`count` distinct loopback TCP ports that were free a moment ago."""
+def free_ports(count, hosts=None):
+    """`count` distinct loopback TCP ports that were free a moment ago (the
+    i-th on hosts[i], default 127.0.0.1)."""
     socks = []
     try:
-        for _ in range(count):
+        for i in range(count):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
+            s.bind((hosts[i] if hosts else "127.0.0.1", 0))
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
@@ -64,10 +65,11 @@ def vector(status):
 class ClusterNode(lfs.Node):
     """A node of a Cluster: a mount (lfs.Node) or, with serve, a relay without one."""
 
-    def __init__(self, root, name, port, serve=False, opts=None):
+    def __init__(self, root, name, port, serve=False, opts=None, host="127.0.0.1"):
         super().__init__(root, name)
         self.port = port
-        self.address = f"127.0.0.1:{port}"
+        self.host = host
+        self.address = f"{host}:{port}"
         self.serve = serve
         self.mount_opts = opts
         self.paused = False
@@ -237,19 +239,24 @@ class Cluster:
     opts:  {name: mount options}.
     start: start every node now (else call start(name) for each).
     primaries: names made --primary (default: the first only).
+    hosts: node i listens on (and dials from) 127.0.0.(i+2) instead of
+           127.0.0.1, so that a firewall rule can cut two nodes apart.
     """
 
-    def __init__(self, wd, names=("a", "b"), serve=(), opts=None, start=True, primaries=None):
+    def __init__(self, wd, names=("a", "b"), serve=(), opts=None, start=True, primaries=None,
+                 hosts=False):
         self.wd = wd
         self.root = wd.path
         self.ca = self.root / "ca"
         self.names = list(names)
         lfs.ctl("ca", "init", self.ca)
-        ports = free_ports(len(self.names))
+        addrs = ([f"127.0.0.{i + 2}" for i in range(len(self.names))] if hosts
+                 else ["127.0.0.1"] * len(self.names))
+        ports = free_ports(len(self.names), addrs)
         self.nodes = {}
-        for name, port in zip(self.names, ports):
+        for name, port, host in zip(self.names, ports, addrs):
             self.nodes[name] = ClusterNode(self.root, name, port, serve=name in serve,
-                                           opts=(opts or {}).get(name))
+                                           opts=(opts or {}).get(name), host=host)
         for i, name in enumerate(self.names):
             n = self.nodes[name]
             argv = ["init", n.dir, "--name", name, "--ca", self.ca, "--listen", n.address]

@@ -17,7 +17,9 @@ failure the seed is printed and the sequence shrunk (delta debugging, each
 trial on a fresh cluster) to a minimal one, printed as Python.
 
     difftest.py [--seed N] [--ops K] [--nodes N] [--batch B] [--no-shrink]
-    difftest.py --soak SECONDS [--faults]      (what tools/soak runs)
+
+soak.py (tools/soak) runs the same operations for as long as asked, with
+faults: kill -9, SIGSTOP, network cuts.
 
 Operations: create (O_EXCL, O_TRUNC), mknod, mkdir, symlink, link, unlink,
 rmdir, rename (plain, over a file, non-empty directories, NOREPLACE,
@@ -414,9 +416,10 @@ class Mismatch(Exception):
 
 
 class Rig:
-    """A native directory and a cluster (first node primary, allow_other)."""
+    """A native directory and a cluster (first node primary, allow_other;
+    with hosts, each node on its own loopback address, see Cluster)."""
 
-    def __init__(self, wd, nodes, tag):
+    def __init__(self, wd, nodes, tag, hosts=False):
         self.wd = wd
         self.names = [chr(ord("a") + i) for i in range(nodes)]
         os.chmod(wd.path, 0o755)
@@ -427,7 +430,7 @@ class Rig:
         os.mkdir(sub)
         os.chmod(sub, 0o755)
         self.cl = Cluster(lfs_sub(wd, sub), self.names,
-                          opts={n: "allow_other" for n in self.names})
+                          opts={n: "allow_other" for n in self.names}, hosts=hosts)
         self.mount = self.cl[self.names[0]].mnt
         os.chmod(self.mount, 0o755)
 
