@@ -148,7 +148,7 @@ static char *make_deep(const char *dir, int levels)
 
 Test(path, opens_paths_deeper_than_path_max)
 {
-	char *deep = make_deep("dir", 45), *file = malloc(strlen(deep) + 8);
+	char *deep = make_deep("dir", 45), *file = malloc(strlen(deep) + sizeof("/missing"));
 	struct path_at at;
 	struct stat a, b;
 	int fd = -1;
