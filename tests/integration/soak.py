@@ -280,9 +280,15 @@ def clone_tree(src, dst):
                 finally:
                     os.close(s)
             elif stat.S_ISFIFO(m):
+                if st.st_ino in linked:
+                    os.link(f"/proc/self/fd/{linked[st.st_ino]}", name, dst_dir_fd=ddir,
+                            follow_symlinks=True)
+                    continue
                 os.mkfifo(name, 0o600, dir_fd=ddir)
                 os.chown(name, st.st_uid, st.st_gid, dir_fd=ddir)
                 os.chmod(name, stat.S_IMODE(m), dir_fd=ddir)
+                if st.st_nlink > 1:   # a FIFO's other names are links to it too
+                    linked[st.st_ino] = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=ddir)
             else:
                 raise Failure(f"clone_tree: {name!r} has an unexpected type {oct(m)}")
 
