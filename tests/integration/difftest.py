@@ -182,8 +182,22 @@ def _data(seed, n):
 
 
 def _do(root, o):
-    """Run operation o under root (in this process); return a JSON-able result."""
-    p = os.path.join(root, o.get("path", "")) if "path" in o else None
+    """Run operation o under root (in this process); return a JSON-able result.
+
+    The operation runs from root as the working directory with relative
+    paths, so that a path's length limit is the same on the native tree and
+    on a mount whatever the two roots' own paths are."""
+    here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.chdir(root)
+        return _do_here(o)
+    finally:
+        os.fchdir(here)
+        os.close(here)
+
+
+def _do_here(o):
+    p = o.get("path") if "path" in o else None
     kind = o["op"]
     if kind == "create":
         flags = os.O_WRONLY | os.O_CREAT | {"": 0, "excl": os.O_EXCL, "trunc": os.O_TRUNC}[o["flags"]]
@@ -237,13 +251,13 @@ def _do(root, o):
     elif kind == "rmdir":
         os.rmdir(p)
     elif kind == "rename":
-        src, dst = os.path.join(root, o["src"]), os.path.join(root, o["dst"])
+        src, dst = o["src"], o["dst"]
         if o["flags"]:
             lfs.renameat2(src, dst, o["flags"])
         else:
             os.rename(src, dst)
     elif kind == "link":
-        os.link(os.path.join(root, o["src"]), os.path.join(root, o["dst"]), follow_symlinks=False)
+        os.link(o["src"], o["dst"], follow_symlinks=False)
     elif kind == "symlink":
         os.symlink(o["target"], p)
     elif kind == "mknod":
@@ -268,9 +282,9 @@ def _do(root, o):
     elif kind == "removexattr":
         os.removexattr(p, o["name"], follow_symlinks=False)
     elif kind == "copy":
-        fi = os.open(os.path.join(root, o["src"]), os.O_RDONLY | os.O_NONBLOCK)
+        fi = os.open(o["src"], os.O_RDONLY | os.O_NONBLOCK)
         try:
-            fo = os.open(os.path.join(root, o["dst"]), os.O_WRONLY | os.O_NONBLOCK)
+            fo = os.open(o["dst"], os.O_WRONLY | os.O_NONBLOCK)
             try:
                 return os.copy_file_range(fi, fo, o["len"], o["src_off"], o["dst_off"])
             finally:
@@ -280,7 +294,7 @@ def _do(root, o):
     elif kind == "deep":
         # A chain of directories made by relative calls, so that its depth
         # is not bounded by PATH_MAX; one file at the bottom.
-        fd = os.open(os.path.dirname(p) or root, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(os.path.dirname(p) or ".", os.O_RDONLY | os.O_DIRECTORY)
         try:
             name = os.path.basename(p)
             for i in range(o["depth"]):
