@@ -534,7 +534,7 @@ what is measured (sizes in brackets are --quick's):
               timed from its start until its status shows the snapshot done and it
               has applied all that a has; MB/s = the tree's bytes / that time.
   TLS         ledgerfs-benchtls (as tools/bench repl: 1 GiB [256 MiB] of 1 MiB
-              EVENTS frames through daemon/link.c, with a's certificates).
+              EVENTS frames through net/link.c, with a's certificates).
   1% resync   cN is stopped, 4 KiB of 1% of the files (chosen at random) are
               overwritten through a's mount, ledgerctl resync cN, cN is started and
               timed as above; rsync -a of the same change to the run's copy too.
@@ -595,7 +595,7 @@ def main(argv, bench_module):
     benchtls = bench.find_benchtls(args.build)
     if not benchtls:
         raise bench.BenchError(f"{args.build}/ledgerfs-benchtls missing or older than "
-                               "tools/benchtls.c (run ninja): the TLS ceiling is a reference")
+                               "cmd/bench/benchtls.c (run ninja): the TLS ceiling is a reference")
 
     made_dir = not os.path.exists(args.dir)
     os.makedirs(args.dir, exist_ok=True)

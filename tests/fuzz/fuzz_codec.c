@@ -1,5 +1,5 @@
 /*
- * fuzz_codec.c - libFuzzer target for the event codec (fs/event.c).
+ * fuzz_codec.c - libFuzzer target for the event codec (journal/event.c).
  *
  * Any input must be rejected cleanly or decode to an event that encodes
  * back to exactly the bytes it came from and decodes again to the same
@@ -17,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ledgerfs/crc32c.h"
-#include "ledgerfs/event.h"
+#include "lib/crc32c.h"
+#include "journal/event.h"
 
 static void put_u32le(uint8_t *p, uint32_t v)
 {

@@ -1,6 +1,6 @@
 /*
  * fuzz_frames.c - libFuzzer target for the replication frame codec
- * (daemon/proto.c), and through EVENTS for the event codec behind it.
+ * (net/proto.c), and through EVENTS for the event codec behind it.
  *
  * The input is read the way a link reads its TLS stream: split into frames
  * by proto_frame_peek(), each parsed by proto_parse(), each EVENTS record
@@ -15,7 +15,7 @@
  * framing and its CRC made right.  That copy reaches the body and event
  * checks.
  *
- * The same stream is also put through the handshake's rules (daemon/hello.c)
+ * The same stream is also put through the handshake's rules (net/hello.c)
  * as a node applies them to a peer that dialled it: the first frame must be
  * an acceptable HELLO, and each event after it must pass the receiver's
  * checks; every refusal must say why.
@@ -29,11 +29,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ledgerfs/bytes.h"
-#include "ledgerfs/crc32c.h"
-#include "ledgerfs/event.h"
-#include "ledgerfs/hello.h"
-#include "ledgerfs/proto.h"
+#include "lib/bytes.h"
+#include "lib/crc32c.h"
+#include "journal/event.h"
+#include "net/hello.h"
+#include "net/proto.h"
 
 /* The cluster and peer id the seed HELLO carries, so seeds pass the handshake. */
 #define SEED_CLUSTER_BYTE 0xab

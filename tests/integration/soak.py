@@ -632,9 +632,22 @@ def failure_text(seed, e, run):
     if run is not None:
         lines.append(f"operation log ({run.nops} ops; faults as {{\"fault\": ...}}):")
         lines += [json.dumps(o) for o in run.oplog]
-        lines += [f"--- node {n} ({run.cl[n].logfile}):\n{run.cl[n].log_tail(30)}"
-                  for n in run.rig.names]
+        lines += [f"--- node {n} ({run.cl[n].logfile}), {_proc_state(run.cl[n])}:\n"
+                  f"{run.cl[n].log_tail(30)}" for n in run.rig.names]
+        lines.append("--- FUSE mounts at the failure:")
+        lines += [f"{mp} {fs} {dev}" for mp, fs, dev in lfs.mount_table() if fs.startswith("fuse")]
     return "\n".join(lines)
+
+
+def _proc_state(node):
+    """Whether a node's daemon still ran when the failure was seen: an
+    operation failing with ENOTCONN or ECONNABORTED means its FUSE
+    connection ended, by the daemon's exit or by an abort."""
+    p = node.proc
+    if p is None:
+        return "daemon not running"
+    rc = p.poll()
+    return f"daemon pid {p.pid} running" if rc is None else f"daemon exited with {rc}"
 
 
 def keep(save, seed, run, text):

@@ -28,13 +28,13 @@ import lfs
 from cluster import Cluster, grep, read_config, vector
 from lfs import Failure, check, check_eq
 
-# include/ledgerfs/proto.h
+# net/proto.h
 PROTO_VERSION = 1
 PROTO_MAX_FRAME = 64 << 20
 HELLO, EVENTS, ACK, FETCH, PING, PONG, ERROR = range(1, 8)
 FRAME_NAMES = {1: "HELLO", 2: "EVENTS", 3: "ACK", 4: "FETCH", 5: "PING", 6: "PONG",
                7: "ERROR"}
-# include/ledgerfs/event.h
+# journal/event.h
 EVENT_VERSION = 1
 EVENT_HEADER_LEN = 186
 EV_CREATE = 1
@@ -58,7 +58,7 @@ _CRC_TABLE = _crc32c_table()
 
 
 def crc32c(data):
-    """CRC32C (Castagnoli), as fs/crc32c.c computes it."""
+    """CRC32C (Castagnoli), as lib/crc32c.c computes it."""
     crc = 0xFFFFFFFF
     for b in data:
         crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
@@ -67,14 +67,14 @@ def crc32c(data):
 
 assert crc32c(b"123456789") == 0xE3069283   # the standard check value
 
-# Everything after u32 record_len and u32 crc, in fs/event.c's order.
+# Everything after u32 record_len and u32 crc, in journal/event.c's order.
 _EVENT_FIXED = struct.Struct("<BBH" "QQQQ" "QQ" "QQ" "QQ" "QQQ" "IIII" "qI" "qI" "IQII" "HHHI")
 assert 8 + _EVENT_FIXED.size == EVENT_HEADER_LEN
 
 
 def encode_event(type_, origin, seq, path=b"", path2=b"", name=b"", data=b"", mode=0,
                  term=1, fid=None):
-    """One event record (include/ledgerfs/event.h) with a correct CRC32C."""
+    """One event record (journal/event.h) with a correct CRC32C."""
     now = time.time()
     hlc = int(now * 1000) << 16
     fid = fid or (origin, seq)

@@ -1,0 +1,27 @@
+/*
+ * ctl_socket.h - the client side of a node's control socket (control.h),
+ * shared by the ledgerctl commands that talk to a running node: status,
+ * metrics, promote, demote.
+ */
+#ifndef LEDGERFS_TOOLS_CTL_SOCKET_H
+#define LEDGERFS_TOOLS_CTL_SOCKET_H
+
+#include "net/proto.h"
+
+/* Replies the node writes for requests that change it start with one of these. */
+#define CTL_OK_PREFIX	 "ok: "
+#define CTL_ERROR_PREFIX "error: "
+
+/*
+ * Send request (without its newline) to the socket at path and append the
+ * reply to *reply.  Connecting, sending and reading share one deadline of
+ * a few seconds.  0 or a negative errno: -ENOENT or -ECONNREFUSED when no
+ * node listens there, -ETIMEDOUT, -ENODATA if the node closed without a
+ * word, -EMSGSIZE for a reply too large to be a node's.
+ */
+int ctl_ask(const char *path, const char *request, struct pbuf *reply);
+
+/* What a failure of ctl_ask() means for the person who asked ("node not running", ...). */
+const char *ctl_failure_meaning(int err);
+
+#endif

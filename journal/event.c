@@ -1,0 +1,615 @@
+/*
+ * event.c - binary codec of journaled events.
+ *
+ * A record is a fixed 186-byte header followed by the raw bytes of path,
+ * path2, name and data, in that order, their lengths in the header.  The
+ * same bytes are stored in the journal and sent to peers, so the decoder
+ * is the first thing that sees input from the network: it checks the
+ * record length against the buffer, the CRC, then every length and every
+ * per-type requirement before it allocates or copies anything, and each
+ * rejection names its reason for the log line that reports it.
+ *
+ * Integers are written one byte at a time, least significant first, so the
+ * format is the same on every host and no field is read through a cast of
+ * a possibly unaligned pointer.  Encoding runs the same checks as decoding:
+ * whatever event_encode() accepts, event_decode() gives back unchanged.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/bytes.h"
+#include "lib/crc32c.h"
+#include "journal/event.h"
+#include "store/path.h"
+
+/* Byte offsets of the fixed fields (same order as the layout in event.h). */
+enum {
+	OFF_RECORD_LEN = 0,
+	OFF_CRC = 4,
+	OFF_VERSION = 8,
+	OFF_TYPE = EVENT_OFF_TYPE,
+	OFF_FLAGS = EVENT_OFF_FLAGS,
+	OFF_ORIGIN = 12,
+	OFF_SEQ = 20,
+	OFF_HLC = 28,
+	OFF_TERM = EVENT_OFF_TERM,
+	OFF_FID_ORIGIN = 44,
+	OFF_FID_COUNTER = 52,
+	OFF_FID2_ORIGIN = 60,
+	OFF_FID2_COUNTER = 68,
+	OFF_BASE_ORIGIN = 76,
+	OFF_BASE_SEQ = 84,
+	OFF_OFFSET = 92,
+	OFF_LENGTH = 100,
+	OFF_RDEV = 108,
+	OFF_MODE = 116,
+	OFF_UID = 120,
+	OFF_GID = 124,
+	OFF_OP_FLAGS = 128,
+	OFF_ATIME_SEC = 132,
+	OFF_ATIME_NSEC = 140,
+	OFF_MTIME_SEC = 144,
+	OFF_MTIME_NSEC = 152,
+	OFF_VREF_SEGMENT = 156,
+	OFF_VREF_OFFSET = 160,
+	OFF_VREF_LEN = 168,
+	OFF_VREF_CRC = 172,
+	OFF_PATH_LEN = 176,
+	OFF_PATH2_LEN = 178,
+	OFF_NAME_LEN = 180,
+	OFF_DATA_LEN = 182,
+};
+_Static_assert(OFF_DATA_LEN + 4 == EVENT_HEADER_LEN, "event header layout and length disagree");
+
+/* The CRC covers everything after the length and the CRC itself. */
+#define CRC_START 8
+
+_Static_assert(EVENT_MAX_PATH == PATH_REL_MAX, "event paths carry any valid store path");
+
+#define EVENT_F_KNOWN ((unsigned)EVENT_F_VREF)
+
+/* Per-type requirements on the variable-length fields. */
+enum {
+	NEED_PATH = 1 << 0,
+	NEED_PATH2 = 1 << 1,
+	NEED_NAME = 1 << 2,
+	NEED_DATA = 1 << 3,
+};
+
+/* The variable-length fields, whether they come from a buffer or an event. */
+struct event_tail {
+	const char *path;
+	const char *path2;
+	const char *name;
+	const uint8_t *data;
+	size_t path_len;
+	size_t path2_len;
+	size_t name_len;
+	size_t data_len;
+};
+
+static void put_u8(uint8_t *p, uint8_t v)
+{
+	p[0] = v;
+}
+
+/* An absent field is NULL with length 0, which memchr() must not be given. */
+static int has_nul(const void *p, size_t n)
+{
+	return n != 0 && memchr(p, 0, n) != NULL;
+}
+
+/* The fields a type must carry, or -1 for a type this version does not know. */
+static int type_needs(unsigned type)
+{
+	switch (type) {
+	case EV_CREATE:
+	case EV_MKNOD:
+	case EV_MKDIR:
+	case EV_UNLINK:
+	case EV_RMDIR:
+		return NEED_PATH;
+	case EV_SYMLINK:
+		return NEED_PATH | NEED_DATA;
+	case EV_LINK:
+	case EV_RENAME:
+		return NEED_PATH | NEED_PATH2;
+	case EV_SETXATTR:
+	case EV_REMOVEXATTR:
+		return NEED_NAME;
+	/* An empty path here means the file was unlinked while still open. */
+	case EV_WRITE:
+	case EV_TRUNCATE:
+	case EV_FALLOCATE:
+	case EV_CHMOD:
+	case EV_CHOWN:
+	case EV_UTIMENS:
+	case EV_VOID:
+	case EV_OUTAGE:
+	case EV_RECOVERED:
+	case EV_ROLE:
+	case EV_DIVERGED:
+	case EV_HEALED:
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+/*
+ * The checks shared by encoder and decoder, so that the two accept exactly
+ * the same events.  -EPROTO for an unknown type, -EBADMSG otherwise.
+ */
+static int event_check(unsigned type, unsigned flags, const struct event_tail *t, const char **why)
+{
+	int needs = type_needs(type);
+
+	if (needs < 0) {
+		*why = "unknown type";
+		return -EPROTO;
+	}
+	if (flags & ~EVENT_F_KNOWN) {
+		*why = "unknown flags";
+		return -EBADMSG;
+	}
+	if (t->path_len > EVENT_MAX_PATH) {
+		*why = "path too long";
+		return -EBADMSG;
+	}
+	if (t->path2_len > EVENT_MAX_PATH) {
+		*why = "path2 too long";
+		return -EBADMSG;
+	}
+	if (t->name_len > EVENT_MAX_NAME) {
+		*why = "name too long";
+		return -EBADMSG;
+	}
+	if (t->data_len > EVENT_MAX_DATA) {
+		*why = "data too long";
+		return -EBADMSG;
+	}
+	if (has_nul(t->path, t->path_len)) {
+		*why = "NUL in path";
+		return -EBADMSG;
+	}
+	if (has_nul(t->path2, t->path2_len)) {
+		*why = "NUL in path2";
+		return -EBADMSG;
+	}
+	if (has_nul(t->name, t->name_len)) {
+		*why = "NUL in name";
+		return -EBADMSG;
+	}
+	if ((flags & EVENT_F_VREF) && type != EV_WRITE) {
+		*why = "vref on a type other than write";
+		return -EBADMSG;
+	}
+	if ((flags & EVENT_F_VREF) && t->data_len != 0) {
+		*why = "vref with inline data";
+		return -EBADMSG;
+	}
+	if ((needs & NEED_PATH) && t->path_len == 0) {
+		*why = "missing path";
+		return -EBADMSG;
+	}
+	if ((needs & NEED_PATH2) && t->path2_len == 0) {
+		*why = "missing path2";
+		return -EBADMSG;
+	}
+	if ((needs & NEED_NAME) && t->name_len == 0) {
+		*why = "missing name";
+		return -EBADMSG;
+	}
+	if ((needs & NEED_DATA) && t->data_len == 0) {
+		*why = "missing data";
+		return -EBADMSG;
+	}
+	/* A symlink target becomes a C string that symlink(2) takes whole. */
+	if (type == EV_SYMLINK && t->data_len > EVENT_MAX_TARGET) {
+		*why = "symlink target too long";
+		return -EBADMSG;
+	}
+	if (type == EV_SYMLINK && has_nul(t->data, t->data_len)) {
+		*why = "NUL in symlink target";
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+static void event_tail_of(const struct event *ev, struct event_tail *t)
+{
+	t->path = ev->path;
+	t->path2 = ev->path2;
+	t->name = ev->name;
+	t->data = ev->data;
+	t->path_len = ev->path ? strlen(ev->path) : 0;
+	t->path2_len = ev->path2 ? strlen(ev->path2) : 0;
+	t->name_len = ev->name ? strlen(ev->name) : 0;
+	t->data_len = ev->data_len;
+}
+
+const char *event_type_name(unsigned type)
+{
+	switch (type) {
+	case EV_CREATE:
+		return "create";
+	case EV_MKNOD:
+		return "mknod";
+	case EV_MKDIR:
+		return "mkdir";
+	case EV_SYMLINK:
+		return "symlink";
+	case EV_LINK:
+		return "link";
+	case EV_UNLINK:
+		return "unlink";
+	case EV_RMDIR:
+		return "rmdir";
+	case EV_RENAME:
+		return "rename";
+	case EV_WRITE:
+		return "write";
+	case EV_TRUNCATE:
+		return "truncate";
+	case EV_FALLOCATE:
+		return "fallocate";
+	case EV_CHMOD:
+		return "chmod";
+	case EV_CHOWN:
+		return "chown";
+	case EV_UTIMENS:
+		return "utimens";
+	case EV_SETXATTR:
+		return "setxattr";
+	case EV_REMOVEXATTR:
+		return "removexattr";
+	case EV_VOID:
+		return "void";
+	case EV_OUTAGE:
+		return "outage";
+	case EV_RECOVERED:
+		return "recovered";
+	case EV_ROLE:
+		return "role";
+	case EV_DIVERGED:
+		return "diverged";
+	case EV_HEALED:
+		return "healed";
+	default:
+		return "unknown";
+	}
+}
+
+int event_type_mutates(unsigned type)
+{
+	return type >= EV_CREATE && type <= EV_REMOVEXATTR;
+}
+
+size_t event_encoded_len(const struct event *ev)
+{
+	struct event_tail t;
+
+	event_tail_of(ev, &t);
+	return EVENT_HEADER_LEN + t.path_len + t.path2_len + t.name_len + t.data_len;
+}
+
+static void put_header(uint8_t *buf, const struct event *ev, const struct event_tail *t)
+{
+	put_u8(buf + OFF_VERSION, EVENT_VERSION);
+	put_u8(buf + OFF_TYPE, ev->type);
+	put_le16(buf + OFF_FLAGS, ev->flags);
+	put_le64(buf + OFF_ORIGIN, ev->origin);
+	put_le64(buf + OFF_SEQ, ev->seq);
+	put_le64(buf + OFF_HLC, ev->hlc);
+	put_le64(buf + OFF_TERM, ev->term);
+	put_le64(buf + OFF_FID_ORIGIN, ev->fid.origin);
+	put_le64(buf + OFF_FID_COUNTER, ev->fid.counter);
+	put_le64(buf + OFF_FID2_ORIGIN, ev->fid2.origin);
+	put_le64(buf + OFF_FID2_COUNTER, ev->fid2.counter);
+	put_le64(buf + OFF_BASE_ORIGIN, ev->base.origin);
+	put_le64(buf + OFF_BASE_SEQ, ev->base.seq);
+	put_le64(buf + OFF_OFFSET, ev->offset);
+	put_le64(buf + OFF_LENGTH, ev->length);
+	put_le64(buf + OFF_RDEV, ev->rdev);
+	put_le32(buf + OFF_MODE, ev->mode);
+	put_le32(buf + OFF_UID, ev->uid);
+	put_le32(buf + OFF_GID, ev->gid);
+	put_le32(buf + OFF_OP_FLAGS, ev->op_flags);
+	put_le64(buf + OFF_ATIME_SEC, (uint64_t)ev->atime_sec);
+	put_le32(buf + OFF_ATIME_NSEC, ev->atime_nsec);
+	put_le64(buf + OFF_MTIME_SEC, (uint64_t)ev->mtime_sec);
+	put_le32(buf + OFF_MTIME_NSEC, ev->mtime_nsec);
+	put_le32(buf + OFF_VREF_SEGMENT, ev->vref.segment);
+	put_le64(buf + OFF_VREF_OFFSET, ev->vref.offset);
+	put_le32(buf + OFF_VREF_LEN, ev->vref.len);
+	put_le32(buf + OFF_VREF_CRC, ev->vref.crc);
+	put_le16(buf + OFF_PATH_LEN, (uint16_t)t->path_len);
+	put_le16(buf + OFF_PATH2_LEN, (uint16_t)t->path2_len);
+	put_le16(buf + OFF_NAME_LEN, (uint16_t)t->name_len);
+	put_le32(buf + OFF_DATA_LEN, (uint32_t)t->data_len);
+}
+
+/* Appends n bytes at *p; memcpy must not see a NULL source even for n == 0. */
+static void put_bytes(uint8_t **p, const void *src, size_t n)
+{
+	if (n == 0)
+		return;
+	memcpy(*p, src, n);
+	*p += n;
+}
+
+int event_encode(const struct event *ev, uint8_t *buf, size_t cap, size_t *len)
+{
+	struct event_tail t;
+	const char *why;
+	size_t need;
+	uint8_t *p;
+
+	event_tail_of(ev, &t);
+	if (t.data_len != 0 && !t.data)
+		return -EINVAL;
+	if (event_check(ev->type, ev->flags, &t, &why) < 0)
+		return -EINVAL;
+	need = EVENT_HEADER_LEN + t.path_len + t.path2_len + t.name_len + t.data_len;
+	if (need > cap)
+		return -ENOSPC;
+
+	put_header(buf, ev, &t);
+	p = buf + EVENT_HEADER_LEN;
+	put_bytes(&p, t.path, t.path_len);
+	put_bytes(&p, t.path2, t.path2_len);
+	put_bytes(&p, t.name, t.name_len);
+	put_bytes(&p, t.data, t.data_len);
+	put_le32(buf + OFF_RECORD_LEN, (uint32_t)need);
+	put_le32(buf + OFF_CRC, crc32c(0, buf + CRC_START, need - CRC_START));
+	*len = need;
+	return 0;
+}
+
+int event_encode_inline_head(const struct event *ev, uint8_t *buf, size_t cap, size_t *head,
+			     size_t *len)
+{
+	struct event e = *ev;
+	struct event_tail t;
+	const char *why;
+	uint8_t *p;
+
+	if (!(ev->flags & EVENT_F_VREF) || ev->data)
+		return -EINVAL;
+	e.flags &= (uint16_t)~EVENT_F_VREF;
+	e.vref = (struct vref){0};
+	e.data_len = ev->vref.len;
+	event_tail_of(&e, &t);
+	if (event_check(e.type, e.flags, &t, &why) < 0)
+		return -EINVAL;
+	*len = EVENT_HEADER_LEN + t.path_len + t.path2_len + t.name_len + t.data_len;
+	*head = *len - t.data_len;
+	if (*head > cap)
+		return -ENOSPC;
+	put_header(buf, &e, &t);
+	p = buf + EVENT_HEADER_LEN;
+	put_bytes(&p, t.path, t.path_len);
+	put_bytes(&p, t.path2, t.path2_len);
+	put_bytes(&p, t.name, t.name_len);
+	put_le32(buf + OFF_RECORD_LEN, (uint32_t)*len);
+	return 0;
+}
+
+void event_seal(uint8_t *rec, size_t len)
+{
+	put_le32(rec + OFF_CRC, crc32c(0, rec + CRC_START, len - CRC_START));
+}
+
+static void get_header(const uint8_t *buf, struct event *ev)
+{
+	ev->type = buf[OFF_TYPE];
+	ev->flags = get_le16(buf + OFF_FLAGS);
+	ev->origin = get_le64(buf + OFF_ORIGIN);
+	ev->seq = get_le64(buf + OFF_SEQ);
+	ev->hlc = get_le64(buf + OFF_HLC);
+	ev->term = get_le64(buf + OFF_TERM);
+	ev->fid.origin = get_le64(buf + OFF_FID_ORIGIN);
+	ev->fid.counter = get_le64(buf + OFF_FID_COUNTER);
+	ev->fid2.origin = get_le64(buf + OFF_FID2_ORIGIN);
+	ev->fid2.counter = get_le64(buf + OFF_FID2_COUNTER);
+	ev->base.origin = get_le64(buf + OFF_BASE_ORIGIN);
+	ev->base.seq = get_le64(buf + OFF_BASE_SEQ);
+	ev->offset = get_le64(buf + OFF_OFFSET);
+	ev->length = get_le64(buf + OFF_LENGTH);
+	ev->rdev = get_le64(buf + OFF_RDEV);
+	ev->mode = get_le32(buf + OFF_MODE);
+	ev->uid = get_le32(buf + OFF_UID);
+	ev->gid = get_le32(buf + OFF_GID);
+	ev->op_flags = get_le32(buf + OFF_OP_FLAGS);
+	ev->atime_sec = (int64_t)get_le64(buf + OFF_ATIME_SEC);
+	ev->atime_nsec = get_le32(buf + OFF_ATIME_NSEC);
+	ev->mtime_sec = (int64_t)get_le64(buf + OFF_MTIME_SEC);
+	ev->mtime_nsec = get_le32(buf + OFF_MTIME_NSEC);
+	ev->vref.segment = get_le32(buf + OFF_VREF_SEGMENT);
+	ev->vref.offset = get_le64(buf + OFF_VREF_OFFSET);
+	ev->vref.len = get_le32(buf + OFF_VREF_LEN);
+	ev->vref.crc = get_le32(buf + OFF_VREF_CRC);
+}
+
+/* A NUL-terminated malloc'd copy of n bytes, NULL for n == 0.  0 or -ENOMEM. */
+static int dup_string(char **out, const char *src, size_t n)
+{
+	*out = NULL;
+	if (n == 0)
+		return 0;
+	*out = malloc(n + 1);
+	if (!*out)
+		return -ENOMEM;
+	memcpy(*out, src, n);
+	(*out)[n] = '\0';
+	return 0;
+}
+
+/* A malloc'd copy of n bytes, NULL for n == 0.  0 or -ENOMEM. */
+static int dup_bytes(uint8_t **out, const uint8_t *src, size_t n)
+{
+	*out = NULL;
+	if (n == 0)
+		return 0;
+	*out = malloc(n);
+	if (!*out)
+		return -ENOMEM;
+	memcpy(*out, src, n);
+	return 0;
+}
+
+/* Locates the variable-length fields of a record whose length is already checked. */
+static int tail_of_record(const uint8_t *buf, uint32_t record_len, struct event_tail *t,
+			  const char **why)
+{
+	uint64_t sum;
+	const uint8_t *p = buf + EVENT_HEADER_LEN;
+
+	t->path_len = get_le16(buf + OFF_PATH_LEN);
+	t->path2_len = get_le16(buf + OFF_PATH2_LEN);
+	t->name_len = get_le16(buf + OFF_NAME_LEN);
+	t->data_len = get_le32(buf + OFF_DATA_LEN);
+	sum = (uint64_t)t->path_len + t->path2_len + t->name_len + t->data_len;
+	if (sum > record_len - EVENT_HEADER_LEN) {
+		*why = "lengths overrun record";
+		return -EBADMSG;
+	}
+	if (sum < record_len - EVENT_HEADER_LEN) {
+		*why = "lengths leave bytes unused";
+		return -EBADMSG;
+	}
+	t->path = (const char *)p;
+	p += t->path_len;
+	t->path2 = (const char *)p;
+	p += t->path2_len;
+	t->name = (const char *)p;
+	p += t->name_len;
+	t->data = p;
+	return 0;
+}
+
+int event_decode(const uint8_t *buf, size_t len, struct event *ev, size_t *used, const char **why)
+{
+	struct event_tail t;
+	const char *unused_why;
+	uint32_t record_len;
+	int ret;
+
+	if (!why)
+		why = &unused_why;
+	memset(ev, 0, sizeof(*ev));
+
+	if (len < EVENT_HEADER_LEN) {
+		*why = "truncated header";
+		return -EBADMSG;
+	}
+	record_len = get_le32(buf + OFF_RECORD_LEN);
+	if (record_len < EVENT_HEADER_LEN) {
+		*why = "record length smaller than header";
+		return -EBADMSG;
+	}
+	if (record_len > EVENT_MAX_RECORD) {
+		*why = "record too long";
+		return -EBADMSG;
+	}
+	if (record_len > len) {
+		*why = "truncated record";
+		return -EBADMSG;
+	}
+	if (crc32c(0, buf + CRC_START, record_len - CRC_START) != get_le32(buf + OFF_CRC)) {
+		*why = "bad crc";
+		return -EBADMSG;
+	}
+	if (buf[OFF_VERSION] != EVENT_VERSION) {
+		*why = "unknown version";
+		return -EPROTO;
+	}
+	ret = tail_of_record(buf, record_len, &t, why);
+	if (ret < 0)
+		return ret;
+	ret = event_check(buf[OFF_TYPE], get_le16(buf + OFF_FLAGS), &t, why);
+	if (ret < 0)
+		return ret;
+
+	get_header(buf, ev);
+	ev->data_len = (uint32_t)t.data_len;
+	ret = dup_string(&ev->path, t.path, t.path_len);
+	if (ret < 0)
+		goto out;
+	ret = dup_string(&ev->path2, t.path2, t.path2_len);
+	if (ret < 0)
+		goto out;
+	ret = dup_string(&ev->name, t.name, t.name_len);
+	if (ret < 0)
+		goto out;
+	ret = dup_bytes(&ev->data, t.data, t.data_len);
+	if (ret < 0)
+		goto out;
+	if (used)
+		*used = record_len;
+out:
+	if (ret < 0) {
+		*why = "out of memory";
+		event_free(ev);
+	}
+	return ret;
+}
+
+void event_free(struct event *ev)
+{
+	free(ev->path);
+	free(ev->path2);
+	free(ev->name);
+	free(ev->data);
+	memset(ev, 0, sizeof(*ev));
+}
+
+/* Empty and NULL both clear the field, as an empty string decodes to NULL. */
+static int set_string(char **field, const char *s)
+{
+	char *copy = NULL;
+
+	if (s && *s) {
+		copy = strdup(s);
+		if (!copy)
+			return -ENOMEM;
+	}
+	free(*field);
+	*field = copy;
+	return 0;
+}
+
+int event_set_path(struct event *ev, const char *path)
+{
+	return set_string(&ev->path, path);
+}
+
+int event_set_path2(struct event *ev, const char *path2)
+{
+	return set_string(&ev->path2, path2);
+}
+
+int event_set_name(struct event *ev, const char *name)
+{
+	return set_string(&ev->name, name);
+}
+
+/* len == 0 clears the data; -EINVAL for a NULL source with len > 0. */
+int event_set_data(struct event *ev, const void *data, uint32_t len)
+{
+	uint8_t *copy = NULL;
+
+	if (len != 0 && !data)
+		return -EINVAL;
+	if (len != 0) {
+		copy = malloc(len);
+		if (!copy)
+			return -ENOMEM;
+		memcpy(copy, data, len);
+	}
+	free(ev->data);
+	ev->data = copy;
+	ev->data_len = len;
+	return 0;
+}

@@ -1,0 +1,534 @@
+/*
+ * digest.c - one SHA-256 for a whole directory tree (see digest.h).
+ *
+ * Convergence (DESIGN.md, invariant 4) is checked by comparing these
+ * digests across nodes, so the digest covers exactly what replication must
+ * make equal and nothing that legitimately differs between replicas.
+ *
+ * Each entry is hashed on its own from a fixed sequence of fields, every
+ * variable-length field preceded by its length, so two different entries
+ * can never feed the same bytes.  The tree digest is SHA-256 over the
+ * (path, entry hash) pairs in walk order: names sorted byte-wise within a
+ * directory, a directory's entries right after the directory itself.
+ *
+ * Symlinks below the root are never followed (the root itself is opened as
+ * given, so a symlink naming a tree works): entries are opened relative to their parent
+ * with O_NOFOLLOW, and xattrs of entries without an open fd are read with
+ * l*xattr() through /proc/self/fd/PARENT/NAME.  To keep one directory fd open
+ * however deep the tree, the walk closes a directory before descending and
+ * comes back to it through "..", checking that it is the same directory.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "store/digest.h"
+#include "lib/dirscan.h"
+#include "lib/grow.h"
+
+/* Read buffer for file contents, allocated once per digest_tree() call. */
+#define READ_BUF_SIZE (1 << 20)
+
+/* Fed first into the tree digest, so a future change of format changes every digest. */
+#define TREE_DOMAIN "ledgerfs tree digest v1"
+
+/* ledgerfs keeps its own bookkeeping (fids, versions) here; it differs per node. */
+#define PRIVATE_XATTR_PREFIX "trusted.ledgerfs."
+
+struct digest_walk {
+	const char *root;
+	FILE *list;
+	EVP_MD_CTX *tree;   /* over (path, entry hash) pairs */
+	EVP_MD_CTX *entry;  /* reset for each entry */
+	unsigned char *buf; /* READ_BUF_SIZE bytes: file contents, symlink targets */
+	char *path;	    /* relative path of the current entry, "" for the root */
+	size_t path_len, path_cap;
+	char *xnames; /* llistxattr() output */
+	size_t xnames_cap;
+	char **xsorted; /* pointers into xnames, sorted */
+	size_t xsorted_cap;
+	unsigned char *xval; /* one xattr value */
+	size_t xval_cap;
+};
+
+/* The names of one directory, sorted; owned by the walk frame that read them. */
+struct name_list {
+	char **v;
+	size_t n, cap;
+};
+
+/* The entry's path as shown to people: the root is ".". */
+static const char *entry_path(const struct digest_walk *w)
+{
+	return w->path_len ? w->path : ".";
+}
+
+static int report(const struct digest_walk *w, int err, const char *why)
+{
+	bool below = w->path && w->path_len;
+
+	fprintf(stderr, "ledgerctl: digest: %s%s%s: %s\n", w->root, below ? "/" : "",
+		below ? w->path : "", why ? why : strerror(-err));
+	return err;
+}
+
+/* Append "/name" (just "name" below the root) to w->path; the old length goes to *saved. */
+static int path_push(struct digest_walk *w, const char *name, size_t *saved)
+{
+	size_t nlen = strlen(name);
+	size_t need = w->path_len + 1 + nlen + 1;
+	int err;
+
+	err = grow_array(&w->path, &w->path_cap, need, 1);
+	if (err)
+		return err;
+	*saved = w->path_len;
+	if (w->path_len)
+		w->path[w->path_len++] = '/';
+	memcpy(w->path + w->path_len, name, nlen + 1);
+	w->path_len += nlen;
+	return 0;
+}
+
+static void path_pop(struct digest_walk *w, size_t saved)
+{
+	w->path_len = saved;
+	w->path[saved] = '\0';
+}
+
+static int h_update(EVP_MD_CTX *c, const void *p, size_t n)
+{
+	return EVP_DigestUpdate(c, p, n) == 1 ? 0 : -EIO;
+}
+
+static int h_u64(EVP_MD_CTX *c, uint64_t v)
+{
+	unsigned char b[8];
+	int i;
+
+	for (i = 0; i < 8; i++)
+		b[i] = (unsigned char)(v >> (8 * i));
+	return h_update(c, b, sizeof(b));
+}
+
+static int h_bytes(EVP_MD_CTX *c, const void *p, size_t n)
+{
+	int err = h_u64(c, n);
+
+	return err ? err : h_update(c, p, n);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool xattr_private(const char *name)
+{
+	return !strncmp(name, PRIVATE_XATTR_PREFIX, sizeof(PRIVATE_XATTR_PREFIX) - 1);
+}
+
+/*
+ * Hash the xattrs of an entry: through fd when it is >= 0, else through
+ * procpath without following a symlink at its end.
+ */
+static int hash_xattrs(struct digest_walk *w, int fd, const char *procpath)
+{
+	size_t i, n = 0;
+	ssize_t len, vlen;
+	char *p;
+	int err;
+
+	for (;;) {
+		len = fd >= 0 ? flistxattr(fd, NULL, 0) : llistxattr(procpath, NULL, 0);
+		if (len < 0 && (errno == ENOTSUP || errno == ENODATA))
+			len = 0;
+		if (len < 0)
+			return report(w, -errno, NULL);
+		if (len == 0)
+			break;
+		err = grow_array(&w->xnames, &w->xnames_cap, (size_t)len, 1);
+		if (err)
+			return report(w, err, NULL);
+		len = fd >= 0 ? flistxattr(fd, w->xnames, w->xnames_cap)
+			      : llistxattr(procpath, w->xnames, w->xnames_cap);
+		if (len >= 0)
+			break;
+		/* The list grew between the two calls: ask again. */
+		if (errno != ERANGE)
+			return report(w, -errno, NULL);
+	}
+	for (p = w->xnames; p < w->xnames + len; p += strlen(p) + 1) {
+		if (xattr_private(p))
+			continue;
+		err = grow_array(&w->xsorted, &w->xsorted_cap, n + 1, sizeof(char *));
+		if (err)
+			return report(w, err, NULL);
+		w->xsorted[n++] = p;
+	}
+	if (n > 1)
+		qsort(w->xsorted, n, sizeof(char *), cmp_str);
+	err = h_u64(w->entry, n);
+	for (i = 0; i < n && !err; i++) {
+		const char *name = w->xsorted[i];
+
+		for (;;) {
+			vlen = fd >= 0 ? fgetxattr(fd, name, NULL, 0)
+				       : lgetxattr(procpath, name, NULL, 0);
+			if (vlen < 0)
+				return report(w, -errno, NULL);
+			err = grow_array(&w->xval, &w->xval_cap, (size_t)vlen + 1, 1);
+			if (err)
+				return report(w, err, NULL);
+			vlen = fd >= 0 ? fgetxattr(fd, name, w->xval, w->xval_cap)
+				       : lgetxattr(procpath, name, w->xval, w->xval_cap);
+			if (vlen >= 0)
+				break;
+			if (errno != ERANGE)
+				return report(w, -errno, NULL);
+		}
+		err = h_bytes(w->entry, name, strlen(name));
+		if (!err)
+			err = h_bytes(w->entry, w->xval, (size_t)vlen);
+	}
+	return err ? report(w, err, NULL) : 0;
+}
+
+/* Hash size, then contents read from fd, which must match the size. */
+static int hash_contents(struct digest_walk *w, int fd, off_t size)
+{
+	uint64_t total = 0;
+	ssize_t n;
+	int err;
+
+	err = h_u64(w->entry, (uint64_t)size);
+	while (!err) {
+		n = read(fd, w->buf, READ_BUF_SIZE);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return report(w, -errno, NULL);
+		if (n == 0)
+			break;
+		total += (uint64_t)n;
+		if (total > (uint64_t)size)
+			break;
+		err = h_update(w->entry, w->buf, (size_t)n);
+	}
+	if (err)
+		return report(w, err, NULL);
+	if (total != (uint64_t)size)
+		return report(w, -EAGAIN, "changed while being read");
+	return 0;
+}
+
+static char type_char(mode_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG:
+		return 'f';
+	case S_IFDIR:
+		return 'd';
+	case S_IFLNK:
+		return 'l';
+	case S_IFCHR:
+		return 'c';
+	case S_IFBLK:
+		return 'b';
+	case S_IFIFO:
+		return 'p';
+	default:
+		return 's';
+	}
+}
+
+static void list_path(FILE *f, const char *p)
+{
+	for (; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c == '\n')
+			fputs("\\n", f);
+		else if (c == '\\')
+			fputs("\\\\", f);
+		else if (c < 0x20 || c >= 0x7f)
+			fprintf(f, "\\x%02x", c);
+		else
+			fputc(c, f);
+	}
+}
+
+static void list_entry(struct digest_walk *w, const struct stat *st,
+		       const unsigned char h[DIGEST_LEN])
+{
+	char hex[2 * DIGEST_LEN + 1];
+
+	digest_hex(h, hex);
+	fprintf(w->list, "%s %c %04o %ju:%ju ", hex, type_char(st->st_mode),
+		(unsigned)(st->st_mode & 07777), (uintmax_t)st->st_uid, (uintmax_t)st->st_gid);
+	/* Size and mtime are part of the digest for regular files only. */
+	if (S_ISREG(st->st_mode))
+		fprintf(w->list, "%jd %jd ", (intmax_t)st->st_size,
+			(intmax_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec);
+	else
+		fputs("- - ", w->list);
+	list_path(w->list, entry_path(w));
+	fputc('\n', w->list);
+}
+
+/*
+ * Hash one entry whose stat is st.  fd is an open fd of the entry (a
+ * directory or regular file) or -1; dirfd and name locate it otherwise.
+ */
+static int hash_entry(struct digest_walk *w, const struct stat *st, int fd, int dirfd,
+		      const char *name)
+{
+	unsigned char h[DIGEST_LEN];
+	unsigned char type = (unsigned char)type_char(st->st_mode);
+	char procpath[64 + NAME_MAX];
+	int64_t mtime_ns;
+	ssize_t n;
+	int err;
+
+	if (EVP_DigestInit_ex(w->entry, EVP_sha256(), NULL) != 1)
+		return report(w, -EIO, "SHA-256 unavailable");
+	err = h_update(w->entry, &type, 1);
+	if (!err)
+		err = h_u64(w->entry, st->st_mode & 07777);
+	if (!err)
+		err = h_u64(w->entry, st->st_uid);
+	if (!err)
+		err = h_u64(w->entry, st->st_gid);
+	if (err)
+		return report(w, err, NULL);
+	snprintf(procpath, sizeof(procpath), "/proc/self/fd/%d/%s", dirfd, name);
+	err = hash_xattrs(w, fd, procpath);
+	if (err)
+		return err;
+	switch (st->st_mode & S_IFMT) {
+	case S_IFREG:
+		err = hash_contents(w, fd, st->st_size);
+		if (err)
+			return err;
+		mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+		err = h_u64(w->entry, (uint64_t)mtime_ns);
+		break;
+	case S_IFLNK:
+		n = readlinkat(dirfd, name, (char *)w->buf, READ_BUF_SIZE);
+		if (n < 0)
+			return report(w, -errno, NULL);
+		if (n == READ_BUF_SIZE)
+			return report(w, -ENAMETOOLONG, NULL);
+		err = h_bytes(w->entry, w->buf, (size_t)n);
+		break;
+	case S_IFCHR:
+	case S_IFBLK:
+		err = h_u64(w->entry, major(st->st_rdev));
+		if (!err)
+			err = h_u64(w->entry, minor(st->st_rdev));
+		break;
+	}
+	if (!err && EVP_DigestFinal_ex(w->entry, h, NULL) != 1)
+		err = -EIO;
+	if (!err)
+		err = h_bytes(w->tree, entry_path(w), strlen(entry_path(w)));
+	if (!err)
+		err = h_update(w->tree, h, sizeof(h));
+	if (err)
+		return report(w, err, NULL);
+	if (w->list)
+		list_entry(w, st, h);
+	return 0;
+}
+
+static void names_free(struct name_list *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+}
+
+static int name_add(int dirfd, const char *name, void *arg)
+{
+	struct name_list *l = arg;
+	int err;
+
+	(void)dirfd;
+	err = grow_array(&l->v, &l->cap, l->n + 1, sizeof(char *));
+	if (err)
+		return err;
+	l->v[l->n] = strdup(name);
+	if (!l->v[l->n])
+		return -ENOMEM;
+	l->n++;
+	return 0;
+}
+
+/* Read and sort the names in the directory open at dirfd (which stays open). */
+static int names_read(struct digest_walk *w, int dirfd, struct name_list *l)
+{
+	int err = dir_scan(dirfd, name_add, l);
+
+	if (err)
+		return report(w, err, NULL);
+	if (l->n > 1)
+		qsort(l->v, l->n, sizeof(char *), cmp_str);
+	return 0;
+}
+
+/*
+ * Open name below dirfd when it is a directory or regular file, and stat it
+ * through the fd so that what is hashed is what is read.  *fd is -1 for
+ * other types.
+ */
+static int entry_open(struct digest_walk *w, int dirfd, const char *name, struct stat *st, int *fd)
+{
+	int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+	mode_t type;
+
+	*fd = -1;
+	if (fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW) < 0)
+		return report(w, -errno, NULL);
+	type = st->st_mode & S_IFMT;
+	if (type != S_IFDIR && type != S_IFREG)
+		return 0;
+	*fd = openat(dirfd, name, flags | (type == S_IFDIR ? O_DIRECTORY : 0));
+	if (*fd < 0)
+		return report(w, -errno, NULL);
+	if (fstat(*fd, st) < 0 || (st->st_mode & S_IFMT) != type) {
+		close(*fd);
+		*fd = -1;
+		return report(w, -EAGAIN, "changed while being read");
+	}
+	return 0;
+}
+
+/* Replace *fd, a directory, by its parent, which must be the directory parent_st. */
+static int walk_up(struct digest_walk *w, int *fd, const struct stat *parent_st)
+{
+	struct stat st;
+	int up;
+
+	up = openat(*fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (up < 0)
+		return report(w, -errno, NULL);
+	if (fstat(up, &st) < 0 || st.st_dev != parent_st->st_dev ||
+	    st.st_ino != parent_st->st_ino) {
+		close(up);
+		return report(w, -EAGAIN, "moved while being read");
+	}
+	close(*fd);
+	*fd = up;
+	return 0;
+}
+
+/*
+ * Hash everything below the directory open at *dirfd, whose path is in
+ * w->path.  *dirfd is closed while a subdirectory is walked and reopened
+ * afterwards; on error it may be -1.
+ */
+static int walk_dir(struct digest_walk *w, int *dirfd)
+{
+	struct name_list names = {0};
+	struct stat self, st;
+	size_t i, saved;
+	int fd, err;
+
+	if (fstat(*dirfd, &self) < 0)
+		return report(w, -errno, NULL);
+	err = names_read(w, *dirfd, &names);
+	for (i = 0; i < names.n && !err; i++) {
+		err = path_push(w, names.v[i], &saved);
+		if (err) {
+			report(w, err, NULL);
+			break;
+		}
+		err = entry_open(w, *dirfd, names.v[i], &st, &fd);
+		if (!err)
+			err = hash_entry(w, &st, fd, *dirfd, names.v[i]);
+		if (!err && S_ISDIR(st.st_mode)) {
+			close(*dirfd);
+			*dirfd = -1;
+			err = walk_dir(w, &fd);
+			if (!err)
+				err = walk_up(w, &fd, &self);
+			if (!err) {
+				*dirfd = fd;
+				fd = -1;
+			}
+		}
+		if (fd >= 0)
+			close(fd);
+		path_pop(w, saved);
+	}
+	names_free(&names);
+	return err;
+}
+
+int digest_tree(const char *root, unsigned char out[DIGEST_LEN], FILE *list)
+{
+	struct digest_walk w = {.root = root, .list = list};
+	struct stat st;
+	int fd = -1, err;
+
+	w.path = calloc(1, 64);
+	w.path_cap = 64;
+	w.tree = EVP_MD_CTX_new();
+	w.entry = EVP_MD_CTX_new();
+	w.buf = malloc(READ_BUF_SIZE);
+	if (!w.path || !w.tree || !w.entry || !w.buf) {
+		err = report(&w, -ENOMEM, NULL);
+		goto out;
+	}
+	if (EVP_DigestInit_ex(w.tree, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(w.tree, TREE_DOMAIN, sizeof(TREE_DOMAIN)) != 1) {
+		err = report(&w, -EIO, "SHA-256 unavailable");
+		goto out;
+	}
+	fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		err = report(&w, -errno, NULL);
+		goto out;
+	}
+	err = hash_entry(&w, &st, fd, fd, ".");
+	if (!err)
+		err = walk_dir(&w, &fd);
+	if (!err && EVP_DigestFinal_ex(w.tree, out, NULL) != 1)
+		err = report(&w, -EIO, "SHA-256 failed");
+out:
+	if (fd >= 0)
+		close(fd);
+	free(w.xval);
+	free(w.xsorted);
+	free(w.xnames);
+	free(w.buf);
+	EVP_MD_CTX_free(w.entry);
+	EVP_MD_CTX_free(w.tree);
+	free(w.path);
+	return err;
+}
+
+void digest_hex(const unsigned char d[DIGEST_LEN], char *hex)
+{
+	static const char digits[] = "0123456789abcdef";
+	int i;
+
+	for (i = 0; i < DIGEST_LEN; i++) {
+		hex[2 * i] = digits[d[i] >> 4];
+		hex[2 * i + 1] = digits[d[i] & 15];
+	}
+	hex[2 * DIGEST_LEN] = '\0';
+}
