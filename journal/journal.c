@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <leveldb/c.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,17 @@ struct origin_mark {
 };
 
 struct journal {
+	/*
+	 * Guards every field below that changes after open, and the value
+	 * log's: taken inside each journal_*() call that reads or writes them,
+	 * never held across a call out of the journal.  The innermost lock of
+	 * the process: a caller may hold its node lock or a peer lock, never
+	 * the other way round.  Recursive, because some calls use others.
+	 * Not taken for LevelDB itself (thread-safe), for iterators (LevelDB
+	 * snapshots), by journal_sync_log() while the disk flushes, nor by
+	 * journal_compact_events().
+	 */
+	pthread_mutex_t mu;
 	char *dir;
 	leveldb_t *db;
 	leveldb_options_t *opts;
@@ -760,6 +772,30 @@ static int open_db(struct journal *j, int create, const char **why)
 	return db_fail(j, "open", err);
 }
 
+static int journal_mutex_init(struct journal *j)
+{
+	pthread_mutexattr_t a;
+	int r;
+
+	if (pthread_mutexattr_init(&a) != 0)
+		return -ENOMEM;
+	r = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+	if (r == 0)
+		r = pthread_mutex_init(&j->mu, &a);
+	pthread_mutexattr_destroy(&a);
+	return -r;
+}
+
+static void journal_lock(struct journal *j)
+{
+	pthread_mutex_lock(&j->mu);
+}
+
+static void journal_unlock(struct journal *j)
+{
+	pthread_mutex_unlock(&j->mu);
+}
+
 int journal_open(const char *dir, int create, uint64_t node_id, struct journal **out,
 		 const char **why)
 {
@@ -780,6 +816,10 @@ int journal_open(const char *dir, int create, uint64_t node_id, struct journal *
 	if (ret < 0)
 		return ret;
 	j = calloc(1, sizeof(*j));
+	if (j && journal_mutex_init(j) < 0) {
+		free(j);
+		j = NULL;
+	}
 	if (!j || !(j->dir = strdup(dir)) || asprintf(&vdir, "%s/vlog", dir) < 0) {
 		vdir = NULL;
 		ret = -ENOMEM;
@@ -904,6 +944,7 @@ void journal_close(struct journal *j)
 	free(j->buf);
 	free(j->vseg_list);
 	free(j->dir);
+	pthread_mutex_destroy(&j->mu);
 	free(j);
 }
 
@@ -912,12 +953,22 @@ uint64_t journal_node_id(const struct journal *j)
 	return j->node_id;
 }
 
-uint64_t journal_next_seq(const struct journal *j)
+static uint64_t journal_next_seq_locked(const struct journal *j)
 {
 	return j->next_seq;
 }
 
-int journal_meta_get(struct journal *j, const char *name, void **val, size_t *len)
+uint64_t journal_next_seq(const struct journal *j)
+{
+	uint64_t r;
+
+	journal_lock((struct journal *)j);
+	r = journal_next_seq_locked(j);
+	journal_unlock((struct journal *)j);
+	return r;
+}
+
+static int journal_meta_get_locked(struct journal *j, const char *name, void **val, size_t *len)
 {
 	char k[2 + META_NAME_MAX];
 	char *raw;
@@ -942,12 +993,22 @@ int journal_meta_get(struct journal *j, const char *name, void **val, size_t *le
 	return ret;
 }
 
+int journal_meta_get(struct journal *j, const char *name, void **val, size_t *len)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_meta_get_locked(j, name, val, len);
+	journal_unlock(j);
+	return r;
+}
+
 /*
  * node_id and format describe the journal itself and are fixed at creation;
  * next_seq and term are cached here, so a put of them updates the cache.
  * Trimmed marks and segment lists change only through trimming and appends.
  */
-int journal_meta_put(struct journal *j, const char *name, const void *val, size_t len, int sync)
+static int journal_meta_put_locked(struct journal *j, const char *name, const void *val, size_t len, int sync)
 {
 	leveldb_writebatch_t *b;
 	char k[2 + META_NAME_MAX];
@@ -980,7 +1041,17 @@ int journal_meta_put(struct journal *j, const char *name, const void *val, size_
 	return 0;
 }
 
-int journal_meta_get_u64(struct journal *j, const char *name, uint64_t *val)
+int journal_meta_put(struct journal *j, const char *name, const void *val, size_t len, int sync)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_meta_put_locked(j, name, val, len, sync);
+	journal_unlock(j);
+	return r;
+}
+
+static int journal_meta_get_u64_locked(struct journal *j, const char *name, uint64_t *val)
 {
 	char k[2 + META_NAME_MAX];
 	size_t klen = key_meta(k, name);
@@ -990,7 +1061,17 @@ int journal_meta_get_u64(struct journal *j, const char *name, uint64_t *val)
 	return db_get_u64(j, k, klen, val);
 }
 
-int journal_meta_put_u64(struct journal *j, const char *name, uint64_t val, int sync)
+int journal_meta_get_u64(struct journal *j, const char *name, uint64_t *val)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_meta_get_u64_locked(j, name, val);
+	journal_unlock(j);
+	return r;
+}
+
+static int journal_meta_put_u64_locked(struct journal *j, const char *name, uint64_t val, int sync)
 {
 	uint8_t v[8];
 
@@ -998,7 +1079,17 @@ int journal_meta_put_u64(struct journal *j, const char *name, uint64_t val, int 
 	return journal_meta_put(j, name, v, sizeof(v), sync);
 }
 
-int journal_append(struct journal *j, struct event *ev)
+int journal_meta_put_u64(struct journal *j, const char *name, uint64_t val, int sync)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_meta_put_u64_locked(j, name, val, sync);
+	journal_unlock(j);
+	return r;
+}
+
+static int journal_append_locked(struct journal *j, struct event *ev)
 {
 	uint64_t hlc = hlc_next(j);
 	int ret;
@@ -1013,6 +1104,16 @@ int journal_append(struct journal *j, struct event *ev)
 	j->next_seq++;
 	j->hlc_last = hlc;
 	return 0;
+}
+
+int journal_append(struct journal *j, struct event *ev)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_append_locked(j, ev);
+	journal_unlock(j);
+	return r;
 }
 
 /*
@@ -1058,7 +1159,7 @@ static void remote_took(struct journal *j, const struct event *ev, uint64_t next
 		j->hlc_last = ev->hlc;
 }
 
-int journal_put_remote(struct journal *j, struct event *ev)
+static int journal_put_remote_locked(struct journal *j, struct event *ev)
 {
 	uint64_t next;
 	int ret;
@@ -1071,7 +1172,17 @@ int journal_put_remote(struct journal *j, struct event *ev)
 	return ret;
 }
 
-int journal_put_remote_batch(struct journal *j, const struct event *evs, size_t n, const int *skip)
+int journal_put_remote(struct journal *j, struct event *ev)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_put_remote_locked(j, ev);
+	journal_unlock(j);
+	return r;
+}
+
+static int journal_put_remote_batch_locked(struct journal *j, const struct event *evs, size_t n, const int *skip)
 {
 	uint32_t inline_max = n >= JOURNAL_BULK_RUN ? JOURNAL_BULK_INLINE_MAX : JOURNAL_INLINE_MAX;
 	uint64_t next, top = 0, staged = 0;
@@ -1114,11 +1225,21 @@ int journal_put_remote_batch(struct journal *j, const struct event *evs, size_t 
 	return ret;
 }
 
+int journal_put_remote_batch(struct journal *j, const struct event *evs, size_t n, const int *skip)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_put_remote_batch_locked(j, evs, n, skip);
+	journal_unlock(j);
+	return r;
+}
+
 /*
  * A record that no longer decodes can still be voided (fsck does that);
  * its hlc and term are then unknown and left 0.
  */
-int journal_void(struct journal *j, uint64_t origin, uint64_t seq)
+static int journal_void_locked(struct journal *j, uint64_t origin, uint64_t seq)
 {
 	struct event old, v = {.type = EV_VOID, .origin = origin, .seq = seq};
 	uint8_t k[KEY_EVENT_LEN];
@@ -1143,7 +1264,17 @@ int journal_void(struct journal *j, uint64_t origin, uint64_t seq)
 	return event_store(j, &v, 0);
 }
 
-int journal_delete(struct journal *j, uint64_t origin, uint64_t seq)
+int journal_void(struct journal *j, uint64_t origin, uint64_t seq)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_void_locked(j, origin, seq);
+	journal_unlock(j);
+	return r;
+}
+
+static int journal_delete_locked(struct journal *j, uint64_t origin, uint64_t seq)
 {
 	leveldb_writebatch_t *b = leveldb_writebatch_create();
 	uint8_t k[KEY_EVENT_LEN];
@@ -1156,7 +1287,17 @@ int journal_delete(struct journal *j, uint64_t origin, uint64_t seq)
 	return ret;
 }
 
-int journal_get(struct journal *j, uint64_t origin, uint64_t seq, int payload, struct event *ev,
+int journal_delete(struct journal *j, uint64_t origin, uint64_t seq)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_delete_locked(j, origin, seq);
+	journal_unlock(j);
+	return r;
+}
+
+static int journal_get_locked(struct journal *j, uint64_t origin, uint64_t seq, int payload, struct event *ev,
 		const char **why)
 {
 	uint8_t k[KEY_EVENT_LEN];
@@ -1196,7 +1337,18 @@ int journal_get(struct journal *j, uint64_t origin, uint64_t seq, int payload, s
 	return ret;
 }
 
-int journal_load_payload(struct journal *j, struct event *ev, const char **why)
+int journal_get(struct journal *j, uint64_t origin, uint64_t seq, int payload, struct event *ev,
+		const char **why)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_get_locked(j, origin, seq, payload, ev, why);
+	journal_unlock(j);
+	return r;
+}
+
+static int journal_load_payload_locked(struct journal *j, struct event *ev, const char **why)
 {
 	uint8_t *buf;
 	int ret;
@@ -1219,28 +1371,65 @@ int journal_load_payload(struct journal *j, struct event *ev, const char **why)
 	return 0;
 }
 
-int journal_payload_fd(struct journal *j, uint32_t segment, int *fd, const char **why)
+int journal_load_payload(struct journal *j, struct event *ev, const char **why)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_load_payload_locked(j, ev, why);
+	journal_unlock(j);
+	return r;
+}
+
+static int journal_payload_fd_locked(struct journal *j, uint32_t segment, int *fd, const char **why)
 {
 	return vlog_dup_segment(j->vlog, segment, fd, why);
 }
 
+int journal_payload_fd(struct journal *j, uint32_t segment, int *fd, const char **why)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_payload_fd_locked(j, segment, fd, why);
+	journal_unlock(j);
+	return r;
+}
+
 /* A mark that cannot be recorded (out of memory) is only lost work: apply is idempotent. */
-void journal_mark_applied(struct journal *j, uint64_t origin, uint64_t seq)
+static void journal_mark_applied_locked(struct journal *j, uint64_t origin, uint64_t seq)
 {
 	if (mark_set(j, origin, seq, 1) < 0)
 		log_warn("journal %s: out of memory recording applied %llu/%llu", j->dir,
 			 (unsigned long long)origin, (unsigned long long)seq);
 }
 
+void journal_mark_applied(struct journal *j, uint64_t origin, uint64_t seq)
+{
+	journal_lock(j);
+	journal_mark_applied_locked(j, origin, seq);
+	journal_unlock(j);
+}
+
 /* Every persisted mark was loaded at open, so memory is never behind the disk. */
-uint64_t journal_applied(struct journal *j, uint64_t origin)
+static uint64_t journal_applied_locked(struct journal *j, uint64_t origin)
 {
 	struct origin_mark *m = mark_find(j, origin);
 
 	return m ? m->applied : 0;
 }
 
-int journal_sync_begin(struct journal *j, struct journal_sync *s)
+uint64_t journal_applied(struct journal *j, uint64_t origin)
+{
+	uint64_t r;
+
+	journal_lock(j);
+	r = journal_applied_locked(j, origin);
+	journal_unlock(j);
+	return r;
+}
+
+static int journal_sync_begin_locked(struct journal *j, struct journal_sync *s)
 {
 	leveldb_writebatch_t *b;
 	int ret, vlog;
@@ -1261,6 +1450,16 @@ int journal_sync_begin(struct journal *j, struct journal_sync *s)
 	}
 	s->gen = j->writes;
 	return 1;
+}
+
+int journal_sync_begin(struct journal *j, struct journal_sync *s)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_sync_begin_locked(j, s);
+	journal_unlock(j);
+	return r;
 }
 
 /* fdatasync the LevelDB log file name in dfd, if it is one and still there. */
@@ -1310,11 +1509,18 @@ int journal_sync_log(struct journal *j, struct journal_sync *s)
 	return ret;
 }
 
-void journal_sync_end(struct journal *j, struct journal_sync *s, int result)
+static void journal_sync_end_locked(struct journal *j, struct journal_sync *s, int result)
 {
 	vlog_sync_end(j->vlog, &s->vs);
 	if (result == 0 && j->writes == s->gen)
 		j->unsynced = 0;
+}
+
+void journal_sync_end(struct journal *j, struct journal_sync *s, int result)
+{
+	journal_lock(j);
+	journal_sync_end_locked(j, s, result);
+	journal_unlock(j);
 }
 
 int journal_sync(struct journal *j)
@@ -1330,7 +1536,7 @@ int journal_sync(struct journal *j)
 	return ret;
 }
 
-int journal_checkpoint_get(struct journal *j, uint64_t peer, uint64_t origin, uint64_t *seq)
+static int journal_checkpoint_get_locked(struct journal *j, uint64_t peer, uint64_t origin, uint64_t *seq)
 {
 	uint8_t k[KEY_CKPT_LEN];
 	int ret;
@@ -1347,7 +1553,17 @@ int journal_checkpoint_get(struct journal *j, uint64_t peer, uint64_t origin, ui
 	return ret;
 }
 
-int journal_checkpoint_put(struct journal *j, uint64_t peer, uint64_t origin, uint64_t seq)
+int journal_checkpoint_get(struct journal *j, uint64_t peer, uint64_t origin, uint64_t *seq)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_checkpoint_get_locked(j, peer, origin, seq);
+	journal_unlock(j);
+	return r;
+}
+
+static int journal_checkpoint_put_locked(struct journal *j, uint64_t peer, uint64_t origin, uint64_t seq)
 {
 	leveldb_writebatch_t *b;
 	uint8_t k[KEY_CKPT_LEN], v[8];
@@ -1368,7 +1584,17 @@ int journal_checkpoint_put(struct journal *j, uint64_t peer, uint64_t origin, ui
 	return ret;
 }
 
-int journal_checkpoint_forget(struct journal *j, uint64_t peer)
+int journal_checkpoint_put(struct journal *j, uint64_t peer, uint64_t origin, uint64_t seq)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_checkpoint_put_locked(j, peer, origin, seq);
+	journal_unlock(j);
+	return r;
+}
+
+static int journal_checkpoint_forget_locked(struct journal *j, uint64_t peer)
 {
 	leveldb_iterator_t *it = leveldb_create_iterator(j->db, j->scan_opts);
 	leveldb_writebatch_t *b = leveldb_writebatch_create();
@@ -1395,6 +1621,16 @@ int journal_checkpoint_forget(struct journal *j, uint64_t peer)
 	leveldb_writebatch_destroy(b);
 	leveldb_iter_destroy(it);
 	return ret;
+}
+
+int journal_checkpoint_forget(struct journal *j, uint64_t peer)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_checkpoint_forget_locked(j, peer);
+	journal_unlock(j);
+	return r;
 }
 
 int journal_iter_new(struct journal *j, enum journal_kind kind, uint64_t origin, uint64_t seq,
@@ -1547,7 +1783,7 @@ static int dir_file_bytes(const char *dir, uint64_t *bytes)
 	return ret;
 }
 
-int journal_disk_usage(struct journal *j, uint64_t *leveldb_bytes, uint64_t *vlog_bytes)
+static int journal_disk_usage_locked(struct journal *j, uint64_t *leveldb_bytes, uint64_t *vlog_bytes)
 {
 	int ret;
 
@@ -1555,6 +1791,16 @@ int journal_disk_usage(struct journal *j, uint64_t *leveldb_bytes, uint64_t *vlo
 	if (ret < 0)
 		return ret;
 	return vlog_disk_usage(j->vlog, vlog_bytes);
+}
+
+int journal_disk_usage(struct journal *j, uint64_t *leveldb_bytes, uint64_t *vlog_bytes)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_disk_usage_locked(j, leveldb_bytes, vlog_bytes);
+	journal_unlock(j);
+	return r;
 }
 
 /*
@@ -1747,7 +1993,7 @@ out:
 	return ret;
 }
 
-int journal_trim(struct journal *j, uint64_t origin, uint64_t upto, uint64_t *trimmed)
+static int journal_trim_locked(struct journal *j, uint64_t origin, uint64_t upto, uint64_t *trimmed)
 {
 	struct origin_mark *m;
 	uint64_t deleted = 0;
@@ -1770,15 +2016,45 @@ out:
 	return ret;
 }
 
-int journal_trimmed(struct journal *j, uint64_t origin, uint64_t *seq)
+int journal_trim(struct journal *j, uint64_t origin, uint64_t upto, uint64_t *trimmed)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_trim_locked(j, origin, upto, trimmed);
+	journal_unlock(j);
+	return r;
+}
+
+static int journal_trimmed_locked(struct journal *j, uint64_t origin, uint64_t *seq)
 {
 	*seq = mark_trimmed(j, origin);
 	return 0;
 }
 
-uint64_t journal_trim_bytes(const struct journal *j)
+int journal_trimmed(struct journal *j, uint64_t origin, uint64_t *seq)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_trimmed_locked(j, origin, seq);
+	journal_unlock(j);
+	return r;
+}
+
+static uint64_t journal_trim_bytes_locked(const struct journal *j)
 {
 	return j->trim_bytes;
+}
+
+uint64_t journal_trim_bytes(const struct journal *j)
+{
+	uint64_t r;
+
+	journal_lock((struct journal *)j);
+	r = journal_trim_bytes_locked(j);
+	journal_unlock((struct journal *)j);
+	return r;
 }
 
 void journal_compact_events(struct journal *j, uint64_t origin, uint64_t upto)
@@ -1791,12 +2067,19 @@ void journal_compact_events(struct journal *j, uint64_t origin, uint64_t upto)
 			      sizeof(to));
 }
 
-void journal_set_vlog_segment_max(struct journal *j, uint64_t bytes)
+static void journal_set_vlog_segment_max_locked(struct journal *j, uint64_t bytes)
 {
 	vlog_set_segment_max(j->vlog, bytes);
 }
 
-int journal_oldest(struct journal *j, uint64_t origin, uint64_t *seq)
+void journal_set_vlog_segment_max(struct journal *j, uint64_t bytes)
+{
+	journal_lock(j);
+	journal_set_vlog_segment_max_locked(j, bytes);
+	journal_unlock(j);
+}
+
+static int journal_oldest_locked(struct journal *j, uint64_t origin, uint64_t *seq)
 {
 	leveldb_iterator_t *it = iter_oldest(j, origin);
 	int ret;
@@ -1806,6 +2089,16 @@ int journal_oldest(struct journal *j, uint64_t origin, uint64_t *seq)
 		*seq = 0;
 	leveldb_iter_destroy(it);
 	return ret < 0 ? ret : 0;
+}
+
+int journal_oldest(struct journal *j, uint64_t origin, uint64_t *seq)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_oldest_locked(j, origin, seq);
+	journal_unlock(j);
+	return r;
 }
 
 /*
@@ -1836,7 +2129,7 @@ static int trim_measure(struct journal *j, leveldb_iterator_t *it, uint64_t orig
 	return 0;
 }
 
-int journal_trim_point(struct journal *j, uint64_t origin, uint64_t confirmed,
+static int journal_trim_point_locked(struct journal *j, uint64_t origin, uint64_t confirmed,
 		       uint64_t retain_age_ms, uint64_t now_ms, uint64_t *excess, uint64_t *upto)
 {
 	leveldb_iterator_t *it = NULL;
@@ -1881,4 +2174,15 @@ int journal_trim_point(struct journal *j, uint64_t origin, uint64_t confirmed,
 out:
 	leveldb_iter_destroy(it);
 	return ret;
+}
+
+int journal_trim_point(struct journal *j, uint64_t origin, uint64_t confirmed,
+		       uint64_t retain_age_ms, uint64_t now_ms, uint64_t *excess, uint64_t *upto)
+{
+	int r;
+
+	journal_lock(j);
+	r = journal_trim_point_locked(j, origin, confirmed, retain_age_ms, now_ms, excess, upto);
+	journal_unlock(j);
+	return r;
 }

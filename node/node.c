@@ -254,7 +254,7 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 				 dir, replayed, skipped);
 	}
 	/* What the journal held at open survived a restart: it is on disk. */
-	n->synced_seq = journal_next_seq(n->journal) - 1;
+	__atomic_store_n(&n->synced_seq, journal_next_seq(n->journal) - 1, __ATOMIC_RELEASE);
 	r = -pthread_create(&n->syncer, NULL, node_syncer, n);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot start the journal syncer: %s", strerror(-r));
@@ -889,12 +889,12 @@ int node_wait_peers(struct node *n)
 	tail = journal_next_seq(n->journal) - 1;
 	if (n->degraded)
 		goto out;
-	n->sync_waiting++;
+	__atomic_add_fetch(&n->sync_waiting, 1, __ATOMIC_RELEASE);
 	if (n->on_commit)
 		n->on_commit(n->on_commit_arg, journal_node_id(n->journal));
 	while (peers_confirmed(n, tail) < n->cfg.sync_peers && w != ETIMEDOUT && !n->stopping)
 		w = pthread_cond_timedwait(&n->confirmed_cond, &n->lock, &deadline);
-	n->sync_waiting--;
+	__atomic_sub_fetch(&n->sync_waiting, 1, __ATOMIC_RELEASE);
 	if (peers_confirmed(n, tail) >= n->cfg.sync_peers)
 		goto out;
 	if (n->cfg.sync_degrade) {
@@ -950,7 +950,7 @@ static void *node_syncer(void *arg)
 			n->sync_error = r;
 		} else {
 			n->synced = target;
-			n->synced_seq = seq;
+			__atomic_store_n(&n->synced_seq, seq, __ATOMIC_RELEASE);
 		}
 		pthread_cond_broadcast(&n->sync_done);
 	}
@@ -1107,4 +1107,26 @@ int node_replay(struct node *n, uint64_t *replayed, uint64_t *skipped)
 		r = journal_sync(n->journal);
 	pthread_mutex_unlock(&n->lock);
 	return r < 0 ? r : 0;
+}
+
+uint64_t node_synced_seq(struct node *n)
+{
+	return __atomic_load_n(&n->synced_seq, __ATOMIC_ACQUIRE);
+}
+
+int node_sync_waiting(struct node *n)
+{
+	return __atomic_load_n(&n->sync_waiting, __ATOMIC_ACQUIRE) != 0;
+}
+
+uint64_t node_tail_floor(struct node *n, uint64_t origin, uint64_t bound)
+{
+	unsigned i;
+
+	pthread_mutex_lock(&n->lock);
+	for (i = 0; i < n->ntails; i++)
+		if (n->tails[i].origin == origin && n->tails[i].first - 1 < bound)
+			bound = n->tails[i].first - 1;
+	pthread_mutex_unlock(&n->lock);
+	return bound;
 }

@@ -55,7 +55,8 @@ struct node {
 	uint64_t committed;	    /* guarded by lock: local events committed */
 	uint64_t want;		    /* guarded by lock: committed count callers wait for */
 	uint64_t synced;	    /* guarded by lock: committed count known durable */
-	uint64_t synced_seq;	    /* guarded by lock: local seqs up to this are durable */
+	uint64_t synced_seq;	    /* written under lock, read atomically: local seqs up to
+				     * this are durable and committed (node_synced_seq()) */
 	int sync_error;		    /* guarded by lock: last journal sync error */
 	int stopping;		    /* guarded by lock */
 	int primary;   /* written under lock, read atomically: this node accepts writes */
@@ -75,7 +76,7 @@ struct node {
 	uint64_t confirmed_peer[CONFIG_MAX_PEERS]; /* guarded by lock: peer ids, 0 = free */
 	uint64_t confirmed_seq[CONFIG_MAX_PEERS];  /* guarded by lock */
 	pthread_cond_t confirmed_cond;		   /* broadcast when a confirmation moves */
-	unsigned sync_waiting; /* guarded by lock: fsyncs waiting for peers (ship now) */
+	unsigned sync_waiting; /* changed atomically under lock: fsyncs waiting for peers */
 	int degraded;	       /* guarded by lock: sync_peers not met, running asynchronously */
 	/* Failover (journal.h has the formats). */
 	uint64_t role_origin; /* guarded by lock: primary of role_term, 0 unknown */
@@ -245,5 +246,20 @@ int node_snap_load(struct node *n);
  * starting role (term 1); otherwise the node is a replica.
  */
 int node_create(const char *dir, struct config *cfg, int primary, char *err, size_t errlen);
+
+/*
+ * Without the lock: the highest local seq that is both committed (journaled
+ * and applied, or voided) and durable, the most a shipper may send.
+ */
+uint64_t node_synced_seq(struct node *n);
+
+/*
+ * Takes the lock: bound lowered below the first event of every kept-aside
+ * tail of origin, so that trimming keeps tails.
+ */
+uint64_t node_tail_floor(struct node *n, uint64_t origin, uint64_t bound);
+
+/* Without the lock: whether an fsync waits for peers' confirmations (ship now). */
+int node_sync_waiting(struct node *n);
 
 #endif

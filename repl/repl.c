@@ -537,9 +537,7 @@ static void reload_config(struct repl *r)
 	for (i = 0; i < ngone; i++) {
 		if (gone[i]->cfg.id) {
 			node_peer_forget(r->n, gone[i]->cfg.id);
-			pthread_mutex_lock(&r->n->lock);
 			rv = journal_checkpoint_forget(r->n->journal, gone[i]->cfg.id);
-			pthread_mutex_unlock(&r->n->lock);
 			if (rv < 0)
 				log_warn("cannot forget the checkpoints of node %016" PRIx64
 					 " (peer %s): %s",
@@ -606,9 +604,7 @@ static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origi
 		if (ck < confirmed)
 			confirmed = ck;
 	}
-	for (i = 0; i < n->ntails; i++)
-		if (n->tails[i].origin == origin && n->tails[i].first - 1 < bound)
-			bound = n->tails[i].first - 1;
+	bound = node_tail_floor(n, origin, bound);
 	if (confirmed > bound)
 		confirmed = bound;
 	if (rv == 0 && confirmed)
@@ -681,7 +677,7 @@ static void trim_journal(struct repl *r)
 	every = bound / REPL_COMPACT_FRACTION;
 	if (every < REPL_COMPACT_MIN)
 		every = REPL_COMPACT_MIN;
-	pthread_mutex_lock(&r->n->lock);
+	/* The journal's own lock is enough: writers do not wait for a trim. */
 	journal_set_vlog_segment_max(r->n->journal, bound / REPL_VLOG_FRACTION);
 	if (journal_disk_usage(r->n->journal, &ldb, &vbytes) == 0 && ldb + vbytes > bound)
 		excess = ldb + vbytes - bound;
@@ -697,7 +693,6 @@ static void trim_journal(struct repl *r)
 				origins[ncompact++] = origins[i];
 		r->compacted_at = trimmed;
 	}
-	pthread_mutex_unlock(&r->n->lock);
 	pthread_mutex_lock(&r->lock);
 	r->journal_bound = bound;
 	pthread_mutex_unlock(&r->lock);
@@ -838,6 +833,8 @@ int repl_status(struct repl *r, struct repl_status *st)
 	st->ntails = r->n->ntails;
 	memcpy(st->tails, r->n->tails, sizeof(st->tails[0]) * r->n->ntails);
 	st->rebuild_needed = r->n->rebuild_needed;
+	pthread_mutex_unlock(&r->n->lock);
+	/* The rest needs the journal's own lock and the peers', not the node's. */
 	journal_disk_usage(r->n->journal, &st->journal_bytes, &vlog_bytes);
 	st->journal_bytes += vlog_bytes;
 	pthread_mutex_lock(&r->lock);
@@ -902,7 +899,6 @@ int repl_status(struct repl *r, struct repl_status *st)
 	st->heal_bytes = r->heal_bytes;
 	st->in_sync = in_sync && !r->snap_needed && !repl_diverged(&r->div);
 	pthread_mutex_unlock(&r->lock);
-	pthread_mutex_unlock(&r->n->lock);
 	measure_lags(r, st, scans, nscans);
 	return 0;
 }
@@ -1037,6 +1033,7 @@ int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out
 	if (hooks)
 		r->hooks = *hooks;
 	pthread_mutex_init(&r->lock, NULL);
+	pthread_mutex_init(&r->digests_lock, NULL);
 	snprintf(r->conf_path, sizeof(r->conf_path), "%s/%s", n->dir, CONFIG_FILE);
 	r->cfg = n->cfg;
 	r->primary_id = n->primary ? n->cfg.node_id : 0;
@@ -1148,11 +1145,12 @@ void repl_stop(struct repl *r)
 	SSL_CTX_free(r->client_ctx);
 	SSL_CTX_free(r->server_ctx);
 	pthread_mutex_destroy(&r->lock);
+	pthread_mutex_destroy(&r->digests_lock);
 	merkle_cache_free(r->digests);
 	free(r);
 }
 
-int repl_build_tree(struct repl *r, struct merkle **out, uint64_t *entries)
+static int build_tree_locked(struct repl *r, struct merkle **out, uint64_t *entries)
 {
 	char path[4096];
 	uint64_t reused = 0;
@@ -1176,4 +1174,14 @@ int repl_build_tree(struct repl *r, struct merkle **out, uint64_t *entries)
 	if (rv < 0)
 		log_warn("%s: cannot save the file digests: %s", path, strerror(-rv));
 	return 0;
+}
+
+int repl_build_tree(struct repl *r, struct merkle **out, uint64_t *entries)
+{
+	int rv;
+
+	pthread_mutex_lock(&r->digests_lock);
+	rv = build_tree_locked(r, out, entries);
+	pthread_mutex_unlock(&r->digests_lock);
+	return rv;
 }

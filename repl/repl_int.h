@@ -122,7 +122,9 @@ struct repl {
 	int snap_needed;		/* guarded by lock */
 	struct repl_peer *snap_owner;	/* guarded by lock */
 	struct repl_snap_progress snap; /* guarded by lock */
-	struct merkle_cache *digests;	/* guarded by the node lock: repl_build_tree() */
+	/* The file digests that hash trees reuse; guarded by digests_lock. */
+	struct merkle_cache *digests;
+	pthread_mutex_t digests_lock; /* taken after the node lock, if both */
 	/* Divergence and heal (receive.c). */
 	struct repl_divergence div;		      /* guarded by lock */
 	char div_path[PATH_MAX], div_path2[PATH_MAX]; /* guarded by lock: the event's paths */
@@ -148,7 +150,8 @@ struct merkle;
 /*
  * Build the hash tree of our store, reusing the digests of files unchanged
  * since the last build (r->digests, loaded from and saved to
- * NODE_DIR/digests.cache).  Node lock held.  0 with *out (merkle_free()),
+ * NODE_DIR/digests.cache; r->digests_lock taken).  The store may change
+ * meanwhile unless the caller holds the node lock.  0 with *out (merkle_free()),
  * or a negative errno.
  */
 int repl_build_tree(struct repl *r, struct merkle **out, uint64_t *entries);

@@ -202,11 +202,13 @@ static uint64_t ready_count(struct ship *sh, unsigned i, uint64_t origin, int du
 	struct node *n = sh->r->n;
 
 	if (origin == journal_node_id(n->journal)) {
+		uint64_t synced = node_synced_seq(n);
+
 		*tail = journal_next_seq(n->journal) - 1;
-		if (n->synced_seq < *tail && *tail >= sh->next[i])
+		if (synced < *tail && *tail >= sh->next[i])
 			*unsynced = 1;
 		if (durable)
-			*tail = n->synced_seq;
+			*tail = synced;
 	} else {
 		*tail = journal_applied(n->journal, origin);
 	}
@@ -236,7 +238,12 @@ static int build_batch(struct ship *sh, int *wait_ms)
 	memcpy(origins, r->origins, sizeof(origins[0]) * norigins);
 	pthread_mutex_unlock(&r->lock);
 
-	pthread_mutex_lock(&n->lock);
+	/*
+	 * No node lock: the journal has its own, its iterators read a LevelDB
+	 * snapshot, and only events that are committed (applied or voided) are
+	 * taken - local ones up to node_synced_seq(), others up to the applied
+	 * mark - so a commit in progress is never seen half-done.
+	 */
 	for (i = 0; i < norigins; i++)
 		if (sh->next[i])
 			total += ready_count(sh, i, origins[i], 0, &tail, &unsynced);
@@ -248,19 +255,17 @@ static int build_batch(struct ship *sh, int *wait_ms)
 		sh->ready_since = now;
 	/* An fsync waiting for peers must not wait for a batch to fill too. */
 	if (total < n->cfg.batch_events && now - sh->ready_since < (int64_t)n->cfg.batch_ms &&
-	    !n->sync_waiting) {
+	    !node_sync_waiting(n)) {
 		*wait_ms = (int)(n->cfg.batch_ms - (now - sh->ready_since));
 		goto out;
 	}
 	if (unsynced) {
 		/* Make our own events durable before they leave; the syncer groups callers. */
-		pthread_mutex_unlock(&n->lock);
 		rv = node_sync(n);
 		if (rv < 0) {
 			snprintf(l->why, sizeof(l->why), "journal sync failed: %s", strerror(-rv));
 			return rv;
 		}
-		pthread_mutex_lock(&n->lock);
 	}
 	for (k = 0; k < norigins; k++) {
 		struct journal_iter *it = NULL;
@@ -311,7 +316,6 @@ static int build_batch(struct ship *sh, int *wait_ms)
 		sh->next[i] = want;
 		sh->win[sh->nwin++] = (struct inflight){origins[i], want - 1};
 		sh->rr = i + 1;
-		pthread_mutex_unlock(&n->lock);
 		rv = fills_read(sh, &l->out, &why);
 		if (rv < 0) {
 			snprintf(l->why, sizeof(l->why), "cannot ship %016" PRIx64 ": %s",
@@ -327,7 +331,6 @@ static int build_batch(struct ship *sh, int *wait_ms)
 		return built;
 	}
 out:
-	pthread_mutex_unlock(&n->lock);
 	fills_close(sh);
 	return rv < 0 ? rv : built;
 }
@@ -339,16 +342,15 @@ static int take_ack(struct ship *sh, const struct proto_ack *ack)
 	int rv = 0, idx, gone;
 
 	/*
-	 * Not for a peer removed meanwhile: reload_config() forgets its
-	 * checkpoints under the node lock once it is gone.
+	 * Not for a peer removed meanwhile: reload_config() marks it gone under
+	 * r->lock and forgets its checkpoints after that, so a checkpoint put
+	 * under r->lock while it was not gone comes before the forget.
 	 */
-	pthread_mutex_lock(&r->n->lock);
 	pthread_mutex_lock(&r->lock);
 	gone = sh->p->gone;
-	pthread_mutex_unlock(&r->lock);
 	if (!gone)
 		rv = journal_checkpoint_put(r->n->journal, sh->s->peer_id, ack->origin, ack->seq);
-	pthread_mutex_unlock(&r->n->lock);
+	pthread_mutex_unlock(&r->lock);
 	if (gone)
 		return 0;
 	if (rv == 0 && ack->origin == r->cfg.node_id)
@@ -376,9 +378,7 @@ static int take_fetch(struct ship *sh, const struct proto_fetch *f)
 	int idx;
 
 	if (f->from_seq) {
-		pthread_mutex_lock(&r->n->lock);
 		journal_trimmed(r->n->journal, f->origin, &trimmed);
-		pthread_mutex_unlock(&r->n->lock);
 	}
 	if (f->from_seq && f->from_seq <= trimmed) {
 		snprintf(sh->s->link->why, sizeof(sh->s->link->why),

@@ -604,6 +604,7 @@ static void remember_digests(struct snap_recv *sr)
 	size_t i;
 	int rv = 0;
 
+	pthread_mutex_lock(&r->digests_lock);
 	for (i = 0; i < sr->plan.n && rv == 0 && r->digests; i++) {
 		const struct snap_step *st = &sr->plan.v[i];
 		struct stat sb;
@@ -617,6 +618,7 @@ static void remember_digests(struct snap_recv *sr)
 	snprintf(path, sizeof(path), "%s/%s", r->n->dir, REPL_DIGESTS_FILE);
 	if (rv == 0 && r->digests)
 		rv = merkle_cache_save(path, r->digests);
+	pthread_mutex_unlock(&r->digests_lock);
 	if (rv < 0)
 		log_warn("%s: cannot remember the installed files' digests: %s", path,
 			 strerror(-rv));

@@ -37,6 +37,7 @@
 
 /* Flush the link once this much is queued, so a big file streams. */
 #define SNAP_SEND_FLUSH (4u << 20)
+#define SNAP_TREE_TRIES 3 /* walks while objects move before one under the node lock */
 
 struct snap_send {
 	struct merkle *tree;
@@ -62,7 +63,10 @@ void snap_send_free(struct snap_send *ss)
 	free(ss);
 }
 
-/* Our applied vector, sorted by origin, into vec (REPL_MAX_ORIGINS entries).  Node lock held. */
+/*
+ * Our applied vector, sorted by origin, into vec (REPL_MAX_ORIGINS entries).
+ * Each event it counts is applied; later ones may be too.
+ */
 static uint32_t applied_vector(struct repl *r, struct evid *vec)
 {
 	unsigned i, n;
@@ -76,6 +80,52 @@ static uint32_t applied_vector(struct repl *r, struct evid *vec)
 	pthread_mutex_unlock(&r->lock);
 	qsort(vec, n, sizeof(*vec), repl_evid_cmp);
 	return n;
+}
+
+/*
+ * The tree of a round and the position it is at least at.  Built without
+ * the node lock, so writers go on: the store may move on during the walk,
+ * as it may before a file is sent.  vec is read first, and every event it
+ * counts is applied, so the tree shows the store at vec or later, which
+ * the receiver tolerates up to the position it is given at the end (it
+ * counts an event whose change it finds made as applied).  What it cannot
+ * tolerate is an object that moved between a part of the tree walked
+ * already and one not yet walked (seen twice, or not at all), so a walk
+ * during which a rename or link began is done again, and after
+ * SNAP_TREE_TRIES such walks once under the node lock.
+ */
+static int build_tree(struct repl *r, struct snap_send *ss, const char *scope,
+		      struct evid *vec, uint32_t *n, uint64_t *entries)
+{
+	unsigned attempt;
+	uint64_t moves;
+	int rv, locked;
+
+	for (attempt = 0;; attempt++) {
+		locked = attempt >= SNAP_TREE_TRIES;
+		if (locked)
+			pthread_mutex_lock(&r->n->lock);
+		moves = store_moves(r->n->store);
+		*n = applied_vector(r, vec);
+		if (ss->scope_fd >= 0)
+			close(ss->scope_fd);
+		ss->scope_fd = -1;
+		if (!scope) {
+			rv = repl_build_tree(r, &ss->tree, entries);
+		} else {
+			rv = path_open(r->n->store->root, scope,
+				       O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, &ss->scope_fd);
+			if (rv == 0)
+				rv = merkle_build(ss->scope_fd, &ss->tree, entries);
+		}
+		if (locked)
+			pthread_mutex_unlock(&r->n->lock);
+		if (locked || rv < 0 || store_moves(r->n->store) == moves)
+			return rv;
+		log_debug("hash tree: objects moved during the walk; walking again");
+		merkle_free(ss->tree);
+		ss->tree = NULL;
+	}
 }
 
 /*
@@ -108,18 +158,7 @@ static int begin(struct repl *r, struct link *l, struct snap_send **ssp, uint64_
 	ss->scope_fd = -1;
 	ss->round = round;
 	ss->round_ms = t0;
-	/* Under the node lock nothing is applied: the tree is the store at vec. */
-	pthread_mutex_lock(&r->n->lock);
-	n = applied_vector(r, vec);
-	if (!scope) {
-		rv = repl_build_tree(r, &ss->tree, &entries);
-	} else {
-		rv = path_open(r->n->store->root, scope, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0,
-			       &ss->scope_fd);
-		if (rv == 0)
-			rv = merkle_build(ss->scope_fd, &ss->tree, &entries);
-	}
-	pthread_mutex_unlock(&r->n->lock);
+	rv = build_tree(r, ss, scope, vec, &n, &entries);
 	if (scope && (rv == -ENOENT || rv == -ENOTDIR || rv == -ELOOP)) {
 		log_info("heal for peer %s: %s is not a directory here", peer, scope);
 		return proto_put_snap_vec(&l->out, PROTO_SNAP_INFO, round, 0, vec, n);

@@ -1223,6 +1223,11 @@ static int cache_before(struct store *s, struct apply_cache *c, const struct eve
 	return r;
 }
 
+uint64_t store_moves(struct store *s)
+{
+	return __atomic_load_n(&s->moves, __ATOMIC_SEQ_CST);
+}
+
 int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx, const char **why)
 {
 	struct apply_cache *c;
@@ -1235,6 +1240,8 @@ int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx, 
 	ctx->out_fd = -1;
 	if (!event_type_mutates(ev->type))
 		return 0;
+	if (ev->type == EV_RENAME || ev->type == EV_LINK)
+		__atomic_add_fetch(&s->moves, 1, __ATOMIC_SEQ_CST);
 	if (ev->path && (r = path_check(ev->path, why)) < 0)
 		return r;
 	if (ev->path2 && (r = path_check(ev->path2, why)) < 0)

@@ -38,11 +38,20 @@
 struct store {
 	int root;	  /* O_PATH descriptor of the store directory */
 	uint64_t changes; /* apply_event() calls so far: tells a stale apply_cache */
+	/*
+	 * Renames and links begun so far, counted atomically before the store
+	 * changes: a hash tree built without the node lock was walked while no
+	 * object moved if store_moves() is the same before and after the walk.
+	 */
+	uint64_t moves;
 	/* What a file this process makes gets, read when the store was opened. */
 	int umask; /* -1 if unknown */
 	uid_t uid;
 	gid_t gid;
 };
+
+/* store->moves, without any lock. */
+uint64_t store_moves(struct store *s);
 
 /* Open the store directory.  *out is freed with store_close(). */
 int store_open(const char *dir, struct store **out);

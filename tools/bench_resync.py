@@ -23,6 +23,7 @@ files would be, and every run resyncs a fresh node from it.
 import argparse
 import importlib.machinery
 import importlib.util
+import mmap
 import os
 import platform
 import random
@@ -34,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 MIB = 1 << 20
@@ -53,13 +55,16 @@ CHANGE_FRACTION = 0.01
 RESYNC_TIMEOUT = 1200     # seconds a resync may take before the phase fails
 POLL_SECS = 0.05          # status polls of the resyncing node (about 0.5 ms of its CPU each)
 
-# key, label, unit, target kind ("atleast": >= target, "above": > target), target
+# key, label, unit, target kind ("atleast": >= target, "above": > target,
+# "below": < target), target
 ROWS = (
     ("full_mbps", "full resync to an empty node", "MB/s", None, None),
     ("full_secs", "  start of the node to all applied", "s", None, None),
     ("full_log_secs", "  the resync itself (its log line)", "s", None, None),
     ("full_post", "  resync done to all applied", "s", None, None),
     ("full_attempts", "  resync attempts (starts in its log)", "count", None, None),
+    ("full_write_p99", "  p99 of a's 4 KiB O_DIRECT writes meanwhile", "ms", "below", 20),
+    ("full_write_max", "  max of a's 4 KiB O_DIRECT writes meanwhile", "ms", "below", 100),
     ("tls", "loopback TLS ceiling (link.c, 1 MiB frames)", "MB/s", None, None),
     ("tls_decode", "  with every record decoded", "MB/s", None, None),
     ("tls_small", "  192 KiB frames", "MB/s", None, None),
@@ -267,6 +272,11 @@ class ResyncBench:
         if self.tree_files != len(self.plan):
             raise bench.BenchError(f"a's store holds {self.tree_files} files, "
                                    f"{len(self.plan)} were written")
+        # The file start_writer() rewrites during full resyncs, part of the tree.
+        with open(os.path.join(self.a.mnt, "latency.dat"), "wb") as f:
+            f.write(b"x" * MIB)
+        os.sync()
+        self.tree_files, self.tree_bytes = store_size(self.a.store)
         self.notes.add(f"tree: {self.tree_files} files, {self.tree_bytes / MIB:.0f} MiB, "
                        f"{len(dirs)} directories in 3 levels, written through a's mount in "
                        f"{secs:.0f} s; files changed per run: {self.changed_count()}")
@@ -347,8 +357,51 @@ class ResyncBench:
                            f"{c.name}'s log: {drop.group(0)}")
         return snap, line
 
+    def start_writer(self):
+        """A thread writing 4 KiB with O_DIRECT (so each write reaches the
+        daemon) to a file on a's mount once a millisecond, timing each.
+        Returns stop(), which ends it and gives the latencies in ms."""
+        path = os.path.join(self.a.mnt, "latency.dat")
+        fd = os.open(path, os.O_RDWR | os.O_DIRECT)
+        buf = mmap.mmap(-1, 4096)
+        buf.write(b"x" * 4096)
+        lat, done = [], threading.Event()
+
+        def loop():
+            k = 0
+            nxt = time.monotonic()
+            while not done.is_set():
+                t0 = time.monotonic()
+                os.pwritev(fd, [buf], (k % 256) * 4096)
+                lat.append((time.monotonic() - t0) * 1000)
+                k += 1
+                nxt += 0.001
+                delay = nxt - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    nxt = time.monotonic()
+
+        t = threading.Thread(target=loop, daemon=True)
+        t.start()
+
+        def stop():
+            done.set()
+            t.join()
+            os.close(fd)
+            buf.close()
+            return lat
+        return stop
+
     def full_resync(self, c, res, log):
-        snap, line = self.timed_start(c, "full resync", res, "full")
+        stop = self.start_writer()
+        try:
+            snap, line = self.timed_start(c, "full resync", res, "full")
+        finally:
+            lat = sorted(stop())
+        if lat:
+            res["full_write_p99"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+            res["full_write_max"] = lat[-1]
         res["full_mbps"] = self.tree_bytes / res["full_secs"] / 1e6
         if line:
             log.append(f"{c.name}, full: {line.group(0)}")
@@ -497,7 +550,8 @@ def verdict(kind, target, v):
     if not kind:
         return "-", ""
     sign, ok = {"atleast": (">=", lambda x: x >= target),
-                "above": (">", lambda x: x > target)}[kind]
+                "above": (">", lambda x: x > target),
+                "below": ("<", lambda x: x < target)}[kind]
     return f"{sign} {target}", "" if v is None else ("met" if ok(v) else "missed")
 
 

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,7 +44,15 @@ struct opts {
 	double secs;	 /* duration (randwrite, fsyncwrite) */
 	unsigned files;	 /* file count (create, meta) */
 	const char *dir; /* directory the workload runs in */
+	unsigned jobs;	 /* processes running the workload at once (randwrite, create) */
 };
+
+/*
+ * With --jobs, called by each process when its timed part is about to
+ * begin: it waits there until every process got that far, so that the
+ * timed parts run together.  NULL for one process.
+ */
+static void (*start_barrier)(void);
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15u;
 
@@ -256,6 +265,8 @@ static int run_randwrite(const struct opts *o)
 		fail("fsync", path);
 		goto out_fd;
 	}
+	if (start_barrier)
+		start_barrier();
 	t0 = now();
 	end = t0 + o->secs;
 	do {
@@ -341,6 +352,8 @@ static int run_create(const struct opts *o)
 	buf = buf_new(PAGE);
 	if (!buf)
 		return -1;
+	if (start_barrier)
+		start_barrier();
 	t0 = now();
 	for (unsigned i = 0; i < o->files; i++) {
 		int fd;
@@ -443,6 +456,119 @@ static int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+static int ready_fd = -1, go_fd = -1;
+
+/* A job is ready: tell the parent, then wait until it closes the go pipe. */
+static void job_barrier(void)
+{
+	char c = 'r';
+
+	if (write(ready_fd, &c, 1) != 1 || read(go_fd, &c, 1) < 0)
+		perror("ledgerfs-benchio: job barrier");
+}
+
+/* The value of key=... in a result line, or -1. */
+static double result_field(const char *line, const char *key)
+{
+	char pat[32];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), " %s=", key);
+	p = strstr(line, pat);
+	return p ? strtod(p + strlen(pat), NULL) : -1;
+}
+
+/*
+ * Run workload o->jobs times at once, each in its own process and its own
+ * directory DIR/jobN, the timed parts started together; print one result
+ * line with the summed rate.  randwrite: each job's --size is --size/jobs.
+ */
+static int run_jobs(const char *name, int (*run)(const struct opts *o), const struct opts *o)
+{
+	int ready[2], go[2], out[2 * 64];
+	pid_t pids[64];
+	double rate = 0, secs = 0;
+	uint64_t count = 0;
+	unsigned j, started = 0;
+	int ret = 0;
+	char c;
+
+	if (o->jobs > 64 || pipe(ready) < 0 || pipe(go) < 0) {
+		fprintf(stderr, "ledgerfs-benchio: cannot set up %u jobs\n", o->jobs);
+		return -1;
+	}
+	fflush(stdout);
+	for (j = 0; j < o->jobs; j++) {
+		char dir[PATH_MAX];
+
+		snprintf(dir, sizeof(dir), "%s/job%u", o->dir, j);
+		if ((mkdir(dir, 0755) < 0 && errno != EEXIST) || pipe(out + 2 * j) < 0) {
+			ret = fail("mkdir", dir);
+			break;
+		}
+		pids[j] = fork();
+		if (pids[j] < 0) {
+			ret = fail("fork", dir);
+			break;
+		}
+		if (pids[j] == 0) {
+			struct opts mine = *o;
+
+			mine.dir = dir;
+			mine.size = o->size / o->jobs;
+			rng_state += j;
+			ready_fd = ready[1];
+			go_fd = go[0];
+			close(go[1]);
+			start_barrier = job_barrier;
+			if (dup2(out[2 * j + 1], STDOUT_FILENO) < 0)
+				_exit(1);
+			_exit(run(&mine) < 0 || fflush(stdout) != 0);
+		}
+		close(out[2 * j + 1]);
+		started++;
+	}
+	close(ready[1]);
+	for (j = 0; j < started; j++)
+		if (read(ready[0], &c, 1) != 1)
+			break; /* a job failed before its timed part */
+	close(go[1]); /* every job that is ready starts now */
+	for (j = 0; j < started; j++) {
+		char line[512] = "";
+		ssize_t n = read(out[2 * j], line, sizeof(line) - 1);
+		int st;
+
+		if (n > 0)
+			line[n] = '\0';
+		close(out[2 * j]);
+		if (waitpid(pids[j], &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0 ||
+		    result_field(line, "secs") <= 0) {
+			fprintf(stderr, "ledgerfs-benchio: %s job %u failed\n", name, j);
+			ret = -1;
+			continue;
+		}
+		if (result_field(line, "secs") > secs)
+			secs = result_field(line, "secs");
+		if (!strcmp(name, "randwrite")) {
+			count += (uint64_t)result_field(line, "ops");
+			rate += result_field(line, "iops");
+		} else {
+			count += (uint64_t)result_field(line, "files");
+		}
+	}
+	close(ready[0]);
+	close(go[0]);
+	if (ret < 0 || started < o->jobs)
+		return -1;
+	if (!strcmp(name, "randwrite"))
+		printf("result randwrite jobs=%u ops=%" PRIu64 " secs=%.3f iops=%.0f\n", o->jobs,
+		       count, secs, rate);
+	else
+		printf("result create jobs=%u files=%" PRIu64 " secs=%.3f ops=%.0f\n", o->jobs,
+		       count, secs, (double)count / secs);
+	return 0;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -461,7 +587,9 @@ static void usage(FILE *f)
 		"  --size BYTES   file size (default 1G)\n"
 		"  --bs BYTES     block size (default 1M)\n"
 		"  --secs S       duration (default 10)\n"
-		"  --files N      number of files (default 10000)\n");
+		"  --files N      number of files (default 10000)\n"
+		"  --jobs N       randwrite and create: N processes at once, each in DIR/jobK\n"
+		"                 (randwrite: --size/N each), one result line with the total\n");
 }
 
 int main(int argc, char **argv)
@@ -469,7 +597,8 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 	    {"size", required_argument, NULL, 's'}, {"bs", required_argument, NULL, 'b'},
 	    {"secs", required_argument, NULL, 't'}, {"files", required_argument, NULL, 'n'},
-	    {"help", no_argument, NULL, 'h'},	    {NULL, 0, NULL, 0},
+	    {"jobs", required_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	static const struct {
 		const char *name;
@@ -478,7 +607,7 @@ int main(int argc, char **argv)
 	    {"seqwrite", run_seqwrite},	    {"seqread", run_seqread}, {"randwrite", run_randwrite},
 	    {"fsyncwrite", run_fsyncwrite}, {"create", run_create},   {"meta", run_meta},
 	};
-	struct opts o = {.size = 1ull << 30, .bs = MIB, .secs = 10, .files = 10000};
+	struct opts o = {.size = 1ull << 30, .bs = MIB, .secs = 10, .files = 10000, .jobs = 1};
 	uint64_t v;
 	char *end;
 	int c;
@@ -503,6 +632,11 @@ int main(int argc, char **argv)
 				goto bad;
 			o.files = (unsigned)v;
 			break;
+		case 'j':
+			if (parse_size(optarg, &v) < 0 || v > 64)
+				goto bad;
+			o.jobs = (unsigned)v;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -518,7 +652,11 @@ int main(int argc, char **argv)
 	o.dir = argv[optind + 1];
 	for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++) {
 		if (strcmp(argv[optind], workloads[i].name) == 0) {
-			if (workloads[i].run(&o) < 0)
+			int parallel = o.jobs > 1 && (workloads[i].run == run_randwrite ||
+						      workloads[i].run == run_create);
+
+			if ((parallel ? run_jobs(workloads[i].name, workloads[i].run, &o)
+				      : workloads[i].run(&o)) < 0)
 				return 1;
 			return fflush(stdout) == 0 ? 0 : 1;
 		}
