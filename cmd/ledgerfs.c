@@ -1,5 +1,5 @@
 /*
- * main.c - ledgerfs NODE_DIR MOUNTPOINT [-f] [-o opts]: mount a node and
+ * ledgerfs.c - ledgerfs NODE_DIR MOUNTPOINT [-f] [-o opts]: mount a node and
  * run its replication; ledgerfs --serve NODE_DIR [-f]: replication alone.
  *
  * Without -f the process detaches itself, but only after the node is open,

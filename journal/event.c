@@ -23,7 +23,7 @@
 #include "journal/event.h"
 #include "store/path.h"
 
-/* Byte offsets of the fixed fields (same order as the layout in event.h). */
+/* Byte offsets of the fixed fields (the layout in docs/internals.md, "Event format"). */
 enum {
 	OFF_RECORD_LEN = 0,
 	OFF_CRC = 4,

@@ -7,20 +7,11 @@
  * by a CRC32C.  Decoding treats every buffer as hostile: each length is
  * checked before it is read and every failure names what was wrong.
  *
- * Record layout (all integers little-endian, see journal/event.c for offsets):
- *   u32 record_len      whole record, this field included
- *   u32 crc32c          over bytes [8, record_len)
- *   u8  version         EVENT_VERSION
- *   u8  type            enum event_type
- *   u16 flags           EVENT_F_*
- *   u64 origin, seq, hlc, term
- *   fid fid, fid fid2, evid base          (16 bytes each)
- *   u64 offset, length, rdev
- *   u32 mode, uid, gid, op_flags
- *   i64 atime_sec, u32 atime_nsec, i64 mtime_sec, u32 mtime_nsec
- *   u32 vref.segment, u64 vref.offset, u32 vref.len, u32 vref.crc
- *   u16 path_len, u16 path2_len, u16 name_len, u32 data_len
- *   path, path2, name, data               (raw bytes, no terminators)
+ * The record layout is described in docs/internals.md ("Event format"),
+ * its only prose copy; journal/event.c holds the offsets as code.  After
+ * the record length, the CRC and the version, the fixed header holds the
+ * fields of struct event below in their order, the four lengths last;
+ * path, path2, name and data follow as raw bytes.
  */
 #ifndef LEDGERFS_EVENT_H
 #define LEDGERFS_EVENT_H
@@ -34,7 +25,7 @@
 #define EVENT_OFF_FLAGS 10
 #define EVENT_OFF_TERM	36
 
-/* Bytes before the variable-length tail; see the layout above. */
+/* Bytes before the variable-length tail (docs/internals.md, "Event format"). */
 #define EVENT_HEADER_LEN 186
 /* Largest inline payload an encoder accepts (write data, xattr value, link). */
 #define EVENT_MAX_DATA (16u << 20)

@@ -1,5 +1,5 @@
 /*
- * apply.c - the apply engine: the only code that changes the store.
+ * store.c - the apply engine: the only code that changes the store.
  *
  * Each event names the fids it touches; before changing anything the engine
  * checks that the store holds them where the event says.  That makes replay

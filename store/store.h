@@ -2,8 +2,8 @@
  * store.h - the backing directory and the one apply engine that changes it.
  *
  * Every change to the store goes through apply_event(): local writes from
- * the FUSE layer, crash-tail replay, fsck and journal rebuilds (and, later,
- * remote events).  Each object in the store carries two xattrs:
+ * the FUSE layer, events from peers, crash-tail replay, fsck and journal
+ * rebuilds.  Each object in the store carries two xattrs:
  *   trusted.ledgerfs.fid  its fid (16 bytes: origin LE, counter LE); hard
  *                         links share it since they share the inode
  *   trusted.ledgerfs.ver  the (origin, seq) of the last event that changed it

@@ -498,7 +498,8 @@ NO_TIMES = ("read", "deep")
 # FUSE's kernel client stamps a ctime after every successful setxattr, where
 # ext4 leaves it alone when the value is the one the object has; and under
 # the writeback cache a file's ctime after a data change is the kernel's own
-# coarse stamp, which a write sometimes leaves where it was (README).
+# coarse stamp, which a write sometimes leaves where it was
+# (docs/internals.md, "Where FUSE cannot match ext4").
 CTIME_OWN = ("setxattr", "removexattr", "write", "truncate", "fallocate", "copy")
 
 

@@ -4,7 +4,7 @@ Only the configuration file is involved (a running node re-reads it by
 itself), so most of these tests need no mount: they check what the
 commands print, what they leave in NODE_DIR/ledgerfs.conf, and that every
 refusal leaves the file exactly as it was.  The last one replaces a node
-of a running cluster by the README's procedure.
+of a running cluster by the procedure in docs/operations.md.
 """
 
 import re
@@ -199,7 +199,7 @@ def _oldest(cl, name, origin_name):
 
 
 def test_a_wiped_node_made_again_under_its_name_converges():
-    """README, "Replacing a node": c is stopped and its node directory
+    """docs/operations.md, "Replacing a node": c is stopped and its node directory
     removed, made again with init --join (a new id), given b as a peer;
     each member does peer remove c then peer add c=ADDR, a while it runs, b
     while it is stopped.  The members learn c's new id, c resyncs and

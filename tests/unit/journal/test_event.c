@@ -7,8 +7,8 @@
  * that breaks that rule alone (with a correct CRC, so the rule and not the
  * checksum is what refuses it), and every truncation and every single-byte
  * corruption of a valid record is tried.  The wire layout is pinned byte
- * by byte against the comment in event.h, since peers of different builds
- * must agree on it.
+ * by byte against docs/internals.md ("Event format"), since peers of
+ * different builds must agree on it.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -18,7 +18,7 @@
 #include "lib/crc32c.h"
 #include "journal/event.h"
 
-/* Offsets from the layout in event.h, restated so a drift in journal/event.c shows. */
+/* Offsets from docs/internals.md's layout, restated so a drift in journal/event.c shows. */
 #define OFF_RECORD_LEN 0
 #define OFF_CRC	       4
 #define OFF_VERSION    8

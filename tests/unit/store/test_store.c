@@ -1,5 +1,5 @@
 /*
- * test_apply.c - the apply engine (store/store.c), one precondition at a time.
+ * test_store.c - the apply engine (store/store.c), one precondition at a time.
  *
  * Every test gets its own stamped store under a fresh mkdtemp directory
  * (<tmp>/store) next to a directory the store must never reach
