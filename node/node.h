@@ -41,8 +41,20 @@ struct node {
 	char *dir;
 	struct config cfg;
 	struct store *store;
-	pthread_mutex_t lock;	 /* guards journal and the order of store changes */
-	struct journal *journal; /* guarded by lock */
+	/*
+	 * The node lock orders store changes: an event is journaled and
+	 * applied under it, so journal order is apply order.  It also guards
+	 * the fields marked below.  Readers of the journal alone (shippers,
+	 * ACKs, trimming, status, hash-tree builds) do not take it: the
+	 * journal has its own lock.
+	 *
+	 * Lock order, outermost first: node lock; a repl's peer lock
+	 * (repl/repl_int.h); the file-digest cache's lock; the journal's lock
+	 * (journal/journal.c), which is innermost and never held across a
+	 * call out of the journal.
+	 */
+	pthread_mutex_t lock;
+	struct journal *journal; /* thread-safe: its own lock */
 	/*
 	 * Group commit: a syncer thread makes the journal durable while the
 	 * fsync caller flushes its store file, so the two flushes overlap,

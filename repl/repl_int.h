@@ -99,6 +99,11 @@ struct repl {
 	int stop_fd; /* eventfd, readable once stopping */
 	struct control *control;
 
+	/*
+	 * The peer lock: guards the peers, the origins and the fields marked
+	 * below.  Taken after the node lock when both are held, before the
+	 * digest cache's and the journal's (lock order in node/node.h).
+	 */
 	pthread_mutex_t lock;
 	int stopping;				   /* guarded by lock */
 	struct config cfg;			   /* guarded by lock: membership as last loaded */
