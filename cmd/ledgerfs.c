@@ -271,7 +271,7 @@ static int serve_main(int argc, char **argv)
 		fprintf(stderr, "ledgerfs: %s\n", err);
 		goto out;
 	}
-	log_init("ledgerfs", n->cfg.name);
+	log_init("ledgerfs", node_cfg(n)->name);
 	r = repl_start(n, NULL, &repl);
 	if (r < 0) {
 		fprintf(stderr, "ledgerfs: %s: cannot start replication: %s\n", real, strerror(-r));
@@ -357,7 +357,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ledgerfs: %s\n", err);
 		goto out;
 	}
-	log_init("ledgerfs", n->cfg.name);
+	log_init("ledgerfs", node_cfg(n)->name);
 	r = lfs_fs_init(&fs, n);
 	if (r < 0) {
 		fprintf(stderr, "ledgerfs: %s: %s\n", real, strerror(-r));

@@ -85,7 +85,7 @@ int lfs_fs_init(struct lfs_fs *fs, struct node *node)
 	fs->node = node;
 	fs->entry_timeout = LFS_CACHE_TIMEOUT;
 	fs->attr_timeout = LFS_CACHE_TIMEOUT;
-	return inodes_init(&fs->inodes, node->store->root);
+	return inodes_init(&fs->inodes, node_store(node)->root);
 }
 
 void lfs_fs_destroy(struct lfs_fs *fs)
@@ -107,7 +107,7 @@ static int space_check(struct lfs_fs *fs, uint64_t bytes)
 	fs->space_since += bytes;
 	if (fs->space_since < fs->space_margin / 2)
 		return 0;
-	if (fstatvfs(fs->node->store->root, &sv) < 0)
+	if (fstatvfs(node_store(fs->node)->root, &sv) < 0)
 		return 0;
 	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
 	reserve = (uint64_t)sv.f_blocks * sv.f_frsize / 50;
@@ -279,9 +279,9 @@ static int change(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event 
 {
 	int r;
 
-	pthread_mutex_lock(&fs->node->lock);
+	pthread_mutex_lock(node_mutex(fs->node));
 	r = change_locked(fs, in, fd, ev, grow);
-	pthread_mutex_unlock(&fs->node->lock);
+	pthread_mutex_unlock(node_mutex(fs->node));
 	return r;
 }
 
@@ -298,7 +298,7 @@ static int change_state(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct 
 	struct stat st;
 	int r;
 
-	pthread_mutex_lock(&fs->node->lock);
+	pthread_mutex_lock(node_mutex(fs->node));
 	r = fill_existing(fs, in, fd, ev, &path, &st);
 	if (r == 0)
 		r = fill(ev, &st);
@@ -311,7 +311,7 @@ static int change_state(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct 
 	 */
 	if (r == 1)
 		r = store_touch_ctime(in->fd);
-	pthread_mutex_unlock(&fs->node->lock);
+	pthread_mutex_unlock(node_mutex(fs->node));
 	free(path);
 	return r < 0 ? r : 0;
 }
@@ -387,9 +387,9 @@ static int touch_ctime(struct lfs_fs *fs, struct lfs_inode *in)
 {
 	int r;
 
-	pthread_mutex_lock(&fs->node->lock);
+	pthread_mutex_lock(node_mutex(fs->node));
 	r = store_touch_ctime(in->fd);
-	pthread_mutex_unlock(&fs->node->lock);
+	pthread_mutex_unlock(node_mutex(fs->node));
 	return r;
 }
 
@@ -487,7 +487,7 @@ static int make_new(fuse_req_t req, fuse_ino_t parent, const char *name, struct 
 	if (r < 0)
 		return r;
 	now_ts(&ev->mtime_sec, &ev->mtime_nsec);
-	pthread_mutex_lock(&fs->node->lock);
+	pthread_mutex_lock(node_mutex(fs->node));
 	r = path_of_child(&fs->inodes, dir, name, &path);
 	if (r == 0)
 		r = new_owner(req, dir, ev);
@@ -497,7 +497,7 @@ static int make_new(fuse_req_t req, fuse_ino_t parent, const char *name, struct 
 		ev->path = path;
 		r = node_commit_locked(fs->node, ev, ctx ? ctx : &local);
 	}
-	pthread_mutex_unlock(&fs->node->lock);
+	pthread_mutex_unlock(node_mutex(fs->node));
 	ev->path = NULL;
 	free(path);
 	if (r == 0)
@@ -604,7 +604,7 @@ static void remove_entry(fuse_req_t req, fuse_ino_t parent, const char *name, un
 	int r = check_name(name);
 
 	if (r == 0) {
-		pthread_mutex_lock(&fs->node->lock);
+		pthread_mutex_lock(node_mutex(fs->node));
 		r = path_of_child(&fs->inodes, dir, name, &path);
 		if (r == 0)
 			r = ids_of_entry(dir, name, &ev.fid, &ev.base);
@@ -612,7 +612,7 @@ static void remove_entry(fuse_req_t req, fuse_ino_t parent, const char *name, un
 			ev.path = path;
 			r = node_commit_locked(fs->node, &ev, &ctx);
 		}
-		pthread_mutex_unlock(&fs->node->lock);
+		pthread_mutex_unlock(node_mutex(fs->node));
 	}
 	free(path);
 	fuse_reply_err(req, -r);
@@ -650,7 +650,7 @@ static void lfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 		fuse_reply_err(req, -r);
 		return;
 	}
-	pthread_mutex_lock(&fs->node->lock);
+	pthread_mutex_lock(node_mutex(fs->node));
 	r = path_of_child(&fs->inodes, from, name, &path);
 	if (r == 0)
 		r = path_of_child(&fs->inodes, to, newname, &path2);
@@ -674,7 +674,7 @@ static void lfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 		if (flags & RENAME_EXCHANGE)
 			inodes_moved(&fs->inodes, from, name);
 	}
-	pthread_mutex_unlock(&fs->node->lock);
+	pthread_mutex_unlock(node_mutex(fs->node));
 	free(path2);
 	free(path);
 	fuse_reply_err(req, -r);
@@ -691,7 +691,7 @@ static void lfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const
 	int r = check_name(newname);
 
 	if (r == 0) {
-		pthread_mutex_lock(&fs->node->lock);
+		pthread_mutex_lock(node_mutex(fs->node));
 		r = fill_existing(fs, in, -1, &ev, &path, NULL);
 		if (r == 0)
 			r = path_of_child(&fs->inodes, dir, newname, &path2);
@@ -699,7 +699,7 @@ static void lfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const
 			ev.path2 = path2;
 			r = node_commit_locked(fs->node, &ev, &ctx);
 		}
-		pthread_mutex_unlock(&fs->node->lock);
+		pthread_mutex_unlock(node_mutex(fs->node));
 	}
 	free(path2);
 	free(path);
@@ -739,7 +739,7 @@ static void lfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int flags = fi->flags, fd;
 
 	if (((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) &&
-	    !__atomic_load_n(&req_fs(req)->node->primary, __ATOMIC_RELAXED)) {
+	    !node_is_primary(req_fs(req)->node)) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
@@ -955,7 +955,7 @@ static void lfs_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct statvfs sv;
 
-	if (fstatvfs(req_fs(req)->node->store->root, &sv) < 0)
+	if (fstatvfs(node_store(req_fs(req)->node)->root, &sv) < 0)
 		fuse_reply_err(req, errno);
 	else
 		fuse_reply_statfs(req, &sv);
@@ -1171,7 +1171,7 @@ static void lfs_init(void *userdata, struct fuse_conn_info *conn)
 	 * the kernel's back, must go without it; it does not write anyway.
 	 */
 	fs->writeback = (conn->capable & FUSE_CAP_WRITEBACK_CACHE) &&
-			__atomic_load_n(&fs->node->primary, __ATOMIC_RELAXED);
+			node_is_primary(fs->node);
 	if (fs->writeback)
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 	else

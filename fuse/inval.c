@@ -35,7 +35,7 @@ static void note_inode(struct lfs_fs *fs, const struct stat *st, struct inval_no
  */
 static void note_path(struct lfs_fs *fs, const char *rel, struct inval_note *note)
 {
-	int root = fs->node->store->root, dirfd = root;
+	int root = node_store(fs->node)->root, dirfd = root;
 	struct path_at at = {.dirfd = -1};
 	struct stat st;
 	uint64_t nodeid;
@@ -82,12 +82,12 @@ void inval_before(struct lfs_fs *fs, const struct event *ev, struct inval_note *
 	note = calloc(1, sizeof(*note));
 	if (!note)
 		return;
-	pthread_mutex_lock(&fs->node->lock);
+	pthread_mutex_lock(node_mutex(fs->node));
 	if (ev->path)
 		note_path(fs, ev->path, note);
 	if (ev->path2)
 		note_path(fs, ev->path2, note);
-	pthread_mutex_unlock(&fs->node->lock);
+	pthread_mutex_unlock(node_mutex(fs->node));
 	if (note->ninodes == 0 && note->nentries == 0) {
 		free(note);
 		return;

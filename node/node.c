@@ -20,7 +20,7 @@
 #include "lib/bytes.h"
 #include "lib/files.h"
 #include "lib/log.h"
-#include "node/node.h"
+#include "node/node_int.h"
 #include "store/path.h"
 #include "node/rebuild.h"
 
@@ -197,7 +197,7 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 	/* Nodes made before roles existed were single primaries of term 1. */
 	if (journal_meta_get_u64(n->journal, JOURNAL_META_ROLE, &role) < 0)
 		role = 1;
-	n->primary = role == 1;
+	__atomic_store_n(&n->primary, role == 1, __ATOMIC_RELEASE);
 	if (journal_meta_get_u64(n->journal, JOURNAL_META_TERM, &n->term) < 0 || n->term == 0)
 		n->term = 1;
 	if (n->primary) {
@@ -1129,4 +1129,61 @@ uint64_t node_tail_floor(struct node *n, uint64_t origin, uint64_t bound)
 			bound = n->tails[i].first - 1;
 	pthread_mutex_unlock(&n->lock);
 	return bound;
+}
+
+const char *node_dir(const struct node *n)
+{
+	return n->dir;
+}
+
+struct config *node_cfg(struct node *n)
+{
+	return &n->cfg;
+}
+
+struct store *node_store(const struct node *n)
+{
+	return n->store;
+}
+
+struct journal *node_journal(const struct node *n)
+{
+	return n->journal;
+}
+
+pthread_mutex_t *node_mutex(struct node *n)
+{
+	return &n->lock;
+}
+
+int node_is_primary(struct node *n)
+{
+	return __atomic_load_n(&n->primary, __ATOMIC_ACQUIRE);
+}
+
+void node_set_on_commit(struct node *n, void (*fn)(void *arg, uint64_t origin), void *arg)
+{
+	pthread_mutex_lock(&n->lock);
+	n->on_commit = fn;
+	n->on_commit_arg = arg;
+	pthread_mutex_unlock(&n->lock);
+}
+
+void node_state(struct node *n, struct node_state *st)
+{
+	pthread_mutex_lock(&n->lock);
+	st->primary = n->primary;
+	st->term = n->term;
+	st->role_origin = n->role_origin;
+	st->degraded = n->degraded;
+	st->rebuild_needed = n->rebuild_needed;
+	st->snap_needed = n->snap_state == NODE_SNAP_NEEDED;
+	st->ntails = n->ntails;
+	memcpy(st->tails, n->tails, sizeof(st->tails[0]) * n->ntails);
+	pthread_mutex_unlock(&n->lock);
+}
+
+int node_rebuild_needed_locked(struct node *n)
+{
+	return n->rebuild_needed;
 }

@@ -37,73 +37,47 @@ struct node_tail {
 	uint64_t origin, first, last, term;
 };
 
-struct node {
-	char *dir;
-	struct config cfg;
-	struct store *store;
-	/*
-	 * The node lock orders store changes: an event is journaled and
-	 * applied under it, so journal order is apply order.  It also guards
-	 * the fields marked below.  Readers of the journal alone (shippers,
-	 * ACKs, trimming, status, hash-tree builds) do not take it: the
-	 * journal has its own lock.
-	 *
-	 * Lock order, outermost first: node lock; a repl's peer lock
-	 * (repl/repl_int.h); the file-digest cache's lock; the journal's lock
-	 * (journal/journal.c), which is innermost and never held across a
-	 * call out of the journal.
-	 */
-	pthread_mutex_t lock;
-	struct journal *journal; /* thread-safe: its own lock */
-	/*
-	 * Group commit: a syncer thread makes the journal durable while the
-	 * fsync caller flushes its store file, so the two flushes overlap,
-	 * and one journal sync serves every caller waiting at that moment.
-	 */
-	pthread_t syncer;
-	int syncer_running;
-	pthread_cond_t sync_wanted; /* signalled when want > synced or on stop */
-	pthread_cond_t sync_done;   /* broadcast when synced advances */
-	uint64_t committed;	    /* guarded by lock: local events committed */
-	uint64_t want;		    /* guarded by lock: committed count callers wait for */
-	uint64_t synced;	    /* guarded by lock: committed count known durable */
-	uint64_t synced_seq;	    /* written under lock, read atomically: local seqs up to
-				     * this are durable and committed (node_synced_seq()) */
-	int sync_error;		    /* guarded by lock: last journal sync error */
-	int stopping;		    /* guarded by lock */
-	int primary;   /* written under lock, read atomically: this node accepts writes */
-	uint64_t term; /* guarded by lock: highest term this node has seen */
-	/*
-	 * Called with lock held after every event journaled and applied
-	 * (local or remote), with its origin, so the replication shippers of
-	 * that origin can wake up.  Must not block.  NULL when nobody listens.
-	 */
-	void (*on_commit)(void *arg, uint64_t origin);
-	void *on_commit_arg;
-	/*
-	 * Synchronous replication (DRBD protocol C): with cfg.sync_peers set,
-	 * fsync returns only once that many peers confirmed this node's events
-	 * up to it.  Peers' confirmations of our own origin, by peer id.
-	 */
-	uint64_t confirmed_peer[CONFIG_MAX_PEERS]; /* guarded by lock: peer ids, 0 = free */
-	uint64_t confirmed_seq[CONFIG_MAX_PEERS];  /* guarded by lock */
-	pthread_cond_t confirmed_cond;		   /* broadcast when a confirmation moves */
-	unsigned sync_waiting; /* changed atomically under lock: fsyncs waiting for peers */
-	int degraded;	       /* guarded by lock: sync_peers not met, running asynchronously */
-	/* Failover (journal.h has the formats). */
-	uint64_t role_origin; /* guarded by lock: primary of role_term, 0 unknown */
-	uint64_t role_term;   /* guarded by lock */
-	struct node_fence fences[NODE_MAX_FENCES]; /* guarded by lock */
-	unsigned nfences;			   /* guarded by lock */
-	struct node_tail tails[NODE_MAX_FENCES];   /* guarded by lock */
-	unsigned ntails;			   /* guarded by lock */
-	int rebuild_needed; /* guarded by lock: the store holds kept-aside events */
-	/* Snapshot resync (node_snap.c). */
-	int snap_state; /* guarded by lock: NODE_SNAP_* */
-	/* Per origin, remote events up to seq may meet changes the snapshot already shows. */
-	struct evid snap_until[NODE_MAX_FENCES]; /* guarded by lock */
-	unsigned nsnap_until;			 /* guarded by lock */
+/* One node; its fields are node.c's (node_int.h).  The accessors below. */
+struct node;
+
+/* The node's directory, configuration, store and journal: fixed while it is open. */
+const char *node_dir(const struct node *n);
+struct config *node_cfg(struct node *n);
+struct store *node_store(const struct node *n);
+struct journal *node_journal(const struct node *n);
+
+/*
+ * The node lock (lock order: node_int.h).  Taken to commit local events in
+ * order with other store changes, and around the node_*_locked() calls.
+ */
+pthread_mutex_t *node_mutex(struct node *n);
+
+/* Without the lock: whether this node accepts writes now. */
+int node_is_primary(struct node *n);
+
+/*
+ * Called with the lock held after every event journaled and applied,
+ * with its origin, so that shippers of that origin wake up; must not
+ * block.  fn NULL stops the calls.  Takes the lock.
+ */
+void node_set_on_commit(struct node *n, void (*fn)(void *arg, uint64_t origin), void *arg);
+
+/* With the lock held: whether the store holds kept-aside events. */
+int node_rebuild_needed_locked(struct node *n);
+
+/* What status shows of a node, copied under its lock. */
+struct node_state {
+	int primary;
+	uint64_t term;
+	uint64_t role_origin; /* primary of the current term, 0 unknown */
+	int degraded;	      /* sync_peers not met, running asynchronously */
+	int rebuild_needed;   /* the store holds kept-aside events */
+	int snap_needed;      /* a snapshot resync is needed */
+	unsigned ntails;
+	struct node_tail tails[NODE_MAX_FENCES];
 };
+void node_state(struct node *n, struct node_state *st);
+
 
 #define NODE_SNAP_NONE	     0
 #define NODE_SNAP_NEEDED     1 /* this node lacks trimmed events: resync by snapshot */

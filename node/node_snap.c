@@ -18,7 +18,7 @@
 
 #include "lib/bytes.h"
 #include "lib/log.h"
-#include "node/node.h"
+#include "node/node_int.h"
 #include "resync/snapshot.h"
 
 #define SNAP_META_ENTRY 24

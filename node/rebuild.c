@@ -23,6 +23,7 @@
 
 #include "lib/dirscan.h"
 #include "lib/log.h"
+#include "node/node_int.h"
 #include "node/rebuild.h"
 #include "node/replay.h"
 

@@ -80,9 +80,9 @@ static void commit_state_event(struct repl *r, struct event *ev)
 	struct apply_ctx ctx = APPLY_CTX_INIT;
 	int rv;
 
-	pthread_mutex_lock(&r->n->lock);
+	pthread_mutex_lock(node_mutex(r->n));
 	rv = node_commit_locked(r->n, ev, &ctx);
-	pthread_mutex_unlock(&r->n->lock);
+	pthread_mutex_unlock(node_mutex(r->n));
 	if (rv < 0) {
 		log_err("cannot journal the %s event: %s", event_type_name(ev->type),
 			strerror(-rv));
@@ -106,7 +106,7 @@ static void maybe_outage(struct receiver *rc)
 	int behind = -1;
 	unsigned i;
 
-	if (__atomic_load_n(&r->n->primary, __ATOMIC_RELAXED))
+	if (node_is_primary(r->n))
 		return;
 	pthread_mutex_lock(&r->lock);
 	for (i = 0; i < r->norigins; i++)
@@ -264,9 +264,10 @@ static void snapshot_if_fenced(struct receiver *rc)
 	struct repl *r = rc->r;
 	int needed;
 
-	pthread_mutex_lock(&r->n->lock);
-	needed = r->n->snap_state == NODE_SNAP_NEEDED;
-	pthread_mutex_unlock(&r->n->lock);
+	struct node_state ns;
+
+	node_state(r->n, &ns);
+	needed = ns.snap_needed;
 	if (!needed)
 		return;
 	pthread_mutex_lock(&r->lock);
@@ -698,7 +699,7 @@ static int need_snapshot(struct receiver *rc)
 		return rv;
 	}
 	pthread_mutex_lock(&r->lock);
-	if (!r->snap_needed && __atomic_load_n(&r->n->primary, __ATOMIC_RELAXED))
+	if (!r->snap_needed && node_is_primary(r->n))
 		log_err(
 		    "peer %s trimmed events this node lacks; a primary takes no snapshot, so it "
 		    "takes no more events from peers until it is demoted and resynced",
@@ -723,7 +724,7 @@ static int claim_snapshot(struct receiver *rc)
 	int ok;
 
 	pthread_mutex_lock(&r->lock);
-	ok = r->snap_needed && !r->snap_owner && !r->n->primary;
+	ok = r->snap_needed && !r->snap_owner && !node_is_primary(r->n);
 	for (i = 0; ok && i < r->norigins; i++)
 		if (r->origins[i] != r->cfg.node_id && rc->p->vec[i] < r->applied[i])
 			ok = 0;
@@ -742,13 +743,13 @@ static int run_snapshot(struct receiver *rc)
 	int rv;
 
 	rv = snap_recv_run(r, rc->l, rc->name);
-	pthread_mutex_lock(&r->n->lock);
+	pthread_mutex_lock(node_mutex(r->n));
 	pthread_mutex_lock(&r->lock);
 	n = r->norigins;
 	for (i = 0; i < n; i++)
-		applied[i] = journal_applied(r->n->journal, r->origins[i]);
+		applied[i] = journal_applied(node_journal(r->n), r->origins[i]);
 	pthread_mutex_unlock(&r->lock);
-	pthread_mutex_unlock(&r->n->lock);
+	pthread_mutex_unlock(node_mutex(r->n));
 	pthread_mutex_lock(&r->lock);
 	r->snap_owner = NULL;
 	if (rv == 0) {
@@ -778,7 +779,7 @@ static void first_scope(struct repl *r, char *out, size_t len)
 		return;
 	if (!(t == EV_CHMOD || t == EV_CHOWN || t == EV_UTIMENS || t == EV_SETXATTR ||
 	      t == EV_REMOVEXATTR) ||
-	    path_open(r->n->store->root, out, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, &fd) < 0)
+	    path_open(node_store(r->n)->root, out, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, &fd) < 0)
 		path_up(out);
 	else
 		close(fd);
@@ -876,7 +877,7 @@ static int heal(struct receiver *rc)
 		return 0;
 	}
 	at = d->event;
-	if (__atomic_load_n(&r->n->primary, __ATOMIC_RELAXED))
+	if (node_is_primary(r->n))
 		snprintf(stop, sizeof(stop), "a primary does not replace its files from a peer");
 	else if (d->state == REPL_DIV_HEALED && d->heals >= REPL_HEAL_TRIES)
 		snprintf(stop, sizeof(stop), "the event still does not apply after %u heals",

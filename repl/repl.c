@@ -250,17 +250,18 @@ int repl_put_hello(struct repl *r, struct link *l)
 	unsigned i;
 	int rv;
 
-	pthread_mutex_lock(&r->n->lock);
-	h.term = r->n->term;
+	struct node_state ns;
+
+	node_state(r->n, &ns);
+	h.term = ns.term;
+	h.primary = ns.role_origin;
 	pthread_mutex_lock(&r->lock);
 	for (i = 0; i < r->norigins; i++) {
 		vec[i].origin = r->origins[i];
-		vec[i].seq = journal_applied(r->n->journal, r->origins[i]);
+		vec[i].seq = journal_applied(node_journal(r->n), r->origins[i]);
 	}
 	h.count = r->norigins;
-	h.primary = r->n->role_origin;
 	pthread_mutex_unlock(&r->lock);
-	pthread_mutex_unlock(&r->n->lock);
 	qsort(vec, h.count, sizeof(vec[0]), repl_evid_cmp);
 	memcpy(h.cluster_id, r->cfg.cluster_id, sizeof(h.cluster_id));
 	h.node_id = r->cfg.node_id;
@@ -291,12 +292,13 @@ int repl_take_hello(struct repl *r, struct repl_peer *p, const struct proto_msg 
 		code = PROTO_ERR_TERM;
 	}
 	if (code == 0) {
-		pthread_mutex_lock(&r->n->lock);
+		struct node_state ns;
+
+		node_state(r->n, &ns);
 		pthread_mutex_lock(&r->lock);
-		if (r->n->role_origin)
-			r->primary_id = r->n->role_origin;
+		if (ns.role_origin)
+			r->primary_id = ns.role_origin;
 		pthread_mutex_unlock(&r->lock);
-		pthread_mutex_unlock(&r->n->lock);
 	}
 	return code;
 }
@@ -537,7 +539,7 @@ static void reload_config(struct repl *r)
 	for (i = 0; i < ngone; i++) {
 		if (gone[i]->cfg.id) {
 			node_peer_forget(r->n, gone[i]->cfg.id);
-			rv = journal_checkpoint_forget(r->n->journal, gone[i]->cfg.id);
+			rv = journal_checkpoint_forget(node_journal(r->n), gone[i]->cfg.id);
 			if (rv < 0)
 				log_warn("cannot forget the checkpoints of node %016" PRIx64
 					 " (peer %s): %s",
@@ -588,7 +590,7 @@ static void reap_shippers(struct repl *r, int all)
 static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origin, uint64_t *excess)
 {
 	struct node *n = r->n;
-	uint64_t applied = journal_applied(n->journal, origin), confirmed = applied,
+	uint64_t applied = journal_applied(node_journal(n), origin), confirmed = applied,
 		 bound = applied;
 	uint64_t ck, upto = 0, forced = 0, count = 0;
 	unsigned i;
@@ -598,7 +600,7 @@ static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origi
 		/* A member never seen has confirmed nothing. */
 		ck = 0;
 		if (cfg->peers[i].id)
-			rv = journal_checkpoint_get(n->journal, cfg->peers[i].id, origin, &ck);
+			rv = journal_checkpoint_get(node_journal(n), cfg->peers[i].id, origin, &ck);
 		if (cfg->peers[i].id == origin)
 			continue;
 		if (ck < confirmed)
@@ -608,17 +610,17 @@ static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origi
 	if (confirmed > bound)
 		confirmed = bound;
 	if (rv == 0 && confirmed)
-		rv = journal_trim_point(n->journal, origin, confirmed, cfg->retain_age_sec * 1000,
+		rv = journal_trim_point(node_journal(n), origin, confirmed, cfg->retain_age_sec * 1000,
 					(uint64_t)repl_wall_ms(), excess, &upto);
 	if (rv == 0 && cfg->retain_max_age_sec && bound > confirmed)
-		rv = journal_trim_point(n->journal, origin, bound, cfg->retain_max_age_sec * 1000,
+		rv = journal_trim_point(node_journal(n), origin, bound, cfg->retain_max_age_sec * 1000,
 					(uint64_t)repl_wall_ms(), NULL, &forced);
 	if (forced > upto)
 		upto = forced;
 	else
 		forced = 0;
 	if (rv == 0 && upto)
-		rv = journal_trim(n->journal, origin, upto, &count);
+		rv = journal_trim(node_journal(n), origin, upto, &count);
 	if (rv < 0)
 		log_warn("cannot trim the events of %016" PRIx64 ": %s", origin, strerror(-rv));
 	else if (count && forced > confirmed)
@@ -642,7 +644,7 @@ static uint64_t journal_bound(struct repl *r, const struct config *cfg)
 	struct statvfs vfs;
 	uint64_t fs_bytes = 0;
 
-	snprintf(path, sizeof(path), "%s/%s", r->n->dir, NODE_JOURNAL_DIR);
+	snprintf(path, sizeof(path), "%s/%s", node_dir(r->n), NODE_JOURNAL_DIR);
 	if (statvfs(path, &vfs) == 0)
 		fs_bytes = (uint64_t)vfs.f_blocks * vfs.f_frsize;
 	else if (!r->bound_warned++)
@@ -678,17 +680,17 @@ static void trim_journal(struct repl *r)
 	if (every < REPL_COMPACT_MIN)
 		every = REPL_COMPACT_MIN;
 	/* The journal's own lock is enough: writers do not wait for a trim. */
-	journal_set_vlog_segment_max(r->n->journal, bound / REPL_VLOG_FRACTION);
-	if (journal_disk_usage(r->n->journal, &ldb, &vbytes) == 0 && ldb + vbytes > bound)
+	journal_set_vlog_segment_max(node_journal(r->n), bound / REPL_VLOG_FRACTION);
+	if (journal_disk_usage(node_journal(r->n), &ldb, &vbytes) == 0 && ldb + vbytes > bound)
 		excess = ldb + vbytes - bound;
 	for (i = 0; i < norigins; i++)
 		trim_origin(r, &cfg, origins[i], &excess);
-	trimmed = journal_trim_bytes(r->n->journal);
+	trimmed = journal_trim_bytes(node_journal(r->n));
 	if (trimmed < r->compacted_at)
 		r->compacted_at = 0;
 	if (trimmed - r->compacted_at >= every) {
 		for (i = 0; i < norigins; i++)
-			if (journal_trimmed(r->n->journal, origins[i], &marks[ncompact]) == 0 &&
+			if (journal_trimmed(node_journal(r->n), origins[i], &marks[ncompact]) == 0 &&
 			    marks[ncompact])
 				origins[ncompact++] = origins[i];
 		r->compacted_at = trimmed;
@@ -697,7 +699,7 @@ static void trim_journal(struct repl *r)
 	r->journal_bound = bound;
 	pthread_mutex_unlock(&r->lock);
 	for (i = 0; i < ncompact; i++)
-		journal_compact_events(r->n->journal, origins[i], marks[i]);
+		journal_compact_events(node_journal(r->n), origins[i], marks[i]);
 }
 
 static void *supervisor_main(void *arg)
@@ -740,7 +742,7 @@ static void measure_lag(struct repl *r, uint64_t origin, uint64_t from, uint64_t
 	const uint8_t *val;
 	size_t len;
 
-	if (from > to || journal_iter_new(r->n->journal, JOURNAL_EVENTS, origin, from, &it) < 0)
+	if (from > to || journal_iter_new(node_journal(r->n), JOURNAL_EVENTS, origin, from, &it) < 0)
 		return;
 	/* Status must stay cheap: sample the first 2,000 and scale. */
 	while (scanned < 2000 && journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) > 0 &&
@@ -781,7 +783,7 @@ static void peer_status(struct repl *r, struct repl_peer *p, unsigned k, unsigne
 		uint64_t ck = 0;
 
 		if (p->cfg.id)
-			journal_checkpoint_get(r->n->journal, p->cfg.id, origins[i], &ck);
+			journal_checkpoint_get(node_journal(r->n), p->cfg.id, origins[i], &ck);
 		if (origins[i] == p->cfg.id)
 			ck = applied[i] > ck ? applied[i] : ck;
 		if (ck)
@@ -825,17 +827,20 @@ int repl_status(struct repl *r, struct repl_status *st)
 
 	memset(st, 0, sizeof(*st));
 	st->now_ms = repl_wall_ms();
-	pthread_mutex_lock(&r->n->lock);
-	st->primary = r->n->primary;
-	st->term = r->n->term;
-	st->sync_peers = r->n->cfg.sync_peers;
-	st->degraded = r->n->degraded;
-	st->ntails = r->n->ntails;
-	memcpy(st->tails, r->n->tails, sizeof(st->tails[0]) * r->n->ntails);
-	st->rebuild_needed = r->n->rebuild_needed;
-	pthread_mutex_unlock(&r->n->lock);
+	{
+		struct node_state ns;
+
+		node_state(r->n, &ns);
+		st->primary = ns.primary;
+		st->term = ns.term;
+		st->degraded = ns.degraded;
+		st->ntails = ns.ntails;
+		memcpy(st->tails, ns.tails, sizeof(st->tails[0]) * ns.ntails);
+		st->rebuild_needed = ns.rebuild_needed;
+	}
+	st->sync_peers = node_cfg(r->n)->sync_peers;
 	/* The rest needs the journal's own lock and the peers', not the node's. */
-	journal_disk_usage(r->n->journal, &st->journal_bytes, &vlog_bytes);
+	journal_disk_usage(node_journal(r->n), &st->journal_bytes, &vlog_bytes);
 	st->journal_bytes += vlog_bytes;
 	pthread_mutex_lock(&r->lock);
 	st->journal_bound = r->journal_bound;
@@ -845,10 +850,10 @@ int repl_status(struct repl *r, struct repl_status *st)
 	norigins = r->norigins;
 	for (i = 0; i < norigins; i++) {
 		origins[i] = r->origins[i];
-		applied[i] = journal_applied(r->n->journal, origins[i]);
+		applied[i] = journal_applied(node_journal(r->n), origins[i]);
 		st->applied[i] = (struct evid){origins[i], applied[i]};
 		st->oldest[i].origin = origins[i];
-		journal_oldest(r->n->journal, origins[i], &st->oldest[i].seq);
+		journal_oldest(node_journal(r->n), origins[i], &st->oldest[i].seq);
 	}
 	st->norigins = norigins;
 	st->npeers = r->npeers;
@@ -948,13 +953,13 @@ static int load_journal_state(struct repl *r)
 	int rv;
 
 	repl_origin_index(r, r->cfg.node_id);
-	rv = journal_iter_new(r->n->journal, JOURNAL_APPLIED, 0, 0, &it);
+	rv = journal_iter_new(node_journal(r->n), JOURNAL_APPLIED, 0, 0, &it);
 	while (rv == 0 && journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) > 0)
 		repl_origin_index(r, a);
 	journal_iter_free(it);
 	it = NULL;
 	if (rv == 0)
-		rv = journal_iter_new(r->n->journal, JOURNAL_EVENTS, 0, 0, &it);
+		rv = journal_iter_new(node_journal(r->n), JOURNAL_EVENTS, 0, 0, &it);
 	/* Only the few state events are decoded. */
 	while (rv == 0 && journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) > 0) {
 		struct event ev;
@@ -993,7 +998,7 @@ static int forget_departed(struct repl *r)
 	int rv, found;
 
 	for (;;) {
-		rv = journal_iter_new(r->n->journal, JOURNAL_CHECKPOINTS, from, 0, &it);
+		rv = journal_iter_new(node_journal(r->n), JOURNAL_CHECKPOINTS, from, 0, &it);
 		if (rv < 0)
 			return rv;
 		found = 0;
@@ -1009,7 +1014,7 @@ static int forget_departed(struct repl *r)
 			return rv;
 		if (!found)
 			return 0;
-		rv = journal_checkpoint_forget(r->n->journal, peer);
+		rv = journal_checkpoint_forget(node_journal(r->n), peer);
 		if (rv < 0)
 			return rv;
 		log_info("forgot the checkpoints of node %016" PRIx64 ", no peer any more", peer);
@@ -1034,41 +1039,46 @@ int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out
 		r->hooks = *hooks;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_mutex_init(&r->digests_lock, NULL);
-	snprintf(r->conf_path, sizeof(r->conf_path), "%s/%s", n->dir, CONFIG_FILE);
-	r->cfg = n->cfg;
-	r->primary_id = n->primary ? n->cfg.node_id : 0;
-	r->snap_needed = n->snap_state == NODE_SNAP_NEEDED;
+	snprintf(r->conf_path, sizeof(r->conf_path), "%s/%s", node_dir(n), CONFIG_FILE);
+	r->cfg = *node_cfg(n);
+	r->primary_id = node_is_primary(n) ? node_cfg(n)->node_id : 0;
+	{
+		struct node_state ns;
+
+		node_state(n, &ns);
+		r->snap_needed = ns.snap_needed;
+	}
 	r->journal_bound = journal_bound(r, &r->cfg);
 	r->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (r->stop_fd < 0) {
 		rv = -errno;
 		goto fail;
 	}
-	pthread_mutex_lock(&n->lock);
+	pthread_mutex_lock(node_mutex(n));
 	rv = load_journal_state(r);
 	for (i = 0; rv == 0 && i < r->norigins; i++)
-		r->applied[i] = journal_applied(n->journal, r->origins[i]);
+		r->applied[i] = journal_applied(node_journal(n), r->origins[i]);
 	if (rv == 0 && forget_departed(r) < 0)
 		log_warn("cannot forget the checkpoints of former peers");
-	pthread_mutex_unlock(&n->lock);
+	pthread_mutex_unlock(node_mutex(n));
 	if (rv < 0)
 		goto fail;
-	snprintf(crt, sizeof(crt), "%s/%s", n->dir, TLS_NODE_CERT);
+	snprintf(crt, sizeof(crt), "%s/%s", node_dir(n), TLS_NODE_CERT);
 	tls = access(crt, R_OK) == 0;
 	if ((r->cfg.listen[0] || r->cfg.npeers) && !tls) {
 		log_err("%s: no node certificate (%s); replication needs 'ledgerctl init --ca'",
-			n->dir, crt);
+			node_dir(n), crt);
 		rv = -ENOENT;
 		goto fail;
 	}
 	if (tls) {
-		rv = tls_ctx_new(n->dir, 0, &r->client_ctx);
+		rv = tls_ctx_new(node_dir(n), 0, &r->client_ctx);
 		if (rv == 0)
-			rv = tls_ctx_new(n->dir, 1, &r->server_ctx);
+			rv = tls_ctx_new(node_dir(n), 1, &r->server_ctx);
 		if (rv < 0)
 			goto fail;
 	}
-	snprintf(sock, sizeof(sock), "%s/%s", n->dir, CONTROL_SOCKET);
+	snprintf(sock, sizeof(sock), "%s/%s", node_dir(n), CONTROL_SOCKET);
 	rv = control_start(sock, status_snapshot, control_action, r, &r->control);
 	if (rv < 0) {
 		log_err("%s: cannot serve the control socket: %s", sock, strerror(-rv));
@@ -1084,10 +1094,7 @@ int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out
 		r->listener_running = 1;
 		log_info("listening for peers on %s", r->cfg.listen);
 	}
-	pthread_mutex_lock(&n->lock);
-	n->on_commit_arg = r;
-	n->on_commit = repl_on_commit;
-	pthread_mutex_unlock(&n->lock);
+	node_set_on_commit(n, repl_on_commit, r);
 	pthread_mutex_lock(&r->lock);
 	for (i = 0; rv == 0 && i < r->cfg.npeers; i++)
 		rv = add_peer(r, &r->cfg.peers[i]);
@@ -1111,10 +1118,7 @@ void repl_stop(struct repl *r)
 
 	if (!r)
 		return;
-	pthread_mutex_lock(&r->n->lock);
-	r->n->on_commit = NULL;
-	r->n->on_commit_arg = NULL;
-	pthread_mutex_unlock(&r->n->lock);
+	node_set_on_commit(r->n, NULL, NULL);
 	pthread_mutex_lock(&r->lock);
 	r->stopping = 1;
 	repl_wake_receivers(r);
@@ -1156,7 +1160,7 @@ static int build_tree_locked(struct repl *r, struct merkle **out, uint64_t *entr
 	uint64_t reused = 0;
 	int rv;
 
-	snprintf(path, sizeof(path), "%s/%s", r->n->dir, REPL_DIGESTS_FILE);
+	snprintf(path, sizeof(path), "%s/%s", node_dir(r->n), REPL_DIGESTS_FILE);
 	if (!r->digests) {
 		rv = merkle_cache_load(path, &r->digests);
 		if (rv == -EBADMSG)
@@ -1164,7 +1168,7 @@ static int build_tree_locked(struct repl *r, struct merkle **out, uint64_t *entr
 		if (rv < 0 && merkle_cache_new(&r->digests) < 0)
 			return -ENOMEM;
 	}
-	rv = merkle_build_cached(r->n->store->root, r->digests, merkle_cache_trust_now(), out,
+	rv = merkle_build_cached(node_store(r->n)->root, r->digests, merkle_cache_trust_now(), out,
 				 entries, &reused);
 	if (rv < 0)
 		return rv;

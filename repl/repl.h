@@ -41,7 +41,7 @@ struct repl_hooks {
 };
 
 /*
- * Start replication for an open node (NODE_DIR is n->dir): listen on the
+ * Start replication for an open node (NODE_DIR is node_dir(n)): listen on the
  * configured address, dial every peer, serve the control socket
  * NODE_DIR/control.sock.  *out is the caller's: repl_stop().  A node with
  * no listen address and no peers still gets a control socket.

@@ -126,7 +126,7 @@ static int fills_read(struct ship *sh, struct pbuf *out, const char **why)
 static int add_vref(struct ship *sh, struct pbuf *out, struct proto_batch *b,
 		    const struct event *ev, size_t *shipped, const char **why)
 {
-	struct journal *j = sh->r->n->journal;
+	struct journal *j = node_journal(sh->r->n);
 	size_t len = event_encoded_len(ev) + ev->vref.len, off;
 	struct fill *f, *prev;
 	int rv;
@@ -201,16 +201,16 @@ static uint64_t ready_count(struct ship *sh, unsigned i, uint64_t origin, int du
 {
 	struct node *n = sh->r->n;
 
-	if (origin == journal_node_id(n->journal)) {
+	if (origin == journal_node_id(node_journal(n))) {
 		uint64_t synced = node_synced_seq(n);
 
-		*tail = journal_next_seq(n->journal) - 1;
+		*tail = journal_next_seq(node_journal(n)) - 1;
 		if (synced < *tail && *tail >= sh->next[i])
 			*unsynced = 1;
 		if (durable)
 			*tail = synced;
 	} else {
-		*tail = journal_applied(n->journal, origin);
+		*tail = journal_applied(node_journal(n), origin);
 	}
 	return *tail >= sh->next[i] ? *tail - sh->next[i] + 1 : 0;
 }
@@ -254,9 +254,9 @@ static int build_batch(struct ship *sh, int *wait_ms)
 	if (!sh->ready_since)
 		sh->ready_since = now;
 	/* An fsync waiting for peers must not wait for a batch to fill too. */
-	if (total < n->cfg.batch_events && now - sh->ready_since < (int64_t)n->cfg.batch_ms &&
+	if (total < node_cfg(n)->batch_events && now - sh->ready_since < (int64_t)node_cfg(n)->batch_ms &&
 	    !node_sync_waiting(n)) {
-		*wait_ms = (int)(n->cfg.batch_ms - (now - sh->ready_since));
+		*wait_ms = (int)(node_cfg(n)->batch_ms - (now - sh->ready_since));
 		goto out;
 	}
 	if (unsynced) {
@@ -277,11 +277,11 @@ static int build_batch(struct ship *sh, int *wait_ms)
 		i = (sh->rr + k) % norigins;
 		if (!sh->next[i] || ready_count(sh, i, origins[i], 1, &tail, &unsynced) == 0)
 			continue;
-		rv = journal_iter_new(n->journal, JOURNAL_EVENTS, origins[i], sh->next[i], &it);
+		rv = journal_iter_new(node_journal(n), JOURNAL_EVENTS, origins[i], sh->next[i], &it);
 		if (rv == 0)
 			rv = proto_put_events_begin(&l->out, &b);
 		want = sh->next[i];
-		while (rv == 0 && count < n->cfg.batch_events && bytes < n->cfg.batch_bytes &&
+		while (rv == 0 && count < node_cfg(n)->batch_events && bytes < node_cfg(n)->batch_bytes &&
 		       want <= tail) {
 			rv = journal_iter_next(it, &a, &seq, NULL, NULL, &val, &len);
 			if (rv <= 0 || a != origins[i] || seq != want) {
@@ -349,7 +349,7 @@ static int take_ack(struct ship *sh, const struct proto_ack *ack)
 	pthread_mutex_lock(&r->lock);
 	gone = sh->p->gone;
 	if (!gone)
-		rv = journal_checkpoint_put(r->n->journal, sh->s->peer_id, ack->origin, ack->seq);
+		rv = journal_checkpoint_put(node_journal(r->n), sh->s->peer_id, ack->origin, ack->seq);
 	pthread_mutex_unlock(&r->lock);
 	if (gone)
 		return 0;
@@ -378,7 +378,7 @@ static int take_fetch(struct ship *sh, const struct proto_fetch *f)
 	int idx;
 
 	if (f->from_seq) {
-		journal_trimmed(r->n->journal, f->origin, &trimmed);
+		journal_trimmed(node_journal(r->n), f->origin, &trimmed);
 	}
 	if (f->from_seq && f->from_seq <= trimmed) {
 		snprintf(sh->s->link->why, sizeof(sh->s->link->why),

@@ -541,12 +541,12 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 		rv = link_flush(sr->l, REPL_SEND_TIMEOUT_MS);
 	if (rv < 0)
 		return rv;
-	pthread_mutex_lock(&r->n->lock);
+	pthread_mutex_lock(node_mutex(r->n));
 	if (sr->scope)
 		rv = merkle_build(sr->scope_fd, &mine, &entries);
 	else
 		rv = repl_build_tree(r, &mine, &entries);
-	pthread_mutex_unlock(&r->n->lock);
+	pthread_mutex_unlock(node_mutex(r->n));
 	t_mine = clock_mono_ms();
 	if (rv < 0)
 		return fail(sr, rv, "cannot build this store's hash tree");
@@ -610,12 +610,12 @@ static void remember_digests(struct snap_recv *sr)
 		struct stat sb;
 
 		if (st->op != SNAP_OP_OBJ || fid_is_zero(st->fid) ||
-		    fstatat(r->n->store->root, st->path, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    fstatat(node_store(r->n)->root, st->path, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
 		    !S_ISREG(sb.st_mode))
 			continue;
 		rv = merkle_cache_put(r->digests, &sb, st->fid, st->digest);
 	}
-	snprintf(path, sizeof(path), "%s/%s", r->n->dir, REPL_DIGESTS_FILE);
+	snprintf(path, sizeof(path), "%s/%s", node_dir(r->n), REPL_DIGESTS_FILE);
 	if (rv == 0 && r->digests)
 		rv = merkle_cache_save(path, r->digests);
 	pthread_mutex_unlock(&r->digests_lock);
@@ -651,22 +651,22 @@ static int install(struct snap_recv *sr, const struct proto_msg *info, const str
 
 		r->hooks.before(r->hooks.arg, &ev, &cookies[i]);
 	}
-	pthread_mutex_lock(&r->n->lock);
+	pthread_mutex_lock(node_mutex(r->n));
 	/* Descriptors an apply_cache holds may name what the install replaces. */
-	r->n->store->changes++;
+	node_store(r->n)->changes++;
 	/* Files a kept-aside tail made stay reachable for tail-export. */
-	if (r->n->rebuild_needed) {
+	if (node_rebuild_needed_locked(r->n)) {
 		rv = rebuild_keep_links(r->n, kept, sizeof(kept));
 		if (rv == 0)
 			log_info("kept the store as it was in %s (ledgerctl tail-export)", kept);
 	}
 	if (rv == 0)
-		rv = snap_install(r->n->dir, r->n->store->root, &sr->plan, NULL, NULL, &why, &path);
+		rv = snap_install(node_dir(r->n), node_store(r->n)->root, &sr->plan, NULL, NULL, &why, &path);
 	if (rv == 0)
 		rv = node_snap_finish_locked(r->n);
 	if (rv == 0)
 		remember_digests(sr);
-	pthread_mutex_unlock(&r->n->lock);
+	pthread_mutex_unlock(node_mutex(r->n));
 	for (i = 0; r->hooks.after && i < sr->plan.n; i++) {
 		struct event ev = {.type = EV_UNLINK, .path = sr->plan.v[i].path};
 
@@ -697,7 +697,7 @@ int snap_recv_run(struct repl *r, struct link *l, const char *peer)
 	int rv;
 
 	log_info("snapshot resync from %s: starting", peer);
-	rv = snap_stage_open(r->n->dir, &sr.stage);
+	rv = snap_stage_open(node_dir(r->n), &sr.stage);
 	if (rv < 0) {
 		rv = fail(&sr, rv, "cannot open the staging area");
 		goto out;
@@ -740,9 +740,9 @@ int snap_recv_run(struct repl *r, struct link *l, const char *peer)
 	sr.pipe = NULL;
 	snap_stage_close(sr.stage);
 	sr.stage = NULL;
-	rv = snap_stage_remove(r->n->dir);
+	rv = snap_stage_remove(node_dir(r->n));
 	if (rv < 0)
-		log_warn("%s/%s: cannot remove the staging area: %s", r->n->dir, SNAP_DIR,
+		log_warn("%s/%s: cannot remove the staging area: %s", node_dir(r->n), SNAP_DIR,
 			 strerror(-rv));
 	rv = 0;
 out:
@@ -854,11 +854,11 @@ static int install_heal(struct snap_recv *sr, struct snap_heal *h)
 
 		r->hooks.before(r->hooks.arg, &ev, &cookies[i]);
 	}
-	pthread_mutex_lock(&r->n->lock);
+	pthread_mutex_lock(node_mutex(r->n));
 	/* Descriptors an apply_cache holds may name what the install replaces. */
-	r->n->store->changes++;
-	rv = snap_install(r->n->dir, r->n->store->root, &full, NULL, NULL, &why, &path);
-	pthread_mutex_unlock(&r->n->lock);
+	node_store(r->n)->changes++;
+	rv = snap_install(node_dir(r->n), node_store(r->n)->root, &full, NULL, NULL, &why, &path);
+	pthread_mutex_unlock(node_mutex(r->n));
 	for (i = 0; r->hooks.after && i < full.n; i++) {
 		struct event ev = {.type = EV_UNLINK, .path = full.v[i].path};
 
@@ -909,7 +909,7 @@ int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char 
 	sr.scope = h->scope;
 	/* Our side of the subtree: the nearest directory that is one here. */
 	for (;;) {
-		rv = path_open(r->n->store->root, h->scope, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0,
+		rv = path_open(node_store(r->n)->root, h->scope, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0,
 			       &sr.scope_fd);
 		if (rv == 0 || path_is_root(h->scope) ||
 		    (rv != -ENOENT && rv != -ENOTDIR && rv != -ELOOP))
@@ -921,7 +921,7 @@ int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char 
 		goto out;
 	}
 	log_info("heal from %s: comparing subtree %s", peer, h->scope);
-	rv = snap_stage_open(r->n->dir, &sr.stage);
+	rv = snap_stage_open(node_dir(r->n), &sr.stage);
 	if (rv < 0) {
 		rv = fail(&sr, rv, "cannot open the staging area");
 		goto out;
@@ -957,7 +957,7 @@ int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char 
 			path_up(h->scope);
 			close(sr.scope_fd);
 			sr.scope_fd = -1;
-			rv = path_open(r->n->store->root, h->scope,
+			rv = path_open(node_store(r->n)->root, h->scope,
 				       O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, &sr.scope_fd);
 			if (rv < 0) {
 				rv = fail(&sr, rv, h->scope);
@@ -985,9 +985,9 @@ int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char 
 	sr.pipe = NULL;
 	snap_stage_close(sr.stage);
 	sr.stage = NULL;
-	rv = snap_stage_remove(r->n->dir);
+	rv = snap_stage_remove(node_dir(r->n));
 	if (rv < 0)
-		log_warn("%s/%s: cannot remove the staging area: %s", r->n->dir, SNAP_DIR,
+		log_warn("%s/%s: cannot remove the staging area: %s", node_dir(r->n), SNAP_DIR,
 			 strerror(-rv));
 	rv = 0;
 out:

@@ -75,7 +75,7 @@ static uint32_t applied_vector(struct repl *r, struct evid *vec)
 	n = r->norigins;
 	for (i = 0; i < n; i++) {
 		vec[i].origin = r->origins[i];
-		vec[i].seq = journal_applied(r->n->journal, r->origins[i]);
+		vec[i].seq = journal_applied(node_journal(r->n), r->origins[i]);
 	}
 	pthread_mutex_unlock(&r->lock);
 	qsort(vec, n, sizeof(*vec), repl_evid_cmp);
@@ -104,8 +104,8 @@ static int build_tree(struct repl *r, struct snap_send *ss, const char *scope,
 	for (attempt = 0;; attempt++) {
 		locked = attempt >= SNAP_TREE_TRIES;
 		if (locked)
-			pthread_mutex_lock(&r->n->lock);
-		moves = store_moves(r->n->store);
+			pthread_mutex_lock(node_mutex(r->n));
+		moves = store_moves(node_store(r->n));
 		*n = applied_vector(r, vec);
 		if (ss->scope_fd >= 0)
 			close(ss->scope_fd);
@@ -113,14 +113,14 @@ static int build_tree(struct repl *r, struct snap_send *ss, const char *scope,
 		if (!scope) {
 			rv = repl_build_tree(r, &ss->tree, entries);
 		} else {
-			rv = path_open(r->n->store->root, scope,
+			rv = path_open(node_store(r->n)->root, scope,
 				       O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, &ss->scope_fd);
 			if (rv == 0)
 				rv = merkle_build(ss->scope_fd, &ss->tree, entries);
 		}
 		if (locked)
-			pthread_mutex_unlock(&r->n->lock);
-		if (locked || rv < 0 || store_moves(r->n->store) == moves)
+			pthread_mutex_unlock(node_mutex(r->n));
+		if (locked || rv < 0 || store_moves(node_store(r->n)) == moves)
 			return rv;
 		log_debug("hash tree: objects moved during the walk; walking again");
 		merkle_free(ss->tree);
@@ -263,7 +263,7 @@ static int get(struct repl *r, struct link *l, struct snap_send *ss, uint32_t id
 	}
 	if (e->dir)
 		return send_dir(l, id, e);
-	rv = snap_read_entry(ss->scope_fd >= 0 ? ss->scope_fd : r->n->store->root, path, &m, &fd);
+	rv = snap_read_entry(ss->scope_fd >= 0 ? ss->scope_fd : node_store(r->n)->root, path, &m, &fd);
 	if (rv == -ENOENT || rv == -ENOTDIR ||
 	    (rv == 0 && (!fid_eq(m.fid, e->fid) || (m.mode & S_IFMT) != (e->mode & S_IFMT)))) {
 		ss->changed++;
@@ -292,9 +292,9 @@ static int done(struct repl *r, struct link *l, struct snap_send *ss, uint64_t r
 	struct evid vec[REPL_MAX_ORIGINS];
 	uint32_t n;
 
-	pthread_mutex_lock(&r->n->lock);
+	pthread_mutex_lock(node_mutex(r->n));
 	n = applied_vector(r, vec);
-	pthread_mutex_unlock(&r->n->lock);
+	pthread_mutex_unlock(node_mutex(r->n));
 	log_info("snapshot for peer %s: round %" PRIu64 " done in %.1f s, %" PRIu64
 		 " entries sent (%" PRIu64 " bytes of contents), %" PRIu64 " changed meanwhile",
 		 peer, round, (double)(clock_mono_ms() - ss->round_ms) / 1000.0, ss->sent_files,

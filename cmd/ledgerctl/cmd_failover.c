@@ -183,12 +183,12 @@ static int role_offline(const char *cmd, const char *dir, int promote)
 		return 1;
 	}
 	/* Closing as it was found: an unclean stop stays on record for the next mount. */
-	journal_meta_get_u64(n->journal, JOURNAL_META_CLEAN, &clean);
+	journal_meta_get_u64(node_journal(n), JOURNAL_META_CLEAN, &clean);
 	r = promote ? node_promote(n, &term) : node_demote(n, "demoted by ledgerctl");
 	if (r == 0 && promote)
-		printf("%s is primary of term %" PRIu64 "\n", n->cfg.name, term);
+		printf("%s is primary of term %" PRIu64 "\n", node_cfg(n)->name, term);
 	else if (r == 0)
-		printf("%s is a replica\n", n->cfg.name);
+		printf("%s is a replica\n", node_cfg(n)->name);
 	else
 		fprintf(stderr, "ledgerctl: %s: %s: %s\n", cmd, dir, strerror(-r));
 	node_close(n, clean != 0);

@@ -43,7 +43,7 @@ static int request(const char *dir, const char *cmd)
 		fprintf(stderr, "ledgerctl: %s: %s\n", cmd, err);
 		return -1;
 	}
-	if (n->primary) {
+	if (node_is_primary(n)) {
 		fprintf(stderr, "ledgerctl: %s: %s is a primary; demote it first\n", cmd, dir);
 		node_close(n, 0);
 		return -1;

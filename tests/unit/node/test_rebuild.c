@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "node/node.h"
+#include "node/node_int.h"
 #include "node/rebuild.h"
 #include "tree.h"
 
