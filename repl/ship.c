@@ -253,9 +253,14 @@ static int build_batch(struct ship *sh, int *wait_ms)
 	}
 	if (!sh->ready_since)
 		sh->ready_since = now;
-	/* An fsync waiting for peers must not wait for a batch to fill too. */
-	if (total < node_cfg(n)->batch_events && now - sh->ready_since < (int64_t)node_cfg(n)->batch_ms &&
-	    !node_sync_waiting(n)) {
+	/*
+	 * Batch only while a batch is in flight: on an idle link an event
+	 * leaves as soon as it is durable (its ACK's round trip does the
+	 * batching under load, as Nagle's algorithm does), and an fsync
+	 * waiting for peers never waits for a batch to fill.
+	 */
+	if (sh->nwin > 0 && total < node_cfg(n)->batch_events &&
+	    now - sh->ready_since < (int64_t)node_cfg(n)->batch_ms && !node_sync_waiting(n)) {
 		*wait_ms = (int)(node_cfg(n)->batch_ms - (now - sh->ready_since));
 		goto out;
 	}
