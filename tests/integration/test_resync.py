@@ -140,6 +140,42 @@ def test_resync_while_the_primary_keeps_writing_converges():
         cl.check_exactly_once(["b"])
 
 
+def test_resync_while_objects_move_between_directories_converges():
+    """The sender builds its hash tree without the node lock while the
+    primary moves files and directories between directories, renames
+    over names and links: no object may be seen twice or lost by the walk
+    (a walk during which something moved is done again), so the copy is
+    exact."""
+    with lfs.Workdir() as wd:
+        cl = trimming_pair(wd)
+        a = cl["a"]
+        for d in range(40):
+            os.mkdir(a.m(f"d{d}"))
+            for i in range(10):
+                lfs.write_file(a.m(f"d{d}/f{i}"), os.urandom(1000))
+        start_behind_trim_point(cl, lambda: lfs.write_file(a.m("d0/f0"), b"new"))
+        deadline = time.monotonic() + 5
+        i = 0
+        while time.monotonic() < deadline:
+            src, dst = i % 40, (i * 7 + 3) % 40
+            name = f"f{i % 10}"
+            if os.path.exists(a.m(f"d{src}/{name}")):
+                os.rename(a.m(f"d{src}/{name}"), a.m(f"d{dst}/m{i}"))
+                os.rename(a.m(f"d{dst}/m{i}"), a.m(f"d{dst}/{name}") if not
+                          os.path.exists(a.m(f"d{dst}/{name}")) else a.m(f"d{src}/{name}"))
+            if i % 5 == 0:
+                os.rename(a.m(f"d{src}"), a.m(f"moving{i}"))
+                os.rename(a.m(f"moving{i}"), a.m(f"d{src}"))
+            if i % 7 == 0 and os.path.exists(a.m(f"d{dst}/f1")):
+                os.link(a.m(f"d{dst}/f1"), a.m(f"d{src}/l{i}"))
+                os.unlink(a.m(f"d{dst}/f1"))
+                os.rename(a.m(f"d{src}/l{i}"), a.m(f"d{dst}/f1"))
+            i += 1
+        cl.wait_in_sync()
+        check(snapshot(cl, "b")["done"], "b resynced by snapshot")
+        cl.check_exactly_once(["b"])
+
+
 def add_node(cl, name):
     """A new node `name` made with init --join through a."""
     port = free_ports(1)[0]
