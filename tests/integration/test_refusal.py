@@ -101,7 +101,7 @@ def _hello_has_primary():
     """Whether HELLO carries `u64 primary` after the term, as proto.h in this
     tree says (the field came with roles; the tests follow the header)."""
     try:
-        text = (lfs.REPO / "include" / "ledgerfs" / "proto.h").read_text()
+        text = (lfs.REPO / "net" / "proto.h").read_text()
     except OSError:
         return False
     return re.search(r"u64 term,\s*\*?\s*u64 primary", text) is not None
