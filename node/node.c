@@ -308,8 +308,7 @@ int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx)
 	if (!n->primary && event_type_mutates(ev->type))
 		return -EROFS;
 	/* A new object's fid is the number of the event that creates it. */
-	if (ev->type == EV_CREATE || ev->type == EV_MKNOD || ev->type == EV_MKDIR ||
-	    ev->type == EV_SYMLINK)
+	if (event_type_is(ev->type, EVENT_T_CREATES))
 		ev->fid = (struct fid){journal_node_id(n->journal), journal_next_seq(n->journal)};
 	r = journal_append(n->journal, ev);
 	if (r < 0) {

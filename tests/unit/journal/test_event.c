@@ -7,8 +7,9 @@
  * that breaks that rule alone (with a correct CRC, so the rule and not the
  * checksum is what refuses it), and every truncation and every single-byte
  * corruption of a valid record is tried.  The wire layout is pinned byte
- * by byte against the comment in event.h, since peers of different builds
- * must agree on it.
+ * by byte against docs/internals.md ("Event format"), since peers of
+ * different builds must agree on it, and so is the table of event types
+ * against what the decoder enforces.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -18,7 +19,7 @@
 #include "lib/crc32c.h"
 #include "journal/event.h"
 
-/* Offsets from the layout in event.h, restated so a drift in journal/event.c shows. */
+/* Offsets from docs/internals.md, restated so a drift in journal/event.c shows. */
 #define OFF_RECORD_LEN 0
 #define OFF_CRC	       4
 #define OFF_VERSION    8
@@ -949,4 +950,170 @@ Test(event, setters_copy_and_replace)
 	event_free(&ev);
 	cr_assert_null(ev.name);
 	event_free(&ev); /* freeing a zeroed event is harmless */
+}
+
+/* ---- the table of event types ------------------------------------------ */
+
+/* The record of fill_event(type) for every type, pinned: a CRC32C over all of it. */
+Test(event, encoding_of_every_type_is_pinned)
+{
+	static const struct {
+		unsigned type;
+		size_t len;
+		uint32_t crc;
+	} pinned[] = {
+	    {EV_CREATE, 234, 0x8d51b403u},    {EV_MKNOD, 234, 0x1840b6c2u},
+	    {EV_MKDIR, 234, 0x97eb9ad2u},     {EV_SYMLINK, 245, 0x3ee87a5fu},
+	    {EV_LINK, 234, 0xb825e9a1u},      {EV_UNLINK, 234, 0x2d34eb60u},
+	    {EV_RMDIR, 234, 0xa29fc770u},     {EV_RENAME, 234, 0x68122357u},
+	    {EV_WRITE, 234, 0xe7b90f47u},     {EV_TRUNCATE, 234, 0x72a80d86u},
+	    {EV_FALLOCATE, 234, 0xfd032196u}, {EV_CHMOD, 234, 0x5d667ef5u},
+	    {EV_CHOWN, 234, 0xd2cd52e5u},     {EV_UTIMENS, 234, 0x47dc5024u},
+	    {EV_SETXATTR, 234, 0xc8777c34u},  {EV_REMOVEXATTR, 234, 0xd72bee9bu},
+	    {EV_VOID, 234, 0x5880c28bu},      {EV_OUTAGE, 234, 0xacb403f2u},
+	    {EV_RECOVERED, 234, 0x231f2fe2u}, {EV_ROLE, 234, 0xb60e2d23u},
+	    {EV_DIVERGED, 234, 0x39a50133u},  {EV_HEALED, 234, 0x99c05e50u},
+	};
+
+	cr_assert_eq(sizeof(pinned) / sizeof(pinned[0]), N_TYPES);
+	for (size_t i = 0; i < N_TYPES; i++) {
+		struct event ev;
+		size_t len;
+		uint8_t *buf;
+
+		fill_event(&ev, pinned[i].type);
+		buf = encode_alloc(&ev, &len);
+		cr_assert_eq(len, pinned[i].len, "%s", event_type_name(pinned[i].type));
+		cr_assert_eq(crc32c(0, buf, len), pinned[i].crc, "%s encodes to other bytes",
+			     event_type_name(pinned[i].type));
+		free(buf);
+		event_free(&ev);
+	}
+}
+
+Test(event, table_knows_exactly_the_listed_types)
+{
+	size_t known = 0;
+
+	for (unsigned t = 0; t < 1024; t++) {
+		const struct event_type_info *ti = event_type_info(t);
+		int listed = 0;
+
+		for (size_t i = 0; i < N_TYPES; i++)
+			listed |= all_types[i] == t;
+		cr_assert_eq(ti != NULL, listed, "type %u", t);
+		if (!ti) {
+			cr_assert_str_eq(event_type_name(t), "unknown");
+			cr_assert_not(event_type_is(t, 0), "an unknown type has no properties");
+			continue;
+		}
+		known++;
+		cr_assert_str_eq(event_type_name(t), ti->name);
+		cr_assert(event_type_is(t, 0));
+		cr_assert_eq(!!event_type_mutates(t), !!(ti->props & EVENT_T_MUTATES));
+	}
+	cr_assert_eq(known, N_TYPES);
+}
+
+/* What every row must hold for the codec and its readers to make sense of it. */
+Test(event, table_rows_are_consistent)
+{
+	for (size_t i = 0; i < N_TYPES; i++) {
+		const struct event_type_info *ti = event_type_info(all_types[i]);
+		uint32_t data = ti->fields & EVENT_FIELDS_DATA;
+
+		cr_assert_eq(ti->need & ~ti->fields, 0, "%s needs a field it has not", ti->name);
+		cr_assert_eq(data & (data - 1), 0, "%s: data holds one thing", ti->name);
+		cr_assert_eq(ti->need & ~(EVENT_FIELD_PATH | EVENT_FIELD_PATH2 | EVENT_FIELD_NAME |
+					  EVENT_FIELDS_DATA),
+			     0, "%s: only strings and data can be missing", ti->name);
+		if (ti->props & (EVENT_T_CREATES | EVENT_T_CONTENT))
+			cr_assert(ti->props & EVENT_T_MUTATES, "%s", ti->name);
+		if (ti->props & EVENT_T_CREATES)
+			cr_assert(ti->need & EVENT_FIELD_PATH, "%s makes an object at no path",
+				  ti->name);
+		if (ti->props & EVENT_T_VREF)
+			cr_assert(ti->fields & EVENT_FIELD_PAYLOAD, "%s", ti->name);
+		for (size_t k = 0; k < i; k++)
+			cr_assert_str_neq(event_type_name(all_types[k]), ti->name);
+	}
+	cr_assert(event_type_is(EV_WRITE, EVENT_T_MUTATES | EVENT_T_CONTENT | EVENT_T_VREF));
+	cr_assert_not(event_type_is(EV_TRUNCATE, EVENT_T_MUTATES | EVENT_T_VREF));
+	cr_assert(event_type_is(EV_SYMLINK, EVENT_T_CREATES));
+	cr_assert_not(event_type_is(EV_LINK, EVENT_T_CREATES));
+}
+
+/* Each field a row needs is refused missing, alone, and the record is accepted with it. */
+Test(event, decoder_requires_what_the_table_needs)
+{
+	static const struct {
+		uint32_t field;
+		const char *why;
+	} needs[] = {
+	    {EVENT_FIELD_PATH, "missing path"},
+	    {EVENT_FIELD_PATH2, "missing path2"},
+	    {EVENT_FIELD_NAME, "missing name"},
+	    {EVENT_FIELDS_DATA, "missing data"},
+	};
+
+	for (size_t i = 0; i < N_TYPES; i++) {
+		const struct event_type_info *ti = event_type_info(all_types[i]);
+
+		expect_raw_accept(all_types[i], 0, 1, 1, 1, 1);
+		for (size_t k = 0; k < sizeof(needs) / sizeof(needs[0]); k++) {
+			uint32_t f = needs[k].field;
+
+			if (!(ti->need & f)) {
+				expect_raw_accept(all_types[i], 0, f != EVENT_FIELD_PATH,
+						  f != EVENT_FIELD_PATH2, f != EVENT_FIELD_NAME,
+						  f != EVENT_FIELDS_DATA);
+				continue;
+			}
+			expect_raw_reject(all_types[i], 0, f != EVENT_FIELD_PATH,
+					  f != EVENT_FIELD_PATH2, f != EVENT_FIELD_NAME,
+					  f != EVENT_FIELDS_DATA, -EBADMSG, needs[k].why);
+		}
+	}
+}
+
+Test(event, vref_is_allowed_where_the_table_says)
+{
+	for (size_t i = 0; i < N_TYPES; i++) {
+		if (event_type_is(all_types[i], EVENT_T_VREF))
+			expect_raw_accept(all_types[i], EVENT_F_VREF, 1, 1, 1, 0);
+		else
+			expect_raw_reject(all_types[i], EVENT_F_VREF, 1, 1, 1, 0, -EBADMSG,
+					  "vref on a type other than write");
+	}
+}
+
+Test(event, target_rules_apply_where_the_table_has_a_target)
+{
+	for (size_t i = 0; i < N_TYPES; i++) {
+		const struct event_type_info *ti = event_type_info(all_types[i]);
+		size_t len;
+		uint8_t *rec;
+
+		if (!(ti->fields & EVENT_FIELD_TARGET)) {
+			expect_raw_accept(all_types[i], 0, 1, 1, 1, EVENT_MAX_TARGET + 1);
+			continue;
+		}
+		expect_raw_reject(all_types[i], 0, 1, 1, 1, EVENT_MAX_TARGET + 1, -EBADMSG,
+				  "symlink target too long");
+		rec = raw_record(all_types[i], 0, 1, 1, 1, 4, &len);
+		rec[len - 1] = 0;
+		reseal(rec);
+		expect_reject(rec, len, -EBADMSG, "NUL in symlink target");
+		free(rec);
+	}
+}
+
+Test(event, record_len_bounds)
+{
+	cr_assert_not(event_record_len_ok(0));
+	cr_assert_not(event_record_len_ok(EVENT_HEADER_LEN - 1));
+	cr_assert(event_record_len_ok(EVENT_HEADER_LEN));
+	cr_assert(event_record_len_ok(EVENT_MAX_RECORD));
+	cr_assert_not(event_record_len_ok((size_t)EVENT_MAX_RECORD + 1));
+	cr_assert_not(event_record_len_ok(SIZE_MAX));
 }
