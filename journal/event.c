@@ -32,12 +32,12 @@ enum {
 	OFF_RECORD_LEN = 0,
 	OFF_CRC = 4,
 	OFF_VERSION = 8,
-	OFF_TYPE = EVENT_OFF_TYPE,
-	OFF_FLAGS = EVENT_OFF_FLAGS,
+	OFF_TYPE = 9,
+	OFF_FLAGS = 10,
 	OFF_ORIGIN = 12,
 	OFF_SEQ = 20,
 	OFF_HLC = 28,
-	OFF_TERM = EVENT_OFF_TERM,
+	OFF_TERM = 36,
 	OFF_FID_ORIGIN = 44,
 	OFF_FID_COUNTER = 52,
 	OFF_FID2_ORIGIN = 60,
@@ -68,6 +68,8 @@ _Static_assert(OFF_DATA_LEN + 4 == EVENT_HEADER_LEN, "event header layout and le
 
 /* The CRC covers everything after the length and the CRC itself. */
 #define CRC_START 8
+/* An EV_ROLE fence: u64 origin, u64 seq. */
+#define FENCE_LEN 16
 
 _Static_assert(EVENT_MAX_PATH == PATH_REL_MAX, "event paths carry any valid store path");
 
@@ -519,6 +521,61 @@ static int tail_of_record(const uint8_t *buf, uint32_t record_len, struct event_
 	return 0;
 }
 
+/* The record length of the record at buf, checked against its bounds and len. */
+static int record_len_of(const uint8_t *buf, size_t len, uint32_t *record_len, const char **why)
+{
+	if (len < EVENT_HEADER_LEN) {
+		*why = "truncated header";
+		return -EBADMSG;
+	}
+	*record_len = get_le32(buf + OFF_RECORD_LEN);
+	if (*record_len < EVENT_HEADER_LEN) {
+		*why = "record length smaller than header";
+		return -EBADMSG;
+	}
+	if (*record_len > EVENT_MAX_RECORD) {
+		*why = "record too long";
+		return -EBADMSG;
+	}
+	if (*record_len > len) {
+		*why = "truncated record";
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+static int check_version(const uint8_t *buf, const char **why)
+{
+	if (buf[OFF_VERSION] != EVENT_VERSION) {
+		*why = "unknown version";
+		return -EPROTO;
+	}
+	return 0;
+}
+
+int event_peek_header(const uint8_t *buf, size_t len, struct event_head *h, const char **why)
+{
+	const char *unused_why;
+	uint32_t record_len;
+	int ret;
+
+	if (!why)
+		why = &unused_why;
+	ret = record_len_of(buf, len, &record_len, why);
+	if (ret == 0)
+		ret = check_version(buf, why);
+	if (ret < 0)
+		return ret;
+	h->len = record_len;
+	h->type = buf[OFF_TYPE];
+	h->flags = get_le16(buf + OFF_FLAGS);
+	h->origin = get_le64(buf + OFF_ORIGIN);
+	h->seq = get_le64(buf + OFF_SEQ);
+	h->hlc = get_le64(buf + OFF_HLC);
+	h->term = get_le64(buf + OFF_TERM);
+	return 0;
+}
+
 int event_decode(const uint8_t *buf, size_t len, struct event *ev, size_t *used, const char **why)
 {
 	struct event_tail t;
@@ -530,31 +587,16 @@ int event_decode(const uint8_t *buf, size_t len, struct event *ev, size_t *used,
 		why = &unused_why;
 	memset(ev, 0, sizeof(*ev));
 
-	if (len < EVENT_HEADER_LEN) {
-		*why = "truncated header";
-		return -EBADMSG;
-	}
-	record_len = get_le32(buf + OFF_RECORD_LEN);
-	if (record_len < EVENT_HEADER_LEN) {
-		*why = "record length smaller than header";
-		return -EBADMSG;
-	}
-	if (record_len > EVENT_MAX_RECORD) {
-		*why = "record too long";
-		return -EBADMSG;
-	}
-	if (record_len > len) {
-		*why = "truncated record";
-		return -EBADMSG;
-	}
+	ret = record_len_of(buf, len, &record_len, why);
+	if (ret < 0)
+		return ret;
 	if (crc32c(0, buf + CRC_START, record_len - CRC_START) != get_le32(buf + OFF_CRC)) {
 		*why = "bad crc";
 		return -EBADMSG;
 	}
-	if (buf[OFF_VERSION] != EVENT_VERSION) {
-		*why = "unknown version";
-		return -EPROTO;
-	}
+	ret = check_version(buf, why);
+	if (ret < 0)
+		return ret;
 	ret = tail_of_record(buf, record_len, &t, why);
 	if (ret < 0)
 		return ret;
@@ -642,4 +684,37 @@ int event_set_data(struct event *ev, const void *data, uint32_t len)
 	ev->data = copy;
 	ev->data_len = len;
 	return 0;
+}
+
+int event_set_fences(struct event *ev, const struct evid *v, uint32_t n)
+{
+	uint8_t *data = NULL;
+
+	if (n > EVENT_MAX_DATA / FENCE_LEN)
+		return -EINVAL;
+	if (n) {
+		data = malloc((size_t)n * FENCE_LEN);
+		if (!data)
+			return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		put_le64(data + (size_t)i * FENCE_LEN, v[i].origin);
+		put_le64(data + (size_t)i * FENCE_LEN + 8, v[i].seq);
+	}
+	free(ev->data);
+	ev->data = data;
+	ev->data_len = n * FENCE_LEN;
+	return 0;
+}
+
+uint32_t event_fence_count(const struct event *ev)
+{
+	return ev->data ? ev->data_len / FENCE_LEN : 0;
+}
+
+struct evid event_fence(const struct event *ev, uint32_t i)
+{
+	const uint8_t *p = ev->data + (size_t)i * FENCE_LEN;
+
+	return (struct evid){get_le64(p), get_le64(p + 8)};
 }

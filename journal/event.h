@@ -21,10 +21,6 @@
 #include <stdint.h>
 
 #define EVENT_VERSION 1
-/* Header fields that readers of raw journal records peek at without decoding. */
-#define EVENT_OFF_TYPE	9
-#define EVENT_OFF_FLAGS 10
-#define EVENT_OFF_TERM	36
 
 /* Bytes before the variable-length tail (path, path2, name, data). */
 #define EVENT_HEADER_LEN 186
@@ -155,7 +151,7 @@ enum {
 	EVENT_FIELD_TARGET = 1u << 15,	/* data: a symlink's target: no NUL, EVENT_MAX_TARGET */
 	EVENT_FIELD_VALUE = 1u << 16,	/* data: an extended attribute's value */
 	EVENT_FIELD_TEXT = 1u << 17,	/* data: text for people */
-	EVENT_FIELD_FENCES = 1u << 18,	/* data: (u64 origin, u64 seq) pairs */
+	EVENT_FIELD_FENCES = 1u << 18,	/* data: (origin, seq) pairs: event_fence() */
 };
 /* The bits that say what data holds; a type has at most one of them. */
 #define EVENT_FIELDS_DATA                                                                          \
@@ -235,6 +231,30 @@ void event_seal(uint8_t *rec, size_t len);
  */
 int event_decode(const uint8_t *buf, size_t len, struct event *ev, size_t *used, const char **why);
 
+/*
+ * The fixed fields of a record that readers of the journal look at
+ * without decoding it (event_peek_header()).
+ */
+struct event_head {
+	uint32_t len; /* the record's own length */
+	uint8_t type; /* as recorded: possibly a type this version does not know */
+	uint16_t flags;
+	uint64_t origin;
+	uint64_t seq;
+	uint64_t hlc;
+	uint64_t term;
+};
+
+/*
+ * Read the header of the record at the start of buf (len bytes), without
+ * decoding it: for records the caller already trusts (the journal's own)
+ * or decodes afterwards, as the CRC is not checked.  Returns 0 and fills
+ * *h, or -EBADMSG (shorter than a header, a record length below a header,
+ * over EVENT_MAX_RECORD or past len) or -EPROTO (another version) with
+ * *why (may be NULL) set as event_decode() would, and *h untouched.
+ */
+int event_peek_header(const uint8_t *buf, size_t len, struct event_head *h, const char **why);
+
 /* Frees what event_decode() or the event_set_* helpers allocated; zeroes *ev. */
 void event_free(struct event *ev);
 
@@ -243,5 +263,16 @@ int event_set_path(struct event *ev, const char *path);
 int event_set_path2(struct event *ev, const char *path2);
 int event_set_name(struct event *ev, const char *name);
 int event_set_data(struct event *ev, const void *data, uint32_t len);
+
+/*
+ * An EV_ROLE's fences, which its data holds: for each origin, the seq the
+ * promoted node had applied.  event_set_fences() replaces the data with
+ * the n fences of v (0 or -ENOMEM, -EINVAL if n is over what data holds);
+ * event_fence_count() is how many ev holds (bytes past the last whole one
+ * are ignored) and event_fence() the i-th of them, i below that count.
+ */
+int event_set_fences(struct event *ev, const struct evid *v, uint32_t n);
+uint32_t event_fence_count(const struct event *ev);
+struct evid event_fence(const struct event *ev, uint32_t i);
 
 #endif

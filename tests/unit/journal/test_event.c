@@ -1117,3 +1117,223 @@ Test(event, record_len_bounds)
 	cr_assert_not(event_record_len_ok((size_t)EVENT_MAX_RECORD + 1));
 	cr_assert_not(event_record_len_ok(SIZE_MAX));
 }
+
+/* ---- peeking at a record's header, and an EV_ROLE's fences --------------- */
+
+static void assert_head_of(const struct event_head *h, const struct event *ev, size_t len)
+{
+	cr_assert_eq(h->len, len);
+	cr_assert_eq(h->type, ev->type);
+	cr_assert_eq(h->flags, ev->flags);
+	cr_assert_eq(h->origin, ev->origin);
+	cr_assert_eq(h->seq, ev->seq);
+	cr_assert_eq(h->hlc, ev->hlc);
+	cr_assert_eq(h->term, ev->term);
+}
+
+/* Peeks at buf, expects err with reason want and *h left as it was. */
+static void expect_peek_reject(const uint8_t *buf, size_t len, int err, const char *want)
+{
+	struct event_head h, before;
+	const char *why = NULL;
+	int ret;
+
+	memset(&h, 0x5a, sizeof(h));
+	before = h;
+	ret = event_peek_header(buf, len, &h, &why);
+	cr_assert_eq(ret, err, "peek returned %d (%s), expected %d", ret, why ? why : "-", err);
+	cr_assert_str_eq(why, want);
+	cr_assert_eq(memcmp(&h, &before, sizeof(h)), 0, "header written on a failure");
+}
+
+Test(event_peek, reads_the_header_of_every_type)
+{
+	for (size_t i = 0; i < N_TYPES; i++) {
+		struct event ev;
+		struct event_head h;
+		const char *why = NULL;
+		size_t len;
+		uint8_t *buf;
+
+		fill_event(&ev, all_types[i]);
+		buf = encode_alloc(&ev, &len);
+		cr_assert_eq(event_peek_header(buf, len, &h, &why), 0, "%s: %s",
+			     event_type_name(all_types[i]), why);
+		assert_head_of(&h, &ev, len);
+		free(buf);
+		event_free(&ev);
+	}
+}
+
+Test(event_peek, sees_the_vref_flag)
+{
+	struct event ev;
+	struct event_head h;
+	size_t len;
+	uint8_t *buf;
+
+	fill_event(&ev, EV_WRITE);
+	event_set_data(&ev, NULL, 0);
+	ev.flags = EVENT_F_VREF;
+	buf = encode_alloc(&ev, &len);
+	cr_assert_eq(event_peek_header(buf, len, &h, NULL), 0);
+	cr_assert_eq(h.flags, EVENT_F_VREF);
+	cr_assert_eq(h.type, EV_WRITE);
+	free(buf);
+	event_free(&ev);
+}
+
+Test(event_peek, reads_the_first_record_of_a_longer_buffer)
+{
+	struct event a, b;
+	struct event_head h;
+	size_t la, lb;
+	uint8_t *ba, *bb, *stream;
+
+	fill_event(&a, EV_CHMOD);
+	fill_event(&b, EV_ROLE);
+	b.term = 77;
+	ba = encode_alloc(&a, &la);
+	bb = encode_alloc(&b, &lb);
+	stream = malloc(la + lb);
+	cr_assert_not_null(stream);
+	memcpy(stream, ba, la);
+	memcpy(stream + la, bb, lb);
+	cr_assert_eq(event_peek_header(stream, la + lb, &h, NULL), 0);
+	assert_head_of(&h, &a, la);
+	cr_assert_eq(event_peek_header(stream + h.len, la + lb - h.len, &h, NULL), 0);
+	assert_head_of(&h, &b, lb);
+	free(stream);
+	free(bb);
+	free(ba);
+	event_free(&b);
+	event_free(&a);
+}
+
+Test(event_peek, rejects_every_truncation)
+{
+	struct event ev;
+	size_t len;
+	uint8_t *buf;
+
+	fill_event(&ev, EV_RENAME);
+	buf = encode_alloc(&ev, &len);
+	for (size_t n = 0; n < len; n++) {
+		uint8_t *copy = malloc(n ? n : 1); /* exact size: ASan sees any overread */
+
+		cr_assert_not_null(copy);
+		memcpy(copy, buf, n);
+		expect_peek_reject(copy, n, -EBADMSG,
+				   n < EVENT_HEADER_LEN ? "truncated header" : "truncated record");
+		free(copy);
+	}
+	free(buf);
+	event_free(&ev);
+}
+
+Test(event_peek, rejects_bad_record_length)
+{
+	size_t len;
+	uint8_t *rec = raw_record(EV_WRITE, 0, 0, 0, 0, 0, &len);
+
+	put_le(rec + OFF_RECORD_LEN, EVENT_HEADER_LEN - 1, 4);
+	expect_peek_reject(rec, len, -EBADMSG, "record length smaller than header");
+	put_le(rec + OFF_RECORD_LEN, 0, 4);
+	expect_peek_reject(rec, len, -EBADMSG, "record length smaller than header");
+	put_le(rec + OFF_RECORD_LEN, EVENT_HEADER_LEN + 1, 4);
+	expect_peek_reject(rec, len, -EBADMSG, "truncated record");
+	put_le(rec + OFF_RECORD_LEN, (uint64_t)EVENT_MAX_RECORD + 1, 4);
+	expect_peek_reject(rec, len, -EBADMSG, "record too long");
+	put_le(rec + OFF_RECORD_LEN, 0xffffffffu, 4);
+	expect_peek_reject(rec, len, -EBADMSG, "record too long");
+	free(rec);
+}
+
+Test(event_peek, rejects_unknown_version)
+{
+	static const uint8_t versions[] = {0, 2, 0xff};
+	size_t len;
+	uint8_t *rec = raw_record(EV_WRITE, 0, 0, 0, 0, 0, &len);
+
+	for (size_t i = 0; i < sizeof(versions); i++) {
+		rec[OFF_VERSION] = versions[i];
+		expect_peek_reject(rec, len, -EPROTO, "unknown version");
+	}
+	free(rec);
+}
+
+/* Peeking trusts the record: a bad CRC, an unknown type or flags still show. */
+Test(event_peek, does_not_check_what_only_decoding_checks)
+{
+	struct event_head h;
+	size_t len;
+	uint8_t *rec = raw_record(EV_RENAME, 0, 0, 0, 0, 0, &len);
+
+	rec[OFF_TYPE] = 200;
+	put_le(rec + OFF_FLAGS, 0x8000, 2);
+	rec[OFF_CRC] ^= 1;
+	cr_assert_eq(event_peek_header(rec, len, &h, NULL), 0);
+	cr_assert_eq(h.type, 200);
+	cr_assert_eq(h.flags, 0x8000);
+	expect_reject(rec, len, -EBADMSG, "bad crc");
+	free(rec);
+}
+
+Test(event_peek, tolerates_null_why)
+{
+	struct event_head h;
+	size_t len;
+	uint8_t *rec = raw_record(EV_CHMOD, 0, 2, 0, 0, 0, &len);
+
+	cr_assert_eq(event_peek_header(rec, len, &h, NULL), 0);
+	cr_assert_eq(event_peek_header(rec, len - 1, &h, NULL), -EBADMSG);
+	cr_assert_eq(event_peek_header(rec, 3, &h, NULL), -EBADMSG);
+	free(rec);
+}
+
+Test(event_fences, round_trip_through_the_codec)
+{
+	static const struct evid v[] = {{0xa1, 10}, {0xb2, 0}, {0xffffffffffffffffull, 1ull << 63}};
+	struct event ev = {.type = EV_ROLE, .op_flags = 1, .term = 4}, out;
+	const char *why = NULL;
+	size_t len;
+	uint8_t *buf;
+
+	cr_assert_eq(event_set_fences(&ev, v, 3), 0);
+	cr_assert_eq(ev.data_len, 48);
+	/* Two u64 a fence, little-endian: what journals and peers already hold. */
+	cr_assert_eq(get_le(ev.data, 8), 0xa1);
+	cr_assert_eq(get_le(ev.data + 8, 8), 10);
+	cr_assert_eq(get_le(ev.data + 40, 8), 1ull << 63);
+	buf = encode_alloc(&ev, &len);
+	cr_assert_eq(event_decode(buf, len, &out, NULL, &why), 0, "%s", why);
+	cr_assert_eq(event_fence_count(&out), 3);
+	for (uint32_t i = 0; i < 3; i++) {
+		cr_assert_eq(event_fence(&out, i).origin, v[i].origin);
+		cr_assert_eq(event_fence(&out, i).seq, v[i].seq);
+	}
+	event_free(&out);
+	free(buf);
+
+	cr_assert_eq(event_set_fences(&ev, NULL, 0), 0);
+	cr_assert_null(ev.data);
+	cr_assert_eq(ev.data_len, 0);
+	cr_assert_eq(event_fence_count(&ev), 0);
+	cr_assert_eq(event_set_fences(&ev, v, EVENT_MAX_DATA / 16 + 1), -EINVAL);
+	event_free(&ev);
+}
+
+Test(event_fences, bytes_past_the_last_whole_fence_are_ignored)
+{
+	static const uint8_t odd[20] = {1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9};
+	struct event ev = {.type = EV_ROLE};
+
+	cr_assert_eq(event_fence_count(&ev), 0);
+	cr_assert_eq(event_set_data(&ev, odd, 15), 0);
+	cr_assert_eq(event_fence_count(&ev), 0);
+	cr_assert_eq(event_set_data(&ev, odd, sizeof(odd)), 0);
+	cr_assert_eq(event_fence_count(&ev), 1);
+	cr_assert_eq(event_fence(&ev, 0).origin, 1);
+	cr_assert_eq(event_fence(&ev, 0).seq, 2);
+	event_free(&ev);
+}
