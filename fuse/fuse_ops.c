@@ -250,8 +250,7 @@ static int commit_existing(struct lfs_fs *fs, struct lfs_inode *in, int fd, stru
 static int change_locked(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
 			 uint64_t grow)
 {
-	int keeps_mtime = fs->writeback && (ev->type == EV_WRITE || ev->type == EV_TRUNCATE ||
-					    ev->type == EV_FALLOCATE);
+	int keeps_mtime = fs->writeback && event_type_is(ev->type, EVENT_T_CONTENT);
 	char *path = NULL;
 	struct stat st;
 	int r;

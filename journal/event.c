@@ -1,13 +1,17 @@
 /*
- * event.c - binary codec of journaled events.
+ * event.c - binary codec of journaled events, and the table of event types.
  *
- * A record is a fixed 186-byte header followed by the raw bytes of path,
- * path2, name and data, in that order, their lengths in the header.  The
- * same bytes are stored in the journal and sent to peers, so the decoder
- * is the first thing that sees input from the network: it checks the
- * record length against the buffer, the CRC, then every length and every
- * per-type requirement before it allocates or copies anything, and each
- * rejection names its reason for the log line that reports it.
+ * The record layout is documented in docs/internals.md ("Event format");
+ * the offsets below are its implementation.  The same bytes are stored in
+ * the journal and sent to peers, so the decoder is the first thing that
+ * sees input from the network: it checks the record length against the
+ * buffer, the CRC, then every length and every per-type requirement before
+ * it allocates or copies anything, and each rejection names its reason for
+ * the log line that reports it.
+ *
+ * What a type requires and what it may carry comes from one table,
+ * type_table below, which the rest of the tree reads through
+ * event_type_info(): a new type, or a new use of a field, is one row.
  *
  * Integers are written one byte at a time, least significant first, so the
  * format is the same on every host and no field is read through a cast of
@@ -23,17 +27,17 @@
 #include "journal/event.h"
 #include "store/path.h"
 
-/* Byte offsets of the fixed fields (the layout in docs/internals.md, "Event format"). */
+/* Byte offsets of the fixed fields, in the order docs/internals.md lists them. */
 enum {
 	OFF_RECORD_LEN = 0,
 	OFF_CRC = 4,
 	OFF_VERSION = 8,
-	OFF_TYPE = EVENT_OFF_TYPE,
-	OFF_FLAGS = EVENT_OFF_FLAGS,
+	OFF_TYPE = 9,
+	OFF_FLAGS = 10,
 	OFF_ORIGIN = 12,
 	OFF_SEQ = 20,
 	OFF_HLC = 28,
-	OFF_TERM = EVENT_OFF_TERM,
+	OFF_TERM = 36,
 	OFF_FID_ORIGIN = 44,
 	OFF_FID_COUNTER = 52,
 	OFF_FID2_ORIGIN = 60,
@@ -64,18 +68,109 @@ _Static_assert(OFF_DATA_LEN + 4 == EVENT_HEADER_LEN, "event header layout and le
 
 /* The CRC covers everything after the length and the CRC itself. */
 #define CRC_START 8
+/* An EV_ROLE fence: u64 origin, u64 seq. */
+#define FENCE_LEN 16
 
 _Static_assert(EVENT_MAX_PATH == PATH_REL_MAX, "event paths carry any valid store path");
 
 #define EVENT_F_KNOWN ((unsigned)EVENT_F_VREF)
 
-/* Per-type requirements on the variable-length fields. */
-enum {
-	NEED_PATH = 1 << 0,
-	NEED_PATH2 = 1 << 1,
-	NEED_NAME = 1 << 2,
-	NEED_DATA = 1 << 3,
+/* Short names for the table. */
+#define PATH	EVENT_FIELD_PATH
+#define PATH2	EVENT_FIELD_PATH2
+#define FID2	EVENT_FIELD_FID2
+#define BASE	EVENT_FIELD_BASE
+#define MODE	EVENT_FIELD_MODE
+#define RDEV	EVENT_FIELD_RDEV
+#define OWNER	EVENT_FIELD_OWNER
+#define MTIME	EVENT_FIELD_MTIME
+#define TIMES	EVENT_FIELD_TIMES
+#define OFFSET	EVENT_FIELD_OFFSET
+#define LENGTH	EVENT_FIELD_LENGTH
+#define SIZE	EVENT_FIELD_SIZE
+#define FLAGS	EVENT_FIELD_FLAGS
+#define NAME	EVENT_FIELD_NAME
+#define PAYLOAD EVENT_FIELD_PAYLOAD
+#define TARGET	EVENT_FIELD_TARGET
+#define VALUE	EVENT_FIELD_VALUE
+#define TEXT	EVENT_FIELD_TEXT
+#define FENCES	EVENT_FIELD_FENCES
+#define CHANGE	EVENT_T_MUTATES
+
+/*
+ * Every type this version knows; a type without a row is refused.  An
+ * event about an existing object may have no path: the file was unlinked
+ * while still open.
+ */
+static const struct event_type_info type_table[] = {
+    [EV_CREATE] = {"create", CHANGE | EVENT_T_CREATES, PATH | MODE | OWNER | MTIME, PATH},
+    [EV_MKNOD] = {"mknod", CHANGE | EVENT_T_CREATES, PATH | MODE | RDEV | OWNER | MTIME, PATH},
+    [EV_MKDIR] = {"mkdir", CHANGE | EVENT_T_CREATES, PATH | MODE | OWNER, PATH},
+    [EV_SYMLINK] = {"symlink", CHANGE | EVENT_T_CREATES, PATH | OWNER | TARGET, PATH | TARGET},
+    /* path is the existing name, path2 the new one. */
+    [EV_LINK] = {"link", CHANGE, PATH | PATH2 | BASE, PATH | PATH2},
+    [EV_UNLINK] = {"unlink", CHANGE, PATH | BASE, PATH},
+    [EV_RMDIR] = {"rmdir", CHANGE, PATH | BASE, PATH},
+    [EV_RENAME] = {"rename", CHANGE, PATH | PATH2 | FID2 | BASE | FLAGS, PATH | PATH2},
+    [EV_WRITE] = {"write", CHANGE | EVENT_T_CONTENT | EVENT_T_VREF,
+		  PATH | BASE | OFFSET | PAYLOAD | MTIME, 0},
+    [EV_TRUNCATE] = {"truncate", CHANGE | EVENT_T_CONTENT, PATH | BASE | SIZE | MTIME, 0},
+    /* op_flags is fallocate(2)'s mode. */
+    [EV_FALLOCATE] = {"fallocate", CHANGE | EVENT_T_CONTENT,
+		      PATH | BASE | OFFSET | LENGTH | FLAGS | MTIME, 0},
+    [EV_CHMOD] = {"chmod", CHANGE, PATH | BASE | MODE, 0},
+    /* mode is the one after the change, which may clear set-id bits. */
+    [EV_CHOWN] = {"chown", CHANGE, PATH | BASE | OWNER | MODE, 0},
+    [EV_UTIMENS] = {"utimens", CHANGE, PATH | BASE | TIMES, 0},
+    [EV_SETXATTR] = {"setxattr", CHANGE, PATH | BASE | NAME | VALUE | FLAGS, NAME},
+    [EV_REMOVEXATTR] = {"removexattr", CHANGE, PATH | BASE | NAME, NAME},
+    [EV_VOID] = {"void", 0, 0, 0},
+    [EV_OUTAGE] = {"outage", 0, 0, 0},
+    /* base = the first event fetched (origin, seq), length = the last seq fetched. */
+    [EV_RECOVERED] = {"recovered", 0, BASE | LENGTH, 0},
+    /*
+     * op_flags = 1 for a promotion (to term), 0 for a demotion; data =
+     * each origin's applied seq when it was promoted: the fences.
+     */
+    [EV_ROLE] = {"role", 0, FLAGS | FENCES, 0},
+    /*
+     * The stores diverged: a peer's event did not apply here (its base
+     * version or fids do not match).  base = that event, path = the
+     * subtree healed from the peer ("." the root), path2 = the event's
+     * path (absent if it had none), name = the peer, data = why,
+     * op_flags = EVENT_DIVERGED_*.
+     */
+    [EV_DIVERGED] = {"diverged", 0, PATH | PATH2 | BASE | NAME | TEXT | FLAGS, 0},
+    /*
+     * base = the event that diverged, path = the subtree replaced from the
+     * peer, name = the peer, offset = its position: the peer's applied seq
+     * of base.origin when it read the subtree, length = the entries
+     * replaced, data = what was done to them, a line each ("fetch PATH",
+     * "dir PATH", "link PATH", "delete PATH"), cut after
+     * EVENT_HEALED_LIST_MAX bytes with a last line "...".
+     */
+    [EV_HEALED] = {"healed", 0, PATH | BASE | NAME | OFFSET | LENGTH | TEXT, 0},
 };
+#undef PATH
+#undef PATH2
+#undef FID2
+#undef BASE
+#undef MODE
+#undef RDEV
+#undef OWNER
+#undef MTIME
+#undef TIMES
+#undef OFFSET
+#undef LENGTH
+#undef SIZE
+#undef FLAGS
+#undef NAME
+#undef PAYLOAD
+#undef TARGET
+#undef VALUE
+#undef TEXT
+#undef FENCES
+#undef CHANGE
 
 /* The variable-length fields, whether they come from a buffer or an event. */
 struct event_tail {
@@ -100,41 +195,35 @@ static int has_nul(const void *p, size_t n)
 	return n != 0 && memchr(p, 0, n) != NULL;
 }
 
-/* The fields a type must carry, or -1 for a type this version does not know. */
-static int type_needs(unsigned type)
+const struct event_type_info *event_type_info(unsigned type)
 {
-	switch (type) {
-	case EV_CREATE:
-	case EV_MKNOD:
-	case EV_MKDIR:
-	case EV_UNLINK:
-	case EV_RMDIR:
-		return NEED_PATH;
-	case EV_SYMLINK:
-		return NEED_PATH | NEED_DATA;
-	case EV_LINK:
-	case EV_RENAME:
-		return NEED_PATH | NEED_PATH2;
-	case EV_SETXATTR:
-	case EV_REMOVEXATTR:
-		return NEED_NAME;
-	/* An empty path here means the file was unlinked while still open. */
-	case EV_WRITE:
-	case EV_TRUNCATE:
-	case EV_FALLOCATE:
-	case EV_CHMOD:
-	case EV_CHOWN:
-	case EV_UTIMENS:
-	case EV_VOID:
-	case EV_OUTAGE:
-	case EV_RECOVERED:
-	case EV_ROLE:
-	case EV_DIVERGED:
-	case EV_HEALED:
-		return 0;
-	default:
-		return -1;
-	}
+	if (type >= sizeof(type_table) / sizeof(type_table[0]) || !type_table[type].name)
+		return NULL;
+	return &type_table[type];
+}
+
+int event_type_is(unsigned type, unsigned props)
+{
+	const struct event_type_info *ti = event_type_info(type);
+
+	return ti && (ti->props & props) == props;
+}
+
+const char *event_type_name(unsigned type)
+{
+	const struct event_type_info *ti = event_type_info(type);
+
+	return ti ? ti->name : "unknown";
+}
+
+int event_type_mutates(unsigned type)
+{
+	return event_type_is(type, EVENT_T_MUTATES);
+}
+
+int event_record_len_ok(size_t len)
+{
+	return len >= EVENT_HEADER_LEN && len <= EVENT_MAX_RECORD;
 }
 
 /*
@@ -143,9 +232,9 @@ static int type_needs(unsigned type)
  */
 static int event_check(unsigned type, unsigned flags, const struct event_tail *t, const char **why)
 {
-	int needs = type_needs(type);
+	const struct event_type_info *ti = event_type_info(type);
 
-	if (needs < 0) {
+	if (!ti) {
 		*why = "unknown type";
 		return -EPROTO;
 	}
@@ -181,7 +270,7 @@ static int event_check(unsigned type, unsigned flags, const struct event_tail *t
 		*why = "NUL in name";
 		return -EBADMSG;
 	}
-	if ((flags & EVENT_F_VREF) && type != EV_WRITE) {
+	if ((flags & EVENT_F_VREF) && !(ti->props & EVENT_T_VREF)) {
 		*why = "vref on a type other than write";
 		return -EBADMSG;
 	}
@@ -189,28 +278,28 @@ static int event_check(unsigned type, unsigned flags, const struct event_tail *t
 		*why = "vref with inline data";
 		return -EBADMSG;
 	}
-	if ((needs & NEED_PATH) && t->path_len == 0) {
+	if ((ti->need & EVENT_FIELD_PATH) && t->path_len == 0) {
 		*why = "missing path";
 		return -EBADMSG;
 	}
-	if ((needs & NEED_PATH2) && t->path2_len == 0) {
+	if ((ti->need & EVENT_FIELD_PATH2) && t->path2_len == 0) {
 		*why = "missing path2";
 		return -EBADMSG;
 	}
-	if ((needs & NEED_NAME) && t->name_len == 0) {
+	if ((ti->need & EVENT_FIELD_NAME) && t->name_len == 0) {
 		*why = "missing name";
 		return -EBADMSG;
 	}
-	if ((needs & NEED_DATA) && t->data_len == 0) {
+	if ((ti->need & EVENT_FIELDS_DATA) && t->data_len == 0) {
 		*why = "missing data";
 		return -EBADMSG;
 	}
 	/* A symlink target becomes a C string that symlink(2) takes whole. */
-	if (type == EV_SYMLINK && t->data_len > EVENT_MAX_TARGET) {
+	if ((ti->fields & EVENT_FIELD_TARGET) && t->data_len > EVENT_MAX_TARGET) {
 		*why = "symlink target too long";
 		return -EBADMSG;
 	}
-	if (type == EV_SYMLINK && has_nul(t->data, t->data_len)) {
+	if ((ti->fields & EVENT_FIELD_TARGET) && has_nul(t->data, t->data_len)) {
 		*why = "NUL in symlink target";
 		return -EBADMSG;
 	}
@@ -227,63 +316,6 @@ static void event_tail_of(const struct event *ev, struct event_tail *t)
 	t->path2_len = ev->path2 ? strlen(ev->path2) : 0;
 	t->name_len = ev->name ? strlen(ev->name) : 0;
 	t->data_len = ev->data_len;
-}
-
-const char *event_type_name(unsigned type)
-{
-	switch (type) {
-	case EV_CREATE:
-		return "create";
-	case EV_MKNOD:
-		return "mknod";
-	case EV_MKDIR:
-		return "mkdir";
-	case EV_SYMLINK:
-		return "symlink";
-	case EV_LINK:
-		return "link";
-	case EV_UNLINK:
-		return "unlink";
-	case EV_RMDIR:
-		return "rmdir";
-	case EV_RENAME:
-		return "rename";
-	case EV_WRITE:
-		return "write";
-	case EV_TRUNCATE:
-		return "truncate";
-	case EV_FALLOCATE:
-		return "fallocate";
-	case EV_CHMOD:
-		return "chmod";
-	case EV_CHOWN:
-		return "chown";
-	case EV_UTIMENS:
-		return "utimens";
-	case EV_SETXATTR:
-		return "setxattr";
-	case EV_REMOVEXATTR:
-		return "removexattr";
-	case EV_VOID:
-		return "void";
-	case EV_OUTAGE:
-		return "outage";
-	case EV_RECOVERED:
-		return "recovered";
-	case EV_ROLE:
-		return "role";
-	case EV_DIVERGED:
-		return "diverged";
-	case EV_HEALED:
-		return "healed";
-	default:
-		return "unknown";
-	}
-}
-
-int event_type_mutates(unsigned type)
-{
-	return type >= EV_CREATE && type <= EV_REMOVEXATTR;
 }
 
 size_t event_encoded_len(const struct event *ev)
@@ -489,6 +521,61 @@ static int tail_of_record(const uint8_t *buf, uint32_t record_len, struct event_
 	return 0;
 }
 
+/* The record length of the record at buf, checked against its bounds and len. */
+static int record_len_of(const uint8_t *buf, size_t len, uint32_t *record_len, const char **why)
+{
+	if (len < EVENT_HEADER_LEN) {
+		*why = "truncated header";
+		return -EBADMSG;
+	}
+	*record_len = get_le32(buf + OFF_RECORD_LEN);
+	if (*record_len < EVENT_HEADER_LEN) {
+		*why = "record length smaller than header";
+		return -EBADMSG;
+	}
+	if (*record_len > EVENT_MAX_RECORD) {
+		*why = "record too long";
+		return -EBADMSG;
+	}
+	if (*record_len > len) {
+		*why = "truncated record";
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+static int check_version(const uint8_t *buf, const char **why)
+{
+	if (buf[OFF_VERSION] != EVENT_VERSION) {
+		*why = "unknown version";
+		return -EPROTO;
+	}
+	return 0;
+}
+
+int event_peek_header(const uint8_t *buf, size_t len, struct event_head *h, const char **why)
+{
+	const char *unused_why;
+	uint32_t record_len;
+	int ret;
+
+	if (!why)
+		why = &unused_why;
+	ret = record_len_of(buf, len, &record_len, why);
+	if (ret == 0)
+		ret = check_version(buf, why);
+	if (ret < 0)
+		return ret;
+	h->len = record_len;
+	h->type = buf[OFF_TYPE];
+	h->flags = get_le16(buf + OFF_FLAGS);
+	h->origin = get_le64(buf + OFF_ORIGIN);
+	h->seq = get_le64(buf + OFF_SEQ);
+	h->hlc = get_le64(buf + OFF_HLC);
+	h->term = get_le64(buf + OFF_TERM);
+	return 0;
+}
+
 int event_decode(const uint8_t *buf, size_t len, struct event *ev, size_t *used, const char **why)
 {
 	struct event_tail t;
@@ -500,31 +587,16 @@ int event_decode(const uint8_t *buf, size_t len, struct event *ev, size_t *used,
 		why = &unused_why;
 	memset(ev, 0, sizeof(*ev));
 
-	if (len < EVENT_HEADER_LEN) {
-		*why = "truncated header";
-		return -EBADMSG;
-	}
-	record_len = get_le32(buf + OFF_RECORD_LEN);
-	if (record_len < EVENT_HEADER_LEN) {
-		*why = "record length smaller than header";
-		return -EBADMSG;
-	}
-	if (record_len > EVENT_MAX_RECORD) {
-		*why = "record too long";
-		return -EBADMSG;
-	}
-	if (record_len > len) {
-		*why = "truncated record";
-		return -EBADMSG;
-	}
+	ret = record_len_of(buf, len, &record_len, why);
+	if (ret < 0)
+		return ret;
 	if (crc32c(0, buf + CRC_START, record_len - CRC_START) != get_le32(buf + OFF_CRC)) {
 		*why = "bad crc";
 		return -EBADMSG;
 	}
-	if (buf[OFF_VERSION] != EVENT_VERSION) {
-		*why = "unknown version";
-		return -EPROTO;
-	}
+	ret = check_version(buf, why);
+	if (ret < 0)
+		return ret;
 	ret = tail_of_record(buf, record_len, &t, why);
 	if (ret < 0)
 		return ret;
@@ -612,4 +684,37 @@ int event_set_data(struct event *ev, const void *data, uint32_t len)
 	ev->data = copy;
 	ev->data_len = len;
 	return 0;
+}
+
+int event_set_fences(struct event *ev, const struct evid *v, uint32_t n)
+{
+	uint8_t *data = NULL;
+
+	if (n > EVENT_MAX_DATA / FENCE_LEN)
+		return -EINVAL;
+	if (n) {
+		data = malloc((size_t)n * FENCE_LEN);
+		if (!data)
+			return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		put_le64(data + (size_t)i * FENCE_LEN, v[i].origin);
+		put_le64(data + (size_t)i * FENCE_LEN + 8, v[i].seq);
+	}
+	free(ev->data);
+	ev->data = data;
+	ev->data_len = n * FENCE_LEN;
+	return 0;
+}
+
+uint32_t event_fence_count(const struct event *ev)
+{
+	return ev->data ? ev->data_len / FENCE_LEN : 0;
+}
+
+struct evid event_fence(const struct event *ev, uint32_t i)
+{
+	const uint8_t *p = ev->data + (size_t)i * FENCE_LEN;
+
+	return (struct evid){get_le64(p), get_le64(p + 8)};
 }

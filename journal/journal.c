@@ -390,7 +390,7 @@ static int payload_place(struct journal *j, struct event *ev, uint32_t inline_ma
 		ev->flags &= (uint16_t)~EVENT_F_VREF;
 		ev->vref = (struct vref){0};
 	}
-	if (ev->type != EV_WRITE || ev->data_len <= inline_max)
+	if (!event_type_is(ev->type, EVENT_T_VREF) || ev->data_len <= inline_max)
 		return 0;
 	ret = vlog_append(j->vlog, ev->origin, ev->seq, ev->data, ev->data_len, &ev->vref);
 	if (ret < 0)

@@ -407,7 +407,7 @@ static int parse_events(struct cursor *c, struct proto_events *ev, const char **
 			return -EBADMSG;
 		}
 		n = take32(c);
-		if (n < EVENT_HEADER_LEN || n > EVENT_MAX_RECORD) {
+		if (!event_record_len_ok(n)) {
 			*why = "record length out of range";
 			return -EBADMSG;
 		}
@@ -1078,7 +1078,7 @@ static int batch_room(struct pbuf *b, const struct proto_batch *batch, size_t le
 {
 	size_t frame = b->len - batch->start - LEN_FIELD;
 
-	if (len < EVENT_HEADER_LEN || len > EVENT_MAX_RECORD)
+	if (!event_record_len_ok(len))
 		return -EINVAL;
 	if (4 + len > PROTO_MAX_FRAME - frame)
 		return -EMSGSIZE;

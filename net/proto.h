@@ -249,8 +249,8 @@ struct proto_msg {
  *   -ENOMEM    no memory for the HELLO vector.
  * HELLO's vector is malloc'd and owned by *out; EVENTS points into frame,
  * which must outlive *out.  EVENTS records are checked for structure only
- * (each length within [EVENT_HEADER_LEN, EVENT_MAX_RECORD], together
- * filling the body exactly); decode each with proto_event_decode().
+ * (each length one event_record_len_ok() accepts, together filling the
+ * body exactly); decode each with proto_event_decode().
  * Release *out with proto_msg_free() whatever its type.
  */
 int proto_parse(const uint8_t *frame, size_t len, struct proto_msg *out, const char **why);
@@ -335,7 +335,7 @@ int proto_put_events_begin(struct pbuf *b, struct proto_batch *batch);
 /*
  * Adds one encoded record.  -EMSGSIZE if it would take the frame over
  * PROTO_MAX_FRAME (end this batch, start another), -EINVAL if len is
- * outside [EVENT_HEADER_LEN, EVENT_MAX_RECORD].  The record must carry
+ * no record length (event_record_len_ok()).  The record must carry
  * its payload inline: receivers refuse EVENT_F_VREF.
  */
 int proto_put_events_add(struct pbuf *b, struct proto_batch *batch, const uint8_t *rec, size_t len);

@@ -308,8 +308,7 @@ int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx)
 	if (!n->primary && event_type_mutates(ev->type))
 		return -EROFS;
 	/* A new object's fid is the number of the event that creates it. */
-	if (ev->type == EV_CREATE || ev->type == EV_MKNOD || ev->type == EV_MKDIR ||
-	    ev->type == EV_SYMLINK)
+	if (event_type_is(ev->type, EVENT_T_CREATES))
 		ev->fid = (struct fid){journal_node_id(n->journal), journal_next_seq(n->journal)};
 	r = journal_append(n->journal, ev);
 	if (r < 0) {
@@ -435,18 +434,20 @@ static int set_role(struct node *n, int primary, uint64_t term)
 	return 0;
 }
 
-/* Journal a node-state event of our own.  Lock held. */
-static int commit_role_event(struct node *n, int primary, const uint8_t *vec, uint32_t len)
+/* Journal a node-state event of our own, with nfences fences.  Lock held. */
+static int commit_role_event(struct node *n, int primary, const struct evid *fences,
+			     uint32_t nfences)
 {
 	struct apply_ctx ctx = APPLY_CTX_INIT;
 	struct event ev = {.type = EV_ROLE, .op_flags = primary ? 1 : 0};
 	int r;
 
-	ev.data = (uint8_t *)vec;
-	ev.data_len = len;
-	r = node_commit_locked(n, &ev, &ctx);
+	r = event_set_fences(&ev, fences, nfences);
+	if (r == 0)
+		r = node_commit_locked(n, &ev, &ctx);
 	if (r == 0)
 		r = journal_sync(n->journal);
+	event_free(&ev);
 	return r;
 }
 
@@ -468,11 +469,12 @@ static void add_fence(struct node *n, uint64_t origin, uint64_t term, uint64_t s
 
 int node_promote(struct node *n, uint64_t *term)
 {
-	uint8_t vec[2 * 8 * 256];
+	struct evid vec[256];
 	struct journal_iter *it = NULL;
 	uint64_t a, b;
 	const uint8_t *val;
-	size_t len, k = 0;
+	size_t len;
+	uint32_t k = 0;
 	int r;
 
 	pthread_mutex_lock(&n->lock);
@@ -480,23 +482,20 @@ int node_promote(struct node *n, uint64_t *term)
 	r = journal_sync(n->journal);
 	if (r == 0)
 		r = journal_iter_new(n->journal, JOURNAL_APPLIED, 0, 0, &it);
-	while (r == 0 && k + 16 <= sizeof(vec) &&
-	       journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) > 0) {
-		put_le64(vec + k, a);
-		put_le64(vec + k + 8, journal_applied(n->journal, a));
-		k += 16;
-	}
+	while (r == 0 && k < sizeof(vec) / sizeof(vec[0]) &&
+	       journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) > 0)
+		vec[k++] = (struct evid){a, journal_applied(n->journal, a)};
 	journal_iter_free(it);
 	if (r == 0)
 		r = set_role(n, 1, n->term + 1);
 	/* This node enforces its own fences too: an old primary may dial in at once. */
-	for (size_t i = 0; r == 0 && i < k; i += 16)
-		if (get_le64(vec + i) != journal_node_id(n->journal))
-			add_fence(n, get_le64(vec + i), n->term, get_le64(vec + i + 8));
+	for (uint32_t i = 0; r == 0 && i < k; i++)
+		if (vec[i].origin != journal_node_id(n->journal))
+			add_fence(n, vec[i].origin, n->term, vec[i].seq);
 	if (r == 0)
 		r = save_failover(n);
 	if (r == 0)
-		r = commit_role_event(n, 1, vec, (uint32_t)k);
+		r = commit_role_event(n, 1, vec, k);
 	if (r == 0) {
 		*term = n->term;
 		log_info("%s: promoted to primary of term %" PRIu64, n->dir, n->term);
@@ -575,6 +574,7 @@ static uint64_t last_of_older_term(struct node *n, uint64_t origin, uint64_t fen
 	uint64_t held =
 	    origin == self ? journal_next_seq(n->journal) - 1 : journal_applied(n->journal, origin);
 	struct journal_iter *it = NULL;
+	struct event_head h;
 	const uint8_t *val;
 	size_t len;
 
@@ -582,7 +582,7 @@ static uint64_t last_of_older_term(struct node *n, uint64_t origin, uint64_t fen
 	    journal_iter_new(n->journal, JOURNAL_EVENTS, origin, fence + 1, &it) < 0)
 		return fence;
 	while (journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) > 0 && a == origin &&
-	       b <= held && len >= EVENT_HEADER_LEN && get_le64(val + EVENT_OFF_TERM) < term)
+	       b <= held && event_peek_header(val, len, &h, NULL) == 0 && h.term < term)
 		last = b;
 	journal_iter_free(it);
 	return last;
@@ -611,8 +611,9 @@ static void take_promotion(struct node *n, const struct event *ev)
 	}
 	n->role_origin = ev->origin;
 	n->role_term = ev->term;
-	for (i = 0; i + 16 <= ev->data_len; i += 16) {
-		uint64_t origin = get_le64(ev->data + i), seq = get_le64(ev->data + i + 8);
+	for (i = 0; i < event_fence_count(ev); i++) {
+		struct evid f = event_fence(ev, i);
+		uint64_t origin = f.origin, seq = f.seq;
 		uint64_t held = last_of_older_term(n, origin, seq, ev->term);
 
 		if (origin == ev->origin)

@@ -962,11 +962,12 @@ static int load_journal_state(struct repl *r)
 		rv = journal_iter_new(node_journal(r->n), JOURNAL_EVENTS, 0, 0, &it);
 	/* Only the few state events are decoded. */
 	while (rv == 0 && journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) > 0) {
+		struct event_head h;
 		struct event ev;
 		const char *why;
 
-		if (len > EVENT_OFF_TYPE &&
-		    (val[EVENT_OFF_TYPE] == EV_OUTAGE || val[EVENT_OFF_TYPE] == EV_RECOVERED) &&
+		if (event_peek_header(val, len, &h, NULL) == 0 &&
+		    (h.type == EV_OUTAGE || h.type == EV_RECOVERED) &&
 		    event_decode(val, len, &ev, NULL, &why) == 0) {
 			repl_note(r, &ev);
 			event_free(&ev);

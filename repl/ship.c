@@ -17,7 +17,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "lib/bytes.h"
 #include "lib/clock.h"
 #include "lib/log.h"
 #include "journal/vlog.h"
@@ -166,22 +165,22 @@ static int add_record(struct ship *sh, struct pbuf *out, struct proto_batch *b, 
 		      uint64_t seq, const uint8_t *val, size_t len, size_t *shipped,
 		      const char **why)
 {
+	struct event_head h;
 	struct event ev;
 	uint64_t tail_term;
 	int rv;
 
 	*shipped = len;
-	if (len < EVENT_HEADER_LEN) {
-		*why = "journal record too short";
-		return -EBADMSG;
-	}
+	rv = event_peek_header(val, len, &h, why);
+	if (rv < 0)
+		return rv;
 	if (node_in_tail_locked(sh->r->n, origin, seq, &tail_term)) {
 		/* Kept aside beyond a promotion: peers get the number, never the change. */
 		struct event v = {.type = EV_VOID, .origin = origin, .seq = seq, .term = tail_term};
 
 		return proto_put_events_add_event(out, b, &v);
 	}
-	if (!(get_le16(val + EVENT_OFF_FLAGS) & EVENT_F_VREF))
+	if (!(h.flags & EVENT_F_VREF))
 		return proto_put_events_add(out, b, val, len);
 	rv = event_decode(val, len, &ev, NULL, why);
 	if (rv == 0)

@@ -527,14 +527,10 @@ static void put_json_peer(struct out *o, const struct repl_peer_status *p)
 
 static void put_json_note(struct out *o, const struct repl_note *n)
 {
-	const char *type = n->type == EV_OUTAGE	     ? "outage"
-			   : n->type == EV_RECOVERED ? "recovered"
-						     : "unknown";
-
 	put(o,
 	    "{\"type\":\"%s\",\"origin\":\"%016" PRIx64 "\",\"seq\":%" PRIu64
 	    ",\"time_ms\":%" PRId64,
-	    type, n->origin, n->seq, n->time_ms);
+	    event_type_name(n->type), n->origin, n->seq, n->time_ms);
 	if (n->type == EV_RECOVERED)
 		put(o,
 		    ",\"first_origin\":\"%016" PRIx64 "\",\"first_seq\":%" PRIu64

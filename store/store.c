@@ -953,11 +953,6 @@ out:
 	return r;
 }
 
-static int is_data_event(unsigned type)
-{
-	return type == EV_WRITE || type == EV_TRUNCATE || type == EV_FALLOCATE;
-}
-
 /* An O_PATH descriptor of the object at rel, its parent resolved through the cache. */
 static int open_object(struct store *s, struct apply_cache *c, const char *rel, int *fd)
 {
@@ -999,7 +994,7 @@ static int target_fd(struct store *s, const struct event *ev, struct apply_ctx *
 		return 0;
 	}
 	r = open_object(s, c, ev->path, &opath);
-	if (r < 0 || !is_data_event(ev->type)) {
+	if (r < 0 || !event_type_is(ev->type, EVENT_T_CONTENT)) {
 		*fd = opath;
 		*owned = r == 0;
 		return r;
@@ -1186,11 +1181,6 @@ out:
 	return r;
 }
 
-static int is_create(unsigned type)
-{
-	return type == EV_CREATE || type == EV_MKNOD || type == EV_MKDIR || type == EV_SYMLINK;
-}
-
 /*
  * Ready cache c for ev: empty it if a name may move or someone else changed
  * the store, and write what it deferred for objects ev may reach another
@@ -1211,14 +1201,14 @@ static int cache_before(struct store *s, struct apply_cache *c, const struct eve
 	 * behind the cache: only events on obj itself keep what it knows.
 	 */
 	on_obj = c->fd >= 0 && ev->path && strcmp(ev->path, c->obj) == 0 && ev->type != EV_LINK &&
-		 !is_create(ev->type);
+		 !event_type_is(ev->type, EVENT_T_CREATES);
 	if (!on_obj) {
 		if (c->fd >= 0)
 			r = flush_file(c);
 		c->ids = 0;
 	}
 	/* Creates stamp the directory through the cache; others may stamp it directly. */
-	if (!on_obj && !is_create(ev->type) && c->dirfd >= 0)
+	if (!on_obj && !event_type_is(ev->type, EVENT_T_CREATES) && c->dirfd >= 0)
 		flush_dir(c);
 	return r;
 }

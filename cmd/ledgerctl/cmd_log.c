@@ -82,9 +82,16 @@ static void hlc_time(uint64_t hlc, char *buf, size_t len)
 	snprintf(buf, len, "%s.%03uZ", base, (unsigned)(ms % 1000));
 }
 
-static int has_size(unsigned type)
+/*
+ * The fields event_type_info() says a change to the store carries, those
+ * worth listing (not its mtime stamp or base version); 0 for node-state
+ * events, whose fields mean other things and are listed by their type.
+ */
+static uint32_t change_fields(unsigned type)
 {
-	return type == EV_WRITE || type == EV_TRUNCATE || type == EV_FALLOCATE;
+	const struct event_type_info *ti = event_type_info(type);
+
+	return ti && (ti->props & EVENT_T_MUTATES) ? ti->fields : 0;
 }
 
 /* A time as seconds with nanoseconds, or null when the event leaves it alone. */
@@ -129,6 +136,39 @@ static void print_json_heal(FILE *out, const struct event *ev)
 	json_lines(out, ev->data, ev->data_len);
 }
 
+/* The fields f (EVENT_FIELD_*) of a change, as JSON members. */
+static void print_json_fields(FILE *out, const struct event *ev, uint32_t f)
+{
+	if (f & EVENT_FIELD_OFFSET)
+		fprintf(out, ",\"offset\":%" PRIu64, ev->offset);
+	if (f & EVENT_FIELD_PAYLOAD)
+		fprintf(out, ",\"length\":%" PRIu32 ",\"vlog\":%s",
+			(ev->flags & EVENT_F_VREF) ? ev->vref.len : ev->data_len,
+			(ev->flags & EVENT_F_VREF) ? "true" : "false");
+	if (f & EVENT_FIELD_SIZE)
+		fprintf(out, ",\"size\":%" PRIu64, ev->length);
+	if (f & EVENT_FIELD_LENGTH)
+		fprintf(out, ",\"length\":%" PRIu64, ev->length);
+	if (f & EVENT_FIELD_FLAGS)
+		fprintf(out, ",\"flags\":%" PRIu32, ev->op_flags);
+	if (f & EVENT_FIELD_MODE)
+		fprintf(out, ",\"mode\":\"%04o\"", ev->mode & 07777);
+	if (f & EVENT_FIELD_RDEV)
+		fprintf(out, ",\"rdev\":%" PRIu64, ev->rdev);
+	if (f & EVENT_FIELD_OWNER)
+		fprintf(out, ",\"uid\":%" PRIu32 ",\"gid\":%" PRIu32, ev->uid, ev->gid);
+	if ((f & EVENT_FIELD_TARGET) && ev->data) {
+		fprintf(out, ",\"target\":");
+		json_bytes(out, ev->data, ev->data_len);
+	}
+	if (f & EVENT_FIELD_TIMES) {
+		print_time_json(out, "atime", ev->atime_sec, ev->atime_nsec);
+		print_time_json(out, "mtime", ev->mtime_sec, ev->mtime_nsec);
+	}
+	if (f & EVENT_FIELD_VALUE)
+		fprintf(out, ",\"length\":%" PRIu32, ev->data_len);
+}
+
 static void print_json(FILE *out, const struct event *ev)
 {
 	char when[48];
@@ -154,31 +194,7 @@ static void print_json(FILE *out, const struct event *ev)
 	if (ev->fid2.origin || ev->fid2.counter)
 		fprintf(out, ",\"fid2\":\"%016" PRIx64 ":%" PRIu64 "\"", ev->fid2.origin,
 			ev->fid2.counter);
-	if (ev->type == EV_WRITE)
-		fprintf(out, ",\"offset\":%" PRIu64 ",\"length\":%" PRIu32 ",\"vlog\":%s",
-			ev->offset, (ev->flags & EVENT_F_VREF) ? ev->vref.len : ev->data_len,
-			(ev->flags & EVENT_F_VREF) ? "true" : "false");
-	if (ev->type == EV_TRUNCATE)
-		fprintf(out, ",\"size\":%" PRIu64, ev->length);
-	if (ev->type == EV_FALLOCATE)
-		fprintf(out, ",\"offset\":%" PRIu64 ",\"length\":%" PRIu64 ",\"flags\":%" PRIu32,
-			ev->offset, ev->length, ev->op_flags);
-	if (ev->type == EV_RENAME)
-		fprintf(out, ",\"flags\":%" PRIu32, ev->op_flags);
-	if (ev->type <= EV_MKDIR || ev->type == EV_CHMOD || ev->type == EV_CHOWN)
-		fprintf(out, ",\"mode\":\"%04o\"", ev->mode & 07777);
-	if (ev->type <= EV_SYMLINK || ev->type == EV_CHOWN)
-		fprintf(out, ",\"uid\":%" PRIu32 ",\"gid\":%" PRIu32, ev->uid, ev->gid);
-	if (ev->type == EV_SYMLINK && ev->data) {
-		fprintf(out, ",\"target\":");
-		json_bytes(out, ev->data, ev->data_len);
-	}
-	if (ev->type == EV_UTIMENS) {
-		print_time_json(out, "atime", ev->atime_sec, ev->atime_nsec);
-		print_time_json(out, "mtime", ev->mtime_sec, ev->mtime_nsec);
-	}
-	if (ev->type == EV_SETXATTR)
-		fprintf(out, ",\"length\":%" PRIu32, ev->data_len);
+	print_json_fields(out, ev, change_fields(ev->type));
 	if (ev->type == EV_RECOVERED)
 		fprintf(out,
 			",\"first_origin\":\"%016" PRIx64 "\",\"first_seq\":%" PRIu64
@@ -248,6 +264,8 @@ static void print_text_heal(const struct event *ev)
 
 static void print_text(const struct event *ev)
 {
+	uint32_t f = change_fields(ev->type);
+	int creates = event_type_is(ev->type, EVENT_T_CREATES);
 	char when[48];
 
 	hlc_time(ev->hlc, when, sizeof(when));
@@ -266,14 +284,18 @@ static void print_text(const struct event *ev)
 		printf(" -> ");
 		text_str(stdout, ev->path2);
 	}
-	if (ev->type == EV_WRITE)
+	/*
+	 * What a line has room for: one size, and a new object's mode or a
+	 * changed owner (a chown's mode is only what the change left).
+	 */
+	if (f & EVENT_FIELD_PAYLOAD)
 		printf("  %" PRIu32 " bytes at %" PRIu64,
 		       (ev->flags & EVENT_F_VREF) ? ev->vref.len : ev->data_len, ev->offset);
-	else if (has_size(ev->type))
+	else if (f & (EVENT_FIELD_SIZE | EVENT_FIELD_LENGTH))
 		printf("  size %" PRIu64, ev->length);
-	else if (ev->type == EV_CHMOD || ev->type <= EV_MKDIR)
+	else if ((f & EVENT_FIELD_MODE) && (creates || !(f & EVENT_FIELD_OWNER)))
 		printf("  mode %04o", ev->mode & 07777);
-	if (ev->type == EV_CHOWN)
+	if ((f & EVENT_FIELD_OWNER) && !creates)
 		printf("  %" PRIu32 ":%" PRIu32, ev->uid, ev->gid);
 	if (ev->name) {
 		printf("  ");

@@ -3,7 +3,8 @@
  *
  * Any input must be rejected cleanly or decode to an event that encodes
  * back to exactly the bytes it came from and decodes again to the same
- * bytes; anything else is a codec bug and abort()s.  Random bytes almost
+ * bytes, and whatever decodes must peek (event_peek_header()) to the same
+ * header; anything else is a codec bug and abort()s.  Random bytes almost
  * never carry a valid CRC, which would leave the fuzzer stuck at the
  * checksum, so every input is also tried a second time with its record
  * length set to the input size and its CRC made right: that copy reaches
@@ -37,19 +38,29 @@ static uint8_t *encode_or_abort(const struct event *ev, size_t *len)
 	return buf;
 }
 
+/* The header a peek read is the decoded event's. */
+static int same_head(const struct event_head *h, const struct event *ev, size_t used)
+{
+	return h->len == used && h->type == ev->type && h->flags == ev->flags &&
+	       h->origin == ev->origin && h->seq == ev->seq && h->hlc == ev->hlc &&
+	       h->term == ev->term;
+}
+
 static void check_round_trip(const uint8_t *data, size_t size)
 {
 	struct event ev, again;
+	struct event_head h;
 	const char *why = NULL;
 	size_t used = 0, len, len2, used2 = 0;
 	uint8_t *buf, *buf2;
+	int peeked = event_peek_header(data, size, &h, NULL) == 0;
 
 	if (event_decode(data, size, &ev, &used, &why) != 0) {
 		if (!why)
 			abort();
 		return;
 	}
-	if (used > size)
+	if (used > size || !peeked || !same_head(&h, &ev, used))
 		abort();
 	buf = encode_or_abort(&ev, &len);
 	if (len != used || memcmp(buf, data, len) != 0)

@@ -5,7 +5,8 @@ node's listener (no certificate, another cluster's certificate, a
 non-member's certificate, and with a real member's certificate an
 oversized frame, garbage and a truncated frame), and as the server a node
 dials (a stopped member's address and certificate) that answers its HELLO
-and then ships an event whose path escapes the store.
+and then ships an event whose path escapes the store (the record made by
+the journal's own codec, through ledgerfs-evtool).
 
 Each refusal must be logged by the refusing node with its reason (its
 stderr log is searched), write nothing (its journal's event count does not
@@ -34,62 +35,27 @@ PROTO_MAX_FRAME = 64 << 20
 HELLO, EVENTS, ACK, FETCH, PING, PONG, ERROR = range(1, 8)
 FRAME_NAMES = {1: "HELLO", 2: "EVENTS", 3: "ACK", 4: "FETCH", 5: "PING", 6: "PONG",
                7: "ERROR"}
-# journal/event.h
-EVENT_VERSION = 1
-EVENT_HEADER_LEN = 186
-EV_CREATE = 1
+# Event records come from the journal's own codec (cmd/evtool), never from
+# a copy of their format here.
+EVTOOL = lfs.BUILD / "ledgerfs-evtool"
 
 LOG_TIMEOUT = 15
 
 
 # ------------------------------------------------------------ wire format
 
-def _crc32c_table():
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data):
-    """CRC32C (Castagnoli), as lib/crc32c.c computes it."""
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-assert crc32c(b"123456789") == 0xE3069283   # the standard check value
-
-# Everything after u32 record_len and u32 crc, in journal/event.c's order.
-_EVENT_FIXED = struct.Struct("<BBH" "QQQQ" "QQ" "QQ" "QQ" "QQQ" "IIII" "qI" "qI" "IQII" "HHHI")
-assert 8 + _EVENT_FIXED.size == EVENT_HEADER_LEN
-
-
 def encode_event(type_, origin, seq, path=b"", path2=b"", name=b"", data=b"", mode=0,
                  term=1, fid=None):
-    """One event record (journal/event.h) with a correct CRC32C."""
+    """One event record of type_ (a name: "create", ...) with a correct CRC,
+    as `ledgerfs-evtool encode` makes it; its times are now's."""
     now = time.time()
-    hlc = int(now * 1000) << 16
     fid = fid or (origin, seq)
-    fixed = _EVENT_FIXED.pack(
-        EVENT_VERSION, type_, 0,
-        origin, seq, hlc, term,
-        fid[0], fid[1], 0, 0,            # fid, fid2
-        0, 0,                            # base (origin, seq)
-        0, 0, 0,                         # offset, length, rdev
-        mode, 0, 0, 0,                   # mode, uid, gid, op_flags
-        int(now), 0, int(now), 0,        # atime, mtime
-        0, 0, 0, 0,                      # vref
-        len(path), len(path2), len(name), len(data))
-    body = fixed + path + path2 + name + data
-    return struct.pack("<II", 8 + len(body), crc32c(body)) + body
+    cp = lfs.run([EVTOOL, "encode", type_, f"origin={origin}", f"seq={seq}",
+                  f"hlc={int(now * 1000) << 16}", f"term={term}", f"fid={fid[0]}:{fid[1]}",
+                  f"mode={mode}", f"atime={int(now)}:0", f"mtime={int(now)}:0",
+                  f"path-hex={path.hex()}", f"path2-hex={path2.hex()}",
+                  f"name-hex={name.hex()}", f"data-hex={data.hex()}"])
+    return bytes.fromhex(cp.stdout.strip())
 
 
 def frame(type_, body=b""):
@@ -502,7 +468,7 @@ class FakePeer:
             return
         try:
             self._play(conn)
-        except (Closed, OSError, struct.error) as e:
+        except (Closed, OSError, struct.error, Failure) as e:
             with self.lock:
                 for r in self.results.values():
                     if r.get("conn") is conn and "how" not in r:
@@ -539,7 +505,7 @@ class FakePeer:
         res["fetched"] = from_seq
         seq = from_seq or vec.get(mine, 0) + 1
         path = self.plan[node].encode()
-        rec = encode_event(EV_CREATE, int(mine, 16), seq, path=path, mode=0o100644)
+        rec = encode_event("create", int(mine, 16), seq, path=path, mode=0o100644)
         conn.send(frame(EVENTS, events_body([rec])))
         res["sent"] = (seq, self.plan[node])
         frames, how = conn.until_closed(LOG_TIMEOUT, f"node {node} given {path!r}")
@@ -552,6 +518,7 @@ def test_dialer_refuses_events_escaping_the_store():
     """A node dials a peer that ships CREATE ../x (to a) and CREATE /etc/x (to
     b) with good CRCs: each refuses before journaling, logs why, creates
     nothing outside its store, and keeps replicating."""
+    check(EVTOOL.exists(), f"{EVTOOL} is built (meson builds it with the binaries)")
     with lfs.Workdir() as wd:
         cl, _vec = _member_cluster(wd)
         a, b = cl["a"], cl["b"]

@@ -8,7 +8,8 @@
  * checksum is what refuses it), and every truncation and every single-byte
  * corruption of a valid record is tried.  The wire layout is pinned byte
  * by byte against docs/internals.md ("Event format"), since peers of
- * different builds must agree on it.
+ * different builds must agree on it, and so is the table of event types
+ * against what the decoder enforces.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -18,7 +19,7 @@
 #include "lib/crc32c.h"
 #include "journal/event.h"
 
-/* Offsets from docs/internals.md's layout, restated so a drift in journal/event.c shows. */
+/* Offsets from docs/internals.md, restated so a drift in journal/event.c shows. */
 #define OFF_RECORD_LEN 0
 #define OFF_CRC	       4
 #define OFF_VERSION    8
@@ -949,4 +950,390 @@ Test(event, setters_copy_and_replace)
 	event_free(&ev);
 	cr_assert_null(ev.name);
 	event_free(&ev); /* freeing a zeroed event is harmless */
+}
+
+/* ---- the table of event types ------------------------------------------ */
+
+/* The record of fill_event(type) for every type, pinned: a CRC32C over all of it. */
+Test(event, encoding_of_every_type_is_pinned)
+{
+	static const struct {
+		unsigned type;
+		size_t len;
+		uint32_t crc;
+	} pinned[] = {
+	    {EV_CREATE, 234, 0x8d51b403u},    {EV_MKNOD, 234, 0x1840b6c2u},
+	    {EV_MKDIR, 234, 0x97eb9ad2u},     {EV_SYMLINK, 245, 0x3ee87a5fu},
+	    {EV_LINK, 234, 0xb825e9a1u},      {EV_UNLINK, 234, 0x2d34eb60u},
+	    {EV_RMDIR, 234, 0xa29fc770u},     {EV_RENAME, 234, 0x68122357u},
+	    {EV_WRITE, 234, 0xe7b90f47u},     {EV_TRUNCATE, 234, 0x72a80d86u},
+	    {EV_FALLOCATE, 234, 0xfd032196u}, {EV_CHMOD, 234, 0x5d667ef5u},
+	    {EV_CHOWN, 234, 0xd2cd52e5u},     {EV_UTIMENS, 234, 0x47dc5024u},
+	    {EV_SETXATTR, 234, 0xc8777c34u},  {EV_REMOVEXATTR, 234, 0xd72bee9bu},
+	    {EV_VOID, 234, 0x5880c28bu},      {EV_OUTAGE, 234, 0xacb403f2u},
+	    {EV_RECOVERED, 234, 0x231f2fe2u}, {EV_ROLE, 234, 0xb60e2d23u},
+	    {EV_DIVERGED, 234, 0x39a50133u},  {EV_HEALED, 234, 0x99c05e50u},
+	};
+
+	cr_assert_eq(sizeof(pinned) / sizeof(pinned[0]), N_TYPES);
+	for (size_t i = 0; i < N_TYPES; i++) {
+		struct event ev;
+		size_t len;
+		uint8_t *buf;
+
+		fill_event(&ev, pinned[i].type);
+		buf = encode_alloc(&ev, &len);
+		cr_assert_eq(len, pinned[i].len, "%s", event_type_name(pinned[i].type));
+		cr_assert_eq(crc32c(0, buf, len), pinned[i].crc, "%s encodes to other bytes",
+			     event_type_name(pinned[i].type));
+		free(buf);
+		event_free(&ev);
+	}
+}
+
+Test(event, table_knows_exactly_the_listed_types)
+{
+	size_t known = 0;
+
+	for (unsigned t = 0; t < 1024; t++) {
+		const struct event_type_info *ti = event_type_info(t);
+		int listed = 0;
+
+		for (size_t i = 0; i < N_TYPES; i++)
+			listed |= all_types[i] == t;
+		cr_assert_eq(ti != NULL, listed, "type %u", t);
+		if (!ti) {
+			cr_assert_str_eq(event_type_name(t), "unknown");
+			cr_assert_not(event_type_is(t, 0), "an unknown type has no properties");
+			continue;
+		}
+		known++;
+		cr_assert_str_eq(event_type_name(t), ti->name);
+		cr_assert(event_type_is(t, 0));
+		cr_assert_eq(!!event_type_mutates(t), !!(ti->props & EVENT_T_MUTATES));
+	}
+	cr_assert_eq(known, N_TYPES);
+}
+
+/* What every row must hold for the codec and its readers to make sense of it. */
+Test(event, table_rows_are_consistent)
+{
+	for (size_t i = 0; i < N_TYPES; i++) {
+		const struct event_type_info *ti = event_type_info(all_types[i]);
+		uint32_t data = ti->fields & EVENT_FIELDS_DATA;
+
+		cr_assert_eq(ti->need & ~ti->fields, 0, "%s needs a field it has not", ti->name);
+		cr_assert_eq(data & (data - 1), 0, "%s: data holds one thing", ti->name);
+		cr_assert_eq(ti->need & ~(EVENT_FIELD_PATH | EVENT_FIELD_PATH2 | EVENT_FIELD_NAME |
+					  EVENT_FIELDS_DATA),
+			     0, "%s: only strings and data can be missing", ti->name);
+		if (ti->props & (EVENT_T_CREATES | EVENT_T_CONTENT))
+			cr_assert(ti->props & EVENT_T_MUTATES, "%s", ti->name);
+		if (ti->props & EVENT_T_CREATES)
+			cr_assert(ti->need & EVENT_FIELD_PATH, "%s makes an object at no path",
+				  ti->name);
+		if (ti->props & EVENT_T_VREF)
+			cr_assert(ti->fields & EVENT_FIELD_PAYLOAD, "%s", ti->name);
+		for (size_t k = 0; k < i; k++)
+			cr_assert_str_neq(event_type_name(all_types[k]), ti->name);
+	}
+	cr_assert(event_type_is(EV_WRITE, EVENT_T_MUTATES | EVENT_T_CONTENT | EVENT_T_VREF));
+	cr_assert_not(event_type_is(EV_TRUNCATE, EVENT_T_MUTATES | EVENT_T_VREF));
+	cr_assert(event_type_is(EV_SYMLINK, EVENT_T_CREATES));
+	cr_assert_not(event_type_is(EV_LINK, EVENT_T_CREATES));
+}
+
+/* Each field a row needs is refused missing, alone, and the record is accepted with it. */
+Test(event, decoder_requires_what_the_table_needs)
+{
+	static const struct {
+		uint32_t field;
+		const char *why;
+	} needs[] = {
+	    {EVENT_FIELD_PATH, "missing path"},
+	    {EVENT_FIELD_PATH2, "missing path2"},
+	    {EVENT_FIELD_NAME, "missing name"},
+	    {EVENT_FIELDS_DATA, "missing data"},
+	};
+
+	for (size_t i = 0; i < N_TYPES; i++) {
+		const struct event_type_info *ti = event_type_info(all_types[i]);
+
+		expect_raw_accept(all_types[i], 0, 1, 1, 1, 1);
+		for (size_t k = 0; k < sizeof(needs) / sizeof(needs[0]); k++) {
+			uint32_t f = needs[k].field;
+
+			if (!(ti->need & f)) {
+				expect_raw_accept(all_types[i], 0, f != EVENT_FIELD_PATH,
+						  f != EVENT_FIELD_PATH2, f != EVENT_FIELD_NAME,
+						  f != EVENT_FIELDS_DATA);
+				continue;
+			}
+			expect_raw_reject(all_types[i], 0, f != EVENT_FIELD_PATH,
+					  f != EVENT_FIELD_PATH2, f != EVENT_FIELD_NAME,
+					  f != EVENT_FIELDS_DATA, -EBADMSG, needs[k].why);
+		}
+	}
+}
+
+Test(event, vref_is_allowed_where_the_table_says)
+{
+	for (size_t i = 0; i < N_TYPES; i++) {
+		if (event_type_is(all_types[i], EVENT_T_VREF))
+			expect_raw_accept(all_types[i], EVENT_F_VREF, 1, 1, 1, 0);
+		else
+			expect_raw_reject(all_types[i], EVENT_F_VREF, 1, 1, 1, 0, -EBADMSG,
+					  "vref on a type other than write");
+	}
+}
+
+Test(event, target_rules_apply_where_the_table_has_a_target)
+{
+	for (size_t i = 0; i < N_TYPES; i++) {
+		const struct event_type_info *ti = event_type_info(all_types[i]);
+		size_t len;
+		uint8_t *rec;
+
+		if (!(ti->fields & EVENT_FIELD_TARGET)) {
+			expect_raw_accept(all_types[i], 0, 1, 1, 1, EVENT_MAX_TARGET + 1);
+			continue;
+		}
+		expect_raw_reject(all_types[i], 0, 1, 1, 1, EVENT_MAX_TARGET + 1, -EBADMSG,
+				  "symlink target too long");
+		rec = raw_record(all_types[i], 0, 1, 1, 1, 4, &len);
+		rec[len - 1] = 0;
+		reseal(rec);
+		expect_reject(rec, len, -EBADMSG, "NUL in symlink target");
+		free(rec);
+	}
+}
+
+Test(event, record_len_bounds)
+{
+	cr_assert_not(event_record_len_ok(0));
+	cr_assert_not(event_record_len_ok(EVENT_HEADER_LEN - 1));
+	cr_assert(event_record_len_ok(EVENT_HEADER_LEN));
+	cr_assert(event_record_len_ok(EVENT_MAX_RECORD));
+	cr_assert_not(event_record_len_ok((size_t)EVENT_MAX_RECORD + 1));
+	cr_assert_not(event_record_len_ok(SIZE_MAX));
+}
+
+/* ---- peeking at a record's header, and an EV_ROLE's fences --------------- */
+
+static void assert_head_of(const struct event_head *h, const struct event *ev, size_t len)
+{
+	cr_assert_eq(h->len, len);
+	cr_assert_eq(h->type, ev->type);
+	cr_assert_eq(h->flags, ev->flags);
+	cr_assert_eq(h->origin, ev->origin);
+	cr_assert_eq(h->seq, ev->seq);
+	cr_assert_eq(h->hlc, ev->hlc);
+	cr_assert_eq(h->term, ev->term);
+}
+
+/* Peeks at buf, expects err with reason want and *h left as it was. */
+static void expect_peek_reject(const uint8_t *buf, size_t len, int err, const char *want)
+{
+	struct event_head h, before;
+	const char *why = NULL;
+	int ret;
+
+	memset(&h, 0x5a, sizeof(h));
+	before = h;
+	ret = event_peek_header(buf, len, &h, &why);
+	cr_assert_eq(ret, err, "peek returned %d (%s), expected %d", ret, why ? why : "-", err);
+	cr_assert_str_eq(why, want);
+	cr_assert_eq(memcmp(&h, &before, sizeof(h)), 0, "header written on a failure");
+}
+
+Test(event_peek, reads_the_header_of_every_type)
+{
+	for (size_t i = 0; i < N_TYPES; i++) {
+		struct event ev;
+		struct event_head h;
+		const char *why = NULL;
+		size_t len;
+		uint8_t *buf;
+
+		fill_event(&ev, all_types[i]);
+		buf = encode_alloc(&ev, &len);
+		cr_assert_eq(event_peek_header(buf, len, &h, &why), 0, "%s: %s",
+			     event_type_name(all_types[i]), why);
+		assert_head_of(&h, &ev, len);
+		free(buf);
+		event_free(&ev);
+	}
+}
+
+Test(event_peek, sees_the_vref_flag)
+{
+	struct event ev;
+	struct event_head h;
+	size_t len;
+	uint8_t *buf;
+
+	fill_event(&ev, EV_WRITE);
+	event_set_data(&ev, NULL, 0);
+	ev.flags = EVENT_F_VREF;
+	buf = encode_alloc(&ev, &len);
+	cr_assert_eq(event_peek_header(buf, len, &h, NULL), 0);
+	cr_assert_eq(h.flags, EVENT_F_VREF);
+	cr_assert_eq(h.type, EV_WRITE);
+	free(buf);
+	event_free(&ev);
+}
+
+Test(event_peek, reads_the_first_record_of_a_longer_buffer)
+{
+	struct event a, b;
+	struct event_head h;
+	size_t la, lb;
+	uint8_t *ba, *bb, *stream;
+
+	fill_event(&a, EV_CHMOD);
+	fill_event(&b, EV_ROLE);
+	b.term = 77;
+	ba = encode_alloc(&a, &la);
+	bb = encode_alloc(&b, &lb);
+	stream = malloc(la + lb);
+	cr_assert_not_null(stream);
+	memcpy(stream, ba, la);
+	memcpy(stream + la, bb, lb);
+	cr_assert_eq(event_peek_header(stream, la + lb, &h, NULL), 0);
+	assert_head_of(&h, &a, la);
+	cr_assert_eq(event_peek_header(stream + h.len, la + lb - h.len, &h, NULL), 0);
+	assert_head_of(&h, &b, lb);
+	free(stream);
+	free(bb);
+	free(ba);
+	event_free(&b);
+	event_free(&a);
+}
+
+Test(event_peek, rejects_every_truncation)
+{
+	struct event ev;
+	size_t len;
+	uint8_t *buf;
+
+	fill_event(&ev, EV_RENAME);
+	buf = encode_alloc(&ev, &len);
+	for (size_t n = 0; n < len; n++) {
+		uint8_t *copy = malloc(n ? n : 1); /* exact size: ASan sees any overread */
+
+		cr_assert_not_null(copy);
+		memcpy(copy, buf, n);
+		expect_peek_reject(copy, n, -EBADMSG,
+				   n < EVENT_HEADER_LEN ? "truncated header" : "truncated record");
+		free(copy);
+	}
+	free(buf);
+	event_free(&ev);
+}
+
+Test(event_peek, rejects_bad_record_length)
+{
+	size_t len;
+	uint8_t *rec = raw_record(EV_WRITE, 0, 0, 0, 0, 0, &len);
+
+	put_le(rec + OFF_RECORD_LEN, EVENT_HEADER_LEN - 1, 4);
+	expect_peek_reject(rec, len, -EBADMSG, "record length smaller than header");
+	put_le(rec + OFF_RECORD_LEN, 0, 4);
+	expect_peek_reject(rec, len, -EBADMSG, "record length smaller than header");
+	put_le(rec + OFF_RECORD_LEN, EVENT_HEADER_LEN + 1, 4);
+	expect_peek_reject(rec, len, -EBADMSG, "truncated record");
+	put_le(rec + OFF_RECORD_LEN, (uint64_t)EVENT_MAX_RECORD + 1, 4);
+	expect_peek_reject(rec, len, -EBADMSG, "record too long");
+	put_le(rec + OFF_RECORD_LEN, 0xffffffffu, 4);
+	expect_peek_reject(rec, len, -EBADMSG, "record too long");
+	free(rec);
+}
+
+Test(event_peek, rejects_unknown_version)
+{
+	static const uint8_t versions[] = {0, 2, 0xff};
+	size_t len;
+	uint8_t *rec = raw_record(EV_WRITE, 0, 0, 0, 0, 0, &len);
+
+	for (size_t i = 0; i < sizeof(versions); i++) {
+		rec[OFF_VERSION] = versions[i];
+		expect_peek_reject(rec, len, -EPROTO, "unknown version");
+	}
+	free(rec);
+}
+
+/* Peeking trusts the record: a bad CRC, an unknown type or flags still show. */
+Test(event_peek, does_not_check_what_only_decoding_checks)
+{
+	struct event_head h;
+	size_t len;
+	uint8_t *rec = raw_record(EV_RENAME, 0, 0, 0, 0, 0, &len);
+
+	rec[OFF_TYPE] = 200;
+	put_le(rec + OFF_FLAGS, 0x8000, 2);
+	rec[OFF_CRC] ^= 1;
+	cr_assert_eq(event_peek_header(rec, len, &h, NULL), 0);
+	cr_assert_eq(h.type, 200);
+	cr_assert_eq(h.flags, 0x8000);
+	expect_reject(rec, len, -EBADMSG, "bad crc");
+	free(rec);
+}
+
+Test(event_peek, tolerates_null_why)
+{
+	struct event_head h;
+	size_t len;
+	uint8_t *rec = raw_record(EV_CHMOD, 0, 2, 0, 0, 0, &len);
+
+	cr_assert_eq(event_peek_header(rec, len, &h, NULL), 0);
+	cr_assert_eq(event_peek_header(rec, len - 1, &h, NULL), -EBADMSG);
+	cr_assert_eq(event_peek_header(rec, 3, &h, NULL), -EBADMSG);
+	free(rec);
+}
+
+Test(event_fences, round_trip_through_the_codec)
+{
+	static const struct evid v[] = {{0xa1, 10}, {0xb2, 0}, {0xffffffffffffffffull, 1ull << 63}};
+	struct event ev = {.type = EV_ROLE, .op_flags = 1, .term = 4}, out;
+	const char *why = NULL;
+	size_t len;
+	uint8_t *buf;
+
+	cr_assert_eq(event_set_fences(&ev, v, 3), 0);
+	cr_assert_eq(ev.data_len, 48);
+	/* Two u64 a fence, little-endian: what journals and peers already hold. */
+	cr_assert_eq(get_le(ev.data, 8), 0xa1);
+	cr_assert_eq(get_le(ev.data + 8, 8), 10);
+	cr_assert_eq(get_le(ev.data + 40, 8), 1ull << 63);
+	buf = encode_alloc(&ev, &len);
+	cr_assert_eq(event_decode(buf, len, &out, NULL, &why), 0, "%s", why);
+	cr_assert_eq(event_fence_count(&out), 3);
+	for (uint32_t i = 0; i < 3; i++) {
+		cr_assert_eq(event_fence(&out, i).origin, v[i].origin);
+		cr_assert_eq(event_fence(&out, i).seq, v[i].seq);
+	}
+	event_free(&out);
+	free(buf);
+
+	cr_assert_eq(event_set_fences(&ev, NULL, 0), 0);
+	cr_assert_null(ev.data);
+	cr_assert_eq(ev.data_len, 0);
+	cr_assert_eq(event_fence_count(&ev), 0);
+	cr_assert_eq(event_set_fences(&ev, v, EVENT_MAX_DATA / 16 + 1), -EINVAL);
+	event_free(&ev);
+}
+
+Test(event_fences, bytes_past_the_last_whole_fence_are_ignored)
+{
+	static const uint8_t odd[20] = {1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9};
+	struct event ev = {.type = EV_ROLE};
+
+	cr_assert_eq(event_fence_count(&ev), 0);
+	cr_assert_eq(event_set_data(&ev, odd, 15), 0);
+	cr_assert_eq(event_fence_count(&ev), 0);
+	cr_assert_eq(event_set_data(&ev, odd, sizeof(odd)), 0);
+	cr_assert_eq(event_fence_count(&ev), 1);
+	cr_assert_eq(event_fence(&ev, 0).origin, 1);
+	cr_assert_eq(event_fence(&ev, 0).seq, 2);
+	event_free(&ev);
 }
