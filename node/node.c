@@ -299,6 +299,36 @@ void node_close(struct node *n, int clean)
 	free(n);
 }
 
+void node_lock(struct node *n)
+{
+	pthread_mutex_lock(&n->lock);
+}
+
+void node_unlock(struct node *n)
+{
+	pthread_mutex_unlock(&n->lock);
+}
+
+struct journal *node_journal(struct node *n)
+{
+	return n->journal;
+}
+
+uint64_t node_term(struct node *n)
+{
+	uint64_t term;
+
+	pthread_mutex_lock(&n->lock);
+	term = n->term;
+	pthread_mutex_unlock(&n->lock);
+	return term;
+}
+
+int node_is_primary(struct node *n)
+{
+	return __atomic_load_n(&n->primary, __ATOMIC_RELAXED);
+}
+
 int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx)
 {
 	const char *why = NULL;
