@@ -309,11 +309,6 @@ void node_unlock(struct node *n)
 	pthread_mutex_unlock(&n->lock);
 }
 
-struct journal *node_journal(struct node *n)
-{
-	return n->journal;
-}
-
 uint64_t node_term(struct node *n)
 {
 	uint64_t term;
@@ -322,11 +317,6 @@ uint64_t node_term(struct node *n)
 	term = n->term;
 	pthread_mutex_unlock(&n->lock);
 	return term;
-}
-
-int node_is_primary(struct node *n)
-{
-	return __atomic_load_n(&n->primary, __ATOMIC_RELAXED);
 }
 
 int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx)

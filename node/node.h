@@ -101,20 +101,14 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 void node_close(struct node *n, int clean);
 
 /*
- * Take and let go of the node lock, which node_commit_locked(), the other
- * *_locked calls and every call into node_journal() need held.
+ * Take and let go of the node lock (node_mutex()), which
+ * node_commit_locked() and the other *_locked calls need held.
  */
 void node_lock(struct node *n);
 void node_unlock(struct node *n);
 
-/* The node's journal, owned by the node until node_close(); lock held to use it. */
-struct journal *node_journal(struct node *n);
-
-/* The highest term this node has seen. */
+/* The highest term this node has seen.  Takes the lock. */
 uint64_t node_term(struct node *n);
-
-/* 1 if this node is the primary (accepts local changes), else 0. */
-int node_is_primary(struct node *n);
 
 /*
  * Commit a local event with n->lock held: journal, apply (ctx->fresh is
