@@ -506,6 +506,20 @@ int node_promote(struct node *n, uint64_t *term)
 	       journal_iter_next(it, &a, &b, NULL, NULL, &val, &len) > 0)
 		vec[k++] = (struct evid){a, journal_applied(n->journal, a)};
 	journal_iter_free(it);
+	/*
+	 * Members this node has applied nothing of are fenced at 0, so that
+	 * its replicas, too, keep aside what they made at older terms rather
+	 * than wait for a fence that would never come.
+	 */
+	for (unsigned p = 0; r == 0 && p < n->cfg.npeers && k < sizeof(vec) / sizeof(vec[0]); p++) {
+		uint64_t id = n->cfg.peers[p].id;
+		int known = id == 0 || id == journal_node_id(n->journal);
+
+		for (uint32_t i = 0; !known && i < k; i++)
+			known = vec[i].origin == id;
+		if (!known)
+			vec[k++] = (struct evid){id, 0};
+	}
 	if (r == 0)
 		r = set_role(n, 1, n->term + 1);
 	/* This node enforces its own fences too: an old primary may dial in at once. */
@@ -680,6 +694,19 @@ static int check_term(struct node *n, const struct event *ev, const char **why)
 			*why = "event of a lower term beyond the promotion that fenced its origin";
 			return -EPERM;
 		}
+	}
+	/*
+	 * This node promoted itself to the term it knows and fenced every
+	 * origin it had applied events of at what it had applied.  An origin
+	 * it had applied nothing of has no fence, but the same holds for it:
+	 * anything of an older term from it (its own promotion included) was
+	 * made beyond what this primary knew, so it is kept aside, not taken.
+	 */
+	if (ev->origin != self && n->primary && n->role_origin == self && ev->term < n->term &&
+	    journal_applied(n->journal, ev->origin) == 0 && !fenced_at(n, ev->origin, n->term)) {
+		*why = "event of a lower term from a node this primary had nothing of when it "
+		       "was promoted";
+		return -EPERM;
 	}
 	if (event_type_mutates(ev->type) && ev->origin != self) {
 		/*

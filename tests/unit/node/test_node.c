@@ -45,10 +45,11 @@ static void open_node(int flags)
 	cr_assert_eq(node_open(dir, flags, &n, err, sizeof(err)), 0, "node_open: %s", err);
 }
 
-static void make_node(int primary)
+static void make_node_peers(int primary, const uint64_t *peer_ids, unsigned npeers)
 {
 	struct config cfg;
 	char err[512];
+	unsigned i;
 
 	strcpy(tmp, "/tmp/test_node.XXXXXX");
 	cr_assert_not_null(mkdtemp(tmp));
@@ -56,10 +57,21 @@ static void make_node(int primary)
 	snprintf(storedir, sizeof(storedir), "%s/%s", dir, NODE_STORE_DIR);
 	config_defaults(&cfg);
 	strcpy(cfg.name, "n1");
+	for (i = 0; i < npeers; i++) {
+		snprintf(cfg.peers[i].name, sizeof(cfg.peers[i].name), "peer%u", i);
+		snprintf(cfg.peers[i].address, sizeof(cfg.peers[i].address), "127.0.0.1:%u", 1000 + i);
+		cfg.peers[i].id = peer_ids[i];
+	}
+	cfg.npeers = npeers;
 	cr_assert_eq(node_create(dir, &cfg, primary, err, sizeof(err)), 0, "node_create: %s", err);
 	self = cfg.node_id;
 	cr_assert_neq(self, 0);
 	open_node(0);
+}
+
+static void make_node(int primary)
+{
+	make_node_peers(primary, NULL, 0);
 }
 
 static void setup_primary(void)
@@ -908,15 +920,13 @@ Test(roles, primary_steps_down_on_a_peers_promotion, .init = setup_primary)
 }
 
 /*
- * Known bug, disabled until node.c is fixed: a primary of term 3 that
- * never applied an event of Q (so its promotion did not fence Q) takes
- * Q's promotion of term 2 as current.  take_promotion() demotes it and
- * makes Q the primary it follows, and Q's term-2 changes then reach the
- * store, where DESIGN section 7 has events of a lower term than a node
- * has seen refused.  Enable with the fix.
+ * A primary of term 3 that never applied an event of Q (so no applied mark
+ * fenced Q) must not take Q's promotion of term 2 as current, nor Q's
+ * term-2 changes: events of a lower term than a node has seen are refused
+ * (DESIGN section 7).
  */
 Test(roles, older_promotion_neither_demotes_a_newer_primary_nor_lets_its_changes_in,
-     .init = setup_replica, .disabled = true)
+     .init = setup_replica)
 {
 	uint8_t vec[16];
 	struct event promo = q_promotion(1, 2, vec, 0), change = r_create(Q, 2, 2, "from_q");
@@ -934,6 +944,42 @@ Test(roles, older_promotion_neither_demotes_a_newer_primary_nor_lets_its_changes
 	why = NULL;
 	remote(&change, 1, &res, &done, &why);
 	cr_expect(!in_store("from_q"), "a change of term 2 reached the store of term 3's primary");
+}
+
+static void setup_replica_with_member_q(void)
+{
+	const uint64_t ids[] = {Q};
+
+	make_node_peers(0, ids, 1);
+}
+
+/*
+ * A member this node has applied nothing of is fenced at seq 0 by its
+ * promotion, in the EV_ROLE its replicas take, so that they keep aside that
+ * member's older-term events instead of waiting for a fence forever.
+ */
+Test(roles, promotion_fences_members_it_has_nothing_of_at_zero,
+     .init = setup_replica_with_member_q)
+{
+	uint64_t term = 0, seq = next_seq();
+	struct event ev, change = r_create(Q, 1, 1, "old_q");
+	const char *why = NULL;
+	size_t done = 0;
+	int res = -1, found = 0;
+	uint32_t i;
+
+	cr_assert_eq(node_promote(n, &term), 0);
+	cr_assert_eq(journaled(self, seq, &ev), 0);
+	cr_assert_eq(ev.type, EV_ROLE);
+	for (i = 0; i < event_fence_count(&ev); i++)
+		if (event_fence(&ev, i).origin == Q) {
+			cr_expect_eq(event_fence(&ev, i).seq, 0);
+			found = 1;
+		}
+	event_free(&ev);
+	cr_expect(found, "member Q fenced by the promotion");
+	remote(&change, 1, &res, &done, &why);
+	cr_expect(!in_store("old_q"), "an older-term change of Q reached the new primary's store");
 }
 
 Test(roles, primary_steps_down_when_a_peer_has_seen_a_higher_term, .init = setup_primary)
