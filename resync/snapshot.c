@@ -11,9 +11,10 @@
  * the store first and does nothing when it finds its work done, so a crash
  * anywhere in an install is repaired by running the whole plan again.
  * Directories are removed without following symlinks and without leaving
- * the tree: one descriptor at a time, opened relative to its parent with
- * O_NOFOLLOW, and coming back up through ".." only after checking that it
- * is the directory we came down from.
+ * the tree: one descriptor at a time, stepping with lib/treewalk.c, which
+ * opens each relative to its parent with O_NOFOLLOW and comes back up
+ * through ".." only after checking that it is the directory it came down
+ * from.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,9 +33,10 @@
 #include "lib/crc32c.h"
 #include "lib/dirscan.h"
 #include "lib/log.h"
-#include "store/path.h"
-#include "resync/snapshot.h"
+#include "lib/treewalk.h"
 #include "resync/snap_meta.h"
+#include "resync/snapshot.h"
+#include "store/path.h"
 #include "store/store.h"
 #include "store/xattr_at.h"
 
@@ -179,68 +181,6 @@ static int clear_entry(int dfd, const char *name, void *arg)
 	return 1;
 }
 
-/* The (dev, ino) of each directory above the one remove_tree() is in. */
-struct rm_stack {
-	struct stat *v;
-	size_t n, cap;
-};
-
-static int rm_push(struct rm_stack *k, const struct stat *st)
-{
-	struct stat *v;
-	size_t cap;
-
-	if (k->n == k->cap) {
-		cap = k->cap ? 2 * k->cap : 16;
-		v = realloc(k->v, cap * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		k->v = v;
-		k->cap = cap;
-	}
-	k->v[k->n++] = *st;
-	return 0;
-}
-
-/* Replace *fd by its subdirectory name, remembering where we came from. */
-static int rm_down(struct rm_stack *k, int *fd, const char *name)
-{
-	struct stat st;
-	int sub, err;
-
-	if (fstat(*fd, &st) < 0)
-		return -errno;
-	err = rm_push(k, &st);
-	if (err)
-		return err;
-	sub = openat(*fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (sub < 0)
-		return -errno;
-	close(*fd);
-	*fd = sub;
-	return 0;
-}
-
-/* Replace *fd by its parent, which must be the directory rm_down() came from. */
-static int rm_up(struct rm_stack *k, int *fd)
-{
-	const struct stat *want = &k->v[k->n - 1];
-	struct stat st;
-	int up;
-
-	up = openat(*fd, "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (up < 0)
-		return -errno;
-	if (fstat(up, &st) < 0 || st.st_dev != want->st_dev || st.st_ino != want->st_ino) {
-		close(up);
-		return -ESTALE;
-	}
-	close(*fd);
-	*fd = up;
-	k->n--;
-	return 0;
-}
-
 /*
  * Remove name in parent and, if it is a directory, everything beneath it;
  * 0 if it is not there.  One directory descriptor is open at a time, so the
@@ -249,36 +189,32 @@ static int rm_up(struct rm_stack *k, int *fd)
 static int remove_tree(int parent, const char *name)
 {
 	char sub[NAME_MAX + 1];
-	struct rm_stack k = {0};
+	struct treewalk tw;
 	struct stat st;
-	int fd = -1, r;
+	int r;
 
 	if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? 0 : -errno;
 	if (!S_ISDIR(st.st_mode))
 		return unlink_entry(parent, name, 0);
-	fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
+	r = treewalk_open(&tw, parent, name, O_NOFOLLOW);
+	if (r < 0) {
+		treewalk_close(&tw);
+		return r == -ENOENT ? 0 : r;
+	}
 	for (;;) {
-		r = dir_scan(fd, clear_entry, sub);
+		r = dir_scan(tw.fd, clear_entry, sub);
 		if (r == 1)
-			r = rm_down(&k, &fd, sub);
-		else if (r == 0 && k.n > 0)
-			r = rm_up(&k, &fd);
-		else if (r == 0)
+			r = treewalk_down(&tw, sub);
+		else if (r == 0 && tw.depth > 0)
+			r = treewalk_up(&tw);
+		else
 			break;
 		if (r < 0)
-			goto out;
+			break;
 	}
-	close(fd);
-	fd = -1;
-	r = unlink_entry(parent, name, AT_REMOVEDIR);
-out:
-	if (fd >= 0)
-		close(fd);
-	free(k.v);
-	return r;
+	treewalk_close(&tw);
+	return r < 0 ? r : unlink_entry(parent, name, AT_REMOVEDIR);
 }
 
 /* The xattr names of fd, NUL-separated, into *names (malloc'd, caller frees; NULL if none). */
