@@ -503,7 +503,7 @@ static int search_dir(struct search *s, int dir, size_t len)
 			continue;
 		if (at + n > PATH_REL_MAX)
 			continue;
-		if (grow_array(&s->path, &s->cap, at + n + 1, 1) < 0) {
+		if (grow_array(&s->path, &s->cap, at + n + 1) < 0) {
 			r = -ENOMEM;
 			break;
 		}

@@ -31,8 +31,7 @@ struct treewalk_level {
 int treewalk_open(struct treewalk *tw, int dirfd, const char *name, int flags)
 {
 	*tw = (struct treewalk){.fd = -1};
-	if (grow_array(&tw->path, &tw->path_cap, 1, 1) < 0 ||
-	    grow_array(&tw->lv, &tw->lv_cap, 1, sizeof(*tw->lv)) < 0)
+	if (grow_array(&tw->path, &tw->path_cap, 1) < 0 || grow_array(&tw->lv, &tw->lv_cap, 1) < 0)
 		return -ENOMEM;
 	memset(tw->lv, 0, tw->lv_cap * sizeof(*tw->lv));
 	tw->path[0] = '\0';
@@ -50,7 +49,7 @@ int treewalk_down(struct treewalk *tw, const char *name)
 	struct stat st;
 	int sub, err;
 
-	err = grow_array(&tw->lv, &tw->lv_cap, tw->depth + 2, sizeof(*tw->lv));
+	err = grow_array(&tw->lv, &tw->lv_cap, tw->depth + 2);
 	if (err)
 		return err;
 	memset(tw->lv + old_cap, 0, (tw->lv_cap - old_cap) * sizeof(*tw->lv));
@@ -117,7 +116,7 @@ static int name_add(int dfd, const char *name, void *arg)
 	int err;
 
 	(void)dfd;
-	err = grow_array(&l->names, &l->names_cap, l->names_len + len, 1);
+	err = grow_array(&l->names, &l->names_cap, l->names_len + len);
 	if (err)
 		return err;
 	memcpy(l->names + l->names_len, name, len);
@@ -143,7 +142,7 @@ static int level_list(struct treewalk *tw)
 	err = dir_scan(tw->fd, name_add, l);
 	if (err)
 		return err;
-	err = grow_array(&l->sorted, &l->sorted_cap, l->count, sizeof(*l->sorted));
+	err = grow_array(&l->sorted, &l->sorted_cap, l->count);
 	if (err)
 		return err;
 	for (i = 0, p = l->names; i < l->count; i++, p += strlen(p) + 1)
@@ -159,7 +158,7 @@ static int path_set(struct treewalk *tw, size_t len, const char *name)
 	size_t nlen = strlen(name);
 	int err;
 
-	err = grow_array(&tw->path, &tw->path_cap, len + 1 + nlen + 1, 1);
+	err = grow_array(&tw->path, &tw->path_cap, len + 1 + nlen + 1);
 	if (err)
 		return err;
 	tw->path_len = len;

@@ -17,10 +17,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "journal/vlog.h"
 #include "lib/bytes.h"
 #include "lib/clock.h"
+#include "lib/grow.h"
 #include "lib/log.h"
-#include "journal/vlog.h"
 #include "repl_int.h"
 
 struct inflight {
@@ -73,23 +74,6 @@ struct fill {
 	int owned; /* fd is this fill's to close, not shared with the one before */
 };
 
-/* Room for one more fill.  0 or -ENOMEM. */
-static int fills_grow(struct ship *sh)
-{
-	struct fill *f;
-	size_t cap;
-
-	if (sh->nfills < sh->fills_cap)
-		return 0;
-	cap = sh->fills_cap ? 2 * sh->fills_cap : 64;
-	f = realloc(sh->fills, cap * sizeof(*f));
-	if (!f)
-		return -ENOMEM;
-	sh->fills = f;
-	sh->fills_cap = cap;
-	return 0;
-}
-
 static void fills_close(struct ship *sh)
 {
 	for (size_t i = 0; i < sh->nfills; i++)
@@ -131,7 +115,7 @@ static int add_vref(struct ship *sh, struct pbuf *out, struct proto_batch *b,
 	struct fill *f, *prev;
 	int rv;
 
-	rv = fills_grow(sh);
+	rv = grow_array(&sh->fills, &sh->fills_cap, sh->nfills + 1);
 	if (rv == 0)
 		rv = proto_put_events_reserve(out, b, len, &off);
 	if (rv < 0)

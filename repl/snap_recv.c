@@ -361,7 +361,7 @@ static int ask(struct snap_recv *sr, uint32_t step, const uint8_t *digest, int d
 	while (sr->qn - sr->qhead >= SNAP_WINDOW)
 		if ((rv = pump(sr, NULL)) < 0)
 			return rv;
-	rv = grow_array(&sr->q, &sr->qcap, sr->qn + 1, sizeof(*sr->q));
+	rv = grow_array(&sr->q, &sr->qcap, sr->qn + 1);
 	if (rv < 0)
 		return rv;
 	sr->q[sr->qn] = (struct snap_want){.step = step, .dir = dir};
@@ -374,16 +374,11 @@ static int ask(struct snap_recv *sr, uint32_t step, const uint8_t *digest, int d
 /* The first name of a hard-link group seen in this round: 1 + its step, or 0. */
 static int link_seen(struct snap_recv *sr, uint32_t link, uint32_t step, uint32_t *first)
 {
-	if (link >= sr->links_cap) {
-		size_t cap = link + 1024;
-		uint32_t *v = realloc(sr->links, cap * sizeof(*v));
+	size_t old_cap = sr->links_cap;
 
-		if (!v)
-			return -ENOMEM;
-		memset(v + sr->links_cap, 0, (cap - sr->links_cap) * sizeof(*v));
-		sr->links = v;
-		sr->links_cap = cap;
-	}
+	if (grow_array(&sr->links, &sr->links_cap, (size_t)link + 1) < 0)
+		return -ENOMEM;
+	memset(sr->links + old_cap, 0, (sr->links_cap - old_cap) * sizeof(*sr->links));
 	*first = sr->links[link];
 	if (!*first)
 		sr->links[link] = step + 1;
@@ -393,7 +388,7 @@ static int link_seen(struct snap_recv *sr, uint32_t link, uint32_t step, uint32_
 /* Note an OBJ step whose file has other names on the peer. */
 static int note_named(struct snap_recv *sr, uint32_t step)
 {
-	int rv = grow_array(&sr->named, &sr->named_cap, sr->nnamed + 1, sizeof(*sr->named));
+	int rv = grow_array(&sr->named, &sr->named_cap, sr->nnamed + 1);
 
 	if (rv == 0)
 		sr->named[sr->nnamed++] = step;
@@ -811,7 +806,7 @@ static int heal_list(const struct snap_plan *p, struct snap_heal *h)
 		size_t need = strlen(op) + strlen(st->path) + 2;
 		int cut = len + need > EVENT_HEALED_LIST_MAX - 4;
 
-		rv = grow_array(&buf, &cap, len + (cut ? 4 : need) + 1, 1);
+		rv = grow_array(&buf, &cap, len + (cut ? 4 : need) + 1);
 		if (rv < 0)
 			break;
 		len +=

@@ -162,7 +162,7 @@ static int path_push(struct walk_path *p, const char *name, size_t *saved)
 	size_t nlen = strlen(name);
 	int err;
 
-	err = grow_array(&p->p, &p->cap, p->len + 1 + nlen + 1, 1);
+	err = grow_array(&p->p, &p->cap, p->len + 1 + nlen + 1);
 	if (err)
 		return err;
 	*saved = p->len;
@@ -279,7 +279,7 @@ static int xattr_names(struct merkle_walk *w, int fd, bool opath, size_t *len)
 		n = xattr_at_list(fd, opath, NULL, 0);
 		if (n < 0)
 			return report(w, -errno, NULL);
-		err = grow_array(&w->xnames, &w->xnames_cap, (size_t)n + 1, 1);
+		err = grow_array(&w->xnames, &w->xnames_cap, (size_t)n + 1);
 		if (err)
 			return report(w, err, NULL);
 	}
@@ -302,7 +302,7 @@ static int xattr_value(struct merkle_walk *w, int fd, bool opath, const char *na
 		n = xattr_at_get(fd, opath, name, NULL, 0);
 		if (n < 0)
 			return report(w, -errno, NULL);
-		err = grow_array(&w->xval, &w->xval_cap, (size_t)n + 1, 1);
+		err = grow_array(&w->xval, &w->xval_cap, (size_t)n + 1);
 		if (err)
 			return report(w, err, NULL);
 	}
@@ -323,7 +323,7 @@ static int hash_xattrs(struct merkle_walk *w, int fd, bool opath)
 	for (p = w->xnames; p < w->xnames + len; p += strlen(p) + 1) {
 		if (!xattr_replicated(p, strlen(p)))
 			continue;
-		err = grow_array(&w->xsorted, &w->xsorted_cap, n + 1, sizeof(char *));
+		err = grow_array(&w->xsorted, &w->xsorted_cap, n + 1);
 		if (err)
 			return report(w, err, NULL);
 		w->xsorted[n++] = p;
@@ -534,7 +534,7 @@ static int dir_new(struct merkle *m, struct merkle_dir **out)
 {
 	int err;
 
-	err = grow_array(&m->dirs, &m->dirs_cap, m->ndirs + 1, sizeof(*m->dirs));
+	err = grow_array(&m->dirs, &m->dirs_cap, m->ndirs + 1);
 	if (err)
 		return err;
 	*out = calloc(1, sizeof(**out));
@@ -724,7 +724,7 @@ static int prehash_push(char ***v, size_t *n, size_t *cap, const char *dir, cons
 		free(path);
 		return -ENAMETOOLONG;
 	}
-	if (grow_array(v, cap, *n + 1, sizeof(**v)) < 0) {
+	if (grow_array(v, cap, *n + 1) < 0) {
 		free(path);
 		return -ENOMEM;
 	}

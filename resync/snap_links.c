@@ -104,7 +104,7 @@ static int visit(struct walk *w, const struct merkle_dir *d, size_t len)
 		const struct merkle_entry *e = &d->v[i];
 		size_t nl = strlen(e->name), at = len ? len + 1 : 0;
 
-		err = grow_array(&w->path, &w->cap, at + nl + 1, 1);
+		err = grow_array(&w->path, &w->cap, at + nl + 1);
 		if (err)
 			break;
 		if (len)
@@ -137,7 +137,7 @@ int snap_link_unchanged(struct snap_plan *plan, const uint32_t *steps, size_t n,
 			w.c[w.n++] = (struct cand){plan->v[steps[i]].fid, steps[i]};
 	if (w.n && root->dir) {
 		qsort(w.c, w.n, sizeof(*w.c), cmp_cand);
-		err = grow_array(&w.path, &w.cap, 1, 1);
+		err = grow_array(&w.path, &w.cap, 1);
 		if (!err) {
 			w.path[0] = '\0';
 			err = visit(&w, root->dir, 0);

@@ -32,6 +32,7 @@
 #include "lib/bytes.h"
 #include "lib/crc32c.h"
 #include "lib/dirscan.h"
+#include "lib/grow.h"
 #include "lib/log.h"
 #include "lib/treewalk.h"
 #include "resync/snap_meta.h"
@@ -845,17 +846,9 @@ int snap_obj_commit(struct snap_obj *o, const char **why)
 
 	err = o->fd >= 0 ? finish_file(o, why) : finish_special(o, why);
 	pthread_mutex_lock(&s->lock);
-	if (!err && s->npend == s->pend_cap) {
-		size_t cap = s->pend_cap ? 2 * s->pend_cap : 256;
-		struct pending_obj *v = realloc(s->pend, cap * sizeof(*v));
-
-		if (v) {
-			s->pend = v;
-			s->pend_cap = cap;
-		} else {
-			err = -ENOMEM;
-			*why = "out of memory";
-		}
+	if (!err && grow_array(&s->pend, &s->pend_cap, s->npend + 1) < 0) {
+		err = -ENOMEM;
+		*why = "out of memory";
 	}
 	if (!err) {
 		memcpy(s->pend[s->npend].tmp, o->tmp, sizeof(o->tmp));
@@ -968,23 +961,6 @@ static void step_free(struct snap_step *st)
 	memset(st, 0, sizeof(*st));
 }
 
-static int plan_grow(struct snap_plan *p, size_t need)
-{
-	struct snap_step *v;
-	size_t cap = p->cap ? p->cap : 16;
-
-	if (need <= p->cap)
-		return 0;
-	while (cap < need)
-		cap *= 2;
-	v = realloc(p->v, cap * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	p->v = v;
-	p->cap = cap;
-	return 0;
-}
-
 int snap_plan_add(struct snap_plan *p, const struct snap_step *step)
 {
 	struct snap_step c = *step;
@@ -994,7 +970,7 @@ int snap_plan_add(struct snap_plan *p, const struct snap_step *step)
 	err = step_check(step, &why);
 	if (err)
 		return err;
-	err = plan_grow(p, p->n + 1);
+	err = grow_array(&p->v, &p->cap, p->n + 1);
 	if (err)
 		return err;
 	/* Only what the op uses is copied; the other pointers may be anything. */
@@ -1273,7 +1249,7 @@ static int plan_decode(const uint8_t *buf, size_t len, struct snap_plan *p, cons
 		*why = "plan step count beyond its length";
 		return -EBADMSG;
 	}
-	err = plan_grow(p, count);
+	err = grow_array(&p->v, &p->cap, count);
 	for (i = 0; i < count && !err; i++) {
 		memset(&st, 0, sizeof(st));
 		err = decode_step(&c, &st, why);

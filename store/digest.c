@@ -126,7 +126,7 @@ static int hash_xattrs(struct digest_walk *w, int fd, const char *procpath)
 			return report(w, -errno, NULL);
 		if (len == 0)
 			break;
-		err = grow_array(&w->xnames, &w->xnames_cap, (size_t)len, 1);
+		err = grow_array(&w->xnames, &w->xnames_cap, (size_t)len);
 		if (err)
 			return report(w, err, NULL);
 		len = fd >= 0 ? flistxattr(fd, w->xnames, w->xnames_cap)
@@ -140,7 +140,7 @@ static int hash_xattrs(struct digest_walk *w, int fd, const char *procpath)
 	for (p = w->xnames; p < w->xnames + len; p += strlen(p) + 1) {
 		if (xattr_private(p))
 			continue;
-		err = grow_array(&w->xsorted, &w->xsorted_cap, n + 1, sizeof(char *));
+		err = grow_array(&w->xsorted, &w->xsorted_cap, n + 1);
 		if (err)
 			return report(w, err, NULL);
 		w->xsorted[n++] = p;
@@ -156,7 +156,7 @@ static int hash_xattrs(struct digest_walk *w, int fd, const char *procpath)
 				       : lgetxattr(procpath, name, NULL, 0);
 			if (vlen < 0)
 				return report(w, -errno, NULL);
-			err = grow_array(&w->xval, &w->xval_cap, (size_t)vlen + 1, 1);
+			err = grow_array(&w->xval, &w->xval_cap, (size_t)vlen + 1);
 			if (err)
 				return report(w, err, NULL);
 			vlen = fd >= 0 ? fgetxattr(fd, name, w->xval, w->xval_cap)
