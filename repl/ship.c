@@ -87,7 +87,7 @@ static void fills_close(struct ship *sh)
  * value log never rewrites a record an event references.  0 or negative
  * errno with *why.
  */
-static int fills_read(struct ship *sh, struct pbuf *out, const char **why)
+static int fills_read(struct ship *sh, struct buf *out, const char **why)
 {
 	int rv = 0;
 
@@ -107,8 +107,8 @@ static int fills_read(struct ship *sh, struct pbuf *out, const char **why)
  * Reserve the record a value-log event makes with its payload inline, and
  * note the payload for fills_read().  Node lock held.
  */
-static int add_vref(struct ship *sh, struct pbuf *out, struct proto_batch *b,
-		    const struct event *ev, size_t *shipped, const char **why)
+static int add_vref(struct ship *sh, struct buf *out, struct proto_batch *b, const struct event *ev,
+		    size_t *shipped, const char **why)
 {
 	struct journal *j = sh->r->n->journal;
 	size_t len = event_encoded_len(ev) + ev->vref.len, off;
@@ -146,7 +146,7 @@ static int add_vref(struct ship *sh, struct pbuf *out, struct proto_batch *b,
  * later (add_vref()).  *shipped is the record's size in the frame.  Node
  * lock held.
  */
-static int add_record(struct ship *sh, struct pbuf *out, struct proto_batch *b, uint64_t origin,
+static int add_record(struct ship *sh, struct buf *out, struct proto_batch *b, uint64_t origin,
 		      uint64_t seq, const uint8_t *val, size_t len, size_t *shipped,
 		      const char **why)
 {

@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lib/buf.h"
 #include "lib/bytes.h"
 #include "lib/crc32c.h"
 #include "lib/dirscan.h"
@@ -83,64 +84,11 @@ struct snap_obj {
 	int fd; /* regular file: its temporary file, read-write; -1 otherwise */
 };
 
-/* A growable byte buffer for blobs and plans. */
-struct buf {
-	uint8_t *p;
-	size_t len, cap;
-};
-
 /* Bounds-checked reading of a plan. */
 struct cursor {
 	const uint8_t *p;
 	size_t left;
 };
-
-static int buf_reserve(struct buf *b, size_t more)
-{
-	size_t cap = b->cap ? b->cap : 256;
-	uint8_t *p;
-
-	if (more > SIZE_MAX - b->len)
-		return -ENOMEM;
-	if (b->len + more <= b->cap)
-		return 0;
-	while (cap < b->len + more)
-		cap = cap > SIZE_MAX / 2 ? b->len + more : cap * 2;
-	p = realloc(b->p, cap);
-	if (!p)
-		return -ENOMEM;
-	b->p = p;
-	b->cap = cap;
-	return 0;
-}
-
-static int buf_put(struct buf *b, const void *p, size_t n)
-{
-	int err = buf_reserve(b, n);
-
-	if (err)
-		return err;
-	if (n)
-		memcpy(b->p + b->len, p, n);
-	b->len += n;
-	return 0;
-}
-
-static int buf_put16(struct buf *b, uint16_t v)
-{
-	uint8_t x[2];
-
-	put_le16(x, v);
-	return buf_put(b, x, sizeof(x));
-}
-
-static int buf_put32(struct buf *b, uint32_t v)
-{
-	uint8_t x[4];
-
-	put_le32(x, v);
-	return buf_put(b, x, sizeof(x));
-}
 
 static void hex_name(const uint8_t digest[SNAP_DIGEST_LEN], char out[HEX_LEN + 1])
 {
@@ -294,7 +242,7 @@ static int blob_add(struct buf *b, int fd, int opath, const char *name, uint16_t
 		err = buf_reserve(b, head + (size_t)n);
 		if (err)
 			return err;
-		got = xattr_at_get(fd, opath, name, b->p + b->len + head, (size_t)n);
+		got = xattr_at_get(fd, opath, name, b->data + b->len + head, (size_t)n);
 		if (got >= 0)
 			break;
 		if (errno == ENODATA)
@@ -303,9 +251,9 @@ static int blob_add(struct buf *b, int fd, int opath, const char *name, uint16_t
 		if (errno != ERANGE)
 			return -errno;
 	}
-	b->p[b->len] = (uint8_t)nlen;
-	memcpy(b->p + b->len + 1, name, nlen);
-	put_le32(b->p + b->len + 1 + nlen, (uint32_t)got);
+	b->data[b->len] = (uint8_t)nlen;
+	memcpy(b->data + b->len + 1, name, nlen);
+	put_le32(b->data + b->len + 1 + nlen, (uint32_t)got);
 	b->len += head + (size_t)got;
 	(*count)++;
 	return 0;
@@ -313,7 +261,7 @@ static int blob_add(struct buf *b, int fd, int opath, const char *name, uint16_t
 
 int snap_xattrs_read(int fd, int opath, uint8_t **blob, size_t *len)
 {
-	struct buf b = {0};
+	struct buf b = BUF_INIT;
 	char *names = NULL, **v = NULL;
 	size_t nlen, n = 0, i;
 	uint16_t count = 0;
@@ -335,12 +283,12 @@ int snap_xattrs_read(int fd, int opath, uint8_t **blob, size_t *len)
 		err = blob_add(&b, fd, opath, v[i], &count);
 	if (err || count == 0)
 		goto out;
-	put_le16(b.p, count);
-	*blob = b.p;
+	put_le16(b.data, count);
+	*blob = b.data;
 	*len = b.len;
-	b.p = NULL;
+	b.data = NULL;
 out:
-	free(b.p);
+	buf_free(&b);
 	free(v);
 	free(names);
 	return err;
@@ -1067,7 +1015,7 @@ static int plan_encode(const struct snap_plan *p, struct buf *b)
 		if (!err)
 			err = encode_step(b, &p->v[i]);
 	}
-	return err ? err : buf_put32(b, crc32c(0, b->p, b->len));
+	return err ? err : buf_put32(b, crc32c(0, b->data, b->len));
 }
 
 static int write_all(int fd, const uint8_t *p, size_t len)
@@ -1088,7 +1036,7 @@ static int write_all(int fd, const uint8_t *p, size_t len)
 
 int snap_plan_save(struct snap_stage *s, const struct snap_plan *p)
 {
-	struct buf b = {0};
+	struct buf b = BUF_INIT;
 	int fd = -1, err;
 
 	err = snap_stage_flush(s);
@@ -1102,7 +1050,7 @@ int snap_plan_save(struct snap_stage *s, const struct snap_plan *p)
 		err = -errno;
 		goto out;
 	}
-	err = write_all(fd, b.p, b.len);
+	err = write_all(fd, b.data, b.len);
 	if (!err && fsync(fd) < 0)
 		err = -errno;
 	if (close(fd) < 0 && !err)
@@ -1119,7 +1067,7 @@ int snap_plan_save(struct snap_stage *s, const struct snap_plan *p)
 	    fsync(s->dirfd) < 0)
 		err = -errno;
 out:
-	free(b.p);
+	buf_free(&b);
 	return err;
 }
 

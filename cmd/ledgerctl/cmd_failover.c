@@ -197,7 +197,7 @@ static int role_offline(const char *cmd, const char *dir, int promote)
 }
 
 /* The node's reply without its "ok: " to stdout, or its "error: ..." to stderr.  0 or 1. */
-static int print_reply(const char *cmd, const char *dir, const struct pbuf *reply)
+static int print_reply(const char *cmd, const char *dir, const struct buf *reply)
 {
 	size_t ok = strlen(CTL_OK_PREFIX), bad = strlen(CTL_ERROR_PREFIX);
 	const char *p = (const char *)reply->data;
@@ -222,7 +222,7 @@ static int run_role(int argc, char **argv, int promote)
 	    {0},
 	};
 	const char *cmd = promote ? "promote" : "demote", *dir;
-	struct pbuf reply = PBUF_INIT;
+	struct buf reply = BUF_INIT;
 	char sock[PATH_MAX];
 	int c, r, rc = 1;
 
@@ -259,7 +259,7 @@ static int run_role(int argc, char **argv, int promote)
 	}
 	rc = print_reply(cmd, dir, &reply);
 out:
-	pbuf_free(&reply);
+	buf_free(&reply);
 	if (fflush(stdout) == EOF || ferror(stdout)) {
 		perror("ledgerctl: stdout");
 		rc = 1;
