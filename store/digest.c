@@ -35,15 +35,13 @@
 #include "lib/grow.h"
 #include "lib/treewalk.h"
 #include "store/digest.h"
+#include "store/xattr_at.h"
 
 /* Read buffer for file contents, allocated once per digest_tree() call. */
 #define READ_BUF_SIZE (1 << 20)
 
 /* Fed first into the tree digest, so a future change of format changes every digest. */
 #define TREE_DOMAIN "ledgerfs tree digest v1"
-
-/* ledgerfs keeps its own bookkeeping (fids, versions) here; it differs per node. */
-#define PRIVATE_XATTR_PREFIX "trusted.ledgerfs."
 
 struct digest_walk {
 	const char *root;
@@ -102,11 +100,6 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static bool xattr_private(const char *name)
-{
-	return !strncmp(name, PRIVATE_XATTR_PREFIX, sizeof(PRIVATE_XATTR_PREFIX) - 1);
-}
-
 /*
  * Hash the xattrs of an entry: through fd when it is >= 0, else through
  * procpath without following a symlink at its end.
@@ -138,7 +131,8 @@ static int hash_xattrs(struct digest_walk *w, int fd, const char *procpath)
 			return report(w, -errno, NULL);
 	}
 	for (p = w->xnames; p < w->xnames + len; p += strlen(p) + 1) {
-		if (xattr_private(p))
+		/* ledgerfs's own bookkeeping (fids, versions) differs per node. */
+		if (xattr_is_ledgerfs(p, strlen(p)))
 			continue;
 		err = grow_array(&w->xsorted, &w->xsorted_cap, n + 1);
 		if (err)
