@@ -1149,6 +1149,9 @@ void repl_stop(struct repl *r)
 	SSL_CTX_free(r->server_ctx);
 	pthread_mutex_destroy(&r->lock);
 	merkle_cache_free(r->digests);
+	free(r->div_scope);
+	free(r->div_path2);
+	free(r->div_path);
 	free(r);
 }
 

@@ -991,11 +991,11 @@ int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char 
 	int rv;
 
 	memset(h, 0, sizeof(*h));
-	if (strlen(scope) >= sizeof(h->scope)) {
-		snprintf(l->why, sizeof(l->why), "heal: subtree path too long");
-		return -ENAMETOOLONG;
+	h->scope = strdup(scope);
+	if (!h->scope) {
+		snprintf(l->why, sizeof(l->why), "heal: out of memory");
+		return -ENOMEM;
 	}
-	strcpy(h->scope, scope);
 	sr.scope = h->scope;
 	/* Our side of the subtree: the nearest directory that is one here. */
 	for (;;) {
@@ -1016,6 +1016,8 @@ int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char 
 		free(h->list);
 		h->list = NULL;
 		h->list_len = 0;
+		free(h->scope);
+		h->scope = NULL;
 	}
 	if (sr.scope_fd >= 0)
 		close(sr.scope_fd);
