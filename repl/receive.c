@@ -453,17 +453,6 @@ static void frame_note(struct receiver *rc, size_t n)
 	pthread_mutex_unlock(&r->lock);
 }
 
-/* The parent of store path p, in place ("." for a top-level name and the root). */
-static void path_up(char *p)
-{
-	char *slash = strrchr(p, '/');
-
-	if (slash)
-		*slash = '\0';
-	else
-		strcpy(p, PATH_ROOT);
-}
-
 /* Is store path b dir a or beneath it? */
 static int beneath(const char *a, const char *b)
 {

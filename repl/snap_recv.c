@@ -914,17 +914,6 @@ static int install_heal(struct snap_recv *sr, struct snap_heal *h)
 	return rv;
 }
 
-/* The parent of store path p, in place ("." for a top-level name and the root). */
-static void path_up(char *p)
-{
-	char *slash = strrchr(p, '/');
-
-	if (slash)
-		*slash = '\0';
-	else
-		strcpy(p, PATH_ROOT);
-}
-
 /*
  * After a heal's round: a subtree the peer has no directory at is widened
  * to its parent, and compared again; so is one whose files changed.
