@@ -26,7 +26,7 @@
 
 #include "fuse/inodes.h"
 #include "lib/dirscan.h"
-#include "lib/grow.h"
+#include "lib/relpath.h"
 #include "store/path.h"
 
 #define DELETED_SUFFIX " (deleted)"
@@ -471,8 +471,7 @@ static int push_dir_path(struct inode_table *t, int fd, struct rpath *p)
 struct search {
 	dev_t dev;
 	ino_t ino;
-	char *path; /* the path below the root being looked at */
-	size_t cap;
+	struct relpath path; /* below the root, being looked at */
 	struct stat parent; /* the directory the name was found in */
 };
 
@@ -498,11 +497,8 @@ static int search_entry(int dir, const struct dirent *de, void *arg)
 
 	if (at + n > PATH_REL_MAX)
 		return 0;
-	if (grow_array(&s->path, &s->cap, at + n + 1) < 0)
+	if (relpath_set(&s->path, l->len, de->d_name) < 0)
 		return -ENOMEM;
-	if (l->len)
-		s->path[l->len] = '/';
-	memcpy(s->path + at, de->d_name, n + 1);
 	if (de->d_ino == s->ino)
 		return fstatat(dir, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 		       st.st_ino == s->ino && st.st_dev == s->dev && fstat(dir, &s->parent) == 0;
@@ -572,8 +568,8 @@ static int file_path(struct inode_table *t, struct lfs_inode *in, const struct s
 	r = search_dir(&s, t->root.fd, 0);
 	if (r < 0)
 		goto out;
-	*out = s.path;
-	s.path = NULL;
+	*out = s.path.p;
+	s.path.p = NULL;
 	pthread_mutex_lock(&t->lock);
 	set_name_locked(in, s.parent.st_dev, s.parent.st_ino,
 			strrchr(*out, '/') ? strrchr(*out, '/') + 1 : *out);
@@ -584,7 +580,7 @@ static int file_path(struct inode_table *t, struct lfs_inode *in, const struct s
 	}
 out:
 	free(p.buf);
-	free(s.path);
+	free(s.path.p);
 	free(name);
 	if (dirfd >= 0)
 		close(dirfd);

@@ -15,6 +15,7 @@
 
 #include "lib/dirscan.h"
 #include "lib/grow.h"
+#include "lib/relpath.h"
 #include "lib/treewalk.h"
 
 struct treewalk_level {
@@ -31,10 +32,9 @@ struct treewalk_level {
 int treewalk_open(struct treewalk *tw, int dirfd, const char *name, int flags)
 {
 	*tw = (struct treewalk){.fd = -1};
-	if (grow_array(&tw->path, &tw->path_cap, 1) < 0 || grow_array(&tw->lv, &tw->lv_cap, 1) < 0)
+	if (grow_array(&tw->lv, &tw->lv_cap, 1) < 0)
 		return -ENOMEM;
 	memset(tw->lv, 0, tw->lv_cap * sizeof(*tw->lv));
-	tw->path[0] = '\0';
 	tw->fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | flags);
 	if (tw->fd < 0)
 		return -errno;
@@ -105,7 +105,7 @@ void treewalk_close(struct treewalk *tw)
 		free(tw->lv[i].sorted);
 	}
 	free(tw->lv);
-	free(tw->path);
+	free(tw->path.p);
 	*tw = (struct treewalk){.fd = -1};
 }
 
@@ -152,29 +152,6 @@ static int level_list(struct treewalk *tw)
 	return 0;
 }
 
-/* Make tw->path the first len bytes of itself, then "/name" ("name" at the top). */
-static int path_set(struct treewalk *tw, size_t len, const char *name)
-{
-	size_t nlen = strlen(name);
-	int err;
-
-	err = grow_array(&tw->path, &tw->path_cap, len + 1 + nlen + 1);
-	if (err)
-		return err;
-	tw->path_len = len;
-	if (len)
-		tw->path[tw->path_len++] = '/';
-	memcpy(tw->path + tw->path_len, name, nlen + 1);
-	tw->path_len += nlen;
-	return 0;
-}
-
-static void path_cut(struct treewalk *tw, size_t len)
-{
-	tw->path_len = len;
-	tw->path[len] = '\0';
-}
-
 static int fail(struct treewalk *tw, const struct treewalk_ops *ops, int err, const char *why)
 {
 	return ops->fail ? ops->fail(tw, err, why) : err;
@@ -187,7 +164,7 @@ static int level_enter(struct treewalk *tw, const struct treewalk_ops *ops, void
 	int err;
 
 	l->dir = dir;
-	l->path_len = tw->path_len;
+	l->path_len = tw->path.len;
 	l->count = l->next = 0;
 	if (ops->enter) {
 		err = ops->enter(tw, tw->fd, &l->st, dir);
@@ -208,7 +185,7 @@ static int visit_next(struct treewalk *tw, const struct treewalk_ops *ops)
 	struct stat st;
 	int r;
 
-	r = path_set(tw, l->path_len, name);
+	r = relpath_set(&tw->path, l->path_len, name);
 	if (r)
 		return fail(tw, ops, r, NULL);
 	if (fstatat(tw->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
@@ -231,7 +208,7 @@ int treewalk_run(struct treewalk *tw, const struct treewalk_ops *ops, void *arg,
 	int err;
 
 	tw->arg = arg;
-	path_cut(tw, 0);
+	relpath_cut(&tw->path, 0);
 	err = level_enter(tw, ops, dir);
 	while (!err) {
 		l = &tw->lv[tw->depth];
@@ -239,7 +216,7 @@ int treewalk_run(struct treewalk *tw, const struct treewalk_ops *ops, void *arg,
 			err = visit_next(tw, ops);
 			continue;
 		}
-		path_cut(tw, l->path_len);
+		relpath_cut(&tw->path, l->path_len);
 		if (ops->leave) {
 			err = ops->leave(tw, tw->fd, &l->st, l->dir);
 			if (err)

@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <sys/stat.h>
 
+#include "lib/relpath.h"
+
 /* What treewalk_run() keeps of each directory from the root to where it is. */
 struct treewalk_level;
 
@@ -33,15 +35,13 @@ struct treewalk {
 	int fd;	      /* the directory the walk is in; -1 when none */
 	size_t depth; /* how many directories below the root it is */
 	/*
-	 * treewalk_run(): the path relative to the root of the entry a
-	 * callback is called for (of the directory, for enter and leave);
-	 * "" for the root.  Never NULL once treewalk_open() succeeded.
+	 * treewalk_run(): the path, relative to where the run started, of the
+	 * entry a callback is called for (of the directory, for enter and
+	 * leave); length 0 there (relpath_str() shows it as ".").
 	 */
-	char *path;
-	size_t path_len;
+	struct relpath path;
 	void *arg; /* treewalk_run()'s, for the callbacks */
 
-	size_t path_cap;
 	struct treewalk_level *lv; /* lv[0] the root ... lv[depth] where the walk is */
 	size_t lv_cap;
 };

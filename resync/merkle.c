@@ -40,6 +40,7 @@
 #include "lib/dirscan.h"
 #include "lib/grow.h"
 #include "lib/log.h"
+#include "lib/relpath.h"
 #include "lib/treewalk.h"
 #include "resync/merkle.h"
 #include "resync/snapshot.h"
@@ -95,12 +96,6 @@ struct link_table {
 	uint32_t next_link;
 };
 
-/* A relative path grown and cut back as a walk goes down and up; "" is the root. */
-struct walk_path {
-	char *p;
-	size_t len, cap;
-};
-
 struct merkle_walk {
 	struct merkle *m;
 	EVP_MD_CTX *md;
@@ -147,45 +142,14 @@ struct diff_walk {
 	merkle_change_fn change;
 	void *change_arg;
 	struct merkle_diff_stats stats;
-	struct walk_path path;
+	struct relpath path;
 };
-
-/* The path as callbacks and log lines show it: the root is ".". */
-static const char *path_str(const struct walk_path *p)
-{
-	return p->len ? p->p : PATH_ROOT;
-}
-
-/* Append "/name" (just "name" below the root); the old length goes to *saved. */
-static int path_push(struct walk_path *p, const char *name, size_t *saved)
-{
-	size_t nlen = strlen(name);
-	int err;
-
-	err = grow_array(&p->p, &p->cap, p->len + 1 + nlen + 1);
-	if (err)
-		return err;
-	*saved = p->len;
-	if (p->len)
-		p->p[p->len++] = '/';
-	memcpy(p->p + p->len, name, nlen + 1);
-	p->len += nlen;
-	return 0;
-}
-
-static void path_pop(struct walk_path *p, size_t saved)
-{
-	p->len = saved;
-	if (p->p)
-		p->p[saved] = '\0';
-}
 
 static int report(const struct merkle_walk *w, int err, const char *why)
 {
 	if (w->quiet)
 		return err;
-	log_err("merkle: %s: %s", w->tw->path_len ? w->tw->path : PATH_ROOT,
-		why ? why : strerror(-err));
+	log_err("merkle: %s: %s", relpath_str(&w->tw->path), why ? why : strerror(-err));
 	return err;
 }
 
@@ -1236,7 +1200,7 @@ static int diff_emit(struct diff_walk *s, enum merkle_change what,
 		s->stats.fetch++;
 	else
 		s->stats.del++;
-	return s->change(s->change_arg, what, path_str(&s->path), theirs, mine);
+	return s->change(s->change_arg, what, relpath_str(&s->path), theirs, mine);
 }
 
 static int diff_dir(struct diff_walk *s, const struct merkle_entry *mine,
@@ -1283,13 +1247,13 @@ static int diff_dir(struct diff_walk *s, const struct merkle_entry *mine,
 	size_t i = 0, j = 0, saved;
 	int c, err;
 
-	err = s->list(s->list_arg, path_str(&s->path), &t);
+	err = s->list(s->list_arg, relpath_str(&s->path), &t);
 	if (err)
 		goto out;
 	s->stats.listings++;
 	if (theirs && memcmp(t->digest, theirs->digest, MERKLE_DIGEST_LEN)) {
 		log_err("merkle: the other side's listing of %s does not match its parent's",
-			path_str(&s->path));
+			relpath_str(&s->path));
 		err = -ESTALE;
 		goto out;
 	}
@@ -1310,7 +1274,8 @@ static int diff_dir(struct diff_walk *s, const struct merkle_entry *mine,
 		a = md && i < md->n ? &md->v[i] : NULL;
 		b = j < t->n ? &t->v[j] : NULL;
 		c = !a ? 1 : !b ? -1 : strcmp(a->name, b->name);
-		err = path_push(&s->path, c < 0 ? a->name : b->name, &saved);
+		saved = s->path.len;
+		err = relpath_set(&s->path, saved, c < 0 ? a->name : b->name);
 		if (err)
 			goto out;
 		if (c < 0)
@@ -1319,7 +1284,7 @@ static int diff_dir(struct diff_walk *s, const struct merkle_entry *mine,
 			err = diff_new(s, b);
 		else
 			err = diff_pair(s, a, b);
-		path_pop(&s->path, saved);
+		relpath_cut(&s->path, saved);
 		if (err)
 			goto out;
 		i += c <= 0;

@@ -61,15 +61,15 @@ struct digest_walk {
 /* The entry's path as shown to people: the root is ".". */
 static const char *entry_path(const struct digest_walk *w)
 {
-	return w->tw->path_len ? w->tw->path : ".";
+	return relpath_str(&w->tw->path);
 }
 
 static int report(const struct digest_walk *w, int err, const char *why)
 {
-	bool below = w->tw->path_len;
+	bool below = w->tw->path.len;
 
 	fprintf(stderr, "ledgerctl: digest: %s%s%s: %s\n", w->root, below ? "/" : "",
-		below ? w->tw->path : "", why ? why : strerror(-err));
+		below ? w->tw->path.p : "", why ? why : strerror(-err));
 	return err;
 }
 

@@ -31,7 +31,8 @@ static void teardown(void)
 
 TestSuite(treewalk, .init = setup, .fini = teardown);
 
-/* What a walk saw, one line per callback: "enter PATH", "entry PATH", "leave PATH". */
+/* What a walk saw, one line per callback: "enter PATH", "entry PATH", "leave PATH" ("." the root).
+ */
 struct log {
 	char text[4096];
 	size_t len;
@@ -47,11 +48,12 @@ static void note(struct treewalk *tw, const char *what)
 	struct log *l = tw->arg;
 	int n;
 
-	if (tw->path_len > l->path_max)
-		l->path_max = tw->path_len;
+	if (tw->path.len > l->path_max)
+		l->path_max = tw->path.len;
 	if (l->quiet)
 		return;
-	n = snprintf(l->text + l->len, sizeof(l->text) - l->len, "%s %s\n", what, tw->path);
+	n = snprintf(l->text + l->len, sizeof(l->text) - l->len, "%s %s\n", what,
+		     relpath_str(&tw->path));
 	cr_assert_lt((size_t)n, sizeof(l->text) - l->len, "log full");
 	l->len += (size_t)n;
 }
@@ -89,7 +91,7 @@ static int log_entry(struct treewalk *tw, int dfd, const char *name, const struc
 	cr_assert_eq(dfd, tw->fd);
 	l->entries++;
 	note(tw, "entry");
-	if (l->fail_at && !strcmp(tw->path, l->fail_at))
+	if (l->fail_at && !strcmp(relpath_str(&tw->path), l->fail_at))
 		return -EIO;
 	return S_ISDIR(st->st_mode) ? TREEWALK_DESCEND : 0;
 }
@@ -115,7 +117,7 @@ static int walk(struct log *l, const struct treewalk_ops *ops)
 	err = treewalk_run(&tw, ops, l, NULL);
 	if (!err) {
 		cr_expect_eq(tw.depth, 0);
-		cr_expect_str_eq(tw.path, "");
+		cr_expect_eq(tw.path.len, 0);
 	}
 	treewalk_close(&tw);
 	return err;
@@ -134,7 +136,7 @@ Test(treewalk, visits_sorted_entries_each_directory_right_after_itself)
 	tree_make_dir(root, "c/d", 0755);
 	tree_put_file(root, "c/d/e", "e");
 	cr_assert_eq(walk(&l, &log_ops), 0);
-	cr_expect_str_eq(l.text, "enter \n"
+	cr_expect_str_eq(l.text, "enter .\n"
 				 "entry B\n"
 				 "entry a\n"
 				 "entry b\n"
@@ -151,7 +153,7 @@ Test(treewalk, visits_sorted_entries_each_directory_right_after_itself)
 				 "entry c/d/e\n"
 				 "leave c/d\n"
 				 "leave c\n"
-				 "leave \n");
+				 "leave .\n");
 }
 
 Test(treewalk, leaves_symlinks_unfollowed)
@@ -163,14 +165,14 @@ Test(treewalk, leaves_symlinks_unfollowed)
 	tree_make_symlink(root, "to_d", "d");
 	tree_make_symlink(root, "to_outside", "/");
 	cr_assert_eq(walk(&l, &log_ops), 0);
-	cr_expect_str_eq(l.text, "enter \n"
+	cr_expect_str_eq(l.text, "enter .\n"
 				 "entry d\n"
 				 "enter d\n"
 				 "entry d/f\n"
 				 "leave d\n"
 				 "entry to_d\n"
 				 "entry to_outside\n"
-				 "leave \n");
+				 "leave .\n");
 }
 
 static void *dir_of(const char *name)
@@ -191,12 +193,12 @@ static int data_leave(struct treewalk *tw, int fd, const struct stat *st, void *
 {
 	int *seen = tw->arg;
 
-	if (!strcmp(tw->path, ""))
+	if (!strcmp(relpath_str(&tw->path), "."))
 		cr_expect_str_eq(dir, "root's");
-	else if (!strcmp(tw->path, "sub"))
+	else if (!strcmp(relpath_str(&tw->path), "sub"))
 		cr_expect_str_eq(dir, "sub's");
 	else
-		cr_expect_str_eq(dir, "sub's", "%s inherits its parent's", tw->path);
+		cr_expect_str_eq(dir, "sub's", "%s inherits its parent's", relpath_str(&tw->path));
 	(*seen)++;
 	return 0;
 }
@@ -220,18 +222,9 @@ Test(treewalk, walks_deeper_than_path_max_on_one_descriptor)
 	static const char name[] = "a_directory_name_of_forty_characters_abc";
 	const int levels = 2 * PATH_MAX / (int)sizeof(name);
 	struct log l = {.quiet = true};
-	int fd, sub, i, before;
+	int before;
 
-	fd = open(root, O_RDONLY | O_DIRECTORY);
-	cr_assert_geq(fd, 0);
-	for (i = 0; i < levels; i++) {
-		cr_assert_eq(mkdirat(fd, name, 0755), 0);
-		sub = openat(fd, name, O_RDONLY | O_DIRECTORY);
-		cr_assert_geq(sub, 0);
-		close(fd);
-		fd = sub;
-	}
-	close(fd);
+	tree_make_chain(root, name, levels);
 	before = open_fds();
 	cr_assert_eq(walk(&l, &log_ops), 0);
 	cr_expect_eq(l.entries, (size_t)levels);
@@ -245,7 +238,7 @@ static int error_fail(struct treewalk *tw, int err, const char *why)
 {
 	char *msg = tw->arg;
 
-	snprintf(msg, 256, "%s: %d %s", tw->path, err, why ? why : "-");
+	snprintf(msg, 256, "%s: %d %s", relpath_str(&tw->path), err, why ? why : "-");
 	return -ENOSYS;
 }
 
@@ -260,10 +253,10 @@ Test(treewalk, stops_at_the_first_error_where_it_happened)
 	tree_put_file(root, "e", "e");
 	cr_assert_eq(treewalk_open(&tw, AT_FDCWD, root, 0), 0);
 	cr_expect_eq(treewalk_run(&tw, &log_ops, &l, NULL), -EIO);
-	cr_expect_str_eq(tw.path, "b/c");
+	cr_expect_str_eq(relpath_str(&tw.path), "b/c");
 	cr_expect_eq(tw.depth, 1);
 	treewalk_close(&tw);
-	cr_expect_str_eq(l.text, "enter \n"
+	cr_expect_str_eq(l.text, "enter .\n"
 				 "entry b\n"
 				 "enter b\n"
 				 "entry b/c\n");
@@ -274,7 +267,7 @@ static int moving_enter(struct treewalk *tw, int fd, const struct stat *st, void
 {
 	char from[PATH_MAX], to[PATH_MAX];
 
-	if (strcmp(tw->path, "a/b"))
+	if (strcmp(relpath_str(&tw->path), "a/b"))
 		return 0;
 	tree_at(from, root, "a/b");
 	tree_at(to, root, "elsewhere");
