@@ -31,6 +31,7 @@
 #include "fuse/fuse_ops.h"
 #include "lib/log.h"
 #include "store/path.h"
+#include "store/xattr_at.h"
 
 /* Largest copy_file_range turned into one write event; callers loop on short copies. */
 #define COPY_CHUNK (4u << 20)
@@ -62,11 +63,6 @@ static void now_ts(int64_t *sec, uint32_t *nsec)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	*sec = ts.tv_sec;
 	*nsec = (uint32_t)ts.tv_nsec;
-}
-
-static int is_reserved_xattr(const char *name)
-{
-	return strncmp(name, STORE_XATTR_PREFIX, strlen(STORE_XATTR_PREFIX)) == 0;
 }
 
 /* Names the kernel may hand us that must never reach the store. */
@@ -984,7 +980,7 @@ static void lfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 	struct event ev = {.type = EV_SETXATTR, .op_flags = (uint32_t)flags};
 	int r = 0;
 
-	if (is_reserved_xattr(name))
+	if (xattr_is_ledgerfs(name, strlen(name)))
 		r = -EPERM;
 	else if (strlen(name) > XATTR_NAME_MAX)
 		r = -ERANGE;
@@ -1009,7 +1005,7 @@ static void lfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	struct event ev = {.type = EV_REMOVEXATTR};
 	int r = -ENODATA;
 
-	if (!is_reserved_xattr(name)) {
+	if (!xattr_is_ledgerfs(name, strlen(name))) {
 		ev.name = (char *)name;
 		r = change(req_fs(req), req_inode(req, ino), -1, &ev, 0);
 	}
@@ -1035,7 +1031,7 @@ static void lfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_
 	char *buf = NULL;
 	ssize_t len;
 
-	if (is_reserved_xattr(name)) {
+	if (xattr_is_ledgerfs(name, strlen(name))) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
@@ -1053,7 +1049,7 @@ static void lfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	char proc[PATH_PROCFD_LEN];
 	char *all = NULL, *out = NULL;
-	size_t plen = strlen(STORE_XATTR_PREFIX), used = 0;
+	size_t used = 0;
 	ssize_t len;
 
 	path_procfd(req_inode(req, ino)->fd, proc);
@@ -1081,7 +1077,7 @@ static void lfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	for (char *p = all; p < all + len; p += strlen(p) + 1) {
 		size_t n = strlen(p) + 1;
 
-		if (strncmp(p, STORE_XATTR_PREFIX, plen) == 0)
+		if (xattr_is_ledgerfs(p, n - 1))
 			continue;
 		memcpy(out + used, p, n);
 		used += n;

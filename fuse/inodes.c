@@ -24,8 +24,9 @@
 
 #include <fuse_lowlevel.h>
 
-#include "lib/grow.h"
 #include "fuse/inodes.h"
+#include "lib/dirscan.h"
+#include "lib/relpath.h"
 #include "store/path.h"
 
 #define DELETED_SUFFIX " (deleted)"
@@ -386,38 +387,38 @@ static int rpath_finish(struct rpath *p, char **out)
 	return *out ? 0 : -ENOMEM;
 }
 
+/* What push_name_in() looks for, and where it puts the name. */
+struct name_of {
+	const struct stat *st;
+	struct rpath *p;
+	int r; /* rpath_push()'s return once the name is found */
+};
+
+/* 1 (with n->r) when de names n's object; d_ino spares a stat of every other entry. */
+static int name_of_entry(int dir, const struct dirent *de, void *arg)
+{
+	struct name_of *n = arg;
+	struct stat est;
+
+	if (de->d_ino != n->st->st_ino)
+		return 0;
+	if (fstatat(dir, de->d_name, &est, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    est.st_ino != n->st->st_ino || est.st_dev != n->st->st_dev)
+		return 0;
+	n->r = rpath_push(n->p, de->d_name, strlen(de->d_name));
+	return 1;
+}
+
 /*
  * Put in front of p the name of the object st in directory dir, found by
- * its inode number: d_ino spares a stat of every other entry.  -ENOENT if
- * dir holds no name of it.
+ * its inode number.  -ENOENT if dir holds no name of it.
  */
 static int push_name_in(int dir, const struct stat *st, struct rpath *p)
 {
-	int fd = openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), r = -ENOENT;
-	struct dirent *de;
-	struct stat est;
-	DIR *d;
+	struct name_of n = {.st = st, .p = p};
+	int r = dir_scan_entries(dir, name_of_entry, &n);
 
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		r = -errno;
-		close(fd);
-		return r;
-	}
-	while ((de = readdir(d))) {
-		if (de->d_ino != st->st_ino || !strcmp(de->d_name, ".") ||
-		    !strcmp(de->d_name, ".."))
-			continue;
-		if (fstatat(dir, de->d_name, &est, AT_SYMLINK_NOFOLLOW) < 0 ||
-		    est.st_ino != st->st_ino || est.st_dev != st->st_dev)
-			continue;
-		r = rpath_push(p, de->d_name, strlen(de->d_name));
-		break;
-	}
-	closedir(d);
-	return r;
+	return r == 1 ? n.r : r == 0 ? -ENOENT : r;
 }
 
 /*
@@ -470,63 +471,58 @@ static int push_dir_path(struct inode_table *t, int fd, struct rpath *p)
 struct search {
 	dev_t dev;
 	ino_t ino;
-	char *path; /* the path below the root being looked at */
-	size_t cap;
+	struct relpath path; /* below the root, being looked at */
 	struct stat parent; /* the directory the name was found in */
 };
 
+static int search_dir(struct search *s, int dir, size_t len);
+
+/* One level of search_dir(): s, and the length of dir's path in s->path. */
+struct search_level {
+	struct search *s;
+	size_t len;
+};
+
+/*
+ * An entry of the directory dir: 1 when it is a name of s's object, 0 to
+ * go on (d_ino and d_type spare the stats), or a negative errno.
+ */
+static int search_entry(int dir, const struct dirent *de, void *arg)
+{
+	const struct search_level *l = arg;
+	struct search *s = l->s;
+	size_t n = strlen(de->d_name), at = l->len ? l->len + 1 : 0;
+	struct stat st;
+	int sub, r;
+
+	if (at + n > PATH_REL_MAX)
+		return 0;
+	if (relpath_set(&s->path, l->len, de->d_name) < 0)
+		return -ENOMEM;
+	if (de->d_ino == s->ino)
+		return fstatat(dir, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		       st.st_ino == s->ino && st.st_dev == s->dev && fstat(dir, &s->parent) == 0;
+	if (de->d_type != DT_DIR)
+		return 0;
+	sub = openat(dir, de->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (sub < 0)
+		return 0;
+	r = search_dir(s, sub, at + n);
+	close(sub);
+	return r == -ENOENT ? 0 : r == 0 ? 1 : r;
+}
+
 /*
  * Depth first beneath dir, whose path is the first len bytes of s->path,
- * for a name of s's object; on success s->path holds its path.
+ * for a name of s's object; on success s->path holds its path.  -ENOENT if
+ * there is none.
  */
 static int search_dir(struct search *s, int dir, size_t len)
 {
-	int fd = openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	struct dirent *de;
-	struct stat st;
-	DIR *d;
-	int r = -ENOENT;
+	struct search_level l = {s, len};
+	int r = dir_scan_entries(dir, search_entry, &l);
 
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd);
-	if (!d) {
-		r = -errno;
-		close(fd);
-		return r;
-	}
-	while (r == -ENOENT && (de = readdir(d))) {
-		size_t n = strlen(de->d_name), at = len ? len + 1 : 0;
-		int sub;
-
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		if (at + n > PATH_REL_MAX)
-			continue;
-		if (grow_array(&s->path, &s->cap, at + n + 1, 1) < 0) {
-			r = -ENOMEM;
-			break;
-		}
-		if (len)
-			s->path[len] = '/';
-		memcpy(s->path + at, de->d_name, n + 1);
-		if (de->d_ino == s->ino) {
-			if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-			    st.st_ino == s->ino && st.st_dev == s->dev &&
-			    fstat(dirfd(d), &s->parent) == 0)
-				r = 0;
-			continue;
-		}
-		if (de->d_type != DT_DIR)
-			continue;
-		sub = openat(dirfd(d), de->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (sub < 0)
-			continue;
-		r = search_dir(s, sub, at + n);
-		close(sub);
-	}
-	closedir(d);
-	return r;
+	return r == 1 ? 0 : r == 0 ? -ENOENT : r;
 }
 
 /*
@@ -572,8 +568,8 @@ static int file_path(struct inode_table *t, struct lfs_inode *in, const struct s
 	r = search_dir(&s, t->root.fd, 0);
 	if (r < 0)
 		goto out;
-	*out = s.path;
-	s.path = NULL;
+	*out = s.path.p;
+	s.path.p = NULL;
 	pthread_mutex_lock(&t->lock);
 	set_name_locked(in, s.parent.st_dev, s.parent.st_ino,
 			strrchr(*out, '/') ? strrchr(*out, '/') + 1 : *out);
@@ -584,7 +580,7 @@ static int file_path(struct inode_table *t, struct lfs_inode *in, const struct s
 	}
 out:
 	free(p.buf);
-	free(s.path);
+	free(s.path.p);
 	free(name);
 	if (dirfd >= 0)
 		close(dirfd);

@@ -33,11 +33,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "journal/journal.h"
+#include "journal/vlog.h"
 #include "lib/bytes.h"
 #include "lib/dirscan.h"
-#include "journal/journal.h"
+#include "lib/grow.h"
 #include "lib/log.h"
-#include "journal/vlog.h"
 
 /*
  * LevelDB's memtable.  A flush writes it to a table file and syncs that,
@@ -223,15 +224,8 @@ static struct origin_mark *mark_get(struct journal *j, uint64_t origin)
 
 	if (m)
 		return m;
-	if (j->nmarks == j->marks_cap) {
-		size_t cap = j->marks_cap ? 2 * j->marks_cap : 8;
-		struct origin_mark *n = realloc(j->marks, cap * sizeof(*n));
-
-		if (!n)
-			return NULL;
-		j->marks = n;
-		j->marks_cap = cap;
-	}
+	if (grow_array(&j->marks, &j->marks_cap, j->nmarks + 1) < 0)
+		return NULL;
 	m = &j->marks[j->nmarks++];
 	*m = (struct origin_mark){.origin = origin};
 	return m;
@@ -448,15 +442,8 @@ static int vseg_note(struct journal *j, leveldb_writebatch_t *b, const struct ev
 		if (get_le64(j->vseg_list + i) == ev->origin)
 			break;
 	if (i == j->vseg_len) {
-		if (j->vseg_len == j->vseg_cap) {
-			size_t cap = j->vseg_cap ? 2 * j->vseg_cap : 8 * VSEG_ENTRY;
-			uint8_t *n = realloc(j->vseg_list, cap);
-
-			if (!n)
-				return -ENOMEM;
-			j->vseg_list = n;
-			j->vseg_cap = cap;
-		}
+		if (grow_array(&j->vseg_list, &j->vseg_cap, j->vseg_len + VSEG_ENTRY) < 0)
+			return -ENOMEM;
 		put_le64(j->vseg_list + i, ev->origin);
 		put_le64(j->vseg_list + i + 8, 0);
 		j->vseg_len += VSEG_ENTRY;
@@ -1884,15 +1871,8 @@ static int vseg_check(struct journal *j, const char *rest, size_t rest_len, cons
 	for (size_t i = 0; i < len; i += VSEG_ENTRY)
 		if (mark_trimmed(j, get_le64(val + i)) < get_le64(val + i + 8))
 			return 0;
-	if (d->n == d->cap) {
-		size_t cap = d->cap ? 2 * d->cap : 16;
-		uint32_t *n = realloc(d->segs, cap * sizeof(*n));
-
-		if (!n)
-			return -ENOMEM;
-		d->segs = n;
-		d->cap = cap;
-	}
+	if (grow_array(&d->segs, &d->cap, d->n + 1) < 0)
+		return -ENOMEM;
 	d->segs[d->n++] = (uint32_t)seg;
 	return 0;
 }

@@ -2,11 +2,12 @@
  * grow.c - growing a heap array by doubling (see grow.h).
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "lib/grow.h"
 
-int grow_array(void *pp, size_t *cap, size_t need, size_t elem)
+int grow_array_sized(void *pp, size_t *cap, size_t need, size_t elem)
 {
 	size_t ncap = *cap ? *cap : 64;
 	void *p;
@@ -14,7 +15,9 @@ int grow_array(void *pp, size_t *cap, size_t need, size_t elem)
 	if (need <= *cap)
 		return 0;
 	while (ncap < need)
-		ncap *= 2;
+		ncap = ncap > SIZE_MAX / 2 ? need : ncap * 2;
+	if (elem && ncap > SIZE_MAX / elem)
+		return -ENOMEM;
 	p = realloc(*(void **)pp, ncap * elem);
 	if (!p)
 		return -ENOMEM;

@@ -368,7 +368,7 @@ void link_close(struct link *l)
 	SSL_free(l->ssl);
 	ERR_clear_error();
 	close(l->fd);
-	pbuf_free(&l->out);
+	buf_free(&l->out);
 	free(l->rbuf);
 	free(l);
 }
@@ -399,7 +399,7 @@ int link_flush(struct link *l, int timeout_ms)
 			break;
 		}
 	}
-	pbuf_reset(&l->out);
+	buf_reset(&l->out);
 	return r;
 }
 

@@ -29,7 +29,7 @@ struct link {
 	uint8_t *rbuf; /* received bytes not yet handed out */
 	size_t rlen, rcap;
 	size_t consumed; /* bytes of rbuf the last frame handed out took */
-	struct pbuf out; /* frames queued by the caller for link_flush() */
+	struct buf out;	 /* frames queued by the caller for link_flush() */
 	uint64_t bytes_in, bytes_out;
 	char why[LINK_WHY_MAX];
 };

@@ -169,39 +169,6 @@ const char *proto_error_name(unsigned code)
 	}
 }
 
-int pbuf_reserve(struct pbuf *b, size_t extra)
-{
-	size_t need, cap;
-	uint8_t *data;
-
-	if (extra > SIZE_MAX - b->len)
-		return -EOVERFLOW;
-	need = b->len + extra;
-	if (need <= b->cap)
-		return 0;
-	/* Doubling keeps appends amortised O(1) while a batch grows record by record. */
-	cap = b->cap < 256 ? 256 : b->cap;
-	while (cap < need)
-		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-	data = realloc(b->data, cap);
-	if (!data)
-		return -ENOMEM;
-	b->data = data;
-	b->cap = cap;
-	return 0;
-}
-
-void pbuf_reset(struct pbuf *b)
-{
-	b->len = 0;
-}
-
-void pbuf_free(struct pbuf *b)
-{
-	free(b->data);
-	*b = (struct pbuf)PBUF_INIT;
-}
-
 /*
  * Largest length field a frame of this type can have, 0 for an unknown
  * type.  Lets proto_frame_peek() refuse a 64 MiB PING from its first five
@@ -831,12 +798,12 @@ out:
  * where the body goes in *body.  The caller fills all of it: nothing
  * after this can fail, so b->len moves only on success.
  */
-static int put_frame(struct pbuf *b, uint8_t type, size_t body_len, uint8_t **body)
+static int put_frame(struct buf *b, uint8_t type, size_t body_len, uint8_t **body)
 {
 	uint8_t *p;
 	int ret;
 
-	ret = pbuf_reserve(b, PROTO_HEADER_LEN + body_len);
+	ret = buf_reserve(b, PROTO_HEADER_LEN + body_len);
 	if (ret < 0)
 		return ret;
 	p = b->data + b->len;
@@ -847,7 +814,7 @@ static int put_frame(struct pbuf *b, uint8_t type, size_t body_len, uint8_t **bo
 	return 0;
 }
 
-int proto_put_hello(struct pbuf *b, const struct proto_hello *hello)
+int proto_put_hello(struct buf *b, const struct proto_hello *hello)
 {
 	uint8_t *p;
 	int ret;
@@ -874,7 +841,7 @@ int proto_put_hello(struct pbuf *b, const struct proto_hello *hello)
 	return 0;
 }
 
-static int put_u64s(struct pbuf *b, uint8_t type, const uint64_t *v, size_t n_u64)
+static int put_u64s(struct buf *b, uint8_t type, const uint64_t *v, size_t n_u64)
 {
 	uint8_t *p;
 	int ret;
@@ -887,27 +854,27 @@ static int put_u64s(struct pbuf *b, uint8_t type, const uint64_t *v, size_t n_u6
 	return 0;
 }
 
-int proto_put_ack(struct pbuf *b, uint64_t origin, uint64_t seq)
+int proto_put_ack(struct buf *b, uint64_t origin, uint64_t seq)
 {
 	return put_u64s(b, PROTO_ACK, (const uint64_t[]){origin, seq}, 2);
 }
 
-int proto_put_fetch(struct pbuf *b, uint64_t origin, uint64_t from_seq)
+int proto_put_fetch(struct buf *b, uint64_t origin, uint64_t from_seq)
 {
 	return put_u64s(b, PROTO_FETCH, (const uint64_t[]){origin, from_seq}, 2);
 }
 
-int proto_put_ping(struct pbuf *b, uint64_t nonce)
+int proto_put_ping(struct buf *b, uint64_t nonce)
 {
 	return put_u64s(b, PROTO_PING, &nonce, 1);
 }
 
-int proto_put_pong(struct pbuf *b, uint64_t nonce)
+int proto_put_pong(struct buf *b, uint64_t nonce)
 {
 	return put_u64s(b, PROTO_PONG, &nonce, 1);
 }
 
-int proto_put_error(struct pbuf *b, uint16_t code, const char *msg)
+int proto_put_error(struct buf *b, uint16_t code, const char *msg)
 {
 	size_t n;
 	uint8_t *p;
@@ -927,14 +894,14 @@ int proto_put_error(struct pbuf *b, uint16_t code, const char *msg)
 	return 0;
 }
 
-int proto_put_snap_round(struct pbuf *b, uint8_t type, uint64_t round)
+int proto_put_snap_round(struct buf *b, uint8_t type, uint64_t round)
 {
 	if (type != PROTO_SNAP_BEGIN && type != PROTO_SNAP_DONE)
 		return -EINVAL;
 	return put_u64s(b, type, &round, 1);
 }
 
-int proto_put_snap_vec(struct pbuf *b, uint8_t type, uint64_t round, uint64_t entries,
+int proto_put_snap_vec(struct buf *b, uint8_t type, uint64_t round, uint64_t entries,
 		       const struct evid *vec, uint32_t count)
 {
 	uint8_t *p;
@@ -959,7 +926,7 @@ int proto_put_snap_vec(struct pbuf *b, uint8_t type, uint64_t round, uint64_t en
 }
 
 /* Room for a frame of type holding id (if with_id), a path and extra more bytes. */
-static int put_path_frame(struct pbuf *b, uint8_t type, int with_id, uint32_t id, const char *path,
+static int put_path_frame(struct buf *b, uint8_t type, int with_id, uint32_t id, const char *path,
 			  size_t extra, uint8_t **rest)
 {
 	const char *why;
@@ -982,7 +949,7 @@ static int put_path_frame(struct pbuf *b, uint8_t type, int with_id, uint32_t id
 	return 0;
 }
 
-int proto_put_snap_path(struct pbuf *b, uint8_t type, uint32_t id, const char *path)
+int proto_put_snap_path(struct buf *b, uint8_t type, uint32_t id, const char *path)
 {
 	uint8_t *rest;
 
@@ -991,7 +958,7 @@ int proto_put_snap_path(struct pbuf *b, uint8_t type, uint32_t id, const char *p
 	return put_path_frame(b, type, type != PROTO_SNAP_LIST, id, path, 0, &rest);
 }
 
-int proto_put_snap_dir(struct pbuf *b, const char *path, const uint8_t *listing, size_t len)
+int proto_put_snap_dir(struct buf *b, const char *path, const uint8_t *listing, size_t len)
 {
 	uint8_t *rest;
 	int ret;
@@ -1004,7 +971,7 @@ int proto_put_snap_dir(struct pbuf *b, const char *path, const uint8_t *listing,
 	return ret;
 }
 
-int proto_put_snap_entry(struct pbuf *b, uint32_t id, uint8_t status, const struct snap_meta *meta)
+int proto_put_snap_entry(struct buf *b, uint32_t id, uint8_t status, const struct snap_meta *meta)
 {
 	static const struct snap_meta none;
 	const struct snap_meta *m = meta ? meta : &none;
@@ -1043,7 +1010,7 @@ int proto_put_snap_entry(struct pbuf *b, uint32_t id, uint8_t status, const stru
 	return 0;
 }
 
-int proto_put_snap_data(struct pbuf *b, uint32_t id, uint64_t offset, size_t len, uint8_t **data)
+int proto_put_snap_data(struct buf *b, uint32_t id, uint64_t offset, size_t len, uint8_t **data)
 {
 	uint8_t *p;
 	int ret;
@@ -1059,7 +1026,7 @@ int proto_put_snap_data(struct pbuf *b, uint32_t id, uint64_t offset, size_t len
 	return 0;
 }
 
-int proto_put_events_begin(struct pbuf *b, struct proto_batch *batch)
+int proto_put_events_begin(struct buf *b, struct proto_batch *batch)
 {
 	uint8_t *p;
 	int ret;
@@ -1074,7 +1041,7 @@ int proto_put_events_begin(struct pbuf *b, struct proto_batch *batch)
 }
 
 /* Makes room for one more len-byte record: 0, -EINVAL, -EMSGSIZE or -ENOMEM. */
-static int batch_room(struct pbuf *b, const struct proto_batch *batch, size_t len)
+static int batch_room(struct buf *b, const struct proto_batch *batch, size_t len)
 {
 	size_t frame = b->len - batch->start - LEN_FIELD;
 
@@ -1082,10 +1049,10 @@ static int batch_room(struct pbuf *b, const struct proto_batch *batch, size_t le
 		return -EINVAL;
 	if (4 + len > PROTO_MAX_FRAME - frame)
 		return -EMSGSIZE;
-	return pbuf_reserve(b, 4 + len);
+	return buf_reserve(b, 4 + len);
 }
 
-int proto_put_events_add(struct pbuf *b, struct proto_batch *batch, const uint8_t *rec, size_t len)
+int proto_put_events_add(struct buf *b, struct proto_batch *batch, const uint8_t *rec, size_t len)
 {
 	int ret;
 
@@ -1099,7 +1066,7 @@ int proto_put_events_add(struct pbuf *b, struct proto_batch *batch, const uint8_
 	return 0;
 }
 
-int proto_put_events_reserve(struct pbuf *b, struct proto_batch *batch, size_t len, size_t *off)
+int proto_put_events_reserve(struct buf *b, struct proto_batch *batch, size_t len, size_t *off)
 {
 	int ret;
 
@@ -1113,7 +1080,7 @@ int proto_put_events_reserve(struct pbuf *b, struct proto_batch *batch, size_t l
 	return 0;
 }
 
-int proto_put_events_add_event(struct pbuf *b, struct proto_batch *batch, const struct event *ev)
+int proto_put_events_add_event(struct buf *b, struct proto_batch *batch, const struct event *ev)
 {
 	size_t len = event_encoded_len(ev), got;
 	int ret;
@@ -1132,7 +1099,7 @@ int proto_put_events_add_event(struct pbuf *b, struct proto_batch *batch, const 
 	return 0;
 }
 
-int proto_put_events_end(struct pbuf *b, struct proto_batch *batch)
+int proto_put_events_end(struct buf *b, struct proto_batch *batch)
 {
 	uint8_t *p = b->data + batch->start;
 

@@ -58,6 +58,7 @@
 #include <stdint.h>
 
 #include "journal/event.h"
+#include "lib/buf.h"
 #include "resync/snapshot.h"
 
 #define PROTO_VERSION 1
@@ -116,32 +117,6 @@ const char *proto_type_name(unsigned type);
 
 /* Name of an error code for logs ("malformed", ...); "unknown" otherwise. */
 const char *proto_error_name(unsigned code);
-
-/*
- * A growable byte buffer that encoders append frames to.  Start from
- * PBUF_INIT (all zero); data is malloc'd and owned by the pbuf, released
- * with pbuf_free().  Keep one per link and pbuf_reset() it between sends,
- * so its memory is reused instead of faulted in again for every batch.
- */
-struct pbuf {
-	uint8_t *data;
-	size_t len;
-	size_t cap;
-};
-
-#define PBUF_INIT                                                                                  \
-	{                                                                                          \
-		0                                                                                  \
-	}
-
-/* Makes room for extra more bytes after len.  0, -ENOMEM or -EOVERFLOW. */
-int pbuf_reserve(struct pbuf *b, size_t extra);
-
-/* Forgets the contents, keeps the memory. */
-void pbuf_reset(struct pbuf *b);
-
-/* Frees the memory; *b is PBUF_INIT again. */
-void pbuf_free(struct pbuf *b);
 
 /*
  * Is a whole frame at the start of buf (len bytes buffered so far)?
@@ -288,34 +263,34 @@ int proto_event_decode(const uint8_t *rec, size_t len, struct event *ev, const c
  */
 
 /* Writes PROTO_VERSION; -EINVAL if count > PROTO_MAX_VECTOR or origins unsorted. */
-int proto_put_hello(struct pbuf *b, const struct proto_hello *hello);
-int proto_put_ack(struct pbuf *b, uint64_t origin, uint64_t seq);
-int proto_put_fetch(struct pbuf *b, uint64_t origin, uint64_t from_seq);
-int proto_put_ping(struct pbuf *b, uint64_t nonce);
-int proto_put_pong(struct pbuf *b, uint64_t nonce);
+int proto_put_hello(struct buf *b, const struct proto_hello *hello);
+int proto_put_ack(struct buf *b, uint64_t origin, uint64_t seq);
+int proto_put_fetch(struct buf *b, uint64_t origin, uint64_t from_seq);
+int proto_put_ping(struct buf *b, uint64_t nonce);
+int proto_put_pong(struct buf *b, uint64_t nonce);
 /* msg: NUL-terminated, valid UTF-8 without control characters, at most 256 bytes; NULL = "". */
-int proto_put_error(struct pbuf *b, uint16_t code, const char *msg);
+int proto_put_error(struct buf *b, uint16_t code, const char *msg);
 
 /* SNAP_BEGIN and SNAP_DONE. */
-int proto_put_snap_round(struct pbuf *b, uint8_t type, uint64_t round);
+int proto_put_snap_round(struct buf *b, uint8_t type, uint64_t round);
 /* SNAP_INFO (entries given) and SNAP_END (entries 0); -EINVAL as for HELLO's vector. */
-int proto_put_snap_vec(struct pbuf *b, uint8_t type, uint64_t round, uint64_t entries,
+int proto_put_snap_vec(struct buf *b, uint8_t type, uint64_t round, uint64_t entries,
 		       const struct evid *vec, uint32_t count);
 /*
  * SNAP_LIST (id ignored), SNAP_GET and SNAP_SCOPE (id: the round); -EINVAL
  * for a path path_check() refuses.
  */
-int proto_put_snap_path(struct pbuf *b, uint8_t type, uint32_t id, const char *path);
+int proto_put_snap_path(struct buf *b, uint8_t type, uint32_t id, const char *path);
 /* SNAP_DIR: listing as merkle_dir_encode() wrote it. */
-int proto_put_snap_dir(struct pbuf *b, const char *path, const uint8_t *listing, size_t len);
+int proto_put_snap_dir(struct buf *b, const char *path, const uint8_t *listing, size_t len);
 /* SNAP_ENTRY; meta may be NULL for SNAP_ENTRY_CHANGED.  -EINVAL for what the decoder refuses. */
-int proto_put_snap_entry(struct pbuf *b, uint32_t id, uint8_t status, const struct snap_meta *meta);
+int proto_put_snap_entry(struct buf *b, uint32_t id, uint8_t status, const struct snap_meta *meta);
 /*
  * SNAP_DATA header for len bytes: the caller writes the contents at *data
  * (len bytes reserved), e.g. straight from read(2).  -EMSGSIZE if len is
  * over PROTO_SNAP_DATA_MAX.
  */
-int proto_put_snap_data(struct pbuf *b, uint32_t id, uint64_t offset, size_t len, uint8_t **data);
+int proto_put_snap_data(struct buf *b, uint32_t id, uint64_t offset, size_t len, uint8_t **data);
 
 /* Most contents bytes in one SNAP_DATA frame. */
 #define PROTO_SNAP_DATA_MAX (1u << 20)
@@ -330,7 +305,7 @@ struct proto_batch {
 	uint32_t count;
 };
 
-int proto_put_events_begin(struct pbuf *b, struct proto_batch *batch);
+int proto_put_events_begin(struct buf *b, struct proto_batch *batch);
 
 /*
  * Adds one encoded record.  -EMSGSIZE if it would take the frame over
@@ -338,22 +313,22 @@ int proto_put_events_begin(struct pbuf *b, struct proto_batch *batch);
  * no record length (event_record_len_ok()).  The record must carry
  * its payload inline: receivers refuse EVENT_F_VREF.
  */
-int proto_put_events_add(struct pbuf *b, struct proto_batch *batch, const uint8_t *rec, size_t len);
+int proto_put_events_add(struct buf *b, struct proto_batch *batch, const uint8_t *rec, size_t len);
 
 /*
  * Adds a len-byte record for the caller to write at b->data + *off (an
  * offset: b->data moves as b grows) before the frame is sent.  Checks
  * as proto_put_events_add().
  */
-int proto_put_events_reserve(struct pbuf *b, struct proto_batch *batch, size_t len, size_t *off);
+int proto_put_events_reserve(struct buf *b, struct proto_batch *batch, size_t len, size_t *off);
 
 /* Encodes ev straight into the batch; -EINVAL also if ev has EVENT_F_VREF. */
-int proto_put_events_add_event(struct pbuf *b, struct proto_batch *batch, const struct event *ev);
+int proto_put_events_add_event(struct buf *b, struct proto_batch *batch, const struct event *ev);
 
 /*
  * Finishes the frame.  An empty batch leaves no frame (b->len goes back to
  * where begin found it), since receivers refuse EVENTS with no record.
  */
-int proto_put_events_end(struct pbuf *b, struct proto_batch *batch);
+int proto_put_events_end(struct buf *b, struct proto_batch *batch);
 
 #endif

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "lib/bytes.h"
+#include "lib/grow.h"
 #include "node/replay.h"
 
 #define REPLAY_PROGRESS_EVERY 4096
@@ -33,7 +34,7 @@ struct merge {
 	struct journal *j;
 	const struct replay_hooks *h;
 	struct cursor *c; /* malloc'd, n cursors in origin order */
-	size_t n;
+	size_t n, cap;
 	uint64_t seen; /* records read, for the progress hook */
 	uint64_t applied;
 	uint64_t failed;
@@ -119,7 +120,7 @@ static int next_origin(struct journal *j, uint64_t origin, uint64_t *found)
 /* One cursor per origin that has events, each on its first event.  0 or -errno. */
 static int cursors_open(struct merge *m)
 {
-	struct cursor *c, *grown;
+	struct cursor *c;
 	uint64_t origin = 0;
 	int r;
 
@@ -127,12 +128,9 @@ static int cursors_open(struct merge *m)
 		r = next_origin(m->j, origin, &origin);
 		if (r <= 0)
 			break;
-		grown = realloc(m->c, (m->n + 1) * sizeof(*m->c));
-		if (!grown) {
-			r = -ENOMEM;
+		r = grow_array(&m->c, &m->cap, m->n + 1);
+		if (r < 0)
 			break;
-		}
-		m->c = grown;
 		c = &m->c[m->n];
 		*c = (struct cursor){.origin = origin,
 				     .last = m->h->upto_applied ? journal_applied(m->j, origin)

@@ -54,7 +54,7 @@ struct control {
 	void *arg;
 	/* Here rather than on the thread's stack: a status is tens of kilobytes. */
 	struct repl_status st;
-	struct pbuf reply;
+	struct buf reply;
 };
 
 /*
@@ -110,7 +110,7 @@ static int request_is(const char *req, size_t len, const char *want)
 static void build_reply(struct control *c, char *req, size_t req_len, char *msg, size_t msg_size,
 			const void **data, size_t *len)
 {
-	int (*render)(const struct repl_status *, struct pbuf *) = NULL;
+	int (*render)(const struct repl_status *, struct buf *) = NULL;
 	size_t i;
 	int ret;
 
@@ -142,7 +142,7 @@ static void build_reply(struct control *c, char *req, size_t req_len, char *msg,
 			 strerror(-ret));
 		goto out;
 	}
-	pbuf_reset(&c->reply);
+	buf_reset(&c->reply);
 	ret = render(&c->st, &c->reply);
 	if (ret)
 		snprintf(msg, msg_size, "error: cannot render the status: %s\n", strerror(-ret));
@@ -299,7 +299,7 @@ static void control_free(struct control *c)
 		close(c->stop_pipe[0]);
 	if (c->listen_fd >= 0)
 		close(c->listen_fd);
-	pbuf_free(&c->reply);
+	buf_free(&c->reply);
 	free(c->path);
 	free(c);
 }

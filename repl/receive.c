@@ -454,17 +454,6 @@ static void frame_note(struct receiver *rc, size_t n)
 	pthread_mutex_unlock(&r->lock);
 }
 
-/* The parent of store path p, in place ("." for a top-level name and the root). */
-static void path_up(char *p)
-{
-	char *slash = strrchr(p, '/');
-
-	if (slash)
-		*slash = '\0';
-	else
-		strcpy(p, PATH_ROOT);
-}
-
 /* Is store path b dir a or beneath it? */
 static int beneath(const char *a, const char *b)
 {
@@ -502,26 +491,14 @@ static void copy_cut(char *dst, size_t len, const char *s)
 }
 
 /*
- * Copy path into dst whole when it fits; a path deeper than dst can hold
- * is cut back to its longest ancestor that fits (the store root when none
- * does), so a heal scoped by it still covers the event's objects.
+ * Replace the string *dst owns by a copy of path, or by NULL for no path
+ * (NULL or "") and when out of memory: a heal then widens to the root,
+ * which still covers the event's objects.
  */
-static void copy_ancestor(char *dst, size_t len, const char *path)
+static void set_path(char **dst, const char *path)
 {
-	size_t n = path ? strlen(path) : 0;
-
-	if (n < len) {
-		memcpy(dst, path ? path : "", n + 1);
-		return;
-	}
-	while (n > 0 && (n >= len || path[n] != '/'))
-		n--;
-	if (n == 0) {
-		snprintf(dst, len, "%s", PATH_ROOT);
-		return;
-	}
-	memcpy(dst, path, n);
-	dst[n] = '\0';
+	free(*dst);
+	*dst = path && *path ? strdup(path) : NULL;
 }
 
 /*
@@ -545,8 +522,8 @@ static void diverged(struct receiver *rc, const struct event *ev, const char *wh
 		    .since_ms = repl_wall_ms(),
 		};
 		copy_cut(d->path, sizeof(d->path), ev->path ? ev->path : "");
-		copy_ancestor(r->div_path, sizeof(r->div_path), ev->path);
-		copy_ancestor(r->div_path2, sizeof(r->div_path2), ev->path2);
+		set_path(&r->div_path, ev->path);
+		set_path(&r->div_path2, ev->path2);
 		r->div_stop_noted = 0;
 		r->div_stops = 0;
 		r->divergences++;
@@ -766,29 +743,36 @@ static int run_snapshot(struct receiver *rc)
  * The subtree to heal first for the divergence in r->div (r->lock held):
  * a directory whose own metadata an event changes, else the directory
  * holding the event's name, widened to hold its second name too; the root
- * for an event without a path (a file unlinked while open).
+ * for an event without a path (a file unlinked while open).  malloc'd,
+ * the caller frees it; NULL when out of memory.
  */
-static void first_scope(struct repl *r, char *out, size_t len)
+static char *first_scope(struct repl *r)
 {
 	uint8_t t = r->div.type;
-	char parent2[PATH_MAX];
+	char *out, *parent2;
 	int fd;
 
-	snprintf(out, len, "%s", r->div_path[0] ? r->div_path : PATH_ROOT);
-	if (path_is_root(out))
-		return;
+	out = strdup(r->div_path ? r->div_path : PATH_ROOT);
+	if (!out || path_is_root(out))
+		return out;
 	if (!(t == EV_CHMOD || t == EV_CHOWN || t == EV_UTIMENS || t == EV_SETXATTR ||
 	      t == EV_REMOVEXATTR) ||
 	    path_open(node_store(r->n)->root, out, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, &fd) < 0)
 		path_up(out);
 	else
 		close(fd);
-	if (!r->div_path2[0])
-		return;
-	snprintf(parent2, sizeof(parent2), "%s", r->div_path2);
+	if (!r->div_path2)
+		return out;
+	parent2 = strdup(r->div_path2);
+	if (!parent2) {
+		free(out);
+		return NULL;
+	}
 	path_up(parent2);
 	while (!beneath(out, parent2))
 		path_up(out);
+	free(parent2);
+	return out;
 }
 
 /* Journal a DIVERGED or HEALED event about r->div. */
@@ -797,15 +781,17 @@ static void note_divergence(struct receiver *rc, uint8_t type, uint32_t flags, c
 {
 	struct repl *r = rc->r;
 	struct event ev = {.type = type, .op_flags = flags, .offset = position, .length = entries};
-	char path2[PATH_MAX];
-	int rv;
+	char *path2 = NULL;
+	int rv = 0;
 
 	pthread_mutex_lock(&r->lock);
 	ev.base = r->div.event;
-	snprintf(path2, sizeof(path2), "%s", r->div_path);
+	if (r->div_path && type == EV_DIVERGED && !(path2 = strdup(r->div_path)))
+		rv = -ENOMEM;
 	pthread_mutex_unlock(&r->lock);
-	rv = event_set_path(&ev, scope);
-	if (rv == 0 && path2[0] && type == EV_DIVERGED)
+	if (rv == 0)
+		rv = event_set_path(&ev, scope);
+	if (rv == 0 && path2)
 		rv = event_set_path2(&ev, path2);
 	if (rv == 0)
 		rv = event_set_name(&ev, rc->name);
@@ -816,6 +802,7 @@ static void note_divergence(struct receiver *rc, uint8_t type, uint32_t flags, c
 	else
 		commit_state_event(r, &ev);
 	event_free(&ev);
+	free(path2);
 }
 
 /*
@@ -827,7 +814,7 @@ static int heal_stopped(struct receiver *rc, const char *why, int rv)
 {
 	struct repl *r = rc->r;
 	struct evid at;
-	char scope[PATH_MAX];
+	char *scope;
 	int noted;
 
 	pthread_mutex_lock(&r->lock);
@@ -838,14 +825,16 @@ static int heal_stopped(struct receiver *rc, const char *why, int rv)
 	noted = r->div_stop_noted;
 	r->div_stop_noted = 1;
 	at = r->div.event;
-	snprintf(scope, sizeof(scope), "%s", r->div_scope[0] ? r->div_scope : PATH_ROOT);
+	/* Out of memory, the STOPPED event names the root: the widest it could be. */
+	scope = strdup(r->div_scope ? r->div_scope : PATH_ROOT);
 	pthread_mutex_unlock(&r->lock);
 	log_err("diverged at event %016" PRIx64 ":%" PRIu64 ": heal stopped: %s; taking events "
 		"from %s again after a backoff",
 		at.origin, at.seq, why, rc->name);
 	if (!noted)
-		note_divergence(rc, EV_DIVERGED, EVENT_DIVERGED_STOPPED, scope, why, strlen(why), 0,
-				0);
+		note_divergence(rc, EV_DIVERGED, EVENT_DIVERGED_STOPPED, scope ? scope : PATH_ROOT,
+				why, strlen(why), 0, 0);
+	free(scope);
 	snprintf(rc->l->why, sizeof(rc->l->why),
 		 "diverged at event %016" PRIx64 ":%" PRIu64 "; heal stopped: %.180s", at.origin,
 		 at.seq, why);
@@ -866,7 +855,7 @@ static int heal(struct receiver *rc)
 	struct repl_divergence *d = &r->div;
 	struct snap_heal h;
 	struct evid at;
-	char scope[PATH_MAX], stop[2 * REPL_WHY_MAX] = "", why[REPL_WHY_MAX];
+	char *scope = NULL, stop[2 * REPL_WHY_MAX] = "", why[REPL_WHY_MAX];
 	unsigned heals = 0;
 	int rv;
 
@@ -882,20 +871,25 @@ static int heal(struct receiver *rc)
 	else if (d->state == REPL_DIV_HEALED && d->heals >= REPL_HEAL_TRIES)
 		snprintf(stop, sizeof(stop), "the event still does not apply after %u heals",
 			 d->heals);
+	if (!stop[0] && d->heals == 0) {
+		scope = first_scope(r);
+	} else if (!stop[0]) {
+		/* After a stop, the same subtree again; after a heal that did not help, its parent.
+		 */
+		scope = strdup(r->div_scope ? r->div_scope : PATH_ROOT);
+		if (scope && d->state == REPL_DIV_HEALED)
+			path_up(scope);
+	}
+	if (!stop[0] && !scope) {
+		pthread_mutex_unlock(&r->lock);
+		snprintf(rc->l->why, sizeof(rc->l->why), "heal: out of memory");
+		return -ENOMEM;
+	}
 	if (!stop[0]) {
-		if (d->heals == 0) {
-			first_scope(r, scope, sizeof(scope));
-		} else {
-			/* After a stop, the same subtree again; after a heal that did not help, its
-			 * parent. */
-			snprintf(scope, sizeof(scope), "%s", r->div_scope);
-			if (d->state == REPL_DIV_HEALED)
-				path_up(scope);
-		}
 		heals = ++d->heals;
 		d->state = REPL_DIV_HEALING;
 		copy_cut(d->scope, sizeof(d->scope), scope);
-		snprintf(r->div_scope, sizeof(r->div_scope), "%s", scope);
+		set_path(&r->div_scope, scope);
 		snprintf(why, sizeof(why), "%s", d->why);
 		r->healing = 1;
 		repl_wake_receivers(r);
@@ -921,7 +915,7 @@ static int heal(struct receiver *rc)
 		d->entries = h.entries;
 		d->bytes = h.bytes;
 		copy_cut(d->scope, sizeof(d->scope), h.scope);
-		snprintf(r->div_scope, sizeof(r->div_scope), "%s", h.scope);
+		set_path(&r->div_scope, h.scope);
 		r->heals++;
 		r->heal_entries += h.entries;
 		r->heal_bytes += h.bytes;
@@ -940,6 +934,7 @@ static int heal(struct receiver *rc)
 	if (rv < 0) {
 		snprintf(stop, sizeof(stop), "heal of %.60s from %s failed: %.150s", scope,
 			 rc->name, rc->l->why[0] ? rc->l->why : strerror(-rv));
+		free(scope);
 		return heal_stopped(rc, stop, rv);
 	}
 	log_info("healed subtree %s from %s at %" PRIu64 ": %" PRIu64
@@ -947,6 +942,8 @@ static int heal(struct receiver *rc)
 		 h.scope, rc->name, h.position, h.entries, at.origin, at.seq);
 	note_divergence(rc, EV_HEALED, 0, h.scope, h.list, h.list_len, h.position, h.entries);
 	free(h.list);
+	free(h.scope);
+	free(scope);
 	rc->l->why[0] = '\0';
 	rc->last_in = rc->last_out = clock_mono_ms();
 	return 0;

@@ -137,7 +137,7 @@ void repl_send_error(struct link *l, unsigned code, const char *msg)
 	for (i = 0; msg && msg[i] && k < PROTO_MAX_ERROR_MSG; i++)
 		clean[k++] = (msg[i] >= 0x20 && msg[i] < 0x7f) ? msg[i] : '?';
 	clean[k] = '\0';
-	pbuf_reset(&l->out);
+	buf_reset(&l->out);
 	if (proto_put_error(&l->out, (uint16_t)code, clean) == 0)
 		link_flush(l, 1000);
 }
@@ -1152,6 +1152,9 @@ void repl_stop(struct repl *r)
 	pthread_mutex_destroy(&r->lock);
 	pthread_mutex_destroy(&r->digests_lock);
 	merkle_cache_free(r->digests);
+	free(r->div_scope);
+	free(r->div_path2);
+	free(r->div_path);
 	free(r);
 }
 

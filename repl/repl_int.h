@@ -131,9 +131,16 @@ struct repl {
 	struct merkle_cache *digests;
 	pthread_mutex_t digests_lock; /* taken after the node lock, if both */
 	/* Divergence and heal (receive.c). */
-	struct repl_divergence div;		      /* guarded by lock */
-	char div_path[PATH_MAX], div_path2[PATH_MAX]; /* guarded by lock: the event's paths */
-	char div_scope[PATH_MAX];		      /* guarded by lock: the subtree healed last */
+	struct repl_divergence div; /* guarded by lock */
+	/*
+	 * Guarded by lock, and whole (r->div has them cut for status): the
+	 * diverged event's path and second path, and the subtree healed last.
+	 * Each is malloc'd and owned by r (replaced by receive.c's diverged()
+	 * and heal(), freed by repl_stop()); NULL when there is none, or when
+	 * there was no memory for it, which widens the heal to the root.
+	 */
+	char *div_path, *div_path2;
+	char *div_scope;
 	int div_stop_noted;   /* guarded by lock: its STOPPED is journaled */
 	unsigned div_stops;   /* guarded by lock: stops in a row, for the backoff */
 	int64_t div_retry_at; /* guarded by lock: monotonic ms of the next try */
@@ -240,7 +247,7 @@ int snap_recv_run(struct repl *r, struct link *l, const char *peer);
 
 /* What a heal did (snap_recv_heal()). */
 struct snap_heal {
-	char scope[PATH_MAX]; /* the subtree compared: the one asked for, or above it */
+	char *scope;	      /* malloc'd: the subtree compared, the one asked for or above it */
 	uint64_t position;    /* the peer's applied seq of the origin asked about, at its tree */
 	uint64_t until;	      /* and at the end of the heal: files sent may show events up to it */
 	uint64_t entries;     /* install steps carried out */
@@ -255,8 +262,9 @@ struct snap_heal {
  * the peer's, receive what differs and install it, leaving the applied
  * vector as it is (snap_recv.c).  A scope that is not a directory on
  * either side is replaced by its nearest parent that is.  0 with *h
- * filled, or a negative errno with l->why set; the store is then as it
- * was, or partly healed if the install failed midway.
+ * filled (the caller frees h->scope and h->list), or a negative errno with
+ * l->why set and nothing in *h to free; the store is then as it was, or
+ * partly healed if the install failed midway.
  */
 int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char *scope,
 		   uint64_t origin, struct snap_heal *h);

@@ -17,9 +17,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "lib/clock.h"
-#include "lib/log.h"
 #include "journal/vlog.h"
+#include "lib/bytes.h"
+#include "lib/clock.h"
+#include "lib/grow.h"
+#include "lib/log.h"
 #include "repl_int.h"
 
 struct inflight {
@@ -72,23 +74,6 @@ struct fill {
 	int owned; /* fd is this fill's to close, not shared with the one before */
 };
 
-/* Room for one more fill.  0 or -ENOMEM. */
-static int fills_grow(struct ship *sh)
-{
-	struct fill *f;
-	size_t cap;
-
-	if (sh->nfills < sh->fills_cap)
-		return 0;
-	cap = sh->fills_cap ? 2 * sh->fills_cap : 64;
-	f = realloc(sh->fills, cap * sizeof(*f));
-	if (!f)
-		return -ENOMEM;
-	sh->fills = f;
-	sh->fills_cap = cap;
-	return 0;
-}
-
 static void fills_close(struct ship *sh)
 {
 	for (size_t i = 0; i < sh->nfills; i++)
@@ -102,7 +87,7 @@ static void fills_close(struct ship *sh)
  * value log never rewrites a record an event references.  0 or negative
  * errno with *why.
  */
-static int fills_read(struct ship *sh, struct pbuf *out, const char **why)
+static int fills_read(struct ship *sh, struct buf *out, const char **why)
 {
 	int rv = 0;
 
@@ -122,15 +107,15 @@ static int fills_read(struct ship *sh, struct pbuf *out, const char **why)
  * Reserve the record a value-log event makes with its payload inline, and
  * note the payload for fills_read().  Node lock held.
  */
-static int add_vref(struct ship *sh, struct pbuf *out, struct proto_batch *b,
-		    const struct event *ev, size_t *shipped, const char **why)
+static int add_vref(struct ship *sh, struct buf *out, struct proto_batch *b, const struct event *ev,
+		    size_t *shipped, const char **why)
 {
 	struct journal *j = node_journal(sh->r->n);
 	size_t len = event_encoded_len(ev) + ev->vref.len, off;
 	struct fill *f, *prev;
 	int rv;
 
-	rv = fills_grow(sh);
+	rv = grow_array(&sh->fills, &sh->fills_cap, sh->nfills + 1);
 	if (rv == 0)
 		rv = proto_put_events_reserve(out, b, len, &off);
 	if (rv < 0)
@@ -161,7 +146,7 @@ static int add_vref(struct ship *sh, struct pbuf *out, struct proto_batch *b,
  * later (add_vref()).  *shipped is the record's size in the frame.  Node
  * lock held.
  */
-static int add_record(struct ship *sh, struct pbuf *out, struct proto_batch *b, uint64_t origin,
+static int add_record(struct ship *sh, struct buf *out, struct proto_batch *b, uint64_t origin,
 		      uint64_t seq, const uint8_t *val, size_t len, size_t *shipped,
 		      const char **why)
 {

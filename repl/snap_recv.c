@@ -63,6 +63,14 @@
 /* Staging threads: two, so that one's syncfs does not stop the staging (measured). */
 #define SNAP_PIPE_WORKERS 2
 
+static const struct snap_pipe_limits pipe_limits = {
+    .objs = SNAP_FLUSH_OBJS,
+    .bytes = SNAP_FLUSH_BYTES,
+    .ms = SNAP_FLUSH_MS,
+    .max_bytes = SNAP_PIPE_BYTES,
+    .workers = SNAP_PIPE_WORKERS,
+};
+
 /* An entry asked for: its plan step (a directory's meta is filled in there). */
 struct snap_want {
 	uint32_t step;
@@ -74,10 +82,13 @@ struct snap_recv {
 	struct repl *r;
 	struct link *l;
 	const char *peer;
+	int64_t t0; /* when the resync or heal started, for the log */
 	/* A heal: the subtree compared (NULL: the whole store), and our side of it. */
 	const char *scope;
 	int scope_fd;
-	int absent; /* the peer has no directory at scope */
+	int absent;		/* the peer has no directory at scope */
+	struct snap_heal *heal; /* a heal: what it did, scope its member; NULL otherwise */
+	uint64_t origin;	/* a heal: the origin whose position it reports */
 	struct snap_stage *stage;
 	struct snap_pipe *pipe; /* stages what arrives, on its own thread */
 	struct snap_plan plan;
@@ -361,7 +372,7 @@ static int ask(struct snap_recv *sr, uint32_t step, const uint8_t *digest, int d
 	while (sr->qn - sr->qhead >= SNAP_WINDOW)
 		if ((rv = pump(sr, NULL)) < 0)
 			return rv;
-	rv = grow_array(&sr->q, &sr->qcap, sr->qn + 1, sizeof(*sr->q));
+	rv = grow_array(&sr->q, &sr->qcap, sr->qn + 1);
 	if (rv < 0)
 		return rv;
 	sr->q[sr->qn] = (struct snap_want){.step = step, .dir = dir};
@@ -374,16 +385,11 @@ static int ask(struct snap_recv *sr, uint32_t step, const uint8_t *digest, int d
 /* The first name of a hard-link group seen in this round: 1 + its step, or 0. */
 static int link_seen(struct snap_recv *sr, uint32_t link, uint32_t step, uint32_t *first)
 {
-	if (link >= sr->links_cap) {
-		size_t cap = link + 1024;
-		uint32_t *v = realloc(sr->links, cap * sizeof(*v));
+	size_t old_cap = sr->links_cap;
 
-		if (!v)
-			return -ENOMEM;
-		memset(v + sr->links_cap, 0, (cap - sr->links_cap) * sizeof(*v));
-		sr->links = v;
-		sr->links_cap = cap;
-	}
+	if (grow_array(&sr->links, &sr->links_cap, (size_t)link + 1) < 0)
+		return -ENOMEM;
+	memset(sr->links + old_cap, 0, (sr->links_cap - old_cap) * sizeof(*sr->links));
 	*first = sr->links[link];
 	if (!*first)
 		sr->links[link] = step + 1;
@@ -393,7 +399,7 @@ static int link_seen(struct snap_recv *sr, uint32_t link, uint32_t step, uint32_
 /* Note an OBJ step whose file has other names on the peer. */
 static int note_named(struct snap_recv *sr, uint32_t step)
 {
-	int rv = grow_array(&sr->named, &sr->named_cap, sr->nnamed + 1, sizeof(*sr->named));
+	int rv = grow_array(&sr->named, &sr->named_cap, sr->nnamed + 1);
 
 	if (rv == 0)
 		sr->named[sr->nnamed++] = step;
@@ -682,85 +688,122 @@ static int install(struct snap_recv *sr, const struct proto_msg *info, const str
 	return 0;
 }
 
-int snap_recv_run(struct repl *r, struct link *l, const char *peer)
+/* After a resync's round: another while the peer's files changed. */
+static int resync_after_round(struct snap_recv *sr)
 {
-	struct snap_recv sr = {.r = r, .l = l, .peer = peer};
-	const struct snap_pipe_limits lim = {
-	    .objs = SNAP_FLUSH_OBJS,
-	    .bytes = SNAP_FLUSH_BYTES,
-	    .ms = SNAP_FLUSH_MS,
-	    .max_bytes = SNAP_PIPE_BYTES,
-	    .workers = SNAP_PIPE_WORKERS,
-	};
+	if (sr->dirty)
+		log_info("snapshot resync from %s: files changed during round %" PRIu64
+			 "; comparing again",
+			 sr->peer, sr->prog.round);
+	return sr->dirty;
+}
+
+/* Install a resync's last round, whose frames are info and end, and say so. */
+static int resync_done(struct snap_recv *sr, const struct proto_msg *info,
+		       const struct proto_msg *end)
+{
+	int rv = install(sr, info, end);
+
+	if (rv < 0)
+		return rv;
+	log_info("snapshot resync from %s done in %.1f s: %" PRIu64 " entries in the tree, %" PRIu64
+		 " received (%" PRIu64 " bytes), %" PRIu64 " reused, %" PRIu64
+		 " deleted, %zu steps installed, %" PRIu64 " rounds",
+		 sr->peer, (double)(clock_mono_ms() - sr->t0) / 1000.0, sr->prog.entries,
+		 sr->prog.fetched, sr->prog.bytes, sr->prog.reused, sr->prog.deleted, sr->plan.n,
+		 sr->prog.round);
+	return 0;
+}
+
+static int heal_after_round(struct snap_recv *sr);
+static int heal_done(struct snap_recv *sr, const struct proto_msg *info,
+		     const struct proto_msg *end);
+
+/*
+ * The receive shared by a resync and a heal (sr->heal): the staging area
+ * and its pipe, rounds until one finds nothing changed (at most
+ * SNAP_MAX_ROUNDS), the install of that round, then the staging area
+ * removed.  Whatever sr holds is released on return, but for a heal's
+ * scope_fd.  0, or a negative errno with the link's reason set.
+ */
+static int receive(struct snap_recv *sr)
+{
+	const char *what = sr->heal ? "heal" : "snapshot resync";
 	struct proto_msg info = {0}, end = {0};
-	int64_t t0 = clock_mono_ms();
+	struct repl *r = sr->r;
 	int rv;
 
-	log_info("snapshot resync from %s: starting", peer);
-	rv = snap_stage_open(node_dir(r->n), &sr.stage);
+	rv = snap_stage_open(node_dir(r->n), &sr->stage);
 	if (rv < 0) {
-		rv = fail(&sr, rv, "cannot open the staging area");
+		rv = fail(sr, rv, "cannot open the staging area");
 		goto out;
 	}
-	rv = snap_pipe_start(sr.stage, &lim, &sr.pipe);
+	rv = snap_pipe_start(sr->stage, &pipe_limits, &sr->pipe);
 	if (rv < 0) {
-		rv = fail(&sr, rv, "cannot start the staging thread");
+		rv = fail(sr, rv, "cannot start the staging thread");
 		goto out;
 	}
-	sr.prog.active = 1;
-	snprintf(sr.prog.peer, sizeof(sr.prog.peer), "%s", peer);
-	publish(&sr, 0);
+	if (!sr->heal)
+		sr->prog.active = 1;
+	snprintf(sr->prog.peer, sizeof(sr->prog.peer), "%s", sr->peer);
+	if (!sr->heal)
+		publish(sr, 0);
 	do {
 		proto_msg_free(&info);
 		proto_msg_free(&end);
-		if (sr.prog.round == SNAP_MAX_ROUNDS) {
-			snprintf(l->why, sizeof(l->why),
-				 "snapshot resync: the peer's files kept changing under %d rounds",
+		if (sr->prog.round == SNAP_MAX_ROUNDS) {
+			snprintf(sr->l->why, sizeof(sr->l->why),
+				 "%s: the peer's files kept changing under %d rounds", what,
 				 SNAP_MAX_ROUNDS);
 			rv = -EAGAIN;
 			goto out;
 		}
-		rv = run_round(&sr, &info, &end);
+		sr->absent = 0;
+		rv = run_round(sr, &info, &end);
 		if (rv < 0)
 			goto out;
-		if (sr.dirty)
-			log_info("snapshot resync from %s: files changed during round %" PRIu64
-				 "; comparing again",
-				 peer, sr.prog.round);
-	} while (sr.dirty);
-	rv = install(&sr, &info, &end);
+		rv = sr->heal ? heal_after_round(sr) : resync_after_round(sr);
+		if (rv < 0)
+			goto out;
+	} while (rv);
+	rv = sr->heal ? heal_done(sr, &info, &end) : resync_done(sr, &info, &end);
 	if (rv < 0)
 		goto out;
-	log_info("snapshot resync from %s done in %.1f s: %" PRIu64 " entries in the tree, %" PRIu64
-		 " received (%" PRIu64 " bytes), %" PRIu64 " reused, %" PRIu64
-		 " deleted, %zu steps installed, %" PRIu64 " rounds",
-		 peer, (double)(clock_mono_ms() - t0) / 1000.0, sr.prog.entries, sr.prog.fetched,
-		 sr.prog.bytes, sr.prog.reused, sr.prog.deleted, sr.plan.n, sr.prog.round);
-	snap_pipe_stop(sr.pipe);
-	sr.pipe = NULL;
-	snap_stage_close(sr.stage);
-	sr.stage = NULL;
+	snap_pipe_stop(sr->pipe);
+	sr->pipe = NULL;
+	snap_stage_close(sr->stage);
+	sr->stage = NULL;
 	rv = snap_stage_remove(node_dir(r->n));
 	if (rv < 0)
 		log_warn("%s/%s: cannot remove the staging area: %s", node_dir(r->n), SNAP_DIR,
 			 strerror(-rv));
 	rv = 0;
 out:
-	sr.prog.active = 0;
-	sr.prog.done = rv == 0;
-	pthread_mutex_lock(&r->lock);
-	r->snap = sr.prog;
-	pthread_mutex_unlock(&r->lock);
-	snap_pipe_stop(sr.pipe);
-	snap_stage_close(sr.stage);
-	snap_plan_free(&sr.plan);
+	if (!sr->heal) {
+		sr->prog.active = 0;
+		sr->prog.done = rv == 0;
+		pthread_mutex_lock(&r->lock);
+		r->snap = sr->prog;
+		pthread_mutex_unlock(&r->lock);
+	}
+	snap_pipe_stop(sr->pipe);
+	snap_stage_close(sr->stage);
+	snap_plan_free(&sr->plan);
 	proto_msg_free(&info);
 	proto_msg_free(&end);
-	free(sr.q);
-	free(sr.links);
-	free(sr.named);
-	free(sr.del_path);
+	free(sr->q);
+	free(sr->links);
+	free(sr->named);
+	free(sr->del_path);
 	return rv;
+}
+
+int snap_recv_run(struct repl *r, struct link *l, const char *peer)
+{
+	struct snap_recv sr = {.r = r, .l = l, .peer = peer, .t0 = clock_mono_ms()};
+
+	log_info("snapshot resync from %s: starting", peer);
+	return receive(&sr);
 }
 
 /* The store path of path, relative to scope: NULL with -ENOMEM.  free() it. */
@@ -813,7 +856,7 @@ static int heal_list(const struct snap_plan *p, struct snap_heal *h)
 		size_t need = strlen(op) + strlen(st->path) + 2;
 		int cut = len + need > EVENT_HEALED_LIST_MAX - 4;
 
-		rv = grow_array(&buf, &cap, len + (cut ? 4 : need) + 1, 1);
+		rv = grow_array(&buf, &cap, len + (cut ? 4 : need) + 1);
 		if (rv < 0)
 			break;
 		len +=
@@ -873,39 +916,77 @@ static int install_heal(struct snap_recv *sr, struct snap_heal *h)
 	return rv;
 }
 
-/* The parent of store path p, in place ("." for a top-level name and the root). */
-static void path_up(char *p)
+/*
+ * After a heal's round: a subtree the peer has no directory at is widened
+ * to its parent, and compared again; so is one whose files changed.
+ */
+static int heal_after_round(struct snap_recv *sr)
 {
-	char *slash = strrchr(p, '/');
+	struct snap_heal *h = sr->heal;
+	int rv;
 
-	if (slash)
-		*slash = '\0';
-	else
-		strcpy(p, PATH_ROOT);
+	if (!sr->absent)
+		return sr->dirty;
+	if (path_is_root(h->scope)) {
+		snprintf(sr->l->why, sizeof(sr->l->why), "heal: the peer has no store root");
+		return -EPROTO;
+	}
+	log_info("heal from %s: %s is not a directory there; comparing its parent", sr->peer,
+		 h->scope);
+	path_up(h->scope);
+	close(sr->scope_fd);
+	sr->scope_fd = -1;
+	rv = path_open(node_store(sr->r->n)->root, h->scope, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0,
+		       &sr->scope_fd);
+	return rv < 0 ? fail(sr, rv, h->scope) : 1;
+}
+
+/* Install a heal's last round, whose frames are info and end, and say so. */
+static int heal_done(struct snap_recv *sr, const struct proto_msg *info,
+		     const struct proto_msg *end)
+{
+	struct snap_heal *h = sr->heal;
+	uint32_t i;
+	int rv;
+
+	for (i = 0; i < info->snap_vec.count; i++)
+		if (info->snap_vec.vec[i].origin == sr->origin)
+			h->position = info->snap_vec.vec[i].seq;
+	h->until = h->position;
+	for (i = 0; i < end->snap_vec.count; i++)
+		if (end->snap_vec.vec[i].origin == sr->origin &&
+		    end->snap_vec.vec[i].seq > h->until)
+			h->until = end->snap_vec.vec[i].seq;
+	rv = install_heal(sr, h);
+	if (rv < 0)
+		return rv;
+	h->bytes = sr->prog.bytes;
+	log_info("heal from %s done in %.1f s: subtree %s at %" PRIu64 ", %" PRIu64
+		 " entries in its tree, %" PRIu64 " received (%" PRIu64 " bytes), %" PRIu64
+		 " deleted, %" PRIu64 " steps installed",
+		 sr->peer, (double)(clock_mono_ms() - sr->t0) / 1000.0, h->scope, h->position,
+		 sr->prog.entries, sr->prog.fetched, sr->prog.bytes, sr->prog.deleted, h->entries);
+	return 0;
 }
 
 int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char *scope,
 		   uint64_t origin, struct snap_heal *h)
 {
-	struct snap_recv sr = {.r = r, .l = l, .peer = peer, .scope_fd = -1};
-	const struct snap_pipe_limits lim = {
-	    .objs = SNAP_FLUSH_OBJS,
-	    .bytes = SNAP_FLUSH_BYTES,
-	    .ms = SNAP_FLUSH_MS,
-	    .max_bytes = SNAP_PIPE_BYTES,
-	    .workers = SNAP_PIPE_WORKERS,
-	};
-	struct proto_msg info = {0}, end = {0};
-	int64_t t0 = clock_mono_ms();
-	uint32_t i;
+	struct snap_recv sr = {.r = r,
+			       .l = l,
+			       .peer = peer,
+			       .t0 = clock_mono_ms(),
+			       .scope_fd = -1,
+			       .heal = h,
+			       .origin = origin};
 	int rv;
 
 	memset(h, 0, sizeof(*h));
-	if (strlen(scope) >= sizeof(h->scope)) {
-		snprintf(l->why, sizeof(l->why), "heal: subtree path too long");
-		return -ENAMETOOLONG;
+	h->scope = strdup(scope);
+	if (!h->scope) {
+		snprintf(l->why, sizeof(l->why), "heal: out of memory");
+		return -ENOMEM;
 	}
-	strcpy(h->scope, scope);
 	sr.scope = h->scope;
 	/* Our side of the subtree: the nearest directory that is one here. */
 	for (;;) {
@@ -918,94 +999,18 @@ int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char 
 	}
 	if (rv < 0) {
 		rv = fail(&sr, rv, h->scope);
-		goto out;
+	} else {
+		log_info("heal from %s: comparing subtree %s", peer, h->scope);
+		rv = receive(&sr);
 	}
-	log_info("heal from %s: comparing subtree %s", peer, h->scope);
-	rv = snap_stage_open(node_dir(r->n), &sr.stage);
-	if (rv < 0) {
-		rv = fail(&sr, rv, "cannot open the staging area");
-		goto out;
-	}
-	rv = snap_pipe_start(sr.stage, &lim, &sr.pipe);
-	if (rv < 0) {
-		rv = fail(&sr, rv, "cannot start the staging thread");
-		goto out;
-	}
-	snprintf(sr.prog.peer, sizeof(sr.prog.peer), "%s", peer);
-	do {
-		proto_msg_free(&info);
-		proto_msg_free(&end);
-		if (sr.prog.round == SNAP_MAX_ROUNDS) {
-			snprintf(l->why, sizeof(l->why),
-				 "heal: the peer's files kept changing under %d rounds",
-				 SNAP_MAX_ROUNDS);
-			rv = -EAGAIN;
-			goto out;
-		}
-		sr.absent = 0;
-		rv = run_round(&sr, &info, &end);
-		if (rv < 0)
-			goto out;
-		if (sr.absent && path_is_root(h->scope)) {
-			snprintf(l->why, sizeof(l->why), "heal: the peer has no store root");
-			rv = -EPROTO;
-			goto out;
-		}
-		if (sr.absent) {
-			log_info("heal from %s: %s is not a directory there; comparing its parent",
-				 peer, h->scope);
-			path_up(h->scope);
-			close(sr.scope_fd);
-			sr.scope_fd = -1;
-			rv = path_open(node_store(r->n)->root, h->scope,
-				       O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, &sr.scope_fd);
-			if (rv < 0) {
-				rv = fail(&sr, rv, h->scope);
-				goto out;
-			}
-		}
-	} while (sr.absent || sr.dirty);
-	for (i = 0; i < info.snap_vec.count; i++)
-		if (info.snap_vec.vec[i].origin == origin)
-			h->position = info.snap_vec.vec[i].seq;
-	h->until = h->position;
-	for (i = 0; i < end.snap_vec.count; i++)
-		if (end.snap_vec.vec[i].origin == origin && end.snap_vec.vec[i].seq > h->until)
-			h->until = end.snap_vec.vec[i].seq;
-	rv = install_heal(&sr, h);
-	if (rv < 0)
-		goto out;
-	h->bytes = sr.prog.bytes;
-	log_info("heal from %s done in %.1f s: subtree %s at %" PRIu64 ", %" PRIu64
-		 " entries in its tree, %" PRIu64 " received (%" PRIu64 " bytes), %" PRIu64
-		 " deleted, %" PRIu64 " steps installed",
-		 peer, (double)(clock_mono_ms() - t0) / 1000.0, h->scope, h->position,
-		 sr.prog.entries, sr.prog.fetched, sr.prog.bytes, sr.prog.deleted, h->entries);
-	snap_pipe_stop(sr.pipe);
-	sr.pipe = NULL;
-	snap_stage_close(sr.stage);
-	sr.stage = NULL;
-	rv = snap_stage_remove(node_dir(r->n));
-	if (rv < 0)
-		log_warn("%s/%s: cannot remove the staging area: %s", node_dir(r->n), SNAP_DIR,
-			 strerror(-rv));
-	rv = 0;
-out:
 	if (rv < 0) {
 		free(h->list);
 		h->list = NULL;
 		h->list_len = 0;
+		free(h->scope);
+		h->scope = NULL;
 	}
 	if (sr.scope_fd >= 0)
 		close(sr.scope_fd);
-	snap_pipe_stop(sr.pipe);
-	snap_stage_close(sr.stage);
-	snap_plan_free(&sr.plan);
-	proto_msg_free(&info);
-	proto_msg_free(&end);
-	free(sr.q);
-	free(sr.links);
-	free(sr.named);
-	free(sr.del_path);
 	return rv;
 }

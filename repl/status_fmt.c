@@ -51,7 +51,7 @@
 
 /* The buffer being appended to and the first error met, after which appends do nothing. */
 struct out {
-	struct pbuf *b;
+	struct buf *b;
 	int err;
 };
 
@@ -75,7 +75,7 @@ static void put(struct out *o, const char *fmt, ...)
 	}
 	if ((size_t)n >= room) {
 		/* +1 for the terminator vsnprintf always writes, which keeps data a C string. */
-		o->err = pbuf_reserve(o->b, (size_t)n + 1);
+		o->err = buf_reserve(o->b, (size_t)n + 1);
 		if (o->err)
 			return;
 		va_start(ap, fmt);
@@ -408,7 +408,7 @@ static void put_text_divergence(struct out *o, const struct repl_status *st)
 	    st->heal_failures);
 }
 
-int status_fmt_text(const struct repl_status *st, struct pbuf *b)
+int status_fmt_text(const struct repl_status *st, struct buf *b)
 {
 	struct out o = {b, check_counts(st)};
 	unsigned i;
@@ -573,7 +573,7 @@ static void put_json_divergence(struct out *o, const struct repl_status *st)
 	    st->divergences, st->heals, st->heal_failures, st->heal_entries, st->heal_bytes);
 }
 
-int status_fmt_json(const struct repl_status *st, struct pbuf *b)
+int status_fmt_json(const struct repl_status *st, struct buf *b)
 {
 	struct out o = {b, check_counts(st)};
 	unsigned i;
@@ -736,7 +736,7 @@ static const struct status_u64_metric {
      offsetof(struct repl_status, heal_bytes)},
 };
 
-int status_fmt_prometheus(const struct repl_status *st, struct pbuf *b)
+int status_fmt_prometheus(const struct repl_status *st, struct buf *b)
 {
 	struct out o = {b, check_counts(st)};
 	unsigned i;

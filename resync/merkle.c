@@ -1,25 +1,26 @@
 /*
  * merkle.c - the hash tree of a store and its top-down comparison (see merkle.h).
  *
- * The walk follows digest.c: names sorted byte-wise, entries opened relative
+ * The walk is digest.c's, lib/treewalk.c (names sorted byte-wise, one
+ * directory descriptor open however deep the tree): entries opened relative
  * to their parent with O_NOFOLLOW, the stat that is hashed taken from the
- * descriptor that is read, and one directory descriptor open however deep
- * the tree, the walk coming back up through "..".  It differs where a
- * resync needs it to: every entry gets its own digest, a directory's
- * computed after its entries (from their digests, never their bytes), and
- * the fid and version xattrs are covered.
+ * descriptor that is read.  It differs where a resync needs it to: every
+ * entry gets its own digest, a directory's computed after its entries (from
+ * their digests, never their bytes), and the fid and version xattrs are
+ * covered.
  *
  * Memory is what a comparison needs and no more: per entry its name (in a
  * shared pool, not one allocation each), mode, size, inode key, link group
  * and digest, about 80 bytes plus the name.  Entries with more than one
  * link are remembered by inode until the walk ends, so their contents are
  * read once and the later links get the first one's digest and group.
+ * While it runs, the walk also holds the names of each directory from the
+ * root down to where it is.
  *
  * A directory's digest covers its own metadata digest and the name, mode,
  * size and digest of each entry; a decoded listing holds exactly that, so
  * the decoder recomputes the digest instead of trusting one.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -39,9 +40,11 @@
 #include "lib/dirscan.h"
 #include "lib/grow.h"
 #include "lib/log.h"
+#include "lib/relpath.h"
+#include "lib/treewalk.h"
 #include "resync/merkle.h"
-#include "store/path.h"
 #include "resync/snapshot.h"
+#include "store/path.h"
 #include "store/store.h"
 #include "store/xattr_at.h"
 
@@ -93,21 +96,12 @@ struct link_table {
 	uint32_t next_link;
 };
 
-/* A relative path grown and cut back as a walk goes down and up; "" is the root. */
-struct walk_path {
-	char *p;
-	size_t len, cap;
-};
-
 struct merkle_walk {
 	struct merkle *m;
 	EVP_MD_CTX *md;
 	uint8_t *buf; /* READ_BUF_SIZE bytes */
-	struct walk_path path;
-	char *nbuf; /* the names of the directory being listed, NUL-separated */
-	size_t nbuf_len, nbuf_cap;
-	char **nsorted; /* pointers into nbuf, sorted */
-	size_t nsorted_cap;
+	const struct treewalk *tw; /* its path is the current entry's; NULL in prehash threads */
+	struct stat seen;	   /* the fstatat() of the directory being walked into */
 	char *xnames; /* listxattr() output */
 	size_t xnames_cap;
 	char **xsorted; /* pointers into xnames, sorted */
@@ -148,44 +142,14 @@ struct diff_walk {
 	merkle_change_fn change;
 	void *change_arg;
 	struct merkle_diff_stats stats;
-	struct walk_path path;
+	struct relpath path;
 };
-
-/* The path as callbacks and log lines show it: the root is ".". */
-static const char *path_str(const struct walk_path *p)
-{
-	return p->len ? p->p : PATH_ROOT;
-}
-
-/* Append "/name" (just "name" below the root); the old length goes to *saved. */
-static int path_push(struct walk_path *p, const char *name, size_t *saved)
-{
-	size_t nlen = strlen(name);
-	int err;
-
-	err = grow_array(&p->p, &p->cap, p->len + 1 + nlen + 1, 1);
-	if (err)
-		return err;
-	*saved = p->len;
-	if (p->len)
-		p->p[p->len++] = '/';
-	memcpy(p->p + p->len, name, nlen + 1);
-	p->len += nlen;
-	return 0;
-}
-
-static void path_pop(struct walk_path *p, size_t saved)
-{
-	p->len = saved;
-	if (p->p)
-		p->p[saved] = '\0';
-}
 
 static int report(const struct merkle_walk *w, int err, const char *why)
 {
 	if (w->quiet)
 		return err;
-	log_err("merkle: %s: %s", path_str(&w->path), why ? why : strerror(-err));
+	log_err("merkle: %s: %s", relpath_str(&w->tw->path), why ? why : strerror(-err));
 	return err;
 }
 
@@ -279,7 +243,7 @@ static int xattr_names(struct merkle_walk *w, int fd, bool opath, size_t *len)
 		n = xattr_at_list(fd, opath, NULL, 0);
 		if (n < 0)
 			return report(w, -errno, NULL);
-		err = grow_array(&w->xnames, &w->xnames_cap, (size_t)n + 1, 1);
+		err = grow_array(&w->xnames, &w->xnames_cap, (size_t)n + 1);
 		if (err)
 			return report(w, err, NULL);
 	}
@@ -302,7 +266,7 @@ static int xattr_value(struct merkle_walk *w, int fd, bool opath, const char *na
 		n = xattr_at_get(fd, opath, name, NULL, 0);
 		if (n < 0)
 			return report(w, -errno, NULL);
-		err = grow_array(&w->xval, &w->xval_cap, (size_t)n + 1, 1);
+		err = grow_array(&w->xval, &w->xval_cap, (size_t)n + 1);
 		if (err)
 			return report(w, err, NULL);
 	}
@@ -323,7 +287,7 @@ static int hash_xattrs(struct merkle_walk *w, int fd, bool opath)
 	for (p = w->xnames; p < w->xnames + len; p += strlen(p) + 1) {
 		if (!xattr_replicated(p, strlen(p)))
 			continue;
-		err = grow_array(&w->xsorted, &w->xsorted_cap, n + 1, sizeof(char *));
+		err = grow_array(&w->xsorted, &w->xsorted_cap, n + 1);
 		if (err)
 			return report(w, err, NULL);
 		w->xsorted[n++] = p;
@@ -534,78 +498,13 @@ static int dir_new(struct merkle *m, struct merkle_dir **out)
 {
 	int err;
 
-	err = grow_array(&m->dirs, &m->dirs_cap, m->ndirs + 1, sizeof(*m->dirs));
+	err = grow_array(&m->dirs, &m->dirs_cap, m->ndirs + 1);
 	if (err)
 		return err;
 	*out = calloc(1, sizeof(**out));
 	if (!*out)
 		return -ENOMEM;
 	m->dirs[m->ndirs++] = *out;
-	return 0;
-}
-
-/*
- * Read the names of the directory open at dirfd (which stays open) into
- * d->v, sorted, each copied into the name pool.  The entries are zero
- * otherwise.
- */
-static int dir_list(struct merkle_walk *w, int dirfd, struct merkle_dir *d)
-{
-	struct dirent *de;
-	size_t i, n = 0, len;
-	DIR *dir;
-	char *p;
-	int fd, err = 0;
-
-	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return report(w, -errno, NULL);
-	dir = fdopendir(fd);
-	if (!dir) {
-		err = report(w, -errno, NULL);
-		close(fd);
-		return err;
-	}
-	w->nbuf_len = 0;
-	for (;;) {
-		errno = 0;
-		de = readdir(dir);
-		if (!de) {
-			if (errno)
-				err = report(w, -errno, NULL);
-			break;
-		}
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		len = strlen(de->d_name) + 1;
-		err = grow_array(&w->nbuf, &w->nbuf_cap, w->nbuf_len + len, 1);
-		if (err) {
-			report(w, err, NULL);
-			break;
-		}
-		memcpy(w->nbuf + w->nbuf_len, de->d_name, len);
-		w->nbuf_len += len;
-		n++;
-	}
-	closedir(dir);
-	if (err)
-		return err;
-	if (n) {
-		err = grow_array(&w->nsorted, &w->nsorted_cap, n, sizeof(char *));
-		d->v = calloc(n, sizeof(*d->v));
-		if (err || !d->v)
-			return report(w, -ENOMEM, NULL);
-	}
-	for (i = 0, p = w->nbuf; i < n; i++, p += strlen(p) + 1)
-		w->nsorted[i] = p;
-	if (n > 1)
-		qsort(w->nsorted, n, sizeof(char *), cmp_str);
-	for (i = 0; i < n; i++) {
-		d->v[i].name = name_dup(w->m, w->nsorted[i]);
-		if (!d->v[i].name)
-			return report(w, -ENOMEM, NULL);
-		d->n++;
-	}
 	return 0;
 }
 
@@ -682,111 +581,99 @@ static int walk_leaf(struct merkle_walk *w, int dirfd, struct merkle_entry *e, s
 	return err;
 }
 
-/* Replace *fd, a directory, by its parent, which must be the directory parent_st. */
-static int walk_up(struct merkle_walk *w, int *fd, const struct stat *parent_st)
+/*
+ * Walking into the directory of e (the root first), whose stat is st: it
+ * must be the one its entry's fstatat() saw.
+ */
+static int build_enter(struct treewalk *tw, int fd, const struct stat *st, void *dir)
 {
-	struct stat st;
-	int up;
+	struct merkle_walk *w = tw->arg;
 
-	up = openat(*fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (up < 0)
-		return report(w, -errno, NULL);
-	if (fstat(up, &st) < 0 || st.st_dev != parent_st->st_dev ||
-	    st.st_ino != parent_st->st_ino) {
-		close(up);
-		return report(w, -EAGAIN, "moved while being read");
-	}
-	close(*fd);
-	*fd = up;
+	if (tw->depth && (st->st_dev != w->seen.st_dev || st->st_ino != w->seen.st_ino))
+		return report(w, -EAGAIN, "changed while being read");
+	entry_fill(dir, st);
 	return 0;
 }
 
-static int walk_dir(struct merkle_walk *w, int *dirfd, struct merkle_dir *d);
-
 /*
- * Build e, a directory beneath *dirfd (whose stat is parent) with fstatat()
- * st.  *dirfd is closed while e is walked and reopened afterwards; on error
- * it may be -1.
+ * An entry of the directory of de, open at dfd: its name into the tree,
+ * then hashed, or walked into with a listing of its own.
  */
-static int walk_subdir(struct merkle_walk *w, int *dirfd, const struct stat *parent,
-		       struct merkle_entry *e, struct stat *st)
+static int build_entry(struct treewalk *tw, int dfd, const char *name, const struct stat *st,
+		       size_t index, size_t count, void *de, void **sub)
 {
-	int fd = -1, err;
+	struct merkle_walk *w = tw->arg;
+	struct merkle_dir *d = ((struct merkle_entry *)de)->dir;
+	struct merkle_entry *e;
+	struct stat leaf;
+	int err;
 
-	err = dir_new(w->m, &e->dir);
-	if (err) {
-		report(w, err, NULL);
-		goto out;
+	if (index == 0) {
+		d->v = calloc(count, sizeof(*d->v));
+		if (!d->v)
+			return report(w, -ENOMEM, NULL);
 	}
-	err = entry_open(w, *dirfd, e->name, O_RDONLY | O_DIRECTORY, st, &fd);
+	e = &d->v[index];
+	e->name = name_dup(w->m, name);
+	if (!e->name)
+		return report(w, -ENOMEM, NULL);
+	d->n++;
+	w->entries++;
+	if (!S_ISDIR(st->st_mode)) {
+		leaf = *st;
+		return walk_leaf(w, dfd, e, &leaf);
+	}
+	err = dir_new(w->m, &e->dir);
 	if (err)
-		goto out;
-	entry_fill(e, st);
-	close(*dirfd);
-	*dirfd = -1;
-	err = walk_dir(w, &fd, e->dir);
-	if (!err)
-		err = walk_up(w, &fd, parent);
-	if (err)
-		goto out;
-	*dirfd = fd;
-	fd = -1;
-	memcpy(e->digest, e->dir->digest, MERKLE_DIGEST_LEN);
-	e->fid = e->dir->fid;
-out:
-	if (fd >= 0)
-		close(fd);
-	return err;
+		return report(w, err, NULL);
+	w->seen = *st;
+	*sub = e;
+	return TREEWALK_DESCEND;
 }
 
 /*
- * Build d, the listing of the directory open at *dirfd, whose path is in
- * w->path: its entries, then its own metadata and digest.  *dirfd is
- * closed while a subdirectory is walked and reopened afterwards; on error
- * it may be -1.
+ * The entries of the directory of e, open at fd, are done: its own
+ * metadata (from st, taken when the walk entered it) and its digest.
  */
-static int walk_dir(struct merkle_walk *w, int *dirfd, struct merkle_dir *d)
+static int build_leave(struct treewalk *tw, int fd, const struct stat *st, void *dir)
 {
-	struct stat self, st;
-	size_t i, saved;
+	struct merkle_walk *w = tw->arg;
+	struct merkle_entry *e = dir;
+	struct merkle_dir *d = e->dir;
 	int err;
 
-	if (fstat(*dirfd, &self) < 0)
-		return report(w, -errno, NULL);
-	err = dir_list(w, *dirfd, d);
-	for (i = 0; i < d->n && !err; i++) {
-		struct merkle_entry *e = &d->v[i];
-
-		err = path_push(&w->path, e->name, &saved);
-		if (err)
-			return report(w, err, NULL);
-		if (fstatat(*dirfd, e->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			err = report(w, -errno, NULL);
-		else if (S_ISDIR(st.st_mode))
-			err = walk_subdir(w, dirfd, &self, e, &st);
-		else
-			err = walk_leaf(w, *dirfd, e, &st);
-		path_pop(&w->path, saved);
-		w->entries++;
-	}
-	if (err)
-		return err;
-	d->mode = self.st_mode;
-	d->uid = self.st_uid;
-	d->gid = self.st_gid;
-	err = hash_meta(w, &self, *dirfd, false);
+	d->mode = st->st_mode;
+	d->uid = st->st_uid;
+	d->gid = st->st_gid;
+	err = hash_meta(w, st, fd, false);
 	if (err)
 		return err;
 	d->fid = w->fid;
 	/* The values too, not just their digest: a resync sends them as they were here. */
-	err = snap_xattrs_read(*dirfd, 0, &d->xattrs, &d->xattrs_len);
+	err = snap_xattrs_read(fd, 0, &d->xattrs, &d->xattrs_len);
 	if (err)
 		return report(w, err, NULL);
 	err = h_final(w->md, d->meta);
 	if (!err)
 		err = dir_digest(w->md, d);
-	return err ? report(w, err, "SHA-256 failed") : 0;
+	if (err)
+		return report(w, err, "SHA-256 failed");
+	memcpy(e->digest, d->digest, MERKLE_DIGEST_LEN);
+	e->fid = d->fid;
+	return 0;
 }
+
+static int build_fail(struct treewalk *tw, int err, const char *why)
+{
+	return report(tw->arg, err, why);
+}
+
+static const struct treewalk_ops build_ops = {
+    .enter = build_enter,
+    .entry = build_entry,
+    .leave = build_leave,
+    .fail = build_fail,
+};
 
 /* Queue the store path of name in dir (NULL: name is the path) in *v.  0 or a negative errno. */
 static int prehash_push(char ***v, size_t *n, size_t *cap, const char *dir, const char *name)
@@ -801,7 +688,7 @@ static int prehash_push(char ***v, size_t *n, size_t *cap, const char *dir, cons
 		free(path);
 		return -ENAMETOOLONG;
 	}
-	if (grow_array(v, cap, *n + 1, sizeof(**v)) < 0) {
+	if (grow_array(v, cap, *n + 1) < 0) {
 		free(path);
 		return -ENOMEM;
 	}
@@ -947,10 +834,10 @@ int merkle_build(int root_fd, struct merkle **out, uint64_t *entries)
 int merkle_build_cached(int root_fd, struct merkle_cache *cache, int64_t trust_ns,
 			struct merkle **out, uint64_t *entries, uint64_t *reused)
 {
-	struct merkle_walk w = {0};
+	struct treewalk tw = {.fd = -1};
+	struct merkle_walk w = {.tw = &tw};
 	struct merkle_cache *fresh = NULL;
-	struct stat st;
-	int fd = -1, err;
+	int err;
 
 	*out = NULL;
 	w.trust_ns = trust_ns;
@@ -985,17 +872,14 @@ int merkle_build_cached(int root_fd, struct merkle_cache *cache, int64_t trust_n
 		report(&w, err, NULL);
 		goto out;
 	}
-	fd = openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		err = report(&w, -errno, NULL);
+	err = treewalk_open(&tw, root_fd, ".", 0);
+	if (err) {
+		report(&w, err, NULL);
 		goto out;
 	}
-	entry_fill(&w.m->root, &st);
-	err = walk_dir(&w, &fd, w.m->root.dir);
+	err = treewalk_run(&tw, &build_ops, &w, &w.m->root);
 	if (err)
 		goto out;
-	memcpy(w.m->root.digest, w.m->root.dir->digest, MERKLE_DIGEST_LEN);
-	w.m->root.fid = w.m->root.dir->fid;
 	if (entries)
 		*entries = w.entries + 1;
 	if (reused)
@@ -1007,15 +891,11 @@ int merkle_build_cached(int root_fd, struct merkle_cache *cache, int64_t trust_n
 out:
 	merkle_cache_free(fresh);
 	merkle_cache_free(w.cache_new);
-	if (fd >= 0)
-		close(fd);
+	treewalk_close(&tw);
 	free(w.links.v);
 	free(w.xval);
 	free(w.xsorted);
 	free(w.xnames);
-	free(w.nsorted);
-	free(w.nbuf);
-	free(w.path.p);
 	free(w.buf);
 	EVP_MD_CTX_free(w.md);
 	merkle_free(w.m);
@@ -1320,7 +1200,7 @@ static int diff_emit(struct diff_walk *s, enum merkle_change what,
 		s->stats.fetch++;
 	else
 		s->stats.del++;
-	return s->change(s->change_arg, what, path_str(&s->path), theirs, mine);
+	return s->change(s->change_arg, what, relpath_str(&s->path), theirs, mine);
 }
 
 static int diff_dir(struct diff_walk *s, const struct merkle_entry *mine,
@@ -1367,13 +1247,13 @@ static int diff_dir(struct diff_walk *s, const struct merkle_entry *mine,
 	size_t i = 0, j = 0, saved;
 	int c, err;
 
-	err = s->list(s->list_arg, path_str(&s->path), &t);
+	err = s->list(s->list_arg, relpath_str(&s->path), &t);
 	if (err)
 		goto out;
 	s->stats.listings++;
 	if (theirs && memcmp(t->digest, theirs->digest, MERKLE_DIGEST_LEN)) {
 		log_err("merkle: the other side's listing of %s does not match its parent's",
-			path_str(&s->path));
+			relpath_str(&s->path));
 		err = -ESTALE;
 		goto out;
 	}
@@ -1394,7 +1274,8 @@ static int diff_dir(struct diff_walk *s, const struct merkle_entry *mine,
 		a = md && i < md->n ? &md->v[i] : NULL;
 		b = j < t->n ? &t->v[j] : NULL;
 		c = !a ? 1 : !b ? -1 : strcmp(a->name, b->name);
-		err = path_push(&s->path, c < 0 ? a->name : b->name, &saved);
+		saved = s->path.len;
+		err = relpath_set(&s->path, saved, c < 0 ? a->name : b->name);
 		if (err)
 			goto out;
 		if (c < 0)
@@ -1403,7 +1284,7 @@ static int diff_dir(struct diff_walk *s, const struct merkle_entry *mine,
 			err = diff_new(s, b);
 		else
 			err = diff_pair(s, a, b);
-		path_pop(&s->path, saved);
+		relpath_cut(&s->path, saved);
 		if (err)
 			goto out;
 		i += c <= 0;

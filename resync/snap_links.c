@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "lib/grow.h"
+#include "lib/relpath.h"
 #include "resync/snap_links.h"
 #include "store/store.h"
 
@@ -23,8 +23,7 @@ struct walk {
 	struct cand *c; /* sorted by fid */
 	size_t n;
 	size_t linked;
-	char *path; /* grown as the walk goes down */
-	size_t cap;
+	struct relpath path; /* of the entry visited */
 };
 
 static int cmp_fid(const struct fid *a, const struct fid *b)
@@ -81,10 +80,10 @@ static int link_to_file(struct walk *w, const struct merkle_entry *e)
 		struct snap_step *st = &w->plan->v[w->c[i].step];
 		char *to;
 
-		if (st->op != SNAP_OP_OBJ || !strcmp(st->path, w->path) ||
-		    touched(w->plan, w->path))
+		if (st->op != SNAP_OP_OBJ || !strcmp(st->path, w->path.p) ||
+		    touched(w->plan, w->path.p))
 			continue;
-		to = strdup(w->path);
+		to = strdup(w->path.p);
 		if (!to)
 			return -ENOMEM;
 		st->op = SNAP_OP_LINK;
@@ -102,20 +101,16 @@ static int visit(struct walk *w, const struct merkle_dir *d, size_t len)
 
 	for (i = 0; i < d->n && !err; i++) {
 		const struct merkle_entry *e = &d->v[i];
-		size_t nl = strlen(e->name), at = len ? len + 1 : 0;
 
-		err = grow_array(&w->path, &w->cap, at + nl + 1, 1);
+		err = relpath_set(&w->path, len, e->name);
 		if (err)
 			break;
-		if (len)
-			w->path[len] = '/';
-		memcpy(w->path + at, e->name, nl + 1);
 		if (e->dir)
-			err = visit(w, e->dir, at + nl);
+			err = visit(w, e->dir, w->path.len);
 		else if (S_ISREG(e->mode) && !fid_is_zero(e->fid))
 			err = link_to_file(w, e);
 	}
-	w->path[len] = '\0';
+	relpath_cut(&w->path, len);
 	return err;
 }
 
@@ -137,14 +132,10 @@ int snap_link_unchanged(struct snap_plan *plan, const uint32_t *steps, size_t n,
 			w.c[w.n++] = (struct cand){plan->v[steps[i]].fid, steps[i]};
 	if (w.n && root->dir) {
 		qsort(w.c, w.n, sizeof(*w.c), cmp_cand);
-		err = grow_array(&w.path, &w.cap, 1, 1);
-		if (!err) {
-			w.path[0] = '\0';
-			err = visit(&w, root->dir, 0);
-		}
+		err = visit(&w, root->dir, 0);
 	}
 	*linked = w.linked;
-	free(w.path);
+	free(w.path.p);
 	free(w.c);
 	return err;
 }

@@ -11,9 +11,10 @@
  * the store first and does nothing when it finds its work done, so a crash
  * anywhere in an install is repaired by running the whole plan again.
  * Directories are removed without following symlinks and without leaving
- * the tree: one descriptor at a time, opened relative to its parent with
- * O_NOFOLLOW, and coming back up through ".." only after checking that it
- * is the directory we came down from.
+ * the tree: one descriptor at a time, stepping with lib/treewalk.c, which
+ * opens each relative to its parent with O_NOFOLLOW and comes back up
+ * through ".." only after checking that it is the directory it came down
+ * from.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,13 +29,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lib/buf.h"
 #include "lib/bytes.h"
 #include "lib/crc32c.h"
 #include "lib/dirscan.h"
+#include "lib/grow.h"
 #include "lib/log.h"
-#include "store/path.h"
-#include "resync/snapshot.h"
+#include "lib/treewalk.h"
 #include "resync/snap_meta.h"
+#include "resync/snapshot.h"
+#include "store/path.h"
 #include "store/store.h"
 #include "store/xattr_at.h"
 
@@ -80,64 +84,11 @@ struct snap_obj {
 	int fd; /* regular file: its temporary file, read-write; -1 otherwise */
 };
 
-/* A growable byte buffer for blobs and plans. */
-struct buf {
-	uint8_t *p;
-	size_t len, cap;
-};
-
 /* Bounds-checked reading of a plan. */
 struct cursor {
 	const uint8_t *p;
 	size_t left;
 };
-
-static int buf_reserve(struct buf *b, size_t more)
-{
-	size_t cap = b->cap ? b->cap : 256;
-	uint8_t *p;
-
-	if (more > SIZE_MAX - b->len)
-		return -ENOMEM;
-	if (b->len + more <= b->cap)
-		return 0;
-	while (cap < b->len + more)
-		cap = cap > SIZE_MAX / 2 ? b->len + more : cap * 2;
-	p = realloc(b->p, cap);
-	if (!p)
-		return -ENOMEM;
-	b->p = p;
-	b->cap = cap;
-	return 0;
-}
-
-static int buf_put(struct buf *b, const void *p, size_t n)
-{
-	int err = buf_reserve(b, n);
-
-	if (err)
-		return err;
-	if (n)
-		memcpy(b->p + b->len, p, n);
-	b->len += n;
-	return 0;
-}
-
-static int buf_put16(struct buf *b, uint16_t v)
-{
-	uint8_t x[2];
-
-	put_le16(x, v);
-	return buf_put(b, x, sizeof(x));
-}
-
-static int buf_put32(struct buf *b, uint32_t v)
-{
-	uint8_t x[4];
-
-	put_le32(x, v);
-	return buf_put(b, x, sizeof(x));
-}
 
 static void hex_name(const uint8_t digest[SNAP_DIGEST_LEN], char out[HEX_LEN + 1])
 {
@@ -179,68 +130,6 @@ static int clear_entry(int dfd, const char *name, void *arg)
 	return 1;
 }
 
-/* The (dev, ino) of each directory above the one remove_tree() is in. */
-struct rm_stack {
-	struct stat *v;
-	size_t n, cap;
-};
-
-static int rm_push(struct rm_stack *k, const struct stat *st)
-{
-	struct stat *v;
-	size_t cap;
-
-	if (k->n == k->cap) {
-		cap = k->cap ? 2 * k->cap : 16;
-		v = realloc(k->v, cap * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		k->v = v;
-		k->cap = cap;
-	}
-	k->v[k->n++] = *st;
-	return 0;
-}
-
-/* Replace *fd by its subdirectory name, remembering where we came from. */
-static int rm_down(struct rm_stack *k, int *fd, const char *name)
-{
-	struct stat st;
-	int sub, err;
-
-	if (fstat(*fd, &st) < 0)
-		return -errno;
-	err = rm_push(k, &st);
-	if (err)
-		return err;
-	sub = openat(*fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (sub < 0)
-		return -errno;
-	close(*fd);
-	*fd = sub;
-	return 0;
-}
-
-/* Replace *fd by its parent, which must be the directory rm_down() came from. */
-static int rm_up(struct rm_stack *k, int *fd)
-{
-	const struct stat *want = &k->v[k->n - 1];
-	struct stat st;
-	int up;
-
-	up = openat(*fd, "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (up < 0)
-		return -errno;
-	if (fstat(up, &st) < 0 || st.st_dev != want->st_dev || st.st_ino != want->st_ino) {
-		close(up);
-		return -ESTALE;
-	}
-	close(*fd);
-	*fd = up;
-	k->n--;
-	return 0;
-}
-
 /*
  * Remove name in parent and, if it is a directory, everything beneath it;
  * 0 if it is not there.  One directory descriptor is open at a time, so the
@@ -249,36 +138,32 @@ static int rm_up(struct rm_stack *k, int *fd)
 static int remove_tree(int parent, const char *name)
 {
 	char sub[NAME_MAX + 1];
-	struct rm_stack k = {0};
+	struct treewalk tw;
 	struct stat st;
-	int fd = -1, r;
+	int r;
 
 	if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? 0 : -errno;
 	if (!S_ISDIR(st.st_mode))
 		return unlink_entry(parent, name, 0);
-	fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
+	r = treewalk_open(&tw, parent, name, O_NOFOLLOW);
+	if (r < 0) {
+		treewalk_close(&tw);
+		return r == -ENOENT ? 0 : r;
+	}
 	for (;;) {
-		r = dir_scan(fd, clear_entry, sub);
+		r = dir_scan(tw.fd, clear_entry, sub);
 		if (r == 1)
-			r = rm_down(&k, &fd, sub);
-		else if (r == 0 && k.n > 0)
-			r = rm_up(&k, &fd);
-		else if (r == 0)
+			r = treewalk_down(&tw, sub);
+		else if (r == 0 && tw.depth > 0)
+			r = treewalk_up(&tw);
+		else
 			break;
 		if (r < 0)
-			goto out;
+			break;
 	}
-	close(fd);
-	fd = -1;
-	r = unlink_entry(parent, name, AT_REMOVEDIR);
-out:
-	if (fd >= 0)
-		close(fd);
-	free(k.v);
-	return r;
+	treewalk_close(&tw);
+	return r < 0 ? r : unlink_entry(parent, name, AT_REMOVEDIR);
 }
 
 /* The xattr names of fd, NUL-separated, into *names (malloc'd, caller frees; NULL if none). */
@@ -357,7 +242,7 @@ static int blob_add(struct buf *b, int fd, int opath, const char *name, uint16_t
 		err = buf_reserve(b, head + (size_t)n);
 		if (err)
 			return err;
-		got = xattr_at_get(fd, opath, name, b->p + b->len + head, (size_t)n);
+		got = xattr_at_get(fd, opath, name, b->data + b->len + head, (size_t)n);
 		if (got >= 0)
 			break;
 		if (errno == ENODATA)
@@ -366,9 +251,9 @@ static int blob_add(struct buf *b, int fd, int opath, const char *name, uint16_t
 		if (errno != ERANGE)
 			return -errno;
 	}
-	b->p[b->len] = (uint8_t)nlen;
-	memcpy(b->p + b->len + 1, name, nlen);
-	put_le32(b->p + b->len + 1 + nlen, (uint32_t)got);
+	b->data[b->len] = (uint8_t)nlen;
+	memcpy(b->data + b->len + 1, name, nlen);
+	put_le32(b->data + b->len + 1 + nlen, (uint32_t)got);
 	b->len += head + (size_t)got;
 	(*count)++;
 	return 0;
@@ -376,7 +261,7 @@ static int blob_add(struct buf *b, int fd, int opath, const char *name, uint16_t
 
 int snap_xattrs_read(int fd, int opath, uint8_t **blob, size_t *len)
 {
-	struct buf b = {0};
+	struct buf b = BUF_INIT;
 	char *names = NULL, **v = NULL;
 	size_t nlen, n = 0, i;
 	uint16_t count = 0;
@@ -398,12 +283,12 @@ int snap_xattrs_read(int fd, int opath, uint8_t **blob, size_t *len)
 		err = blob_add(&b, fd, opath, v[i], &count);
 	if (err || count == 0)
 		goto out;
-	put_le16(b.p, count);
-	*blob = b.p;
+	put_le16(b.data, count);
+	*blob = b.data;
 	*len = b.len;
-	b.p = NULL;
+	b.data = NULL;
 out:
-	free(b.p);
+	buf_free(&b);
 	free(v);
 	free(names);
 	return err;
@@ -909,17 +794,9 @@ int snap_obj_commit(struct snap_obj *o, const char **why)
 
 	err = o->fd >= 0 ? finish_file(o, why) : finish_special(o, why);
 	pthread_mutex_lock(&s->lock);
-	if (!err && s->npend == s->pend_cap) {
-		size_t cap = s->pend_cap ? 2 * s->pend_cap : 256;
-		struct pending_obj *v = realloc(s->pend, cap * sizeof(*v));
-
-		if (v) {
-			s->pend = v;
-			s->pend_cap = cap;
-		} else {
-			err = -ENOMEM;
-			*why = "out of memory";
-		}
+	if (!err && grow_array(&s->pend, &s->pend_cap, s->npend + 1) < 0) {
+		err = -ENOMEM;
+		*why = "out of memory";
 	}
 	if (!err) {
 		memcpy(s->pend[s->npend].tmp, o->tmp, sizeof(o->tmp));
@@ -1032,23 +909,6 @@ static void step_free(struct snap_step *st)
 	memset(st, 0, sizeof(*st));
 }
 
-static int plan_grow(struct snap_plan *p, size_t need)
-{
-	struct snap_step *v;
-	size_t cap = p->cap ? p->cap : 16;
-
-	if (need <= p->cap)
-		return 0;
-	while (cap < need)
-		cap *= 2;
-	v = realloc(p->v, cap * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	p->v = v;
-	p->cap = cap;
-	return 0;
-}
-
 int snap_plan_add(struct snap_plan *p, const struct snap_step *step)
 {
 	struct snap_step c = *step;
@@ -1058,7 +918,7 @@ int snap_plan_add(struct snap_plan *p, const struct snap_step *step)
 	err = step_check(step, &why);
 	if (err)
 		return err;
-	err = plan_grow(p, p->n + 1);
+	err = grow_array(&p->v, &p->cap, p->n + 1);
 	if (err)
 		return err;
 	/* Only what the op uses is copied; the other pointers may be anything. */
@@ -1155,7 +1015,7 @@ static int plan_encode(const struct snap_plan *p, struct buf *b)
 		if (!err)
 			err = encode_step(b, &p->v[i]);
 	}
-	return err ? err : buf_put32(b, crc32c(0, b->p, b->len));
+	return err ? err : buf_put32(b, crc32c(0, b->data, b->len));
 }
 
 static int write_all(int fd, const uint8_t *p, size_t len)
@@ -1176,7 +1036,7 @@ static int write_all(int fd, const uint8_t *p, size_t len)
 
 int snap_plan_save(struct snap_stage *s, const struct snap_plan *p)
 {
-	struct buf b = {0};
+	struct buf b = BUF_INIT;
 	int fd = -1, err;
 
 	err = snap_stage_flush(s);
@@ -1190,7 +1050,7 @@ int snap_plan_save(struct snap_stage *s, const struct snap_plan *p)
 		err = -errno;
 		goto out;
 	}
-	err = write_all(fd, b.p, b.len);
+	err = write_all(fd, b.data, b.len);
 	if (!err && fsync(fd) < 0)
 		err = -errno;
 	if (close(fd) < 0 && !err)
@@ -1207,7 +1067,7 @@ int snap_plan_save(struct snap_stage *s, const struct snap_plan *p)
 	    fsync(s->dirfd) < 0)
 		err = -errno;
 out:
-	free(b.p);
+	buf_free(&b);
 	return err;
 }
 
@@ -1337,7 +1197,7 @@ static int plan_decode(const uint8_t *buf, size_t len, struct snap_plan *p, cons
 		*why = "plan step count beyond its length";
 		return -EBADMSG;
 	}
-	err = plan_grow(p, count);
+	err = grow_array(&p->v, &p->cap, count);
 	for (i = 0; i < count && !err; i++) {
 		memset(&st, 0, sizeof(st));
 		err = decode_step(&c, &st, why);

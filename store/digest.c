@@ -14,9 +14,8 @@
  * Symlinks below the root are never followed (the root itself is opened as
  * given, so a symlink naming a tree works): entries are opened relative to their parent
  * with O_NOFOLLOW, and xattrs of entries without an open fd are read with
- * l*xattr() through /proc/self/fd/PARENT/NAME.  To keep one directory fd open
- * however deep the tree, the walk closes a directory before descending and
- * comes back to it through "..", checking that it is the same directory.
+ * l*xattr() through /proc/self/fd/PARENT/NAME.  The walk is lib/treewalk.c's,
+ * which keeps one directory fd open however deep the tree.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,9 +32,10 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "store/digest.h"
-#include "lib/dirscan.h"
 #include "lib/grow.h"
+#include "lib/treewalk.h"
+#include "store/digest.h"
+#include "store/xattr_at.h"
 
 /* Read buffer for file contents, allocated once per digest_tree() call. */
 #define READ_BUF_SIZE (1 << 20)
@@ -43,17 +43,13 @@
 /* Fed first into the tree digest, so a future change of format changes every digest. */
 #define TREE_DOMAIN "ledgerfs tree digest v1"
 
-/* ledgerfs keeps its own bookkeeping (fids, versions) here; it differs per node. */
-#define PRIVATE_XATTR_PREFIX "trusted.ledgerfs."
-
 struct digest_walk {
 	const char *root;
 	FILE *list;
 	EVP_MD_CTX *tree;   /* over (path, entry hash) pairs */
 	EVP_MD_CTX *entry;  /* reset for each entry */
 	unsigned char *buf; /* READ_BUF_SIZE bytes: file contents, symlink targets */
-	char *path;	    /* relative path of the current entry, "" for the root */
-	size_t path_len, path_cap;
+	const struct treewalk *tw; /* its path is the current entry's, "" for the root */
 	char *xnames; /* llistxattr() output */
 	size_t xnames_cap;
 	char **xsorted; /* pointers into xnames, sorted */
@@ -62,49 +58,19 @@ struct digest_walk {
 	size_t xval_cap;
 };
 
-/* The names of one directory, sorted; owned by the walk frame that read them. */
-struct name_list {
-	char **v;
-	size_t n, cap;
-};
-
 /* The entry's path as shown to people: the root is ".". */
 static const char *entry_path(const struct digest_walk *w)
 {
-	return w->path_len ? w->path : ".";
+	return relpath_str(&w->tw->path);
 }
 
 static int report(const struct digest_walk *w, int err, const char *why)
 {
-	bool below = w->path && w->path_len;
+	bool below = w->tw->path.len;
 
 	fprintf(stderr, "ledgerctl: digest: %s%s%s: %s\n", w->root, below ? "/" : "",
-		below ? w->path : "", why ? why : strerror(-err));
+		below ? w->tw->path.p : "", why ? why : strerror(-err));
 	return err;
-}
-
-/* Append "/name" (just "name" below the root) to w->path; the old length goes to *saved. */
-static int path_push(struct digest_walk *w, const char *name, size_t *saved)
-{
-	size_t nlen = strlen(name);
-	size_t need = w->path_len + 1 + nlen + 1;
-	int err;
-
-	err = grow_array(&w->path, &w->path_cap, need, 1);
-	if (err)
-		return err;
-	*saved = w->path_len;
-	if (w->path_len)
-		w->path[w->path_len++] = '/';
-	memcpy(w->path + w->path_len, name, nlen + 1);
-	w->path_len += nlen;
-	return 0;
-}
-
-static void path_pop(struct digest_walk *w, size_t saved)
-{
-	w->path_len = saved;
-	w->path[saved] = '\0';
 }
 
 static int h_update(EVP_MD_CTX *c, const void *p, size_t n)
@@ -134,11 +100,6 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static bool xattr_private(const char *name)
-{
-	return !strncmp(name, PRIVATE_XATTR_PREFIX, sizeof(PRIVATE_XATTR_PREFIX) - 1);
-}
-
 /*
  * Hash the xattrs of an entry: through fd when it is >= 0, else through
  * procpath without following a symlink at its end.
@@ -158,7 +119,7 @@ static int hash_xattrs(struct digest_walk *w, int fd, const char *procpath)
 			return report(w, -errno, NULL);
 		if (len == 0)
 			break;
-		err = grow_array(&w->xnames, &w->xnames_cap, (size_t)len, 1);
+		err = grow_array(&w->xnames, &w->xnames_cap, (size_t)len);
 		if (err)
 			return report(w, err, NULL);
 		len = fd >= 0 ? flistxattr(fd, w->xnames, w->xnames_cap)
@@ -170,9 +131,10 @@ static int hash_xattrs(struct digest_walk *w, int fd, const char *procpath)
 			return report(w, -errno, NULL);
 	}
 	for (p = w->xnames; p < w->xnames + len; p += strlen(p) + 1) {
-		if (xattr_private(p))
+		/* ledgerfs's own bookkeeping (fids, versions) differs per node. */
+		if (xattr_is_ledgerfs(p, strlen(p)))
 			continue;
-		err = grow_array(&w->xsorted, &w->xsorted_cap, n + 1, sizeof(char *));
+		err = grow_array(&w->xsorted, &w->xsorted_cap, n + 1);
 		if (err)
 			return report(w, err, NULL);
 		w->xsorted[n++] = p;
@@ -188,7 +150,7 @@ static int hash_xattrs(struct digest_walk *w, int fd, const char *procpath)
 				       : lgetxattr(procpath, name, NULL, 0);
 			if (vlen < 0)
 				return report(w, -errno, NULL);
-			err = grow_array(&w->xval, &w->xval_cap, (size_t)vlen + 1, 1);
+			err = grow_array(&w->xval, &w->xval_cap, (size_t)vlen + 1);
 			if (err)
 				return report(w, err, NULL);
 			vlen = fd >= 0 ? fgetxattr(fd, name, w->xval, w->xval_cap)
@@ -352,144 +314,62 @@ static int hash_entry(struct digest_walk *w, const struct stat *st, int fd, int 
 	return 0;
 }
 
-static void names_free(struct name_list *l)
+/* Walking into a directory: hash it through its fd (the root too). */
+static int digest_enter(struct treewalk *tw, int fd, const struct stat *st, void *dir)
 {
-	size_t i;
-
-	for (i = 0; i < l->n; i++)
-		free(l->v[i]);
-	free(l->v);
-}
-
-static int name_add(int dirfd, const char *name, void *arg)
-{
-	struct name_list *l = arg;
-	int err;
-
-	(void)dirfd;
-	err = grow_array(&l->v, &l->cap, l->n + 1, sizeof(char *));
-	if (err)
-		return err;
-	l->v[l->n] = strdup(name);
-	if (!l->v[l->n])
-		return -ENOMEM;
-	l->n++;
-	return 0;
-}
-
-/* Read and sort the names in the directory open at dirfd (which stays open). */
-static int names_read(struct digest_walk *w, int dirfd, struct name_list *l)
-{
-	int err = dir_scan(dirfd, name_add, l);
-
-	if (err)
-		return report(w, err, NULL);
-	if (l->n > 1)
-		qsort(l->v, l->n, sizeof(char *), cmp_str);
-	return 0;
+	return hash_entry(tw->arg, st, fd, fd, ".");
 }
 
 /*
- * Open name below dirfd when it is a directory or regular file, and stat it
- * through the fd so that what is hashed is what is read.  *fd is -1 for
- * other types.
+ * Hash a non-directory below dfd, through an fd when it is a regular file,
+ * stat'd through that fd so that what is hashed is what is read.  A
+ * directory is walked into and hashed by digest_enter().
  */
-static int entry_open(struct digest_walk *w, int dirfd, const char *name, struct stat *st, int *fd)
+static int digest_entry(struct treewalk *tw, int dfd, const char *name, const struct stat *seen,
+			size_t index, size_t count, void *dir, void **sub)
 {
-	int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
-	mode_t type;
+	struct digest_walk *w = tw->arg;
+	struct stat st = *seen;
+	int fd = -1, err;
 
-	*fd = -1;
-	if (fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW) < 0)
-		return report(w, -errno, NULL);
-	type = st->st_mode & S_IFMT;
-	if (type != S_IFDIR && type != S_IFREG)
-		return 0;
-	*fd = openat(dirfd, name, flags | (type == S_IFDIR ? O_DIRECTORY : 0));
-	if (*fd < 0)
-		return report(w, -errno, NULL);
-	if (fstat(*fd, st) < 0 || (st->st_mode & S_IFMT) != type) {
-		close(*fd);
-		*fd = -1;
-		return report(w, -EAGAIN, "changed while being read");
-	}
-	return 0;
-}
-
-/* Replace *fd, a directory, by its parent, which must be the directory parent_st. */
-static int walk_up(struct digest_walk *w, int *fd, const struct stat *parent_st)
-{
-	struct stat st;
-	int up;
-
-	up = openat(*fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (up < 0)
-		return report(w, -errno, NULL);
-	if (fstat(up, &st) < 0 || st.st_dev != parent_st->st_dev ||
-	    st.st_ino != parent_st->st_ino) {
-		close(up);
-		return report(w, -EAGAIN, "moved while being read");
-	}
-	close(*fd);
-	*fd = up;
-	return 0;
-}
-
-/*
- * Hash everything below the directory open at *dirfd, whose path is in
- * w->path.  *dirfd is closed while a subdirectory is walked and reopened
- * afterwards; on error it may be -1.
- */
-static int walk_dir(struct digest_walk *w, int *dirfd)
-{
-	struct name_list names = {0};
-	struct stat self, st;
-	size_t i, saved;
-	int fd, err;
-
-	if (fstat(*dirfd, &self) < 0)
-		return report(w, -errno, NULL);
-	err = names_read(w, *dirfd, &names);
-	for (i = 0; i < names.n && !err; i++) {
-		err = path_push(w, names.v[i], &saved);
-		if (err) {
-			report(w, err, NULL);
-			break;
-		}
-		err = entry_open(w, *dirfd, names.v[i], &st, &fd);
-		if (!err)
-			err = hash_entry(w, &st, fd, *dirfd, names.v[i]);
-		if (!err && S_ISDIR(st.st_mode)) {
-			close(*dirfd);
-			*dirfd = -1;
-			err = walk_dir(w, &fd);
-			if (!err)
-				err = walk_up(w, &fd, &self);
-			if (!err) {
-				*dirfd = fd;
-				fd = -1;
-			}
-		}
-		if (fd >= 0)
+	if (S_ISDIR(st.st_mode))
+		return TREEWALK_DESCEND;
+	if (S_ISREG(st.st_mode)) {
+		fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+		if (fd < 0)
+			return report(w, -errno, NULL);
+		if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 			close(fd);
-		path_pop(w, saved);
+			return report(w, -EAGAIN, "changed while being read");
+		}
 	}
-	names_free(&names);
+	err = hash_entry(w, &st, fd, dfd, name);
+	if (fd >= 0)
+		close(fd);
 	return err;
 }
 
+static int digest_fail(struct treewalk *tw, int err, const char *why)
+{
+	return report(tw->arg, err, why);
+}
+
+static const struct treewalk_ops digest_ops = {
+    .enter = digest_enter,
+    .entry = digest_entry,
+    .fail = digest_fail,
+};
+
 int digest_tree(const char *root, unsigned char out[DIGEST_LEN], FILE *list)
 {
-	struct digest_walk w = {.root = root, .list = list};
-	struct stat st;
-	int fd = -1, err;
+	struct treewalk tw = {.fd = -1};
+	struct digest_walk w = {.root = root, .list = list, .tw = &tw};
+	int err;
 
-	w.path = calloc(1, 64);
-	w.path_cap = 64;
 	w.tree = EVP_MD_CTX_new();
 	w.entry = EVP_MD_CTX_new();
 	w.buf = malloc(READ_BUF_SIZE);
-	if (!w.path || !w.tree || !w.entry || !w.buf) {
+	if (!w.tree || !w.entry || !w.buf) {
 		err = report(&w, -ENOMEM, NULL);
 		goto out;
 	}
@@ -498,26 +378,22 @@ int digest_tree(const char *root, unsigned char out[DIGEST_LEN], FILE *list)
 		err = report(&w, -EIO, "SHA-256 unavailable");
 		goto out;
 	}
-	fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		err = report(&w, -errno, NULL);
+	err = treewalk_open(&tw, AT_FDCWD, root, 0);
+	if (err) {
+		report(&w, err, NULL);
 		goto out;
 	}
-	err = hash_entry(&w, &st, fd, fd, ".");
-	if (!err)
-		err = walk_dir(&w, &fd);
+	err = treewalk_run(&tw, &digest_ops, &w, NULL);
 	if (!err && EVP_DigestFinal_ex(w.tree, out, NULL) != 1)
 		err = report(&w, -EIO, "SHA-256 failed");
 out:
-	if (fd >= 0)
-		close(fd);
+	treewalk_close(&tw);
 	free(w.xval);
 	free(w.xsorted);
 	free(w.xnames);
 	free(w.buf);
 	EVP_MD_CTX_free(w.entry);
 	EVP_MD_CTX_free(w.tree);
-	free(w.path);
 	return err;
 }
 

@@ -19,6 +19,16 @@ int path_is_root(const char *rel)
 	return rel && strcmp(rel, PATH_ROOT) == 0;
 }
 
+void path_up(char *p)
+{
+	char *slash = strrchr(p, '/');
+
+	if (slash)
+		*slash = '\0';
+	else
+		strcpy(p, PATH_ROOT);
+}
+
 /*
  * Check the components of the len bytes at rel: none empty, "." or "..",
  * none over NAME_MAX.  0, -EINVAL or -ENAMETOOLONG with *why set.

@@ -40,6 +40,12 @@ int path_check(const char *rel, const char **why);
 int path_is_root(const char *rel);
 
 /*
+ * Make the store path p its parent, in place: "." for a top-level name
+ * and for the root (p is not empty, so its buffer holds the 2 bytes of ".").
+ */
+void path_up(char *p);
+
+/*
  * Open rel beneath root with flags (O_NOFOLLOW is always added, so a final
  * symlink can only be opened with O_PATH).  *fd is the caller's to close.
  * A path over PATH_REL_MAX gives -ENAMETOOLONG; one of PATH_MAX bytes or

@@ -30,6 +30,7 @@
 #include "lib/bytes.h"
 #include "store/path.h"
 #include "store/store.h"
+#include "store/xattr_at.h"
 
 /*
  * The f*xattr and fchmod calls refuse O_PATH descriptors (EBADF); those are
@@ -1107,7 +1108,7 @@ static int apply_existing(struct store *s, const struct event *ev, struct apply_
 	int fd = -1, owned = 0, cached, r;
 
 	if ((ev->type == EV_SETXATTR || ev->type == EV_REMOVEXATTR) &&
-	    strncmp(ev->name, STORE_XATTR_PREFIX, strlen(STORE_XATTR_PREFIX)) == 0) {
+	    xattr_is_ledgerfs(ev->name, strlen(ev->name))) {
 		*why = "xattr name reserved for ledgerfs";
 		return -EPERM;
 	}

@@ -15,11 +15,16 @@ static bool same_name(const char *name, size_t len, const char *want)
 	return len == strlen(want) && memcmp(name, want, len) == 0;
 }
 
-bool xattr_replicated(const char *name, size_t len)
+bool xattr_is_ledgerfs(const char *name, size_t len)
 {
 	size_t plen = strlen(STORE_XATTR_PREFIX);
 
-	if (len < plen || memcmp(name, STORE_XATTR_PREFIX, plen) != 0)
+	return len >= plen && memcmp(name, STORE_XATTR_PREFIX, plen) == 0;
+}
+
+bool xattr_replicated(const char *name, size_t len)
+{
+	if (!xattr_is_ledgerfs(name, len))
 		return true;
 	return same_name(name, len, STORE_XATTR_FID) || same_name(name, len, STORE_XATTR_VER);
 }

@@ -1,6 +1,6 @@
 /*
- * xattr_at.h - xattrs of a store object through its descriptor, and which
- * of them replication carries.
+ * xattr_at.h - xattrs of a store object through its descriptor, which of
+ * them are ledgerfs's own, and which of them replication carries.
  *
  * The hash tree (merkle.c) and the snapshot transfer (snapshot.c) must
  * agree on both, or a resync would send what the tree never compared.
@@ -11,6 +11,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+
+/*
+ * Whether the xattr name (len bytes, no NUL needed) is one of ledgerfs's
+ * own, under STORE_XATTR_PREFIX (the fid, the version, the root's cluster
+ * stamp): the mount hides them from its users and refuses to change them,
+ * and a tree digest leaves them out.
+ */
+bool xattr_is_ledgerfs(const char *name, size_t len);
 
 /*
  * Whether replication carries the xattr name (len bytes, no NUL needed):

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "fsck.h"
+#include "lib/grow.h"
 #include "lib/log.h"
 #include "node/node.h"
 
@@ -148,10 +149,9 @@ struct fsck_origin *fsck_origin_get(struct fsck *f, uint64_t origin)
 	for (i = 0; i < f->norigins && f->origins[i].origin <= origin; i++)
 		if (f->origins[i].origin == origin)
 			return &f->origins[i];
-	o = realloc(f->origins, (f->norigins + 1) * sizeof(*o));
-	if (!o)
+	if (grow_array(&f->origins, &f->origins_cap, f->norigins + 1) < 0)
 		return NULL;
-	f->origins = o;
+	o = f->origins;
 	memmove(&o[i + 1], &o[i], (f->norigins - i) * sizeof(*o));
 	f->norigins++;
 	o[i] = (struct fsck_origin){.origin = origin};

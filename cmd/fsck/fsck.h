@@ -58,7 +58,7 @@ struct fsck {
 	struct journal_copy snap; /* under -n: the private copy of the journal */
 	char *tmp;		      /* private directory under $TMPDIR, removed at the end */
 	struct fsck_origin *origins;  /* sorted by origin */
-	size_t norigins;
+	size_t norigins, origins_cap;
 	uint64_t events;     /* records in the journal */
 	int tail_left;	     /* events above the applied marks were not replayed */
 	int replay_blocked;  /* bad records or gaps left that a replay cannot pass */

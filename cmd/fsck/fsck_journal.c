@@ -24,8 +24,9 @@
 #include <string.h>
 
 #include "fsck.h"
-#include "lib/bytes.h"
 #include "journal/event.h"
+#include "lib/bytes.h"
+#include "lib/grow.h"
 #include "node/node.h"
 
 /* Progress lines are redrawn every this many records. */
@@ -67,15 +68,12 @@ static int record_check(struct fsck *f, uint64_t origin, uint64_t seq, const uin
 	return r;
 }
 
-static int bad_add(struct bad_record **bad, size_t *n, uint64_t origin, uint64_t seq,
+static int bad_add(struct bad_record **bad, size_t *n, size_t *cap, uint64_t origin, uint64_t seq,
 		   const char *why)
 {
-	struct bad_record *b = realloc(*bad, (*n + 1) * sizeof(**bad));
-
-	if (!b)
+	if (grow_array(bad, cap, *n + 1) < 0)
 		return -ENOMEM;
-	*bad = b;
-	b[(*n)++] = (struct bad_record){origin, seq, why};
+	(*bad)[(*n)++] = (struct bad_record){origin, seq, why};
 	return 0;
 }
 
@@ -95,7 +93,7 @@ static int check_events(struct fsck *f)
 {
 	struct journal_iter *it = NULL;
 	struct bad_record *bad = NULL;
-	size_t nbad = 0, i;
+	size_t nbad = 0, bad_cap = 0, i;
 	uint64_t origin, seq;
 	const uint8_t *val;
 	size_t len;
@@ -127,7 +125,7 @@ static int check_events(struct fsck *f)
 		o->last = seq;
 		r = record_check(f, origin, seq, val, len, &why);
 		if (r == -EBADMSG)
-			r = bad_add(&bad, &nbad, origin, seq, why);
+			r = bad_add(&bad, &nbad, &bad_cap, origin, seq, why);
 		else if (r < 0)
 			fprintf(stderr,
 				"fsck.ledgerfs: journal: event %016" PRIx64 ":%" PRIu64

@@ -30,13 +30,14 @@
 
 #include "cmd.h"
 #include "ctl_socket.h"
-#include "repl/control.h"
-#include "lib/files.h"
 #include "journal/journal_copy.h"
+#include "lib/files.h"
+#include "lib/grow.h"
 #include "node/node.h"
-#include "store/path.h"
 #include "node/rebuild.h"
 #include "node/replay.h"
+#include "repl/control.h"
+#include "store/path.h"
 
 #define MOUNT_TYPE "fuse.ledgerfs"
 
@@ -196,7 +197,7 @@ static int role_offline(const char *cmd, const char *dir, int promote)
 }
 
 /* The node's reply without its "ok: " to stdout, or its "error: ..." to stderr.  0 or 1. */
-static int print_reply(const char *cmd, const char *dir, const struct pbuf *reply)
+static int print_reply(const char *cmd, const char *dir, const struct buf *reply)
 {
 	size_t ok = strlen(CTL_OK_PREFIX), bad = strlen(CTL_ERROR_PREFIX);
 	const char *p = (const char *)reply->data;
@@ -221,7 +222,7 @@ static int run_role(int argc, char **argv, int promote)
 	    {0},
 	};
 	const char *cmd = promote ? "promote" : "demote", *dir;
-	struct pbuf reply = PBUF_INIT;
+	struct buf reply = BUF_INIT;
 	char sock[PATH_MAX];
 	int c, r, rc = 1;
 
@@ -258,7 +259,7 @@ static int run_role(int argc, char **argv, int promote)
 	}
 	rc = print_reply(cmd, dir, &reply);
 out:
-	pbuf_free(&reply);
+	buf_free(&reply);
 	if (fflush(stdout) == EOF || ferror(stdout)) {
 		perror("ledgerctl: stdout");
 		rc = 1;
@@ -320,7 +321,7 @@ struct tail_export {
 	struct replay_tails tails;
 	char **sources;		   /* per tail: the store holding its effects (malloc'd), or NULL */
 	struct export_path *paths; /* malloc'd, npaths of them */
-	size_t npaths;
+	size_t npaths, paths_cap;
 	FILE *events;
 	FILE *missing;
 	int files; /* O_PATH descriptor of DIR/files */
@@ -330,8 +331,8 @@ struct tail_export {
 /* The copies of the store moved aside so far, in *out (malloc'd, the caller frees). */
 static int list_fenced(const char *node_dir, struct fenced **out, size_t *n)
 {
-	size_t plen = strlen(REBUILD_FENCED_PREFIX), k = 0;
-	struct fenced *v = NULL, *grown;
+	size_t plen = strlen(REBUILD_FENCED_PREFIX), k = 0, cap = 0;
+	struct fenced *v = NULL;
 	DIR *d = opendir(node_dir);
 	struct dirent *de;
 	char *end;
@@ -342,12 +343,9 @@ static int list_fenced(const char *node_dir, struct fenced **out, size_t *n)
 	while ((de = readdir(d))) {
 		if (strncmp(de->d_name, REBUILD_FENCED_PREFIX, plen))
 			continue;
-		grown = realloc(v, (k + 1) * sizeof(*v));
-		if (!grown) {
-			r = -ENOMEM;
+		r = grow_array(&v, &cap, k + 1);
+		if (r < 0)
 			break;
-		}
-		v = grown;
 		errno = 0;
 		v[k].term = strtoull(de->d_name + plen, &end, 10);
 		if (errno || end == de->d_name + plen || *end != '-')
@@ -410,16 +408,13 @@ out:
 /* Remember path (from tail t's store) unless it is already there.  0 or -ENOMEM. */
 static int add_path(struct tail_export *x, const char *path, size_t t)
 {
-	struct export_path *grown;
 	size_t i;
 
 	for (i = 0; i < x->npaths; i++)
 		if (!strcmp(x->paths[i].path, path))
 			return 0;
-	grown = realloc(x->paths, (x->npaths + 1) * sizeof(*x->paths));
-	if (!grown)
+	if (grow_array(&x->paths, &x->paths_cap, x->npaths + 1) < 0)
 		return -ENOMEM;
-	x->paths = grown;
 	x->paths[x->npaths].path = strdup(path);
 	if (!x->paths[x->npaths].path)
 		return -ENOMEM;

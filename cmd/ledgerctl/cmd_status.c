@@ -40,12 +40,12 @@ static void sleep_ms(int64_t ms)
  * One exchange, printed: the reply to stdout, or the failure to stderr.
  * The node's own "error: ..." replies count as failures.  0 or 1.
  */
-static int show(const char *path, const char *request, struct pbuf *reply, const char *before)
+static int show(const char *path, const char *request, struct buf *reply, const char *before)
 {
 	size_t plen = strlen(CTL_ERROR_PREFIX);
 	int ret;
 
-	pbuf_reset(reply);
+	buf_reset(reply);
 	ret = ctl_ask(path, request, reply);
 	fputs(before, stdout);
 	/* stderr is unbuffered: what came before it on stdout must be out first. */
@@ -68,7 +68,7 @@ static int show(const char *path, const char *request, struct pbuf *reply, const
  * Redraw every interval seconds until killed.  Returns only when stdout
  * fails (1); a node that stops answering is reported and asked again.
  */
-static int watch(const char *path, const char *request, double interval, struct pbuf *reply)
+static int watch(const char *path, const char *request, double interval, struct buf *reply)
 {
 	int tty = isatty(STDOUT_FILENO), shown = 0, ret;
 
@@ -212,7 +212,7 @@ static int parse_args(int argc, char **argv, int metrics, struct request *rq)
 
 static int run(int argc, char **argv, int metrics)
 {
-	struct pbuf reply = PBUF_INIT;
+	struct buf reply = BUF_INIT;
 	struct request rq;
 	char path[PATH_MAX];
 	const char *request;
@@ -242,7 +242,7 @@ static int run(int argc, char **argv, int metrics)
 		ret = 1;
 	}
 out:
-	pbuf_free(&reply);
+	buf_free(&reply);
 	return ret;
 }
 

@@ -49,7 +49,7 @@ static int connect_by(int fd, const struct sockaddr_un *sa, int64_t deadline)
 }
 
 /* Append everything fd sends until it closes to reply. */
-static int recv_by(int fd, struct pbuf *reply, int64_t deadline)
+static int recv_by(int fd, struct buf *reply, int64_t deadline)
 {
 	ssize_t n = 1;
 	int ret = 0;
@@ -59,7 +59,7 @@ static int recv_by(int fd, struct pbuf *reply, int64_t deadline)
 		if (!ret && reply->len >= MAX_REPLY)
 			ret = -EMSGSIZE;
 		if (!ret)
-			ret = pbuf_reserve(reply, 64 * 1024);
+			ret = buf_reserve(reply, 64 * 1024);
 		if (ret)
 			break;
 		n = recv(fd, reply->data + reply->len, reply->cap - reply->len, 0);
@@ -71,7 +71,7 @@ static int recv_by(int fd, struct pbuf *reply, int64_t deadline)
 	return ret;
 }
 
-int ctl_ask(const char *path, const char *request, struct pbuf *reply)
+int ctl_ask(const char *path, const char *request, struct buf *reply)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int64_t deadline = clock_mono_ms() + CLIENT_TIMEOUT_MS;

@@ -6,7 +6,7 @@
 #ifndef LEDGERFS_TOOLS_CTL_SOCKET_H
 #define LEDGERFS_TOOLS_CTL_SOCKET_H
 
-#include "net/proto.h"
+#include "lib/buf.h"
 
 /* Replies the node writes for requests that change it start with one of these. */
 #define CTL_OK_PREFIX	 "ok: "
@@ -19,7 +19,7 @@
  * node listens there, -ETIMEDOUT, -ENODATA if the node closed without a
  * word, -EMSGSIZE for a reply too large to be a node's.
  */
-int ctl_ask(const char *path, const char *request, struct pbuf *reply);
+int ctl_ask(const char *path, const char *request, struct buf *reply);
 
 /* What a failure of ctl_ask() means for the person who asked ("node not running", ...). */
 const char *ctl_failure_meaning(int err);

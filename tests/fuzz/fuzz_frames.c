@@ -40,7 +40,7 @@
 #define SEED_PEER_ID	  2
 
 /* Re-encodes a parsed message into b; aborts if the encoder refuses what the decoder took. */
-static void reencode(const struct proto_msg *msg, struct pbuf *b)
+static void reencode(const struct proto_msg *msg, struct buf *b)
 {
 	struct proto_events_iter it;
 	struct proto_batch batch;
@@ -136,7 +136,7 @@ static void check_record(const uint8_t *rec, size_t len)
 
 static void check_frame(const uint8_t *frame, size_t len)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_events_iter it;
 	struct proto_msg msg;
 	const char *why = NULL;
@@ -168,7 +168,7 @@ static void check_frame(const uint8_t *frame, size_t len)
 			abort();
 	}
 	proto_msg_free(&msg);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 /* Reads data as a stream of frames, as a link would. */
@@ -298,7 +298,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifdef FUZZ_WRITE_SEEDS
-static int write_seed(const char *dir, const char *name, const struct pbuf *b)
+static int write_seed(const char *dir, const char *name, const struct buf *b)
 {
 	char path[4096];
 	FILE *f;
@@ -319,7 +319,7 @@ out:
 }
 
 /* An EVENTS frame of a few event types that carry different fields. */
-static void put_events(struct pbuf *b)
+static void put_events(struct buf *b)
 {
 	static const unsigned types[] = {EV_CREATE, EV_WRITE, EV_RENAME, EV_SETXATTR, EV_ROLE};
 	struct proto_batch batch;
@@ -347,7 +347,7 @@ static void put_events(struct pbuf *b)
  * framed, refused per record.  Added as raw bytes, since the encoder's
  * event path refuses it.
  */
-static void put_vref_events(struct pbuf *b)
+static void put_vref_events(struct buf *b)
 {
 	struct event ev = {.type = EV_WRITE, .flags = EVENT_F_VREF, .origin = 1, .seq = 9};
 	uint8_t rec[EVENT_HEADER_LEN];
@@ -361,7 +361,7 @@ static void put_vref_events(struct pbuf *b)
 }
 
 /* Appends sample frame number which, in the order of names[] in main(), to b. */
-static void put_sample(int which, struct pbuf *b)
+static void put_sample(int which, struct buf *b)
 {
 	struct evid vector[] = {{1, 10}, {2, 20}, {3, 0}};
 	struct proto_hello hello = {
@@ -403,7 +403,7 @@ int main(int argc, char **argv)
 {
 	static const char *const names[] = {"hello", "events", "ack",	"fetch",
 					    "ping",  "pong",   "error", "events-vref"};
-	struct pbuf all = PBUF_INIT, one = PBUF_INIT;
+	struct buf all = BUF_INIT, one = BUF_INIT;
 	int ret = 0;
 
 	if (argc != 2) {
@@ -411,15 +411,15 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
-		pbuf_reset(&one);
+		buf_reset(&one);
 		put_sample(i, &one);
 		ret |= write_seed(argv[1], names[i], &one);
 		/* The same frames back to back: a stream as a link reads it. */
 		put_sample(i, &all);
 	}
 	ret |= write_seed(argv[1], "stream", &all);
-	pbuf_free(&one);
-	pbuf_free(&all);
+	buf_free(&one);
+	buf_free(&all);
 	return ret ? 1 : 0;
 }
 #endif

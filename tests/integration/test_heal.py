@@ -21,6 +21,7 @@ import time
 import lfs
 from cluster import Cluster
 from lfs import check, check_eq
+from test_longpath import level_name, open_chain
 
 VER_XATTR = "trusted.ledgerfs.ver"
 BULK_FILES = 100
@@ -268,3 +269,65 @@ def heal_stops_until_unlocked(cl, locked):
     check_eq(lfs.read_file(cl["b"].m("sub/dir/f")), b"the primary's f\n", "b's f")
     check_eq([e["type"] for e in divergence_events(cl, "b", seq)],
              ["diverged", "diverged", "healed"], "then HEALED is journaled")
+
+
+def test_divergence_deeper_than_path_max_heals_the_directory_it_is_in():
+    """A divergence at a file whose path is longer than PATH_MAX is healed
+    (and journaled) at the directory holding it, not at an ancestor short
+    enough for a fixed buffer."""
+    names = [level_name(i) for i in range(25)]  # 25 levels of 201 bytes: past PATH_MAX
+    deep = "/".join(names)
+    check(len(deep) > 4096, f"the directory is {len(deep)} bytes down, past Linux's PATH_MAX")
+    with lfs.Workdir() as wd:
+        cl = Cluster(wd, ["a", "b"])
+        d = open_chain(cl["a"].m(""), names, make=True)
+        try:
+            fd = os.open("f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=d)
+            os.write(fd, b"the primary's deep f\n")
+            os.fsync(fd)
+            os.close(fd)
+        finally:
+            os.close(d)
+        cl.wait_in_sync()
+        cl.stop("b")
+        d = open_chain(cl["b"].store, names)
+        try:
+            fd = os.open("f", os.O_WRONLY, dir_fd=d)
+            os.write(fd, b"tampered ")
+            os.setxattr(fd, VER_XATTR, struct.pack("<QQ", FOREIGN_ORIGIN, 5))
+            os.close(fd)
+        finally:
+            os.close(d)
+        cl.start("b")
+        wait_linked(cl, "b", "a")
+
+        before = cl.seq("a")
+        d = open_chain(cl["a"].m(""), names)
+        try:
+            os.chmod("f", 0o600, dir_fd=d)
+            fd = os.open("f", os.O_RDONLY, dir_fd=d)
+            os.fsync(fd)
+            os.close(fd)
+        finally:
+            os.close(d)
+        seq = cl.seq("a")
+        check(seq > before, f"chmod of the deep f on a made an event ({before} -> {seq})")
+        st = cl.wait_in_sync()["b"]
+        check_eq(st["divergence"]["state"], "resolved", "b's divergence after the heal")
+
+        evs = divergence_events(cl, "b", seq)
+        check_eq([e["type"] for e in evs], ["diverged", "healed"],
+                 "DIVERGED and HEALED journaled")
+        div, healed = evs
+        check_eq(div["path2"], deep + "/f", "DIVERGED names the whole path of the event")
+        check_eq(div["path"], deep, "DIVERGED's subtree is the directory holding f")
+        check_eq((healed["path"], healed["entries"], healed["replaced"]),
+                 (deep, 1, [f"fetch {deep}/f"]), "the HEALED event")
+        d = open_chain(cl["b"].m(""), names)
+        try:
+            check_eq(os.stat("f", dir_fd=d).st_mode & 0o7777, 0o600, "b's deep f mode")
+            fd = os.open("f", os.O_RDONLY, dir_fd=d)
+            check_eq(os.read(fd, 100), b"the primary's deep f\n", "b's deep f")
+            os.close(fd)
+        finally:
+            os.close(d)

@@ -48,6 +48,22 @@ void tree_make_dir(const char *root, const char *rel, mode_t mode)
 	cr_assert_eq(chmod(p, mode), 0, "%s", p);
 }
 
+void tree_make_chain(const char *dir, const char *name, int levels)
+{
+	int fd = open(dir, O_PATH | O_DIRECTORY), sub;
+
+	cr_assert_geq(fd, 0, "%s: %s", dir, strerror(errno));
+	for (int i = 0; i < levels; i++) {
+		cr_assert_eq(mkdirat(fd, name, 0755), 0, "%s: level %d: %s", dir, i,
+			     strerror(errno));
+		sub = openat(fd, name, O_PATH | O_DIRECTORY);
+		cr_assert_geq(sub, 0, "%s: level %d: %s", dir, i, strerror(errno));
+		close(fd);
+		fd = sub;
+	}
+	close(fd);
+}
+
 void tree_make_symlink(const char *root, const char *rel, const char *target)
 {
 	char p[PATH_MAX];

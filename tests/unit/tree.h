@@ -23,6 +23,12 @@ void tree_at(char *out, const char *root, const char *rel);
 void tree_put_file(const char *root, const char *rel, const char *data);
 
 void tree_make_dir(const char *root, const char *rel, mode_t mode);
+
+/*
+ * levels directories named name, each in the one before, the first in dir:
+ * made relative to each other, so the chain may go deeper than PATH_MAX.
+ */
+void tree_make_chain(const char *dir, const char *name, int levels);
 void tree_make_symlink(const char *root, const char *rel, const char *target);
 
 /* Sets mtime and atime to sec.nsec, not following a symlink. */

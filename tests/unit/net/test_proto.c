@@ -76,7 +76,7 @@ static const unsigned batch_types[] = {EV_CREATE, EV_WRITE, EV_RENAME, EV_SETXAT
 #define N_BATCH (sizeof(batch_types) / sizeof(batch_types[0]))
 
 /* Appends an EVENTS frame of the batch_types events, half added as records, half as events. */
-static void put_sample_events(struct pbuf *b)
+static void put_sample_events(struct buf *b)
 {
 	struct proto_batch batch;
 
@@ -99,7 +99,7 @@ static void put_sample_events(struct pbuf *b)
 	cr_assert_eq(proto_put_events_end(b, &batch), 0);
 }
 
-static void sample_frame(int which, struct pbuf *b)
+static void sample_frame(int which, struct buf *b)
 {
 	struct proto_hello hello = {.node_id = 0x1122334455667788ull, .term = 9, .primary = 0x77};
 
@@ -147,10 +147,10 @@ static void expect_reject(const uint8_t *frame, size_t len, int err, const char 
 	cr_assert_eq(memcmp(&msg, &zero, sizeof(msg)), 0, "a refused frame left data in msg");
 }
 
-/* A frame of the given type around body (len field set to match); in a pbuf. */
-static void raw_frame(struct pbuf *b, uint8_t type, const void *body, size_t body_len)
+/* A frame of the given type around body (len field set to match); in a buf. */
+static void raw_frame(struct buf *b, uint8_t type, const void *body, size_t body_len)
 {
-	cr_assert_eq(pbuf_reserve(b, PROTO_HEADER_LEN + body_len), 0);
+	cr_assert_eq(buf_reserve(b, PROTO_HEADER_LEN + body_len), 0);
 	put_le(b->data + b->len, 1 + body_len, 4);
 	b->data[b->len + 4] = type;
 	if (body_len)
@@ -158,7 +158,7 @@ static void raw_frame(struct pbuf *b, uint8_t type, const void *body, size_t bod
 	b->len += PROTO_HEADER_LEN + body_len;
 }
 
-static void parse_ok(const struct pbuf *b, struct proto_msg *msg)
+static void parse_ok(const struct buf *b, struct proto_msg *msg)
 {
 	const char *why = NULL;
 
@@ -167,7 +167,7 @@ static void parse_ok(const struct pbuf *b, struct proto_msg *msg)
 
 Test(proto, hello_round_trip)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_msg msg;
 
 	sample_frame(S_HELLO, &b);
@@ -183,13 +183,13 @@ Test(proto, hello_round_trip)
 		cr_assert_eq(msg.hello.applied[i].seq, vector[i].seq);
 	}
 	proto_msg_free(&msg);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto, hello_with_empty_vector_round_trips)
 {
 	struct proto_hello hello = {.node_id = 5, .term = 1};
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_msg msg;
 
 	cr_assert_eq(proto_put_hello(&b, &hello), 0);
@@ -199,13 +199,13 @@ Test(proto, hello_with_empty_vector_round_trips)
 	cr_assert_null(msg.hello.applied);
 	cr_assert_eq(msg.hello.node_id, 5);
 	proto_msg_free(&msg);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 /* The layout from proto.h, pinned: peers of different builds must agree on it. */
 Test(proto, hello_wire_layout)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	const uint8_t *p;
 
 	sample_frame(S_HELLO, &b);
@@ -222,12 +222,12 @@ Test(proto, hello_wire_layout)
 	cr_assert_eq(p[47], N_VECTOR);
 	cr_assert_eq(p[51], 1);	  /* first origin */
 	cr_assert_eq(p[59], 100); /* its seq */
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto, events_round_trip_and_decode)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_events_iter it;
 	struct proto_msg msg;
 	const uint8_t *rec;
@@ -260,12 +260,12 @@ Test(proto, events_round_trip_and_decode)
 	}
 	cr_assert_eq(n, N_BATCH);
 	proto_msg_free(&msg);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto, small_messages_round_trip)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_msg msg;
 
 	sample_frame(S_ACK, &b);
@@ -275,7 +275,7 @@ Test(proto, small_messages_round_trip)
 	cr_assert_eq(msg.ack.seq, 42);
 	proto_msg_free(&msg);
 
-	pbuf_reset(&b);
+	buf_reset(&b);
 	sample_frame(S_FETCH, &b);
 	parse_ok(&b, &msg);
 	cr_assert_eq(msg.type, PROTO_FETCH);
@@ -283,34 +283,34 @@ Test(proto, small_messages_round_trip)
 	cr_assert_eq(msg.fetch.from_seq, 43);
 	proto_msg_free(&msg);
 
-	pbuf_reset(&b);
+	buf_reset(&b);
 	sample_frame(S_PING, &b);
 	parse_ok(&b, &msg);
 	cr_assert_eq(msg.type, PROTO_PING);
 	cr_assert_eq(msg.nonce, 0xdeadbeefcafef00dull);
 	proto_msg_free(&msg);
 
-	pbuf_reset(&b);
+	buf_reset(&b);
 	sample_frame(S_PONG, &b);
 	parse_ok(&b, &msg);
 	cr_assert_eq(msg.type, PROTO_PONG);
 	cr_assert_eq(msg.nonce, 0xdeadbeefcafef00dull);
 	proto_msg_free(&msg);
 
-	pbuf_reset(&b);
+	buf_reset(&b);
 	sample_frame(S_ERROR, &b);
 	parse_ok(&b, &msg);
 	cr_assert_eq(msg.type, PROTO_ERROR);
 	cr_assert_eq(msg.error.code, PROTO_ERR_CLUSTER);
 	cr_assert_str_eq(msg.error.msg, "cluster id differs: naïve ✓");
 	proto_msg_free(&msg);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto, error_message_limits)
 {
 	char text[PROTO_MAX_ERROR_MSG + 2];
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_msg msg;
 
 	memset(text, 'x', sizeof(text));
@@ -320,24 +320,24 @@ Test(proto, error_message_limits)
 	cr_assert_str_eq(msg.error.msg, text);
 	proto_msg_free(&msg);
 
-	pbuf_reset(&b);
+	buf_reset(&b);
 	cr_assert_eq(proto_put_error(&b, PROTO_ERR_SHUTDOWN, NULL), 0);
 	parse_ok(&b, &msg);
 	cr_assert_str_eq(msg.error.msg, "");
 	proto_msg_free(&msg);
 
-	pbuf_reset(&b);
+	buf_reset(&b);
 	text[PROTO_MAX_ERROR_MSG] = 'x';
 	text[PROTO_MAX_ERROR_MSG + 1] = '\0';
 	cr_assert_eq(proto_put_error(&b, PROTO_ERR_SHUTDOWN, text), -EINVAL);
 	cr_assert_eq(b.len, 0);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 /* A code this build does not know still parses: the peer may be newer. */
 Test(proto, error_with_unknown_code_parses)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_msg msg;
 
 	cr_assert_eq(proto_put_error(&b, 0xffff, "from the future"), 0);
@@ -345,7 +345,7 @@ Test(proto, error_with_unknown_code_parses)
 	cr_assert_eq(msg.error.code, 0xffff);
 	cr_assert_str_eq(proto_error_name(msg.error.code), "unknown");
 	proto_msg_free(&msg);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto, error_text_must_be_clean_utf8)
@@ -367,7 +367,7 @@ Test(proto, error_text_must_be_clean_utf8)
 	    {"\x7f", "control character in error message"},
 	    {"\xc2\x9b", "control character in error message"},
 	};
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		size_t n = strlen(bad[i].text);
@@ -381,35 +381,35 @@ Test(proto, error_text_must_be_clean_utf8)
 		memcpy(body + 4, bad[i].text, n);
 		raw_frame(&b, PROTO_ERROR, body, 4 + n);
 		expect_reject(b.data, b.len, -EBADMSG, bad[i].why);
-		pbuf_reset(&b);
+		buf_reset(&b);
 	}
 	/* Embedded NUL would cut the C string short: it counts as a control character. */
 	raw_frame(&b, PROTO_ERROR, (const uint8_t[]){1, 0, 3, 0, 'a', 0, 'b'}, 7);
 	expect_reject(b.data, b.len, -EBADMSG, "control character in error message");
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto, error_message_over_bound_refused)
 {
 	uint8_t body[4 + PROTO_MAX_ERROR_MSG + 1];
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 
 	put_le(body, 1, 2);
 	put_le(body + 2, PROTO_MAX_ERROR_MSG + 1, 2);
 	memset(body + 4, 'x', PROTO_MAX_ERROR_MSG + 1);
 	raw_frame(&b, PROTO_ERROR, body, sizeof(body));
 	expect_reject(b.data, b.len, -EBADMSG, "error message too long");
-	pbuf_reset(&b);
+	buf_reset(&b);
 	/* The text length claims more than the frame holds. */
 	put_le(body + 2, 10, 2);
 	raw_frame(&b, PROTO_ERROR, body, 4 + 9);
 	expect_reject(b.data, b.len, -EBADMSG, "error message overruns frame");
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto, stream_of_frames_is_split_by_peek)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	size_t off = 0, frame_len;
 	int seen = 0;
 
@@ -419,7 +419,7 @@ Test(proto, stream_of_frames_is_split_by_peek)
 		struct proto_msg msg;
 
 		cr_assert_eq(proto_frame_peek(b.data + off, b.len - off, &frame_len, NULL), 0);
-		parse_ok(&(struct pbuf){b.data + off, frame_len, frame_len}, &msg);
+		parse_ok(&(struct buf){b.data + off, frame_len, frame_len}, &msg);
 		cr_assert_eq(msg.type, seen + 1, "frame %d has type %d", seen, msg.type);
 		proto_msg_free(&msg);
 		off += frame_len;
@@ -427,13 +427,13 @@ Test(proto, stream_of_frames_is_split_by_peek)
 	}
 	cr_assert_eq(off, b.len);
 	cr_assert_eq(seen, N_SAMPLES);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto, peek_wants_more_until_the_frame_is_whole)
 {
 	for (int s = 0; s < N_SAMPLES; s++) {
-		struct pbuf b = PBUF_INIT;
+		struct buf b = BUF_INIT;
 		size_t frame_len;
 
 		sample_frame(s, &b);
@@ -443,14 +443,14 @@ Test(proto, peek_wants_more_until_the_frame_is_whole)
 		}
 		cr_assert_eq(proto_frame_peek(b.data, b.len, &frame_len, NULL), 0);
 		cr_assert_eq(frame_len, b.len);
-		pbuf_free(&b);
+		buf_free(&b);
 	}
 }
 
 Test(proto, every_truncation_is_refused)
 {
 	for (int s = 0; s < N_SAMPLES; s++) {
-		struct pbuf b = PBUF_INIT;
+		struct buf b = BUF_INIT;
 
 		sample_frame(s, &b);
 		for (size_t cut = 0; cut < b.len; cut++) {
@@ -467,7 +467,7 @@ Test(proto, every_truncation_is_refused)
 			}
 			free(copy);
 		}
-		pbuf_free(&b);
+		buf_free(&b);
 	}
 }
 
@@ -549,14 +549,14 @@ Test(proto, peek_refuses_unknown_type)
 Test(proto, unknown_type_refused)
 {
 	static const uint8_t types[] = {0, PROTO_SNAP_SCOPE + 1, 0x7f, 0xff};
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 
 	for (size_t i = 0; i < sizeof(types); i++) {
 		raw_frame(&b, types[i], "12345678", 8);
 		expect_reject(b.data, b.len, -EPROTO, "unknown frame type");
-		pbuf_reset(&b);
+		buf_reset(&b);
 	}
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto, trailing_bytes_refused)
@@ -572,35 +572,35 @@ Test(proto, trailing_bytes_refused)
 	};
 
 	for (int s = 0; s < N_SAMPLES; s++) {
-		struct pbuf b = PBUF_INIT;
+		struct buf b = BUF_INIT;
 
 		sample_frame(s, &b);
 		/* Bytes past the frame's own length: the caller split the stream wrong. */
-		cr_assert_eq(pbuf_reserve(&b, 1), 0);
+		cr_assert_eq(buf_reserve(&b, 1), 0);
 		b.data[b.len++] = 0;
 		expect_reject(b.data, b.len, -EBADMSG, "bytes after frame");
 		/* Inside the frame's length but past its body. */
 		put_le(b.data, b.len - 4, 4);
 		expect_reject(b.data, b.len, -EBADMSG, why[s]);
-		pbuf_free(&b);
+		buf_free(&b);
 	}
 }
 
 Test(proto, hello_with_other_version_refused)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 
 	sample_frame(S_HELLO, &b);
 	put_le(b.data + PROTO_HEADER_LEN, PROTO_VERSION + 1, 2);
 	expect_reject(b.data, b.len, -EPROTO, "unsupported protocol version");
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto, hello_vector_over_bound_refused)
 {
 	struct evid *big = calloc(PROTO_MAX_VECTOR + 1, sizeof(*big));
 	struct proto_hello hello = {.applied = big};
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_msg msg;
 
 	cr_assert_not_null(big);
@@ -612,7 +612,7 @@ Test(proto, hello_vector_over_bound_refused)
 	cr_assert_eq(msg.hello.count, PROTO_MAX_VECTOR);
 	proto_msg_free(&msg);
 
-	pbuf_reset(&b);
+	buf_reset(&b);
 	hello.count = PROTO_MAX_VECTOR + 1;
 	cr_assert_eq(proto_put_hello(&b, &hello), -EINVAL);
 	cr_assert_eq(b.len, 0);
@@ -626,14 +626,14 @@ Test(proto, hello_vector_over_bound_refused)
 	put_le(b.data + PROTO_HEADER_LEN + 42, 2, 4);
 	expect_reject(b.data, b.len, -EBADMSG, "applied vector overruns frame");
 	free(big);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto, hello_vector_must_be_in_origin_order)
 {
 	struct evid v[] = {{5, 1}, {3, 1}};
 	struct proto_hello hello = {.count = 2, .applied = v};
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 
 	cr_assert_eq(proto_put_hello(&b, &hello), -EINVAL);
 	v[1].origin = 5;
@@ -647,11 +647,11 @@ Test(proto, hello_vector_must_be_in_origin_order)
 	put_le(b.data + PROTO_HEADER_LEN + 46, 5, 8);
 	put_le(b.data + PROTO_HEADER_LEN + 46 + 16, 5, 8);
 	expect_reject(b.data, b.len, -EBADMSG, "applied vector not in origin order");
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 /* An EVENTS body by hand: count, then each (len, bytes) as given. */
-static void events_body(struct pbuf *b, uint32_t count, const uint32_t *lens, size_t n)
+static void events_body(struct buf *b, uint32_t count, const uint32_t *lens, size_t n)
 {
 	uint8_t *body;
 	size_t body_len = 4;
@@ -671,39 +671,39 @@ static void events_body(struct pbuf *b, uint32_t count, const uint32_t *lens, si
 
 Test(proto, events_framing_refused)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	uint32_t lens[2] = {EVENT_HEADER_LEN, EVENT_HEADER_LEN};
 
 	events_body(&b, 0, NULL, 0);
 	expect_reject(b.data, b.len, -EBADMSG, "empty events batch");
-	pbuf_reset(&b);
+	buf_reset(&b);
 	raw_frame(&b, PROTO_EVENTS, "\1\0", 2);
 	expect_reject(b.data, b.len, -EBADMSG, "truncated events");
-	pbuf_reset(&b);
+	buf_reset(&b);
 	/* The count promises more records than the body holds. */
 	events_body(&b, 3, lens, 2);
 	expect_reject(b.data, b.len, -EBADMSG, "truncated record length");
-	pbuf_reset(&b);
+	buf_reset(&b);
 	events_body(&b, 0xffffffffu, lens, 2);
 	expect_reject(b.data, b.len, -EBADMSG, "truncated record length");
-	pbuf_reset(&b);
+	buf_reset(&b);
 	/* Fewer records than the body holds. */
 	events_body(&b, 1, lens, 2);
 	expect_reject(b.data, b.len, -EBADMSG, "trailing bytes after last record");
-	pbuf_reset(&b);
+	buf_reset(&b);
 	lens[1] = EVENT_HEADER_LEN - 1;
 	events_body(&b, 2, lens, 2);
 	expect_reject(b.data, b.len, -EBADMSG, "record length out of range");
-	pbuf_reset(&b);
+	buf_reset(&b);
 	lens[1] = 0;
 	events_body(&b, 2, lens, 2);
 	expect_reject(b.data, b.len, -EBADMSG, "record length out of range");
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto, events_record_overrunning_frame_refused)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	uint32_t lens[2] = {EVENT_HEADER_LEN, EVENT_HEADER_LEN};
 
 	events_body(&b, 2, lens, 2);
@@ -716,11 +716,11 @@ Test(proto, events_record_overrunning_frame_refused)
 	expect_reject(b.data, b.len, -EBADMSG, "record length out of range");
 	put_le(b.data + PROTO_HEADER_LEN + 4 + 4 + EVENT_HEADER_LEN, 0xffffffffu, 4);
 	expect_reject(b.data, b.len, -EBADMSG, "record length out of range");
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 /* Builds a one-record EVENTS frame from raw record bytes and returns the parsed record. */
-static void one_record_frame(struct pbuf *b, const uint8_t *rec, size_t len, struct proto_msg *msg)
+static void one_record_frame(struct buf *b, const uint8_t *rec, size_t len, struct proto_msg *msg)
 {
 	struct proto_events_iter it;
 	struct proto_batch batch;
@@ -740,7 +740,7 @@ static void one_record_frame(struct pbuf *b, const uint8_t *rec, size_t len, str
 Test(proto, events_with_vref_refused_by_decode_helper)
 {
 	struct event ev = {.type = EV_WRITE, .flags = EVENT_F_VREF, .origin = 7, .seq = 1};
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_batch batch;
 	struct proto_msg msg;
 	struct event got;
@@ -759,18 +759,18 @@ Test(proto, events_with_vref_refused_by_decode_helper)
 	proto_msg_free(&msg);
 
 	/* The encoder refuses to put one in a batch in the first place. */
-	pbuf_reset(&b);
+	buf_reset(&b);
 	cr_assert_eq(proto_put_events_begin(&b, &batch), 0);
 	cr_assert_eq(proto_put_events_add_event(&b, &batch, &ev), -EINVAL);
 	cr_assert_eq(proto_put_events_end(&b, &batch), 0);
 	cr_assert_eq(b.len, 0, "an empty batch left a frame behind");
 	free(rec);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto, events_record_must_fill_its_frame_length)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_msg msg;
 	struct event ev;
 	const char *why = NULL;
@@ -789,7 +789,7 @@ Test(proto, events_record_must_fill_its_frame_length)
 	proto_msg_free(&msg);
 
 	/* A corrupt record gets event_decode()'s own reason. */
-	pbuf_reset(&b);
+	buf_reset(&b);
 	rec[len - 1] ^= 1;
 	one_record_frame(&b, rec, len, &msg);
 	cr_assert_eq(proto_event_decode(msg.events.records + 4, len, &ev, &why), -EBADMSG);
@@ -797,13 +797,13 @@ Test(proto, events_record_must_fill_its_frame_length)
 	proto_msg_free(&msg);
 	free(longer);
 	free(rec);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto, events_add_checks_record_length)
 {
 	static uint8_t rec[EVENT_HEADER_LEN];
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_batch batch;
 	struct event ev;
 
@@ -817,7 +817,7 @@ Test(proto, events_add_checks_record_length)
 	cr_assert_eq(batch.count, 0);
 	cr_assert_eq(b.len, PROTO_HEADER_LEN + 4);
 	event_free(&ev);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 /*
@@ -828,7 +828,7 @@ Test(proto, events_add_checks_record_length)
 Test(proto, events_batch_stops_at_frame_maximum)
 {
 	uint8_t *big = calloc(1, EVENT_MAX_RECORD);
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_batch batch;
 	struct proto_msg msg;
 	uint32_t added = 0;
@@ -847,13 +847,13 @@ Test(proto, events_batch_stops_at_frame_maximum)
 	cr_assert_eq(msg.events.count, added);
 	proto_msg_free(&msg);
 	free(big);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 /* Frames appended after others leave those intact: one buffer, several frames, one write. */
 Test(proto, batch_appends_after_other_frames)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_batch batch;
 	struct proto_msg msg;
 	size_t ack_len, frame_len;
@@ -871,7 +871,7 @@ Test(proto, batch_appends_after_other_frames)
 	cr_assert_eq(proto_parse(b.data + ack_len, frame_len, &msg, NULL), 0);
 	cr_assert_eq(msg.events.count, N_BATCH);
 	proto_msg_free(&msg);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 /*
@@ -885,7 +885,7 @@ Test(proto, byte_flips_never_crash)
 	static const uint8_t masks[] = {0x01, 0x80, 0xff};
 
 	for (int s = 0; s < N_SAMPLES; s++) {
-		struct pbuf b = PBUF_INIT;
+		struct buf b = BUF_INIT;
 
 		sample_frame(s, &b);
 		for (size_t i = 0; i < b.len; i++) {
@@ -920,7 +920,7 @@ Test(proto, byte_flips_never_crash)
 				free(copy);
 			}
 		}
-		pbuf_free(&b);
+		buf_free(&b);
 	}
 }
 
@@ -933,26 +933,4 @@ Test(proto, names)
 	cr_assert_str_eq(proto_error_name(PROTO_ERR_MALFORMED), "malformed");
 	cr_assert_str_eq(proto_error_name(PROTO_ERR_TRIMMED), "trimmed");
 	cr_assert_str_eq(proto_error_name(0), "unknown");
-}
-
-Test(proto, pbuf_grows_and_is_reused)
-{
-	struct pbuf b = PBUF_INIT;
-	uint8_t *data;
-	size_t cap;
-
-	cr_assert_eq(pbuf_reserve(&b, 1000), 0);
-	cr_assert_geq(b.cap, 1000);
-	data = b.data;
-	cap = b.cap;
-	b.len = 1000;
-	pbuf_reset(&b);
-	cr_assert_eq(b.len, 0);
-	cr_assert_eq(pbuf_reserve(&b, cap), 0);
-	cr_assert_eq(b.data, data, "a reset buffer reallocated memory it already had");
-	b.len = 1;
-	cr_assert_eq(pbuf_reserve(&b, SIZE_MAX), -EOVERFLOW);
-	pbuf_free(&b);
-	cr_assert_null(b.data);
-	cr_assert_eq(b.cap, 0);
 }

@@ -40,14 +40,14 @@ static size_t sample_blob(uint8_t *b)
 	return n + 7;
 }
 
-static void parse_ok(const struct pbuf *b, struct proto_msg *m)
+static void parse_ok(const struct buf *b, struct proto_msg *m)
 {
 	const char *why = NULL;
 
 	cr_assert_eq(proto_parse(b->data, b->len, m, &why), 0, "why: %s", why ? why : "");
 }
 
-static void expect_reject(const struct pbuf *b, const char *want)
+static void expect_reject(const struct buf *b, const char *want)
 {
 	struct proto_msg m;
 	const char *why = NULL;
@@ -58,14 +58,14 @@ static void expect_reject(const struct pbuf *b, const char *want)
 }
 
 /* Patch b's length field after its body was edited in place. */
-static void fix_len(struct pbuf *b)
+static void fix_len(struct buf *b)
 {
 	put_le32(b->data, (uint32_t)(b->len - 4));
 }
 
 Test(proto_snap, rounds_and_vectors_round_trip)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_msg m;
 
 	cr_assert_eq(proto_put_snap_round(&b, PROTO_SNAP_BEGIN, 3), 0);
@@ -73,7 +73,7 @@ Test(proto_snap, rounds_and_vectors_round_trip)
 	cr_assert_eq(m.type, PROTO_SNAP_BEGIN);
 	cr_assert_eq(m.round, 3);
 	proto_msg_free(&m);
-	pbuf_reset(&b);
+	buf_reset(&b);
 	cr_assert_eq(proto_put_snap_vec(&b, PROTO_SNAP_INFO, 3, 1000, vec, 3), 0);
 	parse_ok(&b, &m);
 	cr_assert_eq(m.snap_vec.round, 3);
@@ -81,7 +81,7 @@ Test(proto_snap, rounds_and_vectors_round_trip)
 	cr_assert_eq(m.snap_vec.count, 3);
 	cr_assert_eq(memcmp(m.snap_vec.vec, vec, sizeof(vec)), 0);
 	proto_msg_free(&m);
-	pbuf_reset(&b);
+	buf_reset(&b);
 	cr_assert_eq(proto_put_snap_vec(&b, PROTO_SNAP_END, 3, 0, NULL, 0), 0);
 	parse_ok(&b, &m);
 	cr_assert_eq(m.type, PROTO_SNAP_END);
@@ -89,30 +89,30 @@ Test(proto_snap, rounds_and_vectors_round_trip)
 	proto_msg_free(&m);
 	cr_assert_eq(proto_put_snap_vec(&b, PROTO_SNAP_END, 3, 5, vec, 3), -EINVAL);
 	cr_assert_eq(proto_put_snap_round(&b, PROTO_SNAP_INFO, 3), -EINVAL);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto_snap, vector_out_of_order_refused)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 
 	cr_assert_eq(proto_put_snap_vec(&b, PROTO_SNAP_INFO, 1, 1, vec, 3), 0);
 	/* Swap the first two origins. */
 	put_le64(b.data + 5 + 20, 5);
 	put_le64(b.data + 5 + 36, 1);
 	expect_reject(&b, "snapshot vector not in origin order");
-	pbuf_reset(&b);
+	buf_reset(&b);
 	cr_assert_eq(proto_put_snap_vec(&b, PROTO_SNAP_INFO, 1, 1, vec, 3), 0);
 	put_le32(b.data + 5 + 16, 4);
 	expect_reject(&b, "snapshot vector does not fill the frame");
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto_snap, paths_round_trip_and_escapes_refused)
 {
 	static const char *bad[] = {"../x", "/abs", "a/../b", "a//b", ""};
 	static const char *why4[] = {"'.' or '..' path component", "absolute path"};
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_msg m;
 	uint8_t listing[3] = {1, 2, 3};
 
@@ -121,19 +121,19 @@ Test(proto_snap, paths_round_trip_and_escapes_refused)
 	cr_assert_eq(m.snap_path.id, 77);
 	cr_assert_str_eq(m.snap_path.path, "dir/file");
 	proto_msg_free(&m);
-	pbuf_reset(&b);
+	buf_reset(&b);
 	cr_assert_eq(proto_put_snap_path(&b, PROTO_SNAP_LIST, 0, "."), 0);
 	parse_ok(&b, &m);
 	cr_assert_str_eq(m.snap_path.path, ".");
 	proto_msg_free(&m);
-	pbuf_reset(&b);
+	buf_reset(&b);
 	cr_assert_eq(proto_put_snap_path(&b, PROTO_SNAP_SCOPE, 2, "play/n779388"), 0);
 	parse_ok(&b, &m);
 	cr_assert_eq(m.type, PROTO_SNAP_SCOPE);
 	cr_assert_eq(m.snap_path.id, 2);
 	cr_assert_str_eq(m.snap_path.path, "play/n779388");
 	proto_msg_free(&m);
-	pbuf_reset(&b);
+	buf_reset(&b);
 	cr_assert_eq(proto_put_snap_path(&b, PROTO_SNAP_SCOPE, 1, "../x"), -EINVAL);
 	cr_assert_eq(proto_put_snap_dir(&b, "d", listing, sizeof(listing)), 0);
 	parse_ok(&b, &m);
@@ -145,18 +145,18 @@ Test(proto_snap, paths_round_trip_and_escapes_refused)
 		cr_assert_eq(proto_put_snap_path(&b, PROTO_SNAP_LIST, 0, bad[i]), -EINVAL, "%s",
 			     bad[i]);
 		/* Written by hand, as a hostile peer would. */
-		pbuf_reset(&b);
+		buf_reset(&b);
 		cr_assert_eq(proto_put_snap_path(&b, PROTO_SNAP_LIST, 0, "abcd"), 0);
 		if (i < 2) {
 			memcpy(b.data + 7, bad[i], 4);
 			expect_reject(&b, why4[i]);
 		}
 	}
-	pbuf_reset(&b);
+	buf_reset(&b);
 	cr_assert_eq(proto_put_snap_path(&b, PROTO_SNAP_LIST, 0, "abcd"), 0);
 	b.data[8] = 0;
 	expect_reject(&b, "NUL byte in path");
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto_snap, entries_round_trip)
@@ -169,7 +169,7 @@ Test(proto_snap, entries_round_trip)
 				 .mtime_sec = 1700000000,
 				 .mtime_nsec = 123};
 	struct snap_meta link = {.mode = S_IFLNK | 0777, .size = 6, .target = "target"};
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_msg m;
 
 	file.xattrs = blob;
@@ -185,17 +185,17 @@ Test(proto_snap, entries_round_trip)
 	cr_assert_eq(m.snap_entry.meta.fid.counter, 42);
 	cr_assert_eq(m.snap_entry.meta.xattrs_len, file.xattrs_len);
 	proto_msg_free(&m);
-	pbuf_reset(&b);
+	buf_reset(&b);
 	cr_assert_eq(proto_put_snap_entry(&b, 10, SNAP_ENTRY_OK, &link), 0);
 	parse_ok(&b, &m);
 	cr_assert_str_eq(m.snap_entry.meta.target, "target");
 	proto_msg_free(&m);
-	pbuf_reset(&b);
+	buf_reset(&b);
 	cr_assert_eq(proto_put_snap_entry(&b, 11, SNAP_ENTRY_CHANGED, NULL), 0);
 	parse_ok(&b, &m);
 	cr_assert_eq(m.snap_entry.status, SNAP_ENTRY_CHANGED);
 	proto_msg_free(&m);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto_snap, bad_entries_refused)
@@ -203,7 +203,7 @@ Test(proto_snap, bad_entries_refused)
 	struct snap_meta dir = {.mode = S_IFDIR | 0755};
 	struct snap_meta link = {.mode = S_IFLNK | 0777, .size = 6, .target = "target"};
 	struct snap_meta bad_mode = {.mode = 0170000 | 0755};
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	uint8_t blob[128];
 	size_t n;
 
@@ -215,15 +215,15 @@ Test(proto_snap, bad_entries_refused)
 	/* Mode field at body offset 5. */
 	put_le32(b.data + 5 + 5, 0170755);
 	expect_reject(&b, "bad mode in snapshot entry");
-	pbuf_reset(&b);
+	buf_reset(&b);
 	cr_assert_eq(proto_put_snap_entry(&b, 1, SNAP_ENTRY_OK, &dir), 0);
 	b.data[5 + 4] = 2;
 	expect_reject(&b, "unknown snapshot entry status");
-	pbuf_reset(&b);
+	buf_reset(&b);
 	cr_assert_eq(proto_put_snap_entry(&b, 1, SNAP_ENTRY_OK, &link), 0);
 	b.data[b.len - 4 - 2] = 0;
 	expect_reject(&b, "bad symlink target in snapshot entry");
-	pbuf_reset(&b);
+	buf_reset(&b);
 	/* An xattr blob whose names are out of order. */
 	n = sample_blob(blob);
 	memcpy(blob + 3, "trusted.ledgerfs.fie", 20);
@@ -231,12 +231,12 @@ Test(proto_snap, bad_entries_refused)
 	dir.xattrs = blob;
 	dir.xattrs_len = n;
 	cr_assert_eq(proto_put_snap_entry(&b, 1, SNAP_ENTRY_OK, &dir), -EINVAL);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto_snap, data_round_trips_and_is_bounded)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct proto_msg m;
 	uint8_t *dst;
 	const char *why = NULL;
@@ -251,25 +251,25 @@ Test(proto_snap, data_round_trips_and_is_bounded)
 	cr_assert_eq(memcmp(m.snap_data.data, "hello", 5), 0);
 	proto_msg_free(&m);
 	cr_assert_eq(proto_put_snap_data(&b, 4, 0, PROTO_SNAP_DATA_MAX + 1, &dst), -EMSGSIZE);
-	pbuf_reset(&b);
+	buf_reset(&b);
 	cr_assert_eq(proto_put_snap_data(&b, 4, 0, PROTO_SNAP_DATA_MAX, &dst), 0);
 	memset(dst, 0, PROTO_SNAP_DATA_MAX);
 	cr_assert_eq(proto_frame_peek(b.data, b.len, &frame_len, &why), 0);
-	cr_assert_eq(pbuf_reserve(&b, 1), 0);
+	cr_assert_eq(buf_reserve(&b, 1), 0);
 	b.data[b.len++] = 0;
 	fix_len(&b);
 	cr_assert_eq(proto_frame_peek(b.data, 5, &frame_len, &why), -EMSGSIZE);
-	pbuf_reset(&b);
+	buf_reset(&b);
 	cr_assert_eq(proto_put_snap_data(&b, 4, UINT64_MAX - 2, 5, &dst), 0);
 	expect_reject(&b, "snapshot data out of range");
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(proto_snap, every_truncation_refused)
 {
 	uint8_t blob[128];
 	struct snap_meta file = {.mode = S_IFREG | 0644, .size = 1};
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	uint8_t *dst;
 	size_t marks[8], k = 0;
 
@@ -310,5 +310,5 @@ Test(proto_snap, every_truncation_refused)
 		}
 		free(copy);
 	}
-	pbuf_free(&b);
+	buf_free(&b);
 }

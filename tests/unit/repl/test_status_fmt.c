@@ -99,10 +99,10 @@ static void sample_status(struct repl_status *st)
 }
 
 /* The rendering of st by fmt as a C string; free() it. */
-static char *render(int (*fmt)(const struct repl_status *, struct pbuf *),
+static char *render(int (*fmt)(const struct repl_status *, struct buf *),
 		    const struct repl_status *st)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 
 	cr_assert_eq(fmt(st, &b), 0);
 	cr_assert_not_null(b.data);
@@ -436,7 +436,7 @@ Test(status_fmt, empty_status_renders_in_every_format)
 
 Test(status_fmt, counts_past_their_arrays_are_refused)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct repl_status st;
 
 	sample_status(&st);
@@ -449,12 +449,12 @@ Test(status_fmt, counts_past_their_arrays_are_refused)
 	st.nnotes = REPL_MAX_NOTES + 1;
 	cr_assert_eq(status_fmt_prometheus(&st, &b), -EINVAL);
 	cr_assert_eq(b.len, 0, "nothing is rendered from a status that is not whole");
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 Test(status_fmt, renderers_append_to_what_is_there)
 {
-	struct pbuf b = PBUF_INIT;
+	struct buf b = BUF_INIT;
 	struct repl_status st;
 
 	sample_status(&st);
@@ -462,7 +462,7 @@ Test(status_fmt, renderers_append_to_what_is_there)
 	cr_assert_eq(status_fmt_json(&st, &b), 0);
 	cr_assert_eq(b.len % 2, 0);
 	cr_assert_eq(memcmp(b.data, b.data + b.len / 2, b.len / 2), 0);
-	pbuf_free(&b);
+	buf_free(&b);
 }
 
 /* ---- control socket -------------------------------------------------- */
@@ -566,7 +566,7 @@ static char *ask(const char *request)
 }
 
 static void assert_reply_is(const char *request,
-			    int (*fmt)(const struct repl_status *, struct pbuf *))
+			    int (*fmt)(const struct repl_status *, struct buf *))
 {
 	struct repl_status st;
 	char *want, *got;

@@ -442,7 +442,6 @@ Test(merkle, builds_trees_deeper_than_path_max)
 	char name[201];
 	struct merkle *a, *b;
 	uint64_t n;
-	int i, fd, sub;
 
 	memset(name, 'n', 200);
 	name[200] = '\0';
@@ -450,16 +449,7 @@ Test(merkle, builds_trees_deeper_than_path_max)
 		const char *root = t ? tree_b : tree_a;
 
 		cr_assert_eq(mkdir(root, 0755), 0);
-		fd = open(root, O_PATH | O_DIRECTORY);
-		cr_assert_geq(fd, 0);
-		for (i = 0; i < 30; i++) {
-			cr_assert_eq(mkdirat(fd, name, 0755), 0);
-			sub = openat(fd, name, O_PATH | O_DIRECTORY);
-			cr_assert_geq(sub, 0);
-			close(fd);
-			fd = sub;
-		}
-		close(fd);
+		tree_make_chain(root, name, 30);
 	}
 	a = build(tree_a, &n);
 	b = build(tree_b, NULL);

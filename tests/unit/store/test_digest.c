@@ -434,21 +434,12 @@ Test(digest, deep_trees_need_few_file_descriptors)
 {
 	struct rlimit rl;
 	unsigned char d[DIGEST_LEN];
-	int fd, next, i, depth = 3000;
+	int depth = 3000;
 	char *text;
 	size_t lines = 0;
 
 	cr_assert_eq(mkdir(tree_a, 0755), 0);
-	fd = open(tree_a, O_RDONLY | O_DIRECTORY);
-	cr_assert_geq(fd, 0);
-	for (i = 0; i < depth; i++) {
-		cr_assert_eq(mkdirat(fd, "d", 0755), 0);
-		next = openat(fd, "d", O_RDONLY | O_DIRECTORY);
-		cr_assert_geq(next, 0);
-		close(fd);
-		fd = next;
-	}
-	cr_assert_eq(close(fd), 0);
+	tree_make_chain(tree_a, "d", depth);
 	/* This test runs in its own process, so the limit ends with it. */
 	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
 	rl.rlim_cur = 16;

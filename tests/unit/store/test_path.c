@@ -81,6 +81,23 @@ Test(path, rejects_escapes_and_malformed)
 	expect_check("./a", -EINVAL);
 }
 
+Test(path, up_gives_the_parent_in_place)
+{
+	char p[] = "a/bb/c", top[] = "a", top_of_store[] = ".";
+
+	path_up(p);
+	cr_expect_str_eq(p, "a/bb");
+	path_up(p);
+	cr_expect_str_eq(p, "a");
+	path_up(p);
+	cr_expect_str_eq(p, ".");
+	cr_expect(path_is_root(p));
+	path_up(top);
+	cr_expect_str_eq(top, ".");
+	path_up(top_of_store);
+	cr_expect_str_eq(top_of_store, ".");
+}
+
 Test(path, rejects_long_names_and_paths)
 {
 	char name[NAME_MAX + 2];
