@@ -274,9 +274,9 @@ static int change(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event 
 {
 	int r;
 
-	pthread_mutex_lock(node_mutex(fs->node));
+	node_lock(fs->node);
 	r = change_locked(fs, in, fd, ev, grow);
-	pthread_mutex_unlock(node_mutex(fs->node));
+	node_unlock(fs->node);
 	return r;
 }
 
@@ -293,7 +293,7 @@ static int change_state(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct 
 	struct stat st;
 	int r;
 
-	pthread_mutex_lock(node_mutex(fs->node));
+	node_lock(fs->node);
 	r = fill_existing(fs, in, fd, ev, &path, &st);
 	if (r == 0)
 		r = fill(ev, &st);
@@ -306,7 +306,7 @@ static int change_state(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct 
 	 */
 	if (r == 1)
 		r = store_touch_ctime(in->fd);
-	pthread_mutex_unlock(node_mutex(fs->node));
+	node_unlock(fs->node);
 	free(path);
 	return r < 0 ? r : 0;
 }
@@ -382,9 +382,9 @@ static int touch_ctime(struct lfs_fs *fs, struct lfs_inode *in)
 {
 	int r;
 
-	pthread_mutex_lock(node_mutex(fs->node));
+	node_lock(fs->node);
 	r = store_touch_ctime(in->fd);
-	pthread_mutex_unlock(node_mutex(fs->node));
+	node_unlock(fs->node);
 	return r;
 }
 
@@ -482,7 +482,7 @@ static int make_new(fuse_req_t req, fuse_ino_t parent, const char *name, struct 
 	if (r < 0)
 		return r;
 	now_ts(&ev->mtime_sec, &ev->mtime_nsec);
-	pthread_mutex_lock(node_mutex(fs->node));
+	node_lock(fs->node);
 	r = path_of_child(&fs->inodes, dir, name, &path);
 	if (r == 0)
 		r = new_owner(req, dir, ev);
@@ -492,7 +492,7 @@ static int make_new(fuse_req_t req, fuse_ino_t parent, const char *name, struct 
 		ev->path = path;
 		r = node_commit_locked(fs->node, ev, ctx ? ctx : &local);
 	}
-	pthread_mutex_unlock(node_mutex(fs->node));
+	node_unlock(fs->node);
 	ev->path = NULL;
 	free(path);
 	if (r == 0)
@@ -599,7 +599,7 @@ static void remove_entry(fuse_req_t req, fuse_ino_t parent, const char *name, un
 	int r = check_name(name);
 
 	if (r == 0) {
-		pthread_mutex_lock(node_mutex(fs->node));
+		node_lock(fs->node);
 		r = path_of_child(&fs->inodes, dir, name, &path);
 		if (r == 0)
 			r = ids_of_entry(dir, name, &ev.fid, &ev.base);
@@ -607,7 +607,7 @@ static void remove_entry(fuse_req_t req, fuse_ino_t parent, const char *name, un
 			ev.path = path;
 			r = node_commit_locked(fs->node, &ev, &ctx);
 		}
-		pthread_mutex_unlock(node_mutex(fs->node));
+		node_unlock(fs->node);
 	}
 	free(path);
 	fuse_reply_err(req, -r);
@@ -645,7 +645,7 @@ static void lfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 		fuse_reply_err(req, -r);
 		return;
 	}
-	pthread_mutex_lock(node_mutex(fs->node));
+	node_lock(fs->node);
 	r = path_of_child(&fs->inodes, from, name, &path);
 	if (r == 0)
 		r = path_of_child(&fs->inodes, to, newname, &path2);
@@ -669,7 +669,7 @@ static void lfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 		if (flags & RENAME_EXCHANGE)
 			inodes_moved(&fs->inodes, from, name);
 	}
-	pthread_mutex_unlock(node_mutex(fs->node));
+	node_unlock(fs->node);
 	free(path2);
 	free(path);
 	fuse_reply_err(req, -r);
@@ -686,7 +686,7 @@ static void lfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const
 	int r = check_name(newname);
 
 	if (r == 0) {
-		pthread_mutex_lock(node_mutex(fs->node));
+		node_lock(fs->node);
 		r = fill_existing(fs, in, -1, &ev, &path, NULL);
 		if (r == 0)
 			r = path_of_child(&fs->inodes, dir, newname, &path2);
@@ -694,7 +694,7 @@ static void lfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const
 			ev.path2 = path2;
 			r = node_commit_locked(fs->node, &ev, &ctx);
 		}
-		pthread_mutex_unlock(node_mutex(fs->node));
+		node_unlock(fs->node);
 	}
 	free(path2);
 	free(path);

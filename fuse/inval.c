@@ -82,12 +82,12 @@ void inval_before(struct lfs_fs *fs, const struct event *ev, struct inval_note *
 	note = calloc(1, sizeof(*note));
 	if (!note)
 		return;
-	pthread_mutex_lock(node_mutex(fs->node));
+	node_lock(fs->node);
 	if (ev->path)
 		note_path(fs, ev->path, note);
 	if (ev->path2)
 		note_path(fs, ev->path2, note);
-	pthread_mutex_unlock(node_mutex(fs->node));
+	node_unlock(fs->node);
 	if (note->ninodes == 0 && note->nentries == 0) {
 		free(note);
 		return;

@@ -1199,11 +1199,6 @@ struct journal *node_journal(const struct node *n)
 	return n->journal;
 }
 
-pthread_mutex_t *node_mutex(struct node *n)
-{
-	return &n->lock;
-}
-
 int node_is_primary(struct node *n)
 {
 	return __atomic_load_n(&n->primary, __ATOMIC_ACQUIRE);

@@ -46,12 +46,6 @@ struct config *node_cfg(struct node *n);
 struct store *node_store(const struct node *n);
 struct journal *node_journal(const struct node *n);
 
-/*
- * The node lock (lock order: node_int.h).  Taken to commit local events in
- * order with other store changes, and around the node_*_locked() calls.
- */
-pthread_mutex_t *node_mutex(struct node *n);
-
 /* Without the lock: whether this node accepts writes now. */
 int node_is_primary(struct node *n);
 
@@ -101,8 +95,9 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 void node_close(struct node *n, int clean);
 
 /*
- * Take and let go of the node lock (node_mutex()), which
- * node_commit_locked() and the other *_locked calls need held.
+ * Take and let go of the node lock (lock order: node_int.h).  It orders
+ * local commits with every other store change; node_commit_locked() and
+ * the other *_locked calls need it held.
  */
 void node_lock(struct node *n);
 void node_unlock(struct node *n);

@@ -80,9 +80,9 @@ static void commit_state_event(struct repl *r, struct event *ev)
 	struct apply_ctx ctx = APPLY_CTX_INIT;
 	int rv;
 
-	pthread_mutex_lock(node_mutex(r->n));
+	node_lock(r->n);
 	rv = node_commit_locked(r->n, ev, &ctx);
-	pthread_mutex_unlock(node_mutex(r->n));
+	node_unlock(r->n);
 	if (rv < 0) {
 		log_err("cannot journal the %s event: %s", event_type_name(ev->type),
 			strerror(-rv));
@@ -720,13 +720,13 @@ static int run_snapshot(struct receiver *rc)
 	int rv;
 
 	rv = snap_recv_run(r, rc->l, rc->name);
-	pthread_mutex_lock(node_mutex(r->n));
+	node_lock(r->n);
 	pthread_mutex_lock(&r->lock);
 	n = r->norigins;
 	for (i = 0; i < n; i++)
 		applied[i] = journal_applied(node_journal(r->n), r->origins[i]);
 	pthread_mutex_unlock(&r->lock);
-	pthread_mutex_unlock(node_mutex(r->n));
+	node_unlock(r->n);
 	pthread_mutex_lock(&r->lock);
 	r->snap_owner = NULL;
 	if (rv == 0) {

@@ -1055,13 +1055,13 @@ int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out
 		rv = -errno;
 		goto fail;
 	}
-	pthread_mutex_lock(node_mutex(n));
+	node_lock(n);
 	rv = load_journal_state(r);
 	for (i = 0; rv == 0 && i < r->norigins; i++)
 		r->applied[i] = journal_applied(node_journal(n), r->origins[i]);
 	if (rv == 0 && forget_departed(r) < 0)
 		log_warn("cannot forget the checkpoints of former peers");
-	pthread_mutex_unlock(node_mutex(n));
+	node_unlock(n);
 	if (rv < 0)
 		goto fail;
 	snprintf(crt, sizeof(crt), "%s/%s", node_dir(n), TLS_NODE_CERT);

@@ -547,12 +547,12 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 		rv = link_flush(sr->l, REPL_SEND_TIMEOUT_MS);
 	if (rv < 0)
 		return rv;
-	pthread_mutex_lock(node_mutex(r->n));
+	node_lock(r->n);
 	if (sr->scope)
 		rv = merkle_build(sr->scope_fd, &mine, &entries);
 	else
 		rv = repl_build_tree(r, &mine, &entries);
-	pthread_mutex_unlock(node_mutex(r->n));
+	node_unlock(r->n);
 	t_mine = clock_mono_ms();
 	if (rv < 0)
 		return fail(sr, rv, "cannot build this store's hash tree");
@@ -657,7 +657,7 @@ static int install(struct snap_recv *sr, const struct proto_msg *info, const str
 
 		r->hooks.before(r->hooks.arg, &ev, &cookies[i]);
 	}
-	pthread_mutex_lock(node_mutex(r->n));
+	node_lock(r->n);
 	/* Descriptors an apply_cache holds may name what the install replaces. */
 	node_store(r->n)->changes++;
 	/* Files a kept-aside tail made stay reachable for tail-export. */
@@ -672,7 +672,7 @@ static int install(struct snap_recv *sr, const struct proto_msg *info, const str
 		rv = node_snap_finish_locked(r->n);
 	if (rv == 0)
 		remember_digests(sr);
-	pthread_mutex_unlock(node_mutex(r->n));
+	node_unlock(r->n);
 	for (i = 0; r->hooks.after && i < sr->plan.n; i++) {
 		struct event ev = {.type = EV_UNLINK, .path = sr->plan.v[i].path};
 
@@ -897,11 +897,11 @@ static int install_heal(struct snap_recv *sr, struct snap_heal *h)
 
 		r->hooks.before(r->hooks.arg, &ev, &cookies[i]);
 	}
-	pthread_mutex_lock(node_mutex(r->n));
+	node_lock(r->n);
 	/* Descriptors an apply_cache holds may name what the install replaces. */
 	node_store(r->n)->changes++;
 	rv = snap_install(node_dir(r->n), node_store(r->n)->root, &full, NULL, NULL, &why, &path);
-	pthread_mutex_unlock(node_mutex(r->n));
+	node_unlock(r->n);
 	for (i = 0; r->hooks.after && i < full.n; i++) {
 		struct event ev = {.type = EV_UNLINK, .path = full.v[i].path};
 

@@ -104,7 +104,7 @@ static int build_tree(struct repl *r, struct snap_send *ss, const char *scope,
 	for (attempt = 0;; attempt++) {
 		locked = attempt >= SNAP_TREE_TRIES;
 		if (locked)
-			pthread_mutex_lock(node_mutex(r->n));
+			node_lock(r->n);
 		moves = store_moves(node_store(r->n));
 		*n = applied_vector(r, vec);
 		if (ss->scope_fd >= 0)
@@ -119,7 +119,7 @@ static int build_tree(struct repl *r, struct snap_send *ss, const char *scope,
 				rv = merkle_build(ss->scope_fd, &ss->tree, entries);
 		}
 		if (locked)
-			pthread_mutex_unlock(node_mutex(r->n));
+			node_unlock(r->n);
 		if (locked || rv < 0 || store_moves(node_store(r->n)) == moves)
 			return rv;
 		log_debug("hash tree: objects moved during the walk; walking again");
@@ -292,9 +292,9 @@ static int done(struct repl *r, struct link *l, struct snap_send *ss, uint64_t r
 	struct evid vec[REPL_MAX_ORIGINS];
 	uint32_t n;
 
-	pthread_mutex_lock(node_mutex(r->n));
+	node_lock(r->n);
 	n = applied_vector(r, vec);
-	pthread_mutex_unlock(node_mutex(r->n));
+	node_unlock(r->n);
 	log_info("snapshot for peer %s: round %" PRIu64 " done in %.1f s, %" PRIu64
 		 " entries sent (%" PRIu64 " bytes of contents), %" PRIu64 " changed meanwhile",
 		 peer, round, (double)(clock_mono_ms() - ss->round_ms) / 1000.0, ss->sent_files,
