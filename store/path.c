@@ -5,8 +5,11 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/openat2.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -251,4 +254,31 @@ const char *path_procfd(int fd, char *buf)
 {
 	snprintf(buf, PATH_PROCFD_LEN, "/proc/self/fd/%d", fd);
 	return buf;
+}
+
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452 /* the same on every architecture */
+#endif
+
+int path_fchmod(int fd, mode_t mode)
+{
+	/* Cleared once the kernel says it has no fchmodat2, or no AT_EMPTY_PATH for it. */
+	static atomic_bool have_fchmodat2 = true;
+	char proc[PATH_PROCFD_LEN];
+
+	mode &= 07777;
+	if (fchmod(fd, mode) == 0)
+		return 0;
+	if (errno != EBADF)
+		return -errno;
+	if (atomic_load_explicit(&have_fchmodat2, memory_order_relaxed)) {
+		if (syscall(SYS_fchmodat2, fd, "", mode, AT_EMPTY_PATH) == 0)
+			return 0;
+		if (errno != ENOSYS && errno != EINVAL)
+			return -errno;
+		atomic_store_explicit(&have_fchmodat2, false, memory_order_relaxed);
+	}
+	if (chmod(path_procfd(fd, proc), mode) < 0)
+		return -errno;
+	return 0;
 }

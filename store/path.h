@@ -76,4 +76,12 @@ void path_at_release(struct path_at *at);
 #define PATH_PROCFD_LEN 32
 const char *path_procfd(int fd, char *buf);
 
+/*
+ * chmod through any descriptor, O_PATH included (not a symlink's: those
+ * have no mode of their own).  fchmod() refuses O_PATH descriptors; for
+ * those fchmodat2(fd, "", AT_EMPTY_PATH) (Linux 6.6) is tried, then a
+ * chmod through /proc/self/fd, which costs a path walk.  0 or -errno.
+ */
+int path_fchmod(int fd, mode_t mode);
+
 #endif

@@ -95,7 +95,6 @@ int store_get_ver(int fd, struct evid *ver)
 
 int store_touch_ctime(int fd)
 {
-	char proc[PATH_PROCFD_LEN];
 	struct stat st;
 
 	if (fstat(fd, &st) < 0)
@@ -111,9 +110,7 @@ int store_touch_ctime(int fd)
 			return -errno;
 		return 0;
 	}
-	if (chmod(path_procfd(fd, proc), st.st_mode & 07777) < 0)
-		return -errno;
-	return 0;
+	return path_fchmod(fd, st.st_mode);
 }
 
 int store_set_fid(int fd, const struct fid *fid)
@@ -523,18 +520,6 @@ static int set_mtime(int fd, const struct event *ev, struct apply_cache *defer)
 	return set_times(fd, ts, defer);
 }
 
-/* chmod through any descriptor, O_PATH included; symlinks have no mode of their own. */
-static int chmod_fd(int fd, mode_t mode)
-{
-	char proc[PATH_PROCFD_LEN];
-
-	if (fchmod(fd, mode & 07777) == 0)
-		return 0;
-	if (errno != EBADF || chmod(path_procfd(fd, proc), mode & 07777) < 0)
-		return -errno;
-	return 0;
-}
-
 static int chown_fd(int fd, uint32_t uid, uint32_t gid)
 {
 	if (fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
@@ -652,7 +637,7 @@ static int finish_object(const struct event *ev, int fd, struct fid fid, int ski
 	 * mode the event carries so every node ends with the same bits.
 	 */
 	if (ev->type != EV_SYMLINK && !(skip & FINISH_OWNER)) {
-		r = chmod_fd(fd, ev->mode);
+		r = path_fchmod(fd, ev->mode);
 		if (r < 0) {
 			*why = "chmod";
 			return r;
@@ -1052,7 +1037,7 @@ static int apply_change(struct store *s, const struct event *ev, int fd, struct 
 		break;
 	case EV_CHMOD:
 		*why = "chmod";
-		r = chmod_fd(fd, ev->mode);
+		r = path_fchmod(fd, ev->mode);
 		break;
 	case EV_CHOWN: {
 		struct stat st;
@@ -1062,7 +1047,7 @@ static int apply_change(struct store *s, const struct event *ev, int fd, struct 
 		if (r == 0 && fstat(fd, &st) < 0)
 			r = -errno;
 		if (r == 0 && !S_ISLNK(st.st_mode) && (st.st_mode & 07777) != (ev->mode & 07777))
-			r = chmod_fd(fd, ev->mode);
+			r = path_fchmod(fd, ev->mode);
 		break;
 	}
 	case EV_UTIMENS: {

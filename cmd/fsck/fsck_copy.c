@@ -171,7 +171,6 @@ out:
 int fsck_copy_over(int src_dir, const char *src_name, const struct stat *st, int dst_dir,
 		   const char *dst_name)
 {
-	char proc[PATH_PROCFD_LEN];
 	int src = -1, dst = -1, r = 0;
 
 	if (S_ISREG(st->st_mode))
@@ -191,10 +190,8 @@ int fsck_copy_over(int src_dir, const char *src_name, const struct stat *st, int
 	r = copy_xattrs(src, dst);
 	if (r < 0)
 		goto out;
-	if (!S_ISLNK(st->st_mode) && chmod(path_procfd(dst, proc), st->st_mode & 07777) < 0) {
-		r = -errno;
+	if (!S_ISLNK(st->st_mode) && (r = path_fchmod(dst, st->st_mode)) < 0)
 		goto out;
-	}
 	if (S_ISREG(st->st_mode)) {
 		struct timespec ts[2] = {st->st_atim, st->st_mtim};
 

@@ -80,7 +80,6 @@ static int ref_build(struct fsck *f, struct fsck_tree *store, struct fsck_tree *
 				     .failed = ref_failed,
 				     .progress = ref_progress};
 	struct replay_tails tails = {0};
-	char proc[PATH_PROCFD_LEN];
 	uint64_t applied, nfailed;
 	struct stat st;
 	int r;
@@ -94,9 +93,11 @@ static int ref_build(struct fsck *f, struct fsck_tree *store, struct fsck_tree *
 	r = store_open(ref->dir, &ref->store);
 	if (r < 0)
 		return r;
-	if (fchownat(ref->store->root, "", st.st_uid, st.st_gid, AT_EMPTY_PATH) < 0 ||
-	    chmod(path_procfd(ref->store->root, proc), st.st_mode & 07777) < 0)
+	if (fchownat(ref->store->root, "", st.st_uid, st.st_gid, AT_EMPTY_PATH) < 0)
 		return -errno;
+	r = path_fchmod(ref->store->root, st.st_mode);
+	if (r < 0)
+		return r;
 	r = store_stamp(ref->store, f->cfg.cluster_id);
 	if (r < 0) {
 		fprintf(stderr,

@@ -312,3 +312,29 @@ Test(path, parent_and_base)
 	cr_assert_lt(path_at_open(root, "escape/x", &at), 0);
 	cr_assert_eq(path_at_open(root, "missing/x", &at), -ENOENT);
 }
+
+Test(path, fchmod_through_any_descriptor)
+{
+	int fd, dfd;
+	struct stat st;
+
+	/* An O_PATH descriptor of a file and of a directory, which fchmod() refuses. */
+	cr_assert_eq(path_open(root, "dir/file", O_PATH, 0, &fd), 0);
+	cr_assert_eq(path_fchmod(fd, 04600), 0);
+	cr_assert_eq(fstat(fd, &st), 0);
+	cr_assert_eq(st.st_mode & 07777, 04600);
+	close(fd);
+	cr_assert_eq(path_open(root, "dir", O_PATH | O_DIRECTORY, 0, &dfd), 0);
+	cr_assert_eq(path_fchmod(dfd, 0700), 0);
+	cr_assert_eq(fstat(dfd, &st), 0);
+	cr_assert_eq(st.st_mode & 07777, 0700);
+	/* A readable descriptor takes the direct way; bits past 07777 are ignored. */
+	cr_assert_eq(path_open(root, "dir/file", O_RDONLY, 0, &fd), 0);
+	cr_assert_eq(path_fchmod(fd, S_IFREG | 0644), 0);
+	cr_assert_eq(fstat(fd, &st), 0);
+	cr_assert_eq(st.st_mode & 07777, 0644);
+	close(fd);
+	cr_assert_eq(path_fchmod(dfd, 0755), 0);
+	close(dfd);
+	cr_assert_eq(path_fchmod(-1, 0644), -EBADF);
+}
