@@ -1025,13 +1025,20 @@ static void reply_xattr(fuse_req_t req, size_t size, ssize_t len, const char *bu
 		fuse_reply_buf(req, buf, (size_t)len);
 }
 
+#define XATTR_CAPS "security.capability"
+
 static void lfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+	struct lfs_inode *in = req_inode(req, ino);
+	struct store *store = node_store(req_fs(req)->node);
+	int caps = strcmp(name, XATTR_CAPS) == 0;
+	uint64_t gen = store_xattrs(store) + 1;
 	char proc[PATH_PROCFD_LEN];
 	char *buf = NULL;
 	ssize_t len;
 
-	if (xattr_is_ledgerfs(name, strlen(name))) {
+	if (xattr_is_ledgerfs(name, strlen(name)) ||
+	    (caps && __atomic_load_n(&in->nocap, __ATOMIC_ACQUIRE) == gen)) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
@@ -1039,7 +1046,9 @@ static void lfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	len = getxattr(path_procfd(req_inode(req, ino)->fd, proc), name, buf, size);
+	len = getxattr(path_procfd(in->fd, proc), name, buf, size);
+	if (len < 0 && errno == ENODATA && caps)
+		__atomic_store_n(&in->nocap, gen, __ATOMIC_RELEASE);
 	reply_xattr(req, size, len < 0 ? -errno : len, buf);
 	free(buf);
 }

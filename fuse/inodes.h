@@ -38,6 +38,13 @@ struct lfs_inode {
 	struct fid fid;
 	struct evid ver;
 	/*
+	 * 1 + store_xattrs() as it was before a read found no
+	 * security.capability here, or 0: the kernel asks for it before every
+	 * write(2), and while the count stays the same the answer stands.
+	 * Read and written atomically.
+	 */
+	uint64_t nocap;
+	/*
 	 * A non-directory's last known name: the directory (pdev, pino) and
 	 * name it was looked up or renamed through; name is NULL when none is
 	 * known.  Guarded by the table lock.

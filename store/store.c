@@ -1067,6 +1067,7 @@ static int apply_change(struct store *s, const struct event *ev, int fd, struct 
 		if (setxattr(path_procfd(fd, proc), ev->name, ev->data, ev->data_len,
 			     (int)ev->op_flags) < 0)
 			r = -errno;
+		store_xattrs_changed(s);
 		break;
 	}
 	case EV_REMOVEXATTR: {
@@ -1075,6 +1076,7 @@ static int apply_change(struct store *s, const struct event *ev, int fd, struct 
 		*why = "removexattr";
 		if (removexattr(path_procfd(fd, proc), ev->name) < 0)
 			r = -errno;
+		store_xattrs_changed(s);
 		break;
 	}
 	default:
@@ -1202,6 +1204,16 @@ static int cache_before(struct store *s, struct apply_cache *c, const struct eve
 uint64_t store_moves(struct store *s)
 {
 	return __atomic_load_n(&s->moves, __ATOMIC_SEQ_CST);
+}
+
+uint64_t store_xattrs(struct store *s)
+{
+	return __atomic_load_n(&s->xattr_changes, __ATOMIC_SEQ_CST);
+}
+
+void store_xattrs_changed(struct store *s)
+{
+	__atomic_add_fetch(&s->xattr_changes, 1, __ATOMIC_SEQ_CST);
 }
 
 int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx, const char **why)

@@ -44,6 +44,12 @@ struct store {
 	 * object moved if store_moves() is the same before and after the walk.
 	 */
 	uint64_t moves;
+	/*
+	 * Changes of any object's xattrs so far, counted atomically after
+	 * each one (store_xattrs_changed()): an absence of an xattr read
+	 * while store_xattrs() stayed the same is still true.
+	 */
+	uint64_t xattr_changes;
 	/* What a file this process makes gets, read when the store was opened. */
 	int umask; /* -1 if unknown */
 	uid_t uid;
@@ -52,6 +58,14 @@ struct store {
 
 /* store->moves, without any lock. */
 uint64_t store_moves(struct store *s);
+
+/*
+ * store->xattr_changes, without any lock; and its count up, which whoever
+ * changes xattrs outside apply_event() (a snapshot install) calls after
+ * the change.
+ */
+uint64_t store_xattrs(struct store *s);
+void store_xattrs_changed(struct store *s);
 
 /* Open the store directory.  *out is freed with store_close(). */
 int store_open(const char *dir, struct store **out);

@@ -5,6 +5,7 @@ import errno
 import mmap
 import os
 import stat
+import struct
 
 import lfs
 from lfs import check, check_eq, check_events, expect_errno
@@ -231,6 +232,31 @@ def test_user_xattrs():
         check_eq([e.get("name") for e in evs if e["type"] in ("setxattr", "removexattr")],
                  ["user.color", "user.bin", "user.color"],
                  "xattr names in the journal")
+        n.unmount()
+        lfs.check_rebuild_matches(n)
+
+
+# security.capability of a file allowed CAP_NET_BIND_SERVICE (VFS_CAP_REVISION_2).
+CAPS = struct.pack("<IIIII", 0x02000000, 1 << 10, 0, 0, 0)
+
+
+def test_file_capabilities_are_never_stale():
+    """The kernel asks for security.capability before every write(2), and the
+    mount remembers that a file has none: a capability set later must still be
+    seen at once, and the next write by root must remove it, as on ext4."""
+    with lfs.one_node() as n:
+        lfs.write_file(n.m("tool"), b"#!/bin/sh\n")
+        with open(n.m("tool"), "ab") as f:   # each write(2) asks for the capability
+            f.write(b"true\n")
+        expect_errno(errno.ENODATA, os.getxattr, n.m("tool"), "security.capability")
+        os.setxattr(n.m("tool"), "security.capability", CAPS)
+        check_eq(os.getxattr(n.m("tool"), "security.capability"), CAPS,
+                 "capability through the mount right after it was set")
+        check_eq(os.getxattr(n.s("tool"), "security.capability"), CAPS, "capability in store")
+        with open(n.m("tool"), "ab") as f:
+            f.write(b"exit 0\n")
+        expect_errno(errno.ENODATA, os.getxattr, n.m("tool"), "security.capability")
+        expect_errno(errno.ENODATA, os.getxattr, n.s("tool"), "security.capability")
         n.unmount()
         lfs.check_rebuild_matches(n)
 

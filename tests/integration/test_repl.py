@@ -13,6 +13,7 @@ import errno
 import os
 import shutil
 import stat
+import struct
 import threading
 import time
 
@@ -182,6 +183,14 @@ def test_replica_serves_reads_and_refuses_writes_with_erofs():
         check_bytes(lfs.read_file(b.m("d/f")), b"from the primary\n", "replica reads the file")
         check_eq(sorted(os.listdir(b.m())), ["d", "sl"], "replica lists the root")
         check_eq(os.getxattr(b.m("d/f"), "user.tag"), b"v1", "replica reads the xattr")
+        # The replica's mount remembers that d/f has no capability; a remote
+        # setxattr must make it read the store again.
+        expect_errno(errno.ENODATA, os.getxattr, b.m("d/f"), "security.capability")
+        caps = struct.pack("<IIIII", 0x02000000, 1 << 10, 0, 0, 0)
+        os.setxattr(a.m("d/f"), "security.capability", caps)
+        cl.wait_in_sync()
+        check_eq(os.getxattr(b.m("d/f"), "security.capability"), caps,
+                 "a capability set on the primary, read on the replica")
         check_eq(os.readlink(b.m("sl")), "d/f", "replica reads the symlink")
         before = len(b.events())
 
