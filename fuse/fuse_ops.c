@@ -81,7 +81,7 @@ int lfs_fs_init(struct lfs_fs *fs, struct node *node)
 	fs->node = node;
 	fs->entry_timeout = LFS_CACHE_TIMEOUT;
 	fs->attr_timeout = LFS_CACHE_TIMEOUT;
-	return inodes_init(&fs->inodes, node_store(node)->root);
+	return inodes_init(&fs->inodes, node_store(node));
 }
 
 void lfs_fs_destroy(struct lfs_fs *fs)

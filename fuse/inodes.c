@@ -38,13 +38,15 @@ static size_t bucket_of(const struct inode_table *t, ino_t ino, dev_t dev)
 	return (size_t)(h >> 17) % t->nbuckets;
 }
 
-int inodes_init(struct inode_table *t, int root_fd)
+int inodes_init(struct inode_table *t, struct store *store)
 {
 	char proc[PATH_PROCFD_LEN], buf[PATH_MAX];
+	int root_fd = store->root;
 	struct stat st;
 	ssize_t n;
 
 	memset(t, 0, sizeof(*t));
+	t->store = store;
 	if (fstat(root_fd, &st) < 0)
 		return -errno;
 	/* A root too deep for /proc leaves every path to the slow ways. */
@@ -81,6 +83,7 @@ void inodes_destroy(struct inode_table *t)
 			next = in->next;
 			close(in->fd);
 			free(in->name);
+			free(in->path);
 			free(in);
 		}
 	}
@@ -285,6 +288,7 @@ void inodes_forget(struct inode_table *t, uint64_t nodeid, uint64_t n)
 		t->count--;
 		close(in->fd);
 		free(in->name);
+		free(in->path);
 		free(in);
 	}
 	pthread_mutex_unlock(&t->lock);
@@ -587,17 +591,14 @@ out:
 	return r;
 }
 
-int path_of_inode(struct inode_table *t, struct lfs_inode *in, char **out)
+/* path_of_inode() without the cache. */
+static int find_path(struct inode_table *t, struct lfs_inode *in, char **out)
 {
 	char buf[PATH_MAX];
 	struct rpath p;
 	struct stat st;
 	int r;
 
-	if (in == &t->root) {
-		*out = strdup(PATH_ROOT);
-		return *out ? 0 : -ENOMEM;
-	}
 	r = proc_path(t, in->fd, buf);
 	if (r == 0) {
 		*out = strdup(buf);
@@ -619,6 +620,33 @@ int path_of_inode(struct inode_table *t, struct lfs_inode *in, char **out)
 	if (r == 0)
 		return rpath_finish(&p, out);
 	free(p.buf);
+	return r;
+}
+
+/*
+ * The path is remembered until a rename, unlink, rmdir or install may have
+ * moved it (store_names()): a write to an open file then costs no readlink
+ * of /proc.
+ */
+int path_of_inode(struct inode_table *t, struct lfs_inode *in, char **out)
+{
+	uint64_t gen = store_names(t->store);
+	int r;
+
+	if (in == &t->root) {
+		*out = strdup(PATH_ROOT);
+		return *out ? 0 : -ENOMEM;
+	}
+	if (in->path && in->path_gen == gen) {
+		*out = strdup(in->path);
+		return *out ? 0 : -ENOMEM;
+	}
+	r = find_path(t, in, out);
+	if (r == 0) {
+		free(in->path);
+		in->path = strdup(*out);
+		in->path_gen = gen;
+	}
 	return r;
 }
 

@@ -22,6 +22,7 @@
 #include <sys/types.h>
 
 #include "journal/event.h"
+#include "store/store.h"
 
 struct lfs_inode {
 	struct lfs_inode *next; /* hash chain; guarded by the table lock */
@@ -45,6 +46,12 @@ struct lfs_inode {
 	 */
 	uint64_t nocap;
 	/*
+	 * The path path_of_inode() last found, while store_names() was
+	 * path_gen, or NULL.  Guarded by the node lock.
+	 */
+	char *path;
+	uint64_t path_gen;
+	/*
 	 * A non-directory's last known name: the directory (pdev, pino) and
 	 * name it was looked up or renamed through; name is NULL when none is
 	 * known.  Guarded by the table lock.
@@ -62,13 +69,14 @@ struct inode_table {
 	struct lfs_inode root;	    /* never freed; fd is the store root */
 	char *root_path;	    /* the store root as /proc/self/fd shows it, or NULL */
 	size_t root_len;
+	struct store *store;	    /* borrowed: its root, and store_names() */
 };
 
 /*
- * Set up the table around the store root descriptor (borrowed: the table
- * does not close it).  0 or a negative errno.
+ * Set up the table around the store's root (borrowed: the table does not
+ * close it).  0 or a negative errno.
  */
-int inodes_init(struct inode_table *t, int root_fd);
+int inodes_init(struct inode_table *t, struct store *store);
 void inodes_destroy(struct inode_table *t);
 
 /* The object for a FUSE inode number (1 is the root). */

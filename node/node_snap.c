@@ -212,7 +212,7 @@ int node_snap_recover(struct node *n, char *err, size_t errlen)
 	log_warn("%s: finishing a snapshot install a stop interrupted (%zu steps)", n->dir, plan.n);
 	pthread_mutex_lock(&n->lock);
 	r = snap_install(n->dir, n->store->root, &plan, NULL, NULL, &why, &path);
-	store_xattrs_changed(n->store);
+	store_replaced(n->store);
 	if (r == 0)
 		r = node_snap_finish_locked(n);
 	pthread_mutex_unlock(&n->lock);

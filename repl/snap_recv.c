@@ -668,7 +668,7 @@ static int install(struct snap_recv *sr, const struct proto_msg *info, const str
 	}
 	if (rv == 0)
 		rv = snap_install(node_dir(r->n), node_store(r->n)->root, &sr->plan, NULL, NULL, &why, &path);
-	store_xattrs_changed(node_store(r->n)); /* what the install replaced has other xattrs */
+	store_replaced(node_store(r->n));
 	if (rv == 0)
 		rv = node_snap_finish_locked(r->n);
 	if (rv == 0)
@@ -902,7 +902,7 @@ static int install_heal(struct snap_recv *sr, struct snap_heal *h)
 	/* Descriptors an apply_cache holds may name what the install replaces. */
 	node_store(r->n)->changes++;
 	rv = snap_install(node_dir(r->n), node_store(r->n)->root, &full, NULL, NULL, &why, &path);
-	store_xattrs_changed(node_store(r->n));
+	store_replaced(node_store(r->n));
 	node_unlock(r->n);
 	for (i = 0; r->hooks.after && i < full.n; i++) {
 		struct event ev = {.type = EV_UNLINK, .path = full.v[i].path};

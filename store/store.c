@@ -32,8 +32,14 @@
 #include "store/store.h"
 #include "store/xattr_at.h"
 
+/* Count an xattr change, after it is made (store->xattr_changes). */
+static void xattrs_changed(struct store *s)
+{
+	__atomic_add_fetch(&s->xattr_changes, 1, __ATOMIC_SEQ_CST);
+}
+
 /*
- * The f*xattr and fchmod calls refuse O_PATH descriptors (EBADF); those are
+ * The f*xattr calls refuse O_PATH descriptors (EBADF); those are
  * reached through /proc/self/fd instead, which costs a path walk, so the
  * direct call is tried first.
  */
@@ -1067,7 +1073,7 @@ static int apply_change(struct store *s, const struct event *ev, int fd, struct 
 		if (setxattr(path_procfd(fd, proc), ev->name, ev->data, ev->data_len,
 			     (int)ev->op_flags) < 0)
 			r = -errno;
-		store_xattrs_changed(s);
+		xattrs_changed(s);
 		break;
 	}
 	case EV_REMOVEXATTR: {
@@ -1076,7 +1082,7 @@ static int apply_change(struct store *s, const struct event *ev, int fd, struct 
 		*why = "removexattr";
 		if (removexattr(path_procfd(fd, proc), ev->name) < 0)
 			r = -errno;
-		store_xattrs_changed(s);
+		xattrs_changed(s);
 		break;
 	}
 	default:
@@ -1211,9 +1217,15 @@ uint64_t store_xattrs(struct store *s)
 	return __atomic_load_n(&s->xattr_changes, __ATOMIC_SEQ_CST);
 }
 
-void store_xattrs_changed(struct store *s)
+uint64_t store_names(struct store *s)
 {
-	__atomic_add_fetch(&s->xattr_changes, 1, __ATOMIC_SEQ_CST);
+	return __atomic_load_n(&s->name_changes, __ATOMIC_SEQ_CST);
+}
+
+void store_replaced(struct store *s)
+{
+	__atomic_add_fetch(&s->name_changes, 1, __ATOMIC_SEQ_CST);
+	xattrs_changed(s);
 }
 
 int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx, const char **why)
@@ -1230,6 +1242,8 @@ int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx, 
 		return 0;
 	if (ev->type == EV_RENAME || ev->type == EV_LINK)
 		__atomic_add_fetch(&s->moves, 1, __ATOMIC_SEQ_CST);
+	if (ev->type == EV_RENAME || ev->type == EV_UNLINK || ev->type == EV_RMDIR)
+		__atomic_add_fetch(&s->name_changes, 1, __ATOMIC_SEQ_CST);
 	if (ev->path && (r = path_check(ev->path, why)) < 0)
 		return r;
 	if (ev->path2 && (r = path_check(ev->path2, why)) < 0)

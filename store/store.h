@@ -50,6 +50,13 @@ struct store {
 	 * while store_xattrs() stayed the same is still true.
 	 */
 	uint64_t xattr_changes;
+	/*
+	 * Changes that may take an existing object's path away (renames,
+	 * unlinks, rmdirs, installs) so far, counted atomically: they are all
+	 * made under the node lock, so a path found under it while
+	 * store_names() stayed the same still holds.
+	 */
+	uint64_t name_changes;
 	/* What a file this process makes gets, read when the store was opened. */
 	int umask; /* -1 if unknown */
 	uid_t uid;
@@ -59,13 +66,15 @@ struct store {
 /* store->moves, without any lock. */
 uint64_t store_moves(struct store *s);
 
-/*
- * store->xattr_changes, without any lock; and its count up, which whoever
- * changes xattrs outside apply_event() (a snapshot install) calls after
- * the change.
- */
+/* store->xattr_changes and store->name_changes, without any lock. */
 uint64_t store_xattrs(struct store *s);
-void store_xattrs_changed(struct store *s);
+uint64_t store_names(struct store *s);
+
+/*
+ * Count up both: whoever replaces objects of the store outside
+ * apply_event() (a snapshot install) calls it after the change.
+ */
+void store_replaced(struct store *s);
 
 /* Open the store directory.  *out is freed with store_close(). */
 int store_open(const char *dir, struct store **out);

@@ -501,6 +501,17 @@ NO_TIMES = ("read", "deep")
 # coarse stamp, which a write sometimes leaves where it was
 # (docs/internals.md, "Where FUSE cannot match ext4").
 CTIME_OWN = ("setxattr", "removexattr", "write", "truncate", "fallocate", "copy")
+# TRUNCATE_SAME_SIZE: truncate(2) to the size a file has moves its mtime on
+# ext4; under the writeback cache the kernel's FUSE client neither asks for
+# that nor takes a server's mtime for the file, so the mount's stays put
+# (docs/internals.md, "Where FUSE cannot match ext4").
+
+
+def _size(root, rel):
+    try:
+        return os.lstat(os.path.join(root, rel)).st_size
+    except OSError:
+        return None
 
 
 def _watched(o):
@@ -545,6 +556,7 @@ def step(rig, o, idx):
         rels = _watched(o)
         time.sleep(TICK)
         tn, tm = _times(nat, rels), _times(mnt, rels)
+        same_size = o["op"] == "truncate" and _size(nat, o["path"]) == o["size"]
     ra = run_op(nat, o)
     rb = run_op(mnt, o)
     if ra != rb:
@@ -554,6 +566,8 @@ def step(rig, o, idx):
         if o["op"] in CTIME_OWN:
             mn = {k: v.replace("c", "") for k, v in mn.items()}
             mm = {k: v.replace("c", "") for k, v in mm.items()}
+        if same_size:   # the kernel keeps its own mtime: see TRUNCATE_SAME_SIZE
+            mn[o["path"]] = mm[o["path"]] = ""
         if mn != mm:
             raise Mismatch(f"op {idx} {json.dumps(o)}: timestamps moved natively {mn}, "
                            f"on ledgerfs {mm}")
