@@ -30,7 +30,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -81,7 +80,10 @@ ROWS = (
     ("fsync_async", "4 KiB write+fsync, sync_peers = 0", "ops/s", None, None),
     ("fsync_sync", "4 KiB write+fsync, sync_peers = 1", "ops/s", None, None),
     ("fsync_ratio", "sync_peers = 1 / sync_peers = 0", "ratio", "atleast", 0.5),
+    ("rss", "daemon peak RSS (max of a, cN, p, r)", "MiB", "atmost", None),
 )
+# The daemons whose peak RSS a run reports, as the rss_NAME keys of its results.
+DAEMONS = ("a", "c", "p", "r")
 
 DONE_RE = re.compile(r"snapshot resync from \S+ done in ([0-9.]+) s.*")
 STARTING_RE = re.compile(r"snapshot resync from \S+: starting")
@@ -168,52 +170,6 @@ def store_size(store):
             files += 1
             size += st.st_size
     return files, size
-
-
-# ---- rsync ------------------------------------------------------------------------------
-
-
-class Rsyncd:
-    """An rsync daemon on 127.0.0.1 with one writable module, 'bench', over dest."""
-
-    def __init__(self, tmp, dest):
-        self.port = bench.free_ports(1)[0]
-        self.conf = os.path.join(tmp, "rsyncd.conf")
-        self.log = os.path.join(tmp, "rsyncd.log")
-        with open(self.conf, "w") as f:
-            f.write(f"use chroot = no\nlog file = {self.log}\n\n"
-                    f"[bench]\n  path = {dest}\n  read only = no\n  uid = root\n  gid = root\n")
-        self.proc = subprocess.Popen(
-            ["rsync", "--daemon", "--no-detach", f"--config={self.conf}",
-             "--address=127.0.0.1", f"--port={self.port}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)  # a ctrl-c must not reach it before the finally blocks
-        bench.wait_for("the rsync daemon to listen", self.listening, 10)
-
-    def listening(self):
-        if self.proc.poll() is not None:
-            raise bench.BenchError(f"rsync --daemon exited with {self.proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    def copy(self, src, sub):
-        """rsync -a src/ to the module's sub/; returns the seconds it took."""
-        t0 = time.monotonic()
-        bench.run(["rsync", "-a", src.rstrip("/") + "/",
-                   f"rsync://127.0.0.1:{self.port}/bench/{sub}/"])
-        return time.monotonic() - t0
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 # ---- the bench --------------------------------------------------------------------------
@@ -455,6 +411,8 @@ class ResyncBench:
         finally:
             p.stop()
             r.stop()
+            p.record_rss(res)
+            r.record_rss(res)
         res["fsync_ratio"] = res["fsync_sync"] / res["fsync_async"]
 
     # one run --------------------------------------------------------------------------------
@@ -531,6 +489,10 @@ class ResyncBench:
         finally:
             if c:
                 c.stop()
+                c.record_rss(res, "c")
+            # a runs through every run: its peak so far, tree writing included.
+            if self.a.read_peak_rss() is not None:
+                self.a.record_rss(res)
             if added:
                 try:
                     bench.run([self.ctl, "peer", "remove", self.a.dir, c.name])
@@ -540,6 +502,9 @@ class ResyncBench:
                               ("full_rsync", "full_mbps", "rsync_mbps")):
             if res.get(num) and res.get(den):
                 res[key] = res[num] / res[den]
+        peaks = [res[f"rss_{d}"] for d in DAEMONS if f"rss_{d}" in res]
+        if peaks:
+            res["rss"] = max(peaks)
         return res
 
 
@@ -549,9 +514,12 @@ class ResyncBench:
 def verdict(kind, target, v):
     if not kind:
         return "-", ""
+    if target is None:  # the peak RSS row: tools/bench's figure
+        target = bench.RSS_TARGET_MIB
     sign, ok = {"atleast": (">=", lambda x: x >= target),
                 "above": (">", lambda x: x > target),
-                "below": ("<", lambda x: x < target)}[kind]
+                "below": ("<", lambda x: x < target),
+                "atmost": ("<=", lambda x: x <= target)}[kind]
     return f"{sign} {target}", "" if v is None else ("met" if ok(v) else "missed")
 
 
@@ -597,9 +565,14 @@ what is measured (sizes in brackets are --quick's):
               with sync_peers = 0 and = 1 (config edited, p restarted; the order
               alternates between runs).
 
+  peak RSS    VmHWM (/proc/PID/status) of each daemon (a, cN, p, r), read just
+              before it is stopped (a's at the end of each run: it runs throughout);
+              the row is the highest, and a note gives each node's.
+
 Targets (issue): full resync >= 0.8 of the TLS ceiling and faster than rsync -a; the
 1% resync at least 20 times faster than the full one; write+fsync with sync_peers = 1
->= 0.5 of sync_peers = 0. Each figure is the median of --runs runs (ratios: the
+>= 0.5 of sync_peers = 0; each daemon's peak RSS at most 64 MiB plus its caches
+(issue 16; a note gives the figure). Each figure is the median of --runs runs (ratios: the
 median of each run's ratio); the runs column gives each run's value.
 Run as root; the bench directory must be on the disk ledgerfs will use (not tmpfs)
 and have room for the tree about 2 + 2 x runs times. Exit status 0; 1 if a phase
@@ -671,7 +644,7 @@ def main(argv, bench_module):
         rb.setup()
         rsync_root = os.path.join(workroot, "rsync")
         os.mkdir(rsync_root)
-        rsyncd = Rsyncd(tmp, rsync_root)
+        rsyncd = bench.Rsyncd(tmp, rsync_root)
         samples, logs, failed = {}, [], False
         # Every run's copies stay until the end: on ext4 without a journal, inode
         # allocation skips inodes freed in the last minute or more (recently_deleted()).
@@ -703,6 +676,13 @@ def main(argv, bench_module):
                          f"{med['delta_bytes'] / MIB:.1f} MiB received; the changed files "
                          f"total {med['changed_bytes'] / MIB:.1f} MiB (medians)")
         notes += logs
+        notes.append(bench.rss_note())
+        by_daemon = [f"{d} {bench.fmt(med[f'rss_{d}'])}" for d in DAEMONS if f"rss_{d}" in med]
+        if by_daemon:
+            notes.append(f"daemon peak RSS by node, MiB (medians): {', '.join(by_daemon)}; a's is "
+                         "its peak since it started (it writes the tree and serves every run), "
+                         "cN's the higher of its full and 1% resync daemons, p's of both its "
+                         "sync_peers settings")
         notes.append("load (1 min) during the run: "
                      f"{min(rb.loads):.1f}-{max(rb.loads):.1f}")
         if max(rb.loads) > os.cpu_count() / 2:

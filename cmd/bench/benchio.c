@@ -2,6 +2,7 @@
  * ledgerfs-benchio: the workload driver behind tools/bench.
  *
  *   ledgerfs-benchio WORKLOAD DIR [--size BYTES] [--bs BYTES] [--secs S] [--files N]
+ *                    [--jobs N] [--futimens]
  *
  * Each workload runs against DIR and prints one machine-readable line,
  * "result WORKLOAD key=value ...", so that tools/bench can run exactly the
@@ -45,6 +46,7 @@ struct opts {
 	unsigned files;	 /* file count (create, meta) */
 	const char *dir; /* directory the workload runs in */
 	unsigned jobs;	 /* processes running the workload at once (randwrite, create) */
+	int futimens;	 /* create: set each file's times before its close */
 };
 
 /*
@@ -337,7 +339,13 @@ out_buf:
 	return ret;
 }
 
-/* Create DIR/files/fNNNNNNN, o->files of them, each written with 4 KiB and closed. */
+/*
+ * Create DIR/files/fNNNNNNN, o->files of them, each written with 4 KiB and closed.
+ * With o->futimens, each file's access and modification times are also set with
+ * futimens() before the close: what a replica's apply engine does for each file
+ * of a catch-up (create, write, utimens), so that tools/bench repl can time it
+ * on the bare disk as catch-up's native reference.
+ */
 static int run_create(const struct opts *o)
 {
 	char path[PATH_MAX];
@@ -345,6 +353,8 @@ static int run_create(const struct opts *o)
 	uint64_t counter = 0;
 	int ret = -1;
 	double t0, secs;
+	/* A fixed past time, one second apart per file: explicit times, as an apply sets. */
+	struct timespec times[2] = {{.tv_sec = 1700000000}, {.tv_sec = 1700000000}};
 
 	snprintf(path, sizeof(path), "%s/files", o->dir);
 	if (mkdir(path, 0755) < 0)
@@ -368,6 +378,14 @@ static int run_create(const struct opts *o)
 		if (write_full(fd, buf, PAGE, 0, path) < 0) {
 			close_checked(fd, path);
 			goto out;
+		}
+		if (o->futimens) {
+			times[0].tv_sec = times[1].tv_sec = 1700000000 + (time_t)i;
+			if (futimens(fd, times) < 0) {
+				fail("futimens", path);
+				close_checked(fd, path);
+				goto out;
+			}
 		}
 		if (close_checked(fd, path) < 0)
 			goto out;
@@ -581,6 +599,7 @@ static void usage(FILE *f)
 		"              then fsync; the rate includes the fsync\n"
 		"  fsyncwrite  append 4 KiB to DIR/fsync.dat and fsync, for --secs\n"
 		"  create      create+write 4 KiB+close --files files in DIR/files\n"
+		"              (--futimens: also futimens() each file before its close)\n"
 		"  meta        stat, rename, unlink the files of create; removes DIR/files\n"
 		"\n"
 		"options (sizes take K, M, G suffixes):\n"
@@ -589,7 +608,9 @@ static void usage(FILE *f)
 		"  --secs S       duration (default 10)\n"
 		"  --files N      number of files (default 10000)\n"
 		"  --jobs N       randwrite and create: N processes at once, each in DIR/jobK\n"
-		"                 (randwrite: --size/N each), one result line with the total\n");
+		"                 (randwrite: --size/N each), one result line with the total\n"
+		"  --futimens     create: set each file's times with futimens() before close,\n"
+		"                 as a replica's apply does (tools/bench repl's native loop)\n");
 }
 
 int main(int argc, char **argv)
@@ -597,7 +618,8 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 	    {"size", required_argument, NULL, 's'}, {"bs", required_argument, NULL, 'b'},
 	    {"secs", required_argument, NULL, 't'}, {"files", required_argument, NULL, 'n'},
-	    {"jobs", required_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'},
+	    {"jobs", required_argument, NULL, 'j'}, {"futimens", no_argument, NULL, 'u'},
+	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	static const struct {
@@ -636,6 +658,9 @@ int main(int argc, char **argv)
 			if (parse_size(optarg, &v) < 0 || v > 64)
 				goto bad;
 			o.jobs = (unsigned)v;
+			break;
+		case 'u':
+			o.futimens = 1;
 			break;
 		case 'h':
 			usage(stdout);

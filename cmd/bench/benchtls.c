@@ -1,5 +1,5 @@
 /*
- * ledgerfs-benchtls: the loopback ceiling of a peer link, for tools/bench repl.
+ * ledgerfs-benchtls: the loopback ceiling of a peer link, for tools/bench resync.
  *
  *   ledgerfs-benchtls NODE_DIR [--mib N] [--frame BYTES] [--data BYTES] [--decode]
  *
