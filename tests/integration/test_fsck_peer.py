@@ -1,0 +1,155 @@
+"""fsck.ledgerfs NODE_DIR --against HOST:PORT (issue 17, point 2): a stopped
+replica's store compared with a live peer's by the snapshot resync's hash
+tree, over mutual TLS with the replica's own certificate.
+
+Damage made behind ledgerfs's back in the stopped replica's store - a
+byte flipped with its mtime put back, a file deleted, a mode changed, a
+file added - is each found with its kind and path; -y repairs it from the
+peer (a rerun is clean, and after a restart the replica digests as the
+peer does); -n writes nothing at all in NODE_DIR.  A running node and an
+unreachable peer are refused with exit 8."""
+
+import os
+
+import lfs
+from cluster import Cluster, free_ports
+from lfs import check, check_eq
+from test_fsck import check_snapshot, fsck_expect, snapshot
+
+FILES = {"d/f1": b"first file, whose byte is flipped\n" * 50,
+         "d/f2": b"second file, deleted behind ledgerfs's back\n",
+         "d/f3": b"third file, whose mode changes\n",
+         "d/sub/f4": b"fourth file, left alone\n" * 10,
+         "top": b"a file at the top\n"}
+
+
+def replica_pair(wd):
+    """Primary a and replica b with FILES, in sync; b stopped."""
+    cl = Cluster(wd, ["a", "b"])
+    a = cl["a"]
+    os.makedirs(a.m("d/sub"))
+    for rel, data in FILES.items():
+        lfs.write_file(a.m(rel), data)
+        os.chmod(a.m(rel), 0o644)
+    cl.wait_in_sync()
+    cl.stop("b")
+    return cl
+
+
+def flip_byte(store, rel):
+    """Flip one byte of store/rel and put its atime and mtime back."""
+    p = store / rel
+    st = os.stat(p)
+    with open(p, "r+b") as f:
+        f.seek(7)
+        c = f.read(1)
+        f.seek(7)
+        f.write(bytes([c[0] ^ 0x20]))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    check_eq(os.stat(p).st_mtime_ns, st.st_mtime_ns, "mtime put back")
+
+
+def delete(store, rel):
+    os.unlink(store / rel)
+
+
+def chmod(store, rel):
+    os.chmod(store / rel, 0o600)
+
+
+def add_extra(store, rel):
+    (store / rel).write_bytes(b"made behind ledgerfs's back\n")
+
+
+# (what is done to b's store, the line fsck must print)
+DAMAGE = [
+    (lambda s: flip_byte(s, "d/f1"), "content: d/f1 (contents:"),
+    (lambda s: delete(s, "d/f2"), "missing: d/f2 (regular file"),
+    (lambda s: chmod(s, "d/f3"), "metadata: d/f3 (mode 0600 here, 0644 on the peer)"),
+    (lambda s: add_extra(s, "d/extra"), "extra: d/extra (regular file"),
+]
+
+
+def against(cl, name="a"):
+    return ["--against", cl[name].address]
+
+
+def test_fsck_against_finds_and_repairs_each_damage():
+    """Each damage on its own: -n finds it (4) and writes nothing, -y repairs
+    it (1), a rerun is clean (0), and the restarted replica converges."""
+    with lfs.Workdir() as wd:
+        cl = replica_pair(wd)
+        b = cl["b"]
+        fsck_expect(b, ["-n"] + against(cl), 0, ("clean against peer a",), "undamaged")
+        for damage, line in DAMAGE:
+            damage(b.store)
+            before = snapshot(b.dir)
+            cp = fsck_expect(b, ["-n"] + against(cl), 4, ("peer a: " + line,), line)
+            check_snapshot(b.dir, before, f"fsck -n --against ({line})")
+            problems = [ln for ln in cp.stdout.splitlines() if ln.startswith("peer a: ")]
+            check_eq(len(problems), 1, f"one difference reported for {line}: {cp.stdout}")
+            fsck_expect(b, ["-y"] + against(cl), 1, ("peer a: " + line, "fixing"), line)
+            fsck_expect(b, ["-n"] + against(cl), 0, ("clean against peer a",),
+                        f"rerun after repairing {line}")
+            cl.start("b")
+            cl.wait_in_sync()
+            check_eq(lfs.digest(b.mnt), lfs.digest(cl["a"].mnt), f"digests after {line}")
+            cl.stop("b")
+        kept = list((b.dir / "lost+found").rglob("*"))
+        check(any(p.name == "extra" for p in kept), f"the extra file kept aside: {kept}")
+        check(any(p.name == "f1" for p in kept), f"the flipped file kept aside: {kept}")
+
+
+def test_fsck_against_all_at_once_and_n_writes_nothing():
+    """All four damages together: one -n lists each, with its kind, and
+    changes nothing in NODE_DIR, store and journal alike, byte for byte;
+    one -y repairs them all."""
+    with lfs.Workdir() as wd:
+        cl = replica_pair(wd)
+        b = cl["b"]
+        for damage, _ in DAMAGE:
+            damage(b.store)
+        before = snapshot(b.dir)
+        mtimes = {p: p.stat().st_mtime_ns for p in b.dir.rglob("*") if not p.is_symlink()}
+        fsck_expect(b, ["-n"] + against(cl), 4, ["peer a: " + ln for _, ln in DAMAGE], "-n")
+        check_snapshot(b.dir, before, "fsck -n --against")
+        after = {p: p.stat().st_mtime_ns for p in b.dir.rglob("*") if not p.is_symlink()}
+        check_eq(after, mtimes, "mtimes in NODE_DIR after fsck -n --against")
+        cp = fsck_expect(b, ["-y"] + against(cl), 1, ["peer a: " + ln for _, ln in DAMAGE])
+        check("4 problems found, 4 fixed" in cp.stdout, f"summary: {cp.stdout}")
+        fsck_expect(b, ["-n"] + against(cl), 0, ("clean against peer a",), "rerun")
+        check(not (b.dir / "snap").exists(), "the staging area is gone")
+        cl.start("b")
+        cl.wait_in_sync()
+        for rel, data in FILES.items():
+            check_eq(lfs.read_file(b.m(rel)), data, f"b's {rel}")
+
+
+def test_fsck_against_summary_line_and_json_free_stdout():
+    """Without a terminal: no progress line, one summary line on stderr."""
+    with lfs.Workdir() as wd:
+        cl = replica_pair(wd)
+        cp = fsck_expect(cl["b"], ["-n"] + against(cl), 0, ("clean against peer a",))
+        lines = [ln for ln in cp.stderr.splitlines() if ln.strip()]
+        check_eq(len(lines), 1, f"one summary line on stderr: {cp.stderr!r}")
+        check("compared with a at" in lines[0] and "entries here" in lines[0],
+              f"summary: {lines[0]!r}")
+        check("\r" not in cp.stderr, "no progress line without a terminal")
+
+
+def test_fsck_against_refuses_a_running_node_and_an_unreachable_peer():
+    with lfs.Workdir() as wd:
+        cl = replica_pair(wd)
+        b = cl["b"]
+        cl.start("b")
+        for args in (["-y"], ["-n"]):
+            cp = lfs.fsck(b, *args, *against(cl))
+            check_eq(cp.returncode, 8, f"fsck {args} --against of a running node")
+            check("is mounted" in cp.stderr, f"says why: {cp.stderr!r}")
+        cl.stop("b")
+        port = free_ports(1)[0]
+        cp = lfs.fsck(b, "-n", "--against", f"127.0.0.1:{port}")
+        check_eq(cp.returncode, 8, f"fsck --against a closed port: {cp.stdout}{cp.stderr}")
+        check(f"127.0.0.1:{port}" in cp.stderr, f"names the address: {cp.stderr!r}")
+        cp = lfs.fsck(b, "-n", "--against", "nocolon")
+        check_eq(cp.returncode, 8, "--against without a port")
