@@ -64,9 +64,9 @@ struct peer_diff {
 };
 
 enum peer_check_phase {
-	PEER_CHECK_CONNECTING = 0,
-	PEER_CHECK_HASHING,   /* building our tree (the peer builds its own meanwhile) */
-	PEER_CHECK_COMPARING, /* the diff and the transfer of what differs */
+	PEER_CHECK_HASHING = 0, /* building our tree, before the peer is dialled */
+	PEER_CHECK_CONNECTING,
+	PEER_CHECK_COMPARING, /* the peer's tree, the diff and the transfer of what differs */
 	PEER_CHECK_REPAIRING, /* installing */
 	PEER_CHECK_DONE,
 };
@@ -101,8 +101,9 @@ struct peer_check_ops {
 	void (*note)(void *arg, const char *text);
 	/*
 	 * A difference, once the last round found the peer's tree steady.
-	 * fixable: a repair runs and may take the peer's version.  Return 1
-	 * to have it repaired, 0 to leave it.
+	 * fixable: the peer's version may be taken (the peer holds every
+	 * event this node applied).  Return 1 to have it repaired (only done
+	 * with o->repair), 0 to leave it.
 	 */
 	int (*found)(void *arg, const struct peer_diff *d, int fixable);
 	/*

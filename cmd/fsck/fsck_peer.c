@@ -345,13 +345,13 @@ static void summary(struct peer_run *p, int rv)
 
 	fprintf(stderr,
 		"fsck.ledgerfs: %s %s %s%s%s: %" PRIu64 " entries here (%s hashed), %" PRIu64
-		" listings compared in %" PRIu64 " round%s, %s fetched, %" PRIu64
+		" listing%s compared in %" PRIu64 " round%s, %s fetched, %" PRIu64
 		" differences, %.1f s\n",
 		p->f->dir, rv < 0 ? "could not be compared with" : "compared with",
 		res->peer[0] ? res->peer : p->f->against, res->peer[0] ? " at " : "",
 		res->peer[0] ? p->f->against : "", res->entries_here,
 		human(atomic_load(&p->prog.hash.bytes), hashed, sizeof(hashed)), res->listed,
-		res->rounds, res->rounds == 1 ? "" : "s",
+		res->listed == 1 ? "" : "s", res->rounds, res->rounds == 1 ? "" : "s",
 		human(res->bytes, fetched, sizeof(fetched)), res->differences, secs);
 }
 

@@ -10,6 +10,7 @@ peer does); -n writes nothing at all in NODE_DIR.  A running node and an
 unreachable peer are refused with exit 8."""
 
 import os
+import shutil
 
 import lfs
 from cluster import Cluster, free_ports
@@ -153,3 +154,42 @@ def test_fsck_against_refuses_a_running_node_and_an_unreachable_peer():
         check(f"127.0.0.1:{port}" in cp.stderr, f"names the address: {cp.stderr!r}")
         cp = lfs.fsck(b, "-n", "--against", "nocolon")
         check_eq(cp.returncode, 8, "--against without a port")
+
+
+def test_fsck_against_a_peer_that_lacks_our_events_repairs_nothing():
+    """The primary, stopped, checked against a replica that missed its last
+    writes: the differences are listed, but taking the replica's version
+    would drop events the primary applied, so -y fixes nothing (4) and the
+    store is left as it was.  The replica, checked the other way, is told
+    that its peer is ahead."""
+    with lfs.Workdir() as wd:
+        cl = replica_pair(wd)
+        a, b = cl["a"], cl["b"]
+        lfs.write_file(a.m("d/late"), b"written while b was stopped\n", fsync=True)
+        cl.stop("a")
+        cl.start("b")
+        before = snapshot(a.store)
+        cp = fsck_expect(a, ["-y", "--against", b.address], 4,
+                         ("peer b: extra: d/late", "note: peer b has applied events of origin",
+                          " 0 fixed"), "primary against a lagging replica")
+        check("fixing" not in cp.stdout, f"nothing fixed: {cp.stdout}")
+        check_snapshot(a.store, before, "fsck -y against a peer that lacks events")
+        cl.stop("b")
+        cl.start("a")
+        fsck_expect(b, ["-n", "--against", a.address], 4,
+                    ("peer a: missing: d/late", "note: peer a is ahead of this node"),
+                    "lagging replica against the primary")
+
+
+def test_fsck_against_shows_progress_on_a_terminal():
+    """Under a pseudo-terminal (script(1)) stderr carries the progress line."""
+    script = shutil.which("script")
+    if not script:
+        return
+    with lfs.Workdir() as wd:
+        cl = replica_pair(wd)
+        b = cl["b"]
+        cmd = f"{lfs.FSCK} {b.dir} -n --against {cl['a'].address}"
+        cp = lfs.run([script, "-qec", cmd, "/dev/null"], check=False)
+        check("\x1b[Khashing the store [" in cp.stdout, f"a progress line: {cp.stdout!r}")
+        check("clean against peer a" in cp.stdout, f"the result: {cp.stdout!r}")
