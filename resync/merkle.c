@@ -724,8 +724,9 @@ static int prehash_entry(int dfd, const char *name, void *arg)
 		return 0;
 	if (S_ISDIR(st.st_mode))
 		return prehash_push(pd->dirs, pd->ndirs, pd->dirs_cap, pd->dir, name);
+	/* A file of several names is hashed once: each name counts its share. */
 	if (S_ISREG(st.st_mode) && ph->progress)
-		ph->bytes += (uint64_t)st.st_size;
+		ph->bytes += (uint64_t)st.st_size / (st.st_nlink ? st.st_nlink : 1);
 	if (S_ISREG(st.st_mode) && st.st_nlink == 1 &&
 	    !merkle_cache_get(ph->cache_old, &st, ph->trust_ns, &fid, digest))
 		return prehash_push(&ph->files, &ph->nfiles, &ph->files_cap, pd->dir, name);

@@ -168,7 +168,11 @@ int merkle_build_cached(int root_fd, struct merkle_cache *cache, int64_t trust_n
  * reads while the build runs.  The build only adds to the counters.
  */
 struct merkle_progress {
-	atomic_uint_least64_t total; /* bytes of regular files to hash, once they are listed */
+	/*
+	 * Bytes of regular files to hash, once they are listed (a file with
+	 * n links counts 1/n per name, exact when all its names are in the tree).
+	 */
+	atomic_uint_least64_t total;
 	atomic_uint_least64_t bytes; /* file contents hashed so far */
 	atomic_uint_least64_t files; /* regular files hashed so far */
 };
