@@ -133,8 +133,11 @@ int snap_check_step(struct snap_check *c, uint32_t step, const char *path, uint3
 	struct diff *x;
 
 	*probe = 0;
-	if (c->below && beneath(path, c->below))
+	if (c->below && beneath(path, c->below)) {
+		if (theirs && S_ISREG(theirs->mode) && c->o->repair)
+			atomic_fetch_add(&c->prog->wanted, theirs->size);
 		return map_step(c, step, c->below_diff);
+	}
 	free(c->below);
 	c->below = NULL;
 	if (grow_array(&c->v, &c->cap, c->n + 1) < 0)
@@ -143,6 +146,7 @@ int snap_check_step(struct snap_check *c, uint32_t step, const char *path, uint3
 	*x = (struct diff){.fd = -1, .path = strdup(path)};
 	if (!x->path)
 		return -ENOMEM;
+	c->n++; /* from here on the check owns x and frees it */
 	x->d.path = x->path;
 	x->d.mode_here = mode_here;
 	x->d.size_here = size_here;
@@ -152,24 +156,26 @@ int snap_check_step(struct snap_check *c, uint32_t step, const char *path, uint3
 	}
 	if (!theirs) {
 		x->d.kind = PEER_DIFF_EXTRA;
-	} else if (!mode_here) {
-		x->d.kind = PEER_DIFF_MISSING;
+	} else if (!mode_here || (mode_here & S_IFMT) != (theirs->mode & S_IFMT)) {
+		if (!mode_here) {
+			x->d.kind = PEER_DIFF_MISSING;
+		} else {
+			x->d.kind = PEER_DIFF_CONTENT;
+			x->d.what = PEER_DIFF_TYPE;
+		}
+		/* A directory there only comes whole: what is below it is part of it. */
 		if (S_ISDIR(theirs->mode)) {
 			c->below = strdup(path);
 			if (!c->below)
 				return -ENOMEM;
-			c->below_diff = c->n;
+			c->below_diff = c->n - 1;
 		}
-	} else if ((mode_here & S_IFMT) != (theirs->mode & S_IFMT)) {
-		x->d.kind = PEER_DIFF_CONTENT;
-		x->d.what = PEER_DIFF_TYPE;
 	} else {
 		x->pending = 1;
 		*probe = 1;
 	}
 	if (theirs && S_ISREG(theirs->mode) && (*probe || c->o->repair))
 		atomic_fetch_add(&c->prog->wanted, theirs->size);
-	c->n++;
 	atomic_fetch_add(&c->prog->found, 1);
 	return map_step(c, step, c->n - 1);
 }

@@ -193,3 +193,42 @@ def test_fsck_against_shows_progress_on_a_terminal():
         cp = lfs.run([script, "-qec", cmd, "/dev/null"], check=False)
         check("\x1b[Khashing the store [" in cp.stdout, f"a progress line: {cp.stdout!r}")
         check("clean against peer a" in cp.stdout, f"the result: {cp.stdout!r}")
+
+
+def test_fsck_against_type_changes_directories_symlinks_and_hard_links():
+    """A file made a directory and the other way round, a directory tree deleted, a symlink retargeted
+    and a hard link's second name removed: one line each (a missing tree is
+    one line, with what is below it), and -y brings back the peer's tree,
+    the hard link as a link."""
+    with lfs.Workdir() as wd:
+        cl = replica_pair(wd)
+        a, b = cl["a"], cl["b"]
+        cl.start("b")
+        os.makedirs(a.m("tree/x/y"))
+        lfs.write_file(a.m("tree/x/y/z"), b"z\n")
+        os.symlink("top", a.m("sl"))
+        os.link(a.m("top"), a.m("toplink"))
+        cl.wait_in_sync()
+        cl.stop("b")
+        os.unlink(b.store / "d/f3")
+        os.mkdir(b.store / "d/f3")
+        shutil.rmtree(b.store / "tree")
+        os.unlink(b.store / "sl")
+        os.symlink("elsewhere", b.store / "sl")
+        os.unlink(b.store / "toplink")
+        shutil.rmtree(b.store / "d/sub")
+        (b.store / "d/sub").write_bytes(b"a file where the peer has a directory\n")
+        want = ("peer a: content: d/sub (type: regular file here, directory on the peer)","peer a: content: d/f3 (type: directory here, regular file on the peer)",
+                "peer a: missing: tree (directory, with everything below it)",
+                "peer a: content: sl (symlink target",
+                "peer a: missing: toplink (regular file")
+        cp = fsck_expect(b, ["-n"] + against(cl), 4, want, "-n")
+        check_eq(len([ln for ln in cp.stdout.splitlines() if ln.startswith("peer a: ")]), 5,
+                 f"five lines: {cp.stdout}")
+        fsck_expect(b, ["-y"] + against(cl), 1, want, "-y")
+        fsck_expect(b, ["-n"] + against(cl), 0, ("clean against peer a",), "rerun")
+        s1, s2 = os.lstat(b.store / "top"), os.lstat(b.store / "toplink")
+        check_eq(s2.st_ino, s1.st_ino, "toplink is a hard link of top again")
+        check_eq((b.store / "d/sub/f4").read_bytes(), FILES["d/sub/f4"], "d/sub is back")
+        cl.start("b")
+        cl.wait_in_sync()
