@@ -269,6 +269,67 @@ struct snap_heal {
 int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char *scope,
 		   uint64_t origin, struct snap_heal *h);
 
+/*
+ * fsck.ledgerfs --against (peer_check.h): a check drives snapshot rounds
+ * without a daemon.  peer_check.c holds what is compared and reported;
+ * snap_recv.c runs the rounds and calls the snap_check_*() functions at
+ * each step.
+ */
+struct snap_check;
+struct snap_meta;
+struct snap_plan;
+struct merkle_entry;
+
+/*
+ * Compare the store at root_fd with the peer's over l, a link whose HELLOs
+ * were exchanged, in rounds until one finds the peer's tree steady, then
+ * let c report and, if it repairs, install what it accepts (staged under
+ * node_dir/snap/, removed afterwards).  0, or a negative errno with l->why.
+ */
+int snap_recv_check(struct link *l, const char *peer, const char *node_dir, int root_fd,
+		    struct snap_check *c);
+
+/* Does c repair (stage what arrives)? */
+int snap_check_repairs(const struct snap_check *c);
+
+/* Our tree, built on the first call and kept by c (the caller must not free it). */
+int snap_check_tree(struct snap_check *c, struct merkle **out, uint64_t *entries);
+
+/* A round begins: what the last one found is forgotten. */
+void snap_check_round(struct snap_check *c);
+
+/*
+ * Plan step `step` at path: theirs is the peer's entry (NULL: a DELETE,
+ * the path is ours only); mode_here and size_here ours (mode 0: absent).
+ * *probe is set when the entry must be asked for to be compared even
+ * though nothing of it is staged.  0 or -ENOMEM.
+ */
+int snap_check_step(struct snap_check *c, uint32_t step, const char *path, uint32_t mode_here,
+		    uint64_t size_here, const struct merkle_entry *theirs, int *probe);
+
+/* The peer's metadata of step's entry arrived.  0 or a negative errno with why. */
+int snap_check_entry(struct snap_check *c, uint32_t step, const struct snap_meta *m,
+		     const char **why);
+
+/* Contents of step's regular file at off arrived. */
+int snap_check_data(struct snap_check *c, uint32_t step, uint64_t off, const uint8_t *data,
+		    size_t len);
+
+/*
+ * The round was steady: report each difference (vec: the peer's position,
+ * SNAP_INFO's) and, when repairing, put into *accepted the plan's steps
+ * of the differences found() accepted, after keep() moved aside what they
+ * replace.  0 or -ENOMEM.
+ */
+int snap_check_end(struct snap_check *c, const struct evid *vec, uint32_t count,
+		   const struct snap_plan *plan, struct snap_plan *accepted);
+
+/* The install of *accepted ended with rv (why and path name the step that failed). */
+void snap_check_installed(struct snap_check *c, int rv, const char *why, const char *path);
+
+/* Progress of the rounds: listings compared, contents received. */
+void snap_check_progress(struct snap_check *c, uint64_t listed, uint64_t bytes, uint64_t round);
+
 /* Thread bodies. */
 void *repl_receiver_main(void *arg);
 void *repl_shipper_main(void *arg);

@@ -31,6 +31,16 @@
  * objects carry make the apply engine skip those the subtree already
  * shows.  A subtree that one side does not have as a directory is
  * replaced by its parent.
+ *
+ * A check (snap_recv_check(), for fsck.ledgerfs --against) runs the same
+ * rounds for a stopped node, with no daemon: r is NULL, nothing is locked,
+ * our tree is built once (reading every file) and kept for every round.
+ * Each step of the plan is also shown to the check (peer_check.c), which
+ * may ask for an entry only to compare it (a probe: received, compared
+ * with ours, not staged).  Without a repair nothing is staged at all and
+ * NODE_DIR is not touched; with one, the steps of the differences the
+ * check accepts are installed as a heal installs them, the applied vector
+ * left alone.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -76,11 +86,15 @@ struct snap_want {
 	uint32_t step;
 	uint8_t digest[SNAP_DIGEST_LEN];
 	int dir;
+	int stage; /* a non-directory to stage; 0: a check's probe, compared only */
 };
 
 struct snap_recv {
-	struct repl *r;
+	struct repl *r; /* NULL for a check */
 	struct link *l;
+	const char *node_dir;	  /* where the staging area goes */
+	int root_fd;		  /* our store's root */
+	struct snap_check *check; /* a check (peer_check.c), else NULL */
 	const char *peer;
 	int64_t t0; /* when the resync or heal started, for the log */
 	/* A heal: the subtree compared (NULL: the whole store), and our side of it. */
@@ -109,6 +123,8 @@ struct snap_recv {
 	 */
 	struct snap_step del;
 	char *del_path;
+	uint32_t del_mode; /* our entry's mode and size there, for a check */
+	uint64_t del_size;
 	int64_t last_progress;
 	struct repl_snap_progress prog; /* copied into r->snap under r->lock */
 };
@@ -118,6 +134,10 @@ static void publish(struct snap_recv *sr, int force)
 	struct repl *r = sr->r;
 	int64_t now = clock_mono_ms();
 
+	if (sr->check) {
+		snap_check_progress(sr->check, sr->prog.listed, sr->prog.bytes, sr->prog.round);
+		return;
+	}
 	/* A heal's progress is the divergence's, not the snapshot resync's (receive.c). */
 	if (!sr->scope) {
 		pthread_mutex_lock(&r->lock);
@@ -184,6 +204,16 @@ static int take_entry(struct snap_recv *sr, struct proto_snap_entry *e)
 			 st->path);
 		return -EPROTO;
 	}
+	if (sr->check) {
+		const char *why = NULL;
+
+		rv = snap_check_entry(sr->check, w->step, &e->meta, &why);
+		if (rv < 0) {
+			snprintf(sr->l->why, sizeof(sr->l->why), "%.200s: %s", st->path,
+				 why ? why : strerror(-rv));
+			return rv;
+		}
+	}
 	if (w->dir) {
 		st->mode = e->meta.mode;
 		st->uid = e->meta.uid;
@@ -195,19 +225,20 @@ static int take_entry(struct snap_recv *sr, struct proto_snap_entry *e)
 		pop(sr);
 		return 0;
 	}
-	/* Kept for the digest cache once installed (an OBJ step's fid is otherwise unused). */
-	st->fid = e->meta.fid;
-	rv = snap_pipe_begin(sr->pipe, w->digest, &e->meta, st->path);
-	if (rv < 0)
-		return pipe_failed(sr, rv);
+	if (w->stage) {
+		/* Kept for the digest cache once installed (an OBJ step's fid is unused else). */
+		st->fid = e->meta.fid;
+		rv = snap_pipe_begin(sr->pipe, w->digest, &e->meta, st->path);
+		if (rv < 0)
+			return pipe_failed(sr, rv);
+	}
 	sr->prog.fetched++;
 	sr->obj_left = S_ISREG(e->meta.mode) ? e->meta.size : 0;
 	if (sr->obj_left) {
 		sr->receiving = 1;
 		return 0;
 	}
-	rv = snap_pipe_commit(sr->pipe);
-	if (rv < 0)
+	if (w->stage && (rv = snap_pipe_commit(sr->pipe)) < 0)
 		return pipe_failed(sr, rv);
 	pop(sr);
 	return 0;
@@ -215,6 +246,7 @@ static int take_entry(struct snap_recv *sr, struct proto_snap_entry *e)
 
 static int take_data(struct snap_recv *sr, const struct proto_snap_data *d)
 {
+	struct snap_want *w;
 	int rv;
 
 	if (!sr->receiving || sr->qhead == sr->qn || d->id != sr->q[sr->qhead].step ||
@@ -222,16 +254,20 @@ static int take_data(struct snap_recv *sr, const struct proto_snap_data *d)
 		snprintf(sr->l->why, sizeof(sr->l->why), "snapshot data not asked for");
 		return -EPROTO;
 	}
-	rv = snap_pipe_write(sr->pipe, d->offset, d->data, d->len);
-	if (rv < 0)
+	w = &sr->q[sr->qhead];
+	if (sr->check) {
+		rv = snap_check_data(sr->check, w->step, d->offset, d->data, d->len);
+		if (rv < 0)
+			return fail(sr, rv, "cannot compare a received file");
+	}
+	if (w->stage && (rv = snap_pipe_write(sr->pipe, d->offset, d->data, d->len)) < 0)
 		return pipe_failed(sr, rv);
 	sr->obj_left -= d->len;
 	sr->prog.bytes += d->len;
 	if (sr->obj_left)
 		return 0;
 	sr->receiving = 0;
-	rv = snap_pipe_commit(sr->pipe);
-	if (rv < 0)
+	if (w->stage && (rv = snap_pipe_commit(sr->pipe)) < 0)
 		return pipe_failed(sr, rv);
 	pop(sr);
 	return 0;
@@ -241,13 +277,15 @@ static int take_data(struct snap_recv *sr, const struct proto_snap_data *d)
 static int recv_frame(struct snap_recv *sr, struct proto_msg *m)
 {
 	int64_t deadline = clock_mono_ms() + SNAP_TIMEOUT_MS;
-	int rv, stop;
+	int rv, stop = 0;
 
 	do {
 		rv = link_recv(sr->l, 500, m);
-		pthread_mutex_lock(&sr->r->lock);
-		stop = sr->r->stopping;
-		pthread_mutex_unlock(&sr->r->lock);
+		if (sr->r) {
+			pthread_mutex_lock(&sr->r->lock);
+			stop = sr->r->stopping;
+			pthread_mutex_unlock(&sr->r->lock);
+		}
 		if (rv == -EAGAIN && stop) {
 			snprintf(sr->l->why, sizeof(sr->l->why), "snapshot resync: node stopping");
 			return -ESHUTDOWN;
@@ -365,7 +403,7 @@ static int list(void *arg, const char *path, struct merkle_dir **out)
 	return rv;
 }
 
-static int ask(struct snap_recv *sr, uint32_t step, const uint8_t *digest, int dir)
+static int ask(struct snap_recv *sr, uint32_t step, const uint8_t *digest, int dir, int stage)
 {
 	int rv;
 
@@ -375,7 +413,7 @@ static int ask(struct snap_recv *sr, uint32_t step, const uint8_t *digest, int d
 	rv = grow_array(&sr->q, &sr->qcap, sr->qn + 1);
 	if (rv < 0)
 		return rv;
-	sr->q[sr->qn] = (struct snap_want){.step = step, .dir = dir};
+	sr->q[sr->qn] = (struct snap_want){.step = step, .dir = dir, .stage = stage};
 	if (digest)
 		memcpy(sr->q[sr->qn].digest, digest, SNAP_DIGEST_LEN);
 	sr->qn++;
@@ -424,8 +462,14 @@ static int flush_delete(struct snap_recv *sr, const char *path)
 	if (!sr->del_path)
 		return 0;
 	if (!path || strcmp(path, sr->del_path) != 0) {
+		uint32_t step = (uint32_t)sr->plan.n;
+		int probe = 0;
+
 		rv = plan_step(sr, &sr->del);
 		sr->prog.deleted++;
+		if (rv == 0 && sr->check)
+			rv = snap_check_step(sr->check, step, sr->del_path, sr->del_mode,
+					     sr->del_size, NULL, &probe);
 	}
 	free(sr->del_path);
 	sr->del_path = NULL;
@@ -438,9 +482,15 @@ static int change(void *arg, enum merkle_change what, const char *path,
 {
 	struct snap_recv *sr = arg;
 	struct snap_step st = {.path = (char *)path};
-	uint32_t step, first = 0;
-	int rv, staged = 0;
+	uint32_t step, first = 0, mode_here = mine ? mine->mode : 0;
+	uint64_t size_here = mine ? mine->size : 0;
+	int rv, staged = 0, probe = 0;
 
+	/* A name that changed type: its held-back DELETE is what is here. */
+	if (what == MERKLE_FETCH && !mine && sr->del_path && !strcmp(path, sr->del_path)) {
+		mode_here = sr->del_mode;
+		size_here = sr->del_size;
+	}
 	rv = flush_delete(sr, what == MERKLE_FETCH ? path : NULL);
 	if (rv < 0)
 		return rv;
@@ -450,6 +500,8 @@ static int change(void *arg, enum merkle_change what, const char *path,
 		if (!sr->del_path)
 			return -ENOMEM;
 		sr->del = (struct snap_step){.op = SNAP_OP_DELETE, .path = sr->del_path};
+		sr->del_mode = mode_here;
+		sr->del_size = size_here;
 		if (mine)
 			sr->del.fid = mine->fid;
 		return 0;
@@ -466,19 +518,24 @@ static int change(void *arg, enum merkle_change what, const char *path,
 				return rv;
 			st.op = SNAP_OP_OBJ;
 			memcpy(st.digest, theirs->digest, SNAP_DIGEST_LEN);
-			staged = snap_stage_has(sr->stage, theirs->digest);
+			/* A check that does not repair stages nothing, and has no staging area. */
+			staged = sr->stage ? snap_stage_has(sr->stage, theirs->digest) : 0;
 			if (staged < 0)
 				return staged;
 			sr->prog.reused += staged;
 		}
 	}
 	rv = plan_step(sr, &st);
+	if (rv == 0 && sr->check)
+		rv = snap_check_step(sr->check, step, path, mode_here, size_here, theirs, &probe);
 	if (rv < 0)
 		return rv;
 	if (st.op == SNAP_OP_DIR)
-		return ask(sr, step, NULL, 1);
-	if (st.op == SNAP_OP_OBJ && !staged)
-		return ask(sr, step, theirs->digest, 0);
+		return ask(sr, step, NULL, 1, 0);
+	if (st.op == SNAP_OP_OBJ && !staged && sr->stage)
+		return ask(sr, step, theirs->digest, 0, 1);
+	if (probe)
+		return ask(sr, step, theirs->digest, 0, 0);
 	return 0;
 }
 
@@ -537,6 +594,8 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	if (sr->links)
 		memset(sr->links, 0, sr->links_cap * sizeof(*sr->links));
 	sr->nnamed = 0;
+	if (sr->check)
+		snap_check_round(sr->check);
 	/* Both trees are built at once: the peer's while we build ours. */
 	if (sr->scope)
 		rv = proto_put_snap_path(&sr->l->out, PROTO_SNAP_SCOPE, (uint32_t)sr->prog.round,
@@ -547,19 +606,25 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 		rv = link_flush(sr->l, REPL_SEND_TIMEOUT_MS);
 	if (rv < 0)
 		return rv;
-	node_lock(r->n);
-	if (sr->scope)
-		rv = merkle_build(sr->scope_fd, &mine, &entries);
-	else
-		rv = repl_build_tree(r, &mine, &entries);
-	node_unlock(r->n);
+	if (sr->check) {
+		/* The check's tree: the store does not change under a stopped node. */
+		rv = snap_check_tree(sr->check, &mine, &entries);
+	} else {
+		node_lock(r->n);
+		if (sr->scope)
+			rv = merkle_build(sr->scope_fd, &mine, &entries);
+		else
+			rv = repl_build_tree(r, &mine, &entries);
+		node_unlock(r->n);
+	}
 	t_mine = clock_mono_ms();
 	if (rv < 0)
 		return fail(sr, rv, "cannot build this store's hash tree");
 	rv = await(sr, PROTO_SNAP_INFO, info);
 	t_info = clock_mono_ms();
 	if (rv < 0) {
-		merkle_free(mine);
+		if (!sr->check)
+			merkle_free(mine);
 		return rv;
 	}
 	if (sr->scope && info->snap_vec.entries == 0) {
@@ -573,11 +638,11 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 		rv = flush_delete(sr, NULL);
 	while (rv == 0 && sr->qn > sr->qhead)
 		rv = pump(sr, NULL);
-	if (rv == 0 && (rv = snap_pipe_drain(sr->pipe, NULL)) < 0)
+	if (rv == 0 && sr->pipe && (rv = snap_pipe_drain(sr->pipe, NULL)) < 0)
 		rv = pipe_failed(sr, rv);
 	t_recv = clock_mono_ms();
 	/* The worker is idle: the stage is ours again. */
-	if (rv == 0)
+	if (rv == 0 && sr->stage)
 		rv = snap_stage_flush(sr->stage);
 	if (rv == 0)
 		rv = proto_put_snap_round(&sr->l->out, PROTO_SNAP_DONE, sr->prog.round);
@@ -585,7 +650,8 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 		rv = await(sr, PROTO_SNAP_END, end);
 	if (rv == 0 && !sr->dirty)
 		rv = link_named(sr, mine);
-	merkle_free(mine);
+	if (!sr->check)
+		merkle_free(mine);
 	if (rv < 0)
 		return fail(sr, rv, "transfer failed");
 	publish(sr, 1);
@@ -721,6 +787,31 @@ static int heal_done(struct snap_recv *sr, const struct proto_msg *info,
 		     const struct proto_msg *end);
 
 /*
+ * A check's steady round: the check reports what differs and picks the
+ * steps to install.  An install that fails is the check's to report; only
+ * a failure to report or plan ends the check with an error.
+ */
+static int check_done(struct snap_recv *sr, const struct proto_msg *info)
+{
+	struct snap_plan accepted = {0};
+	const char *why = NULL, *path = NULL;
+	int rv;
+
+	rv = snap_check_end(sr->check, info->snap_vec.vec, info->snap_vec.count, &sr->plan,
+			    &accepted);
+	if (rv < 0) {
+		snap_plan_free(&accepted);
+		return fail(sr, rv, "cannot plan the repair");
+	}
+	if (accepted.n) {
+		rv = snap_install(sr->node_dir, sr->root_fd, &accepted, NULL, NULL, &why, &path);
+		snap_check_installed(sr->check, rv, why, path);
+	}
+	snap_plan_free(&accepted);
+	return 0;
+}
+
+/*
  * The receive shared by a resync and a heal (sr->heal): the staging area
  * and its pipe, rounds until one finds nothing changed (at most
  * SNAP_MAX_ROUNDS), the install of that round, then the staging area
@@ -729,25 +820,29 @@ static int heal_done(struct snap_recv *sr, const struct proto_msg *info,
  */
 static int receive(struct snap_recv *sr)
 {
-	const char *what = sr->heal ? "heal" : "snapshot resync";
+	const char *what = sr->heal ? "heal" : sr->check ? "check" : "snapshot resync";
 	struct proto_msg info = {0}, end = {0};
 	struct repl *r = sr->r;
+	int resync = !sr->heal && !sr->check;
 	int rv;
 
-	rv = snap_stage_open(node_dir(r->n), &sr->stage);
-	if (rv < 0) {
-		rv = fail(sr, rv, "cannot open the staging area");
-		goto out;
+	/* A check that does not repair writes nothing: no staging area. */
+	if (!sr->check || snap_check_repairs(sr->check)) {
+		rv = snap_stage_open(sr->node_dir, &sr->stage);
+		if (rv < 0) {
+			rv = fail(sr, rv, "cannot open the staging area");
+			goto out;
+		}
+		rv = snap_pipe_start(sr->stage, &pipe_limits, &sr->pipe);
+		if (rv < 0) {
+			rv = fail(sr, rv, "cannot start the staging thread");
+			goto out;
+		}
 	}
-	rv = snap_pipe_start(sr->stage, &pipe_limits, &sr->pipe);
-	if (rv < 0) {
-		rv = fail(sr, rv, "cannot start the staging thread");
-		goto out;
-	}
-	if (!sr->heal)
+	if (resync)
 		sr->prog.active = 1;
 	snprintf(sr->prog.peer, sizeof(sr->prog.peer), "%s", sr->peer);
-	if (!sr->heal)
+	if (resync)
 		publish(sr, 0);
 	do {
 		proto_msg_free(&info);
@@ -763,24 +858,32 @@ static int receive(struct snap_recv *sr)
 		rv = run_round(sr, &info, &end);
 		if (rv < 0)
 			goto out;
-		rv = sr->heal ? heal_after_round(sr) : resync_after_round(sr);
+		if (sr->heal)
+			rv = heal_after_round(sr);
+		else
+			rv = sr->check ? sr->dirty : resync_after_round(sr);
 		if (rv < 0)
 			goto out;
 	} while (rv);
-	rv = sr->heal ? heal_done(sr, &info, &end) : resync_done(sr, &info, &end);
+	if (sr->heal)
+		rv = heal_done(sr, &info, &end);
+	else
+		rv = sr->check ? check_done(sr, &info) : resync_done(sr, &info, &end);
 	if (rv < 0)
 		goto out;
 	snap_pipe_stop(sr->pipe);
 	sr->pipe = NULL;
-	snap_stage_close(sr->stage);
-	sr->stage = NULL;
-	rv = snap_stage_remove(node_dir(r->n));
-	if (rv < 0)
-		log_warn("%s/%s: cannot remove the staging area: %s", node_dir(r->n), SNAP_DIR,
-			 strerror(-rv));
+	if (sr->stage) {
+		snap_stage_close(sr->stage);
+		sr->stage = NULL;
+		rv = snap_stage_remove(sr->node_dir);
+		if (rv < 0)
+			log_warn("%s/%s: cannot remove the staging area: %s", sr->node_dir,
+				 SNAP_DIR, strerror(-rv));
+	}
 	rv = 0;
 out:
-	if (!sr->heal) {
+	if (resync) {
 		sr->prog.active = 0;
 		sr->prog.done = rv == 0;
 		pthread_mutex_lock(&r->lock);
@@ -801,7 +904,12 @@ out:
 
 int snap_recv_run(struct repl *r, struct link *l, const char *peer)
 {
-	struct snap_recv sr = {.r = r, .l = l, .peer = peer, .t0 = clock_mono_ms()};
+	struct snap_recv sr = {.r = r,
+			       .l = l,
+			       .node_dir = node_dir(r->n),
+			       .root_fd = node_store(r->n)->root,
+			       .peer = peer,
+			       .t0 = clock_mono_ms()};
 
 	log_info("snapshot resync from %s: starting", peer);
 	return receive(&sr);
@@ -976,6 +1084,8 @@ int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char 
 {
 	struct snap_recv sr = {.r = r,
 			       .l = l,
+			       .node_dir = node_dir(r->n),
+			       .root_fd = node_store(r->n)->root,
 			       .peer = peer,
 			       .t0 = clock_mono_ms(),
 			       .scope_fd = -1,
@@ -1015,4 +1125,18 @@ int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char 
 	if (sr.scope_fd >= 0)
 		close(sr.scope_fd);
 	return rv;
+}
+
+int snap_recv_check(struct link *l, const char *peer, const char *node_dir, int root_fd,
+		    struct snap_check *c)
+{
+	struct snap_recv sr = {.l = l,
+			       .node_dir = node_dir,
+			       .root_fd = root_fd,
+			       .check = c,
+			       .peer = peer,
+			       .t0 = clock_mono_ms(),
+			       .scope_fd = -1};
+
+	return receive(&sr);
 }

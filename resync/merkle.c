@@ -117,6 +117,7 @@ struct merkle_walk {
 	uint64_t reused;		      /* files taken from cache_old */
 	uint64_t entries;
 	bool quiet; /* a prehash thread: its failures only leave the file to the walk */
+	struct merkle_progress *progress; /* counted into, NULL for none */
 };
 
 /*
@@ -134,6 +135,8 @@ struct prehash {
 	atomic_size_t next; /* index of the next file to take */
 	pthread_mutex_t lock;
 	struct merkle_cache *fresh; /* guarded by lock while the threads run */
+	struct merkle_progress *progress; /* NULL for none */
+	uint64_t bytes;			  /* sizes of the files listed */
 };
 
 struct diff_walk {
@@ -369,11 +372,15 @@ static int hash_contents(struct merkle_walk *w, int fd, off_t size)
 		if (total > (uint64_t)size)
 			break;
 		err = h_update(w->md, w->buf, (size_t)n);
+		if (w->progress)
+			atomic_fetch_add(&w->progress->bytes, (uint64_t)n);
 	}
 	if (err)
 		return report(w, err, "SHA-256 failed");
 	if (total != (uint64_t)size)
 		return report(w, -EAGAIN, "changed while being read");
+	if (w->progress)
+		atomic_fetch_add(&w->progress->files, 1);
 	return 0;
 }
 
@@ -717,6 +724,9 @@ static int prehash_entry(int dfd, const char *name, void *arg)
 		return 0;
 	if (S_ISDIR(st.st_mode))
 		return prehash_push(pd->dirs, pd->ndirs, pd->dirs_cap, pd->dir, name);
+	/* A file of several names is hashed once: each name counts its share. */
+	if (S_ISREG(st.st_mode) && ph->progress)
+		ph->bytes += (uint64_t)st.st_size / (st.st_nlink ? st.st_nlink : 1);
 	if (S_ISREG(st.st_mode) && st.st_nlink == 1 &&
 	    !merkle_cache_get(ph->cache_old, &st, ph->trust_ns, &fid, digest))
 		return prehash_push(&ph->files, &ph->nfiles, &ph->files_cap, pd->dir, name);
@@ -757,7 +767,7 @@ static int prehash_collect(struct prehash *ph)
 static void *prehash_run(void *arg)
 {
 	struct prehash *ph = arg;
-	struct merkle_walk w = {.quiet = true};
+	struct merkle_walk w = {.quiet = true, .progress = ph->progress};
 	uint8_t digest[MERKLE_DIGEST_LEN];
 	struct stat st;
 	size_t i;
@@ -793,12 +803,15 @@ static void *prehash_run(void *arg)
  * Hash the store's regular files that cache_old cannot give, on one
  * thread per CPU this thread may run on (at most PREHASH_THREADS), into *fresh
  * (merkle_cache_free()).  Best effort: a file it could not hash is hashed
- * by the walk.  0, or -ENOMEM when there is no cache to fill.
+ * by the walk.  With progress, the files are listed and hashed here even on
+ * one CPU, so that the total is known before the hashing starts.  0, or
+ * -ENOMEM when there is no cache to fill.
  */
 static int prehash(int root, const struct merkle_cache *cache_old, int64_t trust_ns,
-		   struct merkle_cache **fresh)
+		   struct merkle_progress *progress, struct merkle_cache **fresh)
 {
-	struct prehash ph = {.root = root, .cache_old = cache_old, .trust_ns = trust_ns};
+	struct prehash ph = {
+	    .root = root, .cache_old = cache_old, .trust_ns = trust_ns, .progress = progress};
 	pthread_t t[PREHASH_THREADS];
 	cpu_set_t cpus;
 	int ncpus = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
@@ -808,7 +821,9 @@ static int prehash(int root, const struct merkle_cache *cache_old, int64_t trust
 	*fresh = NULL;
 	if (merkle_cache_new(&ph.fresh) < 0)
 		return -ENOMEM;
-	if (n > 1 && prehash_collect(&ph) == 0 && ph.nfiles > 1) {
+	if ((n > 1 || progress) && prehash_collect(&ph) == 0 && (ph.nfiles > 1 || progress)) {
+		if (progress)
+			atomic_store(&progress->total, ph.bytes);
 		atomic_init(&ph.next, 0);
 		pthread_mutex_init(&ph.lock, NULL);
 		for (i = 1; i < n; i++)
@@ -826,16 +841,33 @@ static int prehash(int root, const struct merkle_cache *cache_old, int64_t trust
 	return 0;
 }
 
+static int build(int root_fd, struct merkle_cache *cache, int64_t trust_ns,
+		 struct merkle_progress *progress, struct merkle **out, uint64_t *entries,
+		 uint64_t *reused);
+
 int merkle_build(int root_fd, struct merkle **out, uint64_t *entries)
 {
-	return merkle_build_cached(root_fd, NULL, 0, out, entries, NULL);
+	return build(root_fd, NULL, 0, NULL, out, entries, NULL);
+}
+
+int merkle_build_progress(int root_fd, struct merkle_progress *p, struct merkle **out,
+			  uint64_t *entries)
+{
+	return build(root_fd, NULL, 0, p, out, entries, NULL);
 }
 
 int merkle_build_cached(int root_fd, struct merkle_cache *cache, int64_t trust_ns,
 			struct merkle **out, uint64_t *entries, uint64_t *reused)
 {
+	return build(root_fd, cache, trust_ns, NULL, out, entries, reused);
+}
+
+static int build(int root_fd, struct merkle_cache *cache, int64_t trust_ns,
+		 struct merkle_progress *progress, struct merkle **out, uint64_t *entries,
+		 uint64_t *reused)
+{
 	struct treewalk tw = {.fd = -1};
-	struct merkle_walk w = {.tw = &tw};
+	struct merkle_walk w = {.tw = &tw, .progress = progress};
 	struct merkle_cache *fresh = NULL;
 	int err;
 
@@ -850,7 +882,7 @@ int merkle_build_cached(int root_fd, struct merkle_cache *cache, int64_t trust_n
 	 * threads save (a 1% resync's builds).
 	 */
 	if ((!cache || merkle_cache_count(cache) == 0) &&
-	    prehash(root_fd, cache, trust_ns, &fresh) < 0) {
+	    prehash(root_fd, cache, trust_ns, progress, &fresh) < 0) {
 		merkle_cache_free(w.cache_new);
 		return -ENOMEM;
 	}

@@ -44,6 +44,7 @@
 #ifndef LEDGERFS_MERKLE_H
 #define LEDGERFS_MERKLE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -161,6 +162,29 @@ int merkle_cache_save(const char *path, const struct merkle_cache *c);
  */
 int merkle_build_cached(int root_fd, struct merkle_cache *cache, int64_t trust_ns,
 			struct merkle **out, uint64_t *entries, uint64_t *reused);
+
+/*
+ * How far a build has gone, for a progress display that another thread
+ * reads while the build runs.  The build only adds to the counters.
+ */
+struct merkle_progress {
+	/*
+	 * Bytes of regular files to hash, once they are listed (a file with
+	 * n links counts 1/n per name, exact when all its names are in the tree).
+	 */
+	atomic_uint_least64_t total;
+	atomic_uint_least64_t bytes; /* file contents hashed so far */
+	atomic_uint_least64_t files; /* regular files hashed so far */
+};
+
+/*
+ * merkle_build() reading every file (no digest is taken from a cache, so
+ * a file changed behind ledgerfs's back is hashed as it is), counting into
+ * *p (zeroed by the caller) as it goes.  The files are listed first, so
+ * that p->total is known early.
+ */
+int merkle_build_progress(int root_fd, struct merkle_progress *p, struct merkle **out,
+			  uint64_t *entries);
 
 /* The trust_ns for a build starting now: CLOCK_REALTIME minus MERKLE_CACHE_RACY_NS. */
 int64_t merkle_cache_trust_now(void);

@@ -1,6 +1,8 @@
 /*
  * fsck.c - fsck.ledgerfs NODE_DIR: offline check and repair of a node.
  *
+ * With --against HOST:PORT the store is compared with a live peer's
+ * instead of with a replay of the journal (fsck_peer.c).
  * The journal is the truth and the store is derived from it, so the checks
  * run in that order: first the journal on its own (fsck_journal.c), then
  * the store against a reference built by replaying the journal into an
@@ -36,7 +38,7 @@
 static void usage(FILE *out)
 {
 	fputs(
-	    "usage: " PROG " NODE_DIR [-n] [-y] [-v]\n"
+	    "usage: " PROG " NODE_DIR [-n] [-y] [-v] [--against HOST:PORT]\n"
 	    "\n"
 	    "Check a ledgerfs node that is not mounted, and repair what can be repaired:\n"
 	    "  1. every journal record decodes and its CRC (and its value-log payload's) matches\n"
@@ -51,12 +53,30 @@ static void usage(FILE *out)
 	    "never deleted: they are moved to NODE_DIR/" FSCK_LOST_FOUND "/<time>/.\n"
 	    "Temporary files (a journal copy, the reference store) go to $TMPDIR or /tmp.\n"
 	    "\n"
+	    "With --against HOST:PORT none of the checks above runs: the store is compared with\n"
+	    "the store of the live peer listening there, by the snapshot resync's hash tree, over\n"
+	    "mutual TLS with NODE_DIR's own certificate.  Every file of this store is read and\n"
+	    "hashed (no digest cache is trusted).  Each difference is one line,\n"
+	    "\"peer NAME: KIND: PATH (detail)\", KIND one of:\n"
+	    "  missing     the peer has it, this node does not\n"
+	    "  extra       this node has it, the peer does not\n"
+	    "  content     type, contents, symlink target or device number differ\n"
+	    "  metadata    only mode, owner, mtime or xattrs (named) differ\n"
+	    "A fix fetches the peer's version (contents and metadata, ledgerfs's fid and\n"
+	    "version xattrs included); what it replaces or removes is moved to\n"
+	    "NODE_DIR/" FSCK_LOST_FOUND "/<time>/.  Nothing is fixed from a peer that lacks\n"
+	    "events this node applied.  The journal is read, not checked: run fsck.ledgerfs\n"
+	    "without --against for that.\n"
+	    "\n"
 	    "  -n          report only; change nothing (the default without a terminal)\n"
 	    "  -y          fix every problem without asking\n"
 	    "  -v          say more about what is checked\n"
+	    "  --against HOST:PORT\n"
+	    "              compare the store with that peer's (see above)\n"
 	    "  -h, --help  this help\n"
 	    "\n"
-	    "Without -n or -y, each fix is asked for on the terminal.\n"
+	    "Without -n or -y, each fix is asked for on the terminal.  On a terminal, long\n"
+	    "phases show a progress line on stderr; --against ends with one summary line there.\n"
 	    "Exit status: 0 clean, 1 problems found and all fixed, 4 problems left\n"
 	    "uncorrected, 8 operational error (usage, cannot open, node mounted).\n",
 	    out);
@@ -341,6 +361,7 @@ static int parse_args(struct fsck *f, int argc, char **argv)
 {
 	static const struct option longopts[] = {
 	    {"help", no_argument, NULL, 'h'},
+	    {"against", required_argument, NULL, 'A'},
 	    {NULL, 0, NULL, 0},
 	};
 	int c, no = 0, yes = 0;
@@ -355,6 +376,14 @@ static int parse_args(struct fsck *f, int argc, char **argv)
 			break;
 		case 'v':
 			f->verbose = 1;
+			break;
+		case 'A':
+			if (!*optarg || !strchr(optarg, ':')) {
+				fprintf(stderr, PROG ": --against wants HOST:PORT, not '%s'\n",
+					optarg);
+				return -EINVAL;
+			}
+			f->against = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -431,6 +460,8 @@ static int run(struct fsck *f)
 		r = open_journal(f);
 	if (r == 0)
 		r = check_identity(f);
+	if (r == 0 && f->against)
+		return fsck_check_peer(f);
 	if (r == 0)
 		r = fsck_check_journal(f);
 	if (r == 0)
@@ -459,6 +490,10 @@ int main(int argc, char **argv)
 		rc = FSCK_EXIT_OPERATION;
 		printf("%s: check not finished (%s): %lu problems found, %lu fixed\n", f.dir,
 		       strerror(-r), f.found, f.fixed);
+	} else if (f.found == 0 && f.against) {
+		rc = FSCK_EXIT_CLEAN;
+		printf("%s: clean against peer %s, %" PRIu64 " entries\n", f.dir, f.peer,
+		       f.peer_entries);
 	} else if (f.found == 0) {
 		rc = FSCK_EXIT_CLEAN;
 		printf("%s: clean, %" PRIu64 " events\n", f.dir, f.events);

@@ -63,6 +63,9 @@ struct fsck {
 	int tail_left;	     /* events above the applied marks were not replayed */
 	int replay_blocked;  /* bad records or gaps left that a replay cannot pass */
 	char *lost;	     /* NODE_DIR/lost+found/<time>, made on first use */
+	const char *against; /* --against HOST:PORT, or NULL */
+	char peer[CONFIG_NAME_MAX]; /* --against: the peer's name, once it answered */
+	uint64_t peer_entries;	    /* --against: entries of our store compared */
 	unsigned long found; /* problems found */
 	unsigned long fixed; /* of those, fixed */
 };
@@ -97,6 +100,12 @@ int fsck_check_tail(struct fsck *f);
 
 /* Checks 5-6: store fids and the store against a replay of the journal. */
 int fsck_check_store(struct fsck *f);
+
+/*
+ * --against: the store against a live peer's by hash tree, repairs taken
+ * from the peer (fsck_peer.c, over repl/peer_check.h).
+ */
+int fsck_check_peer(struct fsck *f);
 
 /* Trees as lists of entries (fsck_tree.c). */
 

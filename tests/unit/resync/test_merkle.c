@@ -172,6 +172,30 @@ Test(merkle, copies_have_equal_digests_and_cost_one_listing)
 	merkle_free(a);
 }
 
+Test(merkle, progress_build_counts_every_byte_it_hashes)
+{
+	struct merkle_progress p = {0};
+	struct merkle *a, *b;
+	uint64_t na, nb;
+	int fd, err;
+
+	make_tree(tree_a);
+	a = build(tree_a, &na);
+	fd = open(tree_a, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	err = merkle_build_progress(fd, &p, &b, &nb);
+	close(fd);
+	cr_assert_eq(err, 0, "merkle_build_progress: %s", strerror(-err));
+	cr_expect(same_root(a, b), "the same tree as merkle_build()");
+	cr_expect_eq(nb, na);
+	/* file 13, d1/inner 14, d1/sub/deep 0, shared (two names, one inode) 20. */
+	cr_expect_eq(atomic_load(&p.total), 47);
+	cr_expect_eq(atomic_load(&p.bytes), 47);
+	cr_expect_eq(atomic_load(&p.files), 4);
+	merkle_free(b);
+	merkle_free(a);
+}
+
 static void change_content(const char *root)
 {
 	tree_put_file(root, "file", "hello, World\n");
