@@ -474,8 +474,8 @@ static int greet(struct ship *sh, int *push)
 
 	*push = 0;
 	rv = repl_identify(r, l, NULL, &sh->p, why, sizeof(why));
-	self = rv < 0 && tls_peer_node_id(l->ssl, &cert_id, &reason) == 0 &&
-	       cert_id == r->cfg.node_id;
+	self =
+	    rv < 0 && tls_peer_node_id(l->ssl, &cert_id, &reason) == 0 && cert_id == r->cfg.node_id;
 	if (rv < 0 && !self) {
 		snprintf(l->why, sizeof(l->why), "%s", why);
 		repl_send_error(l, PROTO_ERR_MEMBER, why);

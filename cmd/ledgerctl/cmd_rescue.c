@@ -60,10 +60,10 @@
 /* What the peer lacks of one origin, and how shipping it goes. */
 struct origin_plan {
 	uint64_t origin;
-	uint64_t have;	   /* the stopped node's applied seq */
-	uint64_t peer;	   /* the peer's applied seq, from its HELLO */
-	uint64_t trimmed;  /* the stopped node no longer holds events up to this */
-	uint64_t first;	   /* to ship: first..last; first > last: nothing */
+	uint64_t have;	  /* the stopped node's applied seq */
+	uint64_t peer;	  /* the peer's applied seq, from its HELLO */
+	uint64_t trimmed; /* the stopped node no longer holds events up to this */
+	uint64_t first;	  /* to ship: first..last; first > last: nothing */
 	uint64_t last;
 	uint64_t next;	   /* next seq to read */
 	uint64_t acked;	   /* highest seq the peer acknowledged */
@@ -291,11 +291,12 @@ static int open_node(struct rescue *r)
 		fprintf(stderr, "ledgerctl: rescue: %s\n", err);
 		snprintf(path, sizeof(path), "%s/%s", r->dir, NODE_JOURNAL_DIR);
 		if (access(path, W_OK) < 0)
-			fprintf(stderr,
-				"ledgerctl: rescue: %s is not writable: rescue opens the node as "
-				"its start would (log recovery, replay); copy the node directory "
-				"with its extended attributes (cp -a, as root) and rescue the copy\n",
-				path);
+			fprintf(
+			    stderr,
+			    "ledgerctl: rescue: %s is not writable: rescue opens the node as "
+			    "its start would (log recovery, replay); copy the node directory "
+			    "with its extended attributes (cp -a, as root) and rescue the copy\n",
+			    path);
 		return -1;
 	}
 	if (journal_meta_get_u64(node_journal(r->n), JOURNAL_META_CLEAN, &r->clean) < 0)
@@ -327,14 +328,16 @@ static int dial(struct rescue *r)
 	if (tls_peer_name(r->l->ssl, name, sizeof(name)) < 0)
 		name[0] = '\0';
 	if (id == r->cfg.node_id) {
-		fprintf(stderr, "ledgerctl: rescue: %s answered as node %s itself, the node to "
-				"rescue\n",
+		fprintf(stderr,
+			"ledgerctl: rescue: %s answered as node %s itself, the node to "
+			"rescue\n",
 			r->address, r->cfg.name);
 		return -1;
 	}
 	if (r->to_node && id != r->peer_cfg.node_id) {
 		fprintf(stderr,
-			"ledgerctl: rescue: %s answered as node %016" PRIx64 " (%s), not as node %s "
+			"ledgerctl: rescue: %s answered as node %016" PRIx64
+			" (%s), not as node %s "
 			"of %s\n",
 			r->address, id, name[0] ? name : "no name", r->peer_cfg.name, r->to_node);
 		return -1;
@@ -446,8 +449,8 @@ static int handshake(struct rescue *r)
 	if (rv == 0)
 		rv = link_flush(r->l, RESCUE_SEND_TIMEOUT_MS);
 	if (rv < 0) {
-		fprintf(stderr, "ledgerctl: rescue: %s (%s): cannot send HELLO: %s\n",
-			r->peer_name, r->address, r->l->why[0] ? r->l->why : strerror(-rv));
+		fprintf(stderr, "ledgerctl: rescue: %s (%s): cannot send HELLO: %s\n", r->peer_name,
+			r->address, r->l->why[0] ? r->l->why : strerror(-rv));
 		return -1;
 	}
 	rv = link_recv(r->l, RESCUE_HELLO_TIMEOUT_MS, &m);
@@ -578,14 +581,17 @@ static int send_frame(struct rescue *r)
 			break;
 		}
 		if (rv < 0) {
-			fprintf(stderr, "ledgerctl: rescue: event %016" PRIx64 ":%" PRIu64
-					" cannot be sent: %s\n",
+			fprintf(stderr,
+				"ledgerctl: rescue: event %016" PRIx64 ":%" PRIu64
+				" cannot be sent: %s\n",
 				o->origin, o->head.seq, strerror(-rv));
 			return -1;
 		}
-		r->queue[(r->qhead + r->qlen++) % RESCUE_QUEUE] = (struct sent){
-		    .k = (size_t)(o - r->plans), .seq = o->head.seq, .term = o->head.term,
-		    .bytes = len};
+		r->queue[(r->qhead + r->qlen++) % RESCUE_QUEUE] =
+		    (struct sent){.k = (size_t)(o - r->plans),
+				  .seq = o->head.seq,
+				  .term = o->head.term,
+				  .bytes = len};
 		r->qbytes += len;
 		bytes += len;
 		event_free(&o->head);
@@ -817,15 +823,15 @@ static int report(const struct rescue *r, int outcome, double secs)
 			continue;
 		}
 		if (upto >= o->first) {
-			printf("  %s (%016" PRIx64 "): %" PRIu64 " events, seqs %" PRIu64 "..%" PRIu64
-			       "\n",
+			printf("  %s (%016" PRIx64 "): %" PRIu64 " events, seqs %" PRIu64
+			       "..%" PRIu64 "\n",
 			       name, o->origin, upto - o->first + 1, o->first, upto);
 			shipped += upto - o->first + 1;
 			origins++;
 		}
 		if (upto < o->last)
-			printf("  %s (%016" PRIx64 "): %" PRIu64 " events not shipped, seqs %" PRIu64
-			       "..%" PRIu64 "\n",
+			printf("  %s (%016" PRIx64 "): %" PRIu64
+			       " events not shipped, seqs %" PRIu64 "..%" PRIu64 "\n",
 			       name, o->origin, o->last - upto, upto + 1, o->last);
 	}
 	if (outcome == 1)
@@ -863,9 +869,9 @@ static void rescue_free(struct rescue *r)
 int cmd_rescue(int argc, char **argv)
 {
 	static const struct option longopts[] = {{"to", required_argument, NULL, 't'},
-						  {"to-node", required_argument, NULL, 'n'},
-						  {"help", no_argument, NULL, 'h'},
-						  {NULL, 0, NULL, 0}};
+						 {"to-node", required_argument, NULL, 'n'},
+						 {"help", no_argument, NULL, 'h'},
+						 {NULL, 0, NULL, 0}};
 	struct rescue *r;
 	const char *to = NULL;
 	int c, rv, rc = 1;
@@ -897,7 +903,8 @@ int cmd_rescue(int argc, char **argv)
 		return 2;
 	}
 	r->dir = argv[optind];
-	if (to && (size_t)snprintf(r->address, sizeof(r->address), "%s", to) >= sizeof(r->address)) {
+	if (to &&
+	    (size_t)snprintf(r->address, sizeof(r->address), "%s", to) >= sizeof(r->address)) {
 		fprintf(stderr, "ledgerctl: rescue: --to %s: address too long\n", to);
 		free(r);
 		return 2;

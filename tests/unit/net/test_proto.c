@@ -228,8 +228,11 @@ Test(proto, hello_wire_layout)
 /* A pushing HELLO (ledgerctl rescue): the flags follow the vector, and only then. */
 Test(proto, hello_push_flag_round_trips_after_the_vector)
 {
-	struct proto_hello hello = {.node_id = 0x1122334455667788ull, .term = 9,
-				    .count = N_VECTOR, .applied = vector, .flags = PROTO_HELLO_PUSH};
+	struct proto_hello hello = {.node_id = 0x1122334455667788ull,
+				    .term = 9,
+				    .count = N_VECTOR,
+				    .applied = vector,
+				    .flags = PROTO_HELLO_PUSH};
 	struct buf b = BUF_INIT;
 	struct proto_msg msg;
 	const uint8_t *p;
