@@ -372,20 +372,57 @@ static int plan_cmp(const void *a, const void *b)
 	return x->origin < y->origin ? -1 : x->origin > y->origin;
 }
 
-/* Every origin the stopped node's journal knows, with what it has applied.  0 or -1. */
+/*
+ * The next origin at or above from that has an event in j, into *origin:
+ * 1, 0 when there is none, or a negative errno.  One seek per origin.
+ */
+static int next_event_origin(struct journal *j, uint64_t from, uint64_t *origin)
+{
+	struct journal_iter *it = NULL;
+	int rv;
+
+	rv = journal_iter_new(j, JOURNAL_EVENTS, from, 0, &it);
+	while (rv == 0) {
+		rv = journal_iter_next(it, origin, NULL, NULL, NULL, NULL, NULL);
+		if (rv != -EBADMSG)
+			break;
+		/* A malformed key, reported by the iterator and stepped over: fsck's to repair. */
+		rv = 0;
+	}
+	journal_iter_free(it);
+	return rv;
+}
+
+/*
+ * Every origin the stopped node's journal knows - by its events, and by
+ * its applied marks (which name origins whose events were all trimmed) -
+ * with what it has applied.  0 or -1 with a message.
+ */
 static int list_origins(struct rescue *r)
 {
 	struct journal *j = node_journal(r->n);
 	struct journal_iter *it = NULL;
-	uint64_t origin;
+	uint64_t origin = 0;
 	size_t i;
 	int rv;
 
 	rv = plan_origin(r, r->cfg.node_id);
+	while (rv == 0 && (rv = next_event_origin(j, origin + 1, &origin)) > 0) {
+		rv = plan_origin(r, origin);
+		if (rv == 0 && origin == UINT64_MAX)
+			break;
+	}
 	if (rv == 0)
 		rv = journal_iter_new(j, JOURNAL_APPLIED, 0, 0, &it);
-	while (rv == 0 && (rv = journal_iter_next(it, &origin, NULL, NULL, NULL, NULL, NULL)) > 0)
-		rv = origin ? plan_origin(r, origin) : 0;
+	while (rv == 0) {
+		rv = journal_iter_next(it, &origin, NULL, NULL, NULL, NULL, NULL);
+		if (rv == -EBADMSG)
+			rv = 0;
+		else if (rv > 0)
+			rv = origin ? plan_origin(r, origin) : 0;
+		else
+			break;
+	}
 	journal_iter_free(it);
 	if (rv < 0) {
 		fprintf(stderr, "ledgerctl: rescue: %s/%s: cannot list its origins: %s\n", r->dir,
@@ -841,9 +878,10 @@ static int report(const struct rescue *r, int outcome, double secs)
 		       r->address, r->cfg.name);
 		return 0;
 	}
-	printf("rescued %" PRIu64 " of %" PRIu64 " missing events (%" PRIu64
-	       " origin%s) from %s to %s (%s, term %" PRIu64 ") in %.1f s",
-	       shipped, wanted, origins, origins == 1 ? "" : "s", r->cfg.name, r->peer_name,
+	printf("rescued %" PRIu64 " of %" PRIu64 " missing events", shipped, wanted);
+	if (origins)
+		printf(" (%" PRIu64 " origin%s)", origins, origins == 1 ? "" : "s");
+	printf(" from %s to %s (%s, term %" PRIu64 ") in %.1f s", r->cfg.name, r->peer_name,
 	       r->address, r->peer_term, secs);
 	if (shipped < wanted)
 		printf("; %" PRIu64 " %s\n", wanted - shipped,
