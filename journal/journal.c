@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <leveldb/c.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -757,6 +758,24 @@ static int open_db(struct journal *j, int create, const char **why)
 	}
 	*why = "cannot open the journal database";
 	return db_fail(j, "open", err);
+}
+
+int journal_lock_holder(const char *dir, pid_t *pid)
+{
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	char path[PATH_MAX];
+	int fd, r;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/LOCK", dir) >= sizeof(path))
+		return -ENAMETOOLONG;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	r = fcntl(fd, F_GETLK, &fl) < 0 ? -errno : fl.l_type != F_UNLCK;
+	if (r > 0 && pid)
+		*pid = fl.l_pid;
+	close(fd);
+	return r;
 }
 
 static int journal_mutex_init(struct journal *j)

@@ -44,6 +44,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "journal/event.h"
 #include "journal/vlog.h"
@@ -107,6 +108,16 @@ struct journal;
  */
 int journal_open(const char *dir, int create, uint64_t node_id, struct journal **out,
 		 const char **why);
+
+/*
+ * Does another process hold the journal in dir open?  LevelDB keeps a
+ * POSIX record lock on dir/LOCK while a database is open, and a running
+ * node holds its journal open for as long as it runs; a node killed with
+ * kill -9 holds nothing.  1 with *pid (may be NULL) the holder's process
+ * id, 0 when nobody holds it (or there is no LOCK file), or a negative
+ * errno.  Only tests the lock (F_GETLK): nothing in dir is written.
+ */
+int journal_lock_holder(const char *dir, pid_t *pid);
 
 /* Writes pending applied marks and closes.  NULL is allowed. */
 void journal_close(struct journal *j);

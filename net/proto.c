@@ -30,6 +30,8 @@
 /* HELLO before the vector: version, cluster id, node id, term, primary, count. */
 #define HELLO_FIXED (2 + PROTO_CLUSTER_ID_LEN + 8 + 8 + 8 + 4)
 #define HELLO_ENTRY 16
+/* HELLO's optional flags after the vector. */
+#define HELLO_FLAGS 4
 /* EVENTS before the first record: the count. */
 #define EVENTS_FIXED 4
 /* ERROR before the text: code and text length. */
@@ -46,7 +48,8 @@ _Static_assert(PATH_REL_MAX <= UINT16_MAX, "a store path fits its u16 length fie
 
 _Static_assert(PROTO_MAX_FRAME >= 1 + EVENTS_FIXED + 4 + (uint64_t)EVENT_MAX_RECORD,
 	       "an EVENTS frame must hold the largest event record");
-_Static_assert(1 + HELLO_FIXED + (uint64_t)HELLO_ENTRY * PROTO_MAX_VECTOR <= PROTO_MAX_FRAME,
+_Static_assert(1 + HELLO_FIXED + (uint64_t)HELLO_ENTRY * PROTO_MAX_VECTOR + HELLO_FLAGS <=
+		   PROTO_MAX_FRAME,
 	       "the largest HELLO must fit in a frame");
 _Static_assert(PROTO_MAX_FRAME / (4 + EVENT_HEADER_LEN) < UINT32_MAX,
 	       "a batch's record count must fit its u32 field");
@@ -178,7 +181,7 @@ static size_t type_max_len(unsigned type)
 {
 	switch (type) {
 	case PROTO_HELLO:
-		return 1 + HELLO_FIXED + (size_t)HELLO_ENTRY * PROTO_MAX_VECTOR;
+		return 1 + HELLO_FIXED + (size_t)HELLO_ENTRY * PROTO_MAX_VECTOR + HELLO_FLAGS;
 	case PROTO_EVENTS:
 		return PROTO_MAX_FRAME;
 	case PROTO_ACK:
@@ -327,17 +330,19 @@ static int parse_hello(struct cursor *c, struct proto_hello *h, const char **why
 		*why = "applied vector overruns frame";
 		return -EBADMSG;
 	}
-	if (c->left > (size_t)h->count * HELLO_ENTRY) {
+	/* After the vector: nothing, or flags (proto.h). */
+	if (c->left != (size_t)h->count * HELLO_ENTRY &&
+	    c->left != (size_t)h->count * HELLO_ENTRY + HELLO_FLAGS) {
 		*why = "trailing bytes after hello";
 		return -EBADMSG;
 	}
-	if (h->count == 0)
-		return 0;
-	/* Owned by the message: proto_msg_free(). */
-	h->applied = malloc((size_t)h->count * sizeof(*h->applied));
-	if (!h->applied) {
-		*why = "out of memory";
-		return -ENOMEM;
+	if (h->count) {
+		/* Owned by the message: proto_msg_free(). */
+		h->applied = malloc((size_t)h->count * sizeof(*h->applied));
+		if (!h->applied) {
+			*why = "out of memory";
+			return -ENOMEM;
+		}
 	}
 	for (uint32_t i = 0; i < h->count; i++) {
 		h->applied[i].origin = take64(c);
@@ -346,6 +351,18 @@ static int parse_hello(struct cursor *c, struct proto_hello *h, const char **why
 	if (!vector_sorted(h->applied, h->count)) {
 		*why = "applied vector not in origin order";
 		return -EBADMSG;
+	}
+	if (c->left == 0)
+		return 0;
+	h->flags = take32(c);
+	/* One encoding per message: no flags are written as none. */
+	if (h->flags == 0) {
+		*why = "hello flags written as zero";
+		return -EBADMSG;
+	}
+	if (h->flags & ~PROTO_HELLO_FLAGS) {
+		*why = "unknown hello flag";
+		return -EPROTO;
 	}
 	return 0;
 }
@@ -821,9 +838,12 @@ int proto_put_hello(struct buf *b, const struct proto_hello *hello)
 
 	if (hello->count > PROTO_MAX_VECTOR || (hello->count != 0 && !hello->applied))
 		return -EINVAL;
-	if (!vector_sorted(hello->applied, hello->count))
+	if (!vector_sorted(hello->applied, hello->count) || (hello->flags & ~PROTO_HELLO_FLAGS))
 		return -EINVAL;
-	ret = put_frame(b, PROTO_HELLO, HELLO_FIXED + (size_t)hello->count * HELLO_ENTRY, &p);
+	ret = put_frame(b, PROTO_HELLO,
+			HELLO_FIXED + (size_t)hello->count * HELLO_ENTRY +
+			    (hello->flags ? HELLO_FLAGS : 0),
+			&p);
 	if (ret < 0)
 		return ret;
 	put_le16(p, PROTO_VERSION);
@@ -838,6 +858,8 @@ int proto_put_hello(struct buf *b, const struct proto_hello *hello)
 		put_le64(p, hello->applied[i].origin);
 		put_le64(p + 8, hello->applied[i].seq);
 	}
+	if (hello->flags)
+		put_le32(p, hello->flags);
 	return 0;
 }
 

@@ -18,7 +18,9 @@
  * Bodies:
  *   HELLO   u16 version, u8[16] cluster id, u64 node id, u64 term,
  *           u64 primary (the node id the sender knows as primary, 0 if none),
- *           u32 count, count x (u64 origin, u64 seq)   applied vector
+ *           u32 count, count x (u64 origin, u64 seq)   applied vector,
+ *           [u32 flags]   only when nonzero (PROTO_HELLO_*), so that an
+ *                         ordinary HELLO is what it always was
  *   EVENTS  u32 count, count x (u32 len, len bytes)    event records (event.h)
  *   ACK     u64 origin, u64 seq
  *   FETCH   u64 origin, u64 from_seq
@@ -68,6 +70,16 @@
 #define PROTO_MAX_FRAME (64u << 20)
 /* Largest applied vector in a HELLO: origins are cluster members. */
 #define PROTO_MAX_VECTOR 4096
+/*
+ * HELLO flags.  PUSH: the dialling side pushes events over this link
+ * (`ledgerctl rescue`) instead of subscribing to them.  The dialled side
+ * answers with its own HELLO, whose applied vector says what it lacks,
+ * then takes EVENTS frames as a receiver does and ACKs them; the pusher
+ * ends with ERROR PROTO_ERR_SHUTDOWN once every event is acknowledged.
+ * A node of a build without flags refuses such a HELLO ("trailing bytes").
+ */
+#define PROTO_HELLO_PUSH  0x1u
+#define PROTO_HELLO_FLAGS PROTO_HELLO_PUSH /* every flag this build knows */
 /* Largest ERROR message in bytes, without a terminator. */
 #define PROTO_MAX_ERROR_MSG  256
 #define PROTO_CLUSTER_ID_LEN 16
@@ -139,6 +151,7 @@ struct proto_hello {
 	uint64_t primary; /* node id the sender knows as primary; 0 if none */
 	uint32_t count;
 	struct evid *applied; /* per origin, the highest contiguous seq applied */
+	uint32_t flags;	      /* PROTO_HELLO_*; 0 for an ordinary link */
 };
 
 /* EVENTS, as decoded: the records stay in the frame, walked with an iterator. */
@@ -218,8 +231,9 @@ struct proto_msg {
  * length field included) into *out.  Returns 0, or leaves *out zeroed and
  * returns with *why set:
  *   -EBADMSG   truncated body, a length overrunning it, trailing bytes,
- *              a count over its bound, an unsorted vector, bad UTF-8;
- *   -EPROTO    unknown frame type or protocol version;
+ *              a count over its bound, an unsorted vector, bad UTF-8,
+ *              HELLO flags written as zero;
+ *   -EPROTO    unknown frame type, protocol version or HELLO flag;
  *   -EMSGSIZE  length field over PROTO_MAX_FRAME;
  *   -ENOMEM    no memory for the HELLO vector.
  * HELLO's vector is malloc'd and owned by *out; EVENTS points into frame,
@@ -262,7 +276,10 @@ int proto_event_decode(const uint8_t *rec, size_t len, struct event *ev, const c
  * for a message the decoder would refuse; on error b->len is unchanged.
  */
 
-/* Writes PROTO_VERSION; -EINVAL if count > PROTO_MAX_VECTOR or origins unsorted. */
+/*
+ * Writes PROTO_VERSION, and the flags only when nonzero; -EINVAL if
+ * count > PROTO_MAX_VECTOR, origins unsorted or a flag unknown.
+ */
 int proto_put_hello(struct buf *b, const struct proto_hello *hello);
 int proto_put_ack(struct buf *b, uint64_t origin, uint64_t seq);
 int proto_put_fetch(struct buf *b, uint64_t origin, uint64_t from_seq);

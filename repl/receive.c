@@ -33,6 +33,14 @@
  * journals it once, drops the link and tries again after a backoff that
  * doubles up to REPL_HEAL_BACKOFF_MAX_MS.  Any link that fails soon after
  * it came up backs off too, capped and with jitter, never a tight loop.
+ *
+ * The same frame path serves one inbound link of another kind: events
+ * pushed by `ledgerctl rescue` from a stopped node's journal
+ * (repl_push_receive(), a HELLO with PROTO_HELLO_PUSH).  Those events are
+ * vetted, journaled, applied and acknowledged exactly as a subscription's;
+ * what differs is that nothing is healed from the pusher, which serves no
+ * snapshot: an event refused or diverging ends the push with an ERROR
+ * that follows the ACKs of every event applied before it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -72,6 +80,10 @@ struct receiver {
 	uint64_t bytes; /* record bytes of the frame decoded */
 	int diverged;	/* the frame's last event diverged: heal before taking more */
 	int stopped;	/* the link ended because a heal stopped: back off as for that */
+	/* A push (repl_push_receive()): p may be NULL, nothing is healed. */
+	int push;
+	unsigned refuse; /* push: the ERROR code to send once the ACKs before it are out */
+	uint64_t pushed; /* push: events applied */
 };
 
 /* Journal a node-state event of our own (OUTAGE, RECOVERED, DIVERGED, HEALED). */
@@ -449,8 +461,12 @@ static void frame_note(struct receiver *rc, size_t n)
 			r->div_stops = 0;
 		}
 	}
-	rc->p->events_received += n;
-	rc->p->bytes_received += rc->bytes;
+	if (rc->p) {
+		rc->p->events_received += n;
+		rc->p->bytes_received += rc->bytes;
+	}
+	for (i = 0; rc->push && i < n; i++)
+		rc->pushed += rc->res[i] == 0;
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -615,7 +631,9 @@ static int frame_apply(struct receiver *rc, size_t n, struct apply_cache *cache,
 			 "event %016" PRIx64 ":%" PRIu64 " (%s %s) refused: %s%s%s", ev->origin,
 			 ev->seq, event_type_name(ev->type), ev->path ? ev->path : "",
 			 why ? why : "", why ? ": " : "", strerror(-rv));
-		if (is_divergence(rv))
+		if (rc->push)
+			rc->refuse = rv == -EPERM ? PROTO_ERR_TERM : PROTO_ERR_EVENT;
+		else if (is_divergence(rv))
 			diverged(rc, ev, why, rv);
 		else
 			repl_send_error(rc->l, rv == -EPERM ? PROTO_ERR_TERM : PROTO_ERR_EVENT,
@@ -655,7 +673,10 @@ static int take_events(struct receiver *rc, const struct proto_msg *m)
 	for (i = 0; i < n; i++)
 		event_free(&rc->evs[i]);
 	if (rv == 0 && bad < 0) {
-		repl_send_error(rc->l, code, rc->l->why);
+		if (rc->push)
+			rc->refuse = code;
+		else
+			repl_send_error(rc->l, code, rc->l->why);
 		rv = bad;
 	}
 	return rv;
@@ -1192,4 +1213,143 @@ void *repl_receiver_main(void *arg)
 	free(rc.res);
 	free(rc.cookies);
 	return NULL;
+}
+
+/* ---- events pushed by ledgerctl rescue ------------------------------- */
+
+/*
+ * May a push deliver events now?  Not while this store is about to be
+ * replaced by a snapshot or is being healed: the receivers take no events
+ * then either.  0, or -EBUSY with l->why and rc->refuse set.
+ */
+static int push_may_take(struct receiver *rc)
+{
+	struct repl *r = rc->r;
+	const char *busy = NULL;
+
+	pthread_mutex_lock(&r->lock);
+	if (r->snap_needed)
+		busy = "resyncing by snapshot";
+	else if (r->healing)
+		busy = "healing a divergence";
+	pthread_mutex_unlock(&r->lock);
+	if (!busy)
+		return 0;
+	snprintf(rc->l->why, sizeof(rc->l->why),
+		 "%s is %s and takes no events meanwhile; rescue again once it is done",
+		 r->cfg.name, busy);
+	rc->refuse = PROTO_ERR_EVENT;
+	return -EBUSY;
+}
+
+/* One frame of a push.  0, 1 when the pusher is done, or a negative errno with l->why. */
+static int take_push_frame(struct receiver *rc, const struct proto_msg *m)
+{
+	int rv;
+
+	switch (m->type) {
+	case PROTO_EVENTS:
+		rv = push_may_take(rc);
+		return rv < 0 ? rv : take_events(rc, m);
+	case PROTO_PING:
+		return proto_put_pong(&rc->l->out, m->nonce);
+	case PROTO_PONG:
+		return 0;
+	case PROTO_ERROR:
+		if (m->error.code == PROTO_ERR_SHUTDOWN)
+			return 1;
+		snprintf(rc->l->why, sizeof(rc->l->why), "the pusher gave up: %s: %.180s",
+			 proto_error_name(m->error.code), m->error.msg);
+		return -ECONNRESET;
+	default:
+		snprintf(rc->l->why, sizeof(rc->l->why), "unexpected %s frame in a push",
+			 proto_type_name(m->type));
+		rc->refuse = PROTO_ERR_MALFORMED;
+		return -EPROTO;
+	}
+}
+
+/* Take frames until the push ends.  0 when the pusher said it is done, else a negative errno. */
+static int push_loop(struct receiver *rc, int wake_fd)
+{
+	struct repl *r = rc->r;
+	struct link *l = rc->l;
+	struct proto_msg m;
+	int64_t now;
+	int rv, stop, mask;
+
+	rc->last_in = rc->last_out = clock_mono_ms();
+	for (;;) {
+		pthread_mutex_lock(&r->lock);
+		stop = r->stopping || (rc->p && rc->p->gone);
+		pthread_mutex_unlock(&r->lock);
+		if (stop) {
+			snprintf(l->why, sizeof(l->why), "node stopping");
+			rc->refuse = PROTO_ERR_SHUTDOWN;
+			return -ECANCELED;
+		}
+		while ((rv = link_recv(l, 0, &m)) == 0) {
+			rc->last_in = clock_mono_ms();
+			rv = take_push_frame(rc, &m);
+			proto_msg_free(&m);
+			if (rv == 0)
+				rv = send_acks(rc, 0);
+			if (rv == 0 && l->out.len) {
+				rv = link_flush(l, REPL_SEND_TIMEOUT_MS);
+				rc->last_out = rc->last_in;
+			}
+			if (rv != 0)
+				return rv == 1 ? 0 : rv;
+		}
+		if (rv != -EAGAIN)
+			return rv;
+		/* The pusher waits for these before it sends more than a window. */
+		rv = send_acks(rc, 1);
+		now = clock_mono_ms();
+		if (rv == 0 && l->out.len == 0 && now - rc->last_out >= REPL_PING_MS)
+			rv = proto_put_ping(&l->out, ++rc->ping_nonce);
+		if (rv == 0 && l->out.len) {
+			rv = link_flush(l, REPL_SEND_TIMEOUT_MS);
+			rc->last_out = now;
+		}
+		if (rv < 0)
+			return rv;
+		if (now - rc->last_in > REPL_SILENT_MS) {
+			snprintf(l->why, sizeof(l->why), "pusher silent for %d s",
+				 REPL_SILENT_MS / 1000);
+			return -ETIMEDOUT;
+		}
+		mask = link_wait(l, wake_fd, 200);
+		if (mask & 2)
+			repl_drain(wake_fd);
+	}
+}
+
+int repl_push_receive(struct repl *r, struct repl_peer *p, struct link *l, int wake_fd,
+		      const char *from, uint64_t *applied)
+{
+	struct receiver rc = {.r = r, .p = p, .l = l, .push = 1};
+	int rv;
+
+	snprintf(rc.name, sizeof(rc.name), "%s", from);
+	rv = push_loop(&rc, wake_fd);
+	if (rc.refuse) {
+		/*
+		 * The ACKs of what applied before the refusal go first, so the
+		 * pusher knows exactly what this node took.  repl_send_error()
+		 * drops what l->out still holds, hence the flush in between.
+		 */
+		char why[LINK_WHY_MAX];
+
+		snprintf(why, sizeof(why), "%s", l->why);
+		if (send_acks(&rc, 1) == 0 && l->out.len)
+			link_flush(l, REPL_SEND_TIMEOUT_MS);
+		repl_send_error(l, rc.refuse, why);
+		snprintf(l->why, sizeof(l->why), "%s", why);
+	}
+	*applied = rc.pushed;
+	free(rc.evs);
+	free(rc.res);
+	free(rc.cookies);
+	return rv;
 }

@@ -330,6 +330,20 @@ void snap_check_installed(struct snap_check *c, int rv, const char *why, const c
 /* Progress of the rounds: listings compared, contents received. */
 void snap_check_progress(struct snap_check *c, uint64_t listed, uint64_t bytes, uint64_t round);
 
+/*
+ * Take the events `ledgerctl rescue` pushes over inbound link l, whose
+ * HELLO (PROTO_HELLO_PUSH) was answered: vet, journal, apply and ACK them
+ * as a receiver does (receive.c), until the pusher ends with ERROR
+ * SHUTDOWN.  p is the member whose certificate the pusher presented, NULL
+ * for this node's own (a rescue run beside it with its node directory);
+ * from names the pusher in logs; wake_fd (the link's eventfd) ends the
+ * wait when the node stops.  *applied gets the events applied.  0, or a
+ * negative errno with l->why set; an ERROR saying why went to the pusher,
+ * after the ACKs of everything applied before it.
+ */
+int repl_push_receive(struct repl *r, struct repl_peer *p, struct link *l, int wake_fd,
+		      const char *from, uint64_t *applied);
+
 /* Thread bodies. */
 void *repl_receiver_main(void *arg);
 void *repl_shipper_main(void *arg);

@@ -10,6 +10,10 @@
  * durable here: a peer must never hold an event of ours that a crash of
  * this node could take back and reissue under the same seq.  ACKs are
  * persisted as the peer's checkpoints.
+ *
+ * An inbound link whose HELLO says PROTO_HELLO_PUSH is `ledgerctl rescue`
+ * shipping a stopped node's events to us: it is answered with our HELLO
+ * and handed to receive.c's frame path (repl_push_receive()).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -22,6 +26,8 @@
 #include "lib/clock.h"
 #include "lib/grow.h"
 #include "lib/log.h"
+#include "net/hello.h"
+#include "net/tls.h"
 #include "repl_int.h"
 
 struct inflight {
@@ -422,25 +428,68 @@ static int take_frame(struct ship *sh, const struct proto_msg *m)
 	}
 }
 
-/* Identify the peer and exchange HELLOs.  0 or negative errno with l->why. */
-static int greet(struct ship *sh)
+/*
+ * Judge the first frame of an inbound link (from cert_id; self: it is this
+ * node's own certificate) and take what it says: a member's HELLO
+ * subscribes, one with PROTO_HELLO_PUSH pushes (*push set).  Only a push
+ * may come with our own certificate: `ledgerctl rescue --to-node` runs
+ * beside this node with its node directory, and holds its key anyway.
+ * 0 or a PROTO_ERR_* code with *why.
+ */
+static int take_first_frame(struct ship *sh, const struct proto_msg *m, uint64_t cert_id, int self,
+			    int *push, const char **why)
+{
+	struct repl *r = sh->r;
+	int code;
+
+	if (m->type == PROTO_HELLO && (m->hello.flags & PROTO_HELLO_PUSH)) {
+		pthread_mutex_lock(&r->lock);
+		code = hello_check(r->cfg.cluster_id, cert_id, m, why);
+		pthread_mutex_unlock(&r->lock);
+		/* Terms and vectors are the events' business here: nothing is adopted. */
+		*push = code == 0;
+		return code;
+	}
+	if (self) {
+		*why = "this node's own certificate may only push events (ledgerctl rescue)";
+		return PROTO_ERR_MEMBER;
+	}
+	return repl_take_hello(r, sh->p, m, why);
+}
+
+/*
+ * Identify the peer and exchange HELLOs (take_first_frame()).  *push says
+ * the peer pushes events rather than subscribing; sh->p is then NULL if it
+ * presented our own certificate.  0 or negative errno with l->why.
+ */
+static int greet(struct ship *sh, int *push)
 {
 	struct repl *r = sh->r;
 	struct link *l = sh->s->link;
 	struct proto_msg m;
 	const char *reason = NULL;
 	char why[REPL_WHY_MAX];
-	int rv, code;
+	uint64_t cert_id = 0;
+	int rv, code, self;
 
+	*push = 0;
 	rv = repl_identify(r, l, NULL, &sh->p, why, sizeof(why));
-	if (rv < 0) {
+	self =
+	    rv < 0 && tls_peer_node_id(l->ssl, &cert_id, &reason) == 0 && cert_id == r->cfg.node_id;
+	if (rv < 0 && !self) {
 		snprintf(l->why, sizeof(l->why), "%s", why);
 		repl_send_error(l, PROTO_ERR_MEMBER, why);
 		return rv;
 	}
 	pthread_mutex_lock(&r->lock);
-	snprintf(sh->s->name, sizeof(sh->s->name), "%s", sh->p->cfg.name);
-	sh->s->peer_id = sh->p->cfg.id;
+	if (self) {
+		snprintf(sh->s->name, sizeof(sh->s->name), "%s", r->cfg.name);
+		sh->p = NULL;
+	} else {
+		snprintf(sh->s->name, sizeof(sh->s->name), "%s", sh->p->cfg.name);
+		cert_id = sh->p->cfg.id;
+	}
+	sh->s->peer_id = cert_id;
 	sh->s->peer = sh->p;
 	pthread_mutex_unlock(&r->lock);
 	rv = link_recv(l, REPL_HELLO_TIMEOUT_MS, &m);
@@ -451,7 +500,7 @@ static int greet(struct ship *sh)
 		repl_send_error(l, PROTO_ERR_MALFORMED, l->why);
 		return rv == -EAGAIN ? -ETIMEDOUT : rv;
 	}
-	code = repl_take_hello(r, sh->p, &m, &reason);
+	code = take_first_frame(sh, &m, cert_id, self, push, &reason);
 	proto_msg_free(&m);
 	if (code) {
 		snprintf(l->why, sizeof(l->why), "bad HELLO: %s", reason);
@@ -462,6 +511,24 @@ static int greet(struct ship *sh)
 	if (rv == 0)
 		rv = link_flush(l, REPL_SEND_TIMEOUT_MS);
 	return rv;
+}
+
+/* Take the events a `ledgerctl rescue` pushes over this link, logging the outcome. */
+static void take_push(struct ship *sh)
+{
+	struct repl_shipper *s = sh->s;
+	uint64_t applied = 0;
+	int rv;
+
+	log_info("%s (%s) pushes events (ledgerctl rescue)%s", s->name, s->link->addr,
+		 sh->p ? "" : " with this node's own certificate");
+	rv = repl_push_receive(sh->r, sh->p, s->link, s->wake_fd, s->name, &applied);
+	if (rv < 0)
+		log_warn("events pushed by %s (%s) ended: %" PRIu64 " applied; %s", s->name,
+			 s->link->addr, applied, s->link->why[0] ? s->link->why : strerror(-rv));
+	else
+		log_info("events pushed by %s (%s): %" PRIu64 " applied", s->name, s->link->addr,
+			 applied);
 }
 
 static int serve(struct ship *sh)
@@ -529,7 +596,7 @@ void *repl_shipper_main(void *arg)
 	struct repl_shipper *s = arg;
 	struct repl *r = s->r;
 	struct ship *sh = calloc(1, sizeof(*sh));
-	int rv;
+	int rv, push = 0;
 
 	if (!sh) {
 		log_err("inbound link from %s: out of memory", s->link->addr);
@@ -537,9 +604,14 @@ void *repl_shipper_main(void *arg)
 	}
 	sh->s = s;
 	sh->r = r;
-	rv = greet(sh);
+	rv = greet(sh, &push);
 	if (rv < 0) {
 		log_warn("refused inbound link from %s: %s", s->link->addr, s->link->why);
+		goto out;
+	}
+	/* A push is no subscription: the peer's inbound link is not up for it. */
+	if (push) {
+		take_push(sh);
 		goto out;
 	}
 	pthread_mutex_lock(&r->lock);

@@ -247,26 +247,6 @@ static int node_mounted(const char *real, char *where, size_t wlen)
 	return found;
 }
 
-/*
- * 1 if another process holds LevelDB's lock on the journal.  F_GETLK only
- * tests, so this works on a descriptor opened read-only and writes nothing.
- */
-static int journal_locked(const char *journal_dir)
-{
-	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-	char path[PATH_MAX];
-	int fd, r;
-
-	if (join(path, journal_dir, "LOCK") < 0)
-		return -ENAMETOOLONG;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
-	r = fcntl(fd, F_GETLK, &fl) < 0 ? -errno : fl.l_type != F_UNLCK;
-	close(fd);
-	return r;
-}
-
 static int remove_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
 	(void)st;
@@ -422,7 +402,7 @@ static int check_not_in_use(struct fsck *f)
 	if (r == 0) {
 		r = join(jdir, f->real, NODE_JOURNAL_DIR);
 		if (r == 0)
-			r = journal_locked(jdir);
+			r = journal_lock_holder(jdir, NULL);
 		if (r < 0)
 			fprintf(stderr, PROG ": %s/LOCK: %s\n", jdir, strerror(-r));
 	}

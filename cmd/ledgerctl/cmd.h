@@ -22,6 +22,7 @@ int cmd_promote(int argc, char **argv);
 int cmd_demote(int argc, char **argv);
 int cmd_tail_export(int argc, char **argv);
 int cmd_resync(int argc, char **argv);
+int cmd_rescue(int argc, char **argv);
 
 /*
  * The join step of 'init --join': learn the member at address from its

@@ -29,6 +29,7 @@ static const struct command commands[] = {
     {"demote", cmd_demote, "make a node a replica"},
     {"tail-export", cmd_tail_export, "write out the events a failover kept aside"},
     {"resync", cmd_resync, "make a stopped replica resync by snapshot when it starts"},
+    {"rescue", cmd_rescue, "ship a stopped node's events a running peer lacks"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -394,6 +394,10 @@ static void put_sample(int which, struct buf *b)
 	case 7:
 		put_vref_events(b);
 		break;
+	case 8:
+		hello.flags = PROTO_HELLO_PUSH;
+		err = proto_put_hello(b, &hello);
+		break;
 	}
 	if (err)
 		abort();
@@ -401,8 +405,8 @@ static void put_sample(int which, struct buf *b)
 
 int main(int argc, char **argv)
 {
-	static const char *const names[] = {"hello", "events", "ack",	"fetch",
-					    "ping",  "pong",   "error", "events-vref"};
+	static const char *const names[] = {"hello", "events", "ack",	      "fetch",	   "ping",
+					    "pong",  "error",  "events-vref", "hello-push"};
 	struct buf all = BUF_INIT, one = BUF_INIT;
 	int ret = 0;
 

@@ -124,6 +124,49 @@ Test(journal, create_refuses_existing_and_open_refuses_missing)
 	journal_close(j);
 }
 
+/*
+ * A running node holds its journal open; journal_lock_holder() names the
+ * process, and a process killed with SIGKILL holds nothing.
+ */
+Test(journal, lock_holder_names_the_process_holding_the_journal)
+{
+	int go[2], ready[2], status;
+	pid_t pid, holder = 0;
+	char c = 0;
+
+	cr_assert_eq(journal_lock_holder(jdir, &holder), 0, "no journal: nobody holds it");
+	journal_close(jopen(1));
+	cr_assert_eq(journal_lock_holder(jdir, &holder), 0, "closed: nobody holds it");
+	cr_assert_eq(pipe(go), 0);
+	cr_assert_eq(pipe(ready), 0);
+	pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		struct journal *j = NULL;
+
+		close(go[1]);
+		close(ready[0]);
+		if (journal_open(jdir, 0, NODE, &j, NULL) < 0 || write(ready[1], "x", 1) != 1)
+			_exit(1);
+		crashed = j;
+		/* Held until the parent says, or until it is killed. */
+		if (read(go[0], &c, 1) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	close(go[0]);
+	close(ready[1]);
+	cr_assert_eq(read(ready[0], &c, 1), 1, "the child opened the journal");
+	cr_assert_eq(journal_lock_holder(jdir, &holder), 1);
+	cr_assert_eq(holder, pid);
+	cr_assert_eq(journal_lock_holder(jdir, NULL), 1, "the pid is optional");
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert_eq(journal_lock_holder(jdir, &holder), 0, "a killed process holds nothing");
+	close(go[1]);
+	close(ready[0]);
+}
+
 Test(journal, node_id_and_next_seq_persist)
 {
 	struct journal *j = jopen(1);

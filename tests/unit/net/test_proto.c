@@ -225,6 +225,85 @@ Test(proto, hello_wire_layout)
 	buf_free(&b);
 }
 
+/* A pushing HELLO (ledgerctl rescue): the flags follow the vector, and only then. */
+Test(proto, hello_push_flag_round_trips_after_the_vector)
+{
+	struct proto_hello hello = {.node_id = 0x1122334455667788ull,
+				    .term = 9,
+				    .count = N_VECTOR,
+				    .applied = vector,
+				    .flags = PROTO_HELLO_PUSH};
+	struct buf b = BUF_INIT;
+	struct proto_msg msg;
+	const uint8_t *p;
+
+	memcpy(hello.cluster_id, cluster, sizeof(cluster));
+	cr_assert_eq(proto_put_hello(&b, &hello), 0);
+	p = b.data;
+	cr_assert_eq(b.len, 4 + 1 + 46 + 16 * N_VECTOR + 4);
+	cr_assert_eq(p[b.len - 4], PROTO_HELLO_PUSH);
+	cr_assert_eq(p[b.len - 3] | p[b.len - 2] | p[b.len - 1], 0);
+	parse_ok(&b, &msg);
+	cr_assert_eq(msg.hello.flags, PROTO_HELLO_PUSH);
+	cr_assert_eq(msg.hello.count, N_VECTOR);
+	cr_assert_eq(msg.hello.applied[N_VECTOR - 1].seq, vector[N_VECTOR - 1].seq);
+	proto_msg_free(&msg);
+
+	/* Without a vector too. */
+	buf_reset(&b);
+	hello.count = 0;
+	hello.applied = NULL;
+	cr_assert_eq(proto_put_hello(&b, &hello), 0);
+	cr_assert_eq(b.len, PROTO_HEADER_LEN + 46 + 4);
+	parse_ok(&b, &msg);
+	cr_assert_eq(msg.hello.flags, PROTO_HELLO_PUSH);
+	cr_assert_null(msg.hello.applied);
+	proto_msg_free(&msg);
+	buf_free(&b);
+}
+
+/* An ordinary HELLO is decoded with no flags, and written without them. */
+Test(proto, hello_without_flags_has_none)
+{
+	struct buf b = BUF_INIT;
+	struct proto_msg msg;
+
+	sample_frame(S_HELLO, &b);
+	parse_ok(&b, &msg);
+	cr_assert_eq(msg.hello.flags, 0);
+	proto_msg_free(&msg);
+	buf_free(&b);
+}
+
+Test(proto, hello_flags_refused_unless_known_and_nonzero)
+{
+	struct proto_hello hello = {.node_id = 5, .term = 1, .flags = PROTO_HELLO_PUSH};
+	struct buf b = BUF_INIT;
+	size_t at;
+
+	cr_assert_eq(proto_put_hello(&b, &hello), 0);
+	at = b.len - 4;
+	/* Written as zero: the same HELLO has one encoding, without them. */
+	put_le(b.data + at, 0, 4);
+	expect_reject(b.data, b.len, -EBADMSG, "hello flags written as zero");
+	/* A flag of a newer build. */
+	put_le(b.data + at, PROTO_HELLO_PUSH | 0x2, 4);
+	expect_reject(b.data, b.len, -EPROTO, "unknown hello flag");
+	put_le(b.data + at, 0x80000000u, 4);
+	expect_reject(b.data, b.len, -EPROTO, "unknown hello flag");
+	/* Anything but 0 or 4 bytes after the vector is no field. */
+	for (size_t cut = 1; cut < 4; cut++) {
+		put_le(b.data + at, PROTO_HELLO_PUSH, 4);
+		put_le(b.data, b.len - cut - 4, 4);
+		expect_reject(b.data, b.len - cut, -EBADMSG, "trailing bytes after hello");
+	}
+	buf_reset(&b);
+	hello.flags = 0x2;
+	cr_assert_eq(proto_put_hello(&b, &hello), -EINVAL);
+	cr_assert_eq(b.len, 0);
+	buf_free(&b);
+}
+
 Test(proto, events_round_trip_and_decode)
 {
 	struct buf b = BUF_INIT;
@@ -509,7 +588,7 @@ Test(proto, peek_refuses_length_its_type_cannot_need)
 		uint8_t type;
 		uint32_t max;
 	} types[] = {
-	    {PROTO_HELLO, 1 + 46 + 16 * PROTO_MAX_VECTOR},
+	    {PROTO_HELLO, 1 + 46 + 16 * PROTO_MAX_VECTOR + 4},
 	    {PROTO_ACK, 17},
 	    {PROTO_FETCH, 17},
 	    {PROTO_PING, 9},
