@@ -278,7 +278,10 @@ int path_fchmod(int fd, mode_t mode)
 			return -errno;
 		atomic_store_explicit(&have_fchmodat2, false, memory_order_relaxed);
 	}
-	if (chmod(path_procfd(fd, proc), mode) < 0)
-		return -errno;
-	return 0;
+	if (chmod(path_procfd(fd, proc), mode) == 0)
+		return 0;
+	/* A descriptor that is not open has no /proc entry: say so as fchmod() would. */
+	if (errno == ENOENT && fcntl(fd, F_GETFD) < 0)
+		return -EBADF;
+	return -errno;
 }
