@@ -97,10 +97,39 @@ void node_close(struct node *n, int clean);
 /*
  * Take and let go of the node lock (lock order: node_int.h).  It orders
  * local commits with every other store change; node_commit_locked() and
- * the other *_locked calls need it held.
+ * the other *_locked calls need it held.  node_lock() also waits until no
+ * parallel write (below) is between its journal append and the end of its
+ * apply, and holds new ones off until node_unlock(): its holder sees and
+ * changes the store alone.
  */
 void node_lock(struct node *n);
 void node_unlock(struct node *n);
+
+/*
+ * Parallel writes.  A data write (EV_WRITE) to one open regular file is
+ * journaled under the node lock but applied outside it, so writers of
+ * different files apply at the same time while the journal keeps one order:
+ *
+ *   node_write_lock(n);              the lock, once no node_lock() holder
+ *                                    or waiter is in the way
+ *   ... read the object's version into ev (the lock is held) ...
+ *   r = node_write_begin_locked(n, ev);   journal ev (it gets its seq)
+ *   node_write_unlock(n);
+ *   if (r == 0)
+ *           r = node_write_finish(n, ev, ctx);   apply, then void or mark applied
+ *
+ * The caller keeps every other change of that object out from before
+ * node_write_lock() to after node_write_finish() (fuse/ holds the inode's
+ * write lock), so one object's events are applied in journal order.  Only
+ * changes that commute with any change of another object may go this way.
+ * An event journaled by node_write_begin_locked() counts as committed (for
+ * the applied mark, the journal's syncs and the shippers) once it and every
+ * local event before it are finished.  Returns as node_commit_locked().
+ */
+void node_write_lock(struct node *n);
+void node_write_unlock(struct node *n);
+int node_write_begin_locked(struct node *n, struct event *ev);
+int node_write_finish(struct node *n, struct event *ev, struct apply_ctx *ctx);
 
 /* The highest term this node has seen.  Takes the lock. */
 uint64_t node_term(struct node *n);

@@ -61,13 +61,13 @@ int node_snap_request(struct node *n)
 	uint8_t v[5] = {NODE_SNAP_NEEDED, 0, 0, 0, 0};
 	int r = 0;
 
-	pthread_mutex_lock(&n->lock);
+	node_lock(n);
 	if (n->snap_state == NODE_SNAP_NONE) {
 		r = journal_meta_put(n->journal, JOURNAL_META_SNAP, v, sizeof(v), 1);
 		if (r == 0)
 			n->snap_state = NODE_SNAP_NEEDED;
 	}
-	pthread_mutex_unlock(&n->lock);
+	node_unlock(n);
 	return r;
 }
 
@@ -90,11 +90,11 @@ int node_snap_install_begin(struct node *n, const struct evid *from, const struc
 		put_le64(p + 8, from[i].seq);
 		put_le64(p + 16, until[i].seq > from[i].seq ? until[i].seq : from[i].seq);
 	}
-	pthread_mutex_lock(&n->lock);
+	node_lock(n);
 	r = journal_meta_put(n->journal, JOURNAL_META_SNAP, v, len, 1);
 	if (r == 0)
 		n->snap_state = NODE_SNAP_INSTALLING;
-	pthread_mutex_unlock(&n->lock);
+	node_unlock(n);
 	free(v);
 	return r;
 }
@@ -210,12 +210,12 @@ int node_snap_recover(struct node *n, char *err, size_t errlen)
 		goto out;
 	}
 	log_warn("%s: finishing a snapshot install a stop interrupted (%zu steps)", n->dir, plan.n);
-	pthread_mutex_lock(&n->lock);
+	node_lock(n);
 	r = snap_install(n->dir, n->store->root, &plan, NULL, NULL, &why, &path);
 	store_replaced(n->store);
 	if (r == 0)
 		r = node_snap_finish_locked(n);
-	pthread_mutex_unlock(&n->lock);
+	node_unlock(n);
 	if (r < 0) {
 		snprintf(err, errlen, "%s: snapshot install failed at %s: %s: %s", n->dir,
 			 path ? path : "(end)", why ? why : "finishing", strerror(-r));
