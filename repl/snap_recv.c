@@ -39,8 +39,9 @@
  * may ask for an entry only to compare it (a probe: received, compared
  * with ours, not staged).  Without a repair nothing is staged at all and
  * NODE_DIR is not touched; with one, the steps of the differences the
- * check accepts are installed as a heal installs them, the applied vector
- * left alone.
+ * check accepts are installed through a saved plan recorded in the
+ * journal, as a resync's, but with the applied vector left alone: a stop
+ * in the middle is finished by the node's next start.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -789,12 +790,13 @@ static int heal_done(struct snap_recv *sr, const struct proto_msg *info,
 /*
  * A check's steady round: the check reports what differs and picks the
  * steps to install.  An install that fails is the check's to report; only
- * a failure to report or plan ends the check with an error.
+ * a failure to report or plan ends the check with an error.  *keep is set
+ * when an install was begun and not finished: its staging area and plan
+ * stay for the node's next start.
  */
-static int check_done(struct snap_recv *sr, const struct proto_msg *info)
+static int check_done(struct snap_recv *sr, const struct proto_msg *info, int *keep)
 {
 	struct snap_plan accepted = {0};
-	const char *why = NULL, *path = NULL;
 	int rv;
 
 	rv = snap_check_end(sr->check, info->snap_vec.vec, info->snap_vec.count, &sr->plan,
@@ -803,10 +805,8 @@ static int check_done(struct snap_recv *sr, const struct proto_msg *info)
 		snap_plan_free(&accepted);
 		return fail(sr, rv, "cannot plan the repair");
 	}
-	if (accepted.n) {
-		rv = snap_install(sr->node_dir, sr->root_fd, &accepted, NULL, NULL, &why, &path);
-		snap_check_installed(sr->check, rv, why, path);
-	}
+	if (accepted.n)
+		*keep = snap_check_install(sr->check, sr->stage, &accepted);
 	snap_plan_free(&accepted);
 	return 0;
 }
@@ -824,7 +824,7 @@ static int receive(struct snap_recv *sr)
 	struct proto_msg info = {0}, end = {0};
 	struct repl *r = sr->r;
 	int resync = !sr->heal && !sr->check;
-	int rv;
+	int rv, keep = 0;
 
 	/* A check that does not repair writes nothing: no staging area. */
 	if (!sr->check || snap_check_repairs(sr->check)) {
@@ -868,12 +868,12 @@ static int receive(struct snap_recv *sr)
 	if (sr->heal)
 		rv = heal_done(sr, &info, &end);
 	else
-		rv = sr->check ? check_done(sr, &info) : resync_done(sr, &info, &end);
+		rv = sr->check ? check_done(sr, &info, &keep) : resync_done(sr, &info, &end);
 	if (rv < 0)
 		goto out;
 	snap_pipe_stop(sr->pipe);
 	sr->pipe = NULL;
-	if (sr->stage) {
+	if (sr->stage && !keep) {
 		snap_stage_close(sr->stage);
 		sr->stage = NULL;
 		rv = snap_stage_remove(sr->node_dir);
