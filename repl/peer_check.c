@@ -68,6 +68,7 @@ struct snap_check {
 	size_t buf_cap;
 	size_t *acc_diff; /* step of the accepted plan -> index in v */
 	size_t acc_cap;
+	uint64_t need, room; /* need > 0: a repair would not fit in the staging area */
 };
 
 /* Counters live in the caller's progress, or in this one when it gave none. */
@@ -431,6 +432,12 @@ static int positions(struct snap_check *c, const struct evid *theirs, uint32_t c
 
 static int link_declined(struct snap_check *c, const struct snap_plan *plan, size_t i);
 
+void snap_check_no_room(struct snap_check *c, uint64_t need, uint64_t room)
+{
+	c->need = need;
+	c->room = room;
+}
+
 int snap_check_end(struct snap_check *c, const struct evid *vec, uint32_t count,
 		   const struct snap_plan *plan, struct snap_plan *accepted)
 {
@@ -442,6 +449,16 @@ int snap_check_end(struct snap_check *c, const struct evid *vec, uint32_t count,
 		if (rv < 0)
 			return rv;
 		fixable = rv;
+		if (fixable && c->need && c->o->repair) {
+			note(c,
+			     "a repair needs at least %" PRIu64
+			     " MiB free in %s/%s to stage what it "
+			     "fetches, %" PRIu64
+			     " MiB are: nothing can be repaired until there is room",
+			     (c->need + (1u << 20) - 1) >> 20, c->o->node_dir, SNAP_DIR,
+			     c->room >> 20);
+			fixable = 0;
+		}
 	}
 	for (i = 0; i < c->n; i++) {
 		struct diff *x = &c->v[i];

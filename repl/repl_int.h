@@ -317,6 +317,13 @@ int snap_check_data(struct snap_check *c, uint32_t step, uint64_t off, const uin
 		    size_t len);
 
 /*
+ * The round's files would need `need` bytes staged and only `room` are free
+ * (a check's rounds stage nothing past that): snap_check_end() then says
+ * so and repairs nothing.
+ */
+void snap_check_no_room(struct snap_check *c, uint64_t need, uint64_t room);
+
+/*
  * The round was steady: report each difference (vec: the peer's position,
  * SNAP_INFO's) and, when repairing, put into *accepted the plan's steps
  * of the differences found() accepted, after keep() put aside what they

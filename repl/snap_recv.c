@@ -73,6 +73,13 @@
 #define SNAP_PIPE_BYTES	 (32u << 20) /* contents received and not yet written */
 /* Staging threads: two, so that one's syncfs does not stop the staging (measured). */
 #define SNAP_PIPE_WORKERS 2
+/*
+ * Free space a round leaves on the staging filesystem at least: the node's
+ * journal and store usually share it.  A staged file costs its size
+ * rounded up to a block, and a block more for its inode and name.
+ */
+#define SNAP_ROOM_SPARE (16u << 20)
+#define SNAP_ROOM_BLOCK 4096u
 
 static const struct snap_pipe_limits pipe_limits = {
     .objs = SNAP_FLUSH_OBJS,
@@ -128,6 +135,10 @@ struct snap_recv {
 	uint64_t del_size;
 	int64_t last_progress;
 	struct repl_snap_progress prog; /* copied into r->snap under r->lock */
+	/* Staging this round: free bytes at its start, bytes it needs, and for a check
+	 * whether it stopped staging because they did not fit. */
+	uint64_t room, need;
+	int no_room;
 };
 
 static void publish(struct snap_recv *sr, int force)
@@ -477,6 +488,31 @@ static int flush_delete(struct snap_recv *sr, const char *path)
 	return rv;
 }
 
+/*
+ * Is there room to stage a file of size bytes?  0 yes.  When not, a check
+ * stops staging (1: it goes on comparing, so that it can say how much a
+ * repair needs, and repairs nothing), a resync ends with -ENOSPC.
+ */
+static int room_for(struct snap_recv *sr, uint64_t size)
+{
+	sr->need += (size + SNAP_ROOM_BLOCK - 1) / SNAP_ROOM_BLOCK * SNAP_ROOM_BLOCK +
+		    SNAP_ROOM_BLOCK;
+	if (sr->no_room)
+		return 1;
+	if (sr->need + SNAP_ROOM_SPARE <= sr->room)
+		return 0;
+	if (sr->check) {
+		sr->no_room = 1;
+		return 1;
+	}
+	snprintf(sr->l->why, sizeof(sr->l->why),
+		 "%s: staging needs more than %" PRIu64 " bytes free in %.120s/%s (%" PRIu64
+		 " free, %u MiB kept spare)",
+		 sr->scope ? "heal" : "snapshot resync", sr->need, sr->node_dir, SNAP_DIR,
+		 sr->room, SNAP_ROOM_SPARE >> 20);
+	return -ENOSPC;
+}
+
 /* merkle_change_fn: one plan step per change, asking for what it needs. */
 static int change(void *arg, enum merkle_change what, const char *path,
 		  const struct merkle_entry *theirs, const struct merkle_entry *mine)
@@ -533,8 +569,11 @@ static int change(void *arg, enum merkle_change what, const char *path,
 		return rv;
 	if (st.op == SNAP_OP_DIR)
 		return ask(sr, step, NULL, 1, 0);
-	if (st.op == SNAP_OP_OBJ && !staged && sr->stage)
-		return ask(sr, step, theirs->digest, 0, 1);
+	if (st.op == SNAP_OP_OBJ && !staged && sr->stage) {
+		rv = room_for(sr, theirs->size);
+		if (rv <= 0)
+			return rv ? rv : ask(sr, step, theirs->digest, 0, 1);
+	}
 	if (probe)
 		return ask(sr, step, theirs->digest, 0, 0);
 	return 0;
@@ -597,6 +636,10 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	sr->nnamed = 0;
 	if (sr->check)
 		snap_check_round(sr->check);
+	sr->need = 0;
+	sr->no_room = 0;
+	if (sr->stage && (rv = snap_stage_room(sr->stage, &sr->room)) < 0)
+		return fail(sr, rv, "cannot read the staging area's free space");
 	/* Both trees are built at once: the peer's while we build ours. */
 	if (sr->scope)
 		rv = proto_put_snap_path(&sr->l->out, PROTO_SNAP_SCOPE, (uint32_t)sr->prog.round,
@@ -799,6 +842,8 @@ static int check_done(struct snap_recv *sr, const struct proto_msg *info, int *k
 	struct snap_plan accepted = {0};
 	int rv;
 
+	if (sr->no_room)
+		snap_check_no_room(sr->check, sr->need + SNAP_ROOM_SPARE, sr->room);
 	rv = snap_check_end(sr->check, info->snap_vec.vec, info->snap_vec.count, &sr->plan,
 			    &accepted);
 	if (rv < 0) {

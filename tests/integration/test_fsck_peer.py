@@ -380,3 +380,32 @@ def test_fsck_against_a_link_to_an_unrepaired_name_is_left_out():
         check_eq(s2.st_ino, s1.st_ino, "toplink is a hard link of top")
         check_eq((b.store / "toplink").read_bytes(), FILES["top"], "the peer's contents")
         fsck_expect(b, ["-n"] + against(cl), 0, ("clean against peer a",), "then clean")
+
+
+def test_fsck_against_refuses_a_repair_that_does_not_fit():
+    """b's staging area (a 4 MiB tmpfs on NODE_DIR/snap) cannot hold what
+    the repair fetches (a 6 MB file b lacks): -y lists the difference,
+    says how much room a repair needs, repairs nothing (4) and leaves the
+    store as it was; with room, it repairs."""
+    with lfs.Workdir() as wd:
+        cl = replica_pair(wd)
+        a, b = cl["a"], cl["b"]
+        cl.start("b")
+        lfs.write_file(a.m("big"), os.urandom(6 << 20))
+        cl.wait_in_sync()
+        cl.stop("b")
+        os.unlink(b.store / "big")
+        snap = b.dir / "snap"
+        snap.mkdir()
+        lfs.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", snap])
+        try:
+            before = snapshot(b.store)
+            cp = fsck_expect(b, ["-y"] + against(cl), 4,
+                             ("peer a: missing: big", "note: a repair needs at least 23 MiB free",
+                              " 0 fixed"), "-y without room")
+            check("fixing" not in cp.stdout, f"nothing fixed: {cp.stdout}")
+            check_snapshot(b.store, before, "fsck -y without room")
+        finally:
+            lfs.run(["umount", snap])
+        fsck_expect(b, ["-y"] + against(cl), 1, ("peer a: missing: big", "1 fixed"), "with room")
+        fsck_expect(b, ["-n"] + against(cl), 0, ("clean against peer a",), "then clean")
