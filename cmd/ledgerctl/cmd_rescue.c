@@ -90,9 +90,9 @@ struct sent {
 struct rescue {
 	const char *dir; /* the stopped node */
 	struct config cfg;
-	struct journal_copy jc; /* the private copy of its journal */
-	struct journal *j;	/* jc's journal */
-	uint64_t term;		/* its term */
+	struct journal_copy jc;			 /* the private copy of its journal */
+	struct journal *j;			 /* jc's journal */
+	uint64_t term;				 /* its term */
 	struct node_tail tails[NODE_MAX_FENCES]; /* its kept-aside events */
 	unsigned ntails;
 	/* The peer. */
@@ -293,9 +293,9 @@ static int load_tails(struct rescue *r)
 	if (rv < 0)
 		return rv;
 	for (i = 0; i + 32 <= len && r->ntails < NODE_MAX_FENCES; i += 32)
-		r->tails[r->ntails++] = (struct node_tail){get_le64(val + i), get_le64(val + i + 8),
-							   get_le64(val + i + 16),
-							   get_le64(val + i + 24)};
+		r->tails[r->ntails++] =
+		    (struct node_tail){get_le64(val + i), get_le64(val + i + 8),
+				       get_le64(val + i + 16), get_le64(val + i + 24)};
 	free(val);
 	return 0;
 }
@@ -342,8 +342,8 @@ static int open_node(struct rescue *r)
 	r->j = r->jc.journal;
 	if (journal_node_id(r->j) != r->cfg.node_id) {
 		fprintf(stderr,
-			"ledgerctl: rescue: %s: journal of node %016" PRIx64 ", %s/%s says %016" PRIx64
-			"\n",
+			"ledgerctl: rescue: %s: journal of node %016" PRIx64
+			", %s/%s says %016" PRIx64 "\n",
 			path, journal_node_id(r->j), r->dir, CONFIG_FILE, r->cfg.node_id);
 		return -1;
 	}
