@@ -253,6 +253,17 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 			log_info("%s: replayed %" PRIu64 " events, %" PRIu64
 				 " already in the store",
 				 dir, replayed, skipped);
+		/*
+		 * The replay's voids and applied marks are on disk before any
+		 * event is shipped: a void a peer took must not turn back into
+		 * the event it replaced after a crash here.
+		 */
+		r = journal_sync(n->journal);
+		if (r < 0) {
+			snprintf(err, errlen, "%s: cannot sync the journal after the replay: %s",
+				 path, strerror(-r));
+			goto fail;
+		}
 	}
 	/* What the journal held at open survived a restart: it is on disk. */
 	__atomic_store_n(&n->synced_seq, journal_next_seq(n->journal) - 1, __ATOMIC_RELEASE);

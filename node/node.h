@@ -76,6 +76,7 @@ void node_state(struct node *n, struct node_state *st);
 #define NODE_SNAP_NONE	     0
 #define NODE_SNAP_NEEDED     1 /* this node lacks trimmed events: resync by snapshot */
 #define NODE_SNAP_INSTALLING 2 /* staged entries are being moved into the store */
+#define NODE_SNAP_REPAIRING  3 /* an fsck --against repair's plan is being installed */
 
 /* Flags for node_open(). */
 #define NODE_OPEN_REPLAY  0x1 /* replay the unapplied tail before returning */
@@ -246,8 +247,23 @@ int node_snap_install_begin(struct node *n, const struct evid *from, const struc
 int node_snap_finish_locked(struct node *n);
 
 /*
+ * The repair of a stopped node by fsck.ledgerfs --against goes through the
+ * same durable plan (snap/plan) with its own state: node_snap_repair_begin()
+ * records, synced, that the saved plan is being installed into the store
+ * of the stopped node whose journal is j; node_snap_repair_end(), synced,
+ * that it is done.  Such an install touches no applied seq and no lenient
+ * window.  node_snap_pending() reads the state (NODE_SNAP_*) of journal j
+ * into *state, NODE_SNAP_NONE when none was ever recorded.  0 or a
+ * negative errno.
+ */
+int node_snap_repair_begin(struct journal *j);
+int node_snap_repair_end(struct journal *j);
+int node_snap_pending(struct journal *j, int *state);
+
+/*
  * Finish an install a crash interrupted: run the saved plan again, then
- * node_snap_finish_locked().  Called by node_open(); 0 if none was pending.
+ * node_snap_finish_locked() (a resync's) or node_snap_repair_end() (an
+ * fsck repair's).  Called by node_open(); 0 if none was pending.
  */
 int node_snap_recover(struct node *n, char *err, size_t errlen);
 

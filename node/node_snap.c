@@ -172,6 +172,34 @@ out:
 	return r;
 }
 
+int node_snap_repair_begin(struct journal *j)
+{
+	uint8_t v[5] = {NODE_SNAP_REPAIRING, 0, 0, 0, 0};
+
+	return journal_meta_put(j, JOURNAL_META_SNAP, v, sizeof(v), 1);
+}
+
+int node_snap_repair_end(struct journal *j)
+{
+	return journal_meta_put(j, JOURNAL_META_SNAP, (uint8_t[5]){NODE_SNAP_NONE}, 5, 1);
+}
+
+int node_snap_pending(struct journal *j, int *state)
+{
+	uint8_t *val = NULL;
+	size_t len = 0;
+	int r;
+
+	*state = NODE_SNAP_NONE;
+	r = journal_meta_get(j, JOURNAL_META_SNAP, (void **)&val, &len);
+	if (r == -ENOENT)
+		return 0;
+	if (r == 0 && len >= 1)
+		*state = val[0];
+	free(val);
+	return r;
+}
+
 int node_snap_lenient_locked(struct node *n, const struct event *ev, int r)
 {
 	unsigned i;
@@ -200,7 +228,7 @@ int node_snap_recover(struct node *n, char *err, size_t errlen)
 	const char *why = NULL, *path = NULL;
 	int r;
 
-	if (n->snap_state != NODE_SNAP_INSTALLING)
+	if (n->snap_state != NODE_SNAP_INSTALLING && n->snap_state != NODE_SNAP_REPAIRING)
 		return 0;
 	r = snap_plan_load(n->dir, &plan, &why);
 	if (r < 0) {
@@ -209,12 +237,20 @@ int node_snap_recover(struct node *n, char *err, size_t errlen)
 			 SNAP_DIR, why ? why : strerror(-r));
 		goto out;
 	}
-	log_warn("%s: finishing a snapshot install a stop interrupted (%zu steps)", n->dir, plan.n);
+	log_warn("%s: finishing %s a stop interrupted (%zu steps)", n->dir,
+		 n->snap_state == NODE_SNAP_REPAIRING ? "the install of an fsck --against repair"
+						      : "a snapshot install",
+		 plan.n);
 	node_lock(n);
 	r = snap_install(n->dir, n->store->root, &plan, NULL, NULL, &why, &path);
 	store_replaced(n->store);
-	if (r == 0)
+	if (r == 0 && n->snap_state == NODE_SNAP_REPAIRING) {
+		r = node_snap_repair_end(n->journal);
+		if (r == 0)
+			n->snap_state = NODE_SNAP_NONE;
+	} else if (r == 0) {
 		r = node_snap_finish_locked(n);
+	}
 	node_unlock(n);
 	if (r < 0) {
 		snprintf(err, errlen, "%s: snapshot install failed at %s: %s: %s", n->dir,
