@@ -339,26 +339,6 @@ int fsck_move_lost(struct fsck *f, int store_root, const char *rel)
 	return r;
 }
 
-int fsck_save_lost(struct fsck *f, int store_root, const char *rel)
-{
-	struct path_at at = {.dirfd = -1};
-	const char *base;
-	struct stat st;
-	int dir = -1, r;
-
-	r = lost_parent(f, rel, &dir, &base);
-	if (r == 0)
-		r = path_at_open(store_root, rel, &at);
-	if (r == 0 && fstatat(at.dirfd, at.base, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		r = -errno;
-	if (r == 0)
-		r = fsck_copy_new(at.dirfd, at.base, &st, dir, base);
-	path_at_release(&at);
-	if (dir >= 0)
-		close(dir);
-	return r;
-}
-
 /*
  * Keep (src_dir, src_name), whose stat is st, as (dst_dir, dst_name): a hard
  * link of a non-directory (a copy on another filesystem), a directory made
@@ -415,7 +395,10 @@ out:
 	return r;
 }
 
-int fsck_link_lost(struct fsck *f, int store_root, const char *rel)
+/* Keep the store entry rel in lost+found through keep(), which gets its stat. */
+static int keep_lost(struct fsck *f, int store_root, const char *rel,
+		     int (*keep)(int src_dir, const char *src_name, const struct stat *st,
+				 int dst_dir, const char *dst_name))
 {
 	struct path_at at = {.dirfd = -1};
 	const char *base;
@@ -428,9 +411,19 @@ int fsck_link_lost(struct fsck *f, int store_root, const char *rel)
 	if (r == 0 && fstatat(at.dirfd, at.base, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		r = -errno;
 	if (r == 0)
-		r = link_tree(at.dirfd, at.base, &st, dir, base);
+		r = keep(at.dirfd, at.base, &st, dir, base);
 	path_at_release(&at);
 	if (dir >= 0)
 		close(dir);
 	return r;
+}
+
+int fsck_save_lost(struct fsck *f, int store_root, const char *rel)
+{
+	return keep_lost(f, store_root, rel, fsck_copy_new);
+}
+
+int fsck_link_lost(struct fsck *f, int store_root, const char *rel)
+{
+	return keep_lost(f, store_root, rel, link_tree);
 }
