@@ -557,15 +557,15 @@ int event_peek_header(const uint8_t *buf, size_t len, struct event_head *h, cons
 {
 	const char *unused_why;
 	uint32_t record_len;
-	int ret;
+	int r;
 
 	if (!why)
 		why = &unused_why;
-	ret = record_len_of(buf, len, &record_len, why);
-	if (ret == 0)
-		ret = check_version(buf, why);
-	if (ret < 0)
-		return ret;
+	r = record_len_of(buf, len, &record_len, why);
+	if (r == 0)
+		r = check_version(buf, why);
+	if (r < 0)
+		return r;
 	h->len = record_len;
 	h->type = buf[OFF_TYPE];
 	h->flags = get_le16(buf + OFF_FLAGS);
@@ -581,51 +581,51 @@ int event_decode(const uint8_t *buf, size_t len, struct event *ev, size_t *used,
 	struct event_tail t;
 	const char *unused_why;
 	uint32_t record_len;
-	int ret;
+	int r;
 
 	if (!why)
 		why = &unused_why;
 	memset(ev, 0, sizeof(*ev));
 
-	ret = record_len_of(buf, len, &record_len, why);
-	if (ret < 0)
-		return ret;
+	r = record_len_of(buf, len, &record_len, why);
+	if (r < 0)
+		return r;
 	if (crc32c(0, buf + CRC_START, record_len - CRC_START) != get_le32(buf + OFF_CRC)) {
 		*why = "bad crc";
 		return -EBADMSG;
 	}
-	ret = check_version(buf, why);
-	if (ret < 0)
-		return ret;
-	ret = tail_of_record(buf, record_len, &t, why);
-	if (ret < 0)
-		return ret;
-	ret = event_check(buf[OFF_TYPE], get_le16(buf + OFF_FLAGS), &t, why);
-	if (ret < 0)
-		return ret;
+	r = check_version(buf, why);
+	if (r < 0)
+		return r;
+	r = tail_of_record(buf, record_len, &t, why);
+	if (r < 0)
+		return r;
+	r = event_check(buf[OFF_TYPE], get_le16(buf + OFF_FLAGS), &t, why);
+	if (r < 0)
+		return r;
 
 	get_header(buf, ev);
 	ev->data_len = (uint32_t)t.data_len;
-	ret = dup_string(&ev->path, t.path, t.path_len);
-	if (ret < 0)
+	r = dup_string(&ev->path, t.path, t.path_len);
+	if (r < 0)
 		goto out;
-	ret = dup_string(&ev->path2, t.path2, t.path2_len);
-	if (ret < 0)
+	r = dup_string(&ev->path2, t.path2, t.path2_len);
+	if (r < 0)
 		goto out;
-	ret = dup_string(&ev->name, t.name, t.name_len);
-	if (ret < 0)
+	r = dup_string(&ev->name, t.name, t.name_len);
+	if (r < 0)
 		goto out;
-	ret = dup_bytes(&ev->data, t.data, t.data_len);
-	if (ret < 0)
+	r = dup_bytes(&ev->data, t.data, t.data_len);
+	if (r < 0)
 		goto out;
 	if (used)
 		*used = record_len;
 out:
-	if (ret < 0) {
+	if (r < 0) {
 		*why = "out of memory";
 		event_free(ev);
 	}
-	return ret;
+	return r;
 }
 
 void event_free(struct event *ev)

@@ -81,7 +81,7 @@ int vlog_open(const char *dir, uint64_t segment_max, struct vlog **out, const ch
 {
 	struct vlog *v;
 	uint32_t last;
-	int ret;
+	int r;
 
 	*out = NULL;
 	v = calloc(1, sizeof(*v));
@@ -92,11 +92,11 @@ int vlog_open(const char *dir, uint64_t segment_max, struct vlog **out, const ch
 	v->segment_max = segment_max;
 	v->dir = strdup(dir);
 	if (!v->dir) {
-		ret = -ENOMEM;
+		r = -ENOMEM;
 		goto out;
 	}
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		ret = -errno;
+		r = -errno;
 		log_err("value log %s: mkdir: %s", dir, strerror(errno));
 		if (why)
 			*why = "cannot make the value log directory";
@@ -104,21 +104,21 @@ int vlog_open(const char *dir, uint64_t segment_max, struct vlog **out, const ch
 	}
 	v->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (v->dirfd < 0) {
-		ret = -errno;
+		r = -errno;
 		log_err("value log %s: open: %s", dir, strerror(errno));
 		if (why)
 			*why = "cannot open the value log directory";
 		goto out;
 	}
-	ret = find_last_segment(v, &last);
-	if (ret < 0) {
-		log_err("value log %s: list: %s", dir, strerror(-ret));
+	r = find_last_segment(v, &last);
+	if (r < 0) {
+		log_err("value log %s: list: %s", dir, strerror(-r));
 		if (why)
 			*why = "cannot list the value log directory";
 		goto out;
 	}
 	if (last == UINT32_MAX) {
-		ret = -EOVERFLOW;
+		r = -EOVERFLOW;
 		if (why)
 			*why = "value log segment numbers exhausted";
 		goto out;
@@ -128,7 +128,7 @@ int vlog_open(const char *dir, uint64_t segment_max, struct vlog **out, const ch
 	v = NULL;
 out:
 	vlog_close(v);
-	return ret;
+	return r;
 }
 
 void vlog_close(struct vlog *v)
@@ -158,18 +158,18 @@ static int segment_create(struct vlog *v)
 	snprintf(name, sizeof(name), "%08u.vlog", v->segment);
 	fd = openat(v->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
-		int ret = -errno;
+		int r = -errno;
 
 		log_err("value log %s/%s: create: %s", v->dir, name, strerror(errno));
-		return ret;
+		return r;
 	}
 	if (fsync(v->dirfd) < 0) {
-		int ret = -errno;
+		int r = -errno;
 
 		log_err("value log %s: fsync directory: %s", v->dir, strerror(errno));
 		close(fd);
 		unlinkat(v->dirfd, name, 0);
-		return ret;
+		return r;
 	}
 	v->fd = fd;
 	v->off = 0;
@@ -188,11 +188,11 @@ void vlog_set_segment_max(struct vlog *v, uint64_t bytes)
 /* Close the current segment (synced) so the next append starts a new one. */
 static int segment_roll(struct vlog *v)
 {
-	int ret;
+	int r;
 
-	ret = vlog_sync(v);
-	if (ret < 0)
-		return ret;
+	r = vlog_sync(v);
+	if (r < 0)
+		return r;
 	if (v->segment == UINT32_MAX)
 		return -EOVERFLOW;
 	close(v->fd);
@@ -235,21 +235,21 @@ int vlog_append(struct vlog *v, uint64_t origin, uint64_t seq, const void *data,
 	struct iovec iov[2];
 	uint64_t rec = VLOG_HEADER_LEN + (uint64_t)len;
 	uint32_t crc;
-	int ret;
+	int r;
 
 	if (v->failed)
 		return v->failed;
 	if (len > VLOG_MAX_PAYLOAD)
 		return -EINVAL;
 	if (v->fd >= 0 && v->off > 0 && v->off + rec > v->segment_max) {
-		ret = segment_roll(v);
-		if (ret < 0)
-			return ret;
+		r = segment_roll(v);
+		if (r < 0)
+			return r;
 	}
 	if (v->fd < 0) {
-		ret = segment_create(v);
-		if (ret < 0)
-			return ret;
+		r = segment_create(v);
+		if (r < 0)
+			return r;
 	}
 	crc = crc32c(0, data, len);
 	put_le32(hdr, len);
@@ -258,16 +258,16 @@ int vlog_append(struct vlog *v, uint64_t origin, uint64_t seq, const void *data,
 	put_le64(hdr + 16, seq);
 	iov[0] = (struct iovec){.iov_base = hdr, .iov_len = sizeof(hdr)};
 	iov[1] = (struct iovec){.iov_base = (void *)data, .iov_len = len};
-	ret = write_full(v->fd, iov, 2, v->off);
-	if (ret < 0) {
+	r = write_full(v->fd, iov, 2, v->off);
+	if (r < 0) {
 		log_err("value log %s/%08u.vlog: write at %llu: %s", v->dir, v->segment,
-			(unsigned long long)v->off, strerror(-ret));
+			(unsigned long long)v->off, strerror(-r));
 		/* Drop the partial record; harmless if this fails, the next append overwrites it.
 		 */
 		if (ftruncate(v->fd, (off_t)v->off) < 0)
 			log_warn("value log %s/%08u.vlog: truncate after failed write: %s", v->dir,
 				 v->segment, strerror(errno));
-		return ret;
+		return r;
 	}
 	*ref = (struct vref){
 	    .segment = v->segment,
@@ -313,10 +313,10 @@ int vlog_sync_begin(struct vlog *v, struct vlog_sync *s)
 		return 0;
 	s->fd = fcntl(v->fd, F_DUPFD_CLOEXEC, 0);
 	if (s->fd < 0) {
-		int ret = -errno;
+		int r = -errno;
 
 		log_err("value log %s/%08u.vlog: dup: %s", v->dir, v->segment, strerror(errno));
-		return ret;
+		return r;
 	}
 	return 1;
 }
@@ -368,7 +368,7 @@ static int segment_read_fd(struct vlog *v, uint32_t segment, int *fd, const char
 	snprintf(name, sizeof(name), "%08u.vlog", segment);
 	nfd = openat(v->dirfd, name, O_RDONLY | O_CLOEXEC);
 	if (nfd < 0) {
-		int ret = -errno;
+		int r = -errno;
 
 		if (errno == ENOENT) {
 			*why = "value log segment missing";
@@ -376,7 +376,7 @@ static int segment_read_fd(struct vlog *v, uint32_t segment, int *fd, const char
 		}
 		log_err("value log %s/%s: open: %s", v->dir, name, strerror(errno));
 		*why = "cannot open value log segment";
-		return ret;
+		return r;
 	}
 	slot = &v->rfd[v->rfd_next];
 	v->rfd_next = (v->rfd_next + 1) % VLOG_READ_FDS;
@@ -443,18 +443,18 @@ int vlog_read(struct vlog *v, const struct vref *ref, uint64_t origin, uint64_t 
 	      const char **why)
 {
 	const char *dummy;
-	int fd = -1, ret;
+	int fd = -1, r;
 
 	if (!why)
 		why = &dummy;
-	ret = segment_read_fd(v, ref->segment, &fd, why);
-	if (ret < 0)
-		return ret;
-	ret = vlog_read_fd(fd, ref, origin, seq, buf, why);
-	if (ret < 0 && ret != -EBADMSG)
+	r = segment_read_fd(v, ref->segment, &fd, why);
+	if (r < 0)
+		return r;
+	r = vlog_read_fd(fd, ref, origin, seq, buf, why);
+	if (r < 0 && r != -EBADMSG)
 		log_err("value log %s/%08u.vlog: read at %llu: %s", v->dir, ref->segment,
-			(unsigned long long)ref->offset, strerror(-ret));
-	return ret;
+			(unsigned long long)ref->offset, strerror(-r));
+	return r;
 }
 
 int vlog_dup_segment(struct vlog *v, uint32_t segment, int *fd, const char **why)
@@ -484,7 +484,7 @@ uint32_t vlog_segment(const struct vlog *v)
 int vlog_remove(struct vlog *v, uint32_t segment)
 {
 	char name[32];
-	int ret;
+	int r;
 
 	if (segment == v->segment)
 		return -EBUSY;
@@ -496,21 +496,21 @@ int vlog_remove(struct vlog *v, uint32_t segment)
 	}
 	snprintf(name, sizeof(name), "%08u.vlog", segment);
 	if (unlinkat(v->dirfd, name, 0) < 0 && errno != ENOENT) {
-		ret = -errno;
+		r = -errno;
 		log_err("value log %s/%s: unlink: %s", v->dir, name, strerror(errno));
-		return ret;
+		return r;
 	}
 	return 0;
 }
 
 int vlog_sync_dir(struct vlog *v)
 {
-	int ret;
+	int r;
 
 	if (fsync(v->dirfd) < 0) {
-		ret = -errno;
+		r = -errno;
 		log_err("value log %s: fsync directory: %s", v->dir, strerror(errno));
-		return ret;
+		return r;
 	}
 	return 0;
 }

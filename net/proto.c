@@ -528,7 +528,7 @@ static int parse_path(struct cursor *c, char **out, const char **why)
 static int parse_snap_path(struct cursor *c, uint8_t type, struct proto_snap_path *sp,
 			   const char **why)
 {
-	int ret;
+	int r;
 
 	if (type == PROTO_SNAP_GET || type == PROTO_SNAP_SCOPE) {
 		if (c->left < 4) {
@@ -537,9 +537,9 @@ static int parse_snap_path(struct cursor *c, uint8_t type, struct proto_snap_pat
 		}
 		sp->id = take32(c);
 	}
-	ret = parse_path(c, &sp->path, why);
-	if (ret < 0)
-		return ret;
+	r = parse_path(c, &sp->path, why);
+	if (r < 0)
+		return r;
 	if (type == PROTO_SNAP_DIR) {
 		sp->listing = c->p;
 		sp->listing_len = c->left;
@@ -651,7 +651,7 @@ int proto_parse(const uint8_t *frame, size_t len, struct proto_msg *out, const c
 	struct cursor c;
 	uint64_t v[2] = {0, 0};
 	uint32_t n;
-	int ret;
+	int r;
 
 	if (!why)
 		why = &unused_why;
@@ -682,60 +682,60 @@ int proto_parse(const uint8_t *frame, size_t len, struct proto_msg *out, const c
 
 	switch (out->type) {
 	case PROTO_HELLO:
-		ret = parse_hello(&c, &out->hello, why);
+		r = parse_hello(&c, &out->hello, why);
 		break;
 	case PROTO_EVENTS:
-		ret = parse_events(&c, &out->events, why);
+		r = parse_events(&c, &out->events, why);
 		break;
 	case PROTO_ACK:
-		ret = parse_u64s(&c, v, 2, why);
+		r = parse_u64s(&c, v, 2, why);
 		out->ack = (struct proto_ack){v[0], v[1]};
 		break;
 	case PROTO_FETCH:
-		ret = parse_u64s(&c, v, 2, why);
+		r = parse_u64s(&c, v, 2, why);
 		out->fetch = (struct proto_fetch){v[0], v[1]};
 		break;
 	case PROTO_PING:
 	case PROTO_PONG:
-		ret = parse_u64s(&c, v, 1, why);
+		r = parse_u64s(&c, v, 1, why);
 		out->nonce = v[0];
 		break;
 	case PROTO_ERROR:
-		ret = parse_error(&c, &out->error, why);
+		r = parse_error(&c, &out->error, why);
 		break;
 	case PROTO_SNAP_BEGIN:
 	case PROTO_SNAP_DONE:
-		ret = parse_u64s(&c, v, 1, why);
+		r = parse_u64s(&c, v, 1, why);
 		out->round = v[0];
 		break;
 	case PROTO_SNAP_INFO:
 	case PROTO_SNAP_END:
-		ret = parse_snap_vec(&c, &out->snap_vec, why);
-		if (ret == 0 && out->type == PROTO_SNAP_END && out->snap_vec.entries) {
+		r = parse_snap_vec(&c, &out->snap_vec, why);
+		if (r == 0 && out->type == PROTO_SNAP_END && out->snap_vec.entries) {
 			*why = "snapshot end with entries";
-			ret = -EBADMSG;
+			r = -EBADMSG;
 		}
 		break;
 	case PROTO_SNAP_LIST:
 	case PROTO_SNAP_DIR:
 	case PROTO_SNAP_GET:
 	case PROTO_SNAP_SCOPE:
-		ret = parse_snap_path(&c, out->type, &out->snap_path, why);
+		r = parse_snap_path(&c, out->type, &out->snap_path, why);
 		break;
 	case PROTO_SNAP_ENTRY:
-		ret = parse_snap_entry(&c, &out->snap_entry, why);
+		r = parse_snap_entry(&c, &out->snap_entry, why);
 		break;
 	case PROTO_SNAP_DATA:
-		ret = parse_snap_data(&c, &out->snap_data, why);
+		r = parse_snap_data(&c, &out->snap_data, why);
 		break;
 	default:
 		*why = "unknown frame type";
-		ret = -EPROTO;
+		r = -EPROTO;
 		break;
 	}
-	if (ret < 0)
+	if (r < 0)
 		proto_msg_free(out);
-	return ret;
+	return r;
 }
 
 void proto_msg_free(struct proto_msg *msg)
@@ -787,27 +787,27 @@ int proto_event_decode(const uint8_t *rec, size_t len, struct event *ev, const c
 {
 	const char *unused_why;
 	size_t used = 0;
-	int ret;
+	int r;
 
 	if (!why)
 		why = &unused_why;
-	ret = event_decode(rec, len, ev, &used, why);
-	if (ret < 0)
-		return ret;
+	r = event_decode(rec, len, ev, &used, why);
+	if (r < 0)
+		return r;
 	if (used != len) {
 		*why = "record shorter than its frame length";
-		ret = -EBADMSG;
+		r = -EBADMSG;
 		goto out;
 	}
 	if (ev->flags & EVENT_F_VREF) {
 		*why = "value-log reference in a shipped event";
-		ret = -EBADMSG;
+		r = -EBADMSG;
 		goto out;
 	}
 out:
-	if (ret < 0)
+	if (r < 0)
 		event_free(ev);
-	return ret;
+	return r;
 }
 
 /*
@@ -818,11 +818,11 @@ out:
 static int put_frame(struct buf *b, uint8_t type, size_t body_len, uint8_t **body)
 {
 	uint8_t *p;
-	int ret;
+	int r;
 
-	ret = buf_reserve(b, PROTO_HEADER_LEN + body_len);
-	if (ret < 0)
-		return ret;
+	r = buf_reserve(b, PROTO_HEADER_LEN + body_len);
+	if (r < 0)
+		return r;
 	p = b->data + b->len;
 	put_le32(p, (uint32_t)(1 + body_len));
 	p[LEN_FIELD] = type;
@@ -834,18 +834,18 @@ static int put_frame(struct buf *b, uint8_t type, size_t body_len, uint8_t **bod
 int proto_put_hello(struct buf *b, const struct proto_hello *hello)
 {
 	uint8_t *p;
-	int ret;
+	int r;
 
 	if (hello->count > PROTO_MAX_VECTOR || (hello->count != 0 && !hello->applied))
 		return -EINVAL;
 	if (!vector_sorted(hello->applied, hello->count) || (hello->flags & ~PROTO_HELLO_FLAGS))
 		return -EINVAL;
-	ret = put_frame(b, PROTO_HELLO,
+	r = put_frame(b, PROTO_HELLO,
 			HELLO_FIXED + (size_t)hello->count * HELLO_ENTRY +
 			    (hello->flags ? HELLO_FLAGS : 0),
 			&p);
-	if (ret < 0)
-		return ret;
+	if (r < 0)
+		return r;
 	put_le16(p, PROTO_VERSION);
 	memcpy(p + 2, hello->cluster_id, PROTO_CLUSTER_ID_LEN);
 	p += 2 + PROTO_CLUSTER_ID_LEN;
@@ -866,11 +866,11 @@ int proto_put_hello(struct buf *b, const struct proto_hello *hello)
 static int put_u64s(struct buf *b, uint8_t type, const uint64_t *v, size_t n_u64)
 {
 	uint8_t *p;
-	int ret;
+	int r;
 
-	ret = put_frame(b, type, 8 * n_u64, &p);
-	if (ret < 0)
-		return ret;
+	r = put_frame(b, type, 8 * n_u64, &p);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < n_u64; i++)
 		put_le64(p + 8 * i, v[i]);
 	return 0;
@@ -900,16 +900,16 @@ int proto_put_error(struct buf *b, uint16_t code, const char *msg)
 {
 	size_t n;
 	uint8_t *p;
-	int ret;
+	int r;
 
 	if (!msg)
 		msg = "";
 	n = strnlen(msg, PROTO_MAX_ERROR_MSG + 1);
 	if (n > PROTO_MAX_ERROR_MSG || check_text((const uint8_t *)msg, n))
 		return -EINVAL;
-	ret = put_frame(b, PROTO_ERROR, ERROR_FIXED + n, &p);
-	if (ret < 0)
-		return ret;
+	r = put_frame(b, PROTO_ERROR, ERROR_FIXED + n, &p);
+	if (r < 0)
+		return r;
 	put_le16(p, code);
 	put_le16(p + 2, (uint16_t)n);
 	memcpy(p + ERROR_FIXED, msg, n);
@@ -927,15 +927,15 @@ int proto_put_snap_vec(struct buf *b, uint8_t type, uint64_t round, uint64_t ent
 		       const struct evid *vec, uint32_t count)
 {
 	uint8_t *p;
-	int ret;
+	int r;
 
 	if ((type != PROTO_SNAP_INFO && type != PROTO_SNAP_END) ||
 	    (type == PROTO_SNAP_END && entries) || count > PROTO_MAX_VECTOR || (count && !vec) ||
 	    !vector_sorted(vec, count))
 		return -EINVAL;
-	ret = put_frame(b, type, SNAP_VEC_FIXED + (size_t)count * HELLO_ENTRY, &p);
-	if (ret < 0)
-		return ret;
+	r = put_frame(b, type, SNAP_VEC_FIXED + (size_t)count * HELLO_ENTRY, &p);
+	if (r < 0)
+		return r;
 	put_le64(p, round);
 	put_le64(p + 8, entries);
 	put_le32(p + 16, count);
@@ -954,13 +954,13 @@ static int put_path_frame(struct buf *b, uint8_t type, int with_id, uint32_t id,
 	const char *why;
 	size_t n = strlen(path), head = (with_id ? 4 : 0) + 2 + n;
 	uint8_t *p;
-	int ret;
+	int r;
 
 	if (path_check(path, &why) < 0 || n > PATH_REL_MAX)
 		return -EINVAL;
-	ret = put_frame(b, type, head + extra, &p);
-	if (ret < 0)
-		return ret;
+	r = put_frame(b, type, head + extra, &p);
+	if (r < 0)
+		return r;
 	if (with_id) {
 		put_le32(p, id);
 		p += 4;
@@ -983,14 +983,14 @@ int proto_put_snap_path(struct buf *b, uint8_t type, uint32_t id, const char *pa
 int proto_put_snap_dir(struct buf *b, const char *path, const uint8_t *listing, size_t len)
 {
 	uint8_t *rest;
-	int ret;
+	int r;
 
 	if (len > PROTO_MAX_FRAME - 1 - 2 - strlen(path))
 		return -EMSGSIZE;
-	ret = put_path_frame(b, PROTO_SNAP_DIR, 0, 0, path, len, &rest);
-	if (ret == 0)
+	r = put_path_frame(b, PROTO_SNAP_DIR, 0, 0, path, len, &rest);
+	if (r == 0)
 		memcpy(rest, listing, len);
-	return ret;
+	return r;
 }
 
 int proto_put_snap_entry(struct buf *b, uint32_t id, uint8_t status, const struct snap_meta *meta)
@@ -1035,13 +1035,13 @@ int proto_put_snap_entry(struct buf *b, uint32_t id, uint8_t status, const struc
 int proto_put_snap_data(struct buf *b, uint32_t id, uint64_t offset, size_t len, uint8_t **data)
 {
 	uint8_t *p;
-	int ret;
+	int r;
 
 	if (len > PROTO_SNAP_DATA_MAX)
 		return -EMSGSIZE;
-	ret = put_frame(b, PROTO_SNAP_DATA, SNAP_DATA_FIXED + len, &p);
-	if (ret < 0)
-		return ret;
+	r = put_frame(b, PROTO_SNAP_DATA, SNAP_DATA_FIXED + len, &p);
+	if (r < 0)
+		return r;
 	put_le32(p, id);
 	put_le64(p + 4, offset);
 	*data = p + SNAP_DATA_FIXED;
@@ -1051,12 +1051,12 @@ int proto_put_snap_data(struct buf *b, uint32_t id, uint64_t offset, size_t len,
 int proto_put_events_begin(struct buf *b, struct proto_batch *batch)
 {
 	uint8_t *p;
-	int ret;
+	int r;
 
 	/* The length and the count are patched in by proto_put_events_end(). */
-	ret = put_frame(b, PROTO_EVENTS, EVENTS_FIXED, &p);
-	if (ret < 0)
-		return ret;
+	r = put_frame(b, PROTO_EVENTS, EVENTS_FIXED, &p);
+	if (r < 0)
+		return r;
 	batch->start = b->len - PROTO_HEADER_LEN - EVENTS_FIXED;
 	batch->count = 0;
 	return 0;
@@ -1076,11 +1076,11 @@ static int batch_room(struct buf *b, const struct proto_batch *batch, size_t len
 
 int proto_put_events_add(struct buf *b, struct proto_batch *batch, const uint8_t *rec, size_t len)
 {
-	int ret;
+	int r;
 
-	ret = batch_room(b, batch, len);
-	if (ret < 0)
-		return ret;
+	r = batch_room(b, batch, len);
+	if (r < 0)
+		return r;
 	put_le32(b->data + b->len, (uint32_t)len);
 	memcpy(b->data + b->len + 4, rec, len);
 	b->len += 4 + len;
@@ -1090,11 +1090,11 @@ int proto_put_events_add(struct buf *b, struct proto_batch *batch, const uint8_t
 
 int proto_put_events_reserve(struct buf *b, struct proto_batch *batch, size_t len, size_t *off)
 {
-	int ret;
+	int r;
 
-	ret = batch_room(b, batch, len);
-	if (ret < 0)
-		return ret;
+	r = batch_room(b, batch, len);
+	if (r < 0)
+		return r;
 	put_le32(b->data + b->len, (uint32_t)len);
 	*off = b->len + 4;
 	b->len += 4 + len;
@@ -1105,15 +1105,15 @@ int proto_put_events_reserve(struct buf *b, struct proto_batch *batch, size_t le
 int proto_put_events_add_event(struct buf *b, struct proto_batch *batch, const struct event *ev)
 {
 	size_t len = event_encoded_len(ev), got;
-	int ret;
+	int r;
 
 	if (ev->flags & EVENT_F_VREF)
 		return -EINVAL;
-	ret = batch_room(b, batch, len);
-	if (ret < 0)
-		return ret;
-	ret = event_encode(ev, b->data + b->len + 4, len, &got);
-	if (ret < 0)
+	r = batch_room(b, batch, len);
+	if (r < 0)
+		return r;
+	r = event_encode(ev, b->data + b->len + 4, len, &got);
+	if (r < 0)
 		return -EINVAL;
 	put_le32(b->data + b->len, (uint32_t)got);
 	b->len += 4 + got;

@@ -34,18 +34,18 @@ int sock_send_all(int fd, const void *data, size_t len, int cancel_fd, int64_t d
 {
 	const char *p = data;
 	ssize_t n;
-	int ret = 0;
+	int r = 0;
 
-	while (len && !ret) {
+	while (len && !r) {
 		n = send(fd, p, len, MSG_NOSIGNAL);
 		if (n >= 0) {
 			p += n;
 			len -= (size_t)n;
 		} else if (errno == EAGAIN) {
-			ret = sock_wait(fd, POLLOUT, cancel_fd, deadline);
+			r = sock_wait(fd, POLLOUT, cancel_fd, deadline);
 		} else if (errno != EINTR) {
-			ret = -errno;
+			r = -errno;
 		}
 	}
-	return ret;
+	return r;
 }

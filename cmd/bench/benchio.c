@@ -143,7 +143,7 @@ static int run_seqwrite(const struct opts *o)
 	char path[PATH_MAX];
 	unsigned char *buf;
 	uint64_t counter = 0, done = 0;
-	int fd, ret = -1;
+	int fd, r = -1;
 	double t0;
 
 	snprintf(path, sizeof(path), "%s/seq.dat", o->dir);
@@ -169,13 +169,13 @@ static int run_seqwrite(const struct opts *o)
 		goto out_fd;
 	}
 	print_rate("seqwrite", done, now() - t0);
-	ret = 0;
+	r = 0;
 out_fd:
 	if (close_checked(fd, path) < 0)
-		ret = -1;
+		r = -1;
 out_buf:
 	free(buf);
-	return ret;
+	return r;
 }
 
 /*
@@ -188,7 +188,7 @@ static int run_seqread(const struct opts *o)
 	char path[PATH_MAX];
 	unsigned char *buf;
 	uint64_t done = 0;
-	int fd, err, ret = -1;
+	int fd, err, r = -1;
 	double t0;
 
 	snprintf(path, sizeof(path), "%s/seq.dat", o->dir);
@@ -221,13 +221,13 @@ static int run_seqread(const struct opts *o)
 		done += (uint64_t)n;
 	}
 	print_rate("seqread", done, now() - t0);
-	ret = 0;
+	r = 0;
 out_fd:
 	if (close_checked(fd, path) < 0)
-		ret = -1;
+		r = -1;
 out_buf:
 	free(buf);
-	return ret;
+	return r;
 }
 
 /*
@@ -240,7 +240,7 @@ static int run_randwrite(const struct opts *o)
 	char path[PATH_MAX];
 	unsigned char *buf;
 	uint64_t counter = 0, ops = 0, pages = o->size / PAGE;
-	int fd, ret = -1;
+	int fd, r = -1;
 	double t0, end, secs;
 
 	snprintf(path, sizeof(path), "%s/rand.dat", o->dir);
@@ -288,13 +288,13 @@ static int run_randwrite(const struct opts *o)
 	secs = now() - t0;
 	printf("result randwrite ops=%" PRIu64 " secs=%.3f iops=%.0f\n", ops, secs,
 	       (double)ops / secs);
-	ret = 0;
+	r = 0;
 out_fd:
 	if (close_checked(fd, path) < 0)
-		ret = -1;
+		r = -1;
 out_buf:
 	free(buf);
-	return ret;
+	return r;
 }
 
 /* Append 4 KiB to DIR/fsync.dat and fsync it, again and again for o->secs. */
@@ -303,7 +303,7 @@ static int run_fsyncwrite(const struct opts *o)
 	char path[PATH_MAX];
 	unsigned char *buf;
 	uint64_t counter = 0, ops = 0;
-	int fd, ret = -1;
+	int fd, r = -1;
 	double t0, end, secs;
 
 	snprintf(path, sizeof(path), "%s/fsync.dat", o->dir);
@@ -330,13 +330,13 @@ static int run_fsyncwrite(const struct opts *o)
 	secs = now() - t0;
 	printf("result fsyncwrite ops=%" PRIu64 " secs=%.3f iops=%.0f\n", ops, secs,
 	       (double)ops / secs);
-	ret = 0;
+	r = 0;
 out_fd:
 	if (close_checked(fd, path) < 0)
-		ret = -1;
+		r = -1;
 out_buf:
 	free(buf);
-	return ret;
+	return r;
 }
 
 /*
@@ -351,7 +351,7 @@ static int run_create(const struct opts *o)
 	char path[PATH_MAX];
 	unsigned char *buf;
 	uint64_t counter = 0;
-	int ret = -1;
+	int r = -1;
 	double t0, secs;
 	/* A fixed past time, one second apart per file: explicit times, as an apply sets. */
 	struct timespec times[2] = {{.tv_sec = 1700000000}, {.tv_sec = 1700000000}};
@@ -393,10 +393,10 @@ static int run_create(const struct opts *o)
 	secs = now() - t0;
 	printf("result create files=%u secs=%.3f ops=%.0f\n", o->files, secs,
 	       (double)o->files / secs);
-	ret = 0;
+	r = 0;
 out:
 	free(buf);
-	return ret;
+	return r;
 }
 
 /*
@@ -508,7 +508,7 @@ static int run_jobs(const char *name, int (*run)(const struct opts *o), const st
 	double rate = 0, secs = 0;
 	uint64_t count = 0;
 	unsigned j, started = 0;
-	int ret = 0;
+	int r = 0;
 	char c;
 
 	if (o->jobs > 64 || pipe(ready) < 0 || pipe(go) < 0) {
@@ -521,12 +521,12 @@ static int run_jobs(const char *name, int (*run)(const struct opts *o), const st
 
 		snprintf(dir, sizeof(dir), "%s/job%u", o->dir, j);
 		if ((mkdir(dir, 0755) < 0 && errno != EEXIST) || pipe(out + 2 * j) < 0) {
-			ret = fail("mkdir", dir);
+			r = fail("mkdir", dir);
 			break;
 		}
 		pids[j] = fork();
 		if (pids[j] < 0) {
-			ret = fail("fork", dir);
+			r = fail("fork", dir);
 			break;
 		}
 		if (pids[j] == 0) {
@@ -562,7 +562,7 @@ static int run_jobs(const char *name, int (*run)(const struct opts *o), const st
 		if (waitpid(pids[j], &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0 ||
 		    result_field(line, "secs") <= 0) {
 			fprintf(stderr, "ledgerfs-benchio: %s job %u failed\n", name, j);
-			ret = -1;
+			r = -1;
 			continue;
 		}
 		if (result_field(line, "secs") > secs)
@@ -576,7 +576,7 @@ static int run_jobs(const char *name, int (*run)(const struct opts *o), const st
 	}
 	close(ready[0]);
 	close(go[0]);
-	if (ret < 0 || started < o->jobs)
+	if (r < 0 || started < o->jobs)
 		return -1;
 	if (!strcmp(name, "randwrite"))
 		printf("result randwrite jobs=%u ops=%" PRIu64 " secs=%.3f iops=%.0f\n", o->jobs,
