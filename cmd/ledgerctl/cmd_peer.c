@@ -125,7 +125,7 @@ int cmd_peer(int argc, char **argv)
 	char path[PATH_MAX], err[1024];
 	struct config_peer add;
 	struct config cfg;
-	int c, nargs, rc;
+	int c, nargs, r;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "i:h", longopts, NULL)) != -1) {
@@ -175,17 +175,17 @@ int cmd_peer(int argc, char **argv)
 		fprintf(stderr, "ledgerctl: peer %s: %s: path too long\n", verb, dir);
 		return 1;
 	}
-	rc = config_load(path, &cfg, err, sizeof(err));
-	if (rc < 0) {
+	r = config_load(path, &cfg, err, sizeof(err));
+	if (r < 0) {
 		fprintf(stderr, "ledgerctl: peer %s: %s%s\n", verb, err,
-			rc == -ENOENT ? " (not a node directory: see 'ledgerctl init')" : "");
+			r == -ENOENT ? " (not a node directory: see 'ledgerctl init')" : "");
 		return 1;
 	}
 	if (!strcmp(verb, "add"))
-		rc = peer_add(dir, path, &cfg, &add);
+		r = peer_add(dir, path, &cfg, &add);
 	else if (!strcmp(verb, "remove"))
-		rc = peer_remove(dir, path, &cfg, argv[optind + 2]);
+		r = peer_remove(dir, path, &cfg, argv[optind + 2]);
 	else
 		peer_list(&cfg);
-	return rc < 0 ? 1 : 0;
+	return r < 0 ? 1 : 0;
 }
