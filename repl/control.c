@@ -172,7 +172,7 @@ static void serve_client(struct control *c, int fd)
 {
 	int64_t deadline = clock_mono_ms() + CONTROL_TIMEOUT_MS;
 	char req[CONTROL_MAX_REQUEST + 1];
-	char msg[CONTROL_MAX_REQUEST + 128];
+	char msg[CONTROL_MAX_REPLY_LINE];
 	const void *data = msg;
 	size_t req_len = 0, len;
 	int ret;

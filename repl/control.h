@@ -9,6 +9,9 @@
  *   status        the status for a person (status_fmt_text)
  *   status json   the status as one JSON object (status_fmt_json)
  *   metrics       Prometheus text format 0.0.4 (status_fmt_prometheus)
+ *   applied       "ok: moves=M ORIGIN:SEQ ...": the applied vector, read under
+ *                 the node lock, and the store's renames and links so far
+ *                 (store_moves()); what a backup of a running node reads
  *
  * and reads the reply until the server closes.  Anything else gets
  * "error: unknown request 'X'\n".  A request is served within
@@ -23,6 +26,8 @@
 #define CONTROL_SOCKET	    "control.sock"
 #define CONTROL_MAX_REQUEST 64
 #define CONTROL_TIMEOUT_MS  2000
+/* The longest reply line an action may write, newline included. */
+#define CONTROL_MAX_REPLY_LINE 4096
 
 struct control;
 

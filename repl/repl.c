@@ -914,6 +914,44 @@ static int status_snapshot(void *arg, struct repl_status *st)
 }
 
 /* Control requests that change the node: promote, demote. */
+/*
+ * "applied": "ok: moves=M ORIGIN:SEQ ...\n", the applied vector (origins in
+ * hex) read under the node lock, so that every change the store shows
+ * when the reply is built is counted in it, and store_moves() (renames and
+ * links begun so far).  A backup reads it before and after it walks the
+ * store: see cmd/ledgerctl/cmd_backup.c.
+ */
+static int control_applied(struct repl *r, char *reply, size_t len)
+{
+	uint64_t origins[REPL_MAX_ORIGINS], seqs[REPL_MAX_ORIGINS], moves;
+	unsigned n, i;
+	size_t used;
+	int w;
+
+	pthread_mutex_lock(&r->lock);
+	n = r->norigins;
+	memcpy(origins, r->origins, n * sizeof(origins[0]));
+	pthread_mutex_unlock(&r->lock);
+	node_lock(r->n);
+	for (i = 0; i < n; i++)
+		seqs[i] = journal_applied(node_journal(r->n), origins[i]);
+	moves = store_moves(node_store(r->n));
+	node_unlock(r->n);
+	w = snprintf(reply, len, "ok: moves=%" PRIu64, moves);
+	used = w > 0 ? (size_t)w : 0;
+	for (i = 0; i < n && used < len; i++) {
+		w = snprintf(reply + used, len - used, " %016" PRIx64 ":%" PRIu64, origins[i],
+			     seqs[i]);
+		used += w > 0 ? (size_t)w : 0;
+	}
+	if (used + 2 > len) {
+		snprintf(reply, len, "error: applied: vector longer than a reply\n");
+		return 0;
+	}
+	memcpy(reply + used, "\n", 2);
+	return 0;
+}
+
 static int control_action(void *arg, const char *req, char *reply, size_t len)
 {
 	struct repl *r = arg;
@@ -929,6 +967,8 @@ static int control_action(void *arg, const char *req, char *reply, size_t len)
 			snprintf(reply, len, "ok: %s is primary of term %" PRIu64 "\n", r->cfg.name,
 				 term);
 		}
+	} else if (!strcmp(req, "applied")) {
+		return control_applied(r, reply, len);
 	} else if (!strcmp(req, "demote")) {
 		rv = node_demote(r->n, "demoted by ledgerctl");
 		if (rv == 0)
