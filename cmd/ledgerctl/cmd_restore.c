@@ -301,7 +301,7 @@ static int same_file(struct restore *rs, const struct manifest_entry *e)
 	int fd, r;
 
 	if (fstatat(rs->root, e->path, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_size != e->size || st.st_nlink > 1)
+	    (uint64_t)st.st_size != e->size)
 		return 0;
 	fd = openat(rs->root, e->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)

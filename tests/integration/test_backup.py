@@ -161,3 +161,224 @@ def test_backup_and_restore_of_a_stopped_node():
                  "restored store and the stopped node's")
         cl.start("b")
         cl.wait_in_sync()
+
+
+def test_backup_retries_a_failed_subtask_alone():
+    """A subtask made to fail once (fault hook) is retried and the backup
+    completes; the restore equals the source."""
+    with lfs.Workdir() as wd:
+        cl = _cluster(wd)
+        repo = wd.path / "repo"
+        cp = _backup(cl["b"].dir, repo, env=_env(LEDGERFS_FAULT_BACKUP_FAIL_ONCE="data/d1/f005"),
+                     extra=("--jobs", "3", "--retries", "2"))
+        check(re.search(r"subtask of \d+ files from .* failed \(data/d1/f005: injected fault",
+                        cp.stderr), f"the failure is reported: {cp.stderr!r}")
+        check("retrying (1 of 2)" in cp.stderr, cp.stderr)
+        check("1 subtasks retried" in cp.stdout, cp.stdout)
+        _restore(repo, wd.path / "r")
+        check_eq(lfs.digest(wd.path / "r" / "store"), lfs.digest(cl["b"].store), "restore")
+        # With no retries left the failure ends the backup, naming the file.
+        cp = _backup(cl["b"].dir, wd.path / "repo2", check_rc=False,
+                     env=_env(LEDGERFS_FAULT_BACKUP_FAIL_ONCE="data/d1/f005"),
+                     extra=("--retries", "0"))
+        check_eq(cp.returncode, 1, "a subtask failing with no retry left")
+        check("data/d1/f005: injected fault" in cp.stderr, cp.stderr)
+        check_eq(list((wd.path / "repo2" / "manifests").iterdir()), [],
+                 "no manifest for a failed backup")
+
+
+def test_backup_killed_half_way_resumes_without_uploading_twice():
+    """A backup killed with SIGKILL half-way leaves whole blobs only; run
+    again, it stores only the rest and completes."""
+    with lfs.Workdir() as wd:
+        cl = Cluster(wd, ["a", "b"], serve=["b"])
+        _tree(cl["a"].m("data"), count=120, size=20000)
+        cl.wait_in_sync()
+        repo = wd.path / "repo"
+        proc = subprocess.Popen([str(lfs.LEDGERCTL), "backup", str(cl["b"].dir), "--to",
+                                 str(repo), "--jobs", "1"],
+                                env=_env(LEDGERFS_FAULT_BACKUP_DELAY_MS=40),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        lfs.on_cleanup(proc.kill)
+        lfs.wait_until(lambda: (repo / "packs").exists() and len(_blobs(repo)) >= 30, 60,
+                       "the backup to store 30 blobs")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        before = len(_blobs(repo))
+        check(before < 120, f"killed half-way ({before} blobs stored)")
+        check_eq(list((repo / "manifests").iterdir()), [], "no manifest yet")
+        cp = _backup(cl["b"].dir, repo)
+        m = re.search(r"new in (\d+) blobs", cp.stdout)
+        check(m and 0 < int(m.group(1)) <= 120 - before + 2,
+              f"the rerun stores only what was missing ({before} there): {cp.stdout!r}")
+        check_eq(os.listdir(repo / "tmp"), [], "no temp file of the killed run left")
+        _restore(repo, wd.path / "r")
+        check_eq(lfs.digest(wd.path / "r" / "store"), lfs.digest(cl["b"].store), "restore")
+
+
+def test_second_backup_after_a_one_percent_change_stores_about_one_percent():
+    """200 files of 50 KB; 2 change; the repository grows by about their size."""
+    with lfs.Workdir() as wd:
+        cl = Cluster(wd, ["a", "b"], serve=["b"])
+        _tree(cl["a"].m("data"), count=200, size=50000)
+        cl.wait_in_sync()
+        repo = wd.path / "repo"
+        _backup(cl["b"].dir, repo)
+        first = _repo_bytes(repo)
+        for i in (3, 77):
+            lfs.write_file(cl["a"].m("data") / f"d{i % 4}" / f"f{i:03d}", os.urandom(50000))
+        cl.wait_in_sync()
+        cp = _backup(cl["b"].dir, repo)
+        grown = _repo_bytes(repo) - first
+        check(grown < 0.03 * first,
+              f"second backup grew the repository by {grown} of {first} bytes: {cp.stdout!r}")
+        check(grown >= 100000, f"and it stored the changed files ({grown} bytes)")
+        check_eq(len(_manifests(repo)), 2, "two backups")
+        listing = lfs.ctl("backup", "list", repo).stdout.splitlines()
+        check_eq(len(listing), 2, f"backup list: {listing!r}")
+        _restore(repo, wd.path / "r")
+        check_eq(lfs.digest(wd.path / "r" / "store"), lfs.digest(cl["b"].store),
+                 "the newest backup is restored")
+
+
+def test_corrupt_blob_or_manifest_is_found_and_refused_by_name():
+    with lfs.Workdir() as wd:
+        cl = _cluster(wd)
+        repo = wd.path / "repo"
+        _backup(cl["b"].dir, repo)
+        cp = lfs.ctl("backup", "verify", repo)
+        check("all good" in cp.stdout, cp.stdout)
+        # Flip a byte in the blob of a known file.
+        want = (cl["b"].store / "data" / "d2" / "f006").read_bytes()
+        import hashlib
+        sha = hashlib.sha256(want).hexdigest()
+        blob = repo / "packs" / sha[:2] / sha
+        data = bytearray(blob.read_bytes())
+        data[10] ^= 0xff
+        blob.write_bytes(bytes(data))
+        cp = lfs.ctl("backup", "verify", repo, check=False)
+        check_eq(cp.returncode, 1, "verify finds the corrupt blob")
+        check(f"corrupt: blob {blob}" in cp.stdout and "data/d2/f006" in cp.stdout, cp.stdout)
+        cp = _restore(repo, wd.path / "r", check_rc=False)
+        check_eq(cp.returncode, 1, "restore refuses")
+        check(f"blob {blob}" in cp.stderr and "corrupt" in cp.stderr, cp.stderr)
+        data[10] ^= 0xff
+        blob.write_bytes(bytes(data))
+        # A manifest with one byte changed.
+        man = _manifests(repo)[0]
+        data = bytearray(man.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        man.write_bytes(bytes(data))
+        cp = _restore(repo, wd.path / "r2", check_rc=False)
+        check_eq(cp.returncode, 1, "restore refuses a corrupt manifest")
+        check(f"manifest {man} is corrupt: checksum mismatch" in cp.stderr, cp.stderr)
+        check(not (wd.path / "r2").exists(), "nothing written for a corrupt manifest")
+        cp = lfs.ctl("backup", "verify", repo, check=False)
+        check_eq(cp.returncode, 1, "verify names the corrupt manifest")
+        check(f"manifest {man} is corrupt" in cp.stdout, cp.stdout)
+
+
+def test_a_full_or_vanished_repository_fails_alone_and_keeps_what_it_had():
+    """Two repositories; one a 2 MiB tmpfs.  A first small backup fits in
+    both; a second larger one fills the tmpfs: that repository is named as
+    failed, the other completes, and the tmpfs's first backup still
+    verifies and restores.  A repository removed mid-backup likewise."""
+    with lfs.Workdir() as wd:
+        cl = _cluster(wd)
+        good, small = wd.path / "good", wd.path / "small"
+        lfs.mount_tmpfs(small, size="2m")
+        _backup(cl["b"].dir, good, small)
+        for i in range(40):
+            lfs.write_file(cl["a"].m("data") / f"big{i}", os.urandom(100000))
+        cl.wait_in_sync()
+        cp = _backup(cl["b"].dir, good, small, check_rc=False)
+        check_eq(cp.returncode, 1, "a repository failed")
+        check(re.search(rf"repository {small} FAILED: .*No space left on device", cp.stderr),
+              f"the full repository is named: {cp.stderr!r}")
+        check(f"{good}: backup " in cp.stdout, f"the other completed: {cp.stdout!r}")
+        check_eq(len(_manifests(good)), 2, "both backups in the good repository")
+        check_eq(len(_manifests(small)), 1, "the first backup only in the full one")
+        check_eq(os.listdir(small / "tmp"), [], "no partial blob left in the full repository")
+        cp = lfs.ctl("backup", "verify", small)
+        check("all good" in cp.stdout, cp.stdout)
+        _restore(small, wd.path / "r-small")
+        _restore(good, wd.path / "r-good")
+        check_eq(lfs.digest(wd.path / "r-good" / "store"), lfs.digest(cl["b"].store),
+                 "the good repository's backup")
+        # A repository that vanishes mid-backup.
+        gone = wd.path / "gone"
+        proc = subprocess.Popen([str(lfs.LEDGERCTL), "backup", str(cl["b"].dir), "--to",
+                                 str(good), "--to", str(gone), "--retries", "1"],
+                                env=_env(LEDGERFS_FAULT_BACKUP_DELAY_MS=20),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lfs.on_cleanup(proc.kill)
+        lfs.wait_until(lambda: (gone / "packs").exists(), 30, "the backup to start")
+        time.sleep(0.3)
+        shutil.rmtree(gone)
+        for i in range(3):   # new contents, so both repositories need to store a blob
+            lfs.write_file(cl["a"].m("data") / f"late{i}", os.urandom(1000))
+        out, err = proc.communicate(timeout=120)
+        check_eq(proc.returncode, 1, f"a vanished repository fails (stdout {out!r})")
+        check(f"repository {gone} FAILED" in err, f"named: {err!r}")
+        check_eq(len(_manifests(good)), 3, "the other repository completed")
+        cp = lfs.ctl("backup", "verify", good)
+        check("all good" in cp.stdout, cp.stdout)
+
+
+def test_restore_delta_rewrites_only_what_differs():
+    with lfs.Workdir() as wd:
+        cl = _cluster(wd)
+        repo = wd.path / "repo"
+        _backup(cl["b"].dir, repo)
+        target = wd.path / "r"
+        _restore(repo, target)
+        store = target / "store"
+        lfs.write_file(store / "data" / "d0" / "f004", b"damaged\n")
+        os.unlink(store / "data" / "d3" / "f003")
+        lfs.write_file(store / "data" / "extra", b"not in the backup\n")
+        os.makedirs(store / "data" / "extradir" / "sub")
+        os.chmod(store / "data" / "d1" / "f005", 0o600)
+        cp = _restore(repo, target, check_rc=False)
+        check_eq(cp.returncode, 1, "a restore over a non-empty store needs --delta")
+        check("--delta" in cp.stderr, cp.stderr)
+        cp = _restore(repo, target, "--delta")
+        m = re.search(r"(\d+) files written .* (\d+) kept, (\d+) removed", cp.stdout)
+        check(m, cp.stdout)
+        check_eq((int(m.group(1)), int(m.group(3))), (2, 2), f"written, removed: {cp.stdout!r}")
+        check(int(m.group(2)) > 50, f"the others kept: {cp.stdout!r}")
+        check_eq(lfs.digest(store), lfs.digest(cl["b"].store), "delta restore")
+
+
+def test_restore_node_starts_at_the_backup_and_catches_up():
+    """A node made by init and restored with --node starts at the backup's
+    position and fetches only what came after it from its peers."""
+    from cluster import ClusterNode, free_ports
+    with lfs.Workdir() as wd:
+        cl = _cluster(wd)
+        repo = wd.path / "repo"
+        _backup(cl["b"].dir, repo)
+        lfs.write_file(cl["a"].m("data") / "after-backup", b"written after the backup\n",
+                       fsync=True)
+        cl.wait_in_sync()
+        port = free_ports(1)[0]
+        c = ClusterNode(wd.path, "c", port, serve=True)
+        lfs.ctl("init", c.dir, "--name", "c", "--ca", cl.ca, "--listen", c.address,
+                "--peer", f"a={cl['a'].address}", "--peer", f"b={cl['b'].address}",
+                "--replica")
+        c.load_ids()
+        for nm in ("a", "b"):
+            lfs.ctl("peer", "add", cl[nm].dir, f"c={c.address}")
+        cp = _restore(repo, c.dir, "--node", "c")
+        check("events replayed" in cp.stdout, cp.stdout)
+        c.start()
+        lfs.on_cleanup(lambda: c.stop() if c.alive() else None)
+
+        def caught_up():
+            st = c.try_status()
+            return st and lfs.digest(c.store) == lfs.digest(cl["a"].store)
+        lfs.wait_until(caught_up, SYNC, "the restored node to catch up")
+        check_eq((c.store / "data" / "after-backup").read_bytes(),
+                 b"written after the backup\n", "the event after the backup reached it")
+        check("snapshot" not in c.log_text().lower(), f"no snapshot resync: {c.log_tail()}")
+        cp = _restore(repo, c.dir, "--node", "x", check_rc=False)
+        check_eq(cp.returncode, 1, "--node names the node")
