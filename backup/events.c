@@ -83,7 +83,7 @@ int backup_events_write(struct journal *j, const struct evid *from, size_t nfrom
 	return r;
 }
 
-static int history_order(const void *a, const void *b)
+int backup_events_order(const void *a, const void *b)
 {
 	const struct event *x = a, *y = b;
 
@@ -144,7 +144,7 @@ int backup_events_decode(const uint8_t *buf, size_t len, struct event **evs, siz
 		at += 4 + (size_t)l;
 	}
 	if (count)
-		qsort(v, count, sizeof(*v), history_order);
+		qsort(v, count, sizeof(*v), backup_events_order);
 	*evs = v;
 	*n = count;
 	return 0;
@@ -153,8 +153,8 @@ fail:
 	return r < 0 ? r : -EBADMSG;
 }
 
-int backup_events_apply(struct store *s, const struct event *evs, size_t n, uint64_t *applied,
-			uint64_t *skipped, char *err, size_t errlen)
+int backup_events_apply(struct store *s, const struct event *evs, size_t n, int lenient,
+			uint64_t *applied, uint64_t *skipped, char *err, size_t errlen)
 {
 	size_t i;
 
@@ -164,7 +164,7 @@ int backup_events_apply(struct store *s, const struct event *evs, size_t n, uint
 		const char *why = NULL;
 		int r = apply_event(s, &evs[i], &ctx, &why);
 
-		if (r < 0 && node_snap_lenient_err(r))
+		if (r < 0 && lenient && node_snap_lenient_err(r))
 			r = APPLY_SKIPPED;
 		if (r < 0) {
 			snprintf(err, errlen, "event %016" PRIx64 ":%" PRIu64 " (%s %s) does not apply: %s: %s",

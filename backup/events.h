@@ -54,11 +54,15 @@ int backup_events_decode(const uint8_t *buf, size_t len, struct event **evs, siz
 void backup_events_free(struct event *evs, size_t n);
 
 /*
- * Replay evs into s leniently (above).  *applied and *skipped count them.
- * 0, or the negative errno of the first event that does not apply, with
- * err naming it and why.
+ * Replay evs into s, with lenient leniently (above), else strictly (the
+ * archived events after a backup's position, which the store is exactly
+ * at).  *applied and *skipped count them.  0, or the negative errno of the
+ * first event that does not apply, with err naming it and why.
  */
-int backup_events_apply(struct store *s, const struct event *evs, size_t n, uint64_t *applied,
-			uint64_t *skipped, char *err, size_t errlen);
+int backup_events_apply(struct store *s, const struct event *evs, size_t n, int lenient,
+			uint64_t *applied, uint64_t *skipped, char *err, size_t errlen);
+
+/* qsort() order of a history: by term, then origin, then seq. */
+int backup_events_order(const void *a, const void *b);
 
 #endif

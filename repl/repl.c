@@ -606,6 +606,14 @@ static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origi
 		if (ck < confirmed)
 			confirmed = ck;
 	}
+	/* The archive is a member too: what it lacks stays. */
+	if (rv == 0 && cfg->archive_repo[0]) {
+		ck = archive_done(node_journal(n), origin);
+		if (ck < confirmed)
+			confirmed = ck;
+		if (ck < bound)
+			bound = ck;
+	}
 	bound = node_tail_floor(n, origin, bound);
 	if (confirmed > bound)
 		confirmed = bound;
@@ -839,6 +847,13 @@ int repl_status(struct repl *r, struct repl_status *st)
 		st->rebuild_needed = ns.rebuild_needed;
 	}
 	st->sync_peers = node_cfg(r->n)->sync_peers;
+	if (r->archiver) {
+		archiver_status(r->archiver, &st->archive);
+	} else if (r->archive_failed) {
+		st->archive.on = 1;
+		snprintf(st->archive.error, sizeof(st->archive.error),
+			 "the archiver could not start (see the log)");
+	}
 	/* The rest needs the journal's own lock and the peers', not the node's. */
 	journal_disk_usage(node_journal(r->n), &st->journal_bytes, &vlog_bytes);
 	st->journal_bytes += vlog_bytes;
@@ -913,7 +928,6 @@ static int status_snapshot(void *arg, struct repl_status *st)
 	return repl_status(arg, st);
 }
 
-/* Control requests that change the node: promote, demote. */
 /*
  * "applied": "ok: moves=M ORIGIN:SEQ ...\n", the applied vector (origins in
  * hex) read under the node lock, so that every change the store shows
@@ -952,6 +966,7 @@ static int control_applied(struct repl *r, char *reply, size_t len)
 	return 0;
 }
 
+/* Control requests beyond status: promote, demote, applied. */
 static int control_action(void *arg, const char *req, char *reply, size_t len)
 {
 	struct repl *r = arg;
@@ -1135,6 +1150,8 @@ int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out
 		r->listener_running = 1;
 		log_info("listening for peers on %s", r->cfg.listen);
 	}
+	if (r->cfg.archive_repo[0] && archiver_start(n, r->cfg.archive_repo, &r->archiver) < 0)
+		r->archive_failed = 1; /* logged; trimming waits for the archive */
 	node_set_on_commit(n, repl_on_commit, r);
 	pthread_mutex_lock(&r->lock);
 	for (i = 0; rv == 0 && i < r->cfg.npeers; i++)
@@ -1183,6 +1200,7 @@ void repl_stop(struct repl *r)
 		free_peer(p);
 	}
 	control_stop(r->control);
+	archiver_stop(r->archiver);
 	if (r->listen_fd >= 0)
 		close(r->listen_fd);
 	if (r->stop_fd >= 0)

@@ -30,8 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "backup/archive.h"
 #include "backup/events.h"
 #include "backup/repo.h"
 #include "cmd.h"
@@ -50,6 +52,10 @@
 struct restore {
 	const char *repo_dir, *target, *node_name, *backup_name;
 	int delta;
+	/* --to-seq ORIGIN:SEQ or --to-time T: restore to that point of the history. */
+	int to_seq, to_time;
+	uint64_t to_origin, to_seqno;
+	int64_t to_ms;
 	struct repo *repo;
 	struct manifest m;
 	char mname[256];
@@ -65,6 +71,7 @@ struct restore {
 static void restore_usage(FILE *out)
 {
 	fputs("usage: ledgerctl restore REPO TARGET_DIR [--delta] [--node NAME] [--backup NAME]\n"
+	      "                         [--to-seq ORIGIN:SEQ | --to-time TIME]\n"
 	      "\n"
 	      "Rebuild a store from the newest backup in REPO (or the one named) into\n"
 	      "TARGET_DIR/store: its files are laid down, then the events that ran while\n"
@@ -81,6 +88,13 @@ static void restore_usage(FILE *out)
 	      "                 'ledgerctl peer add')\n"
 	      "  --backup NAME  restore that backup ('ledgerctl backup list REPO') instead of\n"
 	      "                 the newest\n"
+	      "  --to-seq ORIGIN:SEQ  restore to the point right after event SEQ of ORIGIN (16\n"
+	      "                 hex digits, as 'ledgerctl log' shows it): the newest backup\n"
+	      "                 before it, then the events archived since ([archive]\n"
+	      "                 repository = REPO in a node's ledgerfs.conf), in history order\n"
+	      "  --to-time TIME restore to the point in time TIME (Unix seconds, or\n"
+	      "                 YYYY-MM-DDTHH:MM:SS[.mmm]Z in UTC): the newest backup taken\n"
+	      "                 before it, then every archived event made up to it\n"
 	      "  -h, --help     this help\n"
 	      "\n"
 	      "On a terminal a progress line goes to stderr; a summary line at the end.\n"
@@ -539,6 +553,203 @@ static int read_events(struct restore *rs, uint8_t **data, size_t *len)
 	return 0;
 }
 
+/* ---- point in time ------------------------------------------------------ */
+
+static uint64_t pos_of(const struct manifest *m, uint64_t origin)
+{
+	uint32_t i;
+
+	for (i = 0; i < m->npos; i++)
+		if (m->pos[i].origin == origin)
+			return m->pos[i].seq;
+	return 0;
+}
+
+/* Is manifest m before the target point (so it can start the restore)? */
+static int before_target(const struct restore *rs, const struct manifest *m)
+{
+	if (rs->to_seq)
+		return pos_of(m, rs->to_origin) <= rs->to_seqno;
+	if (rs->to_time)
+		return (int64_t)m->created * 1000 <= rs->to_ms;
+	return 1;
+}
+
+/*
+ * The archived events after the backup's position, up to the target, in
+ * history order, into *evs (*n).  Each origin's events must follow on from
+ * the backup's position without a gap up to what the target needs.  0, or
+ * -1 with a message (a corrupt segment is named).
+ */
+static int load_archive(struct restore *rs, struct event **evs, size_t *n)
+{
+	struct event *all = NULL, *seg = NULL, *nv;
+	uint64_t *origins = NULL, next;
+	size_t norigins = 0, nall = 0, cap = 0, nseg, npaths = 0, i, k, o;
+	char **paths = NULL;
+	struct archive_seg h;
+	int r;
+
+	*evs = NULL;
+	*n = 0;
+	r = archive_origins(rs->repo, &origins, &norigins);
+	if (r < 0) {
+		fprintf(stderr, "ledgerctl: restore: %s/%s: %s\n", rs->repo_dir, ARCHIVE_DIR,
+			strerror(-r));
+		return -1;
+	}
+	for (o = 0; o < norigins; o++) {
+		next = pos_of(&rs->m, origins[o]) + 1;
+		r = archive_list(rs->repo, origins[o], &paths, &npaths);
+		if (r < 0) {
+			fprintf(stderr, "ledgerctl: restore: %s/%s/%016" PRIx64 ": %s\n", rs->repo_dir,
+				ARCHIVE_DIR, origins[o], strerror(-r));
+			goto fail;
+		}
+		for (i = 0; i < npaths; i++) {
+			/* Names say the range: skip what the backup holds without reading it. */
+			const char *base = strrchr(paths[i], '/') + 1;
+			uint64_t last = strtoull(base + 21, NULL, 10);
+
+			if (last < next)
+				continue;
+			if (archive_segment_read(paths[i], &h, &seg, &nseg, rs->err,
+						 sizeof(rs->err)) < 0) {
+				fprintf(stderr, "ledgerctl: restore: refused: %s\n", rs->err);
+				goto fail;
+			}
+			if (h.first > next) {
+				backup_events_free(seg, nseg);
+				break; /* a gap: what follows cannot be applied */
+			}
+			for (k = 0; k < nseg; k++) {
+				if (seg[k].seq != next) {
+					event_free(&seg[k]);
+					continue;
+				}
+				if (nall == cap) {
+					cap = cap ? 2 * cap : 1024;
+					nv = realloc(all, cap * sizeof(*all));
+					if (!nv) {
+						backup_events_free(seg + k, nseg - k);
+						seg = NULL;
+						fprintf(stderr, "ledgerctl: restore: out of memory\n");
+						goto fail;
+					}
+					all = nv;
+				}
+				all[nall++] = seg[k];
+				memset(&seg[k], 0, sizeof(seg[k]));
+				next++;
+			}
+			free(seg);
+			seg = NULL;
+		}
+		if (rs->to_seq && origins[o] == rs->to_origin && next <= rs->to_seqno) {
+			fprintf(stderr,
+				"ledgerctl: restore: the archive in %s holds the events of %016" PRIx64
+				" only up to %" PRIu64 " after the backup %s: it does not reach %" PRIu64
+				"\n",
+				rs->repo_dir, origins[o], next - 1, rs->mname, rs->to_seqno);
+			goto fail;
+		}
+		repo_names_free(paths, npaths);
+		paths = NULL;
+		npaths = 0;
+	}
+	if (nall)
+		qsort(all, nall, sizeof(*all), backup_events_order);
+	/* Cut at the target. */
+	if (rs->to_seq) {
+		for (i = 0; i < nall; i++)
+			if (all[i].origin == rs->to_origin && all[i].seq == rs->to_seqno)
+				break;
+		if (i == nall && rs->to_seqno > pos_of(&rs->m, rs->to_origin)) {
+			fprintf(stderr, "ledgerctl: restore: the archive in %s lacks %016" PRIx64
+					":%" PRIu64 "\n",
+				rs->repo_dir, rs->to_origin, rs->to_seqno);
+			goto fail;
+		}
+		k = i == nall ? 0 : i + 1;
+	} else {
+		for (k = 0; k < nall && (int64_t)(all[k].hlc >> 16) <= rs->to_ms; k++)
+			;
+	}
+	for (i = k; i < nall; i++)
+		event_free(&all[i]);
+	*evs = all;
+	*n = k;
+	free(origins);
+	return 0;
+fail:
+	repo_names_free(paths, npaths);
+	backup_events_free(all, nall);
+	free(origins);
+	return -1;
+}
+
+/* "ORIGIN:SEQ" or a time for --to-seq / --to-time.  0 or -1 with a message. */
+static int parse_target(struct restore *rs, int seq, const char *arg)
+{
+	char *end;
+	struct tm tm;
+	const char *p;
+	double secs;
+
+	if (seq) {
+		char id[17];
+
+		p = strchr(arg, ':');
+		if (!p || p - arg != 16)
+			goto bad;
+		memcpy(id, arg, 16);
+		id[16] = '\0';
+		if (config_parse_id(id, &rs->to_origin) < 0)
+			goto bad;
+		rs->to_seqno = strtoull(p + 1, &end, 10);
+		if (*end || end == p + 1 || rs->to_seqno == 0)
+			goto bad;
+		rs->to_seq = 1;
+		return 0;
+	}
+	secs = strtod(arg, &end);
+	if (!*end && end != arg && secs > 0) {
+		rs->to_ms = (int64_t)(secs * 1000.0);
+		rs->to_time = 1;
+		return 0;
+	}
+	memset(&tm, 0, sizeof(tm));
+	p = strptime(arg, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!p)
+		goto bad;
+	rs->to_ms = (int64_t)timegm(&tm) * 1000;
+	if (*p == '.') {
+		long ms = strtol(p + 1, &end, 10);
+		size_t digits = (size_t)(end - p - 1);
+
+		while (digits < 3) {
+			ms *= 10;
+			digits++;
+		}
+		while (digits-- > 3)
+			ms /= 10;
+		rs->to_ms += ms;
+		p = end;
+	}
+	if (*p == 'Z')
+		p++;
+	if (*p)
+		goto bad;
+	rs->to_time = 1;
+	return 0;
+bad:
+	fprintf(stderr, "ledgerctl: restore: %s: '%s' is not %s\n", seq ? "--to-seq" : "--to-time",
+		arg,
+		seq ? "ORIGIN:SEQ (16 hex digits, a colon, a seq)"
+		    : "Unix seconds or YYYY-MM-DDTHH:MM:SS[.mmm]Z");
+	return -1;
+}
+
 /* ---- --node ------------------------------------------------------------- */
 
 /* Check the node directory before anything is written.  0 or -1 with a message. */
@@ -617,23 +828,45 @@ static int pick_backup(struct restore *rs)
 {
 	char **names = NULL;
 	size_t n = 0;
+	size_t i;
 	int r;
 
 	if (rs->backup_name) {
 		snprintf(rs->mname, sizeof(rs->mname), "%s", rs->backup_name);
-	} else {
-		r = repo_manifest_list(rs->repo, &names, &n);
-		if (r < 0 || n == 0) {
-			fprintf(stderr, "ledgerctl: restore: %s: %s\n", rs->repo_dir,
-				r < 0 ? strerror(-r) : "holds no backup");
+		if (repo_manifest_read(rs->repo, rs->mname, &rs->m, rs->err, sizeof(rs->err)) < 0) {
+			fprintf(stderr, "ledgerctl: restore: refused: %s\n", rs->err);
+			return -1;
+		}
+		if (!before_target(rs, &rs->m)) {
+			fprintf(stderr, "ledgerctl: restore: backup %s is past the target point\n",
+				rs->mname);
+			return -1;
+		}
+		return 0;
+	}
+	r = repo_manifest_list(rs->repo, &names, &n);
+	if (r < 0 || n == 0) {
+		fprintf(stderr, "ledgerctl: restore: %s: %s\n", rs->repo_dir,
+			r < 0 ? strerror(-r) : "holds no backup");
+		repo_names_free(names, n);
+		return -1;
+	}
+	/* The newest backup before the target; a corrupt manifest is refused. */
+	for (i = n; i-- > 0;) {
+		snprintf(rs->mname, sizeof(rs->mname), "%s", names[i]);
+		if (repo_manifest_read(rs->repo, rs->mname, &rs->m, rs->err, sizeof(rs->err)) < 0) {
+			fprintf(stderr, "ledgerctl: restore: refused: %s\n", rs->err);
 			repo_names_free(names, n);
 			return -1;
 		}
-		snprintf(rs->mname, sizeof(rs->mname), "%s", names[n - 1]);
-		repo_names_free(names, n);
+		if (before_target(rs, &rs->m))
+			break;
+		manifest_free(&rs->m);
 	}
-	if (repo_manifest_read(rs->repo, rs->mname, &rs->m, rs->err, sizeof(rs->err)) < 0) {
-		fprintf(stderr, "ledgerctl: restore: refused: %s\n", rs->err);
+	repo_names_free(names, n);
+	if (i == (size_t)-1) {
+		fprintf(stderr, "ledgerctl: restore: %s holds no backup before the target point\n",
+			rs->repo_dir);
 		return -1;
 	}
 	return 0;
@@ -699,10 +932,14 @@ int cmd_restore(int argc, char **argv)
 	static const struct option opts[] = {{"delta", no_argument, NULL, 'd'},
 					     {"node", required_argument, NULL, 'n'},
 					     {"backup", required_argument, NULL, 'b'},
+					     {"to-seq", required_argument, NULL, 's'},
+					     {"to-time", required_argument, NULL, 't'},
 					     {"help", no_argument, NULL, 'h'},
 					     {NULL, 0, NULL, 0}};
 	struct restore rs = {.root = -1};
-	struct event *evs = NULL;
+	struct event *evs = NULL, *arch = NULL;
+	size_t narch = 0;
+	uint64_t arch_applied = 0;
 	struct store *s = NULL;
 	uint8_t *events = NULL;
 	size_t nevs = 0, elen = 0, i;
@@ -722,6 +959,15 @@ int cmd_restore(int argc, char **argv)
 		case 'b':
 			rs.backup_name = optarg;
 			break;
+		case 's':
+		case 't':
+			if (rs.to_seq || rs.to_time) {
+				fprintf(stderr, "ledgerctl: restore: one of --to-seq and --to-time\n");
+				return 2;
+			}
+			if (parse_target(&rs, c == 's', optarg) < 0)
+				return 2;
+			break;
 		case 'h':
 			restore_usage(stdout);
 			return 0;
@@ -736,6 +982,11 @@ int cmd_restore(int argc, char **argv)
 	}
 	rs.repo_dir = argv[optind];
 	rs.target = argv[optind + 1];
+	if (rs.node_name && (rs.to_seq || rs.to_time)) {
+		fprintf(stderr, "ledgerctl: restore: --node starts a member at a backup's position, "
+				"from where it catches up: it takes no --to-seq or --to-time\n");
+		return 2;
+	}
 	if (repo_open(rs.repo_dir, 0, &rs.repo, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ledgerctl: restore: %s\n", err);
 		return 1;
@@ -772,13 +1023,28 @@ int cmd_restore(int argc, char **argv)
 		fprintf(stderr, "ledgerctl: restore: %s: %s\n", rs.store, strerror(-r));
 		goto out;
 	}
-	r = backup_events_apply(s, evs, nevs, &applied, &skipped, err, sizeof(err));
-	store_close(s);
+	r = backup_events_apply(s, evs, nevs, 1, &applied, &skipped, err, sizeof(err));
 	if (r < 0) {
+		store_close(s);
 		fprintf(stderr, "ledgerctl: restore: %s: replaying the backup's events: %s\n",
 			rs.store, err);
 		goto out;
 	}
+	if (rs.to_seq || rs.to_time) {
+		if (load_archive(&rs, &arch, &narch) < 0) {
+			store_close(s);
+			goto out;
+		}
+		r = backup_events_apply(s, arch, narch, 0, &arch_applied, &skipped, err,
+					sizeof(err));
+		if (r < 0) {
+			store_close(s);
+			fprintf(stderr, "ledgerctl: restore: %s: replaying the archive: %s\n",
+				rs.store, err);
+			goto out;
+		}
+	}
+	store_close(s);
 	if (syncfs(rs.root) < 0) {
 		fprintf(stderr, "ledgerctl: restore: %s: syncfs: %s\n", rs.store, strerror(errno));
 		goto out;
@@ -791,8 +1057,16 @@ int cmd_restore(int argc, char **argv)
 	       rs.mname, rs.m.node, rs.store, rs.m.n, rs.files_written,
 	       progress_human(rs.bytes_written, hb, sizeof(hb)), rs.files_kept, rs.removed,
 	       applied, skipped, progress_seconds(&rs.prog));
+	if (rs.to_seq || rs.to_time) {
+		printf("then %" PRIu64 " archived events", arch_applied);
+		if (narch)
+			printf(", the last %016" PRIx64 ":%" PRIu64, arch[narch - 1].origin,
+			       arch[narch - 1].seq);
+		printf("\n");
+	}
 	rc = 0;
 out:
+	backup_events_free(arch, narch);
 	backup_events_free(evs, nevs);
 	free(events);
 	free(rs.sorted);
