@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -174,6 +175,7 @@ int repo_open(const char *dir, int create, struct repo **out, char *err, size_t 
 		return -ENOMEM;
 	}
 	snprintf(r->dir, sizeof(r->dir), "%s", dir);
+	r->lock_fd = -1;
 	r->fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (r->fd < 0) {
 		ret = -errno;
@@ -191,10 +193,24 @@ int repo_open(const char *dir, int create, struct repo **out, char *err, size_t 
 	return 0;
 }
 
+int repo_lock(struct repo *r, int exclusive, int wait)
+{
+	if (r->lock_fd < 0) {
+		r->lock_fd = openat(r->fd, REPO_LOCK, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (r->lock_fd < 0)
+			return -errno;
+	}
+	if (flock(r->lock_fd, (exclusive ? LOCK_EX : LOCK_SH) | (wait ? 0 : LOCK_NB)) < 0)
+		return -errno;
+	return 0;
+}
+
 void repo_close(struct repo *r)
 {
 	if (!r)
 		return;
+	if (r->lock_fd >= 0)
+		close(r->lock_fd);
 	close(r->fd);
 	free(r);
 }

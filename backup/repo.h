@@ -6,6 +6,9 @@
  *   REPO/packs/<2 hex>/<64 hex>       a blob: bytes whose SHA-256 is its name
  *   REPO/manifests/<UTC time>-<node>  one per backup (backup/manifest.h)
  *   REPO/tmp/<pid>-<n>                blobs being written
+ *   REPO/archive/<origin>/<first>-<last>  archived journal segments (archive.h)
+ *   REPO/lock                         flock'd: shared by backup and restore,
+ *                                     exclusive by expire
  *
  * A blob is written to tmp/, fsync'd, and renamed to its name, then its
  * directory is fsync'd; so a blob that has its name is whole, writing one
@@ -34,8 +37,11 @@
 
 struct repo {
 	char dir[PATH_MAX];
-	int fd; /* O_PATH descriptor of dir */
+	int fd;	     /* O_PATH descriptor of dir */
+	int lock_fd; /* REPO/lock while locked, else -1 */
 };
+
+#define REPO_LOCK "lock"
 
 /*
  * Open the repository at dir; with create, make it (and config) if dir is
@@ -44,6 +50,14 @@ struct repo {
  */
 int repo_open(const char *dir, int create, struct repo **out, char *err, size_t errlen);
 void repo_close(struct repo *r);
+
+/*
+ * Lock the repository (flock of REPO/lock), shared for backups and
+ * restores, exclusive for expire, which removes what no kept backup needs;
+ * without wait, -EWOULDBLOCK if another holds it.  Released by
+ * repo_close().  0 or -errno.
+ */
+int repo_lock(struct repo *r, int exclusive, int wait);
 
 /* "packs/ab/ab...": a blob's path inside the repository. */
 void repo_blob_path(const uint8_t sha[MANIFEST_SHA], char out[REPO_BLOB_PATH]);

@@ -32,6 +32,7 @@
  * hashed, then copied into each repository lacking that blob, so a rerun
  * of a backup cut short uploads nothing twice.  The manifest goes last.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -48,6 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backup/archive.h"
 #include "backup/events.h"
 #include "backup/repo.h"
 #include "cmd.h"
@@ -146,6 +148,7 @@ static void backup_usage(FILE *out)
 	fputs("usage: ledgerctl backup NODE_DIR --to REPO [--to REPO ...] [--jobs N] [--retries N]\n"
 	      "       ledgerctl backup list REPO\n"
 	      "       ledgerctl backup verify REPO\n"
+	      "       ledgerctl backup expire REPO (--keep-last N | --keep-within DURATION)\n"
 	      "\n"
 	      "Back up a node's store, as of one position of its journal, into one or more\n"
 	      "repositories, without stopping its writes.  Back up a replica or a --serve\n"
@@ -167,7 +170,12 @@ static void backup_usage(FILE *out)
 	      "\n"
 	      "list prints the backups of REPO, oldest first.  verify re-reads every blob\n"
 	      "against its name and every manifest against its checksum, naming what is\n"
-	      "corrupt or missing.\n"
+	      "corrupt or missing.  expire removes the backups that are neither among the\n"
+	      "last N nor younger than DURATION (30s, 90m, 12h, 7d, 2w; both: either\n"
+	      "keeps), then the blobs no kept backup names and the archived journal\n"
+	      "segments no kept backup's point-in-time restores need (those at or below\n"
+	      "every kept backup's position); it waits for no backup: it refuses while\n"
+	      "one or a restore runs on REPO.\n"
 	      "\n"
 	      "On a terminal a progress line (rate, time left) goes to stderr; a summary\n"
 	      "line is printed at the end.  Exit status: 0 done (or verified), 1 failed in\n"
@@ -1194,6 +1202,7 @@ static int parse_count(const char *opt, const char *s, unsigned max, unsigned *o
 
 static int backup_list(int argc, char **argv);
 static int backup_verify(int argc, char **argv);
+static int backup_expire(int argc, char **argv);
 
 int cmd_backup(int argc, char **argv)
 {
@@ -1215,6 +1224,8 @@ int cmd_backup(int argc, char **argv)
 		return backup_list(argc - 1, argv + 1);
 	if (argc >= 2 && !strcmp(argv[1], "verify"))
 		return backup_verify(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "expire"))
+		return backup_expire(argc - 1, argv + 1);
 	b = calloc(1, sizeof(*b));
 	if (!b) {
 		fprintf(stderr, "ledgerctl: backup: out of memory\n");
@@ -1273,6 +1284,10 @@ int cmd_backup(int argc, char **argv)
 		if (repo_open(b->repos[k].path, 1, &b->repos[k].r, err, sizeof(err)) < 0) {
 			b->repos[k].failed = 1;
 			snprintf(b->repos[k].err, sizeof(b->repos[k].err), "%s", err);
+		} else if ((c = repo_lock(b->repos[k].r, 0, 1)) < 0) {
+			b->repos[k].failed = 1;
+			snprintf(b->repos[k].err, sizeof(b->repos[k].err), "%s/%s: %s",
+				 b->repos[k].path, REPO_LOCK, strerror(-c));
 		}
 	}
 	for (k = 0; k < b->nrepos && b->repos[k].failed; k++)
@@ -1498,6 +1513,262 @@ out:
 	free(paths);
 	free(refs);
 	free(buf);
+	repo_names_free(names, n);
+	repo_close(r);
+	return rc;
+}
+
+/* ---- expire ----------------------------------------------------------------- */
+
+/* "30", "45s", "90m", "12h", "7d", "2w" into seconds.  0 or -1. */
+static int parse_duration(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -1;
+	switch (*end) {
+	case '\0':
+	case 's':
+		break;
+	case 'm':
+		v *= 60;
+		break;
+	case 'h':
+		v *= 3600;
+		break;
+	case 'd':
+		v *= 86400;
+		break;
+	case 'w':
+		v *= 7 * 86400;
+		break;
+	default:
+		return -1;
+	}
+	if (*end && end[1])
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int cmp_sha(const void *x, const void *y)
+{
+	return memcmp(x, y, MANIFEST_SHA);
+}
+
+/* Remove the blobs in packs/ that no kept manifest names (sorted in keep, nkeep). */
+static int sweep_blobs(struct repo *r, const uint8_t (*keep)[MANIFEST_SHA], size_t nkeep,
+		       uint64_t *removed, uint64_t *bytes)
+{
+	char dir[PATH_MAX + 32], path[PATH_MAX + 128];
+	struct dirent *sub, *de;
+	DIR *top, *d;
+
+	snprintf(dir, sizeof(dir), "%s/%s", r->dir, REPO_PACKS);
+	top = opendir(dir);
+	if (!top)
+		return -errno;
+	while ((sub = readdir(top))) {
+		if (strlen(sub->d_name) != 2)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, sub->d_name);
+		d = opendir(path);
+		if (!d)
+			continue;
+		while ((de = readdir(d))) {
+			uint8_t sha[MANIFEST_SHA];
+			struct stat st;
+			size_t i;
+			int ok = strlen(de->d_name) == 2 * MANIFEST_SHA;
+
+			for (i = 0; ok && i < MANIFEST_SHA; i++) {
+				unsigned v;
+
+				ok = sscanf(de->d_name + 2 * i, "%2x", &v) == 1;
+				sha[i] = (uint8_t)v;
+			}
+			if (!ok || bsearch(sha, keep, nkeep, MANIFEST_SHA, cmp_sha))
+				continue;
+			if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+				*bytes += (uint64_t)st.st_size;
+			if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+				(*removed)++;
+		}
+		closedir(d);
+	}
+	closedir(top);
+	return 0;
+}
+
+/*
+ * Remove archive segments that no kept backup's point-in-time chain needs:
+ * those wholly at or below every kept backup's position for their origin.
+ */
+static int sweep_archive(struct repo *r, const struct manifest *kept, size_t nkept,
+			 uint64_t *removed)
+{
+	uint64_t *origins = NULL, floor;
+	size_t norigins = 0, npaths = 0, o, i, k;
+	char **paths = NULL;
+	int ret;
+
+	ret = archive_origins(r, &origins, &norigins);
+	for (o = 0; ret == 0 && o < norigins; o++) {
+		floor = UINT64_MAX;
+		for (k = 0; k < nkept; k++) {
+			uint64_t p = 0;
+			uint32_t j;
+
+			for (j = 0; j < kept[k].npos; j++)
+				if (kept[k].pos[j].origin == origins[o])
+					p = kept[k].pos[j].seq;
+			if (p < floor)
+				floor = p;
+		}
+		if (!nkept)
+			floor = 0; /* no backup left: the archive is all there is */
+		ret = archive_list(r, origins[o], &paths, &npaths);
+		for (i = 0; ret == 0 && i < npaths; i++) {
+			const char *base = strrchr(paths[i], '/') + 1;
+
+			if (strtoull(base + 21, NULL, 10) <= floor && unlink(paths[i]) == 0)
+				(*removed)++;
+		}
+		repo_names_free(paths, npaths);
+		paths = NULL;
+		npaths = 0;
+	}
+	free(origins);
+	return ret;
+}
+
+static int backup_expire(int argc, char **argv)
+{
+	static const struct option opts[] = {{"keep-last", required_argument, NULL, 'l'},
+					     {"keep-within", required_argument, NULL, 'w'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
+	struct repo *r = NULL;
+	struct manifest *all = NULL;
+	char **names = NULL, err[BACKUP_ERR], hb[32];
+	uint8_t (*keep)[MANIFEST_SHA] = NULL;
+	size_t n = 0, i, j, nkeep = 0, keep_cap = 0, nkept = 0, dropped = 0;
+	uint64_t within = 0, blobs = 0, blob_bytes = 0, segs = 0;
+	unsigned last = 0;
+	int c, have_last = 0, have_within = 0, rc = 1, ret;
+	uint8_t *kept_flag = NULL;
+	time_t now = time(NULL);
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			if (parse_count("--keep-last", optarg, 1000000, &last) < 0)
+				return 2;
+			have_last = 1;
+			break;
+		case 'w':
+			if (parse_duration(optarg, &within) < 0) {
+				fprintf(stderr, "ledgerctl: backup expire: --keep-within: '%s' is not "
+						"a duration (30s, 90m, 12h, 7d, 2w)\n",
+					optarg);
+				return 2;
+			}
+			have_within = 1;
+			break;
+		case 'h':
+			backup_usage(stdout);
+			return 0;
+		default:
+			backup_usage(stderr);
+			return 2;
+		}
+	}
+	if (optind + 1 != argc || (!have_last && !have_within)) {
+		fputs("usage: ledgerctl backup expire REPO (--keep-last N | --keep-within DURATION)\n",
+		      stderr);
+		return 2;
+	}
+	if (repo_open(argv[optind], 0, &r, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ledgerctl: backup expire: %s\n", err);
+		return 1;
+	}
+	ret = repo_lock(r, 1, 0);
+	if (ret < 0) {
+		fprintf(stderr, "ledgerctl: backup expire: %s: %s\n", argv[optind],
+			ret == -EWOULDBLOCK ? "a backup or restore is using it; try again later"
+					    : strerror(-ret));
+		goto out;
+	}
+	if (repo_manifest_list(r, &names, &n) < 0)
+		goto out;
+	all = calloc(n ? n : 1, sizeof(*all));
+	kept_flag = calloc(n ? n : 1, 1);
+	if (!all || !kept_flag)
+		goto out;
+	/* Every manifest must read: what a corrupt one names is unknown, so nothing goes. */
+	for (i = 0; i < n; i++) {
+		if (repo_manifest_read(r, names[i], &all[i], err, sizeof(err)) < 0) {
+			fprintf(stderr, "ledgerctl: backup expire: refused: %s\n", err);
+			goto out;
+		}
+		kept_flag[i] = (have_last && i + last >= n) ||
+			       (have_within && all[i].created + within >= (uint64_t)now);
+	}
+	for (i = 0; i < n; i++) {
+		if (kept_flag[i]) {
+			/* Compact the kept ones to the front (for sweep_archive). */
+			if (nkept != i) {
+				all[nkept] = all[i];
+				memset(&all[i], 0, sizeof(all[i]));
+			}
+			nkept++;
+			continue;
+		}
+		snprintf(err, sizeof(err), "%s/%s/%s", argv[optind], REPO_MANIFESTS, names[i]);
+		if (unlink(err) < 0) {
+			fprintf(stderr, "ledgerctl: backup expire: %s: %s\n", err, strerror(errno));
+			goto out;
+		}
+		printf("expired %s\n", names[i]);
+		dropped++;
+		manifest_free(&all[i]);
+	}
+	for (i = 0; i < nkept; i++) {
+		for (j = 0; j <= all[i].n; j++) {
+			const uint8_t *sha = j < all[i].n ? all[i].e[j].sha : all[i].events_sha;
+
+			if (j < all[i].n && !all[i].e[j].has_sha)
+				continue;
+			if (grow_array(&keep, &keep_cap, nkeep + 1) < 0)
+				goto out;
+			memcpy(keep[nkeep++], sha, MANIFEST_SHA);
+		}
+	}
+	if (nkeep)
+		qsort(keep, nkeep, MANIFEST_SHA, cmp_sha);
+	ret = sweep_blobs(r, (const uint8_t(*)[MANIFEST_SHA])keep, nkeep, &blobs, &blob_bytes);
+	if (ret == 0)
+		ret = sweep_archive(r, all, nkept, &segs);
+	if (ret < 0) {
+		fprintf(stderr, "ledgerctl: backup expire: %s: %s\n", argv[optind], strerror(-ret));
+		goto out;
+	}
+	printf("expire %s: %zu backups kept, %zu expired, %" PRIu64 " blobs (%s) and %" PRIu64
+	       " archive segments removed\n",
+	       argv[optind], nkept, dropped, blobs, progress_human(blob_bytes, hb, sizeof(hb)),
+	       segs);
+	rc = 0;
+out:
+	for (i = 0; all && i < n; i++)
+		manifest_free(&all[i]);
+	free(all);
+	free(kept_flag);
+	free(keep);
 	repo_names_free(names, n);
 	repo_close(r);
 	return rc;

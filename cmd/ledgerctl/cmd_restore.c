@@ -991,6 +991,12 @@ int cmd_restore(int argc, char **argv)
 		fprintf(stderr, "ledgerctl: restore: %s\n", err);
 		return 1;
 	}
+	r = repo_lock(rs.repo, 0, 1);
+	if (r < 0) {
+		fprintf(stderr, "ledgerctl: restore: %s/%s: %s\n", rs.repo_dir, REPO_LOCK,
+			strerror(-r));
+		goto out;
+	}
 	rs.buf = malloc(RESTORE_IO);
 	if (!rs.buf || pick_backup(&rs) < 0)
 		goto out;

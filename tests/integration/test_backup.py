@@ -466,3 +466,44 @@ def test_point_in_time_restore_to_a_seq_and_to_a_time():
         check(f"segment {segs[-1]} is corrupt: checksum mismatch" in cp.stderr, cp.stderr)
         st = lfs.ctl("status", cl["b"].dir).stdout
         check(re.search(r"^archive: 0 events behind", st, re.M), st)
+
+
+def test_expire_keeps_the_point_in_time_chain_of_what_it_keeps():
+    """Three backups with archived history between them; expire --keep-last 1
+    drops the first two, their blobs no longer named and the segments below
+    the kept backup, and a point-in-time restore after the kept backup still
+    works; one before it is refused as having no backup."""
+    with lfs.Workdir() as wd:
+        repo = wd.path / "repo"
+        cl = _archived_cluster(wd, repo)
+        a = cl["a"]
+        top = a.m("data")
+        _tree(top, count=10)
+        cl.wait_in_sync()
+        _wait_archived(cl, "b")
+        _backup(cl["b"].dir, repo)
+        early = cl.seq("a")
+        for k in range(2):
+            lfs.write_file(top / f"gen{k}", os.urandom(30000))
+            os.unlink(top / "d0" / f"f{k * 4:03d}")
+            cl.wait_in_sync()
+            _wait_archived(cl, "b")   # so that segments end between the backups
+            _backup(cl["b"].dir, repo)
+        lfs.write_file(top / "after", b"after the last backup\n")
+        cl.wait_in_sync()
+        _wait_archived(cl, "b")
+        end, dig = cl.seq("a"), lfs.digest(cl["b"].store)
+        cp = lfs.ctl("backup", "expire", repo, "--keep-within", "1h")
+        check("3 backups kept, 0 expired" in cp.stdout, cp.stdout)
+        cp = lfs.ctl("backup", "expire", repo, "--keep-last", "1")
+        m = re.search(r"1 backups kept, 2 expired, (\d+) blobs .* (\d+) archive segments removed",
+                      cp.stdout)
+        check(m and int(m.group(1)) > 0 and int(m.group(2)) > 0, cp.stdout)
+        check_eq(len(_manifests(repo)), 1, "one backup left")
+        cp = lfs.ctl("backup", "verify", repo)
+        check("all good" in cp.stdout, cp.stdout)
+        _restore(repo, wd.path / "r-end", "--to-seq", f"{a.id}:{end}")
+        check_eq(lfs.digest(wd.path / "r-end" / "store"), dig, "the kept chain restores")
+        cp = _restore(repo, wd.path / "r-early", "--to-seq", f"{a.id}:{early}", check_rc=False)
+        check_eq(cp.returncode, 1, "a point before every kept backup")
+        check("no backup before the target point" in cp.stderr, cp.stderr)
