@@ -507,3 +507,45 @@ def test_expire_keeps_the_point_in_time_chain_of_what_it_keeps():
         cp = _restore(repo, wd.path / "r-early", "--to-seq", f"{a.id}:{early}", check_rc=False)
         check_eq(cp.returncode, 1, "a point before every kept backup")
         check("no backup before the target point" in cp.stderr, cp.stderr)
+
+
+def test_trimming_waits_for_the_archive():
+    """While b cannot archive (REPO/archive is a file), b keeps every event
+    of a that a trims, and its status names the failure; once archiving
+    works again b's archive catches up and b trims too."""
+    from test_retention import set_key, oldest, trimmed
+    with lfs.Workdir() as wd:
+        repo = wd.path / "repo"
+        cl = Cluster(wd, ["a", "b"], serve=["b"], start=False)
+        for name in ("a", "b"):
+            set_key(cl[name], "retain_age", "1")
+        with open(cl["b"].dir / "ledgerfs.conf", "a") as f:
+            f.write(f"\n[archive]\nrepository = {repo}\n")
+        cl.start("a")
+        cl.start("b")
+        lfs.write_file(cl["a"].m("first"), b"1\n", fsync=True)
+        cl.wait_in_sync()
+        _wait_archived(cl, "b")
+        cl.stop("b")
+        shutil.rmtree(repo / "archive")
+        (repo / "archive").write_text("in the way\n")
+        cl.start("b")
+        a = cl["a"]
+        for i in range(30):
+            lfs.write_file(a.m(f"f{i}"), b"x" * 100)
+        lfs.write_file(a.m("last"), b"y", fsync=True)
+        cl.wait_in_sync()
+        lfs.wait_until(lambda: trimmed(cl, "a", "a"), 30, "a to trim its confirmed events")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            check_eq(oldest(cl, "b", "a"), 1, "b keeps what it has not archived")
+            time.sleep(0.5)
+        arch = cl.status("b")["archive"]
+        check(arch["lag_events"] > 30 and "archive" in arch["error"], f"status: {arch!r}")
+        st = lfs.ctl("status", cl["b"].dir).stdout
+        check(re.search(r"^archive: \d+ events behind, .*; failing: ", st, re.M), st)
+        metrics = lfs.ctl("metrics", cl["b"].dir).stdout
+        check(re.search(r"^ledgerfs_archive_failing\{.*\} 1$", metrics, re.M), metrics)
+        (repo / "archive").unlink()
+        _wait_archived(cl, "b")
+        lfs.wait_until(lambda: trimmed(cl, "b", "a"), 30, "b to trim once archived")
