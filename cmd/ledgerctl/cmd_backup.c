@@ -521,14 +521,21 @@ static int repo_failed(struct backup *b, size_t k)
 	return f;
 }
 
-/* 1 if blobs a and b (manifest xattr blobs) hold the same fid, both having one. */
+/*
+ * 1 if entries a and b hold the same fid, or neither has one (a file a
+ * crash left without its fid, which the node adopts on replay: nothing
+ * tells it from another, so it is taken as it is).
+ */
 static int same_fid(const struct manifest_entry *a, const struct manifest_entry *b)
 {
 	const uint8_t *va, *vb;
 	uint32_t la, lb;
+	int ha = manifest_xattr(a, STORE_XATTR_FID, &va, &la),
+	    hb = manifest_xattr(b, STORE_XATTR_FID, &vb, &lb);
 
-	return manifest_xattr(a, STORE_XATTR_FID, &va, &la) &&
-	       manifest_xattr(b, STORE_XATTR_FID, &vb, &lb) && la == lb && !memcmp(va, vb, la);
+	if (!ha && !hb)
+		return 1;
+	return ha && hb && la == lb && !memcmp(va, vb, la);
 }
 
 /*
