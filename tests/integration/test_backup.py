@@ -549,3 +549,21 @@ def test_trimming_waits_for_the_archive():
         (repo / "archive").unlink()
         _wait_archived(cl, "b")
         lfs.wait_until(lambda: trimmed(cl, "b", "a"), 30, "b to trim once archived")
+
+
+def test_backup_and_restore_help_and_usage():
+    for args in (["backup", "--help"], ["backup", "list", "--help"], ["backup", "verify", "--help"],
+                 ["backup", "expire", "--help"], ["restore", "--help"], ["help", "restore"]):
+        cp = lfs.ctl(*args, check=False)
+        check_eq(cp.returncode, 0, f"ledgerctl {' '.join(args)}")
+        check("usage: ledgerctl" in cp.stdout, f"usage from {args}: {cp.stdout!r}")
+    for args in (["backup"], ["backup", "/nonexistent"], ["restore", "/r"],
+                 ["backup", "expire", "/r"], ["backup", "x", "--to", "/r", "--jobs", "0"],
+                 ["restore", "/r", "/t", "--to-seq", "bad"], ["restore", "/r", "/t", "--to-time",
+                                                              "yesterday"]):
+        cp = lfs.ctl(*args, check=False)
+        check_eq(cp.returncode, 2, f"ledgerctl {' '.join(args)}: {cp.stderr!r}")
+    with lfs.Workdir() as wd:
+        cp = lfs.ctl("restore", wd.path / "none", wd.path / "t", check=False)
+        check_eq(cp.returncode, 1, "restore from a missing repository")
+        check(str(wd.path / "none") in cp.stderr, cp.stderr)
