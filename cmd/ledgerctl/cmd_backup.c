@@ -50,6 +50,7 @@
 #include <unistd.h>
 
 #include "backup/archive.h"
+#include "backup/dcache.h"
 #include "backup/events.h"
 #include "backup/repo.h"
 #include "cmd.h"
@@ -125,6 +126,11 @@ struct backup {
 	uint8_t *lost; /* per entry: its name no longer held its file when read */
 	uint64_t found_removed; /* lost files not found again: removed */
 	uint64_t moved;		/* lost files found under another name */
+	/* The digest cache of the first repository, and what this backup read. */
+	struct dcache cache;
+	struct dcache_entry *seen; /* per entry */
+	uint8_t *seen_ok;	   /* per entry: seen[] holds a settled file's digest */
+	atomic_uint_fast64_t cached_files;
 	struct bk_task *tasks;
 	size_t ntasks;
 	uint64_t total_bytes;
@@ -538,6 +544,25 @@ static int same_fid(const struct manifest_entry *a, const struct manifest_entry 
 	return ha && hb && la == lb && !memcmp(va, vb, la);
 }
 
+/* 1 if every repository still in the backup holds the blob. */
+static int all_have(struct backup *b, const uint8_t sha[MANIFEST_SHA])
+{
+	size_t k;
+
+	for (k = 0; k < b->nrepos; k++)
+		if (!repo_failed(b, k) && repo_blob_has(b->repos[k].r, sha) != 1)
+			return 0;
+	return 1;
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /*
  * Read the regular file open at fd into entry e: its xattrs (its version
  * among them) first, then its metadata, then its contents, hashed, and
@@ -556,8 +581,9 @@ static int store_contents(struct worker *w, int fd, struct manifest_entry *e,
 	uint64_t size = 0, written;
 	struct stat st;
 	unsigned tries;
+	int64_t read_at = 0;
 	size_t k;
-	int r = 0;
+	int r = 0, cached = 0;
 
 	for (tries = 0; tries < BACKUP_FILE_TRIES; tries++) {
 		r = read_xattrs(fd, false, &got);
@@ -567,7 +593,11 @@ static int store_contents(struct worker *w, int fd, struct manifest_entry *e,
 			r = 1;
 			goto out;
 		}
-		if (r == 0)
+		read_at = now_ns();
+		cached = r == 0 && !keep && dcache_lookup(&b->cache, &st, sha) && all_have(b, sha);
+		if (cached)
+			size = (uint64_t)st.st_size; /* unchanged since the last backup read it */
+		else if (r == 0)
 			r = repo_hash_fd(fd, w->buf, BACKUP_IO, sha, &size);
 		if (r < 0) {
 			snprintf(w->err, sizeof(w->err), "%s/%s: %s", b->store, e->path,
@@ -619,7 +649,14 @@ static int store_contents(struct worker *w, int fd, struct manifest_entry *e,
 	e->size = size;
 	e->has_sha = 1;
 	memcpy(e->sha, sha, sizeof(sha));
-	b->read_bytes += size;
+	if (cached)
+		b->cached_files++;
+	else
+		b->read_bytes += size;
+	if (!keep && b->seen && (uint64_t)st.st_size == size) {
+		dcache_entry_set(&b->seen[e - b->m.e], &st, sha);
+		b->seen_ok[e - b->m.e] = (uint8_t)dcache_settled(&st, read_at);
+	}
 	progress_advance(&b->prog, size);
 	r = 0;
 out:
@@ -781,6 +818,10 @@ static void pass_free(struct backup *b)
 	free(b->files);
 	free(b->lost);
 	free(b->tasks);
+	free(b->seen);
+	free(b->seen_ok);
+	b->seen = NULL;
+	b->seen_ok = NULL;
 	b->inodes = NULL;
 	b->files = NULL;
 	b->lost = NULL;
@@ -1028,7 +1069,9 @@ static int one_pass(struct backup *b)
 		return -1;
 	find_links(b);
 	b->lost = calloc(b->m.n ? b->m.n : 1, 1);
-	if (!b->lost || plan_tasks(b) < 0) {
+	b->seen = calloc(b->m.n ? b->m.n : 1, sizeof(*b->seen));
+	b->seen_ok = calloc(b->m.n ? b->m.n : 1, 1);
+	if (!b->lost || !b->seen || !b->seen_ok || plan_tasks(b) < 0) {
 		fprintf(stderr, "ledgerctl: backup: out of memory\n");
 		return -1;
 	}
@@ -1127,6 +1170,31 @@ static void finish_repos(struct backup *b, FILE *events, uint64_t count)
 		}
 	}
 	free(buf);
+}
+
+/* The digests of the files this backup read, as each repository's cache for the next. */
+static void save_caches(struct backup *b)
+{
+	struct dcache_entry *v = malloc((b->m.n ? b->m.n : 1) * sizeof(*v));
+	size_t i, n = 0, k;
+	int r;
+
+	if (!v)
+		return;
+	for (i = 0; i < b->m.n; i++)
+		if (b->seen_ok[i])
+			v[n++] = b->seen[i];
+	for (k = 0; k < b->nrepos; k++) {
+		if (b->repos[k].failed)
+			continue;
+		r = dcache_save(b->repos[k].r, b->cfg.node_id, v, n);
+		if (r < 0)
+			fprintf(stderr,
+				"ledgerctl: backup: %s/%s: cannot save the digest cache: %s (the "
+				"next backup reads every file)\n",
+				b->repos[k].path, DCACHE_DIR, strerror(-r));
+	}
+	free(v);
 }
 
 static void fill_manifest_head(struct backup *b)
@@ -1303,6 +1371,12 @@ int cmd_backup(int argc, char **argv)
 		goto report;
 	if (open_source(b) < 0)
 		goto out;
+	for (k = 0; k < b->nrepos; k++) {
+		if (!b->repos[k].failed) {
+			dcache_load(b->repos[k].r, b->cfg.node_id, &b->cache);
+			break;
+		}
+	}
 	progress_init(&b->prog, "backup", 0, 1);
 	if (one_pass(b) < 0) {
 		progress_end(&b->prog);
@@ -1314,6 +1388,7 @@ int cmd_backup(int argc, char **argv)
 	fill_manifest_head(b);
 	finish_repos(b, events, count);
 	fclose(events);
+	save_caches(b);
 report:
 	entries = b->m.n;
 	for (k = 0; k < b->nrepos; k++) {
@@ -1340,11 +1415,11 @@ report:
 		print_vector(stdout, b->from, b->nfrom);
 		printf("): %zu entries, %s read in %.1f s (%s/s), %" PRIu64
 		       " events replayed at restore, %" PRIu64 " subtasks retried, %" PRIu64
-		       " files moved while copied\n",
+		       " files moved while copied, %" PRIu64 " unchanged files not read\n",
 		       entries, progress_human(b->read_bytes, hb, sizeof(hb)), secs,
 		       progress_human(secs > 0 ? (uint64_t)((double)b->read_bytes / secs) : 0, hr,
 				      sizeof(hr)),
-		       count, b->retried, b->moved);
+		       count, b->retried, b->moved, (uint64_t)b->cached_files);
 	}
 	rc = failed ? 1 : 0;
 out:
@@ -1355,6 +1430,7 @@ out:
 		close(b->store_fd);
 	if (b->n)
 		node_close(b->n, (int)b->clean);
+	dcache_free(&b->cache);
 	pthread_mutex_destroy(&b->lock);
 	free(b);
 	return rc;

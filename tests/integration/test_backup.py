@@ -217,18 +217,23 @@ def test_backup_killed_half_way_resumes_without_uploading_twice():
 
 
 def test_second_backup_after_a_one_percent_change_stores_about_one_percent():
-    """200 files of 50 KB; 2 change; the repository grows by about their size."""
+    """200 files of 50 KB; 2 change; the repository grows by about their size,
+    and the digest cache spares reading the files that did not change."""
     with lfs.Workdir() as wd:
         cl = Cluster(wd, ["a", "b"], serve=["b"])
         _tree(cl["a"].m("data"), count=200, size=50000)
         cl.wait_in_sync()
+        time.sleep(2.2)   # the cache keeps only files whose ctime is over 2 s old
         repo = wd.path / "repo"
-        _backup(cl["b"].dir, repo)
+        cp = _backup(cl["b"].dir, repo)
+        check(" 0 unchanged files not read" in cp.stdout, cp.stdout)
         first = _repo_bytes(repo)
         for i in (3, 77):
             lfs.write_file(cl["a"].m("data") / f"d{i % 4}" / f"f{i:03d}", os.urandom(50000))
         cl.wait_in_sync()
         cp = _backup(cl["b"].dir, repo)
+        m = re.search(r"(\d+) unchanged files not read", cp.stdout)
+        check(m and int(m.group(1)) >= 190, f"the digest cache was used: {cp.stdout!r}")
         grown = _repo_bytes(repo) - first
         check(grown < 0.03 * first,
               f"second backup grew the repository by {grown} of {first} bytes: {cp.stdout!r}")
