@@ -865,3 +865,30 @@ Test(status_fmt, divergence_and_heal_in_text_json_and_metrics)
 	assert_has(out, "ledgerfs_heal_entries_total{node=\"b\"} 2\n");
 	free(out);
 }
+
+Test(status_fmt, archive_lag_and_failure_are_shown)
+{
+	struct repl_status st;
+	char *out;
+
+	sample_status(&st);
+	out = render(status_fmt_text, &st);
+	cr_assert_null(strstr(out, "archive"), "no archive line when archiving is off");
+	free(out);
+	st.archive.on = 1;
+	st.archive.lag_events = 42;
+	st.archive.lag_ms = 2500;
+	snprintf(st.archive.error, sizeof(st.archive.error), "/b/archive: \"full\"");
+	out = render(status_fmt_text, &st);
+	assert_has(out, "archive: 42 events behind, 2.5 s; failing: /b/archive: \"full\"\n");
+	free(out);
+	out = render(status_fmt_json, &st);
+	assert_has(out, "\"archive\":{\"lag_events\":42,\"lag_ms\":2500,"
+			"\"error\":\"/b/archive: \\\"full\\\"\"}");
+	free(out);
+	out = render(status_fmt_prometheus, &st);
+	assert_has(out, "ledgerfs_archive_lag_events{node=\"a\"} 42\n");
+	assert_has(out, "ledgerfs_archive_lag_seconds{node=\"a\"} 2.500\n");
+	assert_has(out, "ledgerfs_archive_failing{node=\"a\"} 1\n");
+	free(out);
+}
