@@ -413,10 +413,13 @@ static int walk_entry(struct treewalk *tw, int dfd, const char *name, const stru
 	int fd, r;
 
 	if (!S_ISREG(st->st_mode)) {
+		size_t before = b->m.n;
+
 		r = record_object(b, dfd, name, path, st);
 		if (r < 0)
 			return r;
-		return S_ISDIR(st->st_mode) ? TREEWALK_DESCEND : 0;
+		/* Into a directory only if it is still one (its removal is replayed). */
+		return S_ISDIR(st->st_mode) && b->m.n > before ? TREEWALK_DESCEND : 0;
 	}
 	/* A regular file: a worker reads it; the walk places it and notes its fid. */
 	fd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);

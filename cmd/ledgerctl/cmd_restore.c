@@ -42,6 +42,7 @@
 #include "lib/progress.h"
 #include "lib/treewalk.h"
 #include "node/node.h"
+#include "store/path.h"
 #include "store/xattr_at.h"
 
 #define RESTORE_IO     (1u << 20)
@@ -905,19 +906,82 @@ static int open_target(struct restore *rs)
 	return 0;
 }
 
+/*
+ * A manifest's checksum shows it is whole, not that whoever wrote it meant
+ * well: before anything is written, every entry must be a valid store path
+ * (path_check(): no "..", no absolute path) whose parent is a directory
+ * entry before it, named once, so that laying the entries down in order
+ * never goes through a symlink or out of the store; the root comes first;
+ * a hard link names a regular file.  0 or -1 with a message.
+ */
+static int validate_manifest(struct restore *rs)
+{
+	const char *why = NULL;
+	char parent[PATH_MAX];
+	size_t i;
+
+	rs->sorted = malloc((rs->m.n ? rs->m.n : 1) * sizeof(*rs->sorted));
+	if (!rs->sorted) {
+		fprintf(stderr, "ledgerctl: restore: out of memory\n");
+		return -1;
+	}
+	for (i = 0; i < rs->m.n; i++)
+		rs->sorted[i] = i;
+	qsort_r(rs->sorted, rs->m.n, sizeof(*rs->sorted), cmp_index, &rs->m);
+	if (!rs->m.n || rs->m.e[0].path[0] || !S_ISDIR(rs->m.e[0].mode)) {
+		why = "its first entry is not the store's root directory";
+		i = 0;
+		goto bad;
+	}
+	for (i = 1; i < rs->m.n; i++) {
+		const struct manifest_entry *e = &rs->m.e[i], *up;
+		const char *slash = strrchr(e->path, '/');
+		size_t plen = slash ? (size_t)(slash - e->path) : 0;
+
+		if (i < rs->m.n && !strcmp(rs->m.e[rs->sorted[i - 1]].path,
+					   rs->m.e[rs->sorted[i]].path)) {
+			why = "a path named twice";
+			i = rs->sorted[i];
+			goto bad;
+		}
+		if (path_check(e->path, &why) < 0 || path_is_root(e->path))
+			goto bad;
+		if (plen >= sizeof(parent)) {
+			why = "path too long";
+			goto bad;
+		}
+		memcpy(parent, e->path, plen);
+		parent[plen] = '\0';
+		up = find_entry(rs, parent);
+		if (!up || !S_ISDIR(up->mode) || up >= e) {
+			why = "its parent is not a directory entry before it";
+			goto bad;
+		}
+		if (e->link != MANIFEST_NOLINK &&
+		    (!S_ISREG(e->mode) || !S_ISREG(rs->m.e[e->link].mode) ||
+		     rs->m.e[e->link].link != MANIFEST_NOLINK)) {
+			why = "a hard link of something other than a regular file";
+			goto bad;
+		}
+		if (S_ISREG(e->mode) && e->link == MANIFEST_NOLINK && !e->has_sha) {
+			why = "a regular file without contents";
+			goto bad;
+		}
+	}
+	return 0;
+bad:
+	fprintf(stderr, "ledgerctl: restore: refused: manifest %s/%s/%s: entry %zu (%s): %s\n",
+		rs->repo_dir, REPO_MANIFESTS, rs->mname, i,
+		i < rs->m.n ? rs->m.e[i].path : "", why ? why : "invalid");
+	return -1;
+}
+
 static int prune(struct restore *rs)
 {
 	struct treewalk_ops ops = {.entry = prune_entry};
 	struct treewalk tw = {0};
-	size_t i;
 	int r;
 
-	rs->sorted = malloc((rs->m.n ? rs->m.n : 1) * sizeof(*rs->sorted));
-	if (!rs->sorted)
-		return -ENOMEM;
-	for (i = 0; i < rs->m.n; i++)
-		rs->sorted[i] = i;
-	qsort_r(rs->sorted, rs->m.n, sizeof(*rs->sorted), cmp_index, &rs->m);
 	r = treewalk_open(&tw, rs->root, ".", O_NOFOLLOW);
 	if (r == 0)
 		r = treewalk_run(&tw, &ops, rs, NULL);
@@ -998,7 +1062,7 @@ int cmd_restore(int argc, char **argv)
 		goto out;
 	}
 	rs.buf = malloc(RESTORE_IO);
-	if (!rs.buf || pick_backup(&rs) < 0)
+	if (!rs.buf || pick_backup(&rs) < 0 || validate_manifest(&rs) < 0)
 		goto out;
 	/* Every check that needs no writing first: the events, the node directory. */
 	if (read_events(&rs, &events, &elen) < 0 ||

@@ -6,6 +6,7 @@ The source is normally a replica run with --serve; the writes go to the
 primary's mount.  Digests (`ledgerctl digest`) compare stores.
 """
 
+import hashlib
 import os
 import re
 import shutil
@@ -255,7 +256,6 @@ def test_corrupt_blob_or_manifest_is_found_and_refused_by_name():
         check("all good" in cp.stdout, cp.stdout)
         # Flip a byte in the blob of a known file.
         want = (cl["b"].store / "data" / "d2" / "f006").read_bytes()
-        import hashlib
         sha = hashlib.sha256(want).hexdigest()
         blob = repo / "packs" / sha[:2] / sha
         data = bytearray(blob.read_bytes())
@@ -281,6 +281,15 @@ def test_corrupt_blob_or_manifest_is_found_and_refused_by_name():
         cp = lfs.ctl("backup", "verify", repo, check=False)
         check_eq(cp.returncode, 1, "verify names the corrupt manifest")
         check(f"manifest {man} is corrupt" in cp.stdout, cp.stdout)
+        # A manifest whose checksum is right but whose paths leave the store.
+        data[len(data) // 2] ^= 0x01
+        body = bytes(data[:-32]).replace(b"data/d1/f005", b"../../escape", 1)
+        man.write_bytes(body + hashlib.sha256(body).digest())
+        cp = _restore(repo, wd.path / "r3", check_rc=False)
+        check_eq(cp.returncode, 1, "restore refuses a path out of the store")
+        check("refused: manifest" in cp.stderr and "../../escape" in cp.stderr, cp.stderr)
+        check(not (wd.path / "escape").exists() and not (wd.path / "r3" / "store" / "data").exists(),
+              "nothing written")
 
 
 def test_a_full_or_vanished_repository_fails_alone_and_keeps_what_it_had():
