@@ -581,3 +581,22 @@ def test_backup_and_restore_help_and_usage():
         cp = lfs.ctl("restore", wd.path / "none", wd.path / "t", check=False)
         check_eq(cp.returncode, 1, "restore from a missing repository")
         check(str(wd.path / "none") in cp.stderr, cp.stderr)
+
+
+def test_progress_on_a_terminal_and_one_summary_line_otherwise():
+    from test_rescue import _run_on_pty
+    with lfs.Workdir() as wd:
+        cl = _cluster(wd)
+        repo = wd.path / "repo"
+        cp = _backup(cl["b"].dir, repo)
+        check("ETA" not in cp.stderr, f"no progress line without a terminal: {cp.stderr!r}")
+        check_eq(len([ln for ln in cp.stdout.splitlines() if ln.startswith("backup of b")]), 1,
+                 f"one summary line: {cp.stdout!r}")
+        rc, out, err = _run_on_pty(["env", "LEDGERFS_FAULT_BACKUP_DELAY_MS=10", lfs.LEDGERCTL,
+                                    "backup", cl["b"].dir, "--to", repo, "--jobs", "1"])
+        check_eq(rc, 0, f"backup on a terminal: {err!r}")
+        check(re.search(r"backup \[[#.]+\] +\d+% .* of .*/s, ETA ", err),
+              f"a progress line with rate and ETA: {err!r}")
+        rc, out, err = _run_on_pty([lfs.LEDGERCTL, "backup", "verify", repo])
+        check_eq(rc, 0, f"verify on a terminal: {err!r}")
+        check("verify [" in err, err)
