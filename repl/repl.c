@@ -1045,7 +1045,8 @@ static int is_peer_id(const struct config *cfg, uint64_t id)
  * replaced by a node made again under their name, while this node was
  * stopped (reload_config() forgets them while it runs).  A peer whose id
  * is not known yet may be one of them: its confirmations come again when
- * it connects.  Node lock held.
+ * it connects.  The archive's progress (ARCHIVE_PEER_ID) is no peer's.
+ * Node lock held.
  */
 static int forget_departed(struct repl *r)
 {
@@ -1061,7 +1062,7 @@ static int forget_departed(struct repl *r)
 		/* A malformed key is reported by the iterator and stepped over. */
 		while ((rv = journal_iter_next(it, &peer, NULL, NULL, NULL, NULL, NULL)) > 0 ||
 		       rv == -EBADMSG)
-			if (rv > 0 && !is_peer_id(&r->cfg, peer)) {
+			if (rv > 0 && peer != ARCHIVE_PEER_ID && !is_peer_id(&r->cfg, peer)) {
 				found = 1;
 				break;
 			}

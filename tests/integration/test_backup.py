@@ -480,6 +480,14 @@ def test_point_in_time_restore_to_a_seq_and_to_a_time():
         check(f"segment {segs[-1]} is corrupt: checksum mismatch" in cp.stderr, cp.stderr)
         st = lfs.ctl("status", cl["b"].dir).stdout
         check(re.search(r"^archive: 0 events behind", st, re.M), st)
+        # A restart goes on from where the archive was: nothing is archived twice.
+        before = sorted(p.name for p in (repo / "archive" / a.id).iterdir())
+        cl.stop("b")
+        cl.start("b")
+        _wait_archived(cl, "b")
+        time.sleep(1.5)
+        check_eq(sorted(p.name for p in (repo / "archive" / a.id).iterdir()), before,
+                 "segments after a restart of b")
 
 
 def test_expire_keeps_the_point_in_time_chain_of_what_it_keeps():
