@@ -66,7 +66,9 @@ int archive_segment_write(struct repo *r, struct journal *j, uint64_t origin, ui
 		ret = journal_get(j, origin, seq, 1, &ev, &why);
 		if (ret < 0) {
 			snprintf(err, errlen, "event %016" PRIx64 ":%" PRIu64 ": %s", origin, seq,
-				 ret == -ESTALE ? "trimmed" : why ? why : strerror(-ret));
+				 ret == -ESTALE ? "trimmed"
+				 : why		? why
+						: strerror(-ret));
 			goto out;
 		}
 		ev.flags &= (uint16_t)~EVENT_F_VREF;
@@ -330,10 +332,10 @@ struct archiver {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
-	int stopping;			/* guarded by lock */
-	struct archive_status st;	/* guarded by lock */
-	int64_t caught_up_ms;		/* guarded by lock: when nothing was left last */
-	int warned;			/* a failure was logged: log the recovery */
+	int stopping;		  /* guarded by lock */
+	struct archive_status st; /* guarded by lock */
+	int64_t caught_up_ms;	  /* guarded by lock: when nothing was left last */
+	int warned;		  /* a failure was logged: log the recovery */
 };
 
 /* The origins n's journal knows: its own and those with applied marks. */
@@ -378,15 +380,16 @@ static int archive_pass(struct archiver *a, uint64_t *left, char *err, size_t er
 			r = journal_checkpoint_put(j, ARCHIVE_PEER_ID, origins[i], done);
 		}
 		while (r == 0 && done < upto) {
-			uint64_t last = upto - done > ARCHIVE_SEG_EVENTS ? done + ARCHIVE_SEG_EVENTS
-									 : upto;
+			uint64_t last =
+			    upto - done > ARCHIVE_SEG_EVENTS ? done + ARCHIVE_SEG_EVENTS : upto;
 
 			r = archive_segment_write(a->repo, j, origins[i], done + 1, last, &reached,
 						  err, errlen);
 			if (r == 0)
 				r = journal_checkpoint_put(j, ARCHIVE_PEER_ID, origins[i], reached);
 			if (r < 0 && !err[0])
-				snprintf(err, errlen, "recording the archived seq: %s", strerror(-r));
+				snprintf(err, errlen, "recording the archived seq: %s",
+					 strerror(-r));
 			if (r == 0)
 				done = reached;
 		}
@@ -410,8 +413,8 @@ static void *archiver_main(void *arg)
 		pthread_mutex_unlock(&a->lock);
 		r = archive_pass(a, &left, err, sizeof(err));
 		if (r < 0 && !a->warned++)
-			log_err("archive %s: %s (retrying every %d ms; trimming waits)", a->repo->dir,
-				err, ARCHIVE_INTERVAL_MS);
+			log_err("archive %s: %s (retrying every %d ms; trimming waits)",
+				a->repo->dir, err, ARCHIVE_INTERVAL_MS);
 		else if (r == 0 && a->warned) {
 			log_info("archive %s: archiving again", a->repo->dir);
 			a->warned = 0;

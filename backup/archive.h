@@ -31,13 +31,13 @@
 #include "journal/event.h"
 #include "node/node.h"
 
-#define ARCHIVE_DIR	     "archive"
-#define ARCHIVE_MAGIC	     "LFSARSG1"
-#define ARCHIVE_FORMAT	     1
-#define ARCHIVE_PEER_ID	     UINT64_MAX
-#define ARCHIVE_INTERVAL_MS  1000
-#define ARCHIVE_SEG_EVENTS   4096
-#define ARCHIVE_SEG_BYTES    (64u << 20)
+#define ARCHIVE_DIR	    "archive"
+#define ARCHIVE_MAGIC	    "LFSARSG1"
+#define ARCHIVE_FORMAT	    1
+#define ARCHIVE_PEER_ID	    UINT64_MAX
+#define ARCHIVE_INTERVAL_MS 1000
+#define ARCHIVE_SEG_EVENTS  4096
+#define ARCHIVE_SEG_BYTES   (64u << 20)
 
 /* What a segment's header says. */
 struct archive_seg {
@@ -81,10 +81,10 @@ struct archiver;
 /* What status shows of it. */
 struct archive_status {
 	int on;
-	uint64_t lag_events;  /* applied but not archived yet, over every origin */
-	int64_t lag_ms;	      /* since the oldest event not archived was applied, 0 if none */
-	int64_t last_ok_ms;   /* wall clock of the last pass that archived everything */
-	char error[256];      /* the last pass's failure, "" if it worked */
+	uint64_t lag_events; /* applied but not archived yet, over every origin */
+	int64_t lag_ms;	     /* since the oldest event not archived was applied, 0 if none */
+	int64_t last_ok_ms;  /* wall clock of the last pass that archived everything */
+	char error[256];     /* the last pass's failure, "" if it worked */
 };
 
 /*

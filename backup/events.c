@@ -47,7 +47,8 @@ int backup_events_write(struct journal *j, const struct evid *from, size_t nfrom
 				snprintf(err, errlen, "event %016" PRIx64 ":%" PRIu64 ": %s",
 					 upto[i].origin, seq,
 					 r == -ESTALE ? "trimmed from the journal meanwhile"
-						      : why ? why : strerror(-r));
+					 : why	      ? why
+						      : strerror(-r));
 				break;
 			}
 			/* The payload is inline now. */
@@ -66,7 +67,8 @@ int backup_events_write(struct journal *j, const struct evid *from, size_t nfrom
 			r = event_encode(&ev, rec, cap, &len);
 			event_free(&ev);
 			if (r < 0) {
-				snprintf(err, errlen, "event %016" PRIx64 ":%" PRIu64 ": encode: %s",
+				snprintf(err, errlen,
+					 "event %016" PRIx64 ":%" PRIu64 ": encode: %s",
 					 upto[i].origin, seq, strerror(-r));
 				break;
 			}
@@ -137,7 +139,8 @@ int backup_events_decode(const uint8_t *buf, size_t len, struct event **evs, siz
 		why = NULL;
 		r = event_decode(buf + at + 4, l, &v[count], NULL, &why);
 		if (r < 0) {
-			snprintf(err, errlen, "record %zu: %s", count + 1, why ? why : strerror(-r));
+			snprintf(err, errlen, "record %zu: %s", count + 1,
+				 why ? why : strerror(-r));
 			goto fail;
 		}
 		count++;
@@ -167,7 +170,8 @@ int backup_events_apply(struct store *s, const struct event *evs, size_t n, int 
 		if (r < 0 && lenient && node_snap_lenient_err(r))
 			r = APPLY_SKIPPED;
 		if (r < 0) {
-			snprintf(err, errlen, "event %016" PRIx64 ":%" PRIu64 " (%s %s) does not apply: %s: %s",
+			snprintf(err, errlen,
+				 "event %016" PRIx64 ":%" PRIu64 " (%s %s) does not apply: %s: %s",
 				 evs[i].origin, evs[i].seq, event_type_name(evs[i].type),
 				 evs[i].path ? evs[i].path : "", why ? why : "", strerror(-r));
 			return r;

@@ -36,10 +36,10 @@
 
 #include "journal/event.h"
 
-#define MANIFEST_MAGIC	"LFSBKMF1"
-#define MANIFEST_FORMAT 1
-#define MANIFEST_SHA	32
-#define MANIFEST_NOLINK UINT64_MAX
+#define MANIFEST_MAGIC	  "LFSBKMF1"
+#define MANIFEST_FORMAT	  1
+#define MANIFEST_SHA	  32
+#define MANIFEST_NOLINK	  UINT64_MAX
 #define MANIFEST_NAME_MAX 255
 
 struct manifest_entry {

@@ -121,8 +121,7 @@ static int create_layout(const char *dir, char *err, size_t errlen)
 	int r;
 
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		snprintf(err, errlen, "%s: cannot create the repository: %s", dir,
-			 strerror(errno));
+		snprintf(err, errlen, "%s: cannot create the repository: %s", dir, strerror(errno));
 		return -errno;
 	}
 	for (i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
@@ -518,7 +517,8 @@ int repo_manifest_read(struct repo *r, const char *name, struct manifest *m, cha
 	}
 	ret = manifest_decode(data, got, m, &why);
 	if (ret < 0)
-		snprintf(err, errlen, "manifest %s is corrupt: %s", path, why ? why : strerror(-ret));
+		snprintf(err, errlen, "manifest %s is corrupt: %s", path,
+			 why ? why : strerror(-ret));
 out:
 	if (fd >= 0)
 		close(fd);

@@ -27,13 +27,13 @@
 
 #include "backup/manifest.h"
 
-#define REPO_CONFIG	  "config"
-#define REPO_PACKS	  "packs"
-#define REPO_MANIFESTS	  "manifests"
-#define REPO_TMP	  "tmp"
-#define REPO_FORMAT	  1
-#define REPO_CONFIG_HEAD  "ledgerfs backup repository"
-#define REPO_BLOB_PATH	  (sizeof(REPO_PACKS) + 3 + 2 * MANIFEST_SHA + 1)
+#define REPO_CONFIG	 "config"
+#define REPO_PACKS	 "packs"
+#define REPO_MANIFESTS	 "manifests"
+#define REPO_TMP	 "tmp"
+#define REPO_FORMAT	 1
+#define REPO_CONFIG_HEAD "ledgerfs backup repository"
+#define REPO_BLOB_PATH	 (sizeof(REPO_PACKS) + 3 + 2 * MANIFEST_SHA + 1)
 
 struct repo {
 	char dir[PATH_MAX];

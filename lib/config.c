@@ -345,7 +345,8 @@ static void begin_section(struct config_parse *p, const char *name)
 	if (strncmp(name, "peer ", 5)) {
 		p->sec = SEC_NONE;
 		parse_fail(
-		    p, "[%s]: unknown section (expected node, replication, journal, archive or peer "
+		    p,
+		    "[%s]: unknown section (expected node, replication, journal, archive or peer "
 		    "NAME)",
 		    name);
 		return;
@@ -470,8 +471,9 @@ static int parse_value(const struct config_key *k, const char *value, char *base
 		return 0;
 	case KIND_PATH:
 		if (value[0] != '/' || strlen(value) >= CONFIG_PATH_MAX) {
-			snprintf(what, whatlen, "invalid path \"%s\" (an absolute path, under %d bytes)",
-				 value, CONFIG_PATH_MAX);
+			snprintf(what, whatlen,
+				 "invalid path \"%s\" (an absolute path, under %d bytes)", value,
+				 CONFIG_PATH_MAX);
 			return -EINVAL;
 		}
 		snprintf(dst, CONFIG_PATH_MAX, "%s", value);

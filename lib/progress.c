@@ -28,8 +28,7 @@ const char *progress_human(uint64_t bytes, char *buf, size_t len)
 	return buf;
 }
 
-void progress_format(char *out, size_t len, uint64_t done, uint64_t total, double secs,
-		     int bytes)
+void progress_format(char *out, size_t len, uint64_t done, uint64_t total, double secs, int bytes)
 {
 	char cells[PROGRESS_CELLS + 1], a[32], b[32], r[32], eta[32] = ", ETA ?";
 	double rate = secs > 0 ? (double)done / secs : 0;

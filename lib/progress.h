@@ -47,7 +47,6 @@ const char *progress_human(uint64_t bytes, char *buf, size_t len);
  * The line itself, for callers that draw their own: "[####.....]  42%
  * 1.2 GiB of 3.0 GiB, 80.0 MiB/s, ETA 0:12" (units when not bytes).
  */
-void progress_format(char *out, size_t len, uint64_t done, uint64_t total, double secs,
-		     int bytes);
+void progress_format(char *out, size_t len, uint64_t done, uint64_t total, double secs, int bytes);
 
 #endif

@@ -19,9 +19,9 @@
 
 #include <stdint.h>
 
-#include "lib/config.h"
-#include "journal/event.h"
 #include "backup/archive.h"
+#include "journal/event.h"
+#include "lib/config.h"
 #include "node/node.h"
 
 struct repl;

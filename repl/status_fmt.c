@@ -607,8 +607,8 @@ int status_fmt_json(const struct repl_status *st, struct buf *b)
 	    st->journal_bytes, st->journal_bound);
 	put_json_vector(&o, st->oldest, st->norigins);
 	if (st->archive.on) {
-		put(&o, ",\"archive\":{\"lag_events\":%" PRIu64 ",\"lag_ms\":%" PRId64
-			",\"error\":\"",
+		put(&o,
+		    ",\"archive\":{\"lag_events\":%" PRIu64 ",\"lag_ms\":%" PRId64 ",\"error\":\"",
 		    st->archive.lag_events, st->archive.lag_ms);
 		put_escaped(&o, st->archive.error, sizeof(st->archive.error), ESC_JSON);
 		put(&o, "\"}");

@@ -321,8 +321,8 @@ static void summary(struct peer_run *p, int rv)
 		p->f->dir, rv < 0 ? "could not be compared with" : "compared with",
 		res->peer[0] ? res->peer : p->f->against, res->peer[0] ? " at " : "",
 		res->peer[0] ? p->f->against : "", res->entries_here,
-		progress_human(atomic_load(&p->prog.hash.bytes), hashed, sizeof(hashed)), res->listed,
-		res->listed == 1 ? "" : "s", res->rounds, res->rounds == 1 ? "" : "s",
+		progress_human(atomic_load(&p->prog.hash.bytes), hashed, sizeof(hashed)),
+		res->listed, res->listed == 1 ? "" : "s", res->rounds, res->rounds == 1 ? "" : "s",
 		progress_human(res->bytes, fetched, sizeof(fetched)), res->differences, secs);
 }
 

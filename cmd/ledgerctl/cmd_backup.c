@@ -80,7 +80,7 @@
 struct bk_repo {
 	const char *path;
 	struct repo *r;
-	int failed;		/* guarded by backup.lock */
+	int failed;			 /* guarded by backup.lock */
 	char err[BACKUP_ERR + PATH_MAX]; /* guarded by backup.lock: why it failed */
 	atomic_uint_fast64_t new_bytes, new_blobs, reused_bytes;
 	char manifest[128];
@@ -123,7 +123,7 @@ struct backup {
 	size_t ninodes, inodes_cap;
 	size_t *files; /* manifest entries the workers back up */
 	size_t nfiles, files_cap;
-	uint8_t *lost; /* per entry: its name no longer held its file when read */
+	uint8_t *lost;		/* per entry: its name no longer held its file when read */
 	uint64_t found_removed; /* lost files not found again: removed */
 	uint64_t moved;		/* lost files found under another name */
 	/* The digest cache of the first repository, and what this backup read. */
@@ -136,11 +136,11 @@ struct backup {
 	uint64_t total_bytes;
 
 	pthread_mutex_t lock;
-	size_t next_task;	 /* guarded by lock */
-	int fatal;		 /* guarded by lock */
+	size_t next_task;			    /* guarded by lock */
+	int fatal;				    /* guarded by lock */
 	char fatal_msg[BACKUP_ERR + PATH_MAX + 64]; /* guarded by lock */
-	int redo;		 /* a directory moved under the walk */
-	uint64_t retried;	 /* guarded by lock */
+	int redo;				    /* a directory moved under the walk */
+	uint64_t retried;			    /* guarded by lock */
 	atomic_uint_fast64_t read_bytes;
 	struct progress prog;
 
@@ -151,42 +151,43 @@ struct backup {
 
 static void backup_usage(FILE *out)
 {
-	fputs("usage: ledgerctl backup NODE_DIR --to REPO [--to REPO ...] [--jobs N] [--retries N]\n"
-	      "       ledgerctl backup list REPO\n"
-	      "       ledgerctl backup verify REPO\n"
-	      "       ledgerctl backup expire REPO (--keep-last N | --keep-within DURATION)\n"
-	      "\n"
-	      "Back up a node's store, as of one position of its journal, into one or more\n"
-	      "repositories, without stopping its writes.  Back up a replica or a --serve\n"
-	      "node so the primary is not loaded; a stopped node works too (it is opened as\n"
-	      "its own start would open it, so its directory must be writable).\n"
-	      "\n"
-	      "A repository is a directory (made on first use): content-addressed blobs in\n"
-	      "REPO/packs, one manifest per backup in REPO/manifests.  A second backup stores\n"
-	      "only contents the repository lacks; a backup cut short and run again uploads\n"
-	      "nothing twice.  The manifest records the journal position, every file's\n"
-	      "metadata and SHA-256, and the events that ran while the store was copied,\n"
-	      "which a restore replays.\n"
-	      "\n"
-	      "  --to REPO       a repository (repeat for several: each gets the backup; one\n"
-	      "                  that fails is named and the others complete)\n"
-	      "  --jobs N        worker threads (default: the number of CPUs)\n"
-	      "  --retries N     times a failed subtask is retried (default 3)\n"
-	      "  -h, --help      this help\n"
-	      "\n"
-	      "list prints the backups of REPO, oldest first.  verify re-reads every blob\n"
-	      "against its name and every manifest against its checksum, naming what is\n"
-	      "corrupt or missing.  expire removes the backups that are neither among the\n"
-	      "last N nor younger than DURATION (30s, 90m, 12h, 7d, 2w; both: either\n"
-	      "keeps), then the blobs no kept backup names and the archived journal\n"
-	      "segments no kept backup's point-in-time restores need (those at or below\n"
-	      "every kept backup's position); it waits for no backup: it refuses while\n"
-	      "one or a restore runs on REPO.\n"
-	      "\n"
-	      "On a terminal a progress line (rate, time left) goes to stderr; a summary\n"
-	      "line is printed at the end.  Exit status: 0 done (or verified), 1 failed in\n"
-	      "any repository (or corruption found), 2 usage error.\n",
-	      out);
+	fputs(
+	    "usage: ledgerctl backup NODE_DIR --to REPO [--to REPO ...] [--jobs N] [--retries N]\n"
+	    "       ledgerctl backup list REPO\n"
+	    "       ledgerctl backup verify REPO\n"
+	    "       ledgerctl backup expire REPO (--keep-last N | --keep-within DURATION)\n"
+	    "\n"
+	    "Back up a node's store, as of one position of its journal, into one or more\n"
+	    "repositories, without stopping its writes.  Back up a replica or a --serve\n"
+	    "node so the primary is not loaded; a stopped node works too (it is opened as\n"
+	    "its own start would open it, so its directory must be writable).\n"
+	    "\n"
+	    "A repository is a directory (made on first use): content-addressed blobs in\n"
+	    "REPO/packs, one manifest per backup in REPO/manifests.  A second backup stores\n"
+	    "only contents the repository lacks; a backup cut short and run again uploads\n"
+	    "nothing twice.  The manifest records the journal position, every file's\n"
+	    "metadata and SHA-256, and the events that ran while the store was copied,\n"
+	    "which a restore replays.\n"
+	    "\n"
+	    "  --to REPO       a repository (repeat for several: each gets the backup; one\n"
+	    "                  that fails is named and the others complete)\n"
+	    "  --jobs N        worker threads (default: the number of CPUs)\n"
+	    "  --retries N     times a failed subtask is retried (default 3)\n"
+	    "  -h, --help      this help\n"
+	    "\n"
+	    "list prints the backups of REPO, oldest first.  verify re-reads every blob\n"
+	    "against its name and every manifest against its checksum, naming what is\n"
+	    "corrupt or missing.  expire removes the backups that are neither among the\n"
+	    "last N nor younger than DURATION (30s, 90m, 12h, 7d, 2w; both: either\n"
+	    "keeps), then the blobs no kept backup names and the archived journal\n"
+	    "segments no kept backup's point-in-time restores need (those at or below\n"
+	    "every kept backup's position); it waits for no backup: it refuses while\n"
+	    "one or a restore runs on REPO.\n"
+	    "\n"
+	    "On a terminal a progress line (rate, time left) goes to stderr; a summary\n"
+	    "line is printed at the end.  Exit status: 0 done (or verified), 1 failed in\n"
+	    "any repository (or corruption found), 2 usage error.\n",
+	    out);
 }
 
 /* ---- the source's position ----------------------------------------------- */
@@ -628,7 +629,8 @@ static int store_contents(struct worker *w, int fd, struct manifest_entry *e,
 				break; /* changed while copied: read it again */
 			if (r < 0) {
 				*bad_repo = (int)k;
-				snprintf(w->err, sizeof(w->err), "repository %s: %s", br->path, err);
+				snprintf(w->err, sizeof(w->err), "repository %s: %s", br->path,
+					 err);
 				goto out;
 			}
 			br->new_bytes += written;
@@ -638,8 +640,8 @@ static int store_contents(struct worker *w, int fd, struct manifest_entry *e,
 			break;
 	}
 	if (r == -EAGAIN) {
-		snprintf(w->err, sizeof(w->err), "%s/%s: kept changing while it was copied", b->store,
-			 e->path);
+		snprintf(w->err, sizeof(w->err), "%s/%s: kept changing while it was copied",
+			 b->store, e->path);
 		goto out;
 	}
 	if (!keep) {
@@ -682,8 +684,8 @@ static int do_file(struct worker *w, size_t ei, int *bad_repo)
 	*bad_repo = -1;
 	if (b->fault_path && !strcmp(b->fault_path, e->path) &&
 	    atomic_exchange(&b->fault_fired, 1) == 0) {
-		snprintf(w->err, sizeof(w->err), "%s: injected fault (LEDGERFS_FAULT_BACKUP_FAIL_ONCE)",
-			 e->path);
+		snprintf(w->err, sizeof(w->err),
+			 "%s: injected fault (LEDGERFS_FAULT_BACKUP_FAIL_ONCE)", e->path);
 		return -EIO;
 	}
 	if (b->fault_delay_ms)
@@ -756,8 +758,8 @@ static void *worker_main(void *arg)
 			pthread_mutex_lock(&b->lock);
 			if (!b->repos[bad_repo].failed) {
 				b->repos[bad_repo].failed = 1;
-				snprintf(b->repos[bad_repo].err, sizeof(b->repos[bad_repo].err), "%s",
-					 w->err);
+				snprintf(b->repos[bad_repo].err, sizeof(b->repos[bad_repo].err),
+					 "%s", w->err);
 			}
 			pthread_mutex_unlock(&b->lock);
 			attempt = 0;
@@ -767,8 +769,8 @@ static void *worker_main(void *arg)
 			pthread_mutex_lock(&b->lock);
 			if (!b->fatal) {
 				b->fatal = 1;
-				snprintf(b->fatal_msg, sizeof(b->fatal_msg), "%s (after %u retries)",
-					 w->err, b->retries);
+				snprintf(b->fatal_msg, sizeof(b->fatal_msg),
+					 "%s (after %u retries)", w->err, b->retries);
 			}
 			pthread_mutex_unlock(&b->lock);
 			break;
@@ -880,7 +882,8 @@ static int walk_names(struct backup *b)
 			r = treewalk_run(&tw, &ops, b, NULL);
 		treewalk_close(&tw);
 		if (r < 0 && !b->redo) {
-			fprintf(stderr, "ledgerctl: backup: walking %s: %s\n", b->store, strerror(-r));
+			fprintf(stderr, "ledgerctl: backup: walking %s: %s\n", b->store,
+				strerror(-r));
 			return -1;
 		}
 		if (source_vector(b, vec, &nvec, &moves) < 0)
@@ -888,10 +891,11 @@ static int walk_names(struct backup *b)
 		if (!b->redo && moves == b->moves0)
 			return 0;
 		if (tries == BACKUP_WALKS) {
-			fprintf(stderr,
-				"ledgerctl: backup: %s: files were renamed or linked during each of "
-				"%d walks of the store; try again when it is quieter\n",
-				b->dir, BACKUP_WALKS);
+			fprintf(
+			    stderr,
+			    "ledgerctl: backup: %s: files were renamed or linked during each of "
+			    "%d walks of the store; try again when it is quieter\n",
+			    b->dir, BACKUP_WALKS);
 			return -1;
 		}
 		pass_free(b);
@@ -1026,10 +1030,11 @@ static int find_lost(struct backup *b)
 		if (r == 0 && m0 == m1)
 			break;
 		if (tries == BACKUP_WALKS) {
-			fprintf(stderr,
-				"ledgerctl: backup: %s: files were renamed or linked during each of "
-				"%d scans for files that moved; try again when it is quieter\n",
-				b->dir, BACKUP_WALKS);
+			fprintf(
+			    stderr,
+			    "ledgerctl: backup: %s: files were renamed or linked during each of "
+			    "%d scans for files that moved; try again when it is quieter\n",
+			    b->dir, BACKUP_WALKS);
 			goto fail;
 		}
 	}
@@ -1271,7 +1276,8 @@ static int parse_count(const char *opt, const char *s, unsigned max, unsigned *o
 	errno = 0;
 	v = strtoul(s, &end, 10);
 	if (errno || *end || end == s || v > max) {
-		fprintf(stderr, "ledgerctl: backup: %s: not a number up to %u: '%s'\n", opt, max, s);
+		fprintf(stderr, "ledgerctl: backup: %s: not a number up to %u: '%s'\n", opt, max,
+			s);
 		return -1;
 	}
 	*out = (unsigned)v;
@@ -1504,7 +1510,7 @@ static int backup_list(int argc, char **argv)
 
 struct blob_ref {
 	uint8_t sha[MANIFEST_SHA];
-	size_t manifest; /* index into names */
+	size_t manifest;  /* index into names */
 	const char *what; /* a path using it (static "events" or owned by refs_paths) */
 	uint64_t size;
 };
@@ -1581,7 +1587,7 @@ static int backup_verify(int argc, char **argv)
 		repo_blob_path(refs[i].sha, blob);
 		printf("corrupt: blob %s/%s (%s in %s%s): %s\n", argv[1], blob, refs[i].what,
 		       names[refs[i].manifest], "",
-		       e == -EBADMSG ? "contents do not match its SHA-256"
+		       e == -EBADMSG  ? "contents do not match its SHA-256"
 		       : e == -ENOENT ? "missing"
 				      : strerror(-e));
 	}
@@ -1741,7 +1747,7 @@ static int backup_expire(int argc, char **argv)
 	struct repo *r = NULL;
 	struct manifest *all = NULL;
 	char **names = NULL, err[BACKUP_ERR], hb[32];
-	uint8_t (*keep)[MANIFEST_SHA] = NULL;
+	uint8_t(*keep)[MANIFEST_SHA] = NULL;
 	size_t n = 0, i, j, nkeep = 0, keep_cap = 0, nkept = 0, dropped = 0;
 	uint64_t within = 0, blobs = 0, blob_bytes = 0, segs = 0;
 	unsigned last = 0;
@@ -1759,8 +1765,9 @@ static int backup_expire(int argc, char **argv)
 			break;
 		case 'w':
 			if (parse_duration(optarg, &within) < 0) {
-				fprintf(stderr, "ledgerctl: backup expire: --keep-within: '%s' is not "
-						"a duration (30s, 90m, 12h, 7d, 2w)\n",
+				fprintf(stderr,
+					"ledgerctl: backup expire: --keep-within: '%s' is not "
+					"a duration (30s, 90m, 12h, 7d, 2w)\n",
 					optarg);
 				return 2;
 			}
@@ -1775,7 +1782,8 @@ static int backup_expire(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc || (!have_last && !have_within)) {
-		fputs("usage: ledgerctl backup expire REPO (--keep-last N | --keep-within DURATION)\n",
+		fputs("usage: ledgerctl backup expire REPO (--keep-last N | --keep-within "
+		      "DURATION)\n",
 		      stderr);
 		return 2;
 	}

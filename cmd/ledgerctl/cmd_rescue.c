@@ -685,8 +685,8 @@ static void progress(struct rescue *r, int done)
 	if (now - r->last_draw < RESCUE_DRAW_MS)
 		return;
 	r->last_draw = now;
-	progress_format(line, sizeof(line), r->acked, r->total,
-			(double)(now - r->started) / 1000.0, 0);
+	progress_format(line, sizeof(line), r->acked, r->total, (double)(now - r->started) / 1000.0,
+			0);
 	fprintf(stderr, "\r\033[Krescue: events %s", line);
 	fflush(stderr);
 }

@@ -45,10 +45,10 @@
 #include "store/path.h"
 #include "store/xattr_at.h"
 
-#define RESTORE_IO     (1u << 20)
-#define RESTORE_TMP    ".ledgerfs-restore.tmp"
-#define RESTORE_ERR    (3 * PATH_MAX)
-#define RESTORE_XLIST  65536
+#define RESTORE_IO    (1u << 20)
+#define RESTORE_TMP   ".ledgerfs-restore.tmp"
+#define RESTORE_ERR   (3 * PATH_MAX)
+#define RESTORE_XLIST 65536
 
 struct restore {
 	const char *repo_dir, *target, *node_name, *backup_name;
@@ -61,7 +61,7 @@ struct restore {
 	struct manifest m;
 	char mname[256];
 	char store[PATH_MAX];
-	int root; /* O_RDONLY descriptor of the store */
+	int root;	/* O_RDONLY descriptor of the store */
 	size_t *sorted; /* --delta: the manifest's entries sorted by path */
 	uint8_t *buf;
 	struct progress prog;
@@ -286,13 +286,15 @@ static int write_file(struct restore *rs, const struct manifest_entry *e)
 	if (close(out) < 0) {
 		out = -1;
 		r = -errno;
-		snprintf(rs->err, sizeof(rs->err), "%s/%s: %s", rs->store, e->path, strerror(errno));
+		snprintf(rs->err, sizeof(rs->err), "%s/%s: %s", rs->store, e->path,
+			 strerror(errno));
 		goto out;
 	}
 	out = -1;
 	if (renameat(rs->root, tmp, rs->root, e->path) < 0) {
 		r = -errno;
-		snprintf(rs->err, sizeof(rs->err), "%s/%s: %s", rs->store, e->path, strerror(errno));
+		snprintf(rs->err, sizeof(rs->err), "%s/%s: %s", rs->store, e->path,
+			 strerror(errno));
 		goto out;
 	}
 	rs->files_written++;
@@ -363,8 +365,8 @@ static int make_object(struct restore *rs, const struct manifest_entry *e)
 			return 0;
 		}
 		if (!e->has_sha) {
-			snprintf(rs->err, sizeof(rs->err), "%s: the manifest has no contents for it",
-				 e->path);
+			snprintf(rs->err, sizeof(rs->err),
+				 "%s: the manifest has no contents for it", e->path);
 			return -EBADMSG;
 		}
 		return write_file(rs, e);
@@ -428,7 +430,8 @@ static int set_xattrs(struct restore *rs, int fd, const struct manifest_entry *e
 		memcpy(name, e->xattrs + at + 2, nl);
 		name[nl] = '\0';
 		vl = (uint32_t)e->xattrs[at + 2 + nl] | (uint32_t)e->xattrs[at + 3 + nl] << 8 |
-		     (uint32_t)e->xattrs[at + 4 + nl] << 16 | (uint32_t)e->xattrs[at + 5 + nl] << 24;
+		     (uint32_t)e->xattrs[at + 4 + nl] << 16 |
+		     (uint32_t)e->xattrs[at + 5 + nl] << 24;
 		if (at + 6 + nl + vl > e->xattrs_len) {
 			r = -EBADMSG;
 			goto out;
@@ -539,8 +542,7 @@ static int read_events(struct restore *rs, uint8_t **data, size_t *len)
 		got += (size_t)n;
 	}
 	close(fd);
-	if (got != rs->m.events_bytes ||
-	    EVP_Digest(p, got, sha, NULL, EVP_sha256(), NULL) != 1 ||
+	if (got != rs->m.events_bytes || EVP_Digest(p, got, sha, NULL, EVP_sha256(), NULL) != 1 ||
 	    memcmp(sha, rs->m.events_sha, sizeof(sha))) {
 		free(p);
 		snprintf(rs->err, sizeof(rs->err),
@@ -603,8 +605,8 @@ static int load_archive(struct restore *rs, struct event **evs, size_t *n)
 		next = pos_of(&rs->m, origins[o]) + 1;
 		r = archive_list(rs->repo, origins[o], &paths, &npaths);
 		if (r < 0) {
-			fprintf(stderr, "ledgerctl: restore: %s/%s/%016" PRIx64 ": %s\n", rs->repo_dir,
-				ARCHIVE_DIR, origins[o], strerror(-r));
+			fprintf(stderr, "ledgerctl: restore: %s/%s/%016" PRIx64 ": %s\n",
+				rs->repo_dir, ARCHIVE_DIR, origins[o], strerror(-r));
 			goto fail;
 		}
 		for (i = 0; i < npaths; i++) {
@@ -634,7 +636,8 @@ static int load_archive(struct restore *rs, struct event **evs, size_t *n)
 					if (!nv) {
 						backup_events_free(seg + k, nseg - k);
 						seg = NULL;
-						fprintf(stderr, "ledgerctl: restore: out of memory\n");
+						fprintf(stderr,
+							"ledgerctl: restore: out of memory\n");
 						goto fail;
 					}
 					all = nv;
@@ -647,11 +650,12 @@ static int load_archive(struct restore *rs, struct event **evs, size_t *n)
 			seg = NULL;
 		}
 		if (rs->to_seq && origins[o] == rs->to_origin && next <= rs->to_seqno) {
-			fprintf(stderr,
-				"ledgerctl: restore: the archive in %s holds the events of %016" PRIx64
-				" only up to %" PRIu64 " after the backup %s: it does not reach %" PRIu64
-				"\n",
-				rs->repo_dir, origins[o], next - 1, rs->mname, rs->to_seqno);
+			fprintf(
+			    stderr,
+			    "ledgerctl: restore: the archive in %s holds the events of %016" PRIx64
+			    " only up to %" PRIu64
+			    " after the backup %s: it does not reach %" PRIu64 "\n",
+			    rs->repo_dir, origins[o], next - 1, rs->mname, rs->to_seqno);
 			goto fail;
 		}
 		repo_names_free(paths, npaths);
@@ -666,8 +670,9 @@ static int load_archive(struct restore *rs, struct event **evs, size_t *n)
 			if (all[i].origin == rs->to_origin && all[i].seq == rs->to_seqno)
 				break;
 		if (i == nall && rs->to_seqno > pos_of(&rs->m, rs->to_origin)) {
-			fprintf(stderr, "ledgerctl: restore: the archive in %s lacks %016" PRIx64
-					":%" PRIu64 "\n",
+			fprintf(stderr,
+				"ledgerctl: restore: the archive in %s lacks %016" PRIx64
+				":%" PRIu64 "\n",
 				rs->repo_dir, rs->to_origin, rs->to_seqno);
 			goto fail;
 		}
@@ -938,8 +943,8 @@ static int validate_manifest(struct restore *rs)
 		const char *slash = strrchr(e->path, '/');
 		size_t plen = slash ? (size_t)(slash - e->path) : 0;
 
-		if (i < rs->m.n && !strcmp(rs->m.e[rs->sorted[i - 1]].path,
-					   rs->m.e[rs->sorted[i]].path)) {
+		if (i < rs->m.n &&
+		    !strcmp(rs->m.e[rs->sorted[i - 1]].path, rs->m.e[rs->sorted[i]].path)) {
 			why = "a path named twice";
 			i = rs->sorted[i];
 			goto bad;
@@ -971,8 +976,8 @@ static int validate_manifest(struct restore *rs)
 	return 0;
 bad:
 	fprintf(stderr, "ledgerctl: restore: refused: manifest %s/%s/%s: entry %zu (%s): %s\n",
-		rs->repo_dir, REPO_MANIFESTS, rs->mname, i,
-		i < rs->m.n ? rs->m.e[i].path : "", why ? why : "invalid");
+		rs->repo_dir, REPO_MANIFESTS, rs->mname, i, i < rs->m.n ? rs->m.e[i].path : "",
+		why ? why : "invalid");
 	return -1;
 }
 
@@ -1026,7 +1031,8 @@ int cmd_restore(int argc, char **argv)
 		case 's':
 		case 't':
 			if (rs.to_seq || rs.to_time) {
-				fprintf(stderr, "ledgerctl: restore: one of --to-seq and --to-time\n");
+				fprintf(stderr,
+					"ledgerctl: restore: one of --to-seq and --to-time\n");
 				return 2;
 			}
 			if (parse_target(&rs, c == 's', optarg) < 0)
@@ -1047,8 +1053,9 @@ int cmd_restore(int argc, char **argv)
 	rs.repo_dir = argv[optind];
 	rs.target = argv[optind + 1];
 	if (rs.node_name && (rs.to_seq || rs.to_time)) {
-		fprintf(stderr, "ledgerctl: restore: --node starts a member at a backup's position, "
-				"from where it catches up: it takes no --to-seq or --to-time\n");
+		fprintf(stderr,
+			"ledgerctl: restore: --node starts a member at a backup's position, "
+			"from where it catches up: it takes no --to-seq or --to-time\n");
 		return 2;
 	}
 	if (repo_open(rs.repo_dir, 0, &rs.repo, err, sizeof(err)) < 0) {
@@ -1084,8 +1091,8 @@ int cmd_restore(int argc, char **argv)
 		r = lay_down(&rs);
 	progress_end(&rs.prog);
 	if (r < 0) {
-		fprintf(stderr, "ledgerctl: restore: %s%s\n",
-			r == -EBADMSG ? "refused: " : "", rs.err);
+		fprintf(stderr, "ledgerctl: restore: %s%s\n", r == -EBADMSG ? "refused: " : "",
+			rs.err);
 		goto out;
 	}
 	r = store_open(rs.store, &s);
@@ -1121,12 +1128,12 @@ int cmd_restore(int argc, char **argv)
 	}
 	if (rs.node_name && set_node_position(&rs) < 0)
 		goto out;
-	printf("restored %s (node %s) into %s: %zu entries, %" PRIu64 " files written (%s), %" PRIu64
-	       " kept, %" PRIu64 " removed, %" PRIu64 " events replayed (%" PRIu64
-	       " already shown) in %.1f s\n",
+	printf("restored %s (node %s) into %s: %zu entries, %" PRIu64
+	       " files written (%s), %" PRIu64 " kept, %" PRIu64 " removed, %" PRIu64
+	       " events replayed (%" PRIu64 " already shown) in %.1f s\n",
 	       rs.mname, rs.m.node, rs.store, rs.m.n, rs.files_written,
-	       progress_human(rs.bytes_written, hb, sizeof(hb)), rs.files_kept, rs.removed,
-	       applied, skipped, progress_seconds(&rs.prog));
+	       progress_human(rs.bytes_written, hb, sizeof(hb)), rs.files_kept, rs.removed, applied,
+	       skipped, progress_seconds(&rs.prog));
 	if (rs.to_seq || rs.to_time) {
 		printf("then %" PRIu64 " archived events", arch_applied);
 		if (narch)

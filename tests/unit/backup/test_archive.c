@@ -45,8 +45,12 @@ static struct journal *history(unsigned n)
 	cr_assert_eq(journal_open(jdir, 1, NODE, &j, &why), 0, "%s", why ? why : "");
 	for (i = 1; i <= n; i++) {
 		uint8_t *buf = malloc(i * 1000);
-		struct event ev = {.type = EV_WRITE, .fid = {NODE, 7}, .offset = i,
-				   .data = buf, .data_len = i * 1000, .mtime_sec = 1700000000,
+		struct event ev = {.type = EV_WRITE,
+				   .fid = {NODE, 7},
+				   .offset = i,
+				   .data = buf,
+				   .data_len = i * 1000,
+				   .mtime_sec = 1700000000,
 				   .term = 1};
 
 		memset(buf, (int)i, i * 1000);

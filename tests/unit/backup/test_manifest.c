@@ -15,8 +15,14 @@
 static void add(struct manifest *m, const char *path, uint32_t mode, const char *target,
 		uint64_t link, int sha_byte)
 {
-	struct manifest_entry e = {.mode = mode, .uid = 1000, .gid = 100, .mtime_sec = 1700000000,
-				   .mtime_nsec = 123456789, .size = 42, .rdev = 0, .link = link};
+	struct manifest_entry e = {.mode = mode,
+				   .uid = 1000,
+				   .gid = 100,
+				   .mtime_sec = 1700000000,
+				   .mtime_nsec = 123456789,
+				   .size = 42,
+				   .rdev = 0,
+				   .link = link};
 	static const uint8_t xattrs[] = {4, 0, 'u', 's', 'e', 'r', 3, 0, 0, 0, 'a', 'b', 'c'};
 
 	e.path = strdup(path);
@@ -170,8 +176,8 @@ Test(manifest, lengths_are_checked_behind_a_valid_checksum)
 	/* magic 8, format 4, created 8, node (4+1), id 8, cluster 16, 2 empty vectors 8,
 	   events 32+8+8, count 8: the first entry's path length follows. */
 	put_le32(buf + 8 + 4 + 8 + 5 + 8 + 16 + 8 + 48 + 8, 0x7fffffff);
-	cr_assert(EVP_Digest(buf, len - MANIFEST_SHA, buf + len - MANIFEST_SHA, &olen,
-			     EVP_sha256(), NULL) == 1);
+	cr_assert(EVP_Digest(buf, len - MANIFEST_SHA, buf + len - MANIFEST_SHA, &olen, EVP_sha256(),
+			     NULL) == 1);
 	cr_assert_eq(manifest_decode(buf, len, &d, &why), -EBADMSG);
 	free(buf);
 	manifest_free(&m);
