@@ -41,20 +41,6 @@ void repo_blob_path(const uint8_t sha[MANIFEST_SHA], char out[REPO_BLOB_PATH])
 	snprintf(out, REPO_BLOB_PATH, REPO_PACKS "/%.2s/%s", hex, hex);
 }
 
-/* fsync the directory at path relative to r. */
-static int sync_dir_at(struct repo *r, const char *path)
-{
-	int fd = openat(r->fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int ret = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0)
-		ret = -errno;
-	close(fd);
-	return ret;
-}
-
 /* Remove temp files of processes that are gone (a backup killed half-way). */
 static void clean_tmp(struct repo *r)
 {
@@ -273,26 +259,73 @@ static int write_all(int fd, const uint8_t *p, size_t len)
 	return 0;
 }
 
+/* A temp file in tmp/: its name into tmp, its descriptor or -errno (err set). */
+static int open_tmp(struct repo *r, char tmp[64], char *err, size_t errlen)
+{
+	int out;
+
+	snprintf(tmp, 64, REPO_TMP "/%ld-%u", (long)getpid(), atomic_fetch_add(&tmp_counter, 1));
+	out = openat(r->fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (out < 0) {
+		out = -errno;
+		snprintf(err, errlen, "%s/%s: %s", r->dir, tmp, strerror(errno));
+	}
+	return out;
+}
+
+/*
+ * Make the temp file out (closed here) durable and give it the blob's
+ * name.  Its directory entry is made durable by repo_sync(), before any
+ * manifest names it; a crash before that loses the name, and the next
+ * backup stores the blob again.  0 or -errno (err set; tmp removed).
+ */
+static int name_tmp(struct repo *r, int out, const char *tmp, const uint8_t sha[MANIFEST_SHA],
+		    char *err, size_t errlen)
+{
+	char path[REPO_BLOB_PATH], dir[sizeof(REPO_PACKS) + 4];
+	int ret = 0;
+
+	repo_blob_path(sha, path);
+	if (fsync(out) < 0)
+		ret = -errno;
+	if (close(out) < 0 && ret == 0)
+		ret = -errno;
+	if (ret < 0) {
+		snprintf(err, errlen, "%s/%s: %s", r->dir, tmp, strerror(-ret));
+		goto fail;
+	}
+	memcpy(dir, path, sizeof(REPO_PACKS) + 2);
+	dir[sizeof(REPO_PACKS) + 2] = '\0';
+	if (mkdirat(r->fd, dir, 0700) < 0 && errno != EEXIST) {
+		ret = -errno;
+		snprintf(err, errlen, "%s/%s: %s", r->dir, dir, strerror(errno));
+		goto fail;
+	}
+	if (renameat(r->fd, tmp, r->fd, path) < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "%s/%s: %s", r->dir, path, strerror(errno));
+		goto fail;
+	}
+	return 0;
+fail:
+	unlinkat(r->fd, tmp, 0);
+	return ret;
+}
+
 int repo_blob_put(struct repo *r, int fd, const uint8_t want[MANIFEST_SHA], uint8_t *buf,
 		  size_t buflen, uint64_t *written, char *err, size_t errlen)
 {
-	char tmp[64], path[REPO_BLOB_PATH], dir[sizeof(REPO_PACKS) + 4];
+	char tmp[64];
 	EVP_MD_CTX *ctx = NULL;
 	uint8_t sha[MANIFEST_SHA];
 	uint64_t off = 0;
-	int out = -1, ret = 0;
+	int out, ret = 0;
 	ssize_t n;
 
 	*written = 0;
-	repo_blob_path(want, path);
-	snprintf(tmp, sizeof(tmp), REPO_TMP "/%ld-%u", (long)getpid(),
-		 atomic_fetch_add(&tmp_counter, 1));
-	out = openat(r->fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (out < 0) {
-		ret = -errno;
-		snprintf(err, errlen, "%s/%s: %s", r->dir, tmp, strerror(errno));
-		return ret;
-	}
+	out = open_tmp(r, tmp, err, errlen);
+	if (out < 0)
+		return out;
 	ctx = EVP_MD_CTX_new();
 	if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
 		ret = -ENOMEM;
@@ -319,45 +352,56 @@ int repo_blob_put(struct repo *r, int fd, const uint8_t want[MANIFEST_SHA], uint
 		off += (uint64_t)n;
 	}
 	EVP_DigestFinal_ex(ctx, sha, NULL);
+	EVP_MD_CTX_free(ctx);
+	ctx = NULL;
 	if (memcmp(sha, want, sizeof(sha))) {
 		ret = -EAGAIN;
 		snprintf(err, errlen, "the source changed while it was copied");
 		goto out;
 	}
-	if (fsync(out) < 0 || close(out) < 0) {
-		ret = -errno;
-		out = -1;
-		snprintf(err, errlen, "%s/%s: %s", r->dir, tmp, strerror(-ret));
-		goto out;
-	}
-	out = -1;
-	memcpy(dir, path, sizeof(REPO_PACKS) + 2);
-	dir[sizeof(REPO_PACKS) + 2] = '\0';
-	if (mkdirat(r->fd, dir, 0700) < 0 && errno != EEXIST) {
-		ret = -errno;
-		snprintf(err, errlen, "%s/%s: %s", r->dir, dir, strerror(errno));
-		goto out;
-	}
-	if (renameat(r->fd, tmp, r->fd, path) < 0) {
-		ret = -errno;
-		snprintf(err, errlen, "%s/%s: %s", r->dir, path, strerror(errno));
-		goto out;
-	}
-	ret = sync_dir_at(r, dir);
+	ret = name_tmp(r, out, tmp, want, err, errlen);
 	if (ret == 0)
-		ret = sync_dir_at(r, REPO_PACKS);
-	if (ret < 0) {
-		snprintf(err, errlen, "%s/%s: fsync: %s", r->dir, dir, strerror(-ret));
-		return ret;
-	}
-	*written = off;
-	EVP_MD_CTX_free(ctx);
-	return 0;
+		*written = off;
+	return ret;
 out:
 	EVP_MD_CTX_free(ctx);
-	if (out >= 0)
-		close(out);
+	close(out);
 	unlinkat(r->fd, tmp, 0);
+	return ret;
+}
+
+int repo_blob_put_mem(struct repo *r, const void *data, size_t len, const uint8_t sha[MANIFEST_SHA],
+		      uint64_t *written, char *err, size_t errlen)
+{
+	char tmp[64];
+	int out, ret;
+
+	*written = 0;
+	out = open_tmp(r, tmp, err, errlen);
+	if (out < 0)
+		return out;
+	ret = write_all(out, data, len);
+	if (ret < 0) {
+		snprintf(err, errlen, "%s/%s: %s", r->dir, tmp, strerror(-ret));
+		close(out);
+		unlinkat(r->fd, tmp, 0);
+		return ret;
+	}
+	ret = name_tmp(r, out, tmp, sha, err, errlen);
+	if (ret == 0)
+		*written = len;
+	return ret;
+}
+
+int repo_sync(struct repo *r)
+{
+	int fd = openat(r->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (syncfs(fd) < 0)
+		ret = -errno;
+	close(fd);
 	return ret;
 }
 

@@ -10,10 +10,11 @@
  *   REPO/lock                         flock'd: shared by backup and restore,
  *                                     exclusive by expire
  *
- * A blob is written to tmp/, fsync'd, and renamed to its name, then its
- * directory is fsync'd; so a blob that has its name is whole, writing one
- * twice is harmless, and a second backup stores only what it does not find.
- * A manifest is written the same way after every blob it names, so a
+ * A blob is written to tmp/, fsync'd, and renamed to its name; so a blob
+ * that has its name is whole, writing one twice is harmless, and a second
+ * backup stores only what it does not find.  Before a manifest is written,
+ * repo_sync() makes those names durable (one syncfs instead of a directory
+ * fsync per blob); the manifest is written atomically after it, so a
  * manifest never names a blob that is missing, and a backup cut short
  * leaves only blobs, which its rerun finds.  Temp files of a process that
  * is gone are removed when the repository is opened.
@@ -83,6 +84,17 @@ int repo_hash_fd(int fd, uint8_t *buf, size_t buflen, uint8_t sha[MANIFEST_SHA],
  */
 int repo_blob_put(struct repo *r, int fd, const uint8_t want[MANIFEST_SHA], uint8_t *buf,
 		  size_t buflen, uint64_t *written, char *err, size_t errlen);
+
+/* repo_blob_put() of len bytes at data, whose SHA-256 the caller computed. */
+int repo_blob_put_mem(struct repo *r, const void *data, size_t len, const uint8_t sha[MANIFEST_SHA],
+		      uint64_t *written, char *err, size_t errlen);
+
+/*
+ * Make every blob written so far durable under its name (syncfs of the
+ * repository's filesystem): before a manifest that names them is written.
+ * 0 or -errno.
+ */
+int repo_sync(struct repo *r);
 
 /* Open a blob read-only; *fd is the caller's.  0 or -errno (-ENOENT: missing). */
 int repo_blob_open(struct repo *r, const uint8_t sha[MANIFEST_SHA], int *fd);

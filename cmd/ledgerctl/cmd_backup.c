@@ -38,6 +38,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -548,6 +549,37 @@ static int same_fid(const struct manifest_entry *a, const struct manifest_entry 
 	return ha && hb && la == lb && !memcmp(va, vb, la);
 }
 
+/*
+ * A file smaller than the I/O buffer is read once, into buf: *inmem set
+ * when it all fit (its end was reached), with its SHA-256 and size; else
+ * the caller reads it as a large file.  0 or -errno.
+ */
+static int read_small(int fd, uint8_t *buf, uint8_t sha[MANIFEST_SHA], uint64_t *size, int *inmem)
+{
+	size_t got = 0;
+	unsigned olen;
+	ssize_t n;
+
+	*inmem = 0;
+	for (;;) {
+		n = pread(fd, buf + got, BACKUP_IO - got, (off_t)got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+		if (got == BACKUP_IO)
+			return 0; /* it grew: read it as a large file */
+	}
+	if (EVP_Digest(buf, got, sha, &olen, EVP_sha256(), NULL) != 1)
+		return -EIO;
+	*size = got;
+	*inmem = 1;
+	return 0;
+}
+
 /* 1 if every repository still in the backup holds the blob. */
 static int all_have(struct backup *b, const uint8_t sha[MANIFEST_SHA])
 {
@@ -587,7 +619,7 @@ static int store_contents(struct worker *w, int fd, struct manifest_entry *e,
 	unsigned tries;
 	int64_t read_at = 0;
 	size_t k;
-	int r = 0, cached = 0;
+	int r = 0, cached = 0, inmem = 0;
 
 	for (tries = 0; tries < BACKUP_FILE_TRIES; tries++) {
 		r = read_xattrs(fd, false, &got);
@@ -599,9 +631,12 @@ static int store_contents(struct worker *w, int fd, struct manifest_entry *e,
 		}
 		read_at = now_ns();
 		cached = r == 0 && !keep && dcache_lookup(&b->cache, &st, sha) && all_have(b, sha);
+		inmem = 0;
 		if (cached)
 			size = (uint64_t)st.st_size; /* unchanged since the last backup read it */
-		else if (r == 0)
+		else if (r == 0 && (uint64_t)st.st_size < BACKUP_IO)
+			r = read_small(fd, w->buf, sha, &size, &inmem);
+		if (r == 0 && !cached && !inmem)
 			r = repo_hash_fd(fd, w->buf, BACKUP_IO, sha, &size);
 		if (r < 0) {
 			snprintf(w->err, sizeof(w->err), "%s/%s: %s", b->store, e->path,
@@ -619,7 +654,10 @@ static int store_contents(struct worker *w, int fd, struct manifest_entry *e,
 				br->reused_bytes += size;
 				continue;
 			}
-			if (r == 0)
+			if (r == 0 && inmem)
+				r = repo_blob_put_mem(br->r, w->buf, size, sha, &written, err,
+						      sizeof(err));
+			else if (r == 0)
 				r = repo_blob_put(br->r, fd, sha, w->buf, BACKUP_IO, &written, err,
 						  sizeof(err));
 			else
@@ -1166,6 +1204,14 @@ static void finish_repos(struct backup *b, FILE *events, uint64_t count)
 		    repo_blob_put(br->r, fd, sha, buf, BACKUP_IO, &written, err, sizeof(err)) < 0) {
 			snprintf(br->err, sizeof(br->err), "storing the events: %s", err);
 			br->failed = 1;
+			continue;
+		}
+		r = repo_sync(br->r);
+		if (r < 0) {
+			snprintf(br->err, sizeof(br->err), "%s: syncfs: %s", br->path,
+				 strerror(-r));
+			br->failed = 1;
+			r = 0;
 			continue;
 		}
 		memcpy(b->m.events_sha, sha, sizeof(sha));
