@@ -26,6 +26,8 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +48,7 @@
 #include "store/xattr_at.h"
 
 #define RESTORE_IO    (1u << 20)
-#define RESTORE_TMP   ".ledgerfs-restore.tmp"
+#define RESTORE_TMP   ".ledgerfs-restore.%u.tmp" /* the worker's number */
 #define RESTORE_ERR   (3 * PATH_MAX)
 #define RESTORE_XLIST 65536
 
@@ -65,13 +67,30 @@ struct restore {
 	size_t *sorted; /* --delta: the manifest's entries sorted by path */
 	uint8_t *buf;
 	struct progress prog;
-	uint64_t files_written, files_kept, bytes_written, removed;
+	atomic_uint_fast64_t files_written, files_kept, bytes_written;
+	uint64_t removed;
+	unsigned jobs;
+	/* Files written in parallel: the next to take, the first failure. */
+	atomic_size_t next_file;
+	pthread_mutex_t lock;
+	int failed; /* guarded by lock */
 	char err[RESTORE_ERR];
+};
+
+/* One thread laying files down: its buffer and its error. */
+struct rworker {
+	struct restore *rs;
+	pthread_t thread;
+	unsigned id; /* 0 the main thread, 1.. the workers: its temp file's name */
+	uint8_t *buf;
+	char err[RESTORE_ERR];
+	int r;
 };
 
 static void restore_usage(FILE *out)
 {
-	fputs("usage: ledgerctl restore REPO TARGET_DIR [--delta] [--node NAME] [--backup NAME]\n"
+	fputs("usage: ledgerctl restore REPO TARGET_DIR [--delta] [--node NAME] [--backup NAME] "
+	      "[--jobs N]\n"
 	      "                         [--to-seq ORIGIN:SEQ | --to-time TIME]\n"
 	      "\n"
 	      "Rebuild a store from the newest backup in REPO (or the one named) into\n"
@@ -87,6 +106,7 @@ static void restore_usage(FILE *out)
 	      "                 nothing yet: afterwards it starts at the backup's position and\n"
 	      "                 catches up from its peers (add it to their membership with\n"
 	      "                 'ledgerctl peer add')\n"
+	      "  --jobs N       threads writing files (default: the number of CPUs)\n"
 	      "  --backup NAME  restore that backup ('ledgerctl backup list REPO') instead of\n"
 	      "                 the newest\n"
 	      "  --to-seq ORIGIN:SEQ  restore to the point right after event SEQ of ORIGIN (16\n"
@@ -217,7 +237,7 @@ static int prune_entry(struct treewalk *tw, int dfd, const char *name, const str
 /* ---- laying files down ----------------------------------------------------- */
 
 /* Copy blob e->sha into a temp file beside e->path, checked, then rename it there. */
-static int write_file(struct restore *rs, const struct manifest_entry *e)
+static int write_file(struct restore *rs, struct rworker *w, const struct manifest_entry *e)
 {
 	char tmp[PATH_MAX], blob[REPO_BLOB_PATH];
 	const char *slash = strrchr(e->path, '/');
@@ -225,17 +245,17 @@ static int write_file(struct restore *rs, const struct manifest_entry *e)
 	EVP_MD_CTX *ctx = NULL;
 	int in = -1, out = -1, r = 0;
 	uint64_t off = 0;
-	ssize_t n, w;
+	ssize_t n, done;
 
 	repo_blob_path(e->sha, blob);
-	if (snprintf(tmp, sizeof(tmp), "%.*s%s", slash ? (int)(slash - e->path + 1) : 0, e->path,
-		     RESTORE_TMP) >= (int)sizeof(tmp)) {
-		snprintf(rs->err, sizeof(rs->err), "%s/%s: path too long", rs->store, e->path);
+	if (snprintf(tmp, sizeof(tmp), "%.*s" RESTORE_TMP, slash ? (int)(slash - e->path + 1) : 0,
+		     e->path, w->id) >= (int)sizeof(tmp)) {
+		snprintf(w->err, sizeof(w->err), "%s/%s: path too long", rs->store, e->path);
 		return -ENAMETOOLONG;
 	}
 	r = repo_blob_open(rs->repo, e->sha, &in);
 	if (r < 0) {
-		snprintf(rs->err, sizeof(rs->err), "blob %s/%s (for %s): %s", rs->repo_dir, blob,
+		snprintf(w->err, sizeof(w->err), "blob %s/%s (for %s): %s", rs->repo_dir, blob,
 			 e->path, r == -ENOENT ? "missing" : strerror(-r));
 		return r;
 	}
@@ -243,34 +263,34 @@ static int write_file(struct restore *rs, const struct manifest_entry *e)
 	ctx = EVP_MD_CTX_new();
 	if (out < 0 || !ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
 		r = out < 0 ? -errno : -ENOMEM;
-		snprintf(rs->err, sizeof(rs->err), "%s/%s: %s", rs->store, tmp, strerror(-r));
+		snprintf(w->err, sizeof(w->err), "%s/%s: %s", rs->store, tmp, strerror(-r));
 		goto out;
 	}
 	for (;;) {
-		n = read(in, rs->buf, RESTORE_IO);
+		n = read(in, w->buf, RESTORE_IO);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
 			r = -errno;
-			snprintf(rs->err, sizeof(rs->err), "blob %s/%s: %s", rs->repo_dir, blob,
+			snprintf(w->err, sizeof(w->err), "blob %s/%s: %s", rs->repo_dir, blob,
 				 strerror(errno));
 			goto out;
 		}
 		if (n == 0)
 			break;
-		EVP_DigestUpdate(ctx, rs->buf, (size_t)n);
-		for (w = 0; w < n;) {
-			ssize_t k = write(out, rs->buf + w, (size_t)(n - w));
+		EVP_DigestUpdate(ctx, w->buf, (size_t)n);
+		for (done = 0; done < n;) {
+			ssize_t k = write(out, w->buf + done, (size_t)(n - done));
 
 			if (k < 0 && errno == EINTR)
 				continue;
 			if (k < 0) {
 				r = -errno;
-				snprintf(rs->err, sizeof(rs->err), "%s/%s: %s", rs->store, e->path,
+				snprintf(w->err, sizeof(w->err), "%s/%s: %s", rs->store, e->path,
 					 strerror(errno));
 				goto out;
 			}
-			w += k;
+			done += k;
 		}
 		off += (uint64_t)n;
 		progress_advance(&rs->prog, (uint64_t)n);
@@ -278,7 +298,7 @@ static int write_file(struct restore *rs, const struct manifest_entry *e)
 	EVP_DigestFinal_ex(ctx, sha, NULL);
 	if (memcmp(sha, e->sha, sizeof(sha)) || off != e->size) {
 		r = -EBADMSG;
-		snprintf(rs->err, sizeof(rs->err),
+		snprintf(w->err, sizeof(w->err),
 			 "blob %s/%s (for %s) is corrupt: its contents do not match its SHA-256",
 			 rs->repo_dir, blob, e->path);
 		goto out;
@@ -286,15 +306,13 @@ static int write_file(struct restore *rs, const struct manifest_entry *e)
 	if (close(out) < 0) {
 		out = -1;
 		r = -errno;
-		snprintf(rs->err, sizeof(rs->err), "%s/%s: %s", rs->store, e->path,
-			 strerror(errno));
+		snprintf(w->err, sizeof(w->err), "%s/%s: %s", rs->store, e->path, strerror(errno));
 		goto out;
 	}
 	out = -1;
 	if (renameat(rs->root, tmp, rs->root, e->path) < 0) {
 		r = -errno;
-		snprintf(rs->err, sizeof(rs->err), "%s/%s: %s", rs->store, e->path,
-			 strerror(errno));
+		snprintf(w->err, sizeof(w->err), "%s/%s: %s", rs->store, e->path, strerror(errno));
 		goto out;
 	}
 	rs->files_written++;
@@ -310,7 +328,7 @@ out:
 }
 
 /* --delta: 1 if the file at e->path has e's contents already. */
-static int same_file(struct restore *rs, const struct manifest_entry *e)
+static int same_file(struct restore *rs, struct rworker *w, const struct manifest_entry *e)
 {
 	uint8_t sha[MANIFEST_SHA];
 	uint64_t size = 0;
@@ -323,13 +341,13 @@ static int same_file(struct restore *rs, const struct manifest_entry *e)
 	fd = openat(rs->root, e->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
-	r = repo_hash_fd(fd, rs->buf, RESTORE_IO, sha, &size);
+	r = repo_hash_fd(fd, w->buf, RESTORE_IO, sha, &size);
 	close(fd);
 	return r == 0 && size == e->size && !memcmp(sha, e->sha, sizeof(sha));
 }
 
-/* Make the object of entry e (not its metadata).  0 or -errno with rs->err. */
-static int make_object(struct restore *rs, const struct manifest_entry *e)
+/* Make the object of entry e (not its metadata).  0 or -errno with w->err. */
+static int make_object(struct restore *rs, struct rworker *w, const struct manifest_entry *e)
 {
 	char target[EVENT_MAX_TARGET + 1];
 	struct stat st, lst;
@@ -359,17 +377,17 @@ static int make_object(struct restore *rs, const struct manifest_entry *e)
 			goto fail;
 		return 0;
 	case S_IFREG:
-		if (exists && rs->delta && same_file(rs, e)) {
+		if (exists && rs->delta && same_file(rs, w, e)) {
 			rs->files_kept++;
 			progress_advance(&rs->prog, e->size);
 			return 0;
 		}
 		if (!e->has_sha) {
-			snprintf(rs->err, sizeof(rs->err),
-				 "%s: the manifest has no contents for it", e->path);
+			snprintf(w->err, sizeof(w->err), "%s: the manifest has no contents for it",
+				 e->path);
 			return -EBADMSG;
 		}
-		return write_file(rs, e);
+		return write_file(rs, w, e);
 	case S_IFLNK:
 		if (exists && S_ISLNK(st.st_mode)) {
 			tl = readlinkat(rs->root, e->path, target, sizeof(target) - 1);
@@ -393,7 +411,7 @@ static int make_object(struct restore *rs, const struct manifest_entry *e)
 	}
 fail:
 	r = -errno;
-	snprintf(rs->err, sizeof(rs->err), "%s/%s: %s", rs->store, e->path, strerror(errno));
+	snprintf(w->err, sizeof(w->err), "%s/%s: %s", rs->store, e->path, strerror(errno));
 	return r;
 }
 
@@ -478,34 +496,130 @@ fail:
 	return r;
 }
 
+/* A regular file that is not a hard link of another: written by the workers. */
+static int parallel_entry(const struct manifest_entry *e)
+{
+	return S_ISREG(e->mode) && e->link == MANIFEST_NOLINK && e->path[0];
+}
+
+static void *file_worker(void *arg)
+{
+	struct rworker *w = arg;
+	struct restore *rs = w->rs;
+	size_t i;
+
+	for (;;) {
+		pthread_mutex_lock(&rs->lock);
+		if (rs->failed) {
+			pthread_mutex_unlock(&rs->lock);
+			break;
+		}
+		pthread_mutex_unlock(&rs->lock);
+		i = atomic_fetch_add(&rs->next_file, 1);
+		if (i >= rs->m.n)
+			break;
+		if (!parallel_entry(&rs->m.e[i]))
+			continue;
+		w->r = make_object(rs, w, &rs->m.e[i]);
+		if (w->r < 0) {
+			pthread_mutex_lock(&rs->lock);
+			if (!rs->failed) {
+				rs->failed = 1;
+				snprintf(rs->err, sizeof(rs->err), "%s", w->err);
+			}
+			pthread_mutex_unlock(&rs->lock);
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* The regular files, by rs->jobs threads.  0, or the first failure's -errno (rs->err). */
+static int write_files(struct restore *rs)
+{
+	struct rworker *w = calloc(rs->jobs, sizeof(*w));
+	unsigned i, started = 0;
+	int r = 0;
+
+	if (!w)
+		return -ENOMEM;
+	atomic_store(&rs->next_file, 0);
+	for (i = 0; i < rs->jobs; i++) {
+		w[i].rs = rs;
+		w[i].id = i + 1;
+		w[i].buf = malloc(RESTORE_IO);
+		if (!w[i].buf || pthread_create(&w[i].thread, NULL, file_worker, &w[i]) != 0) {
+			r = -ENOMEM;
+			snprintf(rs->err, sizeof(rs->err), "cannot start a restore worker");
+			pthread_mutex_lock(&rs->lock);
+			rs->failed = 1;
+			pthread_mutex_unlock(&rs->lock);
+			break;
+		}
+		started++;
+	}
+	for (i = 0; i < started; i++)
+		pthread_join(w[i].thread, NULL);
+	for (i = 0; i < rs->jobs; i++) {
+		if (w[i].r < 0 && r == 0)
+			r = w[i].r;
+		free(w[i].buf);
+	}
+	free(w);
+	if (r == 0 && rs->failed)
+		r = -EIO;
+	return r;
+}
+
+/*
+ * Directories first, in order; then the regular files in parallel; then
+ * hard links, symlinks and special files; then everyone's metadata; then
+ * the directories' times, once nothing is made in them any more.
+ */
 static int lay_down(struct restore *rs)
 {
+	struct rworker w0 = {.rs = rs, .buf = rs->buf};
 	size_t i;
 	int r;
 
 	for (i = 0; i < rs->m.n; i++) {
-		r = make_object(rs, &rs->m.e[i]);
+		if (!S_ISDIR(rs->m.e[i].mode))
+			continue;
+		r = make_object(rs, &w0, &rs->m.e[i]);
 		if (r < 0)
-			return r;
+			goto fail;
+	}
+	r = write_files(rs);
+	if (r < 0)
+		return r;
+	for (i = 0; i < rs->m.n; i++) {
+		if (S_ISDIR(rs->m.e[i].mode) || parallel_entry(&rs->m.e[i]))
+			continue;
+		r = make_object(rs, &w0, &rs->m.e[i]);
+		if (r < 0)
+			goto fail;
 	}
 	for (i = 0; i < rs->m.n; i++) {
 		r = set_meta(rs, &rs->m.e[i]);
 		if (r < 0)
 			return r;
 	}
-	/* Directories' times once nothing is made in them any more. */
 	for (i = 0; i < rs->m.n; i++) {
 		const struct manifest_entry *e = &rs->m.e[i];
 		struct timespec ts[2] = {{e->mtime_sec, e->mtime_nsec},
 					 {e->mtime_sec, e->mtime_nsec}};
 
 		if (S_ISDIR(e->mode) && utimensat(rs->root, at_path(e->path), ts, 0) < 0) {
+			r = -errno;
 			snprintf(rs->err, sizeof(rs->err), "%s/%s: %s", rs->store, e->path,
 				 strerror(errno));
-			return -errno;
+			return r;
 		}
 	}
 	return 0;
+fail:
+	snprintf(rs->err, sizeof(rs->err), "%s", w0.err);
+	return r;
 }
 
 /* ---- the events --------------------------------------------------------- */
@@ -998,14 +1112,13 @@ static int prune(struct restore *rs)
 
 int cmd_restore(int argc, char **argv)
 {
-	static const struct option opts[] = {{"delta", no_argument, NULL, 'd'},
-					     {"node", required_argument, NULL, 'n'},
-					     {"backup", required_argument, NULL, 'b'},
-					     {"to-seq", required_argument, NULL, 's'},
-					     {"to-time", required_argument, NULL, 't'},
-					     {"help", no_argument, NULL, 'h'},
-					     {NULL, 0, NULL, 0}};
-	struct restore rs = {.root = -1};
+	static const struct option opts[] = {
+	    {"delta", no_argument, NULL, 'd'},	       {"node", required_argument, NULL, 'n'},
+	    {"backup", required_argument, NULL, 'b'},  {"to-seq", required_argument, NULL, 's'},
+	    {"to-time", required_argument, NULL, 't'}, {"jobs", required_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},	       {NULL, 0, NULL, 0}};
+	struct restore rs = {.root = -1, .lock = PTHREAD_MUTEX_INITIALIZER};
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	struct event *evs = NULL, *arch = NULL;
 	size_t narch = 0;
 	uint64_t arch_applied = 0;
@@ -1016,6 +1129,7 @@ int cmd_restore(int argc, char **argv)
 	char err[RESTORE_ERR], hb[32];
 	int c, rc = 1, r;
 
+	rs.jobs = cpus > 0 ? (unsigned)(cpus < 64 ? cpus : 64) : 1;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -1028,6 +1142,20 @@ int cmd_restore(int argc, char **argv)
 		case 'b':
 			rs.backup_name = optarg;
 			break;
+		case 'j': {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (*end || end == optarg || v == 0 || v > 64) {
+				fprintf(stderr,
+					"ledgerctl: restore: --jobs: not a number from 1 to 64: "
+					"'%s'\n",
+					optarg);
+				return 2;
+			}
+			rs.jobs = (unsigned)v;
+			break;
+		}
 		case 's':
 		case 't':
 			if (rs.to_seq || rs.to_time) {
@@ -1131,9 +1259,9 @@ int cmd_restore(int argc, char **argv)
 	printf("restored %s (node %s) into %s: %zu entries, %" PRIu64
 	       " files written (%s), %" PRIu64 " kept, %" PRIu64 " removed, %" PRIu64
 	       " events replayed (%" PRIu64 " already shown) in %.1f s\n",
-	       rs.mname, rs.m.node, rs.store, rs.m.n, rs.files_written,
-	       progress_human(rs.bytes_written, hb, sizeof(hb)), rs.files_kept, rs.removed, applied,
-	       skipped, progress_seconds(&rs.prog));
+	       rs.mname, rs.m.node, rs.store, rs.m.n, (uint64_t)rs.files_written,
+	       progress_human(rs.bytes_written, hb, sizeof(hb)), (uint64_t)rs.files_kept,
+	       rs.removed, applied, skipped, progress_seconds(&rs.prog));
 	if (rs.to_seq || rs.to_time) {
 		printf("then %" PRIu64 " archived events", arch_applied);
 		if (narch)
