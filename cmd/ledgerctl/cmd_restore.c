@@ -791,12 +791,20 @@ static int load_archive(struct restore *rs, struct event **evs, size_t *n)
 			goto fail;
 		}
 		k = i == nall ? 0 : i + 1;
+		for (i = k; i < nall; i++)
+			event_free(&all[i]);
 	} else {
-		for (k = 0; k < nall && (int64_t)(all[k].hlc >> 16) <= rs->to_ms; k++)
-			;
+		/*
+		 * Every event made at or before the time: of each origin a prefix
+		 * (its times rise with its seqs), whatever order the origins sort in.
+		 */
+		for (i = 0, k = 0; i < nall; i++) {
+			if ((int64_t)(all[i].hlc >> 16) <= rs->to_ms)
+				all[k++] = all[i];
+			else
+				event_free(&all[i]);
+		}
 	}
-	for (i = k; i < nall; i++)
-		event_free(&all[i]);
 	*evs = all;
 	*n = k;
 	free(origins);
