@@ -1,36 +1,40 @@
 /*
  * cmd_backup.c - "ledgerctl backup": a consistent backup of a node's store,
  * as of one journal position, taken without stopping its writes; and
- * "backup list" and "backup verify" of a repository (backup/repo.h).
+ * "backup list", "verify" and "expire" of a repository (backup/repo.h).
  *
- * Consistency is the snapshot resync's (docs/internals.md): read the
- * applied vector from, copy the store, read the vector pos, and keep the
- * events (from, pos] with the files; a restore lays the files down and
- * replays those events leniently (backup/events.h), which takes every
- * object to pos.  Two things make that hold:
+ * Consistency is the snapshot resync's (docs/internals.md, "Backups and
+ * the archive"): read the applied vector from, copy the store, read the
+ * vector pos, and keep the events (from, pos] with the files; a restore
+ * lays the files down and replays those events leniently
+ * (backup/events.h), which takes every object to pos.  That holds when:
  *   - pos counts every change the copy saw: a running node reads its
- *     vector under the node lock (the control socket's "applied"), so
- *     every change in the store is counted, and a copy finished before the
- *     request cannot see one that is not;
- *   - an object is never seen twice or missed: a rename or link that began
- *     during the pass (store_moves(), in the same reply) makes the pass
- *     start again; names of files made and removed meanwhile are found by
- *     their fid when the file is read (an unlinked name is left out, a
- *     replaced one recorded as what it holds now).
+ *     vector under the node lock (the control socket's "applied"), so it
+ *     counts every change in the store, and pos is read after the last
+ *     read of the store;
+ *   - each object's version is read before its metadata and contents, so
+ *     it never claims a change the copy lacks;
+ *   - the names are one walk's during which nothing was renamed or linked
+ *     (store_moves(), in the same reply; else walk again): no object seen
+ *     twice or missed.  A file whose name no longer holds it when a worker
+ *     reads it is found by its fid in a later scan of the store, or, not
+ *     found, was removed (stored empty: the replay removes it).
  * A stopped node is opened as its own start would (its unapplied tail
  * replayed), and kept open so that it cannot start meanwhile; then from
  * and pos are the same and no event is needed.  The events of a running
  * node come from a private copy of its journal (journal_copy.h), since
  * the daemon holds the journal.
  *
- * The walk records names, types and metadata; the regular files are then
- * split into subtasks (runs of files in walk order, so a subtree stays
- * together, of at most BACKUP_TASK_FILES files or BACKUP_TASK_BYTES bytes)
- * that --jobs threads take in turn.  A subtask that fails is retried alone
- * (--retries); one whose failure belongs to a repository (full, gone)
- * marks that repository failed, named, and the others go on.  Contents are
- * hashed, then copied into each repository lacking that blob, so a rerun
- * of a backup cut short uploads nothing twice.  The manifest goes last.
+ * The regular files are split into subtasks (runs of files in walk order,
+ * so a subtree stays together, of at most BACKUP_TASK_FILES files or
+ * BACKUP_TASK_BYTES bytes) that --jobs threads take in turn.  A subtask
+ * that fails is retried alone (--retries); one whose failure belongs to a
+ * repository (full, gone) marks that repository failed, named, and the
+ * others go on.  A file unchanged since the last backup into the first
+ * repository (backup/dcache.h) whose blob every repository holds is not
+ * read; others are hashed and copied into each repository lacking the
+ * blob, so a rerun of a backup cut short uploads nothing twice.  The
+ * events blob and the manifest go last, after a syncfs of the repository.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -118,7 +122,7 @@ struct backup {
 	size_t nrepos;
 	unsigned jobs, retries;
 
-	/* One pass. */
+	/* What the backup found: entries, hard links, subtasks. */
 	struct manifest m;
 	struct bk_inode *inodes;
 	size_t ninodes, inodes_cap;
@@ -1470,11 +1474,12 @@ report:
 		print_vector(stdout, b->from, b->nfrom);
 		printf("): %zu entries, %s read in %.1f s (%s/s), %" PRIu64
 		       " events replayed at restore, %" PRIu64 " subtasks retried, %" PRIu64
-		       " files moved while copied, %" PRIu64 " unchanged files not read\n",
+		       " files moved and %" PRIu64 " removed while copied, %" PRIu64
+		       " unchanged files not read\n",
 		       entries, progress_human(b->read_bytes, hb, sizeof(hb)), secs,
 		       progress_human(secs > 0 ? (uint64_t)((double)b->read_bytes / secs) : 0, hr,
 				      sizeof(hr)),
-		       count, b->retried, b->moved, (uint64_t)b->cached_files);
+		       count, b->retried, b->moved, b->found_removed, (uint64_t)b->cached_files);
 	}
 	rc = failed ? 1 : 0;
 out:
