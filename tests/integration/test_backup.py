@@ -23,7 +23,8 @@ SYNC = 60
 
 
 def _tree(top, count=60, size=4000, seed=0):
-    """count files under a few directories, a symlink, a hard link."""
+    """count files under a few directories, a symlink, a hard link, a fifo, an
+    xattr, another owner, empty directories."""
     os.makedirs(top, exist_ok=True)
     for i in range(count):
         d = top / f"d{i % 4}"
@@ -32,6 +33,10 @@ def _tree(top, count=60, size=4000, seed=0):
     os.symlink("d0/f000", top / "link")
     os.link(top / "d1" / "f001", top / "hard")
     os.chmod(top / "d2" / "f002", 0o600)
+    os.mkfifo(top / "fifo")
+    os.setxattr(top / "d0" / "f000", "user.note", b"kept by the backup")
+    os.chown(top / "d3" / "f003", 1234, 5678)
+    os.makedirs(top / "empty" / "dir")
 
 
 def _backup(node_dir, *repos, env=None, extra=(), check_rc=True):
