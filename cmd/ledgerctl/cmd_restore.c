@@ -47,10 +47,12 @@
 #include "store/path.h"
 #include "store/xattr_at.h"
 
-#define RESTORE_IO    (1u << 20)
-#define RESTORE_TMP   ".ledgerfs-restore.%u.tmp" /* the worker's number */
-#define RESTORE_ERR   (3 * PATH_MAX)
-#define RESTORE_XLIST 65536
+#define RESTORE_IO  (1u << 20)
+#define RESTORE_TMP ".ledgerfs-restore.%u.tmp" /* the worker's number */
+/* TARGET_DIR/restore.incomplete: a restore began there and did not end. */
+#define RESTORE_MARKER "restore.incomplete"
+#define RESTORE_ERR    (3 * PATH_MAX)
+#define RESTORE_XLIST  65536
 
 struct restore {
 	const char *repo_dir, *target, *node_name, *backup_name;
@@ -63,8 +65,9 @@ struct restore {
 	struct manifest m;
 	char mname[256];
 	char store[PATH_MAX];
-	int root;	/* O_RDONLY descriptor of the store */
-	size_t *sorted; /* --delta: the manifest's entries sorted by path */
+	char marker[PATH_MAX + 32]; /* TARGET_DIR/RESTORE_MARKER */
+	int root;		    /* O_RDONLY descriptor of the store */
+	size_t *sorted;		    /* --delta: the manifest's entries sorted by path */
 	uint8_t *buf;
 	struct progress prog;
 	atomic_uint_fast64_t files_written, files_kept, bytes_written;
@@ -100,7 +103,8 @@ static void restore_usage(FILE *out)
 	      "and the manifest against its checksum; a corrupt one is refused, named.\n"
 	      "\n"
 	      "  --delta        TARGET_DIR/store exists: rewrite only what differs from the\n"
-	      "                 backup, remove what the backup lacks\n"
+	      "                 backup, remove what the backup lacks (a restore cut short\n"
+	      "                 is taken up this way when run again)\n"
 	      "  --node NAME    TARGET_DIR is a node directory made by 'ledgerctl init --name\n"
 	      "                 NAME' (with the cluster's CA and peers) that has applied\n"
 	      "                 nothing yet: afterwards it starts at the backup's position and\n"
@@ -1007,6 +1011,7 @@ static int open_target(struct restore *rs)
 	int r;
 
 	snprintf(rs->store, sizeof(rs->store), "%s/%s", rs->target, NODE_STORE_DIR);
+	snprintf(rs->marker, sizeof(rs->marker), "%s/%s", rs->target, RESTORE_MARKER);
 	if (mkdir(rs->target, 0700) < 0 && errno != EEXIST) {
 		fprintf(stderr, "ledgerctl: restore: %s: %s\n", rs->target, strerror(errno));
 		return -1;
@@ -1016,6 +1021,11 @@ static int open_target(struct restore *rs)
 			fprintf(stderr, "ledgerctl: restore: %s: %s\n", rs->store, strerror(errno));
 			return -1;
 		}
+	} else if (!rs->delta && stat(rs->marker, &st) == 0) {
+		/* A restore cut short: take it up where it stopped. */
+		fprintf(stderr, "ledgerctl: restore: %s: resuming an interrupted restore\n",
+			rs->store);
+		rs->delta = 1;
 	} else if (!rs->delta) {
 		r = dir_is_empty(rs->store);
 		if (r != 1) {
@@ -1028,6 +1038,11 @@ static int open_target(struct restore *rs)
 	rs->root = open(rs->store, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (rs->root < 0) {
 		fprintf(stderr, "ledgerctl: restore: %s: %s\n", rs->store, strerror(errno));
+		return -1;
+	}
+	r = file_write_atomic(rs->marker, rs->mname, strlen(rs->mname), 0600);
+	if (r < 0) {
+		fprintf(stderr, "ledgerctl: restore: %s: %s\n", rs->marker, strerror(-r));
 		return -1;
 	}
 	return 0;
@@ -1264,6 +1279,8 @@ int cmd_restore(int argc, char **argv)
 	}
 	if (rs.node_name && set_node_position(&rs) < 0)
 		goto out;
+	if (unlink(rs.marker) < 0)
+		fprintf(stderr, "ledgerctl: restore: %s: %s\n", rs.marker, strerror(errno));
 	printf("restored %s (node %s) into %s: %zu entries, %" PRIu64
 	       " files written (%s), %" PRIu64 " kept, %" PRIu64 " removed, %" PRIu64
 	       " events replayed (%" PRIu64 " already shown) in %.1f s\n",

@@ -274,6 +274,13 @@ def test_corrupt_blob_or_manifest_is_found_and_refused_by_name():
         check(f"blob {blob}" in cp.stderr and "corrupt" in cp.stderr, cp.stderr)
         data[10] ^= 0xff
         blob.write_bytes(bytes(data))
+        # The refused restore was cut short: run again, it is taken up where it stopped.
+        check((wd.path / "r" / "restore.incomplete").exists(), "the cut restore is marked")
+        cp = _restore(repo, wd.path / "r")
+        check("resuming an interrupted restore" in cp.stderr, cp.stderr)
+        check(not (wd.path / "r" / "restore.incomplete").exists(), "the mark is gone")
+        check_eq(lfs.digest(wd.path / "r" / "store"), lfs.digest(cl["b"].store),
+                 "the resumed restore")
         # A manifest with one byte changed.
         man = _manifests(repo)[0]
         data = bytearray(man.read_bytes())
