@@ -933,9 +933,11 @@ static int status_snapshot(void *arg, struct repl_status *st)
  * hex) read under the node lock, so that every change the store shows
  * when the reply is built is counted in it, and store_moves() (renames and
  * links begun so far).  A backup reads it before and after it walks the
- * store: see cmd/ledgerctl/cmd_backup.c.
+ * store: see cmd/ledgerctl/cmd_backup.c.  "pause" (hold) replies the same
+ * and keeps the node lock until the client lets go (control_release()):
+ * a backup's walk of a store renamed in constantly.
  */
-static int control_applied(struct repl *r, char *reply, size_t len)
+static int control_applied(struct repl *r, int hold, char *reply, size_t len)
 {
 	uint64_t origins[REPL_MAX_ORIGINS], seqs[REPL_MAX_ORIGINS], moves;
 	unsigned n, i;
@@ -950,7 +952,8 @@ static int control_applied(struct repl *r, char *reply, size_t len)
 	for (i = 0; i < n; i++)
 		seqs[i] = journal_applied(node_journal(r->n), origins[i]);
 	moves = store_moves(node_store(r->n));
-	node_unlock(r->n);
+	if (!hold)
+		node_unlock(r->n);
 	w = snprintf(reply, len, "ok: moves=%" PRIu64, moves);
 	used = w > 0 ? (size_t)w : 0;
 	for (i = 0; i < n && used < len; i++) {
@@ -959,14 +962,27 @@ static int control_applied(struct repl *r, char *reply, size_t len)
 		used += w > 0 ? (size_t)w : 0;
 	}
 	if (used + 2 > len) {
+		if (hold)
+			node_unlock(r->n);
 		snprintf(reply, len, "error: applied: vector longer than a reply\n");
 		return 0;
 	}
 	memcpy(reply + used, "\n", 2);
-	return 0;
+	if (hold)
+		log_info("the control socket's client holds the node lock (ledgerctl backup)");
+	return hold ? CONTROL_HOLD : 0;
 }
 
-/* Control requests beyond status: promote, demote, applied. */
+/* After "pause": the client closed the connection (or the wait ended). */
+static void control_release(void *arg)
+{
+	struct repl *r = arg;
+
+	node_unlock(r->n);
+	log_info("the control socket's client let go of the node lock");
+}
+
+/* Control requests beyond status: promote, demote, applied, pause. */
 static int control_action(void *arg, const char *req, char *reply, size_t len)
 {
 	struct repl *r = arg;
@@ -982,8 +998,8 @@ static int control_action(void *arg, const char *req, char *reply, size_t len)
 			snprintf(reply, len, "ok: %s is primary of term %" PRIu64 "\n", r->cfg.name,
 				 term);
 		}
-	} else if (!strcmp(req, "applied")) {
-		return control_applied(r, reply, len);
+	} else if (!strcmp(req, "applied") || !strcmp(req, "pause")) {
+		return control_applied(r, !strcmp(req, "pause"), reply, len);
 	} else if (!strcmp(req, "demote")) {
 		rv = node_demote(r->n, "demoted by ledgerctl");
 		if (rv == 0)
@@ -1136,7 +1152,7 @@ int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out
 			goto fail;
 	}
 	snprintf(sock, sizeof(sock), "%s/%s", node_dir(n), CONTROL_SOCKET);
-	rv = control_start(sock, status_snapshot, control_action, r, &r->control);
+	rv = control_start(sock, status_snapshot, control_action, control_release, r, &r->control);
 	if (rv < 0) {
 		log_err("%s: cannot serve the control socket: %s", sock, strerror(-rv));
 		goto fail;
@@ -1177,6 +1193,9 @@ void repl_stop(struct repl *r)
 
 	if (!r)
 		return;
+	/* First: a client holding the node lock ("pause") lets go of it. */
+	control_stop(r->control);
+	r->control = NULL;
 	node_set_on_commit(r->n, NULL, NULL);
 	pthread_mutex_lock(&r->lock);
 	r->stopping = 1;
@@ -1200,7 +1219,6 @@ void repl_stop(struct repl *r)
 		r->retired = p->retired_next;
 		free_peer(p);
 	}
-	control_stop(r->control);
 	archiver_stop(r->archiver);
 	if (r->listen_fd >= 0)
 		close(r->listen_fd);

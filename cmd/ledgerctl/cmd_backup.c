@@ -15,8 +15,9 @@
  *   - each object's version is read before its metadata and contents, so
  *     it never claims a change the copy lacks;
  *   - the names are one walk's during which nothing was renamed or linked
- *     (store_moves(), in the same reply; else walk again): no object seen
- *     twice or missed.  A file whose name no longer holds it when a worker
+ *     (store_moves(), in the same reply; else walk again, and after
+ *     BACKUP_FREE_WALKS once more while the node holds its lock for us,
+ *     "pause"): no object seen twice or missed.  A file whose name no longer holds it when a worker
  *     reads it is found by its fid in a later scan of the store, or, not
  *     found, was removed (stored empty: the replay removes it).
  * A stopped node is opened as its own start would (its unapplied tail
@@ -71,11 +72,12 @@
 #include "repl/repl.h"
 #include "store/xattr_at.h"
 
-#define BACKUP_MAX_REPOS   16
-#define BACKUP_MAX_JOBS	   64
-#define BACKUP_TASK_FILES  256
-#define BACKUP_TASK_BYTES  (64u << 20)
-#define BACKUP_WALKS	   10
+#define BACKUP_MAX_REPOS  16
+#define BACKUP_MAX_JOBS	  64
+#define BACKUP_TASK_FILES 256
+#define BACKUP_TASK_BYTES (64u << 20)
+/* Walks that may see names move before one under the node's lock ("pause"). */
+#define BACKUP_FREE_WALKS  3
 #define BACKUP_IO	   (1u << 20)
 #define BACKUP_FILE_TRIES  5
 #define BACKUP_XATTR_LIST  65536
@@ -152,6 +154,8 @@ struct backup {
 	const char *fault_path; /* LEDGERFS_FAULT_BACKUP_FAIL_ONCE */
 	atomic_int fault_fired;
 	unsigned fault_delay_ms; /* LEDGERFS_FAULT_BACKUP_DELAY_MS: per file */
+	unsigned walk_delay_ms;	 /* LEDGERFS_FAULT_BACKUP_WALK_DELAY_MS: per entry walked */
+	int hold_fd;		 /* the "pause" connection while the node lock is held, or -1 */
 };
 
 static void backup_usage(FILE *out)
@@ -228,8 +232,21 @@ bad:
 	return -1;
 }
 
-/* The source's applied vector (and moves) now.  0 or -1 with a message. */
-static int source_vector(struct backup *b, struct evid *vec, size_t *n, uint64_t *moves)
+/* Let go of the node lock a "pause" took (close the connection); no-op without one. */
+static void let_go(struct backup *b)
+{
+	if (b->hold_fd >= 0)
+		close(b->hold_fd);
+	b->hold_fd = -1;
+}
+
+/*
+ * The source's applied vector (and moves) now.  With hold, a running node
+ * keeps its node lock, so its store stays as it is, until let_go().  0 or
+ * -1 with a message.
+ */
+static int source_vector_held(struct backup *b, struct evid *vec, size_t *n, uint64_t *moves,
+			      int hold)
 {
 	struct journal_iter *it = NULL;
 	struct journal *j;
@@ -240,7 +257,8 @@ static int source_vector(struct backup *b, struct evid *vec, size_t *n, uint64_t
 	int r;
 
 	if (b->running) {
-		r = ctl_ask(b->sock, "applied", &reply);
+		r = hold ? ctl_hold(b->sock, "pause", &reply, &b->hold_fd)
+			 : ctl_ask(b->sock, "applied", &reply);
 		if (r == 0 && buf_put(&reply, "", 1) < 0)
 			r = -ENOMEM;
 		if (r < 0) {
@@ -251,6 +269,8 @@ static int source_vector(struct backup *b, struct evid *vec, size_t *n, uint64_t
 		}
 		r = parse_applied(b, (const char *)reply.data, vec, n, moves);
 		buf_free(&reply);
+		if (r < 0)
+			let_go(b);
 		return r;
 	}
 	j = node_journal(b->n);
@@ -274,6 +294,11 @@ static int source_vector(struct backup *b, struct evid *vec, size_t *n, uint64_t
 		return -1;
 	}
 	return 0;
+}
+
+static int source_vector(struct backup *b, struct evid *vec, size_t *n, uint64_t *moves)
+{
+	return source_vector_held(b, vec, n, moves, 0);
 }
 
 /* ---- the walk ------------------------------------------------------------- */
@@ -418,6 +443,8 @@ static int walk_entry(struct treewalk *tw, int dfd, const char *name, const stru
 	struct manifest_entry e = {.link = MANIFEST_NOLINK};
 	int fd, r;
 
+	if (b->walk_delay_ms)
+		usleep(b->walk_delay_ms * 1000u);
 	if (!S_ISREG(st->st_mode)) {
 		size_t before = b->m.n;
 
@@ -916,28 +943,36 @@ static int walk_names(struct backup *b)
 
 	for (tries = 1;; tries++) {
 		struct treewalk tw = {0};
+		int held = b->running && tries > BACKUP_FREE_WALKS;
 
-		if (source_vector(b, b->from, &b->nfrom, &b->moves0) < 0)
+		if (held)
+			fprintf(stderr,
+				"ledgerctl: backup: %s: names moved during %d walks; walking once "
+				"more under the node's lock (its writes wait meanwhile)\n",
+				b->dir, BACKUP_FREE_WALKS);
+		if (source_vector_held(b, b->from, &b->nfrom, &b->moves0, held) < 0)
 			return -1;
 		r = treewalk_open(&tw, AT_FDCWD, b->store, O_NOFOLLOW);
 		if (r == 0)
 			r = treewalk_run(&tw, &ops, b, NULL);
 		treewalk_close(&tw);
-		if (r < 0 && !b->redo) {
+		let_go(b);
+		if (r < 0 && (!b->redo || held)) {
 			fprintf(stderr, "ledgerctl: backup: walking %s: %s\n", b->store,
 				strerror(-r));
 			return -1;
 		}
+		if (held)
+			return 0; /* nothing moved: the node could not change its store */
 		if (source_vector(b, vec, &nvec, &moves) < 0)
 			return -1;
 		if (!b->redo && moves == b->moves0)
 			return 0;
-		if (tries == BACKUP_WALKS) {
-			fprintf(
-			    stderr,
-			    "ledgerctl: backup: %s: files were renamed or linked during each of "
-			    "%d walks of the store; try again when it is quieter\n",
-			    b->dir, BACKUP_WALKS);
+		if (!b->running && tries == BACKUP_FREE_WALKS) {
+			fprintf(stderr,
+				"ledgerctl: backup: %s: the store changed while walked, but "
+				"the node is stopped\n",
+				b->dir);
 			return -1;
 		}
 		pass_free(b);
@@ -1056,27 +1091,35 @@ static int find_lost(struct backup *b)
 		struct evid vec[REPL_MAX_ORIGINS];
 		size_t nvec;
 		struct treewalk tw = {0};
+		int held = b->running && tries > BACKUP_FREE_WALKS;
 
-		if (source_vector(b, vec, &nvec, &m0) < 0)
+		if (source_vector_held(b, vec, &nvec, &m0, held) < 0)
 			goto fail;
 		r = treewalk_open(&tw, AT_FDCWD, b->store, O_NOFOLLOW);
 		if (r == 0)
 			r = treewalk_run(&tw, &ops, &ls, NULL);
 		treewalk_close(&tw);
+		let_go(b);
 		if (ls.err) {
 			fprintf(stderr, "ledgerctl: backup: %s\n", w.err);
 			goto fail;
 		}
+		if (held && r < 0) {
+			fprintf(stderr, "ledgerctl: backup: scanning %s: %s\n", b->store,
+				strerror(-r));
+			goto fail;
+		}
+		if (held)
+			break;
 		if (source_vector(b, vec, &nvec, &m1) < 0)
 			goto fail;
 		if (r == 0 && m0 == m1)
 			break;
-		if (tries == BACKUP_WALKS) {
-			fprintf(
-			    stderr,
-			    "ledgerctl: backup: %s: files were renamed or linked during each of "
-			    "%d scans for files that moved; try again when it is quieter\n",
-			    b->dir, BACKUP_WALKS);
+		if (!b->running && tries == BACKUP_FREE_WALKS) {
+			fprintf(stderr,
+				"ledgerctl: backup: %s: the store changed while scanned, "
+				"but the node is stopped\n",
+				b->dir);
 			goto fail;
 		}
 	}
@@ -1367,6 +1410,7 @@ int cmd_backup(int argc, char **argv)
 	}
 	pthread_mutex_init(&b->lock, NULL);
 	b->store_fd = -1;
+	b->hold_fd = -1;
 	cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	b->jobs = cpus > 0 ? (unsigned)(cpus < BACKUP_MAX_JOBS ? cpus : BACKUP_MAX_JOBS) : 1;
 	b->retries = 3;
@@ -1414,6 +1458,8 @@ int cmd_backup(int argc, char **argv)
 	b->fault_path = getenv("LEDGERFS_FAULT_BACKUP_FAIL_ONCE");
 	delay = getenv("LEDGERFS_FAULT_BACKUP_DELAY_MS");
 	b->fault_delay_ms = delay ? (unsigned)strtoul(delay, NULL, 10) : 0;
+	delay = getenv("LEDGERFS_FAULT_BACKUP_WALK_DELAY_MS");
+	b->walk_delay_ms = delay ? (unsigned)strtoul(delay, NULL, 10) : 0;
 	for (k = 0; k < b->nrepos; k++) {
 		if (repo_open(b->repos[k].path, 1, &b->repos[k].r, err, sizeof(err)) < 0) {
 			b->repos[k].failed = 1;
@@ -1483,6 +1529,7 @@ report:
 	}
 	rc = failed ? 1 : 0;
 out:
+	let_go(b);
 	pass_free(b);
 	for (k = 0; k < b->nrepos; k++)
 		repo_close(b->repos[k].r);

@@ -662,7 +662,9 @@ class _MovingWriter(_Writer):
 
 def test_a_member_restored_from_a_backup_taken_under_renames_converges():
     """A backup taken while files and directories are renamed, linked and
-    written throughout (no pause) restores into a new member, which then
+    written throughout, its walks slowed down so that every free one sees
+    names move (the last is made under the node's lock), restores into a
+    new member, which then
     applies every later event strictly and converges with the cluster,
     without a divergence: the backup was the store exactly at its
     position."""
@@ -673,8 +675,13 @@ def test_a_member_restored_from_a_backup_taken_under_renames_converges():
         w = _MovingWriter(cl["a"].m("data"))
         w.start()
         lfs.wait_until(lambda: w.ops > 20, 30, "the writer to get going")
-        cp = _backup(cl["b"].dir, repo, env=_env(LEDGERFS_FAULT_BACKUP_DELAY_MS=15),
+        # Walks slowed down so that names move during each: the last walk is made
+        # while the node holds its lock for the backup.
+        cp = _backup(cl["b"].dir, repo, env=_env(LEDGERFS_FAULT_BACKUP_DELAY_MS=15,
+                                                 LEDGERFS_FAULT_BACKUP_WALK_DELAY_MS=10),
                      extra=("--jobs", "2"))
+        check("walking once more under the node's lock" in cp.stderr, cp.stderr)
+        check("let go of the node lock" in cl["b"].log_text(), "b let go of its lock")
         m = re.search(r"(\d+) events replayed at restore", cp.stdout)
         check(m and int(m.group(1)) > 0, f"writes ran during the backup: {cp.stdout!r}")
         time.sleep(0.5)
