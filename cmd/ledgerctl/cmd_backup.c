@@ -979,9 +979,14 @@ static int walk_names(struct backup *b)
 	}
 }
 
-/* find_lost(): the fids of lost entries, sorted, to look names up by. */
+#define LOST_FID_MAX 64
+
+/*
+ * find_lost(): the fids of lost entries, sorted, to look names up by;
+ * copies, since an entry found gets new xattrs.
+ */
 struct lost_fid {
-	const uint8_t *fid;
+	uint8_t fid[LOST_FID_MAX];
 	uint32_t len;
 	size_t entry;
 	int found;
@@ -1009,8 +1014,7 @@ static int lost_entry(struct treewalk *tw, int dfd, const char *name, const stru
 {
 	struct lost_scan *ls = tw->arg;
 	struct backup *b = ls->b;
-	uint8_t fid[64];
-	struct lost_fid key, *hit;
+	struct lost_fid key = {.len = 0}, *hit;
 	ssize_t l;
 	int fd, r, bad_repo = -1;
 
@@ -1021,8 +1025,8 @@ static int lost_entry(struct treewalk *tw, int dfd, const char *name, const stru
 	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return 0;
-	l = xattr_at_get(fd, false, STORE_XATTR_FID, fid, sizeof(fid));
-	key = (struct lost_fid){fid, l > 0 ? (uint32_t)l : 0, 0, 0};
+	l = xattr_at_get(fd, false, STORE_XATTR_FID, key.fid, sizeof(key.fid));
+	key.len = l > 0 ? (uint32_t)l : 0;
 	hit = l > 0 ? bsearch(&key, ls->v, ls->n, sizeof(*ls->v), cmp_lost) : NULL;
 	r = 0;
 	if (hit && !hit->found) {
@@ -1074,7 +1078,7 @@ static int find_lost(struct backup *b)
 			continue;
 		if (grow_array(&ls.v, &cap, ls.n + 1) < 0)
 			goto nomem;
-		ls.v[ls.n++] = (struct lost_fid){NULL, 0, i, 0};
+		ls.v[ls.n++] = (struct lost_fid){.entry = i};
 	}
 	if (!ls.n)
 		return 0;
@@ -1082,9 +1086,14 @@ static int find_lost(struct backup *b)
 	if (!w.buf)
 		goto nomem;
 	for (i = 0; i < ls.n; i++) {
-		if (!manifest_xattr(&b->m.e[ls.v[i].entry], STORE_XATTR_FID, &ls.v[i].fid,
-				    &ls.v[i].len))
-			ls.v[i].len = 0;
+		const uint8_t *fid;
+		uint32_t len;
+
+		if (manifest_xattr(&b->m.e[ls.v[i].entry], STORE_XATTR_FID, &fid, &len) &&
+		    len <= LOST_FID_MAX) {
+			memcpy(ls.v[i].fid, fid, len);
+			ls.v[i].len = len;
+		}
 	}
 	qsort(ls.v, ls.n, sizeof(*ls.v), cmp_lost);
 	for (tries = 1;; tries++) {
