@@ -169,6 +169,31 @@ def test_backup_and_restore_of_a_stopped_node():
         cl.wait_in_sync()
 
 
+def test_backup_of_the_running_primary():
+    """The primary itself, mounted and written to, can be backed up too."""
+    with lfs.Workdir() as wd:
+        cl = _cluster(wd)
+        repo = wd.path / "repo"
+        w = _Writer(cl["a"].m("data"))
+        w.start()
+        lfs.wait_until(lambda: w.ops > 20, 30, "the writer to get going")
+        pause = wd.path / "pause"
+        proc = subprocess.Popen([str(lfs.LEDGERCTL), "backup", str(cl["a"].dir), "--to",
+                                 str(repo)], env=_env(LEDGERFS_FAULT_BACKUP_DELAY_MS=10,
+                                                      LEDGERFS_FAULT_BACKUP_PAUSE=pause),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lfs.on_cleanup(proc.kill)
+        lfs.wait_until(lambda: os.path.exists(f"{pause}.waiting") or proc.poll() is not None,
+                       120, "the backup to copy the files")
+        w.finish()
+        pause.write_text("go\n")
+        out, err = proc.communicate(timeout=120)
+        check_eq(proc.returncode, 0, f"backup of the primary (stderr {err!r})")
+        _restore(repo, wd.path / "r")
+        check_eq(lfs.digest(wd.path / "r" / "store"), lfs.digest(cl["a"].store),
+                 "restore of the primary's backup")
+
+
 def test_backup_retries_a_failed_subtask_alone():
     """A subtask made to fail once (fault hook) is retried and the backup
     completes; the restore equals the source."""
@@ -467,6 +492,9 @@ def test_point_in_time_restore_to_a_seq_and_to_a_time():
         _seq, t, dig = points[3]
         _restore(repo, wd.path / "r-time", "--to-time", f"{t:.3f}")
         check_eq(lfs.digest(wd.path / "r-time" / "store"), dig, f"restore to time {t:.3f}")
+        iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+        _restore(repo, wd.path / "r-iso", "--to-time", iso)
+        check_eq(lfs.digest(wd.path / "r-iso" / "store"), dig, f"restore to time {iso}")
         # To a point before the deletion: the file comes back.
         seq, _t, dig = points[1]
         _restore(repo, wd.path / "r-back", "--to-seq", f"{a.id}:{seq}")
