@@ -31,6 +31,7 @@ void manifest_free(struct manifest *m)
 	free(m->e);
 	free(m->from);
 	free(m->pos);
+	free(m->fences);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -139,6 +140,13 @@ int manifest_encode(const struct manifest *m, uint8_t **out, size_t *len)
 	r = r ?: buf_put(&b, m->events_sha, MANIFEST_SHA);
 	r = r ?: buf_put64(&b, m->events_bytes);
 	r = r ?: buf_put64(&b, m->events_count);
+	r = r ?: buf_put64(&b, m->term);
+	r = r ?: buf_put32(&b, m->nfences);
+	for (i = 0; r == 0 && i < m->nfences; i++) {
+		r = buf_put64(&b, m->fences[i].origin);
+		r = r ?: buf_put64(&b, m->fences[i].term);
+		r = r ?: buf_put64(&b, m->fences[i].seq);
+	}
 	r = r ?: buf_put64(&b, m->n);
 	for (i = 0; r == 0 && i < m->n; i++)
 		r = put_entry(&b, &m->e[i]);
@@ -323,6 +331,24 @@ int manifest_decode(const uint8_t *buf, size_t len, struct manifest *m, const ch
 		memcpy(m->events_sha, p, MANIFEST_SHA);
 	m->events_bytes = get64(&c);
 	m->events_count = get64(&c);
+	m->term = get64(&c);
+	m->nfences = get32(&c);
+	if (c.bad || m->nfences > c.left / 24) {
+		m->nfences = 0;
+		r = -EBADMSG;
+		goto bad;
+	}
+	m->fences = calloc(m->nfences ? m->nfences : 1, sizeof(*m->fences));
+	if (!m->fences) {
+		m->nfences = 0;
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (i = 0; i < m->nfences; i++) {
+		m->fences[i].origin = get64(&c);
+		m->fences[i].term = get64(&c);
+		m->fences[i].seq = get64(&c);
+	}
 	count = get64(&c);
 	if (c.bad || count > c.left / 40) {
 		r = -EBADMSG;

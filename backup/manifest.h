@@ -18,6 +18,8 @@
  *   u64 created (Unix seconds)  str node name  u64 node id  16 cluster id
  *   u32 n, n x (u64 origin, u64 seq): from;  the same for pos
  *   32 events sha  u64 events bytes  u64 events count
+ *   u64 term  u32 n, n x (u64 origin, u64 term, u64 seq): the term history,
+ *   the source's fences (a promotion at term cut origin's history at seq)
  *   u64 entries, each:
  *     str path ("" is the store's root)  u32 mode  u32 uid  u32 gid
  *     i64 mtime sec  u32 mtime nsec  u64 size  u64 rdev
@@ -56,6 +58,11 @@ struct manifest_entry {
 	uint32_t xattrs_len;
 };
 
+/* A promotion at term cut origin's events at seq (the journal's fences). */
+struct manifest_fence {
+	uint64_t origin, term, seq;
+};
+
 struct manifest {
 	uint64_t created;
 	char node[MANIFEST_NAME_MAX + 1];
@@ -65,6 +72,9 @@ struct manifest {
 	uint32_t nfrom, npos;
 	uint8_t events_sha[MANIFEST_SHA];
 	uint64_t events_bytes, events_count;
+	uint64_t term;		       /* the source's term at pos */
+	struct manifest_fence *fences; /* malloc'd, nfences: its term history */
+	uint32_t nfences;
 	struct manifest_entry *e; /* malloc'd, n entries (cap allocated) */
 	size_t n, cap;
 };

@@ -63,6 +63,7 @@
 #include "ctl_socket.h"
 #include "journal/journal_copy.h"
 #include "lib/buf.h"
+#include "lib/bytes.h"
 #include "lib/config.h"
 #include "lib/grow.h"
 #include "lib/progress.h"
@@ -119,6 +120,9 @@ struct backup {
 	struct evid from[REPL_MAX_ORIGINS], pos[REPL_MAX_ORIGINS];
 	size_t nfrom, npos;
 	uint64_t moves0, moves1;
+	uint64_t term; /* the source's term and fences, read with the events */
+	struct manifest_fence *fences;
+	uint32_t nfences;
 
 	struct bk_repo repos[BACKUP_MAX_REPOS];
 	size_t nrepos;
@@ -1192,6 +1196,27 @@ static int one_pass(struct backup *b)
 
 /* ---- events and manifests ------------------------------------------------- */
 
+/*
+ * The term and the fences of the journal j (node.c: u64 origin, term, seq
+ * each), the term history the manifest carries.  Missing reads as none.
+ */
+static void read_history(struct backup *b, struct journal *j)
+{
+	void *val = NULL;
+	size_t len = 0, i;
+
+	if (journal_meta_get_u64(j, JOURNAL_META_TERM, &b->term) < 0)
+		b->term = 0;
+	if (journal_meta_get(j, JOURNAL_META_FENCES, &val, &len) < 0)
+		return;
+	b->fences = calloc(len / 24 ? len / 24 : 1, sizeof(*b->fences));
+	for (i = 0; b->fences && i + 24 <= len; i += 24)
+		b->fences[b->nfences++] = (struct manifest_fence){
+		    get_le64((uint8_t *)val + i), get_le64((uint8_t *)val + i + 8),
+		    get_le64((uint8_t *)val + i + 16)};
+	free(val);
+}
+
 /* The events (from, pos] into a temporary file; *out is the caller's. */
 static int write_events(struct backup *b, FILE **out, uint64_t *count)
 {
@@ -1220,6 +1245,7 @@ static int write_events(struct backup *b, FILE **out, uint64_t *count)
 	} else {
 		j = node_journal(b->n);
 	}
+	read_history(b, j);
 	r = backup_events_write(j, b->from, b->nfrom, b->pos, b->npos, f, count, err, sizeof(err));
 	journal_copy_close(&jc);
 	if (r == 0 && fflush(f) != 0)
@@ -1320,6 +1346,11 @@ static void fill_manifest_head(struct backup *b)
 	if (b->m.pos)
 		memcpy(b->m.pos, b->pos, b->npos * sizeof(struct evid));
 	b->m.nfrom = b->m.from ? (uint32_t)b->nfrom : 0;
+	b->m.term = b->term;
+	b->m.fences = b->fences;
+	b->m.nfences = b->nfences;
+	b->fences = NULL;
+	b->nfences = 0;
 	b->m.npos = b->m.pos ? (uint32_t)b->npos : 0;
 }
 
@@ -1547,6 +1578,7 @@ out:
 	if (b->n)
 		node_close(b->n, (int)b->clean);
 	dcache_free(&b->cache);
+	free(b->fences);
 	pthread_mutex_destroy(&b->lock);
 	free(b);
 	return rc;
@@ -1604,8 +1636,8 @@ static int backup_list(int argc, char **argv)
 		t = (time_t)m.created;
 		gmtime_r(&t, &tm);
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		printf("%s  %s  node %s  %zu entries  %s  as of ", names[i], when, m.node, m.n,
-		       progress_human(bytes, hb, sizeof(hb)));
+		printf("%s  %s  node %s  term %" PRIu64 "  %zu entries  %s  as of ", names[i], when,
+		       m.node, m.term, m.n, progress_human(bytes, hb, sizeof(hb)));
 		print_vector(stdout, m.pos, m.npos);
 		printf("\n");
 		manifest_free(&m);

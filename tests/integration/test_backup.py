@@ -272,6 +272,7 @@ def test_second_backup_after_a_one_percent_change_stores_about_one_percent():
         check_eq(len(_manifests(repo)), 2, "two backups")
         listing = lfs.ctl("backup", "list", repo).stdout.splitlines()
         check_eq(len(listing), 2, f"backup list: {listing!r}")
+        check(all("  node b  term 1  " in ln and " as of " in ln for ln in listing), listing)
         _restore(repo, wd.path / "r")
         check_eq(lfs.digest(wd.path / "r" / "store"), lfs.digest(cl["b"].store),
                  "the newest backup is restored")

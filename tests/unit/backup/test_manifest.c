@@ -56,6 +56,11 @@ static void sample(struct manifest *m)
 	memset(m->events_sha, 7, sizeof(m->events_sha));
 	m->events_bytes = 4096;
 	m->events_count = 14;
+	m->term = 3;
+	m->nfences = 2;
+	m->fences = calloc(2, sizeof(*m->fences));
+	m->fences[0] = (struct manifest_fence){1, 2, 15};
+	m->fences[1] = (struct manifest_fence){2, 3, 29};
 	add(m, "", S_IFDIR | 0755, NULL, MANIFEST_NOLINK, -1);
 	add(m, "dir", S_IFDIR | 0700, NULL, MANIFEST_NOLINK, -1);
 	add(m, "dir/file", S_IFREG | 0644, NULL, MANIFEST_NOLINK, 0x5a);
@@ -87,6 +92,12 @@ Test(manifest, round_trip_keeps_every_field)
 	cr_assert_arr_eq(d.events_sha, m.events_sha, MANIFEST_SHA);
 	cr_assert_eq(d.events_bytes, 4096);
 	cr_assert_eq(d.events_count, 14);
+	cr_assert_eq(d.term, 3);
+	cr_assert_eq(d.nfences, 2);
+	cr_assert_eq(d.fences[1].origin, 2);
+	cr_assert_eq(d.fences[1].term, 3);
+	cr_assert_eq(d.fences[1].seq, 29);
+	cr_assert_eq(d.fences[0].seq, 15);
 	cr_assert_eq(d.n, m.n);
 	for (i = 0; i < m.n; i++) {
 		cr_assert_str_eq(d.e[i].path, m.e[i].path);
@@ -174,8 +185,8 @@ Test(manifest, lengths_are_checked_behind_a_valid_checksum)
 	free(buf);
 	cr_assert_eq(manifest_encode(&m, &buf, &len), 0);
 	/* magic 8, format 4, created 8, node (4+1), id 8, cluster 16, 2 empty vectors 8,
-	   events 32+8+8, count 8: the first entry's path length follows. */
-	put_le32(buf + 8 + 4 + 8 + 5 + 8 + 16 + 8 + 48 + 8, 0x7fffffff);
+	   events 32+8+8, term 8, no fences 4, count 8: the first entry's path length follows. */
+	put_le32(buf + 8 + 4 + 8 + 5 + 8 + 16 + 8 + 48 + 12 + 8, 0x7fffffff);
 	cr_assert(EVP_Digest(buf, len - MANIFEST_SHA, buf + len - MANIFEST_SHA, &olen, EVP_sha256(),
 			     NULL) == 1);
 	cr_assert_eq(manifest_decode(buf, len, &d, &why), -EBADMSG);
