@@ -242,15 +242,19 @@ static int commit_existing(struct lfs_fs *fs, struct lfs_inode *in, int fd, stru
 	return r;
 }
 
-/* Commit one change to an existing object, under the node lock. */
-static int change_locked(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
-			 uint64_t grow)
+/*
+ * Check the space and fill an event about the existing object in; node
+ * lock held.  ev->path is then malloc'd or NULL, for the caller to free.
+ */
+static int prepare_locked(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
+			  uint64_t grow)
 {
 	int keeps_mtime = fs->writeback && event_type_is(ev->type, EVENT_T_CONTENT);
 	char *path = NULL;
 	struct stat st;
 	int r;
 
+	ev->path = NULL;
 	r = space_check(fs, grow);
 	if (r == 0)
 		r = fill_existing(fs, in, fd, ev, &path, keeps_mtime ? &st : NULL);
@@ -264,9 +268,50 @@ static int change_locked(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct
 		ev->mtime_sec = st.st_mtim.tv_sec;
 		ev->mtime_nsec = (uint32_t)st.st_mtim.tv_nsec;
 	}
+	if (r < 0 || ev->path != path) {
+		free(path);
+		ev->path = r < 0 ? NULL : ev->path;
+	}
+	return r;
+}
+
+/* Commit one change to an existing object, under the node lock. */
+static int change_locked(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
+			 uint64_t grow)
+{
+	int r = prepare_locked(fs, in, fd, ev, grow);
+
 	if (r == 0)
 		r = commit_existing(fs, in, fd, ev);
-	free(path);
+	free(ev->path);
+	ev->path = NULL;
+	return r;
+}
+
+/*
+ * Commit a data write: journaled under the node lock, applied outside it
+ * (node_write_lock() in node.h), so writers of different files overlap.
+ * The inode's write lock keeps this object's changes in journal order.
+ */
+static int change_data(struct lfs_fs *fs, struct lfs_inode *in, int fd, struct event *ev,
+		       uint64_t grow)
+{
+	struct apply_ctx ctx = APPLY_CTX_INIT;
+	int r;
+
+	pthread_mutex_lock(&in->wlock);
+	node_write_lock(fs->node);
+	r = prepare_locked(fs, in, fd, ev, grow);
+	if (r == 0)
+		r = node_write_begin_locked(fs->node, ev);
+	node_write_unlock(fs->node);
+	if (r == 0) {
+		ctx.fd = fd;
+		r = node_write_finish(fs->node, ev, &ctx);
+	}
+	pthread_mutex_unlock(&in->wlock);
+	free(ev->path);
+	ev->path = NULL;
 	return r;
 }
 
@@ -803,7 +848,7 @@ static ssize_t write_event(struct lfs_fs *fs, struct lfs_inode *in, int fd, cons
 	ev.data_len = (uint32_t)size;
 	now_ts(&ev.mtime_sec, &ev.mtime_nsec);
 	/* The payload lands twice: in the journal and in the store. */
-	r = change(fs, in, fd, &ev, 2 * (uint64_t)size);
+	r = change_data(fs, in, fd, &ev, 2 * (uint64_t)size);
 	return r < 0 ? r : (ssize_t)size;
 }
 

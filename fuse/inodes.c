@@ -67,6 +67,7 @@ int inodes_init(struct inode_table *t, struct store *store)
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&t->lock, NULL);
+	pthread_mutex_init(&t->root.wlock, NULL);
 	t->root.ino = st.st_ino;
 	t->root.dev = st.st_dev;
 	t->root.fd = root_fd;
@@ -84,10 +85,12 @@ void inodes_destroy(struct inode_table *t)
 			close(in->fd);
 			free(in->name);
 			free(in->path);
+			pthread_mutex_destroy(&in->wlock);
 			free(in);
 		}
 	}
 	free(t->buckets);
+	pthread_mutex_destroy(&t->root.wlock);
 	free(t->root_path);
 	pthread_mutex_destroy(&t->lock);
 }
@@ -230,6 +233,7 @@ int inodes_lookup_fd(struct inode_table *t, struct lfs_inode *parent, const char
 			close(fd);
 			return -ENOMEM;
 		}
+		pthread_mutex_init(&in->wlock, NULL);
 		in->ino = st->st_ino;
 		in->dev = st->st_dev;
 		in->fd = fd;
@@ -289,6 +293,7 @@ void inodes_forget(struct inode_table *t, uint64_t nodeid, uint64_t n)
 		close(in->fd);
 		free(in->name);
 		free(in->path);
+		pthread_mutex_destroy(&in->wlock);
 		free(in);
 	}
 	pthread_mutex_unlock(&t->lock);

@@ -35,6 +35,12 @@ struct lfs_inode {
 	 * read from the store, which every event reads afresh; guarded by the
 	 * node lock.
 	 */
+	/*
+	 * Held by a data write from before it reads the version until its
+	 * apply ends (node_write_lock() in node.h): one object's writes
+	 * apply in journal order while other objects' run beside them.
+	 */
+	pthread_mutex_t wlock;
 	int ids_cached;
 	struct fid fid;
 	struct evid ver;

@@ -170,6 +170,7 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 	pthread_cond_init(&n->sync_wanted, NULL);
 	pthread_cond_init(&n->sync_done, NULL);
 	pthread_cond_init(&n->confirmed_cond, NULL);
+	pthread_cond_init(&n->writes_cv, NULL);
 	snprintf(path, sizeof(path), "%s/%s", dir, CONFIG_FILE);
 	r = config_load(path, &n->cfg, err, errlen);
 	if (r < 0)
@@ -252,6 +253,17 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 			log_info("%s: replayed %" PRIu64 " events, %" PRIu64
 				 " already in the store",
 				 dir, replayed, skipped);
+		/*
+		 * The replay's voids and applied marks are on disk before any
+		 * event is shipped: a void a peer took must not turn back into
+		 * the event it replaced after a crash here.
+		 */
+		r = journal_sync(n->journal);
+		if (r < 0) {
+			snprintf(err, errlen, "%s: cannot sync the journal after the replay: %s",
+				 path, strerror(-r));
+			goto fail;
+		}
 	}
 	/* What the journal held at open survived a restart: it is on disk. */
 	__atomic_store_n(&n->synced_seq, journal_next_seq(n->journal) - 1, __ATOMIC_RELEASE);
@@ -294,19 +306,124 @@ void node_close(struct node *n, int clean)
 	pthread_cond_destroy(&n->sync_done);
 	pthread_cond_destroy(&n->sync_wanted);
 	pthread_cond_destroy(&n->confirmed_cond);
+	pthread_cond_destroy(&n->writes_cv);
 	pthread_mutex_destroy(&n->lock);
+	free(n->wseq);
 	free(n->dir);
 	free(n);
 }
 
-void node_lock(struct node *n)
+/* The node lock, with no parallel write between its append and its apply's end. */
+static void excl_lock(struct node *n)
 {
 	pthread_mutex_lock(&n->lock);
+	n->excl++;
+	while (n->writes)
+		pthread_cond_wait(&n->writes_cv, &n->lock);
+}
+
+static void excl_unlock(struct node *n)
+{
+	if (--n->excl == 0)
+		pthread_cond_broadcast(&n->writes_cv);
+	pthread_mutex_unlock(&n->lock);
+}
+
+void node_lock(struct node *n)
+{
+	excl_lock(n);
 }
 
 void node_unlock(struct node *n)
 {
+	excl_unlock(n);
+}
+
+/*
+ * The highest local seq up to which every event is committed (applied or
+ * voided): below the oldest parallel write still applying.  Lock held.
+ */
+static uint64_t done_seq_locked(struct node *n)
+{
+	return n->writes ? n->wseq[0] - 1 : journal_next_seq(n->journal) - 1;
+}
+
+void node_write_lock(struct node *n)
+{
+	pthread_mutex_lock(&n->lock);
+	while (n->excl)
+		pthread_cond_wait(&n->writes_cv, &n->lock);
+}
+
+void node_write_unlock(struct node *n)
+{
 	pthread_mutex_unlock(&n->lock);
+}
+
+int node_write_begin_locked(struct node *n, struct event *ev)
+{
+	int r;
+
+	if (!n->primary)
+		return -EROFS;
+	if (n->writes == n->wseq_cap) {
+		size_t cap = n->wseq_cap ? 2 * n->wseq_cap : 16;
+		uint64_t *w = realloc(n->wseq, cap * sizeof(*w));
+
+		if (!w)
+			return -ENOMEM;
+		n->wseq = w;
+		n->wseq_cap = cap;
+	}
+	r = journal_append(n->journal, ev);
+	if (r < 0) {
+		log_err("journal append of %s %s failed: %s", event_type_name(ev->type),
+			ev->path ? ev->path : "(unlinked file)", strerror(-r));
+		return r;
+	}
+	n->wseq[n->writes++] = ev->seq;
+	return 0;
+}
+
+/* After a local event ended, applied or voided: count it, wake the shippers.  Lock held. */
+static void committed_locked(struct node *n, uint64_t origin)
+{
+	n->committed++;
+	if (n->on_commit)
+		n->on_commit(n->on_commit_arg, origin);
+}
+
+int node_write_finish(struct node *n, struct event *ev, struct apply_ctx *ctx)
+{
+	const char *why = NULL;
+	uint64_t before;
+	size_t i;
+	int r, rv;
+
+	ctx->fresh = 1;
+	r = apply_event(n->store, ev, ctx, &why);
+	pthread_mutex_lock(&n->lock);
+	if (r < 0) {
+		rv = journal_void(n->journal, ev->origin, ev->seq);
+		if (rv < 0)
+			log_err("seq %" PRIu64 ": cannot void failed %s: %s", ev->seq,
+				event_type_name(ev->type), strerror(-rv));
+	}
+	before = done_seq_locked(n);
+	for (i = 0; i < n->writes && n->wseq[i] != ev->seq; i++)
+		;
+	if (i < n->writes) {
+		memmove(&n->wseq[i], &n->wseq[i + 1], (n->writes - i - 1) * sizeof(*n->wseq));
+		n->writes--;
+	}
+	/* The applied mark moves only over a run with nothing still applying. */
+	if (done_seq_locked(n) > before)
+		journal_mark_applied(n->journal, ev->origin, done_seq_locked(n));
+	committed_locked(n, ev->origin);
+	if (n->writes == 0)
+		pthread_cond_broadcast(&n->writes_cv);
+	pthread_mutex_unlock(&n->lock);
+	return r;
 }
 
 uint64_t node_term(struct node *n)
@@ -345,15 +462,11 @@ int node_commit_locked(struct node *n, struct event *ev, struct apply_ctx *ctx)
 				event_type_name(ev->type), strerror(-rv));
 		else
 			journal_mark_applied(n->journal, ev->origin, ev->seq);
-		n->committed++;
-		if (n->on_commit)
-			n->on_commit(n->on_commit_arg, ev->origin);
+		committed_locked(n, ev->origin);
 		return r;
 	}
 	journal_mark_applied(n->journal, ev->origin, ev->seq);
-	n->committed++;
-	if (n->on_commit)
-		n->on_commit(n->on_commit_arg, ev->origin);
+	committed_locked(n, ev->origin);
 	return 0;
 }
 
@@ -497,7 +610,7 @@ int node_promote(struct node *n, uint64_t *term)
 	uint32_t k = 0;
 	int r;
 
-	pthread_mutex_lock(&n->lock);
+	excl_lock(n);
 	/* Pending applied marks ride on this sync, so the a/ keys list every origin. */
 	r = journal_sync(n->journal);
 	if (r == 0)
@@ -536,7 +649,7 @@ int node_promote(struct node *n, uint64_t *term)
 	} else {
 		log_err("%s: promotion failed: %s", n->dir, strerror(-r));
 	}
-	pthread_mutex_unlock(&n->lock);
+	excl_unlock(n);
 	return r;
 }
 
@@ -558,9 +671,9 @@ int node_demote(struct node *n, const char *why)
 {
 	int r;
 
-	pthread_mutex_lock(&n->lock);
+	excl_lock(n);
 	r = demote_locked(n, why);
-	pthread_mutex_unlock(&n->lock);
+	excl_unlock(n);
 	return r;
 }
 
@@ -569,7 +682,7 @@ int node_see_term(struct node *n, uint64_t term, uint64_t primary)
 	uint64_t self = journal_node_id(n->journal);
 	int r = 0;
 
-	pthread_mutex_lock(&n->lock);
+	excl_lock(n);
 	if (term > n->term) {
 		if (n->primary) {
 			char why[96];
@@ -593,7 +706,7 @@ int node_see_term(struct node *n, uint64_t term, uint64_t primary)
 			n->role_term = term;
 		}
 	}
-	pthread_mutex_unlock(&n->lock);
+	excl_unlock(n);
 	return r;
 }
 
@@ -819,7 +932,7 @@ int node_apply_remote(struct node *n, const struct event *evs, size_t count,
 
 	*why = NULL;
 	*done = 0;
-	pthread_mutex_lock(&n->lock);
+	excl_lock(n);
 	/*
 	 * Vet the run up to the first event refused, or the first promotion:
 	 * applying one changes what check_term() lets through.  Events applied
@@ -861,7 +974,7 @@ int node_apply_remote(struct node *n, const struct event *evs, size_t count,
 		*why = vet_why;
 	}
 out:
-	pthread_mutex_unlock(&n->lock);
+	excl_unlock(n);
 	return r;
 }
 
@@ -985,7 +1098,7 @@ static void *node_syncer(void *arg)
 		if (n->stopping)
 			break;
 		target = n->committed;
-		seq = journal_next_seq(n->journal) - 1;
+		seq = done_seq_locked(n);
 		r = journal_sync_begin(n->journal, &js);
 		if (r > 0) {
 			pthread_mutex_unlock(&n->lock);
@@ -1100,7 +1213,7 @@ int node_replay(struct node *n, uint64_t *replayed, uint64_t *skipped)
 	int r;
 
 	*replayed = *skipped = 0;
-	pthread_mutex_lock(&n->lock);
+	excl_lock(n);
 	for (;;) {
 		struct event ev;
 		const char *why = NULL;
@@ -1153,7 +1266,7 @@ int node_replay(struct node *n, uint64_t *replayed, uint64_t *skipped)
 	journal_iter_free(it);
 	if (r == 0 && (*replayed || *skipped))
 		r = journal_sync(n->journal);
-	pthread_mutex_unlock(&n->lock);
+	excl_unlock(n);
 	return r < 0 ? r : 0;
 }
 

@@ -76,6 +76,7 @@ void node_state(struct node *n, struct node_state *st);
 #define NODE_SNAP_NONE	     0
 #define NODE_SNAP_NEEDED     1 /* this node lacks trimmed events: resync by snapshot */
 #define NODE_SNAP_INSTALLING 2 /* staged entries are being moved into the store */
+#define NODE_SNAP_REPAIRING  3 /* an fsck --against repair's plan is being installed */
 
 /* Flags for node_open(). */
 #define NODE_OPEN_REPLAY  0x1 /* replay the unapplied tail before returning */
@@ -97,10 +98,39 @@ void node_close(struct node *n, int clean);
 /*
  * Take and let go of the node lock (lock order: node_int.h).  It orders
  * local commits with every other store change; node_commit_locked() and
- * the other *_locked calls need it held.
+ * the other *_locked calls need it held.  node_lock() also waits until no
+ * parallel write (below) is between its journal append and the end of its
+ * apply, and holds new ones off until node_unlock(): its holder sees and
+ * changes the store alone.
  */
 void node_lock(struct node *n);
 void node_unlock(struct node *n);
+
+/*
+ * Parallel writes.  A data write (EV_WRITE) to one open regular file is
+ * journaled under the node lock but applied outside it, so writers of
+ * different files apply at the same time while the journal keeps one order:
+ *
+ *   node_write_lock(n);              the lock, once no node_lock() holder
+ *                                    or waiter is in the way
+ *   ... read the object's version into ev (the lock is held) ...
+ *   r = node_write_begin_locked(n, ev);   journal ev (it gets its seq)
+ *   node_write_unlock(n);
+ *   if (r == 0)
+ *           r = node_write_finish(n, ev, ctx);   apply, then void or mark applied
+ *
+ * The caller keeps every other change of that object out from before
+ * node_write_lock() to after node_write_finish() (fuse/ holds the inode's
+ * write lock), so one object's events are applied in journal order.  Only
+ * changes that commute with any change of another object may go this way.
+ * An event journaled by node_write_begin_locked() counts as committed (for
+ * the applied mark, the journal's syncs and the shippers) once it and every
+ * local event before it are finished.  Returns as node_commit_locked().
+ */
+void node_write_lock(struct node *n);
+void node_write_unlock(struct node *n);
+int node_write_begin_locked(struct node *n, struct event *ev);
+int node_write_finish(struct node *n, struct event *ev, struct apply_ctx *ctx);
 
 /* The highest term this node has seen.  Takes the lock. */
 uint64_t node_term(struct node *n);
@@ -217,8 +247,23 @@ int node_snap_install_begin(struct node *n, const struct evid *from, const struc
 int node_snap_finish_locked(struct node *n);
 
 /*
+ * The repair of a stopped node by fsck.ledgerfs --against goes through the
+ * same durable plan (snap/plan) with its own state: node_snap_repair_begin()
+ * records, synced, that the saved plan is being installed into the store
+ * of the stopped node whose journal is j; node_snap_repair_end(), synced,
+ * that it is done.  Such an install touches no applied seq and no lenient
+ * window.  node_snap_pending() reads the state (NODE_SNAP_*) of journal j
+ * into *state, NODE_SNAP_NONE when none was ever recorded.  0 or a
+ * negative errno.
+ */
+int node_snap_repair_begin(struct journal *j);
+int node_snap_repair_end(struct journal *j);
+int node_snap_pending(struct journal *j, int *state);
+
+/*
  * Finish an install a crash interrupted: run the saved plan again, then
- * node_snap_finish_locked().  Called by node_open(); 0 if none was pending.
+ * node_snap_finish_locked() (a resync's) or node_snap_repair_end() (an
+ * fsck repair's).  Called by node_open(); 0 if none was pending.
  */
 int node_snap_recover(struct node *n, char *err, size_t errlen);
 

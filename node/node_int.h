@@ -25,6 +25,18 @@ struct node {
 	 * call out of the journal.
 	 */
 	pthread_mutex_t lock;
+	/*
+	 * Parallel writes (node.h): `writes` counts those journaled and not yet
+	 * finished, `wseq` holds their seqs in order (sorted, as they are
+	 * appended in seq order), `excl` counts node_lock() holders and
+	 * waiters.  A node_lock() waits for writes == 0; node_write_lock()
+	 * waits for excl == 0.  writes_cv is broadcast when either drops to 0.
+	 * All guarded by lock.
+	 */
+	unsigned excl;
+	uint64_t *wseq;
+	size_t writes, wseq_cap;
+	pthread_cond_t writes_cv;
 	struct journal *journal; /* thread-safe: its own lock */
 	/*
 	 * Group commit: a syncer thread makes the journal durable while the

@@ -61,13 +61,13 @@ int node_snap_request(struct node *n)
 	uint8_t v[5] = {NODE_SNAP_NEEDED, 0, 0, 0, 0};
 	int r = 0;
 
-	pthread_mutex_lock(&n->lock);
+	node_lock(n);
 	if (n->snap_state == NODE_SNAP_NONE) {
 		r = journal_meta_put(n->journal, JOURNAL_META_SNAP, v, sizeof(v), 1);
 		if (r == 0)
 			n->snap_state = NODE_SNAP_NEEDED;
 	}
-	pthread_mutex_unlock(&n->lock);
+	node_unlock(n);
 	return r;
 }
 
@@ -90,11 +90,11 @@ int node_snap_install_begin(struct node *n, const struct evid *from, const struc
 		put_le64(p + 8, from[i].seq);
 		put_le64(p + 16, until[i].seq > from[i].seq ? until[i].seq : from[i].seq);
 	}
-	pthread_mutex_lock(&n->lock);
+	node_lock(n);
 	r = journal_meta_put(n->journal, JOURNAL_META_SNAP, v, len, 1);
 	if (r == 0)
 		n->snap_state = NODE_SNAP_INSTALLING;
-	pthread_mutex_unlock(&n->lock);
+	node_unlock(n);
 	free(v);
 	return r;
 }
@@ -172,6 +172,34 @@ out:
 	return r;
 }
 
+int node_snap_repair_begin(struct journal *j)
+{
+	uint8_t v[5] = {NODE_SNAP_REPAIRING, 0, 0, 0, 0};
+
+	return journal_meta_put(j, JOURNAL_META_SNAP, v, sizeof(v), 1);
+}
+
+int node_snap_repair_end(struct journal *j)
+{
+	return journal_meta_put(j, JOURNAL_META_SNAP, (uint8_t[5]){NODE_SNAP_NONE}, 5, 1);
+}
+
+int node_snap_pending(struct journal *j, int *state)
+{
+	uint8_t *val = NULL;
+	size_t len = 0;
+	int r;
+
+	*state = NODE_SNAP_NONE;
+	r = journal_meta_get(j, JOURNAL_META_SNAP, (void **)&val, &len);
+	if (r == -ENOENT)
+		return 0;
+	if (r == 0 && len >= 1)
+		*state = val[0];
+	free(val);
+	return r;
+}
+
 int node_snap_lenient_err(int r)
 {
 	switch (r) {
@@ -206,7 +234,7 @@ int node_snap_recover(struct node *n, char *err, size_t errlen)
 	const char *why = NULL, *path = NULL;
 	int r;
 
-	if (n->snap_state != NODE_SNAP_INSTALLING)
+	if (n->snap_state != NODE_SNAP_INSTALLING && n->snap_state != NODE_SNAP_REPAIRING)
 		return 0;
 	r = snap_plan_load(n->dir, &plan, &why);
 	if (r < 0) {
@@ -215,13 +243,21 @@ int node_snap_recover(struct node *n, char *err, size_t errlen)
 			 SNAP_DIR, why ? why : strerror(-r));
 		goto out;
 	}
-	log_warn("%s: finishing a snapshot install a stop interrupted (%zu steps)", n->dir, plan.n);
-	pthread_mutex_lock(&n->lock);
+	log_warn("%s: finishing %s a stop interrupted (%zu steps)", n->dir,
+		 n->snap_state == NODE_SNAP_REPAIRING ? "the install of an fsck --against repair"
+						      : "a snapshot install",
+		 plan.n);
+	node_lock(n);
 	r = snap_install(n->dir, n->store->root, &plan, NULL, NULL, &why, &path);
 	store_replaced(n->store);
-	if (r == 0)
+	if (r == 0 && n->snap_state == NODE_SNAP_REPAIRING) {
+		r = node_snap_repair_end(n->journal);
+		if (r == 0)
+			n->snap_state = NODE_SNAP_NONE;
+	} else if (r == 0) {
 		r = node_snap_finish_locked(n);
-	pthread_mutex_unlock(&n->lock);
+	}
+	node_unlock(n);
 	if (r < 0) {
 		snprintf(err, errlen, "%s: snapshot install failed at %s: %s: %s", n->dir,
 			 path ? path : "(end)", why ? why : "finishing", strerror(-r));

@@ -30,6 +30,7 @@
 #include "lib/grow.h"
 #include "net/hello.h"
 #include "net/tls.h"
+#include "node/node.h"
 #include "repl/peer_check.h"
 #include "repl_int.h"
 #include "resync/snap_meta.h"
@@ -43,9 +44,11 @@ struct diff {
 	struct peer_diff d; /* d.path and d.xattrs point at path and xattrs */
 	char *path;
 	char *xattrs;
-	int pending;  /* same type on both sides: named once the peer's entry arrives */
-	int fd;	      /* our regular file, while the peer's contents are compared; -1 */
-	int accepted; /* found() asked for a repair, and keep() did not refuse */
+	int pending;	/* same type on both sides: named once the peer's entry arrives */
+	int fd;		/* our regular file, while the peer's contents are compared; -1 */
+	int accepted;	/* found() asked for a repair, and keep() did not refuse */
+	int dropped;	/* its LINK steps left out: their target's repair was not accepted */
+	int unfinished; /* its install stopped before every step of it was carried out */
 };
 
 struct snap_check {
@@ -63,6 +66,9 @@ struct snap_check {
 	size_t below_diff; /* its index in v */
 	uint8_t *buf;	   /* our bytes to compare with a chunk of the peer's */
 	size_t buf_cap;
+	size_t *acc_diff; /* step of the accepted plan -> index in v */
+	size_t acc_cap;
+	uint64_t need, room; /* need > 0: a repair would not fit in the staging area */
 };
 
 /* Counters live in the caller's progress, or in this one when it gave none. */
@@ -424,6 +430,14 @@ static int positions(struct snap_check *c, const struct evid *theirs, uint32_t c
 	return ok;
 }
 
+static int link_declined(struct snap_check *c, const struct snap_plan *plan, size_t i);
+
+void snap_check_no_room(struct snap_check *c, uint64_t need, uint64_t room)
+{
+	c->need = need;
+	c->room = room;
+}
+
 int snap_check_end(struct snap_check *c, const struct evid *vec, uint32_t count,
 		   const struct snap_plan *plan, struct snap_plan *accepted)
 {
@@ -435,6 +449,16 @@ int snap_check_end(struct snap_check *c, const struct evid *vec, uint32_t count,
 		if (rv < 0)
 			return rv;
 		fixable = rv;
+		if (fixable && c->need && c->o->repair) {
+			note(c,
+			     "a repair needs at least %" PRIu64
+			     " MiB free in %s/%s to stage what it "
+			     "fetches, %" PRIu64
+			     " MiB are: nothing can be repaired until there is room",
+			     (c->need + (1u << 20) - 1) >> 20, c->o->node_dir, SNAP_DIR,
+			     c->room >> 20);
+			fixable = 0;
+		}
 	}
 	for (i = 0; i < c->n; i++) {
 		struct diff *x = &c->v[i];
@@ -470,30 +494,142 @@ int snap_check_end(struct snap_check *c, const struct evid *vec, uint32_t count,
 	for (i = 0; rv == 0 && i < plan->n; i++) {
 		struct diff *x = step_diff(c, (uint32_t)i);
 
-		if (x && x->accepted)
+		if (!x || !x->accepted || link_declined(c, plan, i))
+			continue;
+		rv = grow_array(&c->acc_diff, &c->acc_cap, accepted->n + 1);
+		if (rv == 0)
 			rv = snap_plan_add(accepted, &plan->v[i]);
+		if (rv == 0)
+			c->acc_diff[accepted->n - 1] = (size_t)(x - c->v);
 	}
 	if (rv == 0 && c->o->repair && !accepted->n)
 		atomic_store(&c->prog->phase, PEER_CHECK_DONE);
 	else if (rv == 0 && accepted->n)
 		atomic_store(&c->prog->phase, PEER_CHECK_REPAIRING);
+	/* A difference left with none of its steps is not repaired at all. */
+	for (i = 0; rv == 0 && i < c->n; i++) {
+		struct diff *x = &c->v[i];
+		size_t k;
+
+		if (!x->accepted || !x->dropped)
+			continue;
+		for (k = 0; k < accepted->n && c->acc_diff[k] != i; k++)
+			;
+		if (k == accepted->n) {
+			x->accepted = 0;
+			c->ops->fixed(c->ops->arg, &x->d, -ECANCELED);
+		}
+	}
 	return rv;
 }
 
-void snap_check_installed(struct snap_check *c, int rv, const char *why, const char *path)
+/*
+ * Is step i of plan a LINK to a name whose own difference is not repaired
+ * (declined, or its keep() failed)?  Installing it would link the old
+ * contents under the new name, or fail for a target that is not there:
+ * the step is left out, said in a note, and its difference marked.
+ */
+static int link_declined(struct snap_check *c, const struct snap_plan *plan, size_t i)
 {
-	if (rv < 0)
+	const struct snap_step *st = &plan->v[i];
+	struct diff *x = step_diff(c, (uint32_t)i), *t;
+	size_t k;
+
+	if (st->op != SNAP_OP_LINK || !st->link_to)
+		return 0;
+	/* The target's step comes first; a target no step names is unchanged here. */
+	for (k = i; k-- > 0;)
+		if (plan->v[k].op == SNAP_OP_OBJ && !strcmp(plan->v[k].path, st->link_to))
+			break;
+	if (k == SIZE_MAX)
+		return 0;
+	t = step_diff(c, (uint32_t)k);
+	if (t && t->accepted)
+		return 0;
+	x->dropped = 1;
+	note(c, "not linking %s to %s: %s is not repaired, so the link would show its old contents",
+	     st->path, st->link_to, st->link_to);
+	return 1;
+}
+
+/* Make what keep() put aside durable before the install can replace it in the store. */
+static int sync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rv = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (syncfs(fd) < 0)
+		rv = -errno;
+	close(fd);
+	return rv;
+}
+
+int snap_check_install(struct snap_check *c, struct snap_stage *stage,
+		       const struct snap_plan *accepted)
+{
+	const char *why = NULL, *path = NULL;
+	size_t done = 0, i;
+	int rv, begun = 0, left = 0;
+
+	rv = sync_dir(c->o->node_dir);
+	if (rv < 0) {
+		why = "cannot sync what was kept aside";
+		goto report;
+	}
+	/*
+	 * The plan and the journal's mark first, as a resync's install: a stop
+	 * in the middle leaves a store the node's next start finishes from
+	 * the plan, with nothing of ours lost (keep() linked it aside).
+	 */
+	rv = snap_plan_save(stage, accepted);
+	if (rv < 0) {
+		why = "cannot save the install plan";
+		goto report;
+	}
+	rv = node_snap_repair_begin(c->o->journal);
+	if (rv < 0) {
+		why = "cannot record the install in the journal";
+		goto report;
+	}
+	begun = 1;
+	rv = snap_install(c->o->node_dir, c->o->store_root, accepted, NULL, NULL, &why, &path);
+	for (done = 0; rv < 0 && done < accepted->n && accepted->v[done].path != path; done++)
+		;
+	if (rv < 0 && done == accepted->n)
+		done = 0; /* the staging area or the final sync: none is known done */
+	if (rv == 0) {
+		done = accepted->n;
+		rv = node_snap_repair_end(c->o->journal);
+		if (rv < 0) {
+			why = "installed, but cannot record that in the journal";
+			path = NULL;
+		}
+	}
+report:
+	if (rv < 0) {
 		note(c, "the repair stopped at %s: %s: %s", path ? path : "(end)",
 		     why ? why : "install failed", strerror(-rv));
-	for (size_t i = 0; i < c->n; i++) {
+		if (begun)
+			note(c,
+			     "%s/%s/plan holds the rest: the node finishes it when it starts, "
+			     "or a rerun with -y does; what it replaces was kept aside first",
+			     c->o->node_dir, SNAP_DIR);
+		left = begun;
+	}
+	for (i = done; i < accepted->n; i++)
+		c->v[c->acc_diff[i]].unfinished = 1;
+	for (i = 0; i < c->n; i++) {
 		struct diff *x = &c->v[i];
+		int r = x->unfinished ? rv : x->dropped ? -ECANCELED : 0;
 
 		if (!x->accepted)
 			continue;
-		c->ops->fixed(c->ops->arg, &x->d, rv);
-		c->res->repaired += rv == 0;
+		c->ops->fixed(c->ops->arg, &x->d, r);
+		c->res->repaired += r == 0;
 	}
 	atomic_store(&c->prog->phase, PEER_CHECK_DONE);
+	return left;
 }
 
 void snap_check_progress(struct snap_check *c, uint64_t listed, uint64_t bytes, uint64_t round)
@@ -635,6 +771,7 @@ out:
 	snap_check_round(&c);
 	free(c.v);
 	free(c.step_diff);
+	free(c.acc_diff);
 	free(c.buf);
 	merkle_free(c.tree);
 	return rv;

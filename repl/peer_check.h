@@ -15,7 +15,10 @@
  * With repair set, the entries fetched are staged under NODE_DIR/snap/ as
  * a resync stages them (fid and version xattrs included, so the store
  * stays consistent with the journal's view of the peer), and the steps of
- * the differences the caller accepts are installed with snap_install().
+ * the differences the caller accepts are installed with snap_install()
+ * through a plan saved in NODE_DIR/snap/ and recorded in the journal
+ * (node_snap_repair_begin()) first, so that an install cut short is
+ * finished by the node's next start or the next repairing check.
  * The applied vector is left alone, as a heal leaves it: the versions the
  * installed objects carry tell the apply engine which later events they
  * already show.  A repair is refused (every difference reported as not
@@ -88,10 +91,11 @@ struct peer_check_progress {
 struct peer_check_opts {
 	const char *node_dir;	  /* its node.crt, node.key and ca.crt; its snap/ for a repair */
 	const struct config *cfg; /* NODE_DIR's configuration: cluster, members, listen */
-	struct journal *journal; /* NODE_DIR's journal (or a copy): the applied vector, read only */
-	int store_root;		 /* the store's root directory, open; stays the caller's */
-	const char *address;	 /* the peer, "HOST:PORT" */
-	int repair;		 /* stage what differs and install what found() accepts */
+	struct journal *journal;  /* NODE_DIR's journal (or a copy without repair): the applied
+				     vector; a repair records its install there */
+	int store_root;		  /* the store's root directory, open; stays the caller's */
+	const char *address;	  /* the peer, "HOST:PORT" */
+	int repair;		  /* stage what differs and install what found() accepts */
 	struct peer_check_progress *progress; /* may be NULL */
 };
 
@@ -108,8 +112,9 @@ struct peer_check_ops {
 	int (*found)(void *arg, const struct peer_diff *d, int fixable);
 	/*
 	 * Before a repair replaces or removes what we have (EXTRA, CONTENT):
-	 * the caller may move it aside.  0 to go on, or a negative errno that
-	 * leaves this difference unrepaired.  May be NULL.
+	 * the caller may keep a copy of it aside, without changing the store
+	 * (the install may stop before it replaces it).  0 to go on, or a
+	 * negative errno that leaves this difference unrepaired.  May be NULL.
 	 */
 	int (*keep)(void *arg, const struct peer_diff *d);
 	/* The outcome of a repair found() asked for: r is 0 or a negative errno. */

@@ -281,6 +281,7 @@ int snap_recv_heal(struct repl *r, struct link *l, const char *peer, const char 
 struct snap_check;
 struct snap_meta;
 struct snap_plan;
+struct snap_stage;
 struct merkle_entry;
 
 /*
@@ -319,16 +320,34 @@ int snap_check_data(struct snap_check *c, uint32_t step, uint64_t off, const uin
 		    size_t len);
 
 /*
+ * The round's files would need `need` bytes staged and only `room` are free
+ * (a check's rounds stage nothing past that): snap_check_end() then says
+ * so and repairs nothing.
+ */
+void snap_check_no_room(struct snap_check *c, uint64_t need, uint64_t room);
+
+/*
  * The round was steady: report each difference (vec: the peer's position,
  * SNAP_INFO's) and, when repairing, put into *accepted the plan's steps
- * of the differences found() accepted, after keep() moved aside what they
- * replace.  0 or -ENOMEM.
+ * of the differences found() accepted, after keep() put aside what they
+ * replace.  A LINK step to a name whose difference is not repaired is
+ * left out (with a note), and its difference reported as not fixed.
+ * 0 or -ENOMEM.
  */
 int snap_check_end(struct snap_check *c, const struct evid *vec, uint32_t count,
 		   const struct snap_plan *plan, struct snap_plan *accepted);
 
-/* The install of *accepted ended with rv (why and path name the step that failed). */
-void snap_check_installed(struct snap_check *c, int rv, const char *why, const char *path);
+/*
+ * Install *accepted (staged in stage) durably: what keep() put aside is
+ * synced, the plan saved and the install recorded in the journal
+ * (node_snap_repair_begin()) before the store changes, the record cleared
+ * once it is done.  Reports through fixed() whether each accepted
+ * difference was repaired, and through note() where a failed install
+ * stopped.  1 when an install was begun and not finished (the staging
+ * area and its plan must stay for the node's next start), else 0.
+ */
+int snap_check_install(struct snap_check *c, struct snap_stage *stage,
+		       const struct snap_plan *accepted);
 
 /* Progress of the rounds: listings compared, contents received. */
 void snap_check_progress(struct snap_check *c, uint64_t listed, uint64_t bytes, uint64_t round);

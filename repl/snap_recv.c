@@ -39,8 +39,9 @@
  * may ask for an entry only to compare it (a probe: received, compared
  * with ours, not staged).  Without a repair nothing is staged at all and
  * NODE_DIR is not touched; with one, the steps of the differences the
- * check accepts are installed as a heal installs them, the applied vector
- * left alone.
+ * check accepts are installed through a saved plan recorded in the
+ * journal, as a resync's, but with the applied vector left alone: a stop
+ * in the middle is finished by the node's next start.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -72,6 +73,13 @@
 #define SNAP_PIPE_BYTES	 (32u << 20) /* contents received and not yet written */
 /* Staging threads: two, so that one's syncfs does not stop the staging (measured). */
 #define SNAP_PIPE_WORKERS 2
+/*
+ * Free space a round leaves on the staging filesystem at least: the node's
+ * journal and store usually share it.  A staged file costs its size
+ * rounded up to a block, and a block more for its inode and name.
+ */
+#define SNAP_ROOM_SPARE (16u << 20)
+#define SNAP_ROOM_BLOCK 4096u
 
 static const struct snap_pipe_limits pipe_limits = {
     .objs = SNAP_FLUSH_OBJS,
@@ -127,6 +135,10 @@ struct snap_recv {
 	uint64_t del_size;
 	int64_t last_progress;
 	struct repl_snap_progress prog; /* copied into r->snap under r->lock */
+	/* Staging this round: free bytes at its start, bytes it needs, and for a check
+	 * whether it stopped staging because they did not fit. */
+	uint64_t room, need;
+	int no_room;
 };
 
 static void publish(struct snap_recv *sr, int force)
@@ -476,6 +488,31 @@ static int flush_delete(struct snap_recv *sr, const char *path)
 	return rv;
 }
 
+/*
+ * Is there room to stage a file of size bytes?  0 yes.  When not, a check
+ * stops staging (1: it goes on comparing, so that it can say how much a
+ * repair needs, and repairs nothing), a resync ends with -ENOSPC.
+ */
+static int room_for(struct snap_recv *sr, uint64_t size)
+{
+	sr->need += (size + SNAP_ROOM_BLOCK - 1) / SNAP_ROOM_BLOCK * SNAP_ROOM_BLOCK +
+		    SNAP_ROOM_BLOCK;
+	if (sr->no_room)
+		return 1;
+	if (sr->need + SNAP_ROOM_SPARE <= sr->room)
+		return 0;
+	if (sr->check) {
+		sr->no_room = 1;
+		return 1;
+	}
+	snprintf(sr->l->why, sizeof(sr->l->why),
+		 "%s: staging needs more than %" PRIu64 " bytes free in %.120s/%s (%" PRIu64
+		 " free, %u MiB kept spare)",
+		 sr->scope ? "heal" : "snapshot resync", sr->need, sr->node_dir, SNAP_DIR,
+		 sr->room, SNAP_ROOM_SPARE >> 20);
+	return -ENOSPC;
+}
+
 /* merkle_change_fn: one plan step per change, asking for what it needs. */
 static int change(void *arg, enum merkle_change what, const char *path,
 		  const struct merkle_entry *theirs, const struct merkle_entry *mine)
@@ -532,8 +569,11 @@ static int change(void *arg, enum merkle_change what, const char *path,
 		return rv;
 	if (st.op == SNAP_OP_DIR)
 		return ask(sr, step, NULL, 1, 0);
-	if (st.op == SNAP_OP_OBJ && !staged && sr->stage)
-		return ask(sr, step, theirs->digest, 0, 1);
+	if (st.op == SNAP_OP_OBJ && !staged && sr->stage) {
+		rv = room_for(sr, theirs->size);
+		if (rv <= 0)
+			return rv ? rv : ask(sr, step, theirs->digest, 0, 1);
+	}
 	if (probe)
 		return ask(sr, step, theirs->digest, 0, 0);
 	return 0;
@@ -596,6 +636,10 @@ static int run_round(struct snap_recv *sr, struct proto_msg *info, struct proto_
 	sr->nnamed = 0;
 	if (sr->check)
 		snap_check_round(sr->check);
+	sr->need = 0;
+	sr->no_room = 0;
+	if (sr->stage && (rv = snap_stage_room(sr->stage, &sr->room)) < 0)
+		return fail(sr, rv, "cannot read the staging area's free space");
 	/* Both trees are built at once: the peer's while we build ours. */
 	if (sr->scope)
 		rv = proto_put_snap_path(&sr->l->out, PROTO_SNAP_SCOPE, (uint32_t)sr->prog.round,
@@ -789,24 +833,25 @@ static int heal_done(struct snap_recv *sr, const struct proto_msg *info,
 /*
  * A check's steady round: the check reports what differs and picks the
  * steps to install.  An install that fails is the check's to report; only
- * a failure to report or plan ends the check with an error.
+ * a failure to report or plan ends the check with an error.  *keep is set
+ * when an install was begun and not finished: its staging area and plan
+ * stay for the node's next start.
  */
-static int check_done(struct snap_recv *sr, const struct proto_msg *info)
+static int check_done(struct snap_recv *sr, const struct proto_msg *info, int *keep)
 {
 	struct snap_plan accepted = {0};
-	const char *why = NULL, *path = NULL;
 	int rv;
 
+	if (sr->no_room)
+		snap_check_no_room(sr->check, sr->need + SNAP_ROOM_SPARE, sr->room);
 	rv = snap_check_end(sr->check, info->snap_vec.vec, info->snap_vec.count, &sr->plan,
 			    &accepted);
 	if (rv < 0) {
 		snap_plan_free(&accepted);
 		return fail(sr, rv, "cannot plan the repair");
 	}
-	if (accepted.n) {
-		rv = snap_install(sr->node_dir, sr->root_fd, &accepted, NULL, NULL, &why, &path);
-		snap_check_installed(sr->check, rv, why, path);
-	}
+	if (accepted.n)
+		*keep = snap_check_install(sr->check, sr->stage, &accepted);
 	snap_plan_free(&accepted);
 	return 0;
 }
@@ -824,7 +869,7 @@ static int receive(struct snap_recv *sr)
 	struct proto_msg info = {0}, end = {0};
 	struct repl *r = sr->r;
 	int resync = !sr->heal && !sr->check;
-	int rv;
+	int rv, keep = 0;
 
 	/* A check that does not repair writes nothing: no staging area. */
 	if (!sr->check || snap_check_repairs(sr->check)) {
@@ -868,12 +913,12 @@ static int receive(struct snap_recv *sr)
 	if (sr->heal)
 		rv = heal_done(sr, &info, &end);
 	else
-		rv = sr->check ? check_done(sr, &info) : resync_done(sr, &info, &end);
+		rv = sr->check ? check_done(sr, &info, &keep) : resync_done(sr, &info, &end);
 	if (rv < 0)
 		goto out;
 	snap_pipe_stop(sr->pipe);
 	sr->pipe = NULL;
-	if (sr->stage) {
+	if (sr->stage && !keep) {
 		snap_stage_close(sr->stage);
 		sr->stage = NULL;
 		rv = snap_stage_remove(sr->node_dir);

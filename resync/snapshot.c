@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "lib/buf.h"
@@ -567,6 +568,16 @@ uint64_t snap_stage_bytes(struct snap_stage *s)
 	uint64_t total = 0;
 
 	return dir_scan(s->objfd, add_size, &total) < 0 ? 0 : total;
+}
+
+int snap_stage_room(struct snap_stage *s, uint64_t *bytes)
+{
+	struct statvfs vfs;
+
+	if (fstatvfs(s->objfd, &vfs) < 0)
+		return -errno;
+	*bytes = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	return 0;
 }
 
 /* What a staged object's metadata must be; see snap_obj_begin(). */

@@ -136,6 +136,12 @@ int snap_stage_has(struct snap_stage *s, const uint8_t digest[SNAP_DIGEST_LEN]);
 /* Bytes staged so far in obj/ (for progress), 0 on error. */
 uint64_t snap_stage_bytes(struct snap_stage *s);
 
+/*
+ * Bytes free for an unprivileged user on the filesystem of obj/
+ * (statvfs), into *bytes.  0 or a negative errno.
+ */
+int snap_stage_room(struct snap_stage *s, uint64_t *bytes);
+
 /* A non-directory entry being received. */
 struct snap_obj;
 

@@ -130,7 +130,9 @@ static int set_ver(int fd, const struct event *ev)
 }
 
 /*
- * Events of one origin reach the store one at a time in seq order, so a
+ * Events of one origin reach the store in seq order (only data writes to
+ * different files, which commute, may overlap: node.h's parallel writes,
+ * never with a namespace event), so a
  * directory whose version names this event, or a later one of the same
  * origin, proves that the event was applied.  Namespace events stamp the
  * directories they change for this reason; a name alone cannot tell "made
@@ -1184,7 +1186,7 @@ static int cache_before(struct store *s, struct apply_cache *c, const struct eve
 {
 	int on_obj, r = 0;
 
-	if (c->changes != s->changes || ev->type == EV_UNLINK || ev->type == EV_RMDIR ||
+	if (c->changes != __atomic_load_n(&s->changes, __ATOMIC_RELAXED) || ev->type == EV_UNLINK || ev->type == EV_RMDIR ||
 	    ev->type == EV_RENAME) {
 		r = apply_cache_flush(c);
 		apply_cache_release(c);
@@ -1257,7 +1259,7 @@ int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx, 
 			return r;
 		}
 	}
-	s->changes++;
+	__atomic_add_fetch(&s->changes, 1, __ATOMIC_RELAXED);
 	switch (ev->type) {
 	case EV_CREATE:
 	case EV_MKNOD:
@@ -1286,6 +1288,6 @@ int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx, 
 	if (c && r < 0)
 		apply_cache_release(c);
 	if (c)
-		c->changes = s->changes;
+		c->changes = __atomic_load_n(&s->changes, __ATOMIC_RELAXED);
 	return r;
 }

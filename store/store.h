@@ -37,7 +37,7 @@
 
 struct store {
 	int root;	  /* O_PATH descriptor of the store directory */
-	uint64_t changes; /* apply_event() calls so far: tells a stale apply_cache */
+	uint64_t changes; /* apply_event() calls so far (atomic): tells a stale apply_cache */
 	/*
 	 * Renames and links begun so far, counted atomically before the store
 	 * changes: a hash tree built without the node lock was walked while no

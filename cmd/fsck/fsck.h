@@ -167,6 +167,14 @@ int fsck_copy_new(int src_dir, const char *src_name, const struct stat *st, int 
  */
 int fsck_move_lost(struct fsck *f, int store_root, const char *rel);
 
+/*
+ * Keep store entry rel as NODE_DIR/lost+found/<time>/rel without changing
+ * the store: hard links of its non-directories (copies when lost+found is
+ * on another filesystem), its directories made anew with their owner, mode
+ * and xattrs.  What a later change replaces in the store stays there.
+ */
+int fsck_link_lost(struct fsck *f, int store_root, const char *rel);
+
 /* Copy store entry rel to NODE_DIR/lost+found/<time>/rel, before it is overwritten. */
 int fsck_save_lost(struct fsck *f, int store_root, const char *rel);
 

@@ -17,8 +17,12 @@
  * xattr calls are the following kind: the l* ones would look at the
  * /proc/self/fd link itself, which has none.
  * Nothing is ever deleted from a store: entries in the way go to
- * lost+found.
+ * lost+found.  What a repair from a peer will replace is kept there by hard
+ * links before the repair starts (fsck_link_lost()), so the store is whole
+ * whatever point the repair reaches, and keeping a large file costs no
+ * space and no copy.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -349,6 +353,82 @@ int fsck_save_lost(struct fsck *f, int store_root, const char *rel)
 		r = -errno;
 	if (r == 0)
 		r = fsck_copy_new(at.dirfd, at.base, &st, dir, base);
+	path_at_release(&at);
+	if (dir >= 0)
+		close(dir);
+	return r;
+}
+
+/*
+ * Keep (src_dir, src_name), whose stat is st, as (dst_dir, dst_name): a hard
+ * link of a non-directory (a copy on another filesystem), a directory made
+ * anew with the same owner, mode and xattrs and its entries kept the same way.
+ */
+static int link_tree(int src_dir, const char *src_name, const struct stat *st, int dst_dir,
+		     const char *dst_name)
+{
+	int sfd = -1, dfd = -1, r;
+	DIR *d = NULL;
+	struct dirent *de;
+
+	if (!S_ISDIR(st->st_mode)) {
+		if (linkat(src_dir, src_name, dst_dir, dst_name, 0) == 0)
+			return 0;
+		if (errno != EXDEV)
+			return -errno;
+		return fsck_copy_new(src_dir, src_name, st, dst_dir, dst_name);
+	}
+	r = fsck_copy_new(src_dir, src_name, st, dst_dir, dst_name);
+	if (r < 0)
+		return r;
+	sfd = openat(src_dir, src_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	dfd = openat(dst_dir, dst_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (sfd < 0 || dfd < 0) {
+		r = -errno;
+		goto out;
+	}
+	d = fdopendir(sfd);
+	if (!d) {
+		r = -errno;
+		goto out;
+	}
+	sfd = -1; /* d owns it */
+	for (errno = 0; r == 0 && (de = readdir(d)); errno = 0) {
+		struct stat es;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &es, AT_SYMLINK_NOFOLLOW) < 0)
+			r = -errno;
+		else
+			r = link_tree(dirfd(d), de->d_name, &es, dfd, de->d_name);
+	}
+	if (r == 0 && errno)
+		r = -errno;
+out:
+	if (d)
+		closedir(d);
+	if (sfd >= 0)
+		close(sfd);
+	if (dfd >= 0)
+		close(dfd);
+	return r;
+}
+
+int fsck_link_lost(struct fsck *f, int store_root, const char *rel)
+{
+	struct path_at at = {.dirfd = -1};
+	const char *base;
+	struct stat st;
+	int dir = -1, r;
+
+	r = lost_parent(f, rel, &dir, &base);
+	if (r == 0)
+		r = path_at_open(store_root, rel, &at);
+	if (r == 0 && fstatat(at.dirfd, at.base, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		r = -errno;
+	if (r == 0)
+		r = link_tree(at.dirfd, at.base, &st, dir, base);
 	path_at_release(&at);
 	if (dir >= 0)
 		close(dir);

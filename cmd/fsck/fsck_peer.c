@@ -6,8 +6,11 @@
  * stopped node (repl/peer_check.h); this file turns what they find into
  * fsck's problems, one line each, so that -n, -y, the questions at the
  * terminal and the exit code work as for the other checks.  What a repair
- * replaces or removes is moved to NODE_DIR/lost+found/<time>/ first, as
- * the other checks do with what they replace.
+ * replaces or removes is kept in NODE_DIR/lost+found/<time>/ first, by
+ * hard links: the store itself only changes through the install plan,
+ * which a stop in the middle leaves for the node's next start (or the
+ * next run with -y) to finish.  A snapshot resync's install left
+ * unfinished is the node's to finish: the check refuses to run over it.
  *
  * On a terminal a thread redraws a progress line (rate and ETA) while our
  * tree is hashed and the trees are compared; it stops before the first
@@ -29,6 +32,7 @@
 #include "lib/progress.h"
 #include "node/node.h"
 #include "repl/peer_check.h"
+#include "resync/snapshot.h"
 #include "store/path.h"
 
 #define PROGRESS_MS 250
@@ -258,9 +262,9 @@ static const char *fix_text(const struct peer_diff *d)
 	case PEER_DIFF_MISSING:
 		return "fetch it from the peer";
 	case PEER_DIFF_EXTRA:
-		return "move it to " FSCK_LOST_FOUND;
+		return "remove it (kept in " FSCK_LOST_FOUND ")";
 	case PEER_DIFF_CONTENT:
-		return "replace it with the peer's version (this one goes to " FSCK_LOST_FOUND ")";
+		return "replace it with the peer's version (this one kept in " FSCK_LOST_FOUND ")";
 	default:
 		return "take the peer's metadata";
 	}
@@ -286,9 +290,10 @@ static int on_found(void *arg, const struct peer_diff *d, int fixable)
 }
 
 /*
- * What a repair replaces goes to lost+found first: an extra entry, and an
- * entry whose type or contents differ (not a directory that stays one:
- * its entries are compared on their own).
+ * What a repair replaces is kept in lost+found first: an extra entry, and
+ * an entry whose type or contents differ (not a directory that stays one:
+ * its entries are compared on their own).  Kept by hard links, not moved:
+ * until the install replaces it, the store still holds it.
  */
 static int on_keep(void *arg, const struct peer_diff *d)
 {
@@ -296,7 +301,7 @@ static int on_keep(void *arg, const struct peer_diff *d)
 
 	if (d->kind == PEER_DIFF_CONTENT && !(d->what & PEER_DIFF_TYPE) && S_ISDIR(d->mode_here))
 		return 0;
-	return fsck_move_lost(p->f, p->store->root, d->path);
+	return fsck_link_lost(p->f, p->store->root, d->path);
 }
 
 static void on_fixed(void *arg, const struct peer_diff *d, int r)
@@ -324,6 +329,76 @@ static void summary(struct peer_run *p, int rv)
 		progress_human(atomic_load(&p->prog.hash.bytes), hashed, sizeof(hashed)),
 		res->listed, res->listed == 1 ? "" : "s", res->rounds, res->rounds == 1 ? "" : "s",
 		progress_human(res->bytes, fetched, sizeof(fetched)), res->differences, secs);
+}
+
+/*
+ * An install the journal says is under way.  A snapshot resync's is the
+ * node's to finish (its position goes with it): refused, touching nothing.
+ * An earlier repair's (this check's own) is finished here when repairing,
+ * as the node's start would finish it; under -n it is refused.  0 when the
+ * check may go on, else a negative errno, said on stderr.
+ */
+static int pending_install(struct fsck *f, struct store *store)
+{
+	struct snap_plan plan = {0};
+	const char *why = NULL, *path = NULL;
+	int state, r;
+
+	r = node_snap_pending(f->j, &state);
+	if (r < 0) {
+		fprintf(stderr, "fsck.ledgerfs: %s: cannot read the snapshot state: %s\n", f->dir,
+			strerror(-r));
+		return r;
+	}
+	if (state == NODE_SNAP_INSTALLING) {
+		fprintf(stderr,
+			"fsck.ledgerfs: %s: a snapshot resync's install was interrupted "
+			"(%s/%s/plan); start the node to finish it, then check again. "
+			"Nothing was changed.\n",
+			f->dir, f->dir, SNAP_DIR);
+		return -EBUSY;
+	}
+	if (state != NODE_SNAP_REPAIRING)
+		return 0;
+	r = snap_plan_load(f->real, &plan, &why);
+	if (r < 0) {
+		fprintf(stderr,
+			"fsck.ledgerfs: %s/%s/plan: cannot read the interrupted install: %s\n",
+			f->dir, SNAP_DIR, why ? why : strerror(-r));
+		goto out;
+	}
+	if (!fsck_problem(f, "finish it",
+			  "interrupted install of an earlier repair from a peer (%zu steps)",
+			  plan.n)) {
+		fprintf(stderr,
+			"fsck.ledgerfs: %s: the install of an earlier repair from a peer was "
+			"interrupted (%s/%s/plan); run with -y, or start the node, to finish it. "
+			"Nothing was changed.\n",
+			f->dir, f->dir, SNAP_DIR);
+		r = -EBUSY;
+		goto out;
+	}
+	r = snap_install(f->real, store->root, &plan, NULL, NULL, &why, &path);
+	if (r == 0 && (r = node_snap_repair_end(f->j)) < 0)
+		why = "cannot record the finished install in the journal";
+	if (r < 0) {
+		fprintf(stderr,
+			"fsck.ledgerfs: %s: cannot finish the install of an earlier repair "
+			"(%s/%s/plan) at %s: %s: %s\n",
+			f->dir, f->dir, SNAP_DIR, path ? path : "(plan)", why ? why : "install",
+			strerror(-r));
+		fsck_fix_done(f, r);
+		goto out;
+	}
+	fsck_fix_done(f, 0);
+	r = snap_stage_remove(f->real);
+	if (r < 0)
+		fprintf(stderr, "fsck.ledgerfs: %s/%s: cannot remove the staging area: %s\n",
+			f->dir, SNAP_DIR, strerror(-r));
+	r = 0;
+out:
+	snap_plan_free(&plan);
+	return r;
 }
 
 int fsck_check_peer(struct fsck *f)
@@ -356,6 +431,9 @@ int fsck_check_peer(struct fsck *f)
 				       : strerror(-r));
 		goto out;
 	}
+	r = pending_install(f, p.store);
+	if (r < 0)
+		goto out;
 	o.store_root = p.store->root;
 	/* The resync's log lines are for a daemon's log; -v shows them. */
 	log_set_level(f->verbose ? LOG_INFO : LOG_WARNING);

@@ -4,10 +4,17 @@
  *
  * For the day a machine dies holding events nobody else has (a primary
  * whose replicas were down, say): its disk, mounted anywhere, still holds
- * the journal.  rescue opens that node as its own start would - LevelDB
- * recovers its log after a kill -9, and the unapplied tail is replayed
- * through the apply engine - so it ships what the node itself would ship.
- * It dials the peer over the normal authenticated protocol with a HELLO
+ * the journal.  That disk may be failing, so rescue writes nothing to it:
+ * LevelDB writes even to a database it only reads (log recovery, a new
+ * log, compactions), so rescue reads a private copy of the journal taken
+ * under $TMPDIR (journal_copy.h: tables hard-linked on the same
+ * filesystem, copied across, the value log read where it is), and it
+ * never opens the node itself, whose start would replay the unapplied
+ * tail into the dead store and void what does not apply there.  The
+ * events journaled beyond the applied marks (a crash between journal and
+ * store) are shipped as they are: the peer applies them to its healthy
+ * store, or refuses the first that does not apply there, which ends the
+ * rescue.  It dials the peer over the normal authenticated protocol with a HELLO
  * that says it pushes (PROTO_HELLO_PUSH, net/proto.h), and from the
  * applied vector the peer answers with, ships exactly the events the peer
  * lacks, in EVENTS frames, until every one is acknowledged.  The peer vets
@@ -34,6 +41,8 @@
 
 #include "cmd.h"
 #include "journal/journal.h"
+#include "journal/journal_copy.h"
+#include "lib/bytes.h"
 #include "lib/clock.h"
 #include "lib/config.h"
 #include "lib/grow.h"
@@ -82,8 +91,11 @@ struct sent {
 struct rescue {
 	const char *dir; /* the stopped node */
 	struct config cfg;
-	struct node *n;
-	uint64_t clean; /* its clean-shutdown flag as found: closed as found */
+	struct journal_copy jc;			 /* the private copy of its journal */
+	struct journal *j;			 /* jc's journal */
+	uint64_t term;				 /* its term */
+	struct node_tail tails[NODE_MAX_FENCES]; /* its kept-aside events */
+	unsigned ntails;
 	/* The peer. */
 	const char *to_node; /* --to-node NODE_DIR, else NULL */
 	struct config peer_cfg;
@@ -115,9 +127,11 @@ static void rescue_usage(FILE *out)
 	      "\n"
 	      "Ship the events a stopped node holds and a running peer lacks, read from the\n"
 	      "stopped node's own disk (for example a disk taken from a failed machine).\n"
-	      "The node is opened as its own start would open it: LevelDB recovers its\n"
-	      "log after a crash and the unapplied tail is replayed, so it needs the node\n"
-	      "directory writable.  The peer answers with its applied vector, and exactly\n"
+	      "Nothing is written to DEAD_NODE_DIR: its journal is read from a private\n"
+	      "copy under $TMPDIR (hard links on the same filesystem, else a copy of its\n"
+	      "tables: TMPDIR needs that room), and events journaled but not applied\n"
+	      "before the crash are shipped as they are.  The peer answers with its\n"
+	      "applied vector, and exactly\n"
 	      "the events it lacks go to it over the replication protocol, in order; it\n"
 	      "vets, journals, applies and confirms them as it does any peer's.  Events\n"
 	      "of a lower term than the peer's, beyond a promotion, are refused: they stay\n"
@@ -267,12 +281,37 @@ static int peer_from_node(struct rescue *r)
 	return local_address(r->to_node, r->peer_cfg.listen, r->address, sizeof(r->address));
 }
 
-/* Open the stopped node as its start would: log recovery, replay.  0 or -1. */
+/* The kept-aside tails of the journal's failover state (node/node.c).  0 or a negative errno. */
+static int load_tails(struct rescue *r)
+{
+	uint8_t *val = NULL;
+	size_t len = 0, i;
+	int rv;
+
+	rv = journal_meta_get(r->j, JOURNAL_META_TAILS, (void **)&val, &len);
+	if (rv == -ENOENT)
+		return 0;
+	if (rv < 0)
+		return rv;
+	for (i = 0; i + 32 <= len && r->ntails < NODE_MAX_FENCES; i += 32)
+		r->tails[r->ntails++] =
+		    (struct node_tail){get_le64(val + i), get_le64(val + i + 8),
+				       get_le64(val + i + 16), get_le64(val + i + 24)};
+	free(val);
+	return 0;
+}
+
+/*
+ * Open a private copy of the stopped node's journal, writing nothing in
+ * its directory: its term and kept-aside tails with it.  0 or -1 with a
+ * message.
+ */
 static int open_node(struct rescue *r)
 {
-	char path[PATH_MAX], err[1024];
+	char path[PATH_MAX];
+	const char *why = NULL;
 	pid_t pid = 0;
-	int running;
+	int running, rv;
 
 	running = node_running(r->dir, r->cfg.name, &pid);
 	if (running < 0)
@@ -288,21 +327,55 @@ static int open_node(struct rescue *r)
 			r->cfg.name, r->dir, who, r->dir, NODE_JOURNAL_DIR);
 		return -1;
 	}
-	if (node_open(r->dir, NODE_OPEN_REPLAY, &r->n, err, sizeof(err)) < 0) {
-		fprintf(stderr, "ledgerctl: rescue: %s\n", err);
-		snprintf(path, sizeof(path), "%s/%s", r->dir, NODE_JOURNAL_DIR);
-		if (access(path, W_OK) < 0)
-			fprintf(
-			    stderr,
-			    "ledgerctl: rescue: %s is not writable: rescue opens the node as "
-			    "its start would (log recovery, replay); copy the node directory "
-			    "with its extended attributes (cp -a, as root) and rescue the copy\n",
-			    path);
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", r->dir, NODE_JOURNAL_DIR) >=
+	    sizeof(path)) {
+		fprintf(stderr, "ledgerctl: rescue: %s: path too long\n", r->dir);
 		return -1;
 	}
-	if (journal_meta_get_u64(node_journal(r->n), JOURNAL_META_CLEAN, &r->clean) < 0)
-		r->clean = 0;
+	rv = journal_copy_open(path, 0, &r->jc, &why);
+	if (rv < 0) {
+		fprintf(stderr,
+			"ledgerctl: rescue: %s: cannot read a copy of it: %s%s%s (the copy goes "
+			"under $TMPDIR, or /tmp)\n",
+			path, why ? why : "", why ? ": " : "", strerror(-rv));
+		return -1;
+	}
+	r->j = r->jc.journal;
+	if (journal_node_id(r->j) != r->cfg.node_id) {
+		fprintf(stderr,
+			"ledgerctl: rescue: %s: journal of node %016" PRIx64
+			", %s/%s says %016" PRIx64 "\n",
+			path, journal_node_id(r->j), r->dir, CONFIG_FILE, r->cfg.node_id);
+		return -1;
+	}
+	/* Nodes made before roles existed were single primaries of term 1. */
+	if (journal_meta_get_u64(r->j, JOURNAL_META_TERM, &r->term) < 0 || r->term == 0)
+		r->term = 1;
+	rv = load_tails(r);
+	if (rv < 0) {
+		fprintf(stderr, "ledgerctl: rescue: %s: failover state unreadable: %s\n", path,
+			strerror(-rv));
+		return -1;
+	}
 	return 0;
+}
+
+/*
+ * The highest seq of origin's events journaled in a run right above
+ * applied: events a crash left unapplied, which the node's start would
+ * replay.  applied when there are none.
+ */
+static uint64_t journaled_tail(struct journal *j, uint64_t origin, uint64_t applied)
+{
+	struct event ev;
+	const char *why = NULL;
+	uint64_t last = applied;
+
+	while (last < UINT64_MAX && journal_get(j, origin, last + 1, 0, &ev, &why) == 0) {
+		event_free(&ev);
+		last++;
+	}
+	return last;
 }
 
 /* Dial the peer and check who answered.  0 or -1 with a message. */
@@ -401,7 +474,7 @@ static int next_event_origin(struct journal *j, uint64_t from, uint64_t *origin)
  */
 static int list_origins(struct rescue *r)
 {
-	struct journal *j = node_journal(r->n);
+	struct journal *j = r->j;
 	struct journal_iter *it = NULL;
 	uint64_t origin = 0;
 	size_t i;
@@ -434,7 +507,7 @@ static int list_origins(struct rescue *r)
 	for (i = 0; i < r->nplans; i++) {
 		struct origin_plan *o = &r->plans[i];
 
-		o->have = journal_applied(j, o->origin);
+		o->have = journaled_tail(j, o->origin, journal_applied(j, o->origin));
 		rv = journal_trimmed(j, o->origin, &o->trimmed);
 		if (rv < 0) {
 			fprintf(stderr, "ledgerctl: rescue: %s/%s: %s\n", r->dir, NODE_JOURNAL_DIR,
@@ -464,7 +537,7 @@ static int put_hello(struct rescue *r)
 	memcpy(h.cluster_id, r->cfg.cluster_id, sizeof(h.cluster_id));
 	/* The id the certificate we present carries. */
 	h.node_id = r->to_node ? r->peer_cfg.node_id : r->cfg.node_id;
-	h.term = node_term(r->n);
+	h.term = r->term;
 	h.count = (uint32_t)k;
 	h.applied = vec;
 	rv = proto_put_hello(&r->l->out, &h);
@@ -541,18 +614,21 @@ static int read_head(struct rescue *r, struct origin_plan *o)
 {
 	const char *why = NULL;
 	uint64_t tail_term = 0;
-	int rv, aside;
+	unsigned i;
+	int rv, aside = 0;
 
 	if (o->has_head || o->next > o->last)
 		return 0;
-	node_lock(r->n);
-	aside = node_in_tail_locked(r->n, o->origin, o->next, &tail_term);
-	node_unlock(r->n);
+	for (i = 0; i < r->ntails && !aside; i++) {
+		aside = r->tails[i].origin == o->origin && o->next >= r->tails[i].first &&
+			o->next <= r->tails[i].last;
+		tail_term = r->tails[i].term;
+	}
 	if (aside) {
 		o->head = (struct event){
 		    .type = EV_VOID, .origin = o->origin, .seq = o->next, .term = tail_term};
 	} else {
-		rv = journal_get(node_journal(r->n), o->origin, o->next, 1, &o->head, &why);
+		rv = journal_get(r->j, o->origin, o->next, 1, &o->head, &why);
 		if (rv < 0) {
 			fprintf(stderr,
 				"ledgerctl: rescue: %s/%s: event %016" PRIx64 ":%" PRIu64
@@ -878,7 +954,7 @@ static void rescue_free(struct rescue *r)
 	free(r->plans);
 	link_close(r->l);
 	SSL_CTX_free(r->ctx);
-	node_close(r->n, r->clean != 0);
+	journal_copy_close(&r->jc);
 }
 
 int cmd_rescue(int argc, char **argv)

@@ -232,3 +232,180 @@ def test_fsck_against_type_changes_directories_symlinks_and_hard_links():
         check_eq((b.store / "d/sub/f4").read_bytes(), FILES["d/sub/f4"], "d/sub is back")
         cl.start("b")
         cl.wait_in_sync()
+
+
+def chattr(path, flag):
+    lfs.run(["chattr", flag, str(path)])
+
+
+def lost_dir(node):
+    """The one lost+found/<time> directory of node's fsck runs."""
+    runs = sorted((node.dir / "lost+found").iterdir())
+    check_eq(len(runs), 1, f"one lost+found run: {runs}")
+    return runs[0]
+
+
+def test_fsck_against_an_install_cut_short_loses_nothing_and_is_finished():
+    """The repair's install stops part-way (d/ made immutable, so bringing
+    back d/f2 fails after the extra a_extra was removed and before top is
+    replaced): every original is kept in lost+found and what was not
+    replaced is still in the store; the plan stays, -n refuses to compare
+    over it, and a rerun with -y finishes it; the node then converges."""
+    with lfs.Workdir() as wd:
+        cl = replica_pair(wd)
+        b = cl["b"]
+        add_extra(b.store, "a_extra")
+        delete(b.store, "d/f2")
+        flip_byte(b.store, "top")
+        orig = {rel: (b.store / rel).read_bytes() for rel in ("a_extra", "top")}
+        chattr(b.store / "d", "+i")
+        try:
+            cp = lfs.fsck(b, "-y", *against(cl))
+        finally:
+            chattr(b.store / "d", "-i")
+        check_eq(cp.returncode, 4, f"fsck -y with a failing install: {cp.stdout}{cp.stderr}")
+        check((b.store / "top").exists(), f"top still in the store: {cp.stdout}")
+        check_eq((b.store / "top").read_bytes(), orig["top"], "top's contents")
+        check("note: the repair stopped at d/f2" in cp.stdout, f"says where: {cp.stdout}")
+        check("3 problems found, 1 fixed" in cp.stdout,
+              f"the extra is repaired, the rest not: {cp.stdout}")
+        check(not (b.store / "a_extra").exists(), "the install's first step was carried out")
+        lost = lost_dir(b)
+        for rel, data in orig.items():
+            check_eq((lost / rel).read_bytes(), data, f"{rel} kept in lost+found")
+        check((b.dir / "snap" / "plan").exists(), "the plan is kept")
+        before = snapshot(b.dir)
+        cp = lfs.fsck(b, "-n", *against(cl))
+        check_eq(cp.returncode, 8, f"-n over an interrupted repair: {cp.stdout}{cp.stderr}")
+        check("was interrupted" in cp.stderr, f"says why: {cp.stderr!r}")
+        check_snapshot(b.dir, before, "fsck -n over an interrupted repair")
+        fsck_expect(b, ["-y"] + against(cl), 1,
+                    ("interrupted install of an earlier repair", "fixing"),
+                    "rerun finishes the install")
+        fsck_expect(b, ["-n"] + against(cl), 0, ("clean against peer a",), "then clean")
+        check(not (b.dir / "snap").exists(), "the staging area is gone")
+        cl.start("b")
+        cl.wait_in_sync()
+        check_eq(lfs.digest(b.mnt), lfs.digest(cl["a"].mnt), "digests")
+
+
+def test_fsck_against_an_install_cut_short_is_finished_by_the_node():
+    """The same cut-short repair, left to the node: its start finishes the
+    plan before the store is used."""
+    with lfs.Workdir() as wd:
+        cl = replica_pair(wd)
+        b = cl["b"]
+        flip_byte(b.store, "d/f1")
+        flip_byte(b.store, "top")
+        chattr(b.store / "d", "+i")
+        try:
+            cp = lfs.fsck(b, "-y", *against(cl))
+        finally:
+            chattr(b.store / "d", "-i")
+        check_eq(cp.returncode, 4, f"fsck -y with a failing install: {cp.stdout}{cp.stderr}")
+        cl.start("b")
+        check("finishing the install of an fsck --against repair" in b.log_text(),
+              "the node finishes the repair")
+        cl.wait_in_sync()
+        check_eq(lfs.digest(b.mnt), lfs.digest(cl["a"].mnt), "digests")
+        check_eq(lfs.read_file(b.m("d/f1")), FILES["d/f1"], "d/f1 repaired")
+        cl.stop("b")
+        fsck_expect(b, ["-n"] + against(cl), 0, ("clean against peer a",), "then clean")
+
+
+def test_fsck_against_refuses_an_interrupted_snapshot_install():
+    """A snapshot resync whose install failed (a directory of b's store made
+    immutable) leaves its plan and the journal's mark: fsck --against, with
+    -y too, refuses (8) and changes nothing, plan included; the node's next
+    start finishes the install and converges."""
+    import test_resync
+    with lfs.Workdir() as wd:
+        cl = test_resync.trimming_pair(wd)
+        a, b = cl["a"], cl["b"]
+        os.makedirs(a.m("d"))
+        lfs.write_file(a.m("d/old"), b"old\n")
+        cl.wait_in_sync()
+        mark = b.log_mark()
+        chattr(b.store / "d", "+i")
+        try:
+            test_resync.start_behind_trim_point(
+                cl, lambda: lfs.write_file(a.m("d/new"), b"new\n"))
+            lfs.wait_until(lambda: "snapshot install failed" in b.log_since(mark), 60,
+                           "b's snapshot install to fail")
+            cl.stop("b")
+        finally:
+            chattr(b.store / "d", "-i")
+        check((b.dir / "snap" / "plan").exists(), "the resync's plan is kept")
+        # -n changes nothing in NODE_DIR; -y opens the journal itself (LevelDB
+        # rewrites its files on open), and changes nothing else.
+        for args, root in ((["-n"], b.dir), (["-y"], b.store), (["-y"], b.dir / "snap")):
+            before = snapshot(root)
+            cp = lfs.fsck(b, *args, *against(cl))
+            check_eq(cp.returncode, 8, f"fsck {args} over a pending install: {cp.stdout}{cp.stderr}")
+            check("snapshot resync's install was interrupted" in cp.stderr,
+                  f"says why: {cp.stderr!r}")
+            check_snapshot(root, before, f"fsck {args} over a pending install ({root})")
+        cl.start("b")
+        cl.wait_in_sync()
+        check_eq(lfs.read_file(b.m("d/new")), b"new\n", "the install finished")
+        check_eq(lfs.digest(b.mnt), lfs.digest(a.mnt), "digests")
+
+
+def test_fsck_against_a_link_to_an_unrepaired_name_is_left_out():
+    """toplink is a second name of top on the peer.  b lacks toplink, and
+    top's contents differ but cannot be kept aside (immutable), so top is
+    not repaired: linking toplink to b's top would give it the wrong
+    contents, so that step is left out and said; once top can be repaired
+    a rerun brings both back as one file."""
+    with lfs.Workdir() as wd:
+        cl = replica_pair(wd)
+        a, b = cl["a"], cl["b"]
+        cl.start("b")
+        os.link(a.m("top"), a.m("toplink"))
+        cl.wait_in_sync()
+        cl.stop("b")
+        os.unlink(b.store / "toplink")
+        flip_byte(b.store, "top")
+        chattr(b.store / "top", "+i")
+        try:
+            cp = fsck_expect(b, ["-y"] + against(cl), 4,
+                             ("peer a: content: top", "peer a: missing: toplink",
+                              "note: not linking toplink to top",
+                              "2 problems found, 0 fixed"), "-y with top immutable")
+        finally:
+            chattr(b.store / "top", "-i")
+        check(not (b.store / "toplink").exists(), f"toplink not made: {cp.stdout}")
+        fsck_expect(b, ["-y"] + against(cl), 1, ("2 problems found, 2 fixed",), "rerun")
+        s1, s2 = os.lstat(b.store / "top"), os.lstat(b.store / "toplink")
+        check_eq(s2.st_ino, s1.st_ino, "toplink is a hard link of top")
+        check_eq((b.store / "toplink").read_bytes(), FILES["top"], "the peer's contents")
+        fsck_expect(b, ["-n"] + against(cl), 0, ("clean against peer a",), "then clean")
+
+
+def test_fsck_against_refuses_a_repair_that_does_not_fit():
+    """b's staging area (a 4 MiB tmpfs on NODE_DIR/snap) cannot hold what
+    the repair fetches (a 6 MB file b lacks): -y lists the difference,
+    says how much room a repair needs, repairs nothing (4) and leaves the
+    store as it was; with room, it repairs."""
+    with lfs.Workdir() as wd:
+        cl = replica_pair(wd)
+        a, b = cl["a"], cl["b"]
+        cl.start("b")
+        lfs.write_file(a.m("big"), os.urandom(6 << 20))
+        cl.wait_in_sync()
+        cl.stop("b")
+        os.unlink(b.store / "big")
+        snap = b.dir / "snap"
+        snap.mkdir()
+        lfs.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", snap])
+        try:
+            before = snapshot(b.store)
+            cp = fsck_expect(b, ["-y"] + against(cl), 4,
+                             ("peer a: missing: big", "note: a repair needs at least 23 MiB free",
+                              " 0 fixed"), "-y without room")
+            check("fixing" not in cp.stdout, f"nothing fixed: {cp.stdout}")
+            check_snapshot(b.store, before, "fsck -y without room")
+        finally:
+            lfs.run(["umount", snap])
+        fsck_expect(b, ["-y"] + against(cl), 1, ("peer a: missing: big", "1 fixed"), "with room")
+        fsck_expect(b, ["-n"] + against(cl), 0, ("clean against peer a",), "then clean")
