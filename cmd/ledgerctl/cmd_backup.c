@@ -20,11 +20,13 @@
  *     "pause"): no object seen twice or missed.  A file whose name no longer holds it when a worker
  *     reads it is found by its fid in a later scan of the store, or, not
  *     found, was removed (stored empty: the replay removes it).
- * A stopped node is opened as its own start would (its unapplied tail
- * replayed), and kept open so that it cannot start meanwhile; then from
- * and pos are the same and no event is needed.  The events of a running
- * node come from a private copy of its journal (journal_copy.h), since
- * the daemon holds the journal.
+ * Nothing is written in the node's directory.  The events come from a
+ * private copy of its journal (journal_copy.h): the daemon holds a running
+ * node's, and a stopped node's disk may be a dead machine's, mounted
+ * read-only.  A stopped node is not opened, so its unapplied tail (a crash
+ * between journal and store) is not replayed into its store: pos goes to
+ * the end of each origin's journaled run and the restore replays it with
+ * the rest; a node that starts meanwhile fails the backup.
  *
  * The regular files are split into subtasks (runs of files in walk order,
  * so a subtree stays together, of at most BACKUP_TASK_FILES files or
@@ -69,6 +71,7 @@
 #include "lib/progress.h"
 #include "lib/treewalk.h"
 #include "node/node.h"
+#include "node/replay.h"
 #include "repl/control.h"
 #include "repl/repl.h"
 #include "store/xattr_at.h"
@@ -115,8 +118,8 @@ struct backup {
 	/* The source: a running node (sock) or one we opened (n). */
 	int running;
 	char sock[PATH_MAX];
-	struct node *n;
-	uint64_t clean;
+	struct journal_copy jc;	   /* a stopped node's journal, a private copy */
+	struct replay_tails tails; /* its kept-aside events */
 	struct evid from[REPL_MAX_ORIGINS], pos[REPL_MAX_ORIGINS];
 	size_t nfrom, npos;
 	uint64_t moves0, moves1;
@@ -172,8 +175,8 @@ static void backup_usage(FILE *out)
 	    "\n"
 	    "Back up a node's store, as of one position of its journal, into one or more\n"
 	    "repositories, without stopping its writes.  Back up a replica or a --serve\n"
-	    "node so the primary is not loaded; a stopped node works too (it is opened as\n"
-	    "its own start would open it, so its directory must be writable).\n"
+	    "node so the primary is not loaded; a stopped node works too, even from a disk\n"
+	    "mounted read-only: nothing is written in NODE_DIR.\n"
 	    "\n"
 	    "A repository is a directory (made on first use): content-addressed blobs in\n"
 	    "REPO/packs, one manifest per backup in REPO/manifests.  A second backup stores\n"
@@ -277,7 +280,7 @@ static int source_vector_held(struct backup *b, struct evid *vec, size_t *n, uin
 			let_go(b);
 		return r;
 	}
-	j = node_journal(b->n);
+	j = b->jc.journal;
 	*moves = 0;
 	*n = 0;
 	vec[(*n)++] = (struct evid){journal_node_id(j), journal_applied(j, journal_node_id(j))};
@@ -1168,6 +1171,8 @@ fail:
 	return -1;
 }
 
+static void stopped_tail(struct backup *b);
+
 /* Walk and copy once.  0 done, -1 failed (message printed). */
 static int one_pass(struct backup *b)
 {
@@ -1191,7 +1196,23 @@ static int one_pass(struct backup *b)
 	if (find_lost(b) < 0)
 		return -1;
 	/* Read after every copy: each change a copy shows is counted in it. */
-	return source_vector(b, b->pos, &b->npos, &b->moves1) < 0 ? -1 : 0;
+	if (source_vector(b, b->pos, &b->npos, &b->moves1) < 0)
+		return -1;
+	if (!b->running) {
+		char jdir[PATH_MAX + 16];
+		pid_t pid = 0;
+
+		stopped_tail(b);
+		snprintf(jdir, sizeof(jdir), "%s/%s", b->dir, NODE_JOURNAL_DIR);
+		if (journal_lock_holder(jdir, &pid) != 0) {
+			fprintf(stderr,
+				"ledgerctl: backup: node %s (%s) started while it was backed up "
+				"(process %d holds its journal); run the backup again\n",
+				b->cfg.name, b->dir, (int)pid);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 /* ---- events and manifests ------------------------------------------------- */
@@ -1234,7 +1255,7 @@ static int write_events(struct backup *b, FILE **out, uint64_t *count)
 	}
 	if (b->running) {
 		snprintf(jdir, sizeof(jdir), "%s/%s", b->dir, NODE_JOURNAL_DIR);
-		r = journal_copy_open(jdir, JOURNAL_COPY_IF_BUSY, &jc, &why);
+		r = journal_copy_open(jdir, 0, &jc, &why);
 		if (r < 0) {
 			fprintf(stderr, "ledgerctl: backup: %s: cannot read the journal: %s: %s\n",
 				jdir, why ? why : "", strerror(-r));
@@ -1243,7 +1264,7 @@ static int write_events(struct backup *b, FILE **out, uint64_t *count)
 		}
 		j = jc.journal;
 	} else {
-		j = node_journal(b->n);
+		j = b->jc.journal;
 	}
 	read_history(b, j);
 	r = backup_events_write(j, b->from, b->nfrom, b->pos, b->npos, f, count, err, sizeof(err));
@@ -1356,6 +1377,74 @@ static void fill_manifest_head(struct backup *b)
 
 /* ---- the source ----------------------------------------------------------- */
 
+/*
+ * A stopped node: a private copy of its journal (journal_copy.h), so that
+ * nothing is written in its directory (a disk from a dead machine, mounted
+ * read-only); the node itself is not opened, so its unapplied tail is not
+ * replayed into its store: the backup carries those events instead
+ * (stopped_tail()).  A store that holds kept-aside events or a snapshot
+ * install cut short is not the node's history: refused.  0 or -1 with a
+ * message.
+ */
+static int open_stopped(struct backup *b, const char *jdir)
+{
+	uint64_t rebuild = 0;
+	const char *why = NULL;
+	int r, snap = NODE_SNAP_NONE;
+
+	r = journal_copy_open(jdir, 0, &b->jc, &why);
+	if (r < 0) {
+		fprintf(stderr,
+			"ledgerctl: backup: %s: cannot read a copy of it: %s%s%s (the copy goes "
+			"under $TMPDIR, or /tmp)\n",
+			jdir, why ? why : "", why ? ": " : "", strerror(-r));
+		return -1;
+	}
+	if (journal_node_id(b->jc.journal) != b->cfg.node_id) {
+		fprintf(stderr,
+			"ledgerctl: backup: %s: journal of node %016" PRIx64
+			", %s/%s says %016" PRIx64 "\n",
+			jdir, journal_node_id(b->jc.journal), b->dir, CONFIG_FILE, b->cfg.node_id);
+		return -1;
+	}
+	if (journal_meta_get_u64(b->jc.journal, JOURNAL_META_REBUILD, &rebuild) < 0)
+		rebuild = 0;
+	r = node_snap_pending(b->jc.journal, &snap);
+	if (rebuild || r < 0 || snap == NODE_SNAP_INSTALLING || snap == NODE_SNAP_REPAIRING) {
+		fprintf(stderr,
+			"ledgerctl: backup: node %s (%s) is stopped with its store %s: start it "
+			"once (it finishes that first), or back up another member\n",
+			b->cfg.name, b->dir,
+			rebuild ? "holding kept-aside events" : "in the middle of an install");
+		return -1;
+	}
+	return replay_tails_load(b->jc.journal, &b->tails) < 0 ? -1 : 0;
+}
+
+/*
+ * A stopped node's events journaled beyond its applied marks (a crash
+ * between journal and store): its start would replay them, so pos goes up
+ * to the last of each origin's run, short of a kept-aside tail, and the
+ * restore replays them like the others.
+ */
+static void stopped_tail(struct backup *b)
+{
+	struct journal *j = b->jc.journal;
+	const char *why = NULL;
+	struct event ev;
+	size_t i;
+
+	for (i = 0; i < b->npos; i++) {
+		uint64_t next = b->pos[i].seq + 1;
+
+		while (!replay_tails_skip(&b->tails, b->pos[i].origin, next) &&
+		       journal_get(j, b->pos[i].origin, next, 0, &ev, &why) == 0) {
+			event_free(&ev);
+			b->pos[i].seq = next++;
+		}
+	}
+}
+
 static int open_source(struct backup *b)
 {
 	char path[PATH_MAX + 32], err[1024];
@@ -1374,16 +1463,10 @@ static int open_source(struct backup *b)
 		return -1;
 	}
 	b->running = r == 1;
-	if (b->running) {
+	if (b->running)
 		snprintf(b->sock, sizeof(b->sock), "%s/%s", b->dir, CONTROL_SOCKET);
-	} else {
-		if (node_open(b->dir, NODE_OPEN_REPLAY, &b->n, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ledgerctl: backup: %s\n", err);
-			return -1;
-		}
-		if (journal_meta_get_u64(node_journal(b->n), JOURNAL_META_CLEAN, &b->clean) < 0)
-			b->clean = 0;
-	}
+	else if (open_stopped(b, path) < 0)
+		return -1;
 	snprintf(b->store, sizeof(b->store), "%s/%s", b->dir, NODE_STORE_DIR);
 	b->store_fd = open(b->store, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (b->store_fd < 0) {
@@ -1575,8 +1658,8 @@ out:
 		repo_close(b->repos[k].r);
 	if (b->store_fd >= 0)
 		close(b->store_fd);
-	if (b->n)
-		node_close(b->n, (int)b->clean);
+	journal_copy_close(&b->jc);
+	replay_tails_free(&b->tails);
 	dcache_free(&b->cache);
 	free(b->fences);
 	pthread_mutex_destroy(&b->lock);

@@ -154,19 +154,53 @@ def test_backup_of_a_replica_under_writes_restores_to_its_position():
                  "digest of the restored store and of the replica at the backup's position")
 
 
+def _read_only(wd, node_dir):
+    """node_dir bind-mounted read-only (a disk from a dead machine); unmounted at cleanup."""
+    ro = wd.path / f"{node_dir.name}-readonly"
+    ro.mkdir()
+    lfs.run(["mount", "--bind", node_dir, ro])
+    lfs.on_cleanup(lambda: lfs.run(["umount", ro], check=False))
+    lfs.run(["mount", "-o", "remount,bind,ro", ro])
+    return ro
+
+
 def test_backup_and_restore_of_a_stopped_node():
-    """A stopped node is backed up from its disk; the restore equals it."""
+    """A stopped node is backed up from its disk, mounted read-only; the
+    restore equals it."""
     with lfs.Workdir() as wd:
         cl = _cluster(wd)
         cl.stop("b")
         repo = wd.path / "repo"
-        cp = _backup(cl["b"].dir, repo)
+        cp = _backup(_read_only(wd, cl["b"].dir), repo)
         check("0 events replayed at restore" in cp.stdout, cp.stdout)
         _restore(repo, wd.path / "r")
         check_eq(lfs.digest(wd.path / "r" / "store"), lfs.digest(cl["b"].store),
                  "restored store and the stopped node's")
         cl.start("b")
         cl.wait_in_sync()
+
+
+def test_backup_of_a_node_killed_mid_write_carries_its_unapplied_tail():
+    """A primary killed with SIGKILL while writing (its replica down) is
+    backed up from its disk, read-only, without starting it: the restore
+    equals its store once its own start has replayed what it journaled."""
+    with lfs.Workdir() as wd:
+        cl = _cluster(wd)
+        cl.stop("b")
+        a = cl["a"]
+        for i in range(30):
+            lfs.write_file(a.m("data") / f"late{i}", f"late {i}\n".encode() * 100)
+            os.rename(a.m("data") / f"late{i}", a.m("data") / f"moved{i}")
+        cl.kill9("a")
+        repo = wd.path / "repo"
+        cp = _backup(_read_only(wd, a.dir), repo)
+        m = re.search(r"(\d+) events replayed at restore", cp.stdout)
+        check(m and int(m.group(1)) >= 1,
+              f"the events journaled beyond the applied marks go with the backup: {cp.stdout!r}")
+        _restore(repo, wd.path / "r")
+        cl.start("a")
+        check_eq(lfs.digest(wd.path / "r" / "store"), lfs.digest(a.store),
+                 "the restore and the killed node's store after its start")
 
 
 def test_backup_of_the_running_primary():
