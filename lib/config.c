@@ -45,6 +45,7 @@ enum config_section {
 	SEC_NODE,
 	SEC_REPL,
 	SEC_JOURNAL,
+	SEC_ARCHIVE,
 	SEC_PEER,
 };
 
@@ -53,6 +54,7 @@ static const char *const section_names[] = {
     [SEC_NODE] = "node",
     [SEC_REPL] = "replication",
     [SEC_JOURNAL] = "journal",
+    [SEC_ARCHIVE] = "archive",
 };
 
 enum config_kind {
@@ -64,6 +66,7 @@ enum config_kind {
 	KIND_BOOL,    /* bool, "yes" or "no" */
 	KIND_SIZE,    /* uint64_t bytes, optional K/M/G/T suffix (powers of 1024), <= max */
 	KIND_SECONDS, /* uint64_t seconds, optional s/m/h/d suffix, <= max */
+	KIND_PATH,    /* char[CONFIG_PATH_MAX], an absolute path */
 };
 
 struct config_key {
@@ -97,6 +100,7 @@ static const struct config_key config_keys[] = {
      RETAIN_AGE_MAX, false},
     {SEC_JOURNAL, "retain_max_age", KIND_SECONDS, offsetof(struct config, retain_max_age_sec), 0,
      RETAIN_AGE_MAX, false},
+    {SEC_ARCHIVE, "repository", KIND_PATH, offsetof(struct config, archive_repo), 0, 0, false},
     {SEC_PEER, "address", KIND_ADDR, offsetof(struct config_peer, address), 0, 0, true},
     {SEC_PEER, "id", KIND_ID, offsetof(struct config_peer, id), 0, 0, false},
 };
@@ -341,7 +345,9 @@ static void begin_section(struct config_parse *p, const char *name)
 	if (strncmp(name, "peer ", 5)) {
 		p->sec = SEC_NONE;
 		parse_fail(
-		    p, "[%s]: unknown section (expected node, replication, journal or peer NAME)",
+		    p,
+		    "[%s]: unknown section (expected node, replication, journal, archive or peer "
+		    "NAME)",
 		    name);
 		return;
 	}
@@ -462,6 +468,15 @@ static int parse_value(const struct config_key *k, const char *value, char *base
 				 "invalid cluster id \"%s\" (32 hex digits, not all zero)", value);
 			return -EINVAL;
 		}
+		return 0;
+	case KIND_PATH:
+		if (value[0] != '/' || strlen(value) >= CONFIG_PATH_MAX) {
+			snprintf(what, whatlen,
+				 "invalid path \"%s\" (an absolute path, under %d bytes)", value,
+				 CONFIG_PATH_MAX);
+			return -EINVAL;
+		}
+		snprintf(dst, CONFIG_PATH_MAX, "%s", value);
 		return 0;
 	case KIND_ADDR:
 		if (!addr_valid(value)) {
@@ -673,6 +688,9 @@ static void write_value(FILE *f, const struct config_key *k, const char *base)
 	case KIND_ADDR:
 		fprintf(f, "%s = %.*s\n", k->name, CONFIG_ADDR_MAX, (const char *)src);
 		break;
+	case KIND_PATH:
+		fprintf(f, "%s = %.*s\n", k->name, CONFIG_PATH_MAX, (const char *)src);
+		break;
 	case KIND_ID:
 		memcpy(&id, src, sizeof(id));
 		fprintf(f, "%s = %016llx\n", k->name, (unsigned long long)id);
@@ -712,7 +730,7 @@ static bool value_unset(const struct config_key *k, const char *base)
 
 	if (k->required)
 		return false;
-	if (k->kind == KIND_ADDR)
+	if (k->kind == KIND_ADDR || k->kind == KIND_PATH)
 		return ((const char *)src)[0] == '\0';
 	if (k->kind == KIND_ID) {
 		memcpy(&id, src, sizeof(id));
@@ -753,6 +771,10 @@ static int render(const struct config *cfg, char **text, size_t *len)
 	write_section(f, SEC_REPL, (const char *)cfg);
 	fputs("\n[journal]\n", f);
 	write_section(f, SEC_JOURNAL, (const char *)cfg);
+	if (cfg->archive_repo[0]) {
+		fputs("\n[archive]\n", f);
+		write_section(f, SEC_ARCHIVE, (const char *)cfg);
+	}
 	for (i = 0; i < n; i++) {
 		fprintf(f, "\n[peer %.*s]\n", CONFIG_NAME_MAX, cfg->peers[i].name);
 		write_section(f, SEC_PEER, (const char *)&cfg->peers[i]);

@@ -38,6 +38,7 @@
 #define CONFIG_NAME_MAX	 64
 #define CONFIG_ADDR_MAX	 256
 #define CONFIG_MAX_PEERS 32
+#define CONFIG_PATH_MAX	 1024
 
 struct config_peer {
 	char name[CONFIG_NAME_MAX];
@@ -59,6 +60,8 @@ struct config {
 	uint64_t retain_bytes;	     /* the journal's bound; 0: config_retain_bound() picks it */
 	uint64_t retain_age_sec;     /* 0: confirmed events are not kept for their age */
 	uint64_t retain_max_age_sec; /* 0: unconfirmed events are never trimmed */
+	/* [archive] repository: where the daemon archives its journal; "" none. */
+	char archive_repo[CONFIG_PATH_MAX];
 	unsigned npeers;
 	struct config_peer peers[CONFIG_MAX_PEERS];
 };

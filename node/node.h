@@ -267,6 +267,14 @@ int node_snap_pending(struct journal *j, int *state);
  */
 int node_snap_recover(struct node *n, char *err, size_t errlen);
 
+/*
+ * 1 if an apply failing with r may be an event whose change a store copied
+ * while it changed already shows (the name gone, the fid elsewhere, the
+ * version newer): the failures a snapshot install, and a restore from a
+ * backup replaying the events its copy overlapped, count as applied.
+ */
+int node_snap_lenient_err(int r);
+
 /* 1 if the failure r of remote event ev is a change a snapshot already made.  Lock held. */
 int node_snap_lenient_locked(struct node *n, const struct event *ev, int r);
 

@@ -200,10 +200,8 @@ int node_snap_pending(struct journal *j, int *state)
 	return r;
 }
 
-int node_snap_lenient_locked(struct node *n, const struct event *ev, int r)
+int node_snap_lenient_err(int r)
 {
-	unsigned i;
-
 	switch (r) {
 	case -ESTALE:
 	case -ENOENT:
@@ -212,10 +210,18 @@ int node_snap_lenient_locked(struct node *n, const struct event *ev, int r)
 	case -ENODATA:
 	case -ENOTDIR:
 	case -EISDIR:
-		break;
+		return 1;
 	default:
 		return 0;
 	}
+}
+
+int node_snap_lenient_locked(struct node *n, const struct event *ev, int r)
+{
+	unsigned i;
+
+	if (!node_snap_lenient_err(r))
+		return 0;
 	for (i = 0; i < n->nsnap_until; i++)
 		if (n->snap_until[i].origin == ev->origin)
 			return ev->seq <= n->snap_until[i].seq;

@@ -51,6 +51,7 @@ struct control {
 	pthread_t thread;
 	int (*snapshot)(void *arg, struct repl_status *st);
 	int (*action)(void *arg, const char *req, char *reply, size_t len);
+	void (*release)(void *arg); /* after an action that returned CONTROL_HOLD */
 	void *arg;
 	/* Here rather than on the thread's stack: a status is tens of kilobytes. */
 	struct repl_status st;
@@ -108,7 +109,7 @@ static int request_is(const char *req, size_t len, const char *want)
  * line written to msg.  *data and *len say which bytes to send.
  */
 static void build_reply(struct control *c, char *req, size_t req_len, char *msg, size_t msg_size,
-			const void **data, size_t *len)
+			const void **data, size_t *len, int *hold)
 {
 	int (*render)(const struct repl_status *, struct buf *) = NULL;
 	size_t i;
@@ -123,6 +124,8 @@ static void build_reply(struct control *c, char *req, size_t req_len, char *msg,
 		render = status_fmt_prometheus;
 	if (!render && c->action) {
 		ret = c->action(c->arg, req, msg, msg_size);
+		if (ret == CONTROL_HOLD)
+			*hold = 1;
 		if (ret != -ENOENT)
 			goto out;
 		msg[0] = '\0';
@@ -167,19 +170,43 @@ static void drain(int fd)
 			break;
 }
 
+/* Until the client on fd closes it, CONTROL_HOLD_MS pass or we stop. */
+static void wait_close(struct control *c, int fd)
+{
+	int64_t deadline = clock_mono_ms() + CONTROL_HOLD_MS;
+	char scratch[512];
+	ssize_t n;
+	int ret;
+
+	for (;;) {
+		ret = sock_wait(fd, POLLIN, c->stop_pipe[0], deadline);
+		if (ret) {
+			if (ret == -ETIMEDOUT)
+				log_warn("%s: a client held the node for %d s; let go", c->path,
+					 CONTROL_HOLD_MS / 1000);
+			return;
+		}
+		n = recv(fd, scratch, sizeof(scratch), 0);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n <= 0)
+			return;
+	}
+}
+
 /* Answer the client on fd, then close fd. */
 static void serve_client(struct control *c, int fd)
 {
 	int64_t deadline = clock_mono_ms() + CONTROL_TIMEOUT_MS;
 	char req[CONTROL_MAX_REQUEST + 1];
-	char msg[CONTROL_MAX_REQUEST + 128];
+	char msg[CONTROL_MAX_REPLY_LINE];
 	const void *data = msg;
 	size_t req_len = 0, len;
-	int ret;
+	int ret, hold = 0;
 
 	ret = read_request(c, fd, deadline, req, &req_len);
 	if (ret == 0) {
-		build_reply(c, req, req_len, msg, sizeof(msg), &data, &len);
+		build_reply(c, req, req_len, msg, sizeof(msg), &data, &len, &hold);
 	} else if (ret == -EMSGSIZE) {
 		len = (size_t)snprintf(msg, sizeof(msg), "error: request longer than %d bytes\n",
 				       CONTROL_MAX_REQUEST);
@@ -193,6 +220,12 @@ static void serve_client(struct control *c, int fd)
 	ret = sock_send_all(fd, data, len, c->stop_pipe[0], deadline);
 	if (ret && ret != -ECANCELED)
 		log_debug("%s: reply not delivered: %s", c->path, strerror(-ret));
+	if (hold) {
+		if (ret == 0)
+			wait_close(c, fd);
+		if (c->release)
+			c->release(c->arg);
+	}
 	drain(fd);
 out:
 	close(fd);
@@ -340,8 +373,8 @@ out:
 }
 
 int control_start(const char *path, int (*snapshot)(void *arg, struct repl_status *st),
-		  int (*action)(void *arg, const char *req, char *reply, size_t len), void *arg,
-		  struct control **out)
+		  int (*action)(void *arg, const char *req, char *reply, size_t len),
+		  void (*release)(void *arg), void *arg, struct control **out)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct control *c = NULL;
@@ -365,6 +398,7 @@ int control_start(const char *path, int (*snapshot)(void *arg, struct repl_statu
 	c->stop_pipe[0] = c->stop_pipe[1] = -1;
 	c->snapshot = snapshot;
 	c->action = action;
+	c->release = release;
 	c->arg = arg;
 	c->path = strdup(path);
 	if (!c->path) {

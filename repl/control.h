@@ -9,6 +9,13 @@
  *   status        the status for a person (status_fmt_text)
  *   status json   the status as one JSON object (status_fmt_json)
  *   metrics       Prometheus text format 0.0.4 (status_fmt_prometheus)
+ *   applied       "ok: moves=M ORIGIN:SEQ ...": the applied vector, read under
+ *                 the node lock, and the store's renames and links so far
+ *                 (store_moves()); what a backup of a running node reads
+ *   pause         the same reply, and the node lock stays taken until the
+ *                 client closes the connection (at most CONTROL_HOLD_MS):
+ *                 the store does not change meanwhile (a backup's walk of a
+ *                 store renamed in constantly)
  *
  * and reads the reply until the server closes.  Anything else gets
  * "error: unknown request 'X'\n".  A request is served within
@@ -23,6 +30,11 @@
 #define CONTROL_SOCKET	    "control.sock"
 #define CONTROL_MAX_REQUEST 64
 #define CONTROL_TIMEOUT_MS  2000
+/* The longest reply line an action may write, newline included. */
+#define CONTROL_MAX_REPLY_LINE 4096
+/* An action's return: keep the connection after the reply (control_start()). */
+#define CONTROL_HOLD	1
+#define CONTROL_HOLD_MS 120000
 
 struct control;
 
@@ -32,14 +44,19 @@ struct control;
  * the client gets as "error: ...".  Any other request goes to action
  * (may be NULL): it writes the reply line (starting "ok: " or "error: ")
  * into reply and returns 0, or -ENOENT for a request it does not know.
+ * An action that returns CONTROL_HOLD has taken something the client then
+ * holds (the node lock): once its reply is sent, the server waits until
+ * the client closes the connection, CONTROL_HOLD_MS pass or control_stop()
+ * is called, then calls release(arg) (may be NULL otherwise) on the same
+ * thread as the action; other requests wait meanwhile.
  * A leftover socket file at path is
  * replaced, unless a process still answers on it (-EADDRINUSE); any other
  * kind of file there is left alone (-EEXIST).  Failures are logged with
  * the path.  *out is the caller's, released with control_stop().
  */
 int control_start(const char *path, int (*snapshot)(void *arg, struct repl_status *st),
-		  int (*action)(void *arg, const char *req, char *reply, size_t len), void *arg,
-		  struct control **out);
+		  int (*action)(void *arg, const char *req, char *reply, size_t len),
+		  void (*release)(void *arg), void *arg, struct control **out);
 
 /*
  * Stop serving: interrupts a request in progress, joins the thread and

@@ -606,6 +606,14 @@ static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origi
 		if (ck < confirmed)
 			confirmed = ck;
 	}
+	/* The archive is a member too: what it lacks stays. */
+	if (rv == 0 && cfg->archive_repo[0]) {
+		ck = archive_done(node_journal(n), origin);
+		if (ck < confirmed)
+			confirmed = ck;
+		if (ck < bound)
+			bound = ck;
+	}
 	bound = node_tail_floor(n, origin, bound);
 	if (confirmed > bound)
 		confirmed = bound;
@@ -839,6 +847,13 @@ int repl_status(struct repl *r, struct repl_status *st)
 		st->rebuild_needed = ns.rebuild_needed;
 	}
 	st->sync_peers = node_cfg(r->n)->sync_peers;
+	if (r->archiver) {
+		archiver_status(r->archiver, &st->archive);
+	} else if (r->archive_failed) {
+		st->archive.on = 1;
+		snprintf(st->archive.error, sizeof(st->archive.error),
+			 "the archiver could not start (see the log)");
+	}
 	/* The rest needs the journal's own lock and the peers', not the node's. */
 	journal_disk_usage(node_journal(r->n), &st->journal_bytes, &vlog_bytes);
 	st->journal_bytes += vlog_bytes;
@@ -913,7 +928,61 @@ static int status_snapshot(void *arg, struct repl_status *st)
 	return repl_status(arg, st);
 }
 
-/* Control requests that change the node: promote, demote. */
+/*
+ * "applied": "ok: moves=M ORIGIN:SEQ ...\n", the applied vector (origins in
+ * hex) read under the node lock, so that every change the store shows
+ * when the reply is built is counted in it, and store_moves() (renames and
+ * links begun so far).  A backup reads it before and after it walks the
+ * store: see cmd/ledgerctl/cmd_backup.c.  "pause" (hold) replies the same
+ * and keeps the node lock until the client lets go (control_release()):
+ * a backup's walk of a store renamed in constantly.
+ */
+static int control_applied(struct repl *r, int hold, char *reply, size_t len)
+{
+	uint64_t origins[REPL_MAX_ORIGINS], seqs[REPL_MAX_ORIGINS], moves;
+	unsigned n, i;
+	size_t used;
+	int w;
+
+	pthread_mutex_lock(&r->lock);
+	n = r->norigins;
+	memcpy(origins, r->origins, n * sizeof(origins[0]));
+	pthread_mutex_unlock(&r->lock);
+	node_lock(r->n);
+	for (i = 0; i < n; i++)
+		seqs[i] = journal_applied(node_journal(r->n), origins[i]);
+	moves = store_moves(node_store(r->n));
+	if (!hold)
+		node_unlock(r->n);
+	w = snprintf(reply, len, "ok: moves=%" PRIu64, moves);
+	used = w > 0 ? (size_t)w : 0;
+	for (i = 0; i < n && used < len; i++) {
+		w = snprintf(reply + used, len - used, " %016" PRIx64 ":%" PRIu64, origins[i],
+			     seqs[i]);
+		used += w > 0 ? (size_t)w : 0;
+	}
+	if (used + 2 > len) {
+		if (hold)
+			node_unlock(r->n);
+		snprintf(reply, len, "error: applied: vector longer than a reply\n");
+		return 0;
+	}
+	memcpy(reply + used, "\n", 2);
+	if (hold)
+		log_info("the control socket's client holds the node lock (ledgerctl backup)");
+	return hold ? CONTROL_HOLD : 0;
+}
+
+/* After "pause": the client closed the connection (or the wait ended). */
+static void control_release(void *arg)
+{
+	struct repl *r = arg;
+
+	node_unlock(r->n);
+	log_info("the control socket's client let go of the node lock");
+}
+
+/* Control requests beyond status: promote, demote, applied, pause. */
 static int control_action(void *arg, const char *req, char *reply, size_t len)
 {
 	struct repl *r = arg;
@@ -929,6 +998,8 @@ static int control_action(void *arg, const char *req, char *reply, size_t len)
 			snprintf(reply, len, "ok: %s is primary of term %" PRIu64 "\n", r->cfg.name,
 				 term);
 		}
+	} else if (!strcmp(req, "applied") || !strcmp(req, "pause")) {
+		return control_applied(r, !strcmp(req, "pause"), reply, len);
 	} else if (!strcmp(req, "demote")) {
 		rv = node_demote(r->n, "demoted by ledgerctl");
 		if (rv == 0)
@@ -990,7 +1061,8 @@ static int is_peer_id(const struct config *cfg, uint64_t id)
  * replaced by a node made again under their name, while this node was
  * stopped (reload_config() forgets them while it runs).  A peer whose id
  * is not known yet may be one of them: its confirmations come again when
- * it connects.  Node lock held.
+ * it connects.  The archive's progress (ARCHIVE_PEER_ID) is no peer's.
+ * Node lock held.
  */
 static int forget_departed(struct repl *r)
 {
@@ -1006,7 +1078,7 @@ static int forget_departed(struct repl *r)
 		/* A malformed key is reported by the iterator and stepped over. */
 		while ((rv = journal_iter_next(it, &peer, NULL, NULL, NULL, NULL, NULL)) > 0 ||
 		       rv == -EBADMSG)
-			if (rv > 0 && !is_peer_id(&r->cfg, peer)) {
+			if (rv > 0 && peer != ARCHIVE_PEER_ID && !is_peer_id(&r->cfg, peer)) {
 				found = 1;
 				break;
 			}
@@ -1080,7 +1152,7 @@ int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out
 			goto fail;
 	}
 	snprintf(sock, sizeof(sock), "%s/%s", node_dir(n), CONTROL_SOCKET);
-	rv = control_start(sock, status_snapshot, control_action, r, &r->control);
+	rv = control_start(sock, status_snapshot, control_action, control_release, r, &r->control);
 	if (rv < 0) {
 		log_err("%s: cannot serve the control socket: %s", sock, strerror(-rv));
 		goto fail;
@@ -1095,6 +1167,8 @@ int repl_start(struct node *n, const struct repl_hooks *hooks, struct repl **out
 		r->listener_running = 1;
 		log_info("listening for peers on %s", r->cfg.listen);
 	}
+	if (r->cfg.archive_repo[0] && archiver_start(n, r->cfg.archive_repo, &r->archiver) < 0)
+		r->archive_failed = 1; /* logged; trimming waits for the archive */
 	node_set_on_commit(n, repl_on_commit, r);
 	pthread_mutex_lock(&r->lock);
 	for (i = 0; rv == 0 && i < r->cfg.npeers; i++)
@@ -1119,6 +1193,9 @@ void repl_stop(struct repl *r)
 
 	if (!r)
 		return;
+	/* First: a client holding the node lock ("pause") lets go of it. */
+	control_stop(r->control);
+	r->control = NULL;
 	node_set_on_commit(r->n, NULL, NULL);
 	pthread_mutex_lock(&r->lock);
 	r->stopping = 1;
@@ -1142,7 +1219,7 @@ void repl_stop(struct repl *r)
 		r->retired = p->retired_next;
 		free_peer(p);
 	}
-	control_stop(r->control);
+	archiver_stop(r->archiver);
 	if (r->listen_fd >= 0)
 		close(r->listen_fd);
 	if (r->stop_fd >= 0)

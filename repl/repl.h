@@ -19,8 +19,9 @@
 
 #include <stdint.h>
 
-#include "lib/config.h"
+#include "backup/archive.h"
 #include "journal/event.h"
+#include "lib/config.h"
 #include "node/node.h"
 
 struct repl;
@@ -164,6 +165,8 @@ struct repl_status {
 	struct repl_divergence div;
 	/* Since start: divergences met, heals done and failed, entries and bytes they replaced. */
 	uint64_t divergences, heals, heal_failures, heal_entries, heal_bytes;
+	/* Continuous archiving ([archive] repository): on, lag, last failure. */
+	struct archive_status archive;
 };
 
 /* "none", "healing", "healed", "stopped", "resolved" (repl/status_fmt.c). */

@@ -98,6 +98,9 @@ struct repl {
 	int listener_running, supervisor_running;
 	int stop_fd; /* eventfd, readable once stopping */
 	struct control *control;
+	/* The journal's archiver ([archive] repository), NULL when off or failed to start. */
+	struct archiver *archiver;
+	int archive_failed; /* configured, but it could not start */
 
 	/*
 	 * The peer lock: guards the peers, the origins and the fields marked

@@ -436,6 +436,15 @@ int status_fmt_text(const struct repl_status *st, struct buf *b)
 	put_bytes(&o, st->journal_bound);
 	put(&o, " bound, oldest held:");
 	put_vector(&o, st, st->oldest, st->norigins);
+	if (st->archive.on) {
+		put(&o, "archive: %" PRIu64 " events behind, %.1f s", st->archive.lag_events,
+		    (double)st->archive.lag_ms / 1000.0);
+		if (st->archive.error[0]) {
+			put(&o, "; failing: ");
+			put_escaped(&o, st->archive.error, sizeof(st->archive.error), ESC_TEXT);
+		}
+		put(&o, "\n");
+	}
 	if (st->sync_peers)
 		put(&o, "synchronous replication: fsync waits for %" PRIu32 " peer%s%s\n",
 		    st->sync_peers, st->sync_peers == 1 ? "" : "s",
@@ -597,6 +606,13 @@ int status_fmt_json(const struct repl_status *st, struct buf *b)
 	put(&o, "],\"journal_bytes\":%" PRIu64 ",\"journal_bound\":%" PRIu64 ",\"oldest\":",
 	    st->journal_bytes, st->journal_bound);
 	put_json_vector(&o, st->oldest, st->norigins);
+	if (st->archive.on) {
+		put(&o,
+		    ",\"archive\":{\"lag_events\":%" PRIu64 ",\"lag_ms\":%" PRId64 ",\"error\":\"",
+		    st->archive.lag_events, st->archive.lag_ms);
+		put_escaped(&o, st->archive.error, sizeof(st->archive.error), ESC_JSON);
+		put(&o, "\"}");
+	}
 	put(&o, ",\"sync_peers\":%" PRIu32 ",\"degraded\":%s,\"rebuild_needed\":%s,\"tails\":[",
 	    st->sync_peers, st->degraded ? "true" : "false", st->rebuild_needed ? "true" : "false");
 	for (i = 0; i < st->ntails; i++)
@@ -774,6 +790,20 @@ int status_fmt_prometheus(const struct repl_status *st, struct buf *b)
 		    "have not confirmed its events.");
 	prom_open(&o, "ledgerfs_journal_bound_bytes", st);
 	put(&o, "} %" PRIu64 "\n", st->journal_bound);
+	if (st->archive.on) {
+		prom_family(&o, "ledgerfs_archive_lag_events", "gauge",
+			    "Events applied here and not archived yet ([archive] repository).");
+		prom_open(&o, "ledgerfs_archive_lag_events", st);
+		put(&o, "} %" PRIu64 "\n", st->archive.lag_events);
+		prom_family(&o, "ledgerfs_archive_lag_seconds", "gauge",
+			    "Seconds since the archive last held every applied event.");
+		prom_open(&o, "ledgerfs_archive_lag_seconds", st);
+		put(&o, "} %.3f\n", (double)st->archive.lag_ms / 1000.0);
+		prom_family(&o, "ledgerfs_archive_failing", "gauge",
+			    "1 while archiving fails (trimming waits for it).");
+		prom_open(&o, "ledgerfs_archive_failing", st);
+		put(&o, "} %d\n", st->archive.error[0] ? 1 : 0);
+	}
 	prom_family(&o, "ledgerfs_oldest_seq", "gauge",
 		    "Oldest seq of each origin the journal still holds (0: none).");
 	for (i = 0; i < st->norigins; i++) {

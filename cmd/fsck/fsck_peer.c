@@ -29,13 +29,13 @@
 
 #include "fsck.h"
 #include "lib/log.h"
+#include "lib/progress.h"
 #include "node/node.h"
 #include "repl/peer_check.h"
 #include "resync/snapshot.h"
 #include "store/path.h"
 
 #define PROGRESS_MS 250
-#define BAR_WIDTH   20
 
 struct peer_run {
 	struct fsck *f;
@@ -58,39 +58,10 @@ static int64_t ms_since(const struct timespec *t0)
 	return (int64_t)(now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000;
 }
 
-/* "12.3 MB" into buf. */
-static const char *human(uint64_t bytes, char *buf, size_t len)
-{
-	static const char *const unit[] = {"B", "kB", "MB", "GB", "TB"};
-	double v = (double)bytes;
-	unsigned u = 0;
-
-	while (v >= 1000 && u < 4) {
-		v /= 1000;
-		u++;
-	}
-	snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
-	return buf;
-}
-
-/* "[#####.....]  45% 1.2 GB of 2.6 GB, 150 MB/s, ETA 0:09" for done of total bytes in ms. */
+/* The bar of a phase: done of total bytes in ms (lib/progress.h). */
 static void bar(char *out, size_t len, uint64_t done, uint64_t total, int64_t ms)
 {
-	char a[32], b[32], r[32], eta[32] = "";
-	double rate = ms > 0 ? (double)done * 1000.0 / (double)ms : 0;
-	unsigned pct = total ? (unsigned)(done >= total ? 100 : done * 100 / total) : 0;
-	char cells[BAR_WIDTH + 1];
-
-	for (unsigned i = 0; i < BAR_WIDTH; i++)
-		cells[i] = i < pct * BAR_WIDTH / 100 ? '#' : '.';
-	cells[BAR_WIDTH] = '\0';
-	if (total && rate > 0 && done < total) {
-		uint64_t s = (uint64_t)((double)(total - done) / rate);
-
-		snprintf(eta, sizeof(eta), ", ETA %" PRIu64 ":%02" PRIu64, s / 60, s % 60);
-	}
-	snprintf(out, len, "[%s] %3u%% %s of %s, %s/s%s", cells, pct, human(done, a, sizeof(a)),
-		 human(total, b, sizeof(b)), human((uint64_t)rate, r, sizeof(r)), eta);
+	progress_format(out, len, done, total, (double)ms / 1000.0, 1);
 }
 
 static void draw(struct peer_run *p)
@@ -355,9 +326,9 @@ static void summary(struct peer_run *p, int rv)
 		p->f->dir, rv < 0 ? "could not be compared with" : "compared with",
 		res->peer[0] ? res->peer : p->f->against, res->peer[0] ? " at " : "",
 		res->peer[0] ? p->f->against : "", res->entries_here,
-		human(atomic_load(&p->prog.hash.bytes), hashed, sizeof(hashed)), res->listed,
-		res->listed == 1 ? "" : "s", res->rounds, res->rounds == 1 ? "" : "s",
-		human(res->bytes, fetched, sizeof(fetched)), res->differences, secs);
+		progress_human(atomic_load(&p->prog.hash.bytes), hashed, sizeof(hashed)),
+		res->listed, res->listed == 1 ? "" : "s", res->rounds, res->rounds == 1 ? "" : "s",
+		progress_human(res->bytes, fetched, sizeof(fetched)), res->differences, secs);
 }
 
 /*

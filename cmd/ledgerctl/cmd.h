@@ -23,6 +23,8 @@ int cmd_demote(int argc, char **argv);
 int cmd_tail_export(int argc, char **argv);
 int cmd_resync(int argc, char **argv);
 int cmd_rescue(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
 
 /*
  * The join step of 'init --join': learn the member at address from its

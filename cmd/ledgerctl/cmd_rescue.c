@@ -46,6 +46,7 @@
 #include "lib/clock.h"
 #include "lib/config.h"
 #include "lib/grow.h"
+#include "lib/progress.h"
 #include "net/hello.h"
 #include "net/link.h"
 #include "net/tls.h"
@@ -745,25 +746,11 @@ static void take_ack(struct rescue *r, const struct proto_ack *ack)
 	}
 }
 
-/* "1:05" */
-static void format_duration(double s, char *buf, size_t len)
-{
-	unsigned long t = s > 0 ? (unsigned long)(s + 0.5) : 0;
-
-	if (t >= 3600)
-		snprintf(buf, len, "%lu:%02lu:%02lu", t / 3600, t / 60 % 60, t % 60);
-	else
-		snprintf(buf, len, "%lu:%02lu", t / 60, t % 60);
-}
-
-/* The progress bar on stderr, on a terminal only; done clears it. */
+/* The progress bar on stderr (lib/progress.h), on a terminal only; done clears it. */
 static void progress(struct rescue *r, int done)
 {
 	int64_t now = clock_mono_ms();
-	double secs, rate;
-	char eta[32];
-	unsigned fill, i;
-	char bar[31];
+	char line[256];
 
 	if (!r->tty)
 		return;
@@ -774,19 +761,9 @@ static void progress(struct rescue *r, int done)
 	if (now - r->last_draw < RESCUE_DRAW_MS)
 		return;
 	r->last_draw = now;
-	secs = (double)(now - r->started) / 1000.0;
-	rate = secs > 0 ? (double)r->acked / secs : 0;
-	fill = r->total ? (unsigned)(r->acked * 30 / r->total) : 30;
-	for (i = 0; i < 30; i++)
-		bar[i] = i < fill ? '#' : '.';
-	bar[30] = '\0';
-	if (rate > 0)
-		format_duration((double)(r->total - r->acked) / rate, eta, sizeof(eta));
-	else
-		snprintf(eta, sizeof(eta), "?");
-	fprintf(stderr, "\r\033[Krescue [%s] %3u%% %" PRIu64 "/%" PRIu64 " events, %.0f/s, ETA %s",
-		bar, r->total ? (unsigned)(r->acked * 100 / r->total) : 100, r->acked, r->total,
-		rate, eta);
+	progress_format(line, sizeof(line), r->acked, r->total, (double)(now - r->started) / 1000.0,
+			0);
+	fprintf(stderr, "\r\033[Krescue: events %s", line);
 	fflush(stderr);
 }
 

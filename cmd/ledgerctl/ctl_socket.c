@@ -16,8 +16,8 @@
 
 #include "ctl_socket.h"
 #include "lib/clock.h"
-#include "repl/control.h"
 #include "net/sockio.h"
+#include "repl/control.h"
 
 /* For the whole exchange: connecting, sending the request, reading the reply. */
 #define CLIENT_TIMEOUT_MS 5000
@@ -102,6 +102,58 @@ out:
 	if (fd >= 0)
 		close(fd);
 	return ret;
+}
+
+int ctl_hold(const char *path, const char *request, struct buf *reply, int *out)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int64_t deadline = clock_mono_ms() + CLIENT_TIMEOUT_MS;
+	char line[CONTROL_MAX_REQUEST + 1], c;
+	int fd = -1, ret;
+	ssize_t n;
+
+	*out = -1;
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	ret = connect_by(fd, &sa, deadline);
+	if (ret)
+		goto out;
+	snprintf(line, sizeof(line), "%s\n", request);
+	ret = sock_send_all(fd, line, strlen(line), -1, deadline);
+	/* The reply's line, a byte at a time: the connection stays open after it. */
+	while (!ret) {
+		ret = sock_wait(fd, POLLIN, -1, deadline);
+		if (ret)
+			break;
+		n = recv(fd, &c, 1, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n <= 0) {
+			ret = n < 0 ? -errno : -ENODATA;
+			break;
+		}
+		if (reply->len >= CONTROL_MAX_REPLY_LINE) {
+			ret = -EMSGSIZE;
+			break;
+		}
+		if (buf_put(reply, &c, 1) < 0) {
+			ret = -ENOMEM;
+			break;
+		}
+		if (c == '\n')
+			break;
+	}
+out:
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	*out = fd;
+	return 0;
 }
 
 const char *ctl_failure_meaning(int err)

@@ -21,6 +21,14 @@
  */
 int ctl_ask(const char *path, const char *request, struct buf *reply);
 
+/*
+ * Send request (a "hold" request, control.h: "pause") and append the
+ * reply's first line to *reply, leaving the connection open: *fd is the
+ * caller's, and the node lets go when it is closed.  0 or a negative errno
+ * as ctl_ask().
+ */
+int ctl_hold(const char *path, const char *request, struct buf *reply, int *fd);
+
 /* What a failure of ctl_ask() means for the person who asked ("node not running", ...). */
 const char *ctl_failure_meaning(int err);
 

@@ -30,6 +30,8 @@ static const struct command commands[] = {
     {"tail-export", cmd_tail_export, "write out the events a failover kept aside"},
     {"resync", cmd_resync, "make a stopped replica resync by snapshot when it starts"},
     {"rescue", cmd_rescue, "ship a stopped node's events a running peer lacks"},
+    {"backup", cmd_backup, "back up a node's store into repositories; list, verify"},
+    {"restore", cmd_restore, "rebuild a store (or a node) from a backup"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

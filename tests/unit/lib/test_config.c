@@ -168,6 +168,10 @@ struct rejection {
 
 static const struct rejection rejections[] = {
     {NODE "[nodes]\nx = 1\n", ":5: [nodes]: unknown section"},
+    {NODE "[archive]\nrepository = relative/path\n",
+     ":6: [archive] repository: invalid path \"relative/path\" (an absolute path"},
+    {NODE "[archive]\nrepo = /x\n", ":6: [archive] repo: unknown key"},
+    {NODE "[archive]\n[archive]\n", ":6: [archive]: section appears twice"},
     {NODE "[node2]\n", ":5: [node2]: unknown section"},
     {NODE "nmae = b\n", ":5: [node] nmae: unknown key"},
     {NODE "[replication]\nlisten_addr = 1.2.3.4:5\n", ":6: [replication] listen_addr: unknown key"},
@@ -340,6 +344,7 @@ static void full_config(struct config *cfg)
 	cfg->sync_degrade = true;
 	cfg->retain_bytes = 1536;
 	cfg->retain_age_sec = 3153600000u;
+	strcpy(cfg->archive_repo, "/srv/backups/ledgerfs repo");
 	for (i = 0; i < CONFIG_MAX_PEERS; i++) {
 		snprintf(cfg->peers[i].name, CONFIG_NAME_MAX, "peer-%02d", i);
 		snprintf(cfg->peers[i].address, CONFIG_ADDR_MAX, "10.0.0.%d:%d", i, 7000 + i);

@@ -13,6 +13,7 @@
  * including one that connects and never speaks.
  */
 #include <criterion/criterion.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -503,7 +504,7 @@ static struct control *start(void)
 {
 	struct control *c = NULL;
 
-	cr_assert_eq(control_start(sock_path, fake_snapshot, NULL, &snapshot_calls, &c), 0);
+	cr_assert_eq(control_start(sock_path, fake_snapshot, NULL, NULL, &snapshot_calls, &c), 0);
 	cr_assert_not_null(c);
 	return c;
 }
@@ -711,7 +712,7 @@ Test(control, live_socket_is_not_taken_over)
 	struct control *c = start(), *c2 = NULL;
 	char *got;
 
-	cr_assert_eq(control_start(sock_path, fake_snapshot, NULL, &snapshot_calls, &c2),
+	cr_assert_eq(control_start(sock_path, fake_snapshot, NULL, NULL, &snapshot_calls, &c2),
 		     -EADDRINUSE);
 	cr_assert_null(c2);
 	got = ask("status\n");
@@ -727,7 +728,7 @@ Test(control, other_files_are_left_alone)
 
 	cr_assert_not_null(f);
 	fclose(f);
-	cr_assert_eq(control_start(sock_path, fake_snapshot, NULL, &snapshot_calls, &c), -EEXIST);
+	cr_assert_eq(control_start(sock_path, fake_snapshot, NULL, NULL, &snapshot_calls, &c), -EEXIST);
 	cr_assert_null(c);
 	cr_assert_eq(access(sock_path, F_OK), 0);
 }
@@ -739,7 +740,7 @@ Test(control, path_too_long_for_a_socket_is_refused)
 
 	memset(path, 'p', sizeof(path) - 1);
 	path[sizeof(path) - 1] = '\0';
-	cr_assert_eq(control_start(path, fake_snapshot, NULL, &snapshot_calls, &c), -ENAMETOOLONG);
+	cr_assert_eq(control_start(path, fake_snapshot, NULL, NULL, &snapshot_calls, &c), -ENAMETOOLONG);
 	cr_assert_null(c);
 }
 
@@ -864,4 +865,84 @@ Test(status_fmt, divergence_and_heal_in_text_json_and_metrics)
 	assert_has(out, "ledgerfs_heals_total{node=\"b\"} 1\n");
 	assert_has(out, "ledgerfs_heal_entries_total{node=\"b\"} 2\n");
 	free(out);
+}
+
+Test(status_fmt, archive_lag_and_failure_are_shown)
+{
+	struct repl_status st;
+	char *out;
+
+	sample_status(&st);
+	out = render(status_fmt_text, &st);
+	cr_assert_null(strstr(out, "archive"), "no archive line when archiving is off");
+	free(out);
+	st.archive.on = 1;
+	st.archive.lag_events = 42;
+	st.archive.lag_ms = 2500;
+	snprintf(st.archive.error, sizeof(st.archive.error), "/b/archive: \"full\"");
+	out = render(status_fmt_text, &st);
+	assert_has(out, "archive: 42 events behind, 2.5 s; failing: /b/archive: \"full\"\n");
+	free(out);
+	out = render(status_fmt_json, &st);
+	assert_has(out, "\"archive\":{\"lag_events\":42,\"lag_ms\":2500,"
+			"\"error\":\"/b/archive: \\\"full\\\"\"}");
+	free(out);
+	out = render(status_fmt_prometheus, &st);
+	assert_has(out, "ledgerfs_archive_lag_events{node=\"a\"} 42\n");
+	assert_has(out, "ledgerfs_archive_lag_seconds{node=\"a\"} 2.500\n");
+	assert_has(out, "ledgerfs_archive_failing{node=\"a\"} 1\n");
+	free(out);
+}
+
+/* "hold": an action that keeps something until the client lets go. */
+static atomic_int held, released;
+
+static int hold_action(void *arg, const char *req, char *reply, size_t len)
+{
+	if (strcmp(req, "hold"))
+		return -ENOENT;
+	atomic_store(&held, 1);
+	snprintf(reply, len, "ok: held\n");
+	return CONTROL_HOLD;
+}
+
+static void hold_release(void *arg)
+{
+	cr_assert_eq(arg, &snapshot_calls);
+	atomic_store(&held, 0);
+	atomic_fetch_add(&released, 1);
+}
+
+Test(control, a_held_request_is_released_when_the_client_lets_go_or_at_stop)
+{
+	struct control *c = NULL;
+	char line[64] = "";
+	ssize_t n;
+	int fd;
+
+	atomic_store(&released, 0);
+	cr_assert_eq(control_start(sock_path, fake_snapshot, hold_action, hold_release,
+				   &snapshot_calls, &c),
+		     0);
+	fd = client_connect();
+	cr_assert_eq(send(fd, "hold\n", 5, MSG_NOSIGNAL), 5);
+	n = recv(fd, line, sizeof(line) - 1, 0);
+	cr_assert_eq(n, 9, "reply: %s", line);
+	cr_assert_str_eq(line, "ok: held\n");
+	usleep(200000);
+	cr_assert_eq(atomic_load(&held), 1, "still held while the client keeps the connection");
+	cr_assert_eq(atomic_load(&released), 0);
+	close(fd);
+	for (int i = 0; i < 100 && atomic_load(&released) == 0; i++)
+		usleep(20000);
+	cr_assert_eq(atomic_load(&released), 1, "released once the client closed");
+	/* The next request is served as usual. */
+	free(ask("status\n"));
+	/* A client still holding at stop is released by control_stop(). */
+	fd = client_connect();
+	cr_assert_eq(send(fd, "hold\n", 5, MSG_NOSIGNAL), 5);
+	cr_assert_gt(recv(fd, line, sizeof(line) - 1, 0), 0);
+	control_stop(c);
+	cr_assert_eq(atomic_load(&released), 2, "released at stop");
+	close(fd);
 }
