@@ -107,9 +107,10 @@ static void restore_usage(FILE *out)
 	      "                 is taken up this way when run again)\n"
 	      "  --node NAME    TARGET_DIR is a node directory made by 'ledgerctl init --name\n"
 	      "                 NAME' (with the cluster's CA and peers) that has applied\n"
-	      "                 nothing yet: afterwards it starts at the backup's position and\n"
+	      "                 nothing yet: afterwards it starts where the restore ends (the\n"
+	      "                 backup's position, or the point of --to-seq/--to-time) and\n"
 	      "                 catches up from its peers (add it to their membership with\n"
-	      "                 'ledgerctl peer add')\n"
+	      "                 'ledgerctl peer add'); with no peers it is a cluster anew\n"
 	      "  --jobs N       threads writing files (default: the number of CPUs)\n"
 	      "  --backup NAME  restore that backup ('ledgerctl backup list REPO') instead of\n"
 	      "                 the newest\n"
@@ -913,14 +914,35 @@ static int check_node_dir(struct restore *rs)
 	return 0;
 }
 
-/* The node starts at the backup's position: its applied vector. */
-static int set_node_position(struct restore *rs)
+/*
+ * Origin's events up to seq are in the store, not in the journal: applied
+ * and trimmed there, as after a snapshot resync.
+ */
+static int mark_at_least(struct journal *j, uint64_t origin, uint64_t seq)
+{
+	uint64_t trimmed = 0;
+	int r;
+
+	if (journal_applied(j, origin) < seq)
+		journal_mark_applied(j, origin, seq);
+	r = journal_trimmed(j, origin, &trimmed);
+	if (r == 0 && trimmed < seq)
+		r = journal_trim(j, origin, seq, NULL);
+	return r;
+}
+
+/*
+ * The node starts where the store now is: the backup's position (its
+ * applied vector), moved on by the archived events replayed after it
+ * (arch[0..narch), of each origin a run going on from that position).
+ */
+static int set_node_position(struct restore *rs, const struct event *arch, size_t narch)
 {
 	struct node *n = NULL;
 	struct journal *j;
 	char err[1024];
 	uint8_t none[5] = {0};
-	uint32_t i;
+	size_t i;
 	int r;
 
 	r = node_open(rs->target, 0, &n, err, sizeof(err));
@@ -938,11 +960,30 @@ static int set_node_position(struct restore *rs)
 			node_close(n, 1);
 			return -1;
 		}
-		if (journal_applied(j, rs->m.pos[i].origin) < rs->m.pos[i].seq)
-			journal_mark_applied(j, rs->m.pos[i].origin, rs->m.pos[i].seq);
+		r = mark_at_least(j, rs->m.pos[i].origin, rs->m.pos[i].seq);
+		if (r < 0)
+			break;
+	}
+	/* Each origin's last archived event: the runs go on from the backup's position. */
+	for (i = narch; r == 0 && i-- > 0;) {
+		size_t k;
+
+		if (arch[i].origin == journal_node_id(j)) {
+			fprintf(stderr,
+				"ledgerctl: restore: --node: %s has the id of an archived origin "
+				"%016" PRIx64 "; make a new node with 'ledgerctl init'\n",
+				rs->target, arch[i].origin);
+			node_close(n, 1);
+			return -1;
+		}
+		for (k = i + 1; k < narch && arch[k].origin != arch[i].origin; k++)
+			;
+		if (k == narch)
+			r = mark_at_least(j, arch[i].origin, arch[i].seq);
 	}
 	/* A snapshot asked for by 'init --join' is not needed now: the store is at pos. */
-	r = journal_meta_put(j, JOURNAL_META_SNAP, none, sizeof(none), 0);
+	if (r == 0)
+		r = journal_meta_put(j, JOURNAL_META_SNAP, none, sizeof(none), 0);
 	if (r == 0)
 		r = journal_sync(j);
 	node_close(n, 1);
@@ -1203,12 +1244,6 @@ int cmd_restore(int argc, char **argv)
 	}
 	rs.repo_dir = argv[optind];
 	rs.target = argv[optind + 1];
-	if (rs.node_name && (rs.to_seq || rs.to_time)) {
-		fprintf(stderr,
-			"ledgerctl: restore: --node starts a member at a backup's position, "
-			"from where it catches up: it takes no --to-seq or --to-time\n");
-		return 2;
-	}
 	if (repo_open(rs.repo_dir, 0, &rs.repo, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ledgerctl: restore: %s\n", err);
 		return 1;
@@ -1277,7 +1312,7 @@ int cmd_restore(int argc, char **argv)
 		fprintf(stderr, "ledgerctl: restore: %s: syncfs: %s\n", rs.store, strerror(errno));
 		goto out;
 	}
-	if (rs.node_name && set_node_position(&rs) < 0)
+	if (rs.node_name && set_node_position(&rs, arch, narch) < 0)
 		goto out;
 	if (unlink(rs.marker) < 0)
 		fprintf(stderr, "ledgerctl: restore: %s: %s\n", rs.marker, strerror(errno));

@@ -565,6 +565,46 @@ def test_point_in_time_restore_to_a_seq_and_to_a_time():
                  "segments after a restart of b")
 
 
+def test_a_lost_cluster_comes_back_as_a_new_node_from_the_backup_and_the_archive():
+    """Both nodes gone: a node made anew with the cluster's CA and restored
+    with --node and --to-seq holds the store as it was at the end of the
+    archive, starts there with nothing to fetch, takes writes as the new
+    primary, and fsck finds it clean.  The README's "whole cluster is
+    lost" case."""
+    from cluster import ClusterNode, free_ports
+    with lfs.Workdir() as wd:
+        repo = wd.path / "repo"
+        cl = _archived_cluster(wd, repo)
+        a = cl["a"]
+        top = a.m("data")
+        _tree(top, count=12)
+        cl.wait_in_sync()
+        _backup(cl["b"].dir, repo)
+        lfs.write_file(top / "after", b"written after the backup\n")
+        os.rename(top / "d0" / "f000", top / "renamed")
+        os.unlink(top / "d1" / "f001")
+        cl.wait_in_sync()
+        _wait_archived(cl, "b")
+        seq, dig = cl.seq("a"), lfs.digest(cl["b"].store)
+        cl.stop("a")
+        cl.stop("b")
+        n = ClusterNode(wd.path, "a2", free_ports(1)[0])
+        lfs.ctl("init", n.dir, "--name", "a2", "--ca", cl.ca, "--listen", n.address)
+        cp = _restore(repo, n.dir, "--node", "a2", "--to-seq", f"{a.id}:{seq}")
+        check(re.search(r"then \d+ archived events", cp.stdout), cp.stdout)
+        check_eq(lfs.digest(n.store), dig, "the restored node's store at the archive's end")
+        n.start()
+        lfs.on_cleanup(lambda: n.stop() if n.alive() else None)
+        from cluster import vector
+        check_eq(vector(n.status()).get(a.id, 0), seq, f"a2 starts at {a.id}:{seq}")
+        lfs.write_file(n.m("data") / "new-primary", b"the cluster goes on\n", fsync=True)
+        check_eq((n.store / "data" / "renamed").read_bytes(), bytes([0]) * 4000,
+                 "a file renamed after the backup is there under its new name")
+        n.stop()
+        cp = lfs.fsck(n, "-n")
+        check_eq(cp.returncode, 0, f"fsck -n of the restored node:\n{cp.stdout[-2000:]}")
+
+
 def test_expire_keeps_the_point_in_time_chain_of_what_it_keeps():
     """Three backups with archived history between them; expire --keep-last 1
     drops the first two, their blobs no longer named and the segments below
