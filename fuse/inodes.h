@@ -31,16 +31,16 @@ struct lfs_inode {
 	int fd;		  /* O_PATH descriptor of the object in the store */
 	uint64_t nlookup; /* guarded by the table lock */
 	/*
-	 * The object's fid, read once (ids_cached), and its version as last
-	 * read from the store, which every event reads afresh; guarded by the
-	 * node lock.
-	 */
-	/*
 	 * Held by a data write from before it reads the version until its
 	 * apply ends (node_write_lock() in node.h): one object's writes
 	 * apply in journal order while other objects' run beside them.
 	 */
 	pthread_mutex_t wlock;
+	/*
+	 * The object's fid, read once (ids_cached), and its version as last
+	 * read from the store, which every event reads afresh; guarded by the
+	 * node lock.
+	 */
 	int ids_cached;
 	struct fid fid;
 	struct evid ver;

@@ -366,6 +366,9 @@ int node_write_begin_locked(struct node *n, struct event *ev)
 
 	if (!n->primary)
 		return -EROFS;
+	/* Only data writes commute with another object's changes. */
+	if (ev->type != EV_WRITE)
+		return -EINVAL;
 	if (n->writes == n->wseq_cap) {
 		size_t cap = n->wseq_cap ? 2 * n->wseq_cap : 16;
 		uint64_t *w = realloc(n->wseq, cap * sizeof(*w));
@@ -423,6 +426,15 @@ int node_write_finish(struct node *n, struct event *ev, struct apply_ctx *ctx)
 	if (n->writes == 0)
 		pthread_cond_broadcast(&n->writes_cv);
 	pthread_mutex_unlock(&n->lock);
+	/*
+	 * A later write may have been made durable (an fsync) with this one
+	 * still journaled as a write: its void must be durable before the
+	 * caller hears of the failure, or a power loss would bring back as
+	 * done a write that was refused.
+	 */
+	if (r < 0 && (rv = node_sync(n)) < 0)
+		log_err("seq %" PRIu64 ": cannot make the void of a failed %s durable: %s", ev->seq,
+			event_type_name(ev->type), strerror(-rv));
 	return r;
 }
 

@@ -14,7 +14,9 @@ struct node {
 	struct store *store;
 	/*
 	 * The node lock orders store changes: an event is journaled and
-	 * applied under it, so journal order is apply order.  It also guards
+	 * applied under it, so journal order is apply order, except data
+	 * writes, journaled under it and applied beside each other (the
+	 * parallel writes below, node.h), which node_lock() waits for.  It also guards
 	 * the fields marked below.  Readers of the journal alone (shippers,
 	 * ACKs, trimming, status, hash-tree builds) do not take it: the
 	 * journal has its own lock.

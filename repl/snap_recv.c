@@ -769,7 +769,7 @@ static int install(struct snap_recv *sr, const struct proto_msg *info, const str
 	}
 	node_lock(r->n);
 	/* Descriptors an apply_cache holds may name what the install replaces. */
-	node_store(r->n)->changes++;
+	__atomic_add_fetch(&node_store(r->n)->changes, 1, __ATOMIC_RELAXED);
 	/* Files a kept-aside tail made stay reachable for tail-export. */
 	if (node_rebuild_needed_locked(r->n)) {
 		rv = rebuild_keep_links(r->n, kept, sizeof(kept));
@@ -1053,7 +1053,7 @@ static int install_heal(struct snap_recv *sr, struct snap_heal *h)
 	}
 	node_lock(r->n);
 	/* Descriptors an apply_cache holds may name what the install replaces. */
-	node_store(r->n)->changes++;
+	__atomic_add_fetch(&node_store(r->n)->changes, 1, __ATOMIC_RELAXED);
 	rv = snap_install(node_dir(r->n), node_store(r->n)->root, &full, NULL, NULL, &why, &path);
 	store_replaced(node_store(r->n));
 	node_unlock(r->n);

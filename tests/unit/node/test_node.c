@@ -596,6 +596,18 @@ Test(parallel, failed_write_becomes_a_void)
 		event_free(&ev);
 	}
 	cr_assert_eq(applied_now(), 3);
+	cr_assert_geq(node_synced_seq(n), w.seq,
+		      "the void of a refused write is durable before the refusal is returned");
+}
+
+Test(parallel, only_data_writes_go_the_parallel_way)
+{
+	struct event c = local_create("h");
+
+	node_write_lock(n);
+	cr_assert_eq(node_write_begin_locked(n, &c), -EINVAL);
+	node_write_unlock(n);
+	cr_assert_eq(next_seq(), 1, "nothing journaled");
 }
 
 static int excl_taken;
