@@ -23,6 +23,7 @@
 #include "lib/clock.h"
 #include "lib/files.h"
 #include "lib/log.h"
+#include "lib/grow.h"
 
 #define HEADER_LEN (8 + 4 + 7 * 8 + 4)
 
@@ -253,7 +254,7 @@ static int cmp_names(const void *a, const void *b)
 
 int archive_list(struct repo *r, uint64_t origin, char ***paths, size_t *n)
 {
-	char dir[PATH_MAX + 64], **v = NULL, **nv;
+	char dir[PATH_MAX + 64], **v = NULL;
 	size_t count = 0, cap = 0;
 	struct dirent *de;
 	DIR *d;
@@ -267,13 +268,8 @@ int archive_list(struct repo *r, uint64_t origin, char ***paths, size_t *n)
 	while ((de = readdir(d))) {
 		if (strlen(de->d_name) != 41 || de->d_name[20] != '-')
 			continue;
-		if (count == cap) {
-			cap = cap ? 2 * cap : 64;
-			nv = realloc(v, cap * sizeof(*v));
-			if (!nv)
-				goto nomem;
-			v = nv;
-		}
+		if (grow_array(&v, &cap, count + 1) < 0)
+			goto nomem;
 		if (asprintf(&v[count], "%s/%s", dir, de->d_name) < 0)
 			goto nomem;
 		count++;
@@ -293,8 +289,8 @@ nomem:
 int archive_origins(struct repo *r, uint64_t **origins, size_t *n)
 {
 	char dir[PATH_MAX + 64];
-	uint64_t *v = NULL, *nv;
-	size_t count = 0;
+	uint64_t *v = NULL;
+	size_t count = 0, cap = 0;
 	struct dirent *de;
 	DIR *d;
 
@@ -309,13 +305,11 @@ int archive_origins(struct repo *r, uint64_t **origins, size_t *n)
 
 		if (strlen(de->d_name) != 16 || config_parse_id(de->d_name, &id) < 0)
 			continue;
-		nv = realloc(v, (count + 1) * sizeof(*v));
-		if (!nv) {
+		if (grow_array(&v, &cap, count + 1) < 0) {
 			closedir(d);
 			free(v);
 			return -ENOMEM;
 		}
-		v = nv;
 		v[count++] = id;
 	}
 	closedir(d);

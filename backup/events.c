@@ -9,6 +9,7 @@
 
 #include "backup/events.h"
 #include "lib/bytes.h"
+#include "lib/grow.h"
 #include "node/node.h"
 
 #define MAGIC_LEN 8
@@ -110,7 +111,7 @@ void backup_events_free(struct event *evs, size_t n)
 int backup_events_decode(const uint8_t *buf, size_t len, struct event **evs, size_t *n, char *err,
 			 size_t errlen)
 {
-	struct event *v = NULL, *nv;
+	struct event *v = NULL;
 	size_t at = MAGIC_LEN, count = 0, cap = 0;
 	const char *why;
 	uint32_t l;
@@ -126,15 +127,10 @@ int backup_events_decode(const uint8_t *buf, size_t len, struct event **evs, siz
 			r = -EBADMSG;
 			goto fail;
 		}
-		if (count == cap) {
-			cap = cap ? cap * 2 : 256;
-			nv = realloc(v, cap * sizeof(*v));
-			if (!nv) {
-				r = -ENOMEM;
-				snprintf(err, errlen, "out of memory");
-				goto fail;
-			}
-			v = nv;
+		if (grow_array(&v, &cap, count + 1) < 0) {
+			r = -ENOMEM;
+			snprintf(err, errlen, "out of memory");
+			goto fail;
 		}
 		why = NULL;
 		r = event_decode(buf + at + 4, l, &v[count], NULL, &why);

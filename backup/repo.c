@@ -18,6 +18,7 @@
 
 #include "backup/repo.h"
 #include "lib/files.h"
+#include "lib/grow.h"
 
 static atomic_uint tmp_counter;
 
@@ -482,7 +483,7 @@ void repo_names_free(char **names, size_t n)
 int repo_manifest_list(struct repo *r, char ***names, size_t *n)
 {
 	int fd = openat(r->fd, REPO_MANIFESTS, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	char **v = NULL, **nv;
+	char **v = NULL;
 	size_t count = 0, cap = 0, l;
 	struct dirent *de;
 	DIR *d;
@@ -499,13 +500,8 @@ int repo_manifest_list(struct repo *r, char ***names, size_t *n)
 		l = strlen(de->d_name);
 		if (de->d_name[0] == '.' || (l > 4 && !strcmp(de->d_name + l - 4, ".tmp")))
 			continue;
-		if (count == cap) {
-			cap = cap ? cap * 2 : 16;
-			nv = realloc(v, cap * sizeof(*v));
-			if (!nv)
-				goto nomem;
-			v = nv;
-		}
+		if (grow_array(&v, &cap, count + 1) < 0)
+			goto nomem;
 		v[count] = strdup(de->d_name);
 		if (!v[count])
 			goto nomem;

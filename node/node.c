@@ -20,6 +20,7 @@
 #include "lib/bytes.h"
 #include "lib/files.h"
 #include "lib/log.h"
+#include "lib/grow.h"
 #include "node/node_int.h"
 #include "store/path.h"
 #include "node/rebuild.h"
@@ -369,15 +370,8 @@ int node_write_begin_locked(struct node *n, struct event *ev)
 	/* Only data writes commute with another object's changes. */
 	if (ev->type != EV_WRITE)
 		return -EINVAL;
-	if (n->writes == n->wseq_cap) {
-		size_t cap = n->wseq_cap ? 2 * n->wseq_cap : 16;
-		uint64_t *w = realloc(n->wseq, cap * sizeof(*w));
-
-		if (!w)
-			return -ENOMEM;
-		n->wseq = w;
-		n->wseq_cap = cap;
-	}
+	if (grow_array(&n->wseq, &n->wseq_cap, n->writes + 1) < 0)
+		return -ENOMEM;
 	r = journal_append(n->journal, ev);
 	if (r < 0) {
 		log_err("journal append of %s %s failed: %s", event_type_name(ev->type),

@@ -43,6 +43,7 @@
 #include "lib/files.h"
 #include "lib/progress.h"
 #include "lib/treewalk.h"
+#include "lib/grow.h"
 #include "node/node.h"
 #include "store/path.h"
 #include "store/xattr_at.h"
@@ -705,7 +706,7 @@ static int before_target(const struct restore *rs, const struct manifest *m)
  */
 static int load_archive(struct restore *rs, struct event **evs, size_t *n)
 {
-	struct event *all = NULL, *seg = NULL, *nv;
+	struct event *all = NULL, *seg = NULL;
 	uint64_t *origins = NULL, next;
 	size_t norigins = 0, nall = 0, cap = 0, nseg, npaths = 0, i, k, o;
 	char **paths = NULL;
@@ -749,17 +750,11 @@ static int load_archive(struct restore *rs, struct event **evs, size_t *n)
 					event_free(&seg[k]);
 					continue;
 				}
-				if (nall == cap) {
-					cap = cap ? 2 * cap : 1024;
-					nv = realloc(all, cap * sizeof(*all));
-					if (!nv) {
-						backup_events_free(seg + k, nseg - k);
-						seg = NULL;
-						fprintf(stderr,
-							"ledgerctl: restore: out of memory\n");
-						goto fail;
-					}
-					all = nv;
+				if (grow_array(&all, &cap, nall + 1) < 0) {
+					backup_events_free(seg + k, nseg - k);
+					seg = NULL;
+					fprintf(stderr, "ledgerctl: restore: out of memory\n");
+					goto fail;
 				}
 				all[nall++] = seg[k];
 				memset(&seg[k], 0, sizeof(seg[k]));
