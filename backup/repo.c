@@ -245,21 +245,6 @@ int repo_hash_fd(int fd, uint8_t *buf, size_t buflen, uint8_t sha[MANIFEST_SHA],
 	return ret;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* A temp file in tmp/: its name into tmp, its descriptor or -errno (err set). */
 static int open_tmp(struct repo *r, char tmp[64], char *err, size_t errlen)
 {
@@ -345,7 +330,7 @@ int repo_blob_put(struct repo *r, int fd, const uint8_t want[MANIFEST_SHA], uint
 		if (n == 0)
 			break;
 		EVP_DigestUpdate(ctx, buf, (size_t)n);
-		ret = write_all(out, buf, (size_t)n);
+		ret = file_write_all(out, buf, (size_t)n);
 		if (ret < 0) {
 			snprintf(err, errlen, "%s/%s: %s", r->dir, tmp, strerror(-ret));
 			goto out;
@@ -381,7 +366,7 @@ int repo_blob_put_mem(struct repo *r, const void *data, size_t len, const uint8_
 	out = open_tmp(r, tmp, err, errlen);
 	if (out < 0)
 		return out;
-	ret = write_all(out, data, len);
+	ret = file_write_all(out, data, len);
 	if (ret < 0) {
 		snprintf(err, errlen, "%s/%s: %s", r->dir, tmp, strerror(-ret));
 		close(out);

@@ -12,8 +12,10 @@
 
 #include "lib/files.h"
 
-static int write_all(int fd, const char *buf, size_t len)
+int file_write_all(int fd, const void *data, size_t len)
 {
+	const char *buf = data;
+
 	while (len > 0) {
 		ssize_t n = write(fd, buf, len);
 
@@ -66,7 +68,7 @@ int file_write_atomic(const char *path, const void *data, size_t len, mode_t mod
 	/* A leftover temp file keeps its old mode through O_TRUNC; a key must not. */
 	r = fchmod(fd, mode) < 0 ? -errno : 0;
 	if (r == 0)
-		r = write_all(fd, data, len);
+		r = file_write_all(fd, data, len);
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
 	if (close(fd) < 0 && r == 0)

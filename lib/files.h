@@ -14,6 +14,9 @@
  */
 int file_write_atomic(const char *path, const void *data, size_t len, mode_t mode);
 
+/* Write all len bytes to fd at its offset, going on after EINTR and short writes.  0 or a negative errno. */
+int file_write_all(int fd, const void *data, size_t len);
+
 /* 1 if dir has no entries, 0 if it has some, a negative errno if it cannot be read. */
 int dir_is_empty(const char *dir);
 

@@ -37,6 +37,7 @@
 #include "lib/grow.h"
 #include "lib/log.h"
 #include "lib/treewalk.h"
+#include "lib/files.h"
 #include "resync/snap_meta.h"
 #include "resync/snapshot.h"
 #include "store/path.h"
@@ -1029,22 +1030,6 @@ static int plan_encode(const struct snap_plan *p, struct buf *b)
 	return err ? err : buf_put32(b, crc32c(0, b->data, b->len));
 }
 
-static int write_all(int fd, const uint8_t *p, size_t len)
-{
-	ssize_t n;
-
-	while (len > 0) {
-		n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 int snap_plan_save(struct snap_stage *s, const struct snap_plan *p)
 {
 	struct buf b = BUF_INIT;
@@ -1061,7 +1046,7 @@ int snap_plan_save(struct snap_stage *s, const struct snap_plan *p)
 		err = -errno;
 		goto out;
 	}
-	err = write_all(fd, b.data, b.len);
+	err = file_write_all(fd, b.data, b.len);
 	if (!err && fsync(fd) < 0)
 		err = -errno;
 	if (close(fd) < 0 && !err)

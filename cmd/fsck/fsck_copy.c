@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/files.h"
 #include "fsck.h"
 #include "store/path.h"
 
@@ -114,21 +115,6 @@ static int copy_xattrs(int src, int dst)
 	return r;
 }
 
-static int write_all(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Replace the contents of (dst_dir, dst_name) with those of (src_dir, src_name). */
 static int copy_contents(int src_dir, const char *src_name, int dst_dir, const char *dst_name)
 {
@@ -156,7 +142,7 @@ static int copy_contents(int src_dir, const char *src_name, int dst_dir, const c
 			r = n < 0 ? -errno : 0;
 			break;
 		}
-		r = write_all(out, buf, (size_t)n);
+		r = file_write_all(out, buf, (size_t)n);
 		if (r < 0)
 			break;
 	}
