@@ -154,17 +154,17 @@ int archive_segment_read(const char *path, struct archive_seg *h, struct event *
 	struct stat st;
 	unsigned olen;
 	ssize_t k;
-	int fd, ret = -EBADMSG;
+	int fd, r = -EBADMSG;
 
 	*evs = NULL;
 	*n = 0;
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0 || fstat(fd, &st) < 0) {
-		ret = -errno;
+		r = -errno;
 		snprintf(err, errlen, "segment %s: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
-		return ret;
+		return r;
 	}
 	data = malloc(st.st_size ? (size_t)st.st_size : 1);
 	while (data && got < (size_t)st.st_size) {
@@ -192,7 +192,7 @@ int archive_segment_read(const char *path, struct archive_seg *h, struct event *
 	}
 	if (get_le32(data + 8) != ARCHIVE_FORMAT) {
 		snprintf(err, errlen, "segment %s: unknown format %u", path, get_le32(data + 8));
-		ret = -EPROTO;
+		r = -EPROTO;
 		goto out;
 	}
 	h->origin = get_le64(data + 12);
@@ -209,7 +209,7 @@ int archive_segment_read(const char *path, struct archive_seg *h, struct event *
 	}
 	v = calloc(h->count ? h->count : 1, sizeof(*v));
 	if (!v) {
-		ret = -ENOMEM;
+		r = -ENOMEM;
 		snprintf(err, errlen, "segment %s: out of memory", path);
 		goto out;
 	}
@@ -239,12 +239,12 @@ int archive_segment_read(const char *path, struct archive_seg *h, struct event *
 	*evs = v;
 	*n = count;
 	v = NULL;
-	ret = 0;
+	r = 0;
 out:
 	if (v)
 		backup_events_free(v, count);
 	free(data);
-	return ret;
+	return r;
 }
 
 static int cmp_names(const void *a, const void *b)

@@ -217,32 +217,32 @@ int repo_hash_fd(int fd, uint8_t *buf, size_t buflen, uint8_t sha[MANIFEST_SHA],
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	uint64_t off = 0;
 	ssize_t n;
-	int ret = 0;
+	int r = 0;
 
 	if (!ctx)
 		return -ENOMEM;
 	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
-		ret = -EIO;
-	while (ret == 0) {
+		r = -EIO;
+	while (r == 0) {
 		n = pread(fd, buf, buflen, (off_t)off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			ret = -errno;
+			r = -errno;
 			break;
 		}
 		if (n == 0)
 			break;
 		if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1)
-			ret = -EIO;
+			r = -EIO;
 		off += (uint64_t)n;
 	}
-	if (ret == 0 && EVP_DigestFinal_ex(ctx, sha, NULL) != 1)
-		ret = -EIO;
+	if (r == 0 && EVP_DigestFinal_ex(ctx, sha, NULL) != 1)
+		r = -EIO;
 	EVP_MD_CTX_free(ctx);
-	if (ret == 0 && size)
+	if (r == 0 && size)
 		*size = off;
-	return ret;
+	return r;
 }
 
 /* A temp file in tmp/: its name into tmp, its descriptor or -errno (err set). */
