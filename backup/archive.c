@@ -49,8 +49,7 @@ int archive_segment_write(struct repo *r, struct journal *j, uint64_t origin, ui
 {
 	struct buf b = BUF_INIT;
 	struct archive_seg h = {.origin = origin, .first = first};
-	uint8_t sum[32], *rec = NULL;
-	size_t cap = 0, len;
+	uint8_t sum[32];
 	char path[PATH_MAX + 128];
 	uint64_t seq;
 	unsigned olen;
@@ -61,43 +60,17 @@ int archive_segment_write(struct repo *r, struct journal *j, uint64_t origin, ui
 		goto nomem;
 	b.len = HEADER_LEN; /* filled in at the end */
 	for (seq = first; seq <= last; seq++) {
-		struct event ev;
-		const char *why = NULL;
+		struct event hdr;
 
-		ret = journal_get(j, origin, seq, 1, &ev, &why);
-		if (ret < 0) {
-			snprintf(err, errlen, "event %016" PRIx64 ":%" PRIu64 ": %s", origin, seq,
-				 ret == -ESTALE ? "trimmed"
-				 : why		? why
-						: strerror(-ret));
+		ret = backup_event_append(j, origin, seq, &b, &hdr, err, errlen);
+		if (ret < 0)
 			goto out;
-		}
-		ev.flags &= (uint16_t)~EVENT_F_VREF;
-		len = event_encoded_len(&ev);
-		if (len > cap) {
-			free(rec);
-			cap = len;
-			rec = malloc(cap);
-			if (!rec) {
-				event_free(&ev);
-				goto nomem;
-			}
-		}
-		ret = event_encode(&ev, rec, cap, &len);
 		if (h.count == 0) {
-			h.term_first = ev.term;
-			h.hlc_first = ev.hlc;
+			h.term_first = hdr.term;
+			h.hlc_first = hdr.hlc;
 		}
-		h.term_last = ev.term;
-		h.hlc_last = ev.hlc;
-		event_free(&ev);
-		if (ret < 0) {
-			snprintf(err, errlen, "event %016" PRIx64 ":%" PRIu64 ": %s", origin, seq,
-				 strerror(-ret));
-			goto out;
-		}
-		if (buf_put32(&b, (uint32_t)len) < 0 || buf_put(&b, rec, len) < 0)
-			goto nomem;
+		h.term_last = hdr.term;
+		h.hlc_last = hdr.hlc;
 		h.count++;
 		h.last = seq;
 		if (b.len >= ARCHIVE_SEG_BYTES)
@@ -139,7 +112,6 @@ nomem:
 	ret = -ENOMEM;
 	snprintf(err, errlen, "out of memory");
 out:
-	free(rec);
 	buf_free(&b);
 	return ret;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backup/events.h"
+#include "lib/buf.h"
 #include "lib/bytes.h"
 #include "lib/grow.h"
 #include "node/node.h"
@@ -24,13 +25,50 @@ static uint64_t seq_of(const struct evid *v, size_t n, uint64_t origin)
 	return 0;
 }
 
+int backup_event_append(struct journal *j, uint64_t origin, uint64_t seq, struct buf *out,
+			struct event *hdr, char *err, size_t errlen)
+{
+	struct event ev;
+	const char *why = NULL;
+	size_t at = out->len, len;
+	int r;
+
+	r = journal_get(j, origin, seq, 1, &ev, &why);
+	if (r < 0) {
+		snprintf(err, errlen, "event %016" PRIx64 ":%" PRIu64 ": %s", origin, seq,
+			 r == -ESTALE ? "trimmed from the journal meanwhile"
+			 : why	      ? why
+				      : strerror(-r));
+		return r;
+	}
+	/* The payload is inline now. */
+	ev.flags &= (uint16_t)~EVENT_F_VREF;
+	len = event_encoded_len(&ev);
+	r = buf_reserve(out, 4 + len);
+	if (r == 0)
+		r = event_encode(&ev, out->data + at + 4, len, &len);
+	if (r == 0) {
+		put_le32(out->data + at, (uint32_t)len);
+		out->len = at + 4 + len;
+		if (hdr) {
+			hdr->term = ev.term;
+			hdr->hlc = ev.hlc;
+		}
+	} else {
+		snprintf(err, errlen, "event %016" PRIx64 ":%" PRIu64 ": %s", origin, seq,
+			 r == -ENOMEM ? "out of memory" : strerror(-r));
+	}
+	event_free(&ev);
+	return r;
+}
+
 int backup_events_write(struct journal *j, const struct evid *from, size_t nfrom,
 			const struct evid *upto, size_t n, FILE *out, uint64_t *count, char *err,
 			size_t errlen)
 {
-	uint8_t *rec = NULL, lenbuf[4];
-	size_t cap = 0, len, i;
+	struct buf b = BUF_INIT;
 	uint64_t seq;
+	size_t i;
 	int r = 0;
 
 	*count = 0;
@@ -40,41 +78,11 @@ int backup_events_write(struct journal *j, const struct evid *from, size_t nfrom
 	}
 	for (i = 0; i < n && r == 0; i++) {
 		for (seq = seq_of(from, nfrom, upto[i].origin) + 1; seq <= upto[i].seq; seq++) {
-			struct event ev;
-			const char *why = NULL;
-
-			r = journal_get(j, upto[i].origin, seq, 1, &ev, &why);
-			if (r < 0) {
-				snprintf(err, errlen, "event %016" PRIx64 ":%" PRIu64 ": %s",
-					 upto[i].origin, seq,
-					 r == -ESTALE ? "trimmed from the journal meanwhile"
-					 : why	      ? why
-						      : strerror(-r));
+			buf_reset(&b);
+			r = backup_event_append(j, upto[i].origin, seq, &b, NULL, err, errlen);
+			if (r < 0)
 				break;
-			}
-			/* The payload is inline now. */
-			ev.flags &= (uint16_t)~EVENT_F_VREF;
-			len = event_encoded_len(&ev);
-			if (len > cap) {
-				free(rec);
-				cap = len;
-				rec = malloc(cap);
-				if (!rec) {
-					event_free(&ev);
-					snprintf(err, errlen, "out of memory");
-					return -ENOMEM;
-				}
-			}
-			r = event_encode(&ev, rec, cap, &len);
-			event_free(&ev);
-			if (r < 0) {
-				snprintf(err, errlen,
-					 "event %016" PRIx64 ":%" PRIu64 ": encode: %s",
-					 upto[i].origin, seq, strerror(-r));
-				break;
-			}
-			put_le32(lenbuf, (uint32_t)len);
-			if (fwrite(lenbuf, 4, 1, out) != 1 || fwrite(rec, len, 1, out) != 1) {
+			if (fwrite(b.data, b.len, 1, out) != 1) {
 				r = -EIO;
 				snprintf(err, errlen, "writing the events: %s", strerror(errno));
 				break;
@@ -82,7 +90,7 @@ int backup_events_write(struct journal *j, const struct evid *from, size_t nfrom
 			(*count)++;
 		}
 	}
-	free(rec);
+	buf_free(&b);
 	return r;
 }
 

@@ -26,10 +26,20 @@
 #include <stdio.h>
 
 #include "journal/event.h"
+#include "lib/buf.h"
 #include "journal/journal.h"
 #include "store/store.h"
 
 #define BACKUP_EVENTS_MAGIC "LFSBKEV1"
+
+/*
+ * Append event (origin, seq) of j to out as a backup carries it: u32
+ * length, then the record with its payload inline.  hdr (may be NULL)
+ * gets the event's term and hlc.  0, or a negative errno with err naming
+ * the event: -ESTALE when j no longer holds it (trimmed).
+ */
+int backup_event_append(struct journal *j, uint64_t origin, uint64_t seq, struct buf *out,
+			struct event *hdr, char *err, size_t errlen);
 
 /*
  * Write the events (from, upto] of each origin of upto (n entries; an
