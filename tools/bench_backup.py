@@ -150,19 +150,19 @@ class BackupBench:
             res[key + "_secs"] = secs
             res[key + "_mbps"] = self.tree_bytes / secs / 1e6
 
-        def lfs_backup(repo, jobs):
+        def lfs_backup(repo, jobs, what):
             secs, out = self.timed([self.ctl, "backup", self.node.dir, "--to", repo,
                                     "--jobs", str(jobs)], repo)
             if i == 0 and out.strip():
-                self.summaries.append(f"backup --jobs {jobs}: {out.strip().splitlines()[-1]}")
+                self.summaries.append(f"{what} --jobs {jobs}: {out.strip().splitlines()[-1]}")
             return secs
 
         def full1():
-            mbps("lfs1", lfs_backup(repo1, 1))
+            mbps("lfs1", lfs_backup(repo1, 1, "full backup"))
             shutil.rmtree(repo1)
 
         def full4():
-            mbps("lfs4", lfs_backup(repo4, 4))
+            mbps("lfs4", lfs_backup(repo4, 4, "full backup"))
 
         def restic_full():
             bench.run(["restic", "init", "--quiet", "-r", rrepo], env=self.env)
@@ -187,7 +187,7 @@ class BackupBench:
 
         def lfs_second():
             before = dir_bytes(repo4)
-            res["lfs_second_secs"] = lfs_backup(repo4, SECOND_JOBS)
+            res["lfs_second_secs"] = lfs_backup(repo4, SECOND_JOBS, "second backup")
             res["lfs_second_mib"] = (dir_bytes(repo4) - before) / MIB
 
         def restic_second():
