@@ -26,31 +26,21 @@ import importlib.util
 import mmap
 import os
 import platform
-import random
 import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-MIB = 1 << 20
+from bench_lib import (MIB, TREE_SEED, change_files, changed_count, commit, fmt,
+                       print_table, store_size, tree_plan, write_tree)
+
 FULL = {"tree": 2048 * MIB, "fsync_secs": 10, "tls_mib": 1024}
 QUICK = {"tree": 256 * MIB, "fsync_secs": 3, "tls_mib": 256}
 
-# The tree's file classes: (smallest, largest, share of the tree's bytes).  The big
-# ones come first so that a quick run's 256 MiB still holds one.
-FILE_CLASSES = (("big", 64 * MIB, 256 * MIB, 0.30),
-                ("mid", 1 * MIB, 16 * MIB, 0.40),
-                ("small", 1 << 10, 64 << 10, 0.30))
-TREE_SEED = 1
-POOL_SIZE = 64 * MIB      # random bytes the files' contents are cut from
-WRITE_BLOCK = 1 * MIB
-FORGET_EVERY = 4000       # files written between two evictions of the kernel's inodes
-CHANGE_FRACTION = 0.01
 RESYNC_TIMEOUT = 1200     # seconds a resync may take before the phase fails
 POLL_SECS = 0.05          # status polls of the resyncing node (about 0.5 ms of its CPU each)
 
@@ -89,88 +79,6 @@ DAEMONS = ("a", "c", "p", "r")
 DONE_RE = re.compile(r"snapshot resync from \S+ done in ([0-9.]+) s.*")
 STARTING_RE = re.compile(r"snapshot resync from \S+: starting")
 DROPPED_RE = re.compile(r"peer \S+ \(\S+\): retrying: .*")
-
-
-# ---- the tree ---------------------------------------------------------------------------
-
-
-def tree_plan(total):
-    """[(relative path, size)] of a tree of about total bytes; the same for the same total.
-
-    Three directory levels (d*/e*/f*), small files anywhere, larger ones in the upper two.
-    A class's bytes that do not fill one more file of its smallest size go to the next.
-    """
-    rng = random.Random(TREE_SEED)
-    upper, leaves = [], []
-    for i in range(4):
-        upper.append(f"d{i}")
-        for j in range(4):
-            upper.append(f"d{i}/e{j}")
-            leaves += [f"d{i}/e{j}/f{k}" for k in range(4)]
-    plan, carry = [], 0
-    for kind, lo, hi, share in FILE_CLASSES:
-        budget = int(total * share) + carry
-        dirs = upper if kind != "small" else upper + leaves
-        while budget >= lo:
-            size = min(rng.randint(lo, hi), budget)
-            plan.append((f"{rng.choice(dirs)}/{kind}{len(plan):06d}.dat", size))
-            budget -= size
-        carry = budget
-    return plan, sorted(set(upper + leaves))
-
-
-def write_tree(mnt, plan, dirs, forget):
-    """Write plan's files under mnt: contents cut from a random pool, each file headed by
-    its own index so that no two are equal; forget() every FORGET_EVERY files."""
-    pool = memoryview(os.urandom(POOL_SIZE))
-    for d in dirs:
-        os.makedirs(os.path.join(mnt, d), exist_ok=True)
-    for i, (rel, size) in enumerate(plan):
-        if i % FORGET_EVERY == 0:
-            bench.progress(f"  tree: {i} of {len(plan)} files written")
-            forget()
-        start = (i * 1_048_573) % (POOL_SIZE - WRITE_BLOCK)
-        fd = os.open(os.path.join(mnt, rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            head = i.to_bytes(16, "little")
-            os.write(fd, head)
-            done = len(head)
-            while done < size:
-                n = min(WRITE_BLOCK, size - done)
-                off = (start + done * 7) % (POOL_SIZE - WRITE_BLOCK)
-                done += os.write(fd, pool[off:off + n])
-        finally:
-            os.close(fd)
-
-
-def change_files(mnt, plan, seed):
-    """Overwrite 4 KiB (the whole file if smaller) of CHANGE_FRACTION of plan's files,
-    keeping their sizes; returns (files changed, their total size)."""
-    rng = random.Random(seed)
-    chosen = rng.sample(range(len(plan)), max(1, round(len(plan) * CHANGE_FRACTION)))
-    total = 0
-    for i in chosen:
-        rel, size = plan[i]
-        n = min(4096, size)
-        off = rng.randrange(0, size - n + 1) & ~4095
-        fd = os.open(os.path.join(mnt, rel), os.O_WRONLY)
-        try:
-            os.pwrite(fd, os.urandom(n), off)
-        finally:
-            os.close(fd)
-        total += size
-    return len(chosen), total
-
-
-def store_size(store):
-    """(regular files, their bytes) under store."""
-    files = size = 0
-    for root, _dirs, names in os.walk(store):
-        for nm in names:
-            st = os.lstat(os.path.join(root, nm))
-            files += 1
-            size += st.st_size
-    return files, size
 
 
 # ---- the bench --------------------------------------------------------------------------
@@ -221,7 +129,7 @@ class ResyncBench:
         self.a.start()
         self.plan, dirs = tree_plan(self.sizes["tree"])
         t0 = time.monotonic()
-        write_tree(self.a.mnt, self.plan, dirs, self.repl.forget_inodes)
+        write_tree(self.a.mnt, self.plan, dirs, self.repl.forget_inodes, bench.progress)
         secs = time.monotonic() - t0
         self.repl.forget_inodes()
         os.sync()
@@ -236,10 +144,7 @@ class ResyncBench:
         self.tree_files, self.tree_bytes = store_size(self.a.store)
         self.notes.add(f"tree: {self.tree_files} files, {self.tree_bytes / MIB:.0f} MiB, "
                        f"{len(dirs)} directories in 3 levels, written through a's mount in "
-                       f"{secs:.0f} s; files changed per run: {self.changed_count()}")
-
-    def changed_count(self):
-        return max(1, round(len(self.plan) * CHANGE_FRACTION))
+                       f"{secs:.0f} s; files changed per run: {changed_count(self.plan)}")
 
     def stop(self):
         if self.a:
@@ -484,7 +389,7 @@ class ResyncBench:
                     failed.add(name)
                 for key, _, unit, _, _ in ROWS:
                     if key in res and key not in before:
-                        bench.progress(f"  {key} {bench.fmt(res[key])} {unit}")
+                        bench.progress(f"  {key} {fmt(res[key])} {unit}")
                 if not self.a.alive():
                     raise bench.BenchError(f"node a exited: {self.a.mount.log_tail()}")
         finally:
@@ -507,32 +412,6 @@ class ResyncBench:
 
 
 # ---- table and main ---------------------------------------------------------------------
-
-
-def verdict(kind, target, v):
-    if not kind:
-        return "-", ""
-    if target is None:  # the peak RSS row: tools/bench's figure
-        target = bench.RSS_TARGET_MIB
-    sign, ok = {"atleast": (">=", lambda x: x >= target),
-                "above": (">", lambda x: x > target),
-                "below": ("<", lambda x: x < target),
-                "atmost": ("<=", lambda x: x <= target)}[kind]
-    return f"{sign} {target}", "" if v is None else ("met" if ok(v) else "missed")
-
-
-def print_table(samples, runs):
-    rows = [("figure", "unit", "median", "target", "", "runs" if runs > 1 else "")]
-    for key, label, unit, kind, target in ROWS:
-        vals = samples.get(key, [])
-        v = statistics.median(vals) if vals else None
-        tgt, verd = verdict(kind, target, v)
-        rows.append((label, unit, bench.fmt(v), tgt, verd,
-                     " ".join(bench.fmt(x) for x in vals) if runs > 1 else ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join([r[0].ljust(widths[0]), r[1].ljust(widths[1]), r[2].rjust(widths[2]),
-                         r[3].ljust(widths[3]), r[4].ljust(widths[4]), r[5]]).rstrip())
 
 
 def parse_args(argv):
@@ -598,12 +477,6 @@ failed in some run (the table still prints, with "-" where no run succeeded)."""
     return args
 
 
-def commit():
-    res = subprocess.run(["git", "-C", bench.ROOT, "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True)
-    return res.stdout.strip() or "unknown"
-
-
 def main(argv, bench_module):
     global bench
     bench = bench_module
@@ -640,7 +513,7 @@ def main(argv, bench_module):
         rb = ResyncBench(args, sizes, benchio, benchtls, workroot)
         rb.sample_load()
         load_start = os.getloadavg()
-        head = commit()  # at the start: another commit may land during a long run
+        head = commit(bench.ROOT)  # at the start: another commit may land during a long run
         bench.progress(f"writing the {sizes['tree'] // MIB} MiB tree on a's mount ...")
         rb.setup()
         rsync_root = os.path.join(workroot, "rsync")
@@ -698,7 +571,7 @@ def main(argv, bench_module):
         for n in notes:
             print(f"note: {n}")
         print()
-        print_table(samples, args.runs)
+        print_table(ROWS, samples, args.runs, {"rss": bench.RSS_TARGET_MIB})
         return 1 if failed or missing else 0
     finally:
         if rsyncd:

@@ -1,0 +1,163 @@
+"""Pieces shared by tools/bench_resync.py and tools/bench_backup.py.
+
+Both benchmarks run on the same tree of mixed file sizes, change the same 1% of
+its files between a full and a second pass, and print the same table of
+medians with targets; this module holds those so the two stay comparable.  It
+does not depend on tools/bench: callers pass their progress function.
+"""
+
+import os
+import random
+import statistics
+import subprocess
+
+MIB = 1 << 20
+
+# The tree's file classes: (smallest, largest, share of the tree's bytes).  The big
+# ones come first so that a quick run's tree still holds one.
+FILE_CLASSES = (("big", 64 * MIB, 256 * MIB, 0.30),
+                ("mid", 1 * MIB, 16 * MIB, 0.40),
+                ("small", 1 << 10, 64 << 10, 0.30))
+TREE_SEED = 1
+POOL_SIZE = 64 * MIB      # random bytes the files' contents are cut from
+WRITE_BLOCK = 1 * MIB
+FORGET_EVERY = 4000       # files written between two evictions of the kernel's inodes
+CHANGE_FRACTION = 0.01
+
+
+# ---- the tree ---------------------------------------------------------------------------
+
+
+def tree_plan(total):
+    """([(relative path, size)], [directories]) of a tree of about total bytes; the same
+    for the same total.
+
+    Three directory levels (d*/e*/f*), small files anywhere, larger ones in the upper two.
+    A class's bytes that do not fill one more file of its smallest size go to the next.
+    """
+    rng = random.Random(TREE_SEED)
+    upper, leaves = [], []
+    for i in range(4):
+        upper.append(f"d{i}")
+        for j in range(4):
+            upper.append(f"d{i}/e{j}")
+            leaves += [f"d{i}/e{j}/f{k}" for k in range(4)]
+    plan, carry = [], 0
+    for kind, lo, hi, share in FILE_CLASSES:
+        budget = int(total * share) + carry
+        dirs = upper if kind != "small" else upper + leaves
+        while budget >= lo:
+            size = min(rng.randint(lo, hi), budget)
+            plan.append((f"{rng.choice(dirs)}/{kind}{len(plan):06d}.dat", size))
+            budget -= size
+        carry = budget
+    return plan, sorted(set(upper + leaves))
+
+
+def write_tree(mnt, plan, dirs, forget, progress):
+    """Write plan's files under mnt: contents cut from a random pool, each file headed by
+    its own index so that no two are equal; forget() every FORGET_EVERY files (a mount's
+    daemon holds a descriptor per inode the kernel caches)."""
+    pool = memoryview(os.urandom(POOL_SIZE))
+    for d in dirs:
+        os.makedirs(os.path.join(mnt, d), exist_ok=True)
+    for i, (rel, size) in enumerate(plan):
+        if i % FORGET_EVERY == 0:
+            progress(f"  tree: {i} of {len(plan)} files written")
+            forget()
+        start = (i * 1_048_573) % (POOL_SIZE - WRITE_BLOCK)
+        fd = os.open(os.path.join(mnt, rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            head = i.to_bytes(16, "little")
+            os.write(fd, head)
+            done = len(head)
+            while done < size:
+                n = min(WRITE_BLOCK, size - done)
+                off = (start + done * 7) % (POOL_SIZE - WRITE_BLOCK)
+                done += os.write(fd, pool[off:off + n])
+        finally:
+            os.close(fd)
+
+
+def changed_count(plan):
+    """How many files change_files() changes."""
+    return max(1, round(len(plan) * CHANGE_FRACTION))
+
+
+def change_files(mnt, plan, seed):
+    """Overwrite 4 KiB (the whole file if smaller) of CHANGE_FRACTION of plan's files,
+    keeping their sizes; returns (files changed, their total size)."""
+    rng = random.Random(seed)
+    chosen = rng.sample(range(len(plan)), changed_count(plan))
+    total = 0
+    for i in chosen:
+        rel, size = plan[i]
+        n = min(4096, size)
+        off = rng.randrange(0, size - n + 1) & ~4095
+        fd = os.open(os.path.join(mnt, rel), os.O_WRONLY)
+        try:
+            os.pwrite(fd, os.urandom(n), off)
+        finally:
+            os.close(fd)
+        total += size
+    return len(chosen), total
+
+
+def store_size(store):
+    """(regular files, their bytes) under store."""
+    files = size = 0
+    for root, _dirs, names in os.walk(store):
+        for nm in names:
+            st = os.lstat(os.path.join(root, nm))
+            files += 1
+            size += st.st_size
+    return files, size
+
+
+# ---- the table --------------------------------------------------------------------------
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if v >= 100:
+        return f"{v:.0f}"
+    return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def verdict(kind, target, v):
+    """(the target as shown, "met"/"missed"/"") of value v; kind "atleast" (>=), "above"
+    (>), "below" (<) or "atmost" (<=), None for a row without a target."""
+    if not kind:
+        return "-", ""
+    sign, ok = {"atleast": (">=", lambda x: x >= target),
+                "above": (">", lambda x: x > target),
+                "below": ("<", lambda x: x < target),
+                "atmost": ("<=", lambda x: x <= target)}[kind]
+    return f"{sign} {target}", "" if v is None else ("met" if ok(v) else "missed")
+
+
+def print_table(rows, samples, runs, targets=None):
+    """rows: (key, label, unit, target kind, target); samples: {key: [value per run]}.
+    One line per row: the median, the target and its verdict, and with several runs each
+    run's value.  targets: {key: target} for rows whose target is None in rows."""
+    out = [("figure", "unit", "median", "target", "", "runs" if runs > 1 else "")]
+    for key, label, unit, kind, target in rows:
+        if target is None and targets:
+            target = targets.get(key)
+        vals = samples.get(key, [])
+        v = statistics.median(vals) if vals else None
+        tgt, verd = verdict(kind, target, v)
+        out.append((label, unit, fmt(v), tgt, verd,
+                    " ".join(fmt(x) for x in vals) if runs > 1 else ""))
+    widths = [max(len(r[i]) for r in out) for i in range(len(out[0]))]
+    for r in out:
+        print("  ".join([r[0].ljust(widths[0]), r[1].ljust(widths[1]), r[2].rjust(widths[2]),
+                         r[3].ljust(widths[3]), r[4].ljust(widths[4]), r[5]]).rstrip())
+
+
+def commit(root):
+    """The short hash of root's HEAD, or "unknown"."""
+    res = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True)
+    return res.stdout.strip() or "unknown"
