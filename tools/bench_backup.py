@@ -24,8 +24,6 @@ loads it when run by itself.
 """
 
 import argparse
-import importlib.machinery
-import importlib.util
 import os
 import platform
 import re
@@ -38,7 +36,8 @@ import tempfile
 import time
 
 from bench_lib import (MIB, TREE_SEED, change_files, changed_count, commit, fmt,
-                       print_table, store_size, tree_plan, write_tree)
+                       print_table, remove_workdirs, run_standalone, store_size, tree_plan,
+                       write_tree)
 
 FULL = {"tree": 2048 * MIB}
 QUICK = {"tree": 256 * MIB}
@@ -414,39 +413,10 @@ def main(argv, bench_module):
                 bb.stop()
             except Exception as e:  # still remove the directories
                 bench.warn(f"stopping node a: {e}")
-        blocked = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-        try:
-            shutil.rmtree(workroot, ignore_errors=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-            if made_dir:
-                try:
-                    os.rmdir(args.dir)
-                except OSError:
-                    pass
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
-
-
-def load_bench():
-    """tools/bench as a module (it has no .py suffix)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench")
-    loader = importlib.machinery.SourceFileLoader("ledgerfs_bench", path)
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
+        remove_workdirs(workroot, tmp, made_dir, args.dir)
 
 
 bench = None  # tools/bench, set by main()
 
 if __name__ == "__main__":
-    b = load_bench()
-    try:
-        sys.exit(main(sys.argv[1:], b))
-    except b.BenchError as e:
-        b.warn(str(e))
-        sys.exit(1)
-    except KeyboardInterrupt:
-        b.warn("interrupted; mounts unmounted, bench directory removed")
-        sys.exit(130)
+    run_standalone(main)

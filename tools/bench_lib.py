@@ -6,10 +6,15 @@ medians with targets; this module holds those so the two stay comparable.  It
 does not depend on tools/bench: callers pass their progress function.
 """
 
+import importlib.machinery
+import importlib.util
 import os
 import random
+import shutil
+import signal
 import statistics
 import subprocess
+import sys
 
 MIB = 1 << 20
 
@@ -161,3 +166,44 @@ def commit(root):
     res = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True)
     return res.stdout.strip() or "unknown"
+
+
+def remove_workdirs(workroot, tmp, made_dir, bench_dir):
+    """Remove a benchmark's directories (and bench_dir if the run made it),
+    with the signals that would cut the removal short held off."""
+    blocked = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        shutil.rmtree(workroot, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made_dir:
+            try:
+                os.rmdir(bench_dir)
+            except OSError:
+                pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+
+
+def load_bench():
+    """tools/bench as a module (it has no .py suffix)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench")
+    loader = importlib.machinery.SourceFileLoader("ledgerfs_bench", path)
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+def run_standalone(main):
+    """Run main(argv, bench) as a script run by itself: tools/bench loaded,
+    its errors and Ctrl-C turned into exit codes."""
+    b = load_bench()
+    try:
+        sys.exit(main(sys.argv[1:], b))
+    except b.BenchError as e:
+        b.warn(str(e))
+        sys.exit(1)
+    except KeyboardInterrupt:
+        b.warn("interrupted; mounts unmounted, bench directory removed")
+        sys.exit(130)
