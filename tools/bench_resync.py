@@ -28,7 +28,6 @@ import re
 import shutil
 import signal
 import statistics
-import sys
 import tempfile
 import threading
 import time
