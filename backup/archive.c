@@ -219,43 +219,21 @@ out:
 	return r;
 }
 
-static int cmp_names(const void *a, const void *b)
+/* A segment's name: %020u-%020u. */
+static int is_segment(const char *name)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	return strlen(name) == 41 && name[20] == '-';
 }
 
 int archive_list(struct repo *r, uint64_t origin, char ***paths, size_t *n)
 {
-	char dir[PATH_MAX + 64], **v = NULL;
-	size_t count = 0, cap = 0;
-	struct dirent *de;
-	DIR *d;
+	char dir[PATH_MAX + 64], prefix[PATH_MAX + 66];
+	int ret;
 
-	*paths = NULL;
-	*n = 0;
 	snprintf(dir, sizeof(dir), "%s/%s/%016" PRIx64, r->dir, ARCHIVE_DIR, origin);
-	d = opendir(dir);
-	if (!d)
-		return errno == ENOENT ? 0 : -errno;
-	while ((de = readdir(d))) {
-		if (strlen(de->d_name) != 41 || de->d_name[20] != '-')
-			continue;
-		if (grow_array(&v, &cap, count + 1) < 0)
-			goto nomem;
-		if (asprintf(&v[count], "%s/%s", dir, de->d_name) < 0)
-			goto nomem;
-		count++;
-	}
-	closedir(d);
-	if (count)
-		qsort(v, count, sizeof(*v), cmp_names);
-	*paths = v;
-	*n = count;
-	return 0;
-nomem:
-	closedir(d);
-	repo_names_free(v, count);
-	return -ENOMEM;
+	snprintf(prefix, sizeof(prefix), "%s/", dir);
+	ret = repo_dir_list(AT_FDCWD, dir, prefix, is_segment, paths, n);
+	return ret == -ENOENT ? 0 : ret;
 }
 
 int archive_origins(struct repo *r, uint64_t **origins, size_t *n)

@@ -465,14 +465,17 @@ void repo_names_free(char **names, size_t n)
 	free(names);
 }
 
-int repo_manifest_list(struct repo *r, char ***names, size_t *n)
+int repo_dir_list(int dirfd, const char *dir, const char *prefix, int (*keep)(const char *name),
+		  char ***names, size_t *n)
 {
-	int fd = openat(r->fd, REPO_MANIFESTS, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = openat(dirfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	char **v = NULL;
-	size_t count = 0, cap = 0, l;
+	size_t count = 0, cap = 0;
 	struct dirent *de;
 	DIR *d;
 
+	*names = NULL;
+	*n = 0;
 	if (fd < 0)
 		return -errno;
 	d = fdopendir(fd);
@@ -480,15 +483,12 @@ int repo_manifest_list(struct repo *r, char ***names, size_t *n)
 		close(fd);
 		return -errno;
 	}
-	errno = 0;
 	while ((de = readdir(d))) {
-		l = strlen(de->d_name);
-		if (de->d_name[0] == '.' || (l > 4 && !strcmp(de->d_name + l - 4, ".tmp")))
+		if (!keep(de->d_name))
 			continue;
 		if (grow_array(&v, &cap, count + 1) < 0)
 			goto nomem;
-		v[count] = strdup(de->d_name);
-		if (!v[count])
+		if (asprintf(&v[count], "%s%s", prefix ? prefix : "", de->d_name) < 0)
 			goto nomem;
 		count++;
 	}
@@ -502,6 +502,19 @@ nomem:
 	closedir(d);
 	repo_names_free(v, count);
 	return -ENOMEM;
+}
+
+/* A manifest's name: not hidden, not a temporary being written. */
+static int is_manifest(const char *name)
+{
+	size_t l = strlen(name);
+
+	return name[0] != '.' && !(l > 4 && !strcmp(name + l - 4, ".tmp"));
+}
+
+int repo_manifest_list(struct repo *r, char ***names, size_t *n)
+{
+	return repo_dir_list(r->fd, REPO_MANIFESTS, NULL, is_manifest, names, n);
 }
 
 int repo_manifest_read(struct repo *r, const char *name, struct manifest *m, char *err,

@@ -122,6 +122,15 @@ int repo_manifest_list(struct repo *r, char ***names, size_t *n);
 void repo_names_free(char **names, size_t n);
 
 /*
+ * The names in directory dir (relative to dirfd, or absolute) that keep()
+ * takes, sorted, each with prefix (may be NULL) in front: *names is a
+ * malloc'd array of malloc'd strings (repo_names_free()), *n of them.  0
+ * or -errno (-ENOENT for a missing dir).
+ */
+int repo_dir_list(int dirfd, const char *dir, const char *prefix, int (*keep)(const char *name),
+		  char ***names, size_t *n);
+
+/*
  * Read and decode manifest name into *m (manifest_free() it).  0, or a
  * negative errno with err naming the file and what is wrong with it.
  */
