@@ -400,7 +400,13 @@ def test_a_full_or_vanished_repository_fails_alone_and_keeps_what_it_had():
         lfs.on_cleanup(proc.kill)
         lfs.wait_until(lambda: (gone / "packs").exists(), 30, "the backup to start")
         time.sleep(0.3)
-        shutil.rmtree(gone)
+
+        def removed():
+            # The backup may create a file between rmtree's listing and its
+            # rmdir: remove again until the directory is gone.
+            shutil.rmtree(gone, ignore_errors=True)
+            return not gone.exists()
+        lfs.wait_until(removed, 30, f"{gone} to be removed under the running backup")
         for i in range(3):   # new contents, so both repositories need to store a blob
             lfs.write_file(cl["a"].m("data") / f"late{i}", os.urandom(1000))
         out, err = proc.communicate(timeout=120)
