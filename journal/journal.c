@@ -122,7 +122,6 @@ struct journal {
 	uint8_t *vseg_list;
 	size_t vseg_len;
 	size_t vseg_cap;
-	uint64_t trim_bytes; /* LevelDB bytes (keys and records) trims deleted since open */
 };
 
 struct journal_iter {
@@ -1957,9 +1956,8 @@ static int trim_events(struct journal *j, struct origin_mark *m, uint64_t upto, 
 	leveldb_writebatch_t *b = leveldb_writebatch_create();
 	leveldb_iterator_t *it = iter_oldest(j, m->origin);
 	uint8_t k[KEY_EVENT_LEN];
-	uint64_t seq = 0, n = 0, bytes = 0;
+	uint64_t seq = 0, n = 0;
 	unsigned inbatch = 0;
-	size_t vlen;
 	int ret, more = 1;
 
 	while (more) {
@@ -1970,8 +1968,6 @@ static int trim_events(struct journal *j, struct origin_mark *m, uint64_t upto, 
 		if (more) {
 			key_event(k, m->origin, seq);
 			leveldb_writebatch_delete(b, (const char *)k, sizeof(k));
-			leveldb_iter_value(it, &vlen);
-			bytes += sizeof(k) + vlen;
 			inbatch++;
 			n++;
 			leveldb_iter_next(it);
@@ -1981,8 +1977,6 @@ static int trim_events(struct journal *j, struct origin_mark *m, uint64_t upto, 
 			if (ret < 0)
 				goto out;
 			*deleted = n;
-			j->trim_bytes += bytes;
-			bytes = 0;
 			inbatch = 0;
 		}
 	}
@@ -2041,19 +2035,44 @@ int journal_trimmed(struct journal *j, uint64_t origin, uint64_t *seq)
 	return r;
 }
 
-static uint64_t journal_trim_bytes_locked(const struct journal *j)
+uint64_t journal_dead_bytes(struct journal *j)
 {
-	return j->trim_bytes;
-}
+	uint8_t(*keys)[2][KEY_EVENT_LEN] = NULL;
+	const char **starts = NULL, **limits = NULL;
+	size_t *lens = NULL, n = 0, i;
+	uint64_t *sizes = NULL, total = 0;
 
-uint64_t journal_trim_bytes(const struct journal *j)
-{
-	uint64_t r;
-
-	journal_lock((struct journal *)j);
-	r = journal_trim_bytes_locked(j);
-	journal_unlock((struct journal *)j);
-	return r;
+	journal_lock(j);
+	if (j->nmarks) {
+		keys = calloc(j->nmarks, sizeof(*keys));
+		starts = calloc(j->nmarks, sizeof(*starts));
+		limits = calloc(j->nmarks, sizeof(*limits));
+		lens = calloc(j->nmarks, sizeof(*lens));
+		sizes = calloc(j->nmarks, sizeof(*sizes));
+	}
+	if (keys && starts && limits && lens && sizes) {
+		for (i = 0; i < j->nmarks; i++) {
+			if (!j->marks[i].trimmed)
+				continue;
+			key_event(keys[n][0], j->marks[i].origin, 0);
+			key_event(keys[n][1], j->marks[i].origin, j->marks[i].trimmed + 1);
+			starts[n] = (const char *)keys[n][0];
+			limits[n] = (const char *)keys[n][1];
+			lens[n] = KEY_EVENT_LEN;
+			n++;
+		}
+	}
+	journal_unlock(j);
+	if (n)
+		leveldb_approximate_sizes(j->db, (int)n, starts, lens, limits, lens, sizes);
+	for (i = 0; i < n; i++)
+		total += sizes[i];
+	free(keys);
+	free(starts);
+	free(limits);
+	free(lens);
+	free(sizes);
+	return total;
 }
 
 void journal_compact_events(struct journal *j, uint64_t origin, uint64_t upto)

@@ -314,12 +314,14 @@ int journal_trim_point(struct journal *j, uint64_t origin, uint64_t confirmed,
 		       uint64_t retain_age_ms, uint64_t now_ms, uint64_t *excess, uint64_t *upto);
 
 /*
- * Bytes of LevelDB keys and records that journal_trim() deleted since the
- * journal was opened.  LevelDB gives their space back only when a
- * compaction goes over them: the caller compares this with what it was at
- * its last journal_compact_events() to know when one is worth it.
+ * Bytes LevelDB's table files still hold of trimmed events: LevelDB gives
+ * their space back only when a compaction goes over them.  An estimate
+ * from the files' index blocks (leveldb_approximate_sizes() over each
+ * origin's trimmed range), no I/O: the journal's size on disk less this is
+ * what it keeps; the caller compacts (journal_compact_events()) once the
+ * estimate is worth the rewrite.
  */
-uint64_t journal_trim_bytes(const struct journal *j);
+uint64_t journal_dead_bytes(struct journal *j);
 
 /*
  * Compact LevelDB's files over the events of origin up to upto, so that
