@@ -33,11 +33,14 @@
  * BACKUP_TASK_BYTES bytes) that --jobs threads take in turn.  A subtask
  * that fails is retried alone (--retries); one whose failure belongs to a
  * repository (full, gone) marks that repository failed, named, and the
- * others go on.  A file unchanged since the last backup into the first
- * repository (backup/dcache.h) whose blob every repository holds is not
- * read; others are hashed and copied into each repository lacking the
- * blob, so a rerun of a backup cut short uploads nothing twice.  The
- * events blob and the manifest go last, after a syncfs of the repository.
+ * others go on.  An object unchanged since the last backup into the
+ * first repository (backup/dcache.h: same inode, size, mtime and ctime)
+ * is not opened: the walk copies its entry from that backup's manifest,
+ * digest and xattrs included, once every repository holds a regular
+ * file's blob.  Other files are hashed and copied into each repository
+ * lacking the blob, so a rerun of a backup cut short uploads nothing
+ * twice.  The events blob and the manifest go last, after a syncfs of the
+ * repository.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -140,11 +143,18 @@ struct backup {
 	uint8_t *lost;		/* per entry: its name no longer held its file when read */
 	uint64_t found_removed; /* lost files not found again: removed */
 	uint64_t moved;		/* lost files found under another name */
-	/* The digest cache of the first repository, and what this backup read. */
+	/*
+	 * The digest cache of the first repository and the manifest its
+	 * entries index (prev, when have_prev), and what this backup found.
+	 */
 	struct dcache cache;
+	struct manifest prev;
+	int have_prev;
 	struct dcache_entry *seen; /* per entry */
-	uint8_t *seen_ok;	   /* per entry: seen[] holds a settled file's digest */
+	uint8_t *seen_ok;	   /* per entry: seen[] holds a settled object's entry */
+	size_t seen_n, seen_cap;   /* initialised entries of seen[] and seen_ok[]; allocated */
 	atomic_uint_fast64_t cached_files;
+	uint64_t reused; /* entries reuse_entry() copied (the walk's thread) */
 	struct bk_task *tasks;
 	size_t ntasks;
 	uint64_t total_bytes;
@@ -367,6 +377,117 @@ static void take_stat(struct manifest_entry *e, const struct stat *st)
 	e->rdev = (uint64_t)st->st_rdev;
 }
 
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int repo_failed(struct backup *b, size_t k)
+{
+	int f;
+
+	pthread_mutex_lock(&b->lock);
+	f = b->repos[k].failed;
+	pthread_mutex_unlock(&b->lock);
+	return f;
+}
+
+/* Make seen[] and seen_ok[] hold n entries, the new ones empty.  0 or -ENOMEM. */
+static int seen_reserve(struct backup *b, size_t n)
+{
+	size_t cap = b->seen_cap;
+
+	if (n <= b->seen_n)
+		return 0;
+	if (grow_array(&b->seen, &cap, n) < 0)
+		return -ENOMEM;
+	if (cap > b->seen_cap) {
+		uint8_t *ok = realloc(b->seen_ok, cap);
+
+		if (!ok) {
+			b->seen_cap = cap; /* seen[] is that large; seen_ok[] still seen_cap */
+			return -ENOMEM;
+		}
+		b->seen_ok = ok;
+		b->seen_cap = cap;
+	}
+	memset(b->seen + b->seen_n, 0, (n - b->seen_n) * sizeof(*b->seen));
+	memset(b->seen_ok + b->seen_n, 0, n - b->seen_n);
+	b->seen_n = n;
+	return 0;
+}
+
+/* Remember what entry i (just added) holds, for the next backup's cache if settled. */
+static int seen_note(struct backup *b, size_t i, const struct stat *st,
+		     const uint8_t sha[MANIFEST_SHA], int settled)
+{
+	if (seen_reserve(b, i + 1) < 0)
+		return -ENOMEM;
+	dcache_entry_set(&b->seen[i], st, (uint32_t)i, sha);
+	b->seen_ok[i] = (uint8_t)settled;
+	return 0;
+}
+
+/* 1 if every repository still in the backup but the first holds the blob. */
+static int others_have(struct backup *b, const uint8_t sha[MANIFEST_SHA])
+{
+	size_t k;
+
+	for (k = 1; k < b->nrepos; k++)
+		if (!repo_failed(b, k) && repo_blob_has(b->repos[k].r, sha) != 1)
+			return 0;
+	return 1;
+}
+
+/*
+ * An object the digest cache says is unchanged since the last backup
+ * (st, from the walk, matches its entry): its entry copied from that
+ * backup's manifest, with the name it has now.  Its state then is its
+ * state at this walk, as if it had been read now.  1 when added, 0 when
+ * it must be read, -ENOMEM.
+ */
+static int reuse_entry(struct backup *b, const struct stat *st, const char *path)
+{
+	struct manifest_entry e = {.link = MANIFEST_NOLINK};
+	const struct manifest_entry *old;
+	const struct dcache_entry *c;
+	int r;
+
+	if (!b->have_prev || !(c = dcache_find(&b->cache, st)) || c->index >= b->prev.n)
+		return 0;
+	old = &b->prev.e[c->index];
+	if (old->mode != (uint32_t)st->st_mode || old->link != MANIFEST_NOLINK ||
+	    (S_ISREG(st->st_mode) && (!old->has_sha || memcmp(old->sha, c->sha, MANIFEST_SHA) ||
+				      !others_have(b, old->sha))))
+		return 0;
+	take_stat(&e, st);
+	e.path = strdup(path);
+	e.target = old->target ? strdup(old->target) : NULL;
+	e.xattrs = old->xattrs_len ? malloc(old->xattrs_len) : NULL;
+	if (!e.path || (old->target && !e.target) || (old->xattrs_len && !e.xattrs)) {
+		manifest_entry_free(&e);
+		return -ENOMEM;
+	}
+	if (old->xattrs_len)
+		memcpy(e.xattrs, old->xattrs, old->xattrs_len);
+	e.xattrs_len = old->xattrs_len;
+	if (S_ISREG(st->st_mode)) {
+		e.has_sha = 1;
+		memcpy(e.sha, old->sha, MANIFEST_SHA);
+	}
+	r = manifest_add(&b->m, &e);
+	if (r == 0)
+		r = seen_note(b, b->m.n - 1, st, c->sha, 1);
+	if (r == 0)
+		b->reused++;
+	if (r == 0 && S_ISREG(st->st_mode))
+		b->cached_files++;
+	return r < 0 ? r : 1;
+}
+
 /*
  * An object that is not a regular file: its xattrs first (its version
  * among them), then its metadata, so the version never claims a change
@@ -413,7 +534,8 @@ static int record_object(struct backup *b, int dfd, const char *name, const char
 		r = -ENOMEM;
 		goto fail;
 	}
-	return manifest_add(&b->m, &e);
+	r = manifest_add(&b->m, &e);
+	return r < 0 ? r : seen_note(b, b->m.n - 1, &st, NULL, dcache_settled(&st, now_ns()));
 fail:
 	manifest_entry_free(&e);
 	return r;
@@ -429,6 +551,9 @@ static int walk_enter(struct treewalk *tw, int fd, const struct stat *st, void *
 	if (tw->depth != 0)
 		return 0;
 	/* The root: "". */
+	r = reuse_entry(b, st, "");
+	if (r != 0)
+		return r < 0 ? r : 0;
 	r = read_xattrs(fd, false, &e);
 	if (r == 0 && fstat(fd, &now) < 0)
 		r = -errno;
@@ -436,6 +561,8 @@ static int walk_enter(struct treewalk *tw, int fd, const struct stat *st, void *
 		take_stat(&e, &now);
 		e.path = strdup("");
 		r = e.path ? manifest_add(&b->m, &e) : -ENOMEM;
+		if (r == 0)
+			return seen_note(b, b->m.n - 1, &now, NULL, dcache_settled(&now, now_ns()));
 	}
 	if (r < 0)
 		manifest_entry_free(&e);
@@ -455,13 +582,23 @@ static int walk_entry(struct treewalk *tw, int dfd, const char *name, const stru
 	if (!S_ISREG(st->st_mode)) {
 		size_t before = b->m.n;
 
-		r = record_object(b, dfd, name, path, st);
+		r = reuse_entry(b, st, path);
+		if (r == 0)
+			r = record_object(b, dfd, name, path, st);
 		if (r < 0)
 			return r;
 		/* Into a directory only if it is still one (its removal is replayed). */
 		return S_ISDIR(st->st_mode) && b->m.n > before ? TREEWALK_DESCEND : 0;
 	}
-	/* A regular file: a worker reads it; the walk places it and notes its fid. */
+	/*
+	 * A regular file: unchanged, its entry is the last backup's; else a
+	 * worker reads it, and the walk places it and notes its fid.
+	 */
+	r = reuse_entry(b, st, path);
+	if (r < 0)
+		return r;
+	if (r > 0)
+		goto placed;
 	fd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno; /* gone: its removal is replayed */
@@ -476,6 +613,7 @@ static int walk_entry(struct treewalk *tw, int dfd, const char *name, const stru
 	r = manifest_add(&b->m, &e);
 	if (r < 0)
 		return r;
+placed:
 	if (st->st_nlink > 1) {
 		if (grow_array(&b->inodes, &b->inodes_cap, b->ninodes + 1) < 0)
 			return -ENOMEM;
@@ -518,11 +656,14 @@ static void find_links(struct backup *b)
 		qsort(b->inodes, b->ninodes, sizeof(*b->inodes), cmp_inode);
 	for (i = 1; i < b->ninodes; i++)
 		if (b->inodes[i].dev == b->inodes[i - 1].dev &&
-		    b->inodes[i].ino == b->inodes[i - 1].ino)
-			b->m.e[b->inodes[i].entry].link =
-			    b->m.e[b->inodes[i - 1].entry].link != MANIFEST_NOLINK
-				? b->m.e[b->inodes[i - 1].entry].link
-				: b->inodes[i - 1].entry;
+		    b->inodes[i].ino == b->inodes[i - 1].ino) {
+			struct manifest_entry *e = &b->m.e[b->inodes[i].entry];
+
+			e->link = b->m.e[b->inodes[i - 1].entry].link != MANIFEST_NOLINK
+				      ? b->m.e[b->inodes[i - 1].entry].link
+				      : b->inodes[i - 1].entry;
+			e->has_sha = 0; /* a reused entry's: the link's target has it */
+		}
 }
 
 /* Split the regular files (not links) into subtasks. */
@@ -533,8 +674,8 @@ static int plan_tasks(struct backup *b)
 	for (i = 0; i < b->m.n; i++) {
 		struct manifest_entry *e = &b->m.e[i];
 
-		if (!S_ISREG(e->mode) || e->link != MANIFEST_NOLINK)
-			continue;
+		if (!S_ISREG(e->mode) || e->link != MANIFEST_NOLINK || e->has_sha)
+			continue; /* not a file, a link, or reused from the last backup */
 		if (grow_array(&b->files, &b->files_cap, b->nfiles + 1) < 0)
 			return -ENOMEM;
 		b->files[b->nfiles++] = i;
@@ -559,16 +700,6 @@ struct worker {
 	uint8_t *buf;
 	char err[BACKUP_ERR + PATH_MAX];
 };
-
-static int repo_failed(struct backup *b, size_t k)
-{
-	int f;
-
-	pthread_mutex_lock(&b->lock);
-	f = b->repos[k].failed;
-	pthread_mutex_unlock(&b->lock);
-	return f;
-}
 
 /*
  * 1 if entries a and b hold the same fid, or neither has one (a file a
@@ -627,14 +758,6 @@ static int all_have(struct backup *b, const uint8_t sha[MANIFEST_SHA])
 		if (!repo_failed(b, k) && repo_blob_has(b->repos[k].r, sha) != 1)
 			return 0;
 	return 1;
-}
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /*
@@ -734,8 +857,8 @@ static int store_contents(struct worker *w, int fd, struct manifest_entry *e,
 		b->cached_files++;
 	else
 		b->read_bytes += size;
-	if (!keep && b->seen && (uint64_t)st.st_size == size) {
-		dcache_entry_set(&b->seen[e - b->m.e], &st, sha);
+	if (!keep && (uint64_t)st.st_size == size) {
+		dcache_entry_set(&b->seen[e - b->m.e], &st, (uint32_t)(e - b->m.e), sha);
 		b->seen_ok[e - b->m.e] = (uint8_t)dcache_settled(&st, read_at);
 	}
 	progress_advance(&b->prog, size);
@@ -903,6 +1026,7 @@ static void pass_free(struct backup *b)
 	free(b->seen_ok);
 	b->seen = NULL;
 	b->seen_ok = NULL;
+	b->seen_n = b->seen_cap = 0;
 	b->inodes = NULL;
 	b->files = NULL;
 	b->lost = NULL;
@@ -911,6 +1035,8 @@ static void pass_free(struct backup *b)
 	b->total_bytes = 0;
 	b->next_task = 0;
 	b->redo = 0;
+	b->reused = 0;
+	b->cached_files = 0;
 }
 
 /*
@@ -1180,9 +1306,7 @@ static int one_pass(struct backup *b)
 		return -1;
 	find_links(b);
 	b->lost = calloc(b->m.n ? b->m.n : 1, 1);
-	b->seen = calloc(b->m.n ? b->m.n : 1, sizeof(*b->seen));
-	b->seen_ok = calloc(b->m.n ? b->m.n : 1, 1);
-	if (!b->lost || !b->seen || !b->seen_ok || plan_tasks(b) < 0) {
+	if (!b->lost || seen_reserve(b, b->m.n) < 0 || plan_tasks(b) < 0) {
 		fprintf(stderr, "ledgerctl: backup: out of memory\n");
 		return -1;
 	}
@@ -1329,7 +1453,21 @@ static void finish_repos(struct backup *b, FILE *events, uint64_t count)
 	free(buf);
 }
 
-/* The digests of the files this backup read, as each repository's cache for the next. */
+/*
+ * The digest cache of repository k and the manifest its entries index:
+ * without that manifest (expired, damaged) the cache is left unused.
+ */
+static void load_cache(struct backup *b, size_t k)
+{
+	char err[BACKUP_ERR];
+
+	dcache_load(b->repos[k].r, b->cfg.node_id, &b->cache);
+	if (b->cache.manifest[0] &&
+	    repo_manifest_read(b->repos[k].r, b->cache.manifest, &b->prev, err, sizeof(err)) == 0)
+		b->have_prev = 1;
+}
+
+/* What this backup found of each object, as each repository's cache for the next. */
 static void save_caches(struct backup *b)
 {
 	struct dcache_entry *v = malloc((b->m.n ? b->m.n : 1) * sizeof(*v));
@@ -1338,13 +1476,13 @@ static void save_caches(struct backup *b)
 
 	if (!v)
 		return;
-	for (i = 0; i < b->m.n; i++)
-		if (b->seen_ok[i])
+	for (i = 0; i < b->m.n && i < b->seen_n; i++)
+		if (b->seen_ok[i] && (b->m.e[i].link == MANIFEST_NOLINK || !S_ISREG(b->m.e[i].mode)))
 			v[n++] = b->seen[i];
 	for (k = 0; k < b->nrepos; k++) {
 		if (b->repos[k].failed)
 			continue;
-		r = dcache_save(b->repos[k].r, b->cfg.node_id, v, n);
+		r = dcache_save(b->repos[k].r, b->cfg.node_id, b->repos[k].manifest, v, n);
 		if (r < 0)
 			fprintf(stderr,
 				"ledgerctl: backup: %s/%s: cannot save the digest cache: %s (the "
@@ -1601,7 +1739,7 @@ int cmd_backup(int argc, char **argv)
 		goto out;
 	for (k = 0; k < b->nrepos; k++) {
 		if (!b->repos[k].failed) {
-			dcache_load(b->repos[k].r, b->cfg.node_id, &b->cache);
+			load_cache(b, k);
 			break;
 		}
 	}
@@ -1644,11 +1782,12 @@ report:
 		printf("): %zu entries, %s read in %.1f s (%s/s), %" PRIu64
 		       " events replayed at restore, %" PRIu64 " subtasks retried, %" PRIu64
 		       " files moved and %" PRIu64 " removed while copied, %" PRIu64
-		       " unchanged files not read\n",
+		       " unchanged files not read, %" PRIu64 " entries copied from the last backup\n",
 		       entries, progress_human(b->read_bytes, hb, sizeof(hb)), secs,
 		       progress_human(secs > 0 ? (uint64_t)((double)b->read_bytes / secs) : 0, hr,
 				      sizeof(hr)),
-		       count, b->retried, b->moved, b->found_removed, (uint64_t)b->cached_files);
+		       count, b->retried, b->moved, b->found_removed, (uint64_t)b->cached_files,
+		       b->reused);
 	}
 	rc = failed ? 1 : 0;
 out:
@@ -1661,6 +1800,7 @@ out:
 	journal_copy_close(&b->jc);
 	replay_tails_free(&b->tails);
 	dcache_free(&b->cache);
+	manifest_free(&b->prev);
 	free(b->fences);
 	pthread_mutex_destroy(&b->lock);
 	free(b);

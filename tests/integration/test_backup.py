@@ -312,6 +312,45 @@ def test_second_backup_after_a_one_percent_change_stores_about_one_percent():
                  "the newest backup is restored")
 
 
+def test_a_second_backup_copies_what_did_not_change_and_reads_every_change():
+    """After a first backup of a settled tree, the second copies the entries
+    of unchanged objects from the first's manifest without opening them
+    (the summary counts them), and reads every object a change touched:
+    metadata only (chmod of a file and of a directory, an xattr), a rename
+    across directories, a hard link to an unchanged file, a symlink, a new
+    directory, a removal, a rewrite of the same size.  Its restore is the
+    store, xattrs and versions included."""
+    with lfs.Workdir() as wd:
+        cl = Cluster(wd, ["a", "b"], serve=["b"])
+        data = cl["a"].m("data")
+        _tree(data, count=80, size=3000)
+        cl.wait_in_sync()
+        time.sleep(2.2)   # the cache keeps only objects whose ctime is over 2 s old
+        repo = wd.path / "repo"
+        cp = _backup(cl["b"].dir, repo)
+        check(" 0 entries copied from the last backup" in cp.stdout, cp.stdout)
+        os.chmod(data / "d0" / "f000", 0o600)
+        os.chmod(data / "d1", 0o700)
+        os.setxattr(data / "d2" / "f002", "user.note", b"changed")
+        os.rename(data / "d3" / "f003", data / "d0" / "moved")
+        os.link(data / "d1" / "f005", data / "d2" / "link")
+        os.symlink("d0/moved", data / "sym")
+        os.mkdir(data / "new")
+        lfs.write_file(data / "new" / "g", b"new file\n")
+        os.unlink(data / "d2" / "f006")
+        lfs.write_file(data / "d3" / "f007", os.urandom(3000))
+        cl.wait_in_sync()
+        cp = _backup(cl["b"].dir, repo)
+        m = re.search(r"(\d+) entries copied from the last backup", cp.stdout)
+        entries = re.search(r": (\d+) entries,", cp.stdout)
+        check(m and entries, cp.stdout)
+        # The root, data, d1, d2, d3, d0 and the nine objects changed are read.
+        check(int(entries.group(1)) - 20 <= int(m.group(1)) < int(entries.group(1)) - 12,
+              f"only the changed objects are read: {cp.stdout!r}")
+        _restore(repo, wd.path / "r")
+        lfs.check_same_tree(wd.path / "r" / "store", cl["b"].store, "the second backup's restore")
+
+
 def test_corrupt_blob_or_manifest_is_found_and_refused_by_name():
     with lfs.Workdir() as wd:
         cl = _cluster(wd)

@@ -1,7 +1,8 @@
 /*
- * test_dcache.c - the digest cache gives a file's digest back only while
- * its inode, size, mtime and ctime are those it was read with, and a
- * damaged cache reads as empty.
+ * test_dcache.c - the digest cache gives an object's entry (its digest and
+ * its index in the manifest it names) back only while its inode, type,
+ * size, mtime and ctime are those it was read with, and a damaged cache
+ * reads as empty.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -31,7 +32,7 @@ TestSuite(dcache, .init = setup, .fini = teardown);
 
 static struct stat fake(ino_t ino, off_t size, time_t mtime, time_t ctime)
 {
-	struct stat st = {.st_ino = ino, .st_size = size};
+	struct stat st = {.st_ino = ino, .st_size = size, .st_mode = S_IFREG | 0644};
 
 	st.st_mtim.tv_sec = mtime;
 	st.st_ctim.tv_sec = ctime;
@@ -50,15 +51,21 @@ Test(dcache, hits_only_an_unchanged_file)
 
 	cr_assert_eq(repo_open(rdir, 1, &r, err, sizeof(err)), 0, "%s", err);
 	memset(want, 0xa5, sizeof(want));
-	dcache_entry_set(&v[0], &a, want);
-	dcache_entry_set(&v[1], &b, want);
-	dcache_entry_set(&v[2], &d, want);
-	cr_assert_eq(dcache_save(r, 0x77, v, 3), 0);
+	d.st_mode = S_IFDIR | 0755;
+	dcache_entry_set(&v[0], &a, 4, want);
+	dcache_entry_set(&v[1], &b, 5, want);
+	dcache_entry_set(&v[2], &d, 6, NULL);
+	cr_assert_eq(dcache_save(r, 0x77, "20261207T120000.000000Z-b", v, 3), 0);
 	dcache_load(r, 0x77, &c);
 	cr_assert_eq(c.n, 3);
+	cr_assert_str_eq(c.manifest, "20261207T120000.000000Z-b");
 	cr_assert_eq(dcache_lookup(&c, &a, sha), 1);
 	cr_assert_arr_eq(sha, want, sizeof(sha));
-	cr_assert_eq(dcache_lookup(&c, &d, sha), 1);
+	cr_assert_eq(dcache_find(&c, &a)->index, 4);
+	cr_assert_eq(dcache_find(&c, &d)->index, 6, "a directory has its entry too");
+	cr_assert_eq(dcache_lookup(&c, &d, sha), 0, "but no digest");
+	d.st_mode = S_IFLNK | 0777;
+	cr_assert_null(dcache_find(&c, &d), "another type");
 	a.st_size++;
 	cr_assert_eq(dcache_lookup(&c, &a, sha), 0, "size changed");
 	a.st_size--;
@@ -90,8 +97,8 @@ Test(dcache, a_damaged_cache_is_empty)
 	FILE *f;
 
 	cr_assert_eq(repo_open(rdir, 1, &r, err, sizeof(err)), 0, "%s", err);
-	dcache_entry_set(&v[0], &a, sha);
-	cr_assert_eq(dcache_save(r, 1, v, 1), 0);
+	dcache_entry_set(&v[0], &a, 0, sha);
+	cr_assert_eq(dcache_save(r, 1, "m", v, 1), 0);
 	snprintf(path, sizeof(path), "%s/cache/%016x", rdir, 1);
 	f = fopen(path, "r+b");
 	cr_assert_not_null(f);
