@@ -259,20 +259,41 @@ static int open_tmp(struct repo *r, char tmp[64], char *err, size_t errlen)
 	return out;
 }
 
-/*
- * Make the temp file out (closed here) durable and give it the blob's
- * name.  Its directory entry is made durable by repo_sync(), before any
- * manifest names it; a crash before that loses the name, and the next
- * backup stores the blob again.  0 or -errno (err set; tmp removed).
- */
-static int name_tmp(struct repo *r, int out, const char *tmp, const uint8_t sha[MANIFEST_SHA],
-		    char *err, size_t errlen)
+/* Give the durable temp file tmp the blob's name.  0 or -errno (err set; tmp stays). */
+static int rename_tmp(struct repo *r, const char *tmp, const uint8_t sha[MANIFEST_SHA], char *err,
+		      size_t errlen)
 {
 	char path[REPO_BLOB_PATH], dir[sizeof(REPO_PACKS) + 4];
-	int ret = 0;
 
 	repo_blob_path(sha, path);
-	if (fsync(out) < 0)
+	memcpy(dir, path, sizeof(REPO_PACKS) + 2);
+	dir[sizeof(REPO_PACKS) + 2] = '\0';
+	if (mkdirat(r->fd, dir, 0700) < 0 && errno != EEXIST) {
+		snprintf(err, errlen, "%s/%s: %s", r->dir, dir, strerror(errno));
+		return -errno;
+	}
+	if (renameat(r->fd, tmp, r->fd, path) < 0) {
+		int ret = -errno;
+
+		snprintf(err, errlen, "%s/%s: %s", r->dir, path, strerror(errno));
+		return ret;
+	}
+	return 0;
+}
+
+/*
+ * Close the temp file out and name it: without batch, made durable and
+ * renamed now; with it, renamed by repo_batch_commit().  The name's
+ * directory entry is made durable by repo_sync(), before any manifest
+ * names it; a crash before that loses the name, and the next backup
+ * stores the blob again.  0 or -errno (err set; tmp removed).
+ */
+static int name_tmp(struct repo *r, struct repo_batch *batch, int out, const char *tmp,
+		    const uint8_t sha[MANIFEST_SHA], off_t size, char *err, size_t errlen)
+{
+	int ret = 0;
+
+	if (!batch && fsync(out) < 0)
 		ret = -errno;
 	if (close(out) < 0 && ret == 0)
 		ret = -errno;
@@ -280,26 +301,74 @@ static int name_tmp(struct repo *r, int out, const char *tmp, const uint8_t sha[
 		snprintf(err, errlen, "%s/%s: %s", r->dir, tmp, strerror(-ret));
 		goto fail;
 	}
-	memcpy(dir, path, sizeof(REPO_PACKS) + 2);
-	dir[sizeof(REPO_PACKS) + 2] = '\0';
-	if (mkdirat(r->fd, dir, 0700) < 0 && errno != EEXIST) {
-		ret = -errno;
-		snprintf(err, errlen, "%s/%s: %s", r->dir, dir, strerror(errno));
-		goto fail;
+	if (batch) {
+		if (grow_array(&batch->v, &batch->cap, batch->n + 1) < 0) {
+			ret = -ENOMEM;
+			snprintf(err, errlen, "%s/%s: out of memory", r->dir, tmp);
+			goto fail;
+		}
+		snprintf(batch->v[batch->n].tmp, sizeof(batch->v[batch->n].tmp), "%s", tmp);
+		memcpy(batch->v[batch->n].sha, sha, MANIFEST_SHA);
+		batch->n++;
+		batch->bytes += (uint64_t)size;
+		return 0;
 	}
-	if (renameat(r->fd, tmp, r->fd, path) < 0) {
-		ret = -errno;
-		snprintf(err, errlen, "%s/%s: %s", r->dir, path, strerror(errno));
-		goto fail;
-	}
-	return 0;
+	ret = rename_tmp(r, tmp, sha, err, errlen);
+	if (ret == 0)
+		return 0;
 fail:
 	unlinkat(r->fd, tmp, 0);
 	return ret;
 }
 
-int repo_blob_put(struct repo *r, int fd, const uint8_t want[MANIFEST_SHA], uint8_t *buf,
-		  size_t buflen, uint64_t *written, char *err, size_t errlen)
+void repo_batch_init(struct repo_batch *b, struct repo *r)
+{
+	*b = (struct repo_batch){.r = r};
+}
+
+void repo_batch_abort(struct repo_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		unlinkat(b->r->fd, b->v[i].tmp, 0);
+	free(b->v);
+	b->v = NULL;
+	b->n = b->cap = 0;
+	b->bytes = 0;
+}
+
+int repo_batch_commit(struct repo_batch *b, char *err, size_t errlen)
+{
+	size_t i;
+	int ret;
+
+	if (!b->n)
+		return 0;
+	ret = repo_sync(b->r);
+	if (ret < 0) {
+		snprintf(err, errlen, "%s: syncfs: %s", b->r->dir, strerror(-ret));
+		repo_batch_abort(b);
+		return ret;
+	}
+	for (i = 0; i < b->n; i++) {
+		ret = rename_tmp(b->r, b->v[i].tmp, b->v[i].sha, err, errlen);
+		if (ret < 0)
+			break;
+	}
+	if (ret < 0) {
+		/* The ones already named are whole; the rest go. */
+		memmove(b->v, b->v + i, (b->n - i) * sizeof(*b->v));
+		b->n -= i;
+		repo_batch_abort(b);
+		return ret;
+	}
+	b->n = 0;
+	b->bytes = 0;
+	return 0;
+}
+
+int repo_blob_put(struct repo *r, struct repo_batch *batch, int fd,
+		  const uint8_t want[MANIFEST_SHA], uint8_t *buf, size_t buflen, uint64_t *written,
+		  char *err, size_t errlen)
 {
 	char tmp[64];
 	EVP_MD_CTX *ctx = NULL;
@@ -345,7 +414,7 @@ int repo_blob_put(struct repo *r, int fd, const uint8_t want[MANIFEST_SHA], uint
 		snprintf(err, errlen, "the source changed while it was copied");
 		goto out;
 	}
-	ret = name_tmp(r, out, tmp, want, err, errlen);
+	ret = name_tmp(r, batch, out, tmp, want, (off_t)off, err, errlen);
 	if (ret == 0)
 		*written = off;
 	return ret;
@@ -356,8 +425,9 @@ out:
 	return ret;
 }
 
-int repo_blob_put_mem(struct repo *r, const void *data, size_t len, const uint8_t sha[MANIFEST_SHA],
-		      uint64_t *written, char *err, size_t errlen)
+int repo_blob_put_mem(struct repo *r, struct repo_batch *batch, const void *data, size_t len,
+		      const uint8_t sha[MANIFEST_SHA], uint64_t *written, char *err,
+		      size_t errlen)
 {
 	char tmp[64];
 	int out, ret;
@@ -373,7 +443,7 @@ int repo_blob_put_mem(struct repo *r, const void *data, size_t len, const uint8_
 		unlinkat(r->fd, tmp, 0);
 		return ret;
 	}
-	ret = name_tmp(r, out, tmp, sha, err, errlen);
+	ret = name_tmp(r, batch, out, tmp, sha, (off_t)len, err, errlen);
 	if (ret == 0)
 		*written = len;
 	return ret;

@@ -10,9 +10,11 @@
  *   REPO/lock                         flock'd: shared by backup and restore,
  *                                     exclusive by expire
  *
- * A blob is written to tmp/, fsync'd, and renamed to its name; so a blob
- * that has its name is whole, writing one twice is harmless, and a second
- * backup stores only what it does not find.  Before a manifest is written,
+ * A blob is written to tmp/, made durable, and renamed to its name; so a
+ * blob that has its name is whole, writing one twice is harmless, and a
+ * second backup stores only what it does not find.  Blobs written through
+ * a batch (struct repo_batch) are made durable together, by one syncfs
+ * before their renames, instead of an fsync each.  Before a manifest is written,
  * repo_sync() makes those names durable (one syncfs instead of a directory
  * fsync per blob); the manifest is written atomically after it, so a
  * manifest never names a blob that is missing, and a backup cut short
@@ -76,18 +78,51 @@ int repo_blob_has(struct repo *r, const uint8_t sha[MANIFEST_SHA]);
 int repo_hash_fd(int fd, uint8_t *buf, size_t buflen, uint8_t sha[MANIFEST_SHA], uint64_t *size);
 
 /*
+ * Blobs of one repository written but not yet named: repo_batch_commit()
+ * makes their contents durable with one syncfs, then names them.  One
+ * thread's; zero-initialise with repo_batch_init().
+ */
+struct repo_pending {
+	char tmp[64]; /* its temp file, relative to the repository */
+	uint8_t sha[MANIFEST_SHA];
+};
+
+struct repo_batch {
+	struct repo *r;
+	struct repo_pending *v; /* malloc'd */
+	size_t n, cap;
+	uint64_t bytes; /* written into its blobs */
+};
+
+void repo_batch_init(struct repo_batch *b, struct repo *r);
+
+/*
+ * Make every blob of the batch durable (syncfs) and give each its name;
+ * the batch is then empty.  0, or -errno with err naming the path and the
+ * batch's temp files removed.
+ */
+int repo_batch_commit(struct repo_batch *b, char *err, size_t errlen);
+
+/* Remove the batch's temp files and free it (it is then empty and reusable). */
+void repo_batch_abort(struct repo_batch *b);
+
+/*
  * Store fd's contents (from offset 0) as a blob: copied to tmp/ while
  * hashed, and named by the hash only if it is want (else -EAGAIN: the
- * source changed since it was hashed; nothing is kept).  *written gets the
- * bytes written (0 when the blob turned out to be there already).  On an
- * error err names the path; the temp file is removed.
+ * source changed since it was hashed; nothing is kept).  With batch
+ * (NULL: at once, with an fsync) the blob is named by
+ * repo_batch_commit().  *written gets the bytes written (0 when the blob
+ * turned out to be there already).  On an error err names the path; the
+ * temp file is removed.
  */
-int repo_blob_put(struct repo *r, int fd, const uint8_t want[MANIFEST_SHA], uint8_t *buf,
-		  size_t buflen, uint64_t *written, char *err, size_t errlen);
+int repo_blob_put(struct repo *r, struct repo_batch *batch, int fd,
+		  const uint8_t want[MANIFEST_SHA], uint8_t *buf, size_t buflen, uint64_t *written,
+		  char *err, size_t errlen);
 
 /* repo_blob_put() of len bytes at data, whose SHA-256 the caller computed. */
-int repo_blob_put_mem(struct repo *r, const void *data, size_t len, const uint8_t sha[MANIFEST_SHA],
-		      uint64_t *written, char *err, size_t errlen);
+int repo_blob_put_mem(struct repo *r, struct repo_batch *batch, const void *data, size_t len,
+		      const uint8_t sha[MANIFEST_SHA], uint64_t *written, char *err,
+		      size_t errlen);
 
 /*
  * Make every blob written so far durable under its name (syncfs of the

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/bytes.h"
 #include "lib/clock.h"
 #include "net/hello.h"
 #include "lib/log.h"
@@ -975,6 +976,38 @@ static int control_applied(struct repl *r, int hold, char *reply, size_t len)
 	return hold ? CONTROL_HOLD : 0;
 }
 
+/*
+ * "history": "ok: term=T ORIGIN:TERM:SEQ ...\n", the node's term and its
+ * fences (node.c: a promotion at TERM cut ORIGIN's history at SEQ; hex
+ * origins), what a backup's manifest carries.  A backup whose span holds
+ * no event asks for it instead of opening a copy of the journal.
+ */
+static int control_history(struct repl *r, char *reply, size_t len)
+{
+	void *val = NULL;
+	size_t vlen = 0, used, i;
+	int w;
+
+	w = snprintf(reply, len, "ok: term=%" PRIu64, node_term(r->n));
+	used = w > 0 ? (size_t)w : 0;
+	if (journal_meta_get(node_journal(r->n), JOURNAL_META_FENCES, &val, &vlen) < 0)
+		vlen = 0;
+	for (i = 0; i + 24 <= vlen && used < len; i += 24) {
+		const uint8_t *f = (const uint8_t *)val + i;
+
+		w = snprintf(reply + used, len - used, " %016" PRIx64 ":%" PRIu64 ":%" PRIu64,
+			     get_le64(f), get_le64(f + 8), get_le64(f + 16));
+		used += w > 0 ? (size_t)w : 0;
+	}
+	free(val);
+	if (used + 2 > len) {
+		snprintf(reply, len, "error: history: longer than a reply\n");
+		return 0;
+	}
+	memcpy(reply + used, "\n", 2);
+	return 0;
+}
+
 /* After "pause": the client closed the connection (or the wait ended). */
 static void control_release(void *arg)
 {
@@ -1002,6 +1035,8 @@ static int control_action(void *arg, const char *req, char *reply, size_t len)
 		}
 	} else if (!strcmp(req, "applied") || !strcmp(req, "pause")) {
 		return control_applied(r, !strcmp(req, "pause"), reply, len);
+	} else if (!strcmp(req, "history")) {
+		return control_history(r, reply, len);
 	} else if (!strcmp(req, "demote")) {
 		rv = node_demote(r->n, "demoted by ledgerctl");
 		if (rv == 0)

@@ -39,8 +39,11 @@
  * digest and xattrs included, once every repository holds a regular
  * file's blob.  Other files are hashed and copied into each repository
  * lacking the blob, so a rerun of a backup cut short uploads nothing
- * twice.  The events blob and the manifest go last, after a syncfs of the
- * repository.
+ * twice; a worker's blobs are made durable together, one syncfs per
+ * BACKUP_BATCH_BLOBS, before they are named (backup/repo.h).  The events
+ * blob and the manifest go last, after a syncfs of the repository; a
+ * backup of a running node whose span holds no event reads the node's
+ * term history from its control socket instead of a copy of its journal.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -83,6 +86,9 @@
 #define BACKUP_MAX_JOBS	  64
 #define BACKUP_TASK_FILES 256
 #define BACKUP_TASK_BYTES (64u << 20)
+/* Blobs a worker writes before one syncfs makes them durable and they are named. */
+#define BACKUP_BATCH_BLOBS 64
+#define BACKUP_BATCH_BYTES (32u << 20)
 /* Walks that may see names move before one under the node's lock ("pause"). */
 #define BACKUP_FREE_WALKS  3
 #define BACKUP_IO	   (1u << 20)
@@ -129,6 +135,7 @@ struct backup {
 	uint64_t term; /* the source's term and fences, read with the events */
 	struct manifest_fence *fences;
 	uint32_t nfences;
+	size_t fences_cap;
 
 	struct bk_repo repos[BACKUP_MAX_REPOS];
 	size_t nrepos;
@@ -699,6 +706,8 @@ struct worker {
 	pthread_t thread;
 	uint8_t *buf;
 	char err[BACKUP_ERR + PATH_MAX];
+	/* A pool worker's blobs of its subtask, per repository (else NULL: one at a time). */
+	struct repo_batch *batch;
 };
 
 /*
@@ -816,11 +825,11 @@ static int store_contents(struct worker *w, int fd, struct manifest_entry *e,
 				continue;
 			}
 			if (r == 0 && inmem)
-				r = repo_blob_put_mem(br->r, w->buf, size, sha, &written, err,
-						      sizeof(err));
+				r = repo_blob_put_mem(br->r, w->batch ? &w->batch[k] : NULL, w->buf,
+						      size, sha, &written, err, sizeof(err));
 			else if (r == 0)
-				r = repo_blob_put(br->r, fd, sha, w->buf, BACKUP_IO, &written, err,
-						  sizeof(err));
+				r = repo_blob_put(br->r, w->batch ? &w->batch[k] : NULL, fd, sha,
+						  w->buf, BACKUP_IO, &written, err, sizeof(err));
 			else
 				snprintf(err, sizeof(err), "%s/%s: %s", br->path, REPO_PACKS,
 					 strerror(-r));
@@ -906,17 +915,54 @@ static int do_file(struct worker *w, size_t ei, int *bad_repo)
 	return r < 0 ? r : 0;
 }
 
-static int run_task(struct worker *w, const struct bk_task *t, int *bad_repo)
+/*
+ * Make the blobs w wrote durable and named, one syncfs per repository for
+ * all of them: every batch with all, else those holding
+ * BACKUP_BATCH_BLOBS blobs or BACKUP_BATCH_BYTES bytes.  0, or a negative
+ * errno with w->err and *bad_repo.
+ */
+static int commit_batches(struct worker *w, int all, int *bad_repo)
 {
-	size_t i;
+	struct backup *b = w->b;
+	char err[BACKUP_ERR];
+	size_t k;
 	int r;
 
-	for (i = 0; i < t->count; i++) {
-		r = do_file(w, w->b->files[t->first + i], bad_repo);
-		if (r < 0)
+	for (k = 0; k < b->nrepos; k++) {
+		struct repo_batch *rb = &w->batch[k];
+
+		if (!all && rb->n < BACKUP_BATCH_BLOBS && rb->bytes < BACKUP_BATCH_BYTES)
+			continue;
+		r = repo_batch_commit(rb, err, sizeof(err));
+		if (r < 0) {
+			*bad_repo = (int)k;
+			snprintf(w->err, sizeof(w->err), "repository %s: %s", b->repos[k].path,
+				 err);
 			return r;
+		}
 	}
 	return 0;
+}
+
+/*
+ * Back up a subtask's files, naming their blobs in batches (so that a
+ * backup cut short keeps most of what it wrote).  A failed subtask leaves
+ * none of its unnamed blobs behind.
+ */
+static int run_task(struct worker *w, const struct bk_task *t, int *bad_repo)
+{
+	struct backup *b = w->b;
+	size_t i, k;
+	int r = 0;
+
+	for (i = 0; r == 0 && i < t->count; i++) {
+		r = do_file(w, b->files[t->first + i], bad_repo);
+		if (r == 0)
+			r = commit_batches(w, i + 1 == t->count, bad_repo);
+	}
+	for (k = 0; r < 0 && k < b->nrepos; k++)
+		repo_batch_abort(&w->batch[k]);
+	return r;
 }
 
 static void *worker_main(void *arg)
@@ -989,10 +1035,13 @@ static int run_workers(struct backup *b)
 	for (i = 0; i < b->jobs; i++) {
 		w[i].b = b;
 		w[i].buf = malloc(BACKUP_IO);
-		if (!w[i].buf) {
+		w[i].batch = calloc(b->nrepos, sizeof(*w[i].batch));
+		if (!w[i].buf || !w[i].batch) {
 			r = -ENOMEM;
 			break;
 		}
+		for (size_t k = 0; k < b->nrepos; k++)
+			repo_batch_init(&w[i].batch[k], b->repos[k].r);
 		r = -pthread_create(&w[i].thread, NULL, worker_main, &w[i]);
 		if (r < 0)
 			break;
@@ -1007,8 +1056,12 @@ static int run_workers(struct backup *b)
 	}
 	for (i = 0; i < started; i++)
 		pthread_join(w[i].thread, NULL);
-	for (i = 0; i < b->jobs; i++)
+	for (i = 0; i < b->jobs; i++) {
+		for (size_t k = 0; w[i].batch && k < b->nrepos; k++)
+			repo_batch_abort(&w[i].batch[k]); /* frees: a committed batch is empty */
+		free(w[i].batch);
 		free(w[i].buf);
+	}
 	free(w);
 	return r;
 }
@@ -1363,6 +1416,70 @@ static void read_history(struct backup *b, struct journal *j)
 }
 
 /* The events (from, pos] into a temporary file; *out is the caller's. */
+/* Whether the span (from, pos] holds no event: the node applied nothing meanwhile. */
+static int span_empty(const struct backup *b)
+{
+	size_t i, k;
+
+	for (i = 0; i < b->npos; i++) {
+		uint64_t from = 0;
+
+		for (k = 0; k < b->nfrom; k++)
+			if (b->from[k].origin == b->pos[i].origin)
+				from = b->from[k].seq;
+		if (b->pos[i].seq > from)
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * A running node's term and fences from its control socket ("history"),
+ * as read_history() reads them from its journal.  0, or -1 (an older
+ * daemon, a reply not understood): read them from the journal.
+ */
+static int ask_history(struct backup *b)
+{
+	struct buf reply = BUF_INIT;
+	const char *p;
+	char *end;
+	int r;
+
+	r = ctl_ask(b->sock, "history", &reply);
+	if (r == 0 && buf_put(&reply, "", 1) < 0)
+		r = -ENOMEM;
+	p = (const char *)reply.data;
+	if (r < 0 || strncmp(p, CTL_OK_PREFIX "term=", strlen(CTL_OK_PREFIX "term=")))
+		goto bad;
+	b->term = strtoull(p + strlen(CTL_OK_PREFIX "term="), &end, 10);
+	for (p = end; *p == ' '; p = end) {
+		struct manifest_fence f;
+
+		f.origin = strtoull(p + 1, &end, 16);
+		if (*end != ':')
+			goto bad;
+		f.term = strtoull(end + 1, &end, 10);
+		if (*end != ':')
+			goto bad;
+		f.seq = strtoull(end + 1, &end, 10);
+		if (grow_array(&b->fences, &b->fences_cap, b->nfences + 1) < 0)
+			goto bad;
+		b->fences[b->nfences++] = f;
+	}
+	if (*p != '\n')
+		goto bad;
+	buf_free(&reply);
+	return 0;
+bad:
+	buf_free(&reply);
+	free(b->fences);
+	b->fences = NULL;
+	b->nfences = 0;
+	b->fences_cap = 0;
+	b->term = 0;
+	return -1;
+}
+
 static int write_events(struct backup *b, FILE **out, uint64_t *count)
 {
 	struct journal_copy jc = {0};
@@ -1376,6 +1493,12 @@ static int write_events(struct backup *b, FILE **out, uint64_t *count)
 		fprintf(stderr, "ledgerctl: backup: cannot make a temporary file: %s\n",
 			strerror(errno));
 		return -1;
+	}
+	if (b->running && span_empty(b) && ask_history(b) == 0) {
+		/* Nothing to read from the journal: no copy of it to open. */
+		r = backup_events_write(NULL, b->from, b->nfrom, b->pos, b->npos, f, count, err,
+					sizeof(err));
+		goto written;
 	}
 	if (b->running) {
 		snprintf(jdir, sizeof(jdir), "%s/%s", b->dir, NODE_JOURNAL_DIR);
@@ -1393,6 +1516,7 @@ static int write_events(struct backup *b, FILE **out, uint64_t *count)
 	read_history(b, j);
 	r = backup_events_write(j, b->from, b->nfrom, b->pos, b->npos, f, count, err, sizeof(err));
 	journal_copy_close(&jc);
+written:
 	if (r == 0 && fflush(f) != 0)
 		r = -errno;
 	if (r < 0) {
@@ -1428,7 +1552,8 @@ static void finish_repos(struct backup *b, FILE *events, uint64_t count)
 			continue;
 		}
 		if (repo_blob_has(br->r, sha) != 1 &&
-		    repo_blob_put(br->r, fd, sha, buf, BACKUP_IO, &written, err, sizeof(err)) < 0) {
+		    repo_blob_put(br->r, NULL, fd, sha, buf, BACKUP_IO, &written, err,
+				  sizeof(err)) < 0) {
 			snprintf(br->err, sizeof(br->err), "storing the events: %s", err);
 			br->failed = 1;
 			continue;
