@@ -1449,7 +1449,7 @@ static int journal_sync_begin_locked(struct journal *j, struct journal_sync *s)
 		ret = journal_write(j, b, 0, "write applied marks");
 		leveldb_writebatch_destroy(b);
 		if (ret < 0) {
-			vlog_sync_end(j->vlog, &s->vs);
+			vlog_sync_cancel(&s->vs);
 			return ret;
 		}
 	}

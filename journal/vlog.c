@@ -344,6 +344,13 @@ void vlog_sync_end(struct vlog *v, struct vlog_sync *s)
 		v->synced = s->upto;
 }
 
+void vlog_sync_cancel(struct vlog_sync *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+}
+
 /* A descriptor to read segment from: the append one or a cached read-only one. */
 static int segment_read_fd(struct vlog *v, uint32_t segment, int *fd, const char **why)
 {

@@ -90,6 +90,9 @@ int vlog_sync_begin(struct vlog *v, struct vlog_sync *s);
 int vlog_sync_fd(const struct vlog *v, struct vlog_sync *s);
 void vlog_sync_end(struct vlog *v, struct vlog_sync *s);
 
+/* End a begun sync that will not run (lock held): its records stay unsynced. */
+void vlog_sync_cancel(struct vlog_sync *s);
+
 /*
  * Read the payload ref points at into buf (ref->len bytes) and check it is
  * the record of event (origin, seq) and matches its CRC.

@@ -1075,6 +1075,8 @@ Test(journal, vlog_sync_in_steps_covers_what_came_before_its_begin)
 	cr_assert_eq(vlog_sync_fd(v, &s2), 0);
 	vlog_sync_end(v, &s2);
 	cr_assert_eq(vlog_sync_begin(v, &s), 1, "the append after the begins is not synced");
+	vlog_sync_cancel(&s);
+	cr_assert_eq(vlog_sync_begin(v, &s), 1, "nor by a cancelled sync");
 	cr_assert_eq(vlog_sync_fd(v, &s), 0);
 	vlog_sync_end(v, &s);
 	cr_assert_eq(vlog_sync_begin(v, &s), 0);
