@@ -34,9 +34,9 @@ import subprocess
 import tempfile
 import time
 
-from bench_lib import (MIB, TREE_SEED, change_files, changed_count, commit, fmt,
-                       print_table, remove_workdirs, run_standalone, store_size, tree_plan,
-                       write_tree)
+from bench_lib import (MIB, TREE_SEED, change_files, changed_count, commit,
+                       print_table, remove_workdirs, run_phases, run_standalone, store_size,
+                       tree_plan, write_tree)
 
 FULL = {"tree": 2048 * MIB}
 QUICK = {"tree": 256 * MIB}
@@ -223,25 +223,7 @@ class BackupBench:
                   ("restore", lfs_restore, ("full backup --jobs 4",)),
                   ("restic restore", restic_restore, ("restic backup",)))
         try:
-            for name, fn, needs in phases:
-                missing = [n for n in needs if n in failed]
-                if missing:
-                    bench.warn(f"run {i + 1}: {name}: skipped ({', '.join(missing)} failed)")
-                    failed.add(name)
-                    continue
-                self.sample_load()
-                bench.progress(f"  {name} ...")
-                before = set(res)
-                try:
-                    fn()
-                except (bench.BenchError, OSError) as e:
-                    bench.warn(f"run {i + 1}: {name}: {e}")
-                    failed.add(name)
-                for key, _, unit, _, _ in ROWS:
-                    if key in res and key not in before:
-                        bench.progress(f"  {key} {fmt(res[key])} {unit}")
-                if not self.node.alive():
-                    raise bench.BenchError(f"node a exited: {self.node.mount.log_tail()}")
+            run_phases(bench, i, phases, res, ROWS, failed, self.sample_load, self.node)
         finally:
             shutil.rmtree(rundir, ignore_errors=True)
         for key, num, den in (("full1_restic", "lfs1_mbps", "restic_mbps"),

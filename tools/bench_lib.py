@@ -119,6 +119,33 @@ def store_size(store):
     return files, size
 
 
+def run_phases(bench, run, phases, res, rows, failed, sample_load, node):
+    """Run one run's phases, (name, fn, needs) each, in order, recording the
+    rows each adds to res.  A phase whose needs failed in this run is
+    skipped, and one that raises is warned about; either is added to
+    failed.  After each phase node (with alive() and mount) must still
+    run, else BenchError."""
+    for name, fn, needs in phases:
+        missing = [n for n in needs if n in failed]
+        if missing:
+            bench.warn(f"run {run + 1}: {name}: skipped ({', '.join(missing)} failed)")
+            failed.add(name)
+            continue
+        sample_load()
+        bench.progress(f"  {name} ...")
+        before = set(res)
+        try:
+            fn()
+        except (bench.BenchError, OSError) as e:
+            bench.warn(f"run {run + 1}: {name}: {e}")
+            failed.add(name)
+        for key, _, unit, _, _ in rows:
+            if key in res and key not in before:
+                bench.progress(f"  {key} {fmt(res[key])} {unit}")
+        if not node.alive():
+            raise bench.BenchError(f"node a exited: {node.mount.log_tail()}")
+
+
 # ---- the table --------------------------------------------------------------------------
 
 

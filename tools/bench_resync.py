@@ -32,9 +32,9 @@ import tempfile
 import threading
 import time
 
-from bench_lib import (MIB, TREE_SEED, change_files, changed_count, commit, fmt,
-                       print_table, remove_workdirs, run_standalone, store_size, tree_plan,
-                       write_tree)
+from bench_lib import (MIB, TREE_SEED, change_files, changed_count, commit,
+                       print_table, remove_workdirs, run_phases, run_standalone, store_size,
+                       tree_plan, write_tree)
 
 FULL = {"tree": 2048 * MIB, "fsync_secs": 10, "tls_mib": 1024}
 QUICK = {"tree": 256 * MIB, "fsync_secs": 3, "tls_mib": 256}
@@ -371,25 +371,7 @@ class ResyncBench:
                   ("1% resync", delta, ("change 1% of the files",)),
                   ("sync_peers", lambda: self.sync_cost(rundir, order, res), ()))
         try:
-            for name, fn, needs in phases:
-                missing = [n for n in needs if n in failed]
-                if missing:
-                    bench.warn(f"run {i + 1}: {name}: skipped ({', '.join(missing)} failed)")
-                    failed.add(name)
-                    continue
-                self.sample_load()
-                bench.progress(f"  {name} ...")
-                before = set(res)
-                try:
-                    fn()
-                except (bench.BenchError, OSError) as e:
-                    bench.warn(f"run {i + 1}: {name}: {e}")
-                    failed.add(name)
-                for key, _, unit, _, _ in ROWS:
-                    if key in res and key not in before:
-                        bench.progress(f"  {key} {fmt(res[key])} {unit}")
-                if not self.a.alive():
-                    raise bench.BenchError(f"node a exited: {self.a.mount.log_tail()}")
+            run_phases(bench, i, phases, res, ROWS, failed, self.sample_load, self.a)
         finally:
             if c:
                 c.stop()
