@@ -70,6 +70,7 @@
 #include "cmd.h"
 #include "ctl_socket.h"
 #include "journal/journal_copy.h"
+#include "journal_arg.h"
 #include "lib/buf.h"
 #include "lib/bytes.h"
 #include "lib/config.h"
@@ -1652,24 +1653,10 @@ static void fill_manifest_head(struct backup *b)
 static int open_stopped(struct backup *b, const char *jdir)
 {
 	uint64_t rebuild = 0;
-	const char *why = NULL;
 	int r, snap = NODE_SNAP_NONE;
 
-	r = journal_copy_open(jdir, 0, &b->jc, &why);
-	if (r < 0) {
-		fprintf(stderr,
-			"ledgerctl: backup: %s: cannot read a copy of it: %s%s%s (the copy goes "
-			"under $TMPDIR, or /tmp)\n",
-			jdir, why ? why : "", why ? ": " : "", strerror(-r));
+	if (journal_arg_open("backup", b->dir, jdir, b->cfg.node_id, &b->jc) < 0)
 		return -1;
-	}
-	if (journal_node_id(b->jc.journal) != b->cfg.node_id) {
-		fprintf(stderr,
-			"ledgerctl: backup: %s: journal of node %016" PRIx64
-			", %s/%s says %016" PRIx64 "\n",
-			jdir, journal_node_id(b->jc.journal), b->dir, CONFIG_FILE, b->cfg.node_id);
-		return -1;
-	}
 	if (journal_meta_get_u64(b->jc.journal, JOURNAL_META_REBUILD, &rebuild) < 0)
 		rebuild = 0;
 	r = node_snap_pending(b->jc.journal, &snap);

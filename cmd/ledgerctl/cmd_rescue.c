@@ -42,6 +42,7 @@
 #include "cmd.h"
 #include "journal/journal.h"
 #include "journal/journal_copy.h"
+#include "journal_arg.h"
 #include "lib/bytes.h"
 #include "lib/clock.h"
 #include "lib/config.h"
@@ -309,7 +310,6 @@ static int load_tails(struct rescue *r)
 static int open_node(struct rescue *r)
 {
 	char path[PATH_MAX];
-	const char *why = NULL;
 	pid_t pid = 0;
 	int running, rv;
 
@@ -332,22 +332,9 @@ static int open_node(struct rescue *r)
 		fprintf(stderr, "ledgerctl: rescue: %s: path too long\n", r->dir);
 		return -1;
 	}
-	rv = journal_copy_open(path, 0, &r->jc, &why);
-	if (rv < 0) {
-		fprintf(stderr,
-			"ledgerctl: rescue: %s: cannot read a copy of it: %s%s%s (the copy goes "
-			"under $TMPDIR, or /tmp)\n",
-			path, why ? why : "", why ? ": " : "", strerror(-rv));
+	if (journal_arg_open("rescue", r->dir, path, r->cfg.node_id, &r->jc) < 0)
 		return -1;
-	}
 	r->j = r->jc.journal;
-	if (journal_node_id(r->j) != r->cfg.node_id) {
-		fprintf(stderr,
-			"ledgerctl: rescue: %s: journal of node %016" PRIx64
-			", %s/%s says %016" PRIx64 "\n",
-			path, journal_node_id(r->j), r->dir, CONFIG_FILE, r->cfg.node_id);
-		return -1;
-	}
 	/* Nodes made before roles existed were single primaries of term 1. */
 	if (journal_meta_get_u64(r->j, JOURNAL_META_TERM, &r->term) < 0 || r->term == 0)
 		r->term = 1;
