@@ -426,8 +426,7 @@ out:
 }
 
 int repo_blob_put_mem(struct repo *r, struct repo_batch *batch, const void *data, size_t len,
-		      const uint8_t sha[MANIFEST_SHA], uint64_t *written, char *err,
-		      size_t errlen)
+		      const uint8_t sha[MANIFEST_SHA], uint64_t *written, char *err, size_t errlen)
 {
 	char tmp[64];
 	int out, ret;

@@ -121,8 +121,7 @@ int repo_blob_put(struct repo *r, struct repo_batch *batch, int fd,
 
 /* repo_blob_put() of len bytes at data, whose SHA-256 the caller computed. */
 int repo_blob_put_mem(struct repo *r, struct repo_batch *batch, const void *data, size_t len,
-		      const uint8_t sha[MANIFEST_SHA], uint64_t *written, char *err,
-		      size_t errlen);
+		      const uint8_t sha[MANIFEST_SHA], uint64_t *written, char *err, size_t errlen);
 
 /*
  * Make every blob written so far durable under its name (syncfs of the

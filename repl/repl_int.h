@@ -152,7 +152,7 @@ struct repl {
 	unsigned nhealed;			    /* guarded by lock */
 	uint64_t divergences, heals, heal_failures, heal_entries, heal_bytes; /* guarded by lock */
 	uint64_t journal_bound; /* guarded by lock: what trimming keeps the journal within */
-	int bound_warned; /* supervisor thread only: the statvfs failure was logged */
+	int bound_warned;	/* supervisor thread only: the statvfs failure was logged */
 };
 
 /* File digests kept between hash-tree builds, in NODE_DIR. */

@@ -439,12 +439,16 @@ static int seen_note(struct backup *b, size_t i, const struct stat *st,
 	return 0;
 }
 
-/* 1 if every repository still in the backup but the first holds the blob. */
-static int others_have(struct backup *b, const uint8_t sha[MANIFEST_SHA])
+/*
+ * 1 if every repository still in the backup, from the first-th on, holds
+ * the blob: 0 for all of them, 1 for all but the one whose digest cache
+ * and last manifest the backup reuses.
+ */
+static int repos_have(struct backup *b, size_t first, const uint8_t sha[MANIFEST_SHA])
 {
 	size_t k;
 
-	for (k = 1; k < b->nrepos; k++)
+	for (k = first; k < b->nrepos; k++)
 		if (!repo_failed(b, k) && repo_blob_has(b->repos[k].r, sha) != 1)
 			return 0;
 	return 1;
@@ -469,7 +473,7 @@ static int reuse_entry(struct backup *b, const struct stat *st, const char *path
 	old = &b->prev.e[c->index];
 	if (old->mode != (uint32_t)st->st_mode || old->link != MANIFEST_NOLINK ||
 	    (S_ISREG(st->st_mode) && (!old->has_sha || memcmp(old->sha, c->sha, MANIFEST_SHA) ||
-				      !others_have(b, old->sha))))
+				      !repos_have(b, 1, old->sha))))
 		return 0;
 	take_stat(&e, st);
 	e.path = strdup(path);
@@ -759,17 +763,6 @@ static int read_small(int fd, uint8_t *buf, uint8_t sha[MANIFEST_SHA], uint64_t 
 	return 0;
 }
 
-/* 1 if every repository still in the backup holds the blob. */
-static int all_have(struct backup *b, const uint8_t sha[MANIFEST_SHA])
-{
-	size_t k;
-
-	for (k = 0; k < b->nrepos; k++)
-		if (!repo_failed(b, k) && repo_blob_has(b->repos[k].r, sha) != 1)
-			return 0;
-	return 1;
-}
-
 /*
  * Read the regular file open at fd into entry e: its xattrs (its version
  * among them) first, then its metadata, then its contents, hashed, and
@@ -801,7 +794,8 @@ static int store_contents(struct worker *w, int fd, struct manifest_entry *e,
 			goto out;
 		}
 		read_at = now_ns();
-		cached = r == 0 && !keep && dcache_lookup(&b->cache, &st, sha) && all_have(b, sha);
+		cached =
+		    r == 0 && !keep && dcache_lookup(&b->cache, &st, sha) && repos_have(b, 0, sha);
 		inmem = 0;
 		if (cached)
 			size = (uint64_t)st.st_size; /* unchanged since the last backup read it */
@@ -1603,7 +1597,8 @@ static void save_caches(struct backup *b)
 	if (!v)
 		return;
 	for (i = 0; i < b->m.n && i < b->seen_n; i++)
-		if (b->seen_ok[i] && (b->m.e[i].link == MANIFEST_NOLINK || !S_ISREG(b->m.e[i].mode)))
+		if (b->seen_ok[i] &&
+		    (b->m.e[i].link == MANIFEST_NOLINK || !S_ISREG(b->m.e[i].mode)))
 			v[n++] = b->seen[i];
 	for (k = 0; k < b->nrepos; k++) {
 		if (b->repos[k].failed)
@@ -1894,7 +1889,8 @@ report:
 		printf("): %zu entries, %s read in %.1f s (%s/s), %" PRIu64
 		       " events replayed at restore, %" PRIu64 " subtasks retried, %" PRIu64
 		       " files moved and %" PRIu64 " removed while copied, %" PRIu64
-		       " unchanged files not read, %" PRIu64 " entries copied from the last backup\n",
+		       " unchanged files not read, %" PRIu64
+		       " entries copied from the last backup\n",
 		       entries, progress_human(b->read_bytes, hb, sizeof(hb)), secs,
 		       progress_human(secs > 0 ? (uint64_t)((double)b->read_bytes / secs) : 0, hr,
 				      sizeof(hr)),

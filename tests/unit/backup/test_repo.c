@@ -67,8 +67,8 @@ Test(repo, a_batch_names_its_blobs_only_when_committed)
 	repo_batch_init(&batch, r);
 	for (i = 0; i < 3; i++) {
 		sha_of(data[i], sha[i]);
-		cr_assert_eq(repo_blob_put_mem(r, &batch, data[i], strlen(data[i]), sha[i], &written,
-					       err, sizeof(err)),
+		cr_assert_eq(repo_blob_put_mem(r, &batch, data[i], strlen(data[i]), sha[i],
+					       &written, err, sizeof(err)),
 			     0, "%s", err);
 		cr_assert_eq(written, strlen(data[i]));
 	}
