@@ -25,7 +25,6 @@ loads it when run by itself.
 
 import argparse
 import os
-import platform
 import re
 import shutil
 import signal
@@ -34,7 +33,8 @@ import subprocess
 import tempfile
 import time
 
-from bench_lib import (MIB, TREE_SEED, change_files, changed_count, commit,
+from bench_lib import (MIB, TREE_SEED, add_run_args, change_files, changed_count, check_ready,
+                       collect_runs, commit, load_notes, missing_rows, parse_run_args, print_head,
                        print_table, remove_workdirs, run_phases, run_standalone, store_size,
                        tree_plan, write_tree)
 
@@ -277,24 +277,10 @@ backup reads trusted.* xattrs; dropping caches), with the bench directory on a
 disk (not tmpfs) with room for about 7 times the tree. Exit status 0; 1 if a
 phase failed in some run (the table still prints, with "-" where none
 succeeded). restic comes from tools/deps.""")
-    p.add_argument("--quick", action="store_true", help="256 MiB tree")
-    p.add_argument("--runs", type=int, metavar="N",
-                   help="repeat N times and report medians (default 3, with --quick 1)")
-    p.add_argument("--dir", default="/var/tmp/ledgerfs-bench-backup",
-                   help="where to run; removed afterwards "
-                        "(default /var/tmp/ledgerfs-bench-backup)")
-    p.add_argument("--build", default=os.environ.get("LEDGERFS_BUILD",
-                                                     os.path.join(bench.ROOT, "build")),
-                   help="meson build directory with ledgerfs and ledgerctl "
-                        "(default $LEDGERFS_BUILD, else build/)")
-    args = p.parse_args(argv)
-    if args.runs is None:
-        args.runs = 1 if args.quick else 3
-    if args.runs < 1:
-        p.error("--runs must be at least 1")
-    args.dir = os.path.abspath(args.dir)
-    args.build = os.path.abspath(args.build)
-    return args
+    add_run_args(p, bench, "/var/tmp/ledgerfs-bench-backup", "256 MiB tree",
+                 "meson build directory with ledgerfs and ledgerctl "
+                 "(default $LEDGERFS_BUILD, else build/)")
+    return parse_run_args(p, argv)
 
 
 def restic_version():
@@ -310,24 +296,11 @@ def main(argv, bench_module):
     signal.signal(signal.SIGTERM, bench.on_signal)
     signal.signal(signal.SIGHUP, bench.on_signal)
     sizes = QUICK if args.quick else FULL
-    if os.geteuid() != 0:
-        raise bench.BenchError("run as root: the node mounts a FUSE filesystem, the backup "
-                               "reads trusted.* xattrs, and the caches are dropped")
-    for exe in ("ledgerfs", "ledgerctl"):
-        if not os.access(os.path.join(args.build, exe), os.X_OK):
-            raise bench.BenchError(f"{args.build}/{exe} not built (meson setup + ninja, "
-                                   "or --build)")
     if not shutil.which("restic"):
         raise bench.BenchError("restic not found (tools/deps installs it)")
-
-    made_dir = not os.path.exists(args.dir)
-    os.makedirs(args.dir, exist_ok=True)
     # the tree and the node's journal, then per run two repositories, a copy or restore
-    need = sizes["tree"] * 7
-    free = shutil.disk_usage(args.dir).free
-    if free < need:
-        raise bench.BenchError(f"{args.dir}: {free / 2**30:.1f} GiB free, the bench needs "
-                               f"about {need / 2**30:.1f} GiB")
+    made_dir = check_ready(bench, args, "the node mounts a FUSE filesystem, the backup reads "
+                           "trusted.* xattrs, and the caches are dropped", sizes["tree"] * 7)
     tmp = tempfile.mkdtemp(prefix="ledgerfs-bench-")
     workroot = tempfile.mkdtemp(prefix="run.", dir=args.dir)
     bb = None
@@ -338,25 +311,10 @@ def main(argv, bench_module):
         head = commit(bench.ROOT)  # at the start: another commit may land during a long run
         bench.progress(f"writing the {sizes['tree'] // MIB} MiB tree on a's mount ...")
         bb.setup()
-        samples, failed = {}, False
-        for i in range(args.runs):
-            bench.progress(f"run {i + 1}/{args.runs}")
-            try:
-                res = bb.run_once(i)
-            except (bench.BenchError, OSError) as e:
-                bench.warn(f"run {i + 1}: {e}")
-                res, failed = {}, True
-            for key, v in res.items():
-                samples.setdefault(key, []).append(v)
-            if not bb.node.alive():
-                break
+        samples, failed = collect_runs(bench, args.runs, bb.run_once, bb.node)
         bb.sample_load()
         load_end = os.getloadavg()
-        notes = []
-        missing = [k for k, *_ in ROWS if len(samples.get(k, [])) < args.runs]
-        for key in missing:
-            notes.append(f"{key}: failed in {args.runs - len(samples.get(key, []))} of "
-                         f"{args.runs} run(s), see the errors above")
+        missing, notes = missing_rows(ROWS, samples, args.runs)
         med = {k: statistics.median(v) for k, v in samples.items()}
         notes += sorted(bb.notes)
         secs = [f"{what} {med[k]:.1f}" for k, what in
@@ -373,19 +331,8 @@ def main(argv, bench_module):
         notes.append(f"restic {restic_version()}, its defaults (repository format and "
                      "compression); caches dropped before every phase; each phase timed "
                      "until sync -f of what it wrote")
-        notes.append("load (1 min) during the run: "
-                     f"{min(bb.loads):.1f}-{max(bb.loads):.1f}")
-        if max(bb.loads) > os.cpu_count() / 2:
-            notes.append("the machine was busy (see load): figures are noisy")
-        print(f"machine: {os.cpu_count()} CPUs ({bench.cpu_model()}), "
-              f"{bench.mem_gib():.1f} GiB RAM, Linux {platform.release()}, load "
-              f"{'/'.join(f'{x:.1f}' for x in load_start)} at start, "
-              f"{'/'.join(f'{x:.1f}' for x in load_end)} at end")
-        print(f"commit {head} at the start; bench dir: {args.dir} ({bench.fs_type(args.dir)}); "
-              f"{'quick' if args.quick else 'full'} sizes, median of {args.runs} run(s)")
-        for n in notes:
-            print(f"note: {n}")
-        print()
+        notes += load_notes(bb.loads)
+        print_head(bench, args, head, load_start, load_end, notes)
         print_table(ROWS, samples, args.runs)
         return 1 if failed or missing else 0
     finally:

@@ -9,6 +9,7 @@ does not depend on tools/bench: callers pass their progress function.
 import importlib.machinery
 import importlib.util
 import os
+import platform
 import random
 import shutil
 import signal
@@ -144,6 +145,96 @@ def run_phases(bench, run, phases, res, rows, failed, sample_load, node):
                 bench.progress(f"  {key} {fmt(res[key])} {unit}")
         if not node.alive():
             raise bench.BenchError(f"node a exited: {node.mount.log_tail()}")
+
+
+def add_run_args(p, bench, default_dir, quick_help, build_help):
+    """The options every tree benchmark takes: --quick, --runs, --dir, --build."""
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--runs", type=int, metavar="N",
+                   help="repeat N times and report medians (default 3, with --quick 1)")
+    p.add_argument("--dir", default=default_dir,
+                   help=f"where to run; removed afterwards (default {default_dir})")
+    p.add_argument("--build", default=os.environ.get("LEDGERFS_BUILD",
+                                                     os.path.join(bench.ROOT, "build")),
+                   help=build_help)
+
+
+def parse_run_args(p, argv):
+    """Parse argv with p (add_run_args()'s options): --runs defaulted and checked,
+    the directories made absolute."""
+    args = p.parse_args(argv)
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
+    args.dir = os.path.abspath(args.dir)
+    args.build = os.path.abspath(args.build)
+    return args
+
+
+def check_ready(bench, args, why_root, need):
+    """Root, ledgerfs and ledgerctl built in args.build, need bytes free under
+    args.dir (made if missing); else BenchError.  True if args.dir was made."""
+    if os.geteuid() != 0:
+        raise bench.BenchError(f"run as root: {why_root}")
+    for exe in ("ledgerfs", "ledgerctl"):
+        if not os.access(os.path.join(args.build, exe), os.X_OK):
+            raise bench.BenchError(f"{args.build}/{exe} not built (meson setup + ninja, "
+                                   "or --build)")
+    made_dir = not os.path.exists(args.dir)
+    os.makedirs(args.dir, exist_ok=True)
+    free = shutil.disk_usage(args.dir).free
+    if free < need:
+        raise bench.BenchError(f"{args.dir}: {free / 2**30:.1f} GiB free, the bench needs "
+                               f"about {need / 2**30:.1f} GiB")
+    return made_dir
+
+
+def collect_runs(bench, runs, run_once, node):
+    """Call run_once(i) for each run, gathering its {row key: value} into
+    samples; stop early if node no longer runs.  (samples, whether a run
+    failed as a whole)."""
+    samples, failed = {}, False
+    for i in range(runs):
+        bench.progress(f"run {i + 1}/{runs}")
+        try:
+            res = run_once(i)
+        except (bench.BenchError, OSError) as e:
+            bench.warn(f"run {i + 1}: {e}")
+            res, failed = {}, True
+        for key, v in res.items():
+            samples.setdefault(key, []).append(v)
+        if not node.alive():
+            break
+    return samples, failed
+
+
+def missing_rows(rows, samples, runs):
+    """(the rows some run did not measure, a note for each)."""
+    missing = [k for k, *_ in rows if len(samples.get(k, [])) < runs]
+    return missing, [f"{key}: failed in {runs - len(samples.get(key, []))} of {runs} run(s), "
+                     "see the errors above" for key in missing]
+
+
+def load_notes(loads):
+    """The notes on the machine's load during the run."""
+    notes = [f"load (1 min) during the run: {min(loads):.1f}-{max(loads):.1f}"]
+    if max(loads) > os.cpu_count() / 2:
+        notes.append("the machine was busy (see load): figures are noisy")
+    return notes
+
+
+def print_head(bench, args, head, load_start, load_end, notes):
+    """The machine, the commit and the bench directory, then the notes."""
+    print(f"machine: {os.cpu_count()} CPUs ({bench.cpu_model()}), "
+          f"{bench.mem_gib():.1f} GiB RAM, Linux {platform.release()}, load "
+          f"{'/'.join(f'{x:.1f}' for x in load_start)} at start, "
+          f"{'/'.join(f'{x:.1f}' for x in load_end)} at end")
+    print(f"commit {head} at the start; bench dir: {args.dir} ({bench.fs_type(args.dir)}); "
+          f"{'quick' if args.quick else 'full'} sizes, median of {args.runs} run(s)")
+    for n in notes:
+        print(f"note: {n}")
+    print()
 
 
 # ---- the table --------------------------------------------------------------------------

@@ -23,7 +23,6 @@ files would be, and every run resyncs a fresh node from it.
 import argparse
 import mmap
 import os
-import platform
 import re
 import shutil
 import signal
@@ -32,7 +31,8 @@ import tempfile
 import threading
 import time
 
-from bench_lib import (MIB, TREE_SEED, change_files, changed_count, commit,
+from bench_lib import (MIB, TREE_SEED, add_run_args, change_files, changed_count, check_ready,
+                       collect_runs, commit, load_notes, missing_rows, parse_run_args, print_head,
                        print_table, remove_workdirs, run_phases, run_standalone, store_size,
                        tree_plan, write_tree)
 
@@ -437,24 +437,10 @@ median of each run's ratio); the runs column gives each run's value.
 Run as root; the bench directory must be on the disk ledgerfs will use (not tmpfs)
 and have room for the tree about 2 + 2 x runs times. Exit status 0; 1 if a phase
 failed in some run (the table still prints, with "-" where no run succeeded).""")
-    p.add_argument("--quick", action="store_true", help="256 MiB tree, 3 s of fsyncs")
-    p.add_argument("--runs", type=int, metavar="N",
-                   help="repeat N times and report medians (default 3, with --quick 1)")
-    p.add_argument("--dir", default="/var/tmp/ledgerfs-bench-resync",
-                   help="where to run; removed afterwards "
-                        "(default /var/tmp/ledgerfs-bench-resync)")
-    p.add_argument("--build", default=os.environ.get("LEDGERFS_BUILD",
-                                                     os.path.join(bench.ROOT, "build")),
-                   help="meson build directory with ledgerfs, ledgerctl and "
-                        "ledgerfs-benchtls (default $LEDGERFS_BUILD, else build/)")
-    args = p.parse_args(argv)
-    if args.runs is None:
-        args.runs = 1 if args.quick else 3
-    if args.runs < 1:
-        p.error("--runs must be at least 1")
-    args.dir = os.path.abspath(args.dir)
-    args.build = os.path.abspath(args.build)
-    return args
+    add_run_args(p, bench, "/var/tmp/ledgerfs-bench-resync", "256 MiB tree, 3 s of fsyncs",
+                 "meson build directory with ledgerfs, ledgerctl and "
+                 "ledgerfs-benchtls (default $LEDGERFS_BUILD, else build/)")
+    return parse_run_args(p, argv)
 
 
 def main(argv, bench_module):
@@ -464,13 +450,6 @@ def main(argv, bench_module):
     signal.signal(signal.SIGTERM, bench.on_signal)
     signal.signal(signal.SIGHUP, bench.on_signal)
     sizes = QUICK if args.quick else FULL
-    if os.geteuid() != 0:
-        raise bench.BenchError("run as root: the nodes mount FUSE filesystems and keep their "
-                               "ids in trusted.* xattrs")
-    for exe in ("ledgerfs", "ledgerctl"):
-        if not os.access(os.path.join(args.build, exe), os.X_OK):
-            raise bench.BenchError(f"{args.build}/{exe} not built (meson setup + ninja, "
-                                   "or --build)")
     if not shutil.which("rsync"):
         raise bench.BenchError("rsync not found (tools/deps installs it)")
     benchtls = bench.find_benchtls(args.build)
@@ -478,13 +457,8 @@ def main(argv, bench_module):
         raise bench.BenchError(f"{args.build}/ledgerfs-benchtls missing or older than "
                                "cmd/bench/benchtls.c (run ninja): the TLS ceiling is a reference")
 
-    made_dir = not os.path.exists(args.dir)
-    os.makedirs(args.dir, exist_ok=True)
-    need = sizes["tree"] * (2 + 2 * args.runs) * 1.2
-    free = shutil.disk_usage(args.dir).free
-    if free < need:
-        raise bench.BenchError(f"{args.dir}: {free / 2**30:.1f} GiB free, the bench needs "
-                               f"about {need / 2**30:.1f} GiB")
+    made_dir = check_ready(bench, args, "the nodes mount FUSE filesystems and keep their ids "
+                           "in trusted.* xattrs", sizes["tree"] * (2 + 2 * args.runs) * 1.2)
     tmp = tempfile.mkdtemp(prefix="ledgerfs-bench-")
     workroot = tempfile.mkdtemp(prefix="run.", dir=args.dir)
     rb = rsyncd = None
@@ -499,27 +473,14 @@ def main(argv, bench_module):
         rsync_root = os.path.join(workroot, "rsync")
         os.mkdir(rsync_root)
         rsyncd = bench.Rsyncd(tmp, rsync_root)
-        samples, logs, failed = {}, [], False
+        logs = []
         # Every run's copies stay until the end: on ext4 without a journal, inode
         # allocation skips inodes freed in the last minute or more (recently_deleted()).
-        for i in range(args.runs):
-            bench.progress(f"run {i + 1}/{args.runs}")
-            try:
-                res = rb.run_once(i, rsyncd, rsync_root, logs)
-            except (bench.BenchError, OSError) as e:
-                bench.warn(f"run {i + 1}: {e}")
-                res, failed = {}, True
-            for key, v in res.items():
-                samples.setdefault(key, []).append(v)
-            if not rb.a.alive():
-                break
+        samples, failed = collect_runs(
+            bench, args.runs, lambda i: rb.run_once(i, rsyncd, rsync_root, logs), rb.a)
         rb.sample_load()
         load_end = os.getloadavg()
-        notes = []
-        missing = [k for k, *_ in ROWS if len(samples.get(k, [])) < args.runs]
-        for key in missing:
-            notes.append(f"{key}: failed in {args.runs - len(samples.get(key, []))} of "
-                         f"{args.runs} run(s), see the errors above")
+        missing, notes = missing_rows(ROWS, samples, args.runs)
         med = {k: statistics.median(v) for k, v in samples.items()}
         notes += sorted(rb.notes)
         if "full_fetched" in med:
@@ -538,19 +499,8 @@ def main(argv, bench_module):
                          "since it started (it writes the tree and serves every run), "
                          "cN's the higher of its full and 1% resync daemons, p's of both its "
                          "sync_peers settings")
-        notes.append("load (1 min) during the run: "
-                     f"{min(rb.loads):.1f}-{max(rb.loads):.1f}")
-        if max(rb.loads) > os.cpu_count() / 2:
-            notes.append("the machine was busy (see load): figures are noisy")
-        print(f"machine: {os.cpu_count()} CPUs ({bench.cpu_model()}), "
-              f"{bench.mem_gib():.1f} GiB RAM, Linux {platform.release()}, load "
-              f"{'/'.join(f'{x:.1f}' for x in load_start)} at start, "
-              f"{'/'.join(f'{x:.1f}' for x in load_end)} at end")
-        print(f"commit {head} at the start; bench dir: {args.dir} ({bench.fs_type(args.dir)}); "
-              f"{'quick' if args.quick else 'full'} sizes, median of {args.runs} run(s)")
-        for n in notes:
-            print(f"note: {n}")
-        print()
+        notes += load_notes(rb.loads)
+        print_head(bench, args, head, load_start, load_end, notes)
         print_table(ROWS, samples, args.runs, {"rss": bench.RSS_TARGET_MIB})
         return 1 if failed or missing else 0
     finally:
