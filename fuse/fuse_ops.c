@@ -879,29 +879,29 @@ static void lfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 }
 
 /*
- * fsync makes both the journal and the store object durable before it
- * answers, so a crash afterwards loses neither, and with sync_peers also
- * waits for that many peers to confirm (node_wait_peers()).  The journal is synced by
- * the node's syncer thread while this thread flushes the store file: the
- * two flushes overlap instead of adding up.
+ * fsync makes the journal durable, which makes every change journaled so
+ * far durable: the journal is the store's write-ahead log, and the store
+ * is flushed in checkpoints (node/checkpoint.c), so one disk flush serves
+ * the call.  With sync_peers it also waits for that many peers to confirm
+ * (node_wait_peers()).  The store file is not flushed: after a power loss
+ * the redo of the data events since the last checkpoint brings its bytes
+ * back.
  */
-static void sync_fd(fuse_req_t req, int fd, int datasync)
+static void sync_journal(fuse_req_t req)
 {
 	struct node *n = req_fs(req)->node;
-	uint64_t ticket = node_sync_start(n);
-	int r = 0, rj;
-
-	if ((datasync ? fdatasync(fd) : fsync(fd)) < 0)
-		r = -errno;
-	rj = node_sync_wait(n, ticket);
-	if (r == 0 && rj == 0)
-		rj = node_wait_peers(n);
-	fuse_reply_err(req, r < 0 ? -r : -rj);
+	int r = node_sync_wait(n, node_sync_start(n));
+	if (r == 0)
+		r = node_wait_peers(n);
+	fuse_reply_err(req, -r);
 }
 
 static void lfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	sync_fd(req, ((struct lfs_file *)(uintptr_t)fi->fh)->fd, datasync);
+	(void)ino;
+	(void)datasync;
+	(void)fi;
+	sync_journal(req);
 }
 
 static void lfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -988,7 +988,10 @@ static void lfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 
 static void lfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	sync_fd(req, dirfd(((struct lfs_dir *)(uintptr_t)fi->fh)->dp), datasync);
+	(void)ino;
+	(void)datasync;
+	(void)fi;
+	sync_journal(req);
 }
 
 static void lfs_statfs(fuse_req_t req, fuse_ino_t ino)

@@ -1434,6 +1434,21 @@ uint64_t journal_applied(struct journal *j, uint64_t origin)
 	return r;
 }
 
+int journal_applied_marks(struct journal *j, struct evid **v, size_t *n)
+{
+	int r = 0;
+
+	*v = NULL;
+	*n = 0;
+	journal_lock(j);
+	if (j->nmarks && !(*v = malloc(j->nmarks * sizeof(**v))))
+		r = -ENOMEM;
+	for (size_t i = 0; r == 0 && i < j->nmarks; i++)
+		(*v)[(*n)++] = (struct evid){j->marks[i].origin, j->marks[i].applied};
+	journal_unlock(j);
+	return r;
+}
+
 static int journal_sync_begin_locked(struct journal *j, struct journal_sync *s)
 {
 	leveldb_writebatch_t *b;

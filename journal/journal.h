@@ -95,6 +95,14 @@
  */
 #define JOURNAL_META_SNAP      "snap"
 #define JOURNAL_META_SNAPUNTIL "snapuntil"
+/*
+ * Store checkpoint (node/checkpoint.c): n x (u64 origin, u64 seq) LE, the
+ * applied marks of the last checkpoint: the store held every event up to
+ * them durably (a syncfs() of the store came after them).  Absent on a
+ * node that never checkpointed: its store counts as durable up to the
+ * applied marks.
+ */
+#define JOURNAL_META_STORED "stored"
 #define JOURNAL_FORMAT	       1
 
 struct journal;
@@ -193,6 +201,12 @@ void journal_mark_applied(struct journal *j, uint64_t origin, uint64_t seq);
 
 /* Highest applied seq for origin (pending marks included); 0 if none. */
 uint64_t journal_applied(struct journal *j, uint64_t origin);
+
+/*
+ * Every origin's applied mark (pending ones included), in *v, n of them.
+ * *v is malloc'd (NULL when n is 0), the caller frees it.  0 or -ENOMEM.
+ */
+int journal_applied_marks(struct journal *j, struct evid **v, size_t *n);
 
 /* Make every journaled event and mark durable: value log and LevelDB log fdatasync. */
 int journal_sync(struct journal *j);

@@ -37,6 +37,9 @@
 #define DEFAULT_BATCH_MS     5
 #define DEFAULT_SYNC_TIMEOUT 5000  /* ms */
 #define DEFAULT_RETAIN_AGE   86400 /* seconds: one day */
+#define DEFAULT_CHECKPOINT   30	   /* seconds */
+
+#define CHECKPOINT_MAX 3600
 /* A century; also keeps retain_age in milliseconds far from overflowing. */
 #define RETAIN_AGE_MAX 3153600000u
 
@@ -100,6 +103,8 @@ static const struct config_key config_keys[] = {
      RETAIN_AGE_MAX, false},
     {SEC_JOURNAL, "retain_max_age", KIND_SECONDS, offsetof(struct config, retain_max_age_sec), 0,
      RETAIN_AGE_MAX, false},
+    {SEC_JOURNAL, "checkpoint", KIND_SECONDS, offsetof(struct config, checkpoint_sec), 1,
+     CHECKPOINT_MAX, false},
     {SEC_ARCHIVE, "repository", KIND_PATH, offsetof(struct config, archive_repo), 0, 0, false},
     {SEC_PEER, "address", KIND_ADDR, offsetof(struct config_peer, address), 0, 0, true},
     {SEC_PEER, "id", KIND_ID, offsetof(struct config_peer, id), 0, 0, false},
@@ -137,6 +142,7 @@ void config_defaults(struct config *cfg)
 	cfg->sync_degrade = false;
 	cfg->retain_bytes = 0;
 	cfg->retain_age_sec = DEFAULT_RETAIN_AGE;
+	cfg->checkpoint_sec = DEFAULT_CHECKPOINT;
 }
 
 uint64_t config_retain_bound(const struct config *cfg, uint64_t fs_bytes)
@@ -804,7 +810,8 @@ static bool config_equal(const struct config *a, const struct config *b)
 	    a->sync_peers != b->sync_peers || a->sync_timeout_ms != b->sync_timeout_ms ||
 	    a->sync_degrade != b->sync_degrade || a->retain_bytes != b->retain_bytes ||
 	    a->retain_age_sec != b->retain_age_sec ||
-	    a->retain_max_age_sec != b->retain_max_age_sec || a->npeers != b->npeers)
+	    a->retain_max_age_sec != b->retain_max_age_sec ||
+	    a->checkpoint_sec != b->checkpoint_sec || a->npeers != b->npeers)
 		return false;
 	for (i = 0; i < a->npeers; i++)
 		if (strncmp(a->peers[i].name, b->peers[i].name, CONFIG_NAME_MAX) ||

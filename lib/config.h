@@ -23,6 +23,7 @@
  *   retain_age = 1d                ; or once older than this (seconds, or s/m/h/d)
  *   retain_max_age = 0             ; events older than this go even if a member has not
  *                                  ; confirmed them (it then resyncs by snapshot); 0: never
+ *   checkpoint = 30                ; how often the store is flushed (node/checkpoint.c)
  *   [peer b]                       ; one section per peer
  *   address = 127.0.0.1:7002
  *   id = ...                       ; optional until the peer is first seen
@@ -59,6 +60,7 @@ struct config {
 	bool sync_degrade;
 	uint64_t retain_bytes;	     /* the journal's bound; 0: config_retain_bound() picks it */
 	uint64_t retain_age_sec;     /* 0: confirmed events are not kept for their age */
+	uint64_t checkpoint_sec;     /* store checkpoint interval, 1 s to 1 h */
 	uint64_t retain_max_age_sec; /* 0: unconfirmed events are never trimmed */
 	/* [archive] repository: where the daemon archives its journal; "" none. */
 	char archive_repo[CONFIG_PATH_MAX];

@@ -21,6 +21,7 @@
 #include "lib/files.h"
 #include "lib/log.h"
 #include "lib/grow.h"
+#include "node/checkpoint.h"
 #include "node/node_int.h"
 #include "store/path.h"
 #include "node/rebuild.h"
@@ -159,7 +160,7 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 	const char *why = NULL;
 	void *cluster = NULL;
 	size_t len = 0;
-	uint64_t clean = 1, replayed = 0, skipped = 0, role = 1;
+	uint64_t clean = 1, replayed = 0, skipped = 0, redone = 0, role = 1;
 	int r;
 
 	if (!n || !(n->dir = strdup(dir))) {
@@ -172,6 +173,9 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 	pthread_cond_init(&n->sync_done, NULL);
 	pthread_cond_init(&n->confirmed_cond, NULL);
 	pthread_cond_init(&n->writes_cv, NULL);
+	pthread_mutex_init(&n->ckpt_lock, NULL);
+	pthread_mutex_init(&n->stored_lock, NULL);
+	pthread_mutex_init(&n->ckpt_stop_lock, NULL);
 	snprintf(path, sizeof(path), "%s/%s", dir, CONFIG_FILE);
 	r = config_load(path, &n->cfg, err, errlen);
 	if (r < 0)
@@ -209,6 +213,12 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 	r = load_failover(n);
 	if (r < 0) {
 		snprintf(err, errlen, "%s: failover state unreadable: %s", path, strerror(-r));
+		goto fail;
+	}
+	r = node_stored_load(n);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: store checkpoint position unreadable: %s", path,
+			 strerror(-r));
 		goto fail;
 	}
 	r = node_snap_load(n);
@@ -254,6 +264,21 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 			log_info("%s: replayed %" PRIu64 " events, %" PRIu64
 				 " already in the store",
 				 dir, replayed, skipped);
+		/* A power loss may have kept less of the store's data than it shows. */
+		node_lock(n);
+		r = node_redo_data(n, &redone);
+		node_unlock(n);
+		if (r < 0) {
+			snprintf(err, errlen,
+				 "%s: writing the data of the events since the last "
+				 "store checkpoint again failed: %s",
+				 dir, strerror(-r));
+			goto fail;
+		}
+		if (redone)
+			log_info("%s: wrote the data of %" PRIu64
+				 " events since the last store checkpoint again",
+				 dir, redone);
 		/*
 		 * The replay's voids and applied marks are on disk before any
 		 * event is shipped: a void a peer took must not turn back into
@@ -274,6 +299,19 @@ int node_open(const char *dir, int flags, struct node **out, char *err, size_t e
 		goto fail;
 	}
 	n->syncer_running = 1;
+	if (flags & NODE_OPEN_MOUNT) {
+		r = node_checkpoint_first(n);
+		if (r == 0)
+			r = node_checkpointer_start(n);
+		/* Not to be written again next time: checkpoint it, in the background. */
+		if (r == 0 && redone)
+			node_checkpoint_soon(n);
+		if (r < 0) {
+			snprintf(err, errlen, "%s: cannot checkpoint the store: %s", dir,
+				 strerror(-r));
+			goto fail;
+		}
+	}
 	free(cluster);
 	*out = n;
 	return 0;
@@ -294,6 +332,7 @@ void node_close(struct node *n, int clean)
 		pthread_mutex_unlock(&n->lock);
 		pthread_join(n->syncer, NULL);
 	}
+	node_checkpointer_stop(n);
 	if (n->journal && clean) {
 		int r = journal_sync(n->journal);
 
@@ -309,6 +348,10 @@ void node_close(struct node *n, int clean)
 	pthread_cond_destroy(&n->confirmed_cond);
 	pthread_cond_destroy(&n->writes_cv);
 	pthread_mutex_destroy(&n->lock);
+	pthread_mutex_destroy(&n->ckpt_lock);
+	pthread_mutex_destroy(&n->stored_lock);
+	pthread_mutex_destroy(&n->ckpt_stop_lock);
+	free(n->stored);
 	free(n->wseq);
 	free(n->dir);
 	free(n);
@@ -1113,8 +1156,15 @@ static void *node_syncer(void *arg)
 			journal_sync_end(n->journal, &js, r);
 		}
 		if (r < 0) {
-			log_err("%s: journal sync failed: %s", n->dir, strerror(-r));
+			/* Said once per error, retried at a walk's pace: the disk may be gone. */
+			if (n->sync_error != r)
+				log_err("%s: journal sync failed: %s", n->dir, strerror(-r));
 			n->sync_error = r;
+			pthread_cond_broadcast(&n->sync_done);
+			pthread_mutex_unlock(&n->lock);
+			nanosleep(&(struct timespec){.tv_nsec = 100000000L}, NULL);
+			pthread_mutex_lock(&n->lock);
+			continue;
 		} else {
 			n->synced = target;
 			__atomic_store_n(&n->synced_seq, seq, __ATOMIC_RELEASE);

@@ -88,6 +88,22 @@ struct node {
 	/* Per origin, remote events up to seq may meet changes the snapshot already shows. */
 	struct evid snap_until[NODE_MAX_FENCES]; /* guarded by lock */
 	unsigned nsnap_until;			 /* guarded by lock */
+	/*
+	 * Store checkpoints (checkpoint.c).  ckpt_lock runs them one at a
+	 * time and is held across the syncfs; stored_lock, innermost, guards
+	 * the durable position only; ckpt_stop_lock and ckpt_cv wake and stop
+	 * the checkpointer thread.
+	 */
+	pthread_mutex_t ckpt_lock;
+	pthread_mutex_t stored_lock;
+	struct evid *stored; /* guarded by stored_lock: malloc'd, nstored entries */
+	size_t nstored;	     /* guarded by stored_lock */
+	int stored_known;    /* guarded by stored_lock: JOURNAL_META_STORED exists */
+	pthread_mutex_t ckpt_stop_lock;
+	pthread_cond_t ckpt_cv;
+	pthread_t ckpt_thread;
+	int ckpt_stop, ckpt_soon; /* guarded by ckpt_stop_lock */
+	int ckpt_running, ckpt_cv_init;
 };
 
 #endif

@@ -18,6 +18,7 @@
 
 #include "lib/bytes.h"
 #include "lib/log.h"
+#include "node/checkpoint.h"
 #include "node/node_int.h"
 #include "resync/snapshot.h"
 
@@ -151,6 +152,10 @@ int node_snap_finish_locked(struct node *n)
 		put_le64(until + 12 + i * UNTIL_ENTRY, get_le64(p + 16));
 		n->snap_until[i] = (struct evid){get_le64(p), get_le64(p + 16)};
 	}
+	if (r < 0)
+		goto out;
+	/* The store is the sender's: no redo may reach below what it shows. */
+	r = node_checkpoint(n, 0);
 	if (r < 0)
 		goto out;
 	n->nsnap_until = (unsigned)count;

@@ -25,6 +25,7 @@
 #include "lib/bytes.h"
 #include "lib/clock.h"
 #include "net/hello.h"
+#include "node/checkpoint.h"
 #include "lib/log.h"
 #include "resync/merkle.h"
 #include "net/tls.h"
@@ -591,7 +592,8 @@ static void reap_shippers(struct repl *r, int all)
  * has not confirmed (it will need a snapshot resync: its next FETCH is
  * answered TRIMMED).  Node lock held.
  */
-static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origin, uint64_t *excess)
+static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origin, uint64_t *excess,
+			int *floored)
 {
 	struct node *n = r->n;
 	uint64_t applied = journal_applied(node_journal(n), origin), confirmed = applied,
@@ -619,6 +621,12 @@ static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origi
 			bound = ck;
 	}
 	bound = node_tail_floor(n, origin, bound);
+	/* The redo after a power loss needs what the last store checkpoint does not cover. */
+	ck = node_stored_floor(n, origin, bound);
+	if (ck < bound) {
+		*floored = 1;
+		bound = ck;
+	}
 	if (confirmed > bound)
 		confirmed = bound;
 	if (rv == 0 && confirmed)
@@ -682,6 +690,7 @@ static void trim_journal(struct repl *r)
 	struct journal *j = node_journal(r->n);
 	struct config cfg;
 	unsigned i, norigins, ncompact = 0;
+	int floored = 0;
 
 	pthread_mutex_lock(&r->lock);
 	cfg = r->cfg;
@@ -701,7 +710,10 @@ static void trim_journal(struct repl *r)
 			excess = ldb + vbytes - bound;
 	}
 	for (i = 0; i < norigins; i++)
-		trim_origin(r, &cfg, origins[i], &excess);
+		trim_origin(r, &cfg, origins[i], &excess, &floored);
+	/* Over the bound, with events only the store checkpoint holds back: one now. */
+	if (excess && floored)
+		node_checkpoint_soon(r->n);
 	if (journal_dead_bytes(j) >= every)
 		for (i = 0; i < norigins; i++)
 			if (journal_trimmed(j, origins[i], &marks[ncompact]) == 0 && marks[ncompact])

@@ -58,6 +58,7 @@
 #include "lib/log.h"
 #include "resync/merkle.h"
 #include "store/path.h"
+#include "node/checkpoint.h"
 #include "node/rebuild.h"
 #include "resync/snap_links.h"
 #include "resync/snap_pipe.h"
@@ -1056,6 +1057,12 @@ static int install_heal(struct snap_recv *sr, struct snap_heal *h)
 	__atomic_add_fetch(&node_store(r->n)->changes, 1, __ATOMIC_RELAXED);
 	rv = snap_install(node_dir(r->n), node_store(r->n)->root, &full, NULL, NULL, &why, &path);
 	store_replaced(node_store(r->n));
+	/* No redo may write older data over what the heal installed. */
+	if (rv == 0) {
+		rv = node_checkpoint(r->n, NODE_CKPT_SYNC);
+		if (rv < 0)
+			why = "store checkpoint after the install";
+	}
 	node_unlock(r->n);
 	for (i = 0; r->hooks.after && i < full.n; i++) {
 		struct event ev = {.type = EV_UNLINK, .path = full.v[i].path};

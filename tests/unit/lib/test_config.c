@@ -401,6 +401,7 @@ Test(config, saved_file_reads_as_documented)
 					 "retain_bytes = 0\n"
 					 "retain_age = 1d\n"
 					 "retain_max_age = 0\n"
+					 "checkpoint = 30\n"
 					 "\n"
 					 "[peer b]\n"
 					 "address = 127.0.0.1:7002\n"),
