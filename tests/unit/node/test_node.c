@@ -8,7 +8,8 @@
  * primary P, and after it Q, would ship them; the node's own id is drawn
  * at random by node_create().  Nothing here reads struct node's fields:
  * what a test observes it observes through node.h's functions, the
- * journal's (under the node lock) and the store directory itself.
+ * journal's (under the node lock) and the store directory itself; the
+ * redo suite also checkpoint.h's.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -24,6 +25,7 @@
 
 #include "lib/bytes.h"
 #include "lib/files.h"
+#include "node/checkpoint.h"
 #include "node/node.h"
 #include "store/digest.h"
 #include "tree.h"
@@ -1316,4 +1318,95 @@ Test(reopen, kill_after_commit_is_caught_up_by_replay, .init = setup_primary)
 	cr_assert_eq(next_seq(), 3);
 	read_store("f", buf, sizeof(buf));
 	cr_assert_str_eq(buf, "hello");
+}
+
+/* ---- the redo of data events above the store checkpoint (checkpoint.c) ---- */
+
+TestSuite(redo, .init = setup_primary, .fini = teardown);
+
+/* What a power loss can leave: the file's stamps and times, but bytes of before. */
+static void lose_bytes(const char *rel, const char *old, struct stat *st)
+{
+	char p[PATH_MAX];
+	struct timespec ts[2];
+	int fd;
+
+	tree_at(p, storedir, rel);
+	cr_assert_eq(stat(p, st), 0);
+	fd = open(p, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	cr_assert_geq(fd, 0, "%s: %s", p, strerror(errno));
+	cr_assert_eq(write(fd, old, strlen(old)), (ssize_t)strlen(old));
+	ts[0] = st->st_atim;
+	ts[1] = st->st_mtim;
+	cr_assert_eq(futimens(fd, ts), 0);
+	close(fd);
+}
+
+static void expect_times(const char *rel, const struct stat *before)
+{
+	char p[PATH_MAX];
+	struct stat st;
+
+	tree_at(p, storedir, rel);
+	cr_assert_eq(stat(p, &st), 0);
+	cr_expect_eq(st.st_mtim.tv_sec, before->st_mtim.tv_sec);
+	cr_expect_eq(st.st_mtim.tv_nsec, before->st_mtim.tv_nsec);
+}
+
+Test(redo, data_above_the_checkpoint_is_written_again_and_below_it_is_not)
+{
+	struct event c = local_create("f"), w1, w2;
+	struct stat before;
+	char buf[32];
+
+	cr_assert_eq(commit(&c), 0);
+	w1 = local_write("f", c.fid, 0, "hello");
+	cr_assert_eq(commit(&w1), 0);
+	cr_assert_eq(node_checkpoint(n, NODE_CKPT_SYNC), 0);
+	w2 = local_write("f", c.fid, 5, " world");
+	cr_assert_eq(commit(&w2), 0);
+	/* Upper case: what the checkpoint covers is not written again. */
+	lose_bytes("f", "HELLO", &before);
+	reopen(0, NODE_OPEN_REPLAY);
+	read_store("f", buf, sizeof(buf));
+	cr_assert_str_eq(buf, "HELLO world");
+	expect_times("f", &before);
+}
+
+Test(redo, a_file_renamed_since_is_found_by_its_fid)
+{
+	struct event c = local_create("f"), w, t, mv;
+	struct event d = {.type = EV_MKDIR, .mode = S_IFDIR | 0755, .path = "d"};
+	struct stat before;
+	char buf[32];
+
+	cr_assert_eq(commit(&c), 0);
+	cr_assert_eq(commit(&d), 0);
+	cr_assert_eq(node_checkpoint(n, NODE_CKPT_SYNC), 0);
+	w = local_write("f", c.fid, 0, "0123456789");
+	cr_assert_eq(commit(&w), 0);
+	t = (struct event){.type = EV_TRUNCATE, .fid = c.fid, .path = "f", .length = 4};
+	cr_assert_eq(commit(&t), 0);
+	mv = (struct event){.type = EV_RENAME, .fid = c.fid, .path = "f", .path2 = "d/g"};
+	cr_assert_eq(commit(&mv), 0);
+	lose_bytes("d/g", "", &before);
+	reopen(0, NODE_OPEN_REPLAY);
+	read_store("d/g", buf, sizeof(buf));
+	cr_assert_str_eq(buf, "0123", "the write and the truncate, in order");
+	expect_times("d/g", &before);
+}
+
+Test(redo, a_node_that_never_checkpointed_writes_nothing_again)
+{
+	struct event c = local_create("f"), w;
+	struct stat before;
+	char buf[32];
+
+	cr_assert_eq(commit(&c), 0);
+	w = local_write("f", c.fid, 0, "hello");
+	cr_assert_eq(commit(&w), 0);
+	lose_bytes("f", "HELLO", &before);
+	reopen(0, NODE_OPEN_REPLAY);
+	read_store("f", buf, sizeof(buf));
+	cr_assert_str_eq(buf, "HELLO", "no position recorded: its store counts as durable");
 }
