@@ -10,24 +10,23 @@
  * marks as the store's durable position (JOURNAL_META_STORED).  A checkpoint
  * runs every `checkpoint` seconds (ledgerfs.conf, 30 by default, the age at
  * which the kernel writes dirty pages back anyway) while events are applied,
- * and after every change of the store that is not an event applied in order
- * (a snapshot install, a heal), so that the redo below never replays an
- * event over a state it did not build on.
+ * at a clean stop, and after every change of the store that is not an event
+ * applied in order (a snapshot install, a heal), so that the redo below never
+ * replays an event over a state it did not build on.
  *
- * A power loss may keep less of the store than the journal shows applied,
- * even after a clean unmount (unmounting flushes nothing).  A journaling
- * filesystem (ext4, XFS) keeps its metadata in the order it was made, so
- * names, modes, xattrs and the version stamps the replay reads are as of
- * some moment, and the replay from the applied marks finishes them as after
- * a kill -9.  File data has no such order: a write whose version stamp
+ * A power loss may keep less of the store than the journal shows applied.
+ * A journaling filesystem (ext4, XFS) keeps its metadata in the order it was
+ * made, so names, modes, xattrs and the version stamps the replay reads are
+ * as of some moment, and the replay from the applied marks finishes them as
+ * after a kill -9.  File data has no such order: a write whose version stamp
  * survived may have lost its bytes.  So every data event (write, truncate,
  * fallocate) above the store's durable position is written again, in history
  * order (term, origin, seq, as replay.h has it), to the file that holds its
  * fid now (found by its path, or else by a walk of the store), and the
  * file's times are put back as they were.  Writing a run of data events
  * again, in order, ends in the same bytes whatever part of them the store
- * already had.  So the redo runs at every start, after a clean stop too: it
- * costs the rewrite of at most one interval's writes.
+ * already had.  The redo runs at every start; after a clean stop it finds
+ * nothing to do.
  */
 #include <errno.h>
 #include <fcntl.h>

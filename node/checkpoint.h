@@ -24,8 +24,8 @@ int node_checkpoint(struct node *n, int flags);
 
 /*
  * Have the checkpointer thread checkpoint now rather than at its next
- * interval (retention does when the journal is over its bound and only the
- * store's durable position keeps events).  No-op without the thread.
+ * interval (retention does when it would trim past the store's durable
+ * position).  No-op without the thread.
  */
 void node_checkpoint_soon(struct node *n);
 

@@ -333,8 +333,12 @@ void node_close(struct node *n, int clean)
 		pthread_join(n->syncer, NULL);
 	}
 	node_checkpointer_stop(n);
-	if (n->journal && clean) {
-		int r = journal_sync(n->journal);
+	if (n->journal && n->store && clean) {
+		/* Nothing to write again at the next start (and no walk for files gone since). */
+		int r = node_checkpoint(n, NODE_CKPT_IF_MOVED);
+
+		if (r == 0)
+			r = journal_sync(n->journal);
 
 		if (r == 0)
 			r = journal_meta_put_u64(n->journal, JOURNAL_META_CLEAN, 1, 1);

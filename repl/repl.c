@@ -600,7 +600,7 @@ static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origi
 		 bound = applied;
 	uint64_t ck, upto = 0, forced = 0, count = 0;
 	unsigned i;
-	int rv = 0;
+	int rv = 0, stored_cut;
 
 	for (i = 0; i < cfg->npeers && rv == 0; i++) {
 		/* A member never seen has confirmed nothing. */
@@ -623,10 +623,8 @@ static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origi
 	bound = node_tail_floor(n, origin, bound);
 	/* The redo after a power loss needs what the last store checkpoint does not cover. */
 	ck = node_stored_floor(n, origin, bound);
-	if (ck < bound) {
-		*floored = 1;
-		bound = ck;
-	}
+	stored_cut = ck < bound;
+	bound = ck;
 	if (confirmed > bound)
 		confirmed = bound;
 	if (rv == 0 && confirmed)
@@ -639,6 +637,9 @@ static void trim_origin(struct repl *r, const struct config *cfg, uint64_t origi
 		upto = forced;
 	else
 		forced = 0;
+	/* Retention would trim past the store checkpoint: the caller asks for one. */
+	if (stored_cut && upto == bound)
+		*floored = 1;
 	if (rv == 0 && upto)
 		rv = journal_trim(node_journal(n), origin, upto, &count);
 	if (rv < 0)
@@ -711,8 +712,8 @@ static void trim_journal(struct repl *r)
 	}
 	for (i = 0; i < norigins; i++)
 		trim_origin(r, &cfg, origins[i], &excess, &floored);
-	/* Over the bound, with events only the store checkpoint holds back: one now. */
-	if (excess && floored)
+	/* Events only the store checkpoint holds back: one now, not at its interval. */
+	if (floored)
 		node_checkpoint_soon(r->n);
 	if (journal_dead_bytes(j) >= every)
 		for (i = 0; i < norigins; i++)
