@@ -91,16 +91,16 @@ static uint64_t stored_seq(struct node *n, uint64_t origin)
 
 uint64_t node_stored_floor(struct node *n, uint64_t origin, uint64_t bound)
 {
-	uint64_t seq;
+	uint64_t seq = 0;
 	int known;
 
 	pthread_mutex_lock(&n->stored_lock);
 	known = n->stored_known;
+	for (size_t i = 0; i < n->nstored; i++)
+		if (n->stored[i].origin == origin)
+			seq = n->stored[i].seq;
 	pthread_mutex_unlock(&n->stored_lock);
-	if (!known)
-		return bound;
-	seq = stored_seq(n, origin);
-	return seq < bound ? seq : bound;
+	return known && seq < bound ? seq : bound;
 }
 
 /* Are the marks v[0..k-1] those of the last checkpoint? */
@@ -485,29 +485,7 @@ static int redo_one(struct redo *rd, const struct redo_event *re, struct redo_fi
 			re->seq, why ? why : strerror(-r));
 		return r;
 	}
-	switch (ev.type) {
-	case EV_WRITE:
-		for (size_t done = 0; done < ev.data_len && r == 0;) {
-			ssize_t w = pwrite(f->fd, ev.data + done, ev.data_len - done,
-					   (off_t)(ev.offset + done));
-
-			if (w < 0 && errno != EINTR)
-				r = -errno;
-			else if (w == 0)
-				r = -EIO;
-			else if (w > 0)
-				done += (size_t)w;
-		}
-		break;
-	case EV_TRUNCATE:
-		if (ftruncate(f->fd, (off_t)ev.length) < 0)
-			r = -errno;
-		break;
-	case EV_FALLOCATE:
-		if (fallocate(f->fd, (int)ev.op_flags, (off_t)ev.offset, (off_t)ev.length) < 0)
-			r = -errno;
-		break;
-	}
+	r = store_data_change(f->fd, &ev);
 	if (r < 0)
 		log_err("redo: event %016" PRIx64 ":%" PRIu64 " (%s %s): %s", re->origin, re->seq,
 			event_type_name(ev.type), re->path, strerror(-r));

@@ -501,6 +501,22 @@ static int full_pwrite(int fd, const uint8_t *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+int store_data_change(int fd, const struct event *ev)
+{
+	switch (ev->type) {
+	case EV_WRITE:
+		return full_pwrite(fd, ev->data, ev->data_len, ev->offset);
+	case EV_TRUNCATE:
+		return ftruncate(fd, (off_t)ev->length) < 0 ? -errno : 0;
+	case EV_FALLOCATE:
+		return fallocate(fd, (int)ev->op_flags, (off_t)ev->offset, (off_t)ev->length) < 0
+			   ? -errno
+			   : 0;
+	default:
+		return -EINVAL;
+	}
+}
+
 /*
  * Set the times ts (either may be UTIME_OMIT) of the object at fd, or
  * leave them to apply_cache_flush() when defer is the cache holding fd.
@@ -1024,23 +1040,11 @@ static int apply_change(struct store *s, const struct event *ev, int fd, struct 
 
 	switch (ev->type) {
 	case EV_WRITE:
-		*why = "write";
-		r = full_pwrite(fd, ev->data, ev->data_len, ev->offset);
-		if (r == 0)
-			r = set_mtime(fd, ev, defer);
-		break;
 	case EV_TRUNCATE:
-		*why = "truncate";
-		if (ftruncate(fd, (off_t)ev->length) < 0)
-			r = -errno;
-		else
-			r = set_mtime(fd, ev, defer);
-		break;
 	case EV_FALLOCATE:
-		*why = "fallocate";
-		if (fallocate(fd, (int)ev->op_flags, (off_t)ev->offset, (off_t)ev->length) < 0)
-			r = -errno;
-		else
+		*why = event_type_name(ev->type);
+		r = store_data_change(fd, ev);
+		if (r == 0)
 			r = set_mtime(fd, ev, defer);
 		break;
 	case EV_CHMOD:

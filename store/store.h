@@ -214,4 +214,12 @@ struct apply_ctx {
  */
 int apply_event(struct store *s, const struct event *ev, struct apply_ctx *ctx, const char **why);
 
+/*
+ * The data change alone of EV_WRITE, EV_TRUNCATE or EV_FALLOCATE ev on the
+ * regular file open for writing at fd: no check, no times, no version
+ * (apply_event() does those; node/checkpoint.c's redo wants none).  0 or a
+ * negative errno; -EINVAL for another type.
+ */
+int store_data_change(int fd, const struct event *ev);
+
 #endif
