@@ -135,6 +135,8 @@ struct fsck_tree {
  * stat and fid, sorted with fsck_path_cmp().  Freed with fsck_tree_free().
  */
 int fsck_tree_load(struct fsck *f, struct fsck_tree *t);
+/* Drop the listing and keep t->dir and t->store, for another fsck_tree_load(). */
+void fsck_tree_unload(struct fsck_tree *t);
 void fsck_tree_free(struct fsck_tree *t);
 
 /* The entry of t at path, or NULL. */

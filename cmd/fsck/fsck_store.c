@@ -493,6 +493,7 @@ static int journal_trimmed_any(struct fsck *f)
 int fsck_check_store(struct fsck *f)
 {
 	struct fsck_tree store = {0}, ref = {0};
+	unsigned long fixed;
 	int failed = 0, fix, r;
 
 	if (asprintf(&store.dir, "%s/%s", f->real, NODE_STORE_DIR) < 0) {
@@ -539,9 +540,23 @@ int fsck_check_store(struct fsck *f)
 		goto out;
 	fsck_info(f, "store: %zu entries, reference: %zu entries", store.n, ref.n);
 	fix = !failed;
+	fixed = f->fixed;
 	r = check_fids(f, &store, &ref, fix);
 	if (r == 0)
 		check_tree(f, &store, &ref, fix);
+	/*
+	 * A repair can make two copies of one hard-linked file share its fid:
+	 * a name whose fid was set, or whose contents were copied over, apart
+	 * from the file's other names.  After repairs, the fids are looked at
+	 * once more on the repaired store, which links such copies again.
+	 */
+	if (r == 0 && fix && f->fixed > fixed) {
+		fsck_tree_unload(&store);
+		r = fsck_tree_load(f, &store);
+		fsck_progress_end(f);
+		if (r == 0)
+			r = check_fids(f, &store, &ref, fix);
+	}
 out:
 	fsck_tree_free(&ref);
 	fsck_tree_free(&store);

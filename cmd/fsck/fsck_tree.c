@@ -21,12 +21,21 @@
 #include "store/digest.h"
 #include "store/path.h"
 
-void fsck_tree_free(struct fsck_tree *t)
+void fsck_tree_unload(struct fsck_tree *t)
 {
 	for (size_t i = 0; i < t->n; i++)
 		free(t->v[i].path);
 	free(t->v);
 	free(t->buf);
+	t->v = NULL;
+	t->n = 0;
+	t->buf = NULL;
+	t->len = 0;
+}
+
+void fsck_tree_free(struct fsck_tree *t)
+{
+	fsck_tree_unload(t);
 	store_close(t->store);
 	free(t->dir);
 }

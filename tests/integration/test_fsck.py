@@ -202,6 +202,26 @@ def test_fsck_hard_link_broken_behind_the_back():
         check_eq(os.stat(link).st_ino, os.stat(n.s("small")).st_ino, "one inode again")
 
 
+def test_fsck_hard_link_copy_without_its_fid_is_linked_again():
+    """A name the journal holds as a hard link but the store as a copy with
+    no fid, or a fid of its own (what a power cut can leave): the repair
+    that gives it the file's fid back must link it too, in one run."""
+    for case in ("no fid", "own fid"):
+        with lfs.Workdir() as wd:
+            n = populated_node(wd)
+            link = n.s("dir/small-link")
+            data = lfs.read_file(link)
+            os.unlink(link)
+            lfs.write_file(link, data)
+            if case == "own fid":
+                os.setxattr(link, FID, os.getxattr(n.s("dir/two"), FID)[:8] + b"\xff" * 8)
+            os.utime(link, ns=(os.stat(n.s("small")).st_atime_ns,
+                               os.stat(n.s("small")).st_mtime_ns))
+            find_fix_rerun(n, ("dir/small-link",), f"hard link copy with {case}")
+            check_eq(os.stat(link).st_ino, os.stat(n.s("small")).st_ino,
+                     f"{case}: one inode again")
+
+
 def test_fsck_unapplied_tail_is_replayed():
     """After kill -9, the events the daemon journaled but had not marked
     applied are an unapplied tail: -n reports it, -y replays it."""
