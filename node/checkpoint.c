@@ -76,29 +76,35 @@ int node_stored_load(struct node *n)
 	return 0;
 }
 
-/* The store's durable position for origin; 0 if none. */
-static uint64_t stored_seq(struct node *n, uint64_t origin)
+/* The store's durable position for origin; 0 if none.  Under stored_lock. */
+static uint64_t stored_seq_locked(struct node *n, uint64_t origin)
 {
 	uint64_t seq = 0;
 
-	pthread_mutex_lock(&n->stored_lock);
 	for (size_t i = 0; i < n->nstored; i++)
 		if (n->stored[i].origin == origin)
 			seq = n->stored[i].seq;
+	return seq;
+}
+
+static uint64_t stored_seq(struct node *n, uint64_t origin)
+{
+	uint64_t seq;
+
+	pthread_mutex_lock(&n->stored_lock);
+	seq = stored_seq_locked(n, origin);
 	pthread_mutex_unlock(&n->stored_lock);
 	return seq;
 }
 
 uint64_t node_stored_floor(struct node *n, uint64_t origin, uint64_t bound)
 {
-	uint64_t seq = 0;
+	uint64_t seq;
 	int known;
 
 	pthread_mutex_lock(&n->stored_lock);
 	known = n->stored_known;
-	for (size_t i = 0; i < n->nstored; i++)
-		if (n->stored[i].origin == origin)
-			seq = n->stored[i].seq;
+	seq = stored_seq_locked(n, origin);
 	pthread_mutex_unlock(&n->stored_lock);
 	return known && seq < bound ? seq : bound;
 }

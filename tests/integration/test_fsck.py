@@ -187,17 +187,26 @@ def test_fsck_duplicated_fid():
                  "a hard link shares its file's fid, and that is no problem")
 
 
+def copy_over_hard_link(n, fid):
+    """Replace the store's dir/small-link, a hard link of small, by a copy of
+    it with small's times and the given fid (None: no fid); its path."""
+    link = n.s("dir/small-link")
+    data = lfs.read_file(link)
+    os.unlink(link)
+    lfs.write_file(link, data)
+    if fid is not None:
+        os.setxattr(link, FID, fid)
+    st = os.stat(n.s("small"))
+    os.utime(link, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return link
+
+
 def test_fsck_hard_link_broken_behind_the_back():
     """Two names that the journal holds as one file but the store as two
     copies sharing a fid are made one file again."""
     with lfs.Workdir() as wd:
         n = populated_node(wd)
-        link = n.s("dir/small-link")
-        data = lfs.read_file(link)
-        os.unlink(link)
-        lfs.write_file(link, data)
-        os.setxattr(link, FID, os.getxattr(n.s("small"), FID))
-        os.utime(link, ns=(os.stat(n.s("small")).st_atime_ns, os.stat(n.s("small")).st_mtime_ns))
+        link = copy_over_hard_link(n, os.getxattr(n.s("small"), FID))
         find_fix_rerun(n, ("shares fid",), "broken hard link")
         check_eq(os.stat(link).st_ino, os.stat(n.s("small")).st_ino, "one inode again")
 
@@ -209,14 +218,8 @@ def test_fsck_hard_link_copy_without_its_fid_is_linked_again():
     for case in ("no fid", "own fid"):
         with lfs.Workdir() as wd:
             n = populated_node(wd)
-            link = n.s("dir/small-link")
-            data = lfs.read_file(link)
-            os.unlink(link)
-            lfs.write_file(link, data)
-            if case == "own fid":
-                os.setxattr(link, FID, os.getxattr(n.s("dir/two"), FID)[:8] + b"\xff" * 8)
-            os.utime(link, ns=(os.stat(n.s("small")).st_atime_ns,
-                               os.stat(n.s("small")).st_mtime_ns))
+            own = os.getxattr(n.s("dir/two"), FID)[:8] + b"\xff" * 8
+            link = copy_over_hard_link(n, own if case == "own fid" else None)
             find_fix_rerun(n, ("dir/small-link",), f"hard link copy with {case}")
             check_eq(os.stat(link).st_ino, os.stat(n.s("small")).st_ino,
                      f"{case}: one inode again")
